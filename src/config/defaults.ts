@@ -1,0 +1,101 @@
+/**
+ * Every configuration default in one table. Units are in the names. `cluster.config.json`,
+ * environment variables and `starling start` flags are merged over this, validated once,
+ * frozen, and passed down explicitly.
+ */
+
+/** The node's configuration. */
+export interface Config {
+  /** The XMPP domain this server serves. */
+  domain: string;
+  /** The address every listener binds to. */
+  host: string;
+  ports: {
+    /** Client connections with STARTTLS (RFC 6120). */
+    c2s: number;
+    /** Client connections with direct TLS (XEP-0368). */
+    tls: number;
+    /** Admin HTTP API (loopback only) and, later, WebSocket. */
+    http: number;
+  };
+  /** Where the LevelDB store, the generated certificate and other state live. */
+  dataDir: string;
+  /** Worker threads; 0 means one per core. */
+  workers: number;
+  /** Fixed ring partitions; every node of a cluster must agree on it. */
+  partitions: number;
+  tls: {
+    /** PEM certificate chain; when absent, a self-signed one is made in dataDir on first start. */
+    certFile: string | null;
+    keyFile: string | null;
+    /** Refuse SASL before TLS on the STARTTLS port. */
+    requireBeforeAuth: boolean;
+  };
+  limits: {
+    maxStanzaBytes: number;
+    maxStanzaDepth: number;
+    /** A client that does not read is disconnected when its pending output passes this. */
+    maxOutboundBufferBytes: number;
+    maxOfflineMessagesPerUser: number;
+    maxRosterItems: number;
+    /** Time to finish SASL after connecting. */
+    authTimeoutMs: number;
+    /** Failed logins allowed per address per window before further attempts are refused. */
+    loginFailuresPerAddress: number;
+    loginFailuresPerAccount: number;
+    loginFailureWindowMs: number;
+    /** XEP-0198: how long a broken stream waits for `<resume/>`. */
+    smResumeTimeoutSeconds: number;
+    /** XEP-0198: unacked stanzas kept per session; beyond it the stream is closed. */
+    smMaxUnackedStanzas: number;
+    /** Stanzas queued in an actor's mailbox before the sender is told to wait. */
+    maxMailboxSize: number;
+  };
+  registration: {
+    /** XEP-0077 in-band registration. */
+    allow: boolean;
+    /** Registrations per address per window, for addresses not on the allow-list. */
+    perAddressPerWindow: number;
+    windowMs: number;
+    /** Addresses never rate-limited (loopback by default, as Prosody does). */
+    allowList: string[];
+  };
+  log: {
+    level: "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
+  };
+  /** Cluster membership; a single node leaves it empty. */
+  cluster: Record<string, unknown>;
+}
+
+/** The defaults every other source is merged over. */
+export const DEFAULT_CONFIG: Config = {
+  domain: "localhost",
+  host: "127.0.0.1",
+  ports: { c2s: 5222, tls: 5223, http: 5280 },
+  dataDir: "./data",
+  workers: 0,
+  partitions: 4096,
+  tls: { certFile: null, keyFile: null, requireBeforeAuth: true },
+  limits: {
+    maxStanzaBytes: 262_144,
+    maxStanzaDepth: 32,
+    maxOutboundBufferBytes: 1_048_576,
+    maxOfflineMessagesPerUser: 1000,
+    maxRosterItems: 1000,
+    authTimeoutMs: 30_000,
+    loginFailuresPerAddress: 20,
+    loginFailuresPerAccount: 10,
+    loginFailureWindowMs: 60_000,
+    smResumeTimeoutSeconds: 300,
+    smMaxUnackedStanzas: 5000,
+    maxMailboxSize: 10_000,
+  },
+  registration: {
+    allow: false,
+    perAddressPerWindow: 5,
+    windowMs: 3_600_000,
+    allowList: ["127.0.0.1", "::1", "::ffff:127.0.0.1"],
+  },
+  log: { level: "info" },
+  cluster: {},
+};

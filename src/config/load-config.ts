@@ -1,0 +1,213 @@
+/**
+ * Loads the node configuration: defaults, then `cluster.config.json` (or `--config FILE`), then
+ * `STARLING_*` environment variables, then command-line overrides. Every problem is collected
+ * and reported at once with the key that holds it; the result is deep-frozen.
+ */
+import { readFileSync } from "node:fs";
+import { isAbsolute, resolve } from "node:path";
+import { XmppServerError } from "../errors.ts";
+import { type Config, DEFAULT_CONFIG } from "./defaults.ts";
+
+type Check = (value: unknown) => string | undefined;
+
+const positiveInt: Check = (v) =>
+  Number.isSafeInteger(v) && (v as number) > 0 ? undefined : "must be a positive integer";
+const nonNegativeInt: Check = (v) =>
+  Number.isSafeInteger(v) && (v as number) >= 0 ? undefined : "must be an integer >= 0";
+const port: Check = (v) =>
+  Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) <= 65535
+    ? undefined
+    : "must be a port number (0-65535)";
+const nonEmptyString: Check = (v) =>
+  typeof v === "string" && v.length > 0 ? undefined : "must be a non-empty string";
+const boolean: Check = (v) => (typeof v === "boolean" ? undefined : "must be true or false");
+const pathOrNull: Check = (v) =>
+  v === null || (typeof v === "string" && v.length > 0) ? undefined : "must be a path or null";
+const stringList: Check = (v) =>
+  Array.isArray(v) && v.every((x) => typeof x === "string") ? undefined : "must be a list of strings";
+const object: Check = (v) =>
+  typeof v === "object" && v !== null && !Array.isArray(v) ? undefined : "must be an object";
+const oneOf =
+  (...values: string[]): Check =>
+  (v) =>
+    typeof v === "string" && values.includes(v) ? undefined : `must be one of ${values.join(", ")}`;
+const domainName: Check = (v) =>
+  typeof v === "string" && /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/i.test(v) ? undefined : "must be a domain name";
+
+/** How each leaf key is checked; a key not listed here is unknown and rejected. */
+const SCHEMA: Record<string, Check> = {
+  domain: domainName,
+  host: nonEmptyString,
+  "ports.c2s": port,
+  "ports.tls": port,
+  "ports.http": port,
+  dataDir: nonEmptyString,
+  workers: nonNegativeInt,
+  partitions: positiveInt,
+  "tls.certFile": pathOrNull,
+  "tls.keyFile": pathOrNull,
+  "tls.requireBeforeAuth": boolean,
+  "limits.maxStanzaBytes": positiveInt,
+  "limits.maxStanzaDepth": positiveInt,
+  "limits.maxOutboundBufferBytes": positiveInt,
+  "limits.maxOfflineMessagesPerUser": nonNegativeInt,
+  "limits.maxRosterItems": positiveInt,
+  "limits.authTimeoutMs": positiveInt,
+  "limits.loginFailuresPerAddress": positiveInt,
+  "limits.loginFailuresPerAccount": positiveInt,
+  "limits.loginFailureWindowMs": positiveInt,
+  "limits.smResumeTimeoutSeconds": nonNegativeInt,
+  "limits.smMaxUnackedStanzas": positiveInt,
+  "limits.maxMailboxSize": positiveInt,
+  "registration.allow": boolean,
+  "registration.perAddressPerWindow": nonNegativeInt,
+  "registration.windowMs": positiveInt,
+  "registration.allowList": stringList,
+  "log.level": oneOf("trace", "debug", "info", "warn", "error", "fatal", "silent"),
+  cluster: object,
+};
+
+/** Environment variables that override keys, e.g. `STARLING_DOMAIN=chat.example.org`. */
+export const ENV_KEYS: Record<string, string> = {
+  STARLING_DOMAIN: "domain",
+  STARLING_HOST: "host",
+  STARLING_C2S_PORT: "ports.c2s",
+  STARLING_TLS_PORT: "ports.tls",
+  STARLING_HTTP_PORT: "ports.http",
+  STARLING_DATA: "dataDir",
+  STARLING_WORKERS: "workers",
+  STARLING_ALLOW_REGISTRATION: "registration.allow",
+  STARLING_LOG_LEVEL: "log.level",
+};
+
+/** Options for {@link loadConfig}. */
+export interface LoadConfigOptions {
+  /** Explicit config file; it must exist. Without it, `./cluster.config.json` is read if present. */
+  configFile?: string;
+  /** Key-path overrides, e.g. from command-line flags: `{ "ports.c2s": 5222 }`. */
+  overrides?: Record<string, unknown>;
+  env?: NodeJS.ProcessEnv;
+  cwd?: string;
+}
+
+function isPlainObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+function setPath(target: Record<string, unknown>, path: string, value: unknown): void {
+  const parts = path.split(".");
+  let node = target;
+  for (const part of parts.slice(0, -1)) {
+    if (!isPlainObject(node[part])) node[part] = {};
+    node = node[part] as Record<string, unknown>;
+  }
+  node[parts.at(-1)!] = value;
+}
+
+/** Merges `source` into `target`, reporting keys that are not in the schema. */
+function mergeInto(
+  target: Record<string, unknown>,
+  source: Record<string, unknown>,
+  prefix: string,
+  errors: string[],
+) {
+  for (const [key, value] of Object.entries(source)) {
+    const path = prefix === "" ? key : `${prefix}.${key}`;
+    if (SCHEMA[path] !== undefined) {
+      target[key] = value;
+    } else if (isPlainObject(value) && Object.keys(SCHEMA).some((k) => k.startsWith(`${path}.`))) {
+      if (!isPlainObject(target[key])) target[key] = {};
+      mergeInto(target[key] as Record<string, unknown>, value, path, errors);
+    } else {
+      errors.push(`${path}: unknown key`);
+    }
+  }
+}
+
+function getPath(source: Record<string, unknown>, path: string): unknown {
+  let node: unknown = source;
+  for (const part of path.split(".")) node = isPlainObject(node) ? node[part] : undefined;
+  return node;
+}
+
+function parseEnvValue(path: string, raw: string): unknown {
+  const current = getPath(DEFAULT_CONFIG as unknown as Record<string, unknown>, path);
+  if (typeof current === "number") return raw.trim() === "" ? Number.NaN : Number(raw);
+  if (typeof current === "boolean")
+    return raw === "true" || raw === "1" ? true : raw === "false" || raw === "0" ? false : raw;
+  return raw;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === "object" && value !== null) {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+/** Loads, validates and freezes the configuration; throws `XSRV_CONFIG_INVALID` naming every bad key. */
+export function loadConfig(options: LoadConfigOptions = {}): Readonly<Config> {
+  const cwd = options.cwd ?? process.cwd();
+  const env = options.env ?? process.env;
+  const errors: string[] = [];
+  const merged = structuredClone(DEFAULT_CONFIG) as unknown as Record<string, unknown>;
+
+  const file = options.configFile ?? env.STARLING_CONFIG;
+  const path = resolve(cwd, file ?? "cluster.config.json");
+  let text: string | undefined;
+  try {
+    text = readFileSync(path, "utf8");
+  } catch (error) {
+    if (file !== undefined || (error as NodeJS.ErrnoException).code !== "ENOENT") {
+      throw new XmppServerError(
+        "XSRV_CONFIG_INVALID",
+        `cannot read config file ${path}: ${(error as Error).message}`,
+      );
+    }
+  }
+  if (text !== undefined) {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(text);
+    } catch (error) {
+      throw new XmppServerError(
+        "XSRV_CONFIG_INVALID",
+        `config file ${path} is not valid JSON: ${(error as Error).message}`,
+      );
+    }
+    if (!isPlainObject(parsed)) {
+      throw new XmppServerError("XSRV_CONFIG_INVALID", `config file ${path} must hold a JSON object`);
+    }
+    const { $comment: _comment, ...rest } = parsed;
+    mergeInto(merged, rest, "", errors);
+  }
+
+  for (const [name, key] of Object.entries(ENV_KEYS)) {
+    const raw = env[name];
+    if (raw !== undefined) setPath(merged, key, parseEnvValue(key, raw));
+  }
+  for (const [key, value] of Object.entries(options.overrides ?? {})) {
+    if (SCHEMA[key] === undefined) errors.push(`${key}: unknown key`);
+    else setPath(merged, key, value);
+  }
+
+  for (const [key, check] of Object.entries(SCHEMA)) {
+    const value = getPath(merged, key);
+    const problem = check(value);
+    if (problem !== undefined) errors.push(`${key} ${problem} (got ${JSON.stringify(value)})`);
+  }
+  if (
+    ((merged.tls as Config["tls"]).certFile === null) !==
+    ((merged.tls as Config["tls"]).keyFile === null)
+  ) {
+    errors.push("tls.certFile and tls.keyFile must be given together");
+  }
+  if (errors.length > 0) {
+    throw new XmppServerError("XSRV_CONFIG_INVALID", `invalid configuration: ${errors.join("; ")}`);
+  }
+
+  const config = merged as unknown as Config;
+  if (!isAbsolute(config.dataDir)) config.dataDir = resolve(cwd, config.dataDir);
+  return deepFreeze(config);
+}
