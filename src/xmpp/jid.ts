@@ -23,9 +23,9 @@ const MAX_PART_BYTES = 1023;
  * RFC 7622 §3.3.1: the localpart excludes `"&'/:<>@` and, through the PRECIS IdentifierClass,
  * spaces and control characters.
  */
-const LOCALPART_FORBIDDEN = /[\s"&'/:<>@\u0000-\u001f\u007f]/u;
-const DOMAIN_FORBIDDEN = /[\s"&'/:<>@\\\u0000-\u001f\u007f]/u;
-const RESOURCE_FORBIDDEN = /[\u0000-\u001f\u007f]/u;
+const LOCALPART_FORBIDDEN = /[\s"&'/:<>@\p{Cc}]/u;
+const DOMAIN_FORBIDDEN = /[\s"&'/:<>@\\\p{Cc}]/u;
+const RESOURCE_FORBIDDEN = /\p{Cc}/u;
 
 function byteLength(value: string): number {
   return Buffer.byteLength(value, "utf8");
