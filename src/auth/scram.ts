@@ -2,7 +2,8 @@
  * SCRAM key derivation (RFC 5802 §3, RFC 7677). Accounts store only these keys, one set per
  * hash, so the password is never kept and either SCRAM variant can authenticate the user.
  */
-import { createHash, createHmac, pbkdf2Sync, randomBytes } from "node:crypto";
+import { createHash, createHmac, pbkdf2, pbkdf2Sync, randomBytes } from "node:crypto";
+import { promisify } from "node:util";
 import type { Account, ScramCredential } from "../storage/store.ts";
 import type { BareJid } from "../xmpp/jid.ts";
 import type { ScramHash } from "./auth-provider.ts";
@@ -23,16 +24,7 @@ export function deriveScramCredential(
   iterations = DEFAULT_SCRAM_ITERATIONS,
   salt: Buffer = randomBytes(16),
 ): ScramCredential {
-  const salted = saltPassword(password, salt, iterations, hash);
-  const clientKey = createHmac(hash, salted).update("Client Key").digest();
-  const storedKey = createHash(hash).update(clientKey).digest();
-  const serverKey = createHmac(hash, salted).update("Server Key").digest();
-  return {
-    salt: salt.toString("base64"),
-    iterations,
-    storedKey: storedKey.toString("base64"),
-    serverKey: serverKey.toString("base64"),
-  };
+  return scramKeys(saltPassword(password, salt, iterations, hash), hash, salt, iterations);
 }
 
 /** Builds a new account record for a password. */
@@ -47,4 +39,56 @@ export function createAccountRecord(
     scramSha256: deriveScramCredential(password, "sha256", iterations),
     createdAt: Date.now(),
   };
+}
+
+const pbkdf2Async = promisify(pbkdf2);
+
+/**
+ * {@link saltPassword} on the libuv threadpool: PBKDF2 at 4096 iterations costs milliseconds, so
+ * servers deriving many keys (the admin endpoint's bulk create) run them in parallel there
+ * instead of blocking the event loop.
+ */
+export function saltPasswordAsync(
+  password: string,
+  salt: Buffer,
+  iterations: number,
+  hash: ScramHash,
+): Promise<Buffer> {
+  const length = hash === "sha1" ? 20 : 32;
+  return pbkdf2Async(Buffer.from(password.normalize("NFKC"), "utf8"), salt, iterations, length, hash);
+}
+
+function scramKeys(salted: Buffer, hash: ScramHash, salt: Buffer, iterations: number): ScramCredential {
+  const clientKey = createHmac(hash, salted).update("Client Key").digest();
+  const storedKey = createHash(hash).update(clientKey).digest();
+  const serverKey = createHmac(hash, salted).update("Server Key").digest();
+  return {
+    salt: salt.toString("base64"),
+    iterations,
+    storedKey: storedKey.toString("base64"),
+    serverKey: serverKey.toString("base64"),
+  };
+}
+
+/** {@link deriveScramCredential} with the PBKDF2 step on the libuv threadpool. */
+export async function deriveScramCredentialAsync(
+  password: string,
+  hash: ScramHash,
+  iterations = DEFAULT_SCRAM_ITERATIONS,
+  salt: Buffer = randomBytes(16),
+): Promise<ScramCredential> {
+  return scramKeys(await saltPasswordAsync(password, salt, iterations, hash), hash, salt, iterations);
+}
+
+/** {@link createAccountRecord} with both key derivations running in parallel on the libuv threadpool. */
+export async function createAccountRecordAsync(
+  jid: BareJid,
+  password: string,
+  iterations = DEFAULT_SCRAM_ITERATIONS,
+): Promise<Account> {
+  const [scramSha1, scramSha256] = await Promise.all([
+    deriveScramCredentialAsync(password, "sha1", iterations),
+    deriveScramCredentialAsync(password, "sha256", iterations),
+  ]);
+  return { jid, scramSha1, scramSha256, createdAt: Date.now() };
 }

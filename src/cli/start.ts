@@ -1,0 +1,86 @@
+/**
+ * `starling start`: loads the configuration (file, environment, then these flags), starts one
+ * node, and stops it gracefully on the first SIGTERM or SIGINT (`main.ts` turns a second signal
+ * into an immediate exit).
+ */
+import { once } from "node:events";
+import { loadConfig } from "../config/load-config.ts";
+import { createLogger } from "../log.ts";
+import {
+  type CommandContext,
+  parseCommandArgs,
+  parseCountFlag,
+  parseLogLevelFlag,
+  parsePortFlag,
+  stringFlag,
+} from "./args.ts";
+
+const HINT = "starling start --help";
+
+/** `--help` text of `starling start`. */
+export const help = `Usage: starling start [options]
+
+Starts a Starling node in the foreground; logs go to stderr as JSON lines.
+SIGTERM or SIGINT stops it gracefully; a second signal exits at once.
+
+Options:
+  --config FILE          configuration file (default: ./cluster.config.json if present)
+  --domain D             XMPP domain served (default: localhost)
+  --host ADDR            address every listener binds to (default: 127.0.0.1)
+  --c2s-port N           client port with STARTTLS (default: 5222; 0 = any free port)
+  --tls-port N           client port with direct TLS (default: 5223; 0 = any free port)
+  --http-port N          loopback admin HTTP port (default: 5280; 0 = any free port)
+  --data DIR             data directory: store and generated certificate (default: ./data)
+  --workers N            worker threads, 0 = one per core (default: 0)
+  --allow-registration   allow XEP-0077 in-band registration
+  --log-level L          trace, debug, info, warn, error, fatal or silent (default: info)
+  -h, --help             show this help
+`;
+
+const OPTIONS = {
+  config: { type: "string" },
+  domain: { type: "string" },
+  host: { type: "string" },
+  "c2s-port": { type: "string" },
+  "tls-port": { type: "string" },
+  "http-port": { type: "string" },
+  data: { type: "string" },
+  workers: { type: "string" },
+  "allow-registration": { type: "boolean" },
+  "log-level": { type: "string" },
+  help: { type: "boolean", short: "h" },
+} as const;
+
+/** Runs `starling start` until `context.signal` aborts, then stops the node. */
+export async function run(args: readonly string[], context: CommandContext): Promise<void> {
+  const { values } = parseCommandArgs(args, OPTIONS, HINT);
+  if (values.help === true) {
+    context.out(help.trimEnd());
+    return;
+  }
+  const overrides: Record<string, unknown> = {};
+  const set = (key: string, value: unknown) => {
+    if (value !== undefined) overrides[key] = value;
+  };
+  set("domain", stringFlag(values.domain));
+  set("host", stringFlag(values.host));
+  set("ports.c2s", parsePortFlag("c2s-port", values["c2s-port"]));
+  set("ports.tls", parsePortFlag("tls-port", values["tls-port"]));
+  set("ports.http", parsePortFlag("http-port", values["http-port"]));
+  set("dataDir", stringFlag(values.data));
+  set("workers", parseCountFlag("workers", values.workers));
+  if (values["allow-registration"] === true) overrides["registration.allow"] = true;
+  set("log.level", parseLogLevelFlag("log-level", values["log-level"]));
+
+  const configFile = stringFlag(values.config);
+  const config = loadConfig(configFile === undefined ? { overrides } : { configFile, overrides });
+  const log = createLogger({ level: config.log.level });
+  // Imported here so that --help and usage errors answer without loading the whole server.
+  const { startNode } = await import("../cluster/node.ts");
+  const node = await startNode(config, log);
+
+  if (!context.signal.aborted) await once(context.signal, "abort");
+  const reason = typeof context.signal.reason === "string" ? context.signal.reason : "shutdown";
+  log.info({ reason }, "stopping node");
+  await node.stop(reason);
+}

@@ -1,0 +1,132 @@
+import assert from "node:assert/strict";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { type RunResult, runStarling } from "./run-starling.ts";
+
+let cwd: string;
+before(async () => {
+  cwd = await mkdtemp(join(tmpdir(), "starling-cli-usage-"));
+});
+after(() => rm(cwd, { recursive: true, force: true }));
+
+const run = (...args: string[]) => runStarling(args, { cwd });
+
+/** Exit 2 with exactly one stderr line `starling: ...` matching `message`, and nothing on stdout. */
+function assertUsage(result: RunResult, message: RegExp): void {
+  assert.equal(result.code, 2, result.stderr);
+  assert.equal(result.stdout, "");
+  const lines = result.stderr.split("\n").filter((line) => line !== "");
+  assert.equal(lines.length, 1, result.stderr);
+  assert.match(lines[0] ?? "", /^starling: /);
+  assert.match(lines[0] ?? "", message);
+}
+
+describe("starling --help", () => {
+  const cases: [string[], RegExp[]][] = [
+    [["--help"], [/^Usage: starling <command>/, /start/, /user add JID/, /user list/]],
+    [["-h"], [/^Usage: starling <command>/]],
+    [
+      ["start", "--help"],
+      [
+        /^Usage: starling start/,
+        /--config FILE/,
+        /--domain D/,
+        /--host ADDR/,
+        /--c2s-port N/,
+        /--tls-port N/,
+        /--http-port N/,
+        /--data DIR/,
+        /--workers N/,
+        /--allow-registration/,
+        /--log-level L/,
+      ],
+    ],
+    [
+      ["user", "--help"],
+      [/^Usage: starling user <command>/, /add JID/, /remove JID/, /passwd JID/, /list/],
+    ],
+    [
+      ["user", "add", "--help"],
+      [/^Usage: starling user add JID/, /--password P/, /--config FILE/, /--http-port N/, /--data DIR/],
+    ],
+    [
+      ["user", "remove", "--help"],
+      [/^Usage: starling user remove JID/, /--config FILE/, /--http-port N/, /--data DIR/],
+    ],
+    [
+      ["user", "passwd", "--help"],
+      [/^Usage: starling user passwd JID/, /--password P/, /--data DIR/],
+    ],
+    [
+      ["user", "list", "--help"],
+      [/^Usage: starling user list/, /--config FILE/, /--http-port N/, /--data DIR/],
+    ],
+  ];
+  for (const [args, patterns] of cases) {
+    it(`starling ${args.join(" ")} prints its synopsis and flags and exits 0`, async () => {
+      const result = await run(...args);
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(result.stderr, "");
+      for (const pattern of patterns) assert.match(result.stdout, pattern);
+    });
+  }
+});
+
+describe("starling usage errors", () => {
+  const cases: [string[], RegExp][] = [
+    [[], /missing command/],
+    [["frobnicate"], /unknown command "frobnicate"/],
+    [["start", "--bogus"], /unknown option --bogus/],
+    [["start", "--c2s-port", "abc"], /--c2s-port must be a port number.*"abc"/],
+    [["start", "--tls-port", "70000"], /--tls-port must be a port number/],
+    [["start", "--http-port"], /option --http-port needs a value/],
+    [["start", "--workers", "many"], /--workers must be an integer/],
+    [["start", "--log-level", "loud"], /--log-level must be one of/],
+    [["start", "--allow-registration=yes"], /--allow-registration does not take a value/],
+    [["start", "extra"], /unexpected argument "extra"/],
+    [["user"], /missing user command/],
+    [["user", "rename"], /unknown user command "rename"/],
+    [["user", "add"], /missing JID/],
+    [["user", "add", "a@localhost", "b@localhost"], /unexpected argument "b@localhost"/],
+    [["user", "add", "a@localhost", "--password"], /option --password needs a value/],
+    [["user", "list", "--verbose"], /unknown option --verbose/],
+    [["user", "list", "--password", "x"], /unknown option --password/],
+    [["user", "remove", "a@localhost", "--http-port", "x1"], /--http-port must be a port number/],
+    [["user", "add", "not a jid", "--password", "x"], /"not a jid" is not a valid user JID/],
+    [["user", "add", "localhost", "--password", "x"], /"localhost" is not a valid user JID/],
+    [
+      ["user", "add", "a@example.org", "--password", "x"],
+      /a@example\.org is not on this server's domain localhost/,
+    ],
+    [["user", "add", "a@localhost", "--password", ""], /password must not be empty/],
+  ];
+  for (const [args, message] of cases) {
+    it(`starling ${args.join(" ") || "(nothing)"} exits 2 with one line naming the problem`, async () => {
+      assertUsage(await run(...args), message);
+    });
+  }
+});
+
+describe("starling configuration errors", () => {
+  it("starling start exits 2 naming every bad key of the config file", async () => {
+    const file = join(cwd, "bad.json");
+    await writeFile(file, JSON.stringify({ domian: "x", ports: { c2s: "abc" } }));
+    const result = await run("start", "--config", file, "--data", join(cwd, "data"));
+    assertUsage(result, /domian: unknown key.*ports\.c2s must be a port number/);
+  });
+
+  it("starling user list exits 2 naming the bad key of the config file", async () => {
+    const file = join(cwd, "bad-level.json");
+    await writeFile(file, JSON.stringify({ log: { level: "chatty" } }));
+    assertUsage(await run("user", "list", "--config", file), /log\.level must be one of/);
+  });
+
+  it("starling start exits 2 when the config file is missing", async () => {
+    assertUsage(
+      await run("start", "--config", join(cwd, "nope.json")),
+      /cannot read config file .*nope\.json/,
+    );
+  });
+});

@@ -1,0 +1,387 @@
+import assert from "node:assert/strict";
+import { mkdtemp, rm } from "node:fs/promises";
+import { Agent, request } from "node:http";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { after, before, describe, it } from "node:test";
+import { deriveScramCredential } from "../../src/auth/scram.ts";
+import {
+  type AdminServer,
+  DOMAIN_HEADER,
+  isLoopbackAddress,
+  MAX_ADMIN_BODY_BYTES,
+  MAX_BULK_USERS,
+  startAdminServer,
+} from "../../src/http/admin-server.ts";
+import { createLogger } from "../../src/log.ts";
+import { LevelStore } from "../../src/storage/level-store.ts";
+import type { Account } from "../../src/storage/store.ts";
+import type { BareJid } from "../../src/xmpp/jid.ts";
+
+const log = createLogger({ level: "silent" });
+
+interface Reply {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: unknown;
+}
+
+/** One request over a real socket; `body` is sent as JSON unless `raw` is given. */
+function call(
+  port: number,
+  method: string,
+  path: string,
+  options: {
+    body?: unknown;
+    raw?: string | Buffer;
+    headers?: Record<string, string | number>;
+    agent?: Agent;
+  } = {},
+): Promise<Reply> {
+  const payload =
+    options.raw ?? (options.body === undefined ? undefined : Buffer.from(JSON.stringify(options.body)));
+  const headers: Record<string, string | number> = {
+    ...(payload === undefined
+      ? {}
+      : { "content-type": "application/json", "content-length": payload.length }),
+    ...options.headers,
+  };
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: "127.0.0.1", port, method, path, headers, agent: options.agent ?? false },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on("data", (chunk: Buffer) => chunks.push(chunk));
+        res.on("error", reject);
+        res.on("end", () => {
+          const text = Buffer.concat(chunks).toString("utf8");
+          resolve({
+            status: res.statusCode ?? 0,
+            headers: res.headers,
+            body: text === "" ? undefined : JSON.parse(text),
+          });
+        });
+      },
+    );
+    req.on("error", reject);
+    req.end(payload);
+  });
+}
+
+function assertError(reply: Reply, status: number, code: string, message?: RegExp): void {
+  assert.equal(reply.status, status, JSON.stringify(reply.body));
+  assert.match(String(reply.headers["content-type"]), /^application\/json/);
+  const error = (reply.body as { error: { code: string; message: string } }).error;
+  assert.equal(error.code, code);
+  assert.equal(typeof error.message, "string");
+  if (message !== undefined) assert.match(error.message, message);
+}
+
+/** Whether `password` authenticates against the stored SCRAM-SHA-256 keys. */
+function passwordMatches(account: Account, password: string): boolean {
+  const { salt, iterations, storedKey } = account.scramSha256;
+  return (
+    deriveScramCredential(password, "sha256", iterations, Buffer.from(salt, "base64")).storedKey === storedKey
+  );
+}
+
+describe("admin server", () => {
+  let root: string;
+  let store: LevelStore;
+  let server: AdminServer;
+  let port: number;
+  let statusCalls = 0;
+
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), "starling-admin-"));
+    store = new LevelStore(join(root, "store"));
+    await store.open();
+    server = await startAdminServer({
+      host: "127.0.0.1",
+      port: 0,
+      store,
+      domain: "localhost",
+      log,
+      status: async () => ({ node: "test", calls: ++statusCalls }),
+    });
+    port = server.port;
+  });
+
+  after(async () => {
+    await server?.close();
+    await store?.close();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  it("admin server answers GET /admin/status with what status() returns", async () => {
+    const reply = await call(port, "GET", "/admin/status");
+    assert.equal(reply.status, 200);
+    assert.deepEqual(reply.body, { node: "test", calls: statusCalls });
+    assert.equal(reply.headers[DOMAIN_HEADER], "localhost");
+  });
+
+  it("admin server creates a normalised account with SCRAM keys for the password", async () => {
+    const reply = await call(port, "POST", "/admin/users", {
+      body: { jid: "Alice@LocalHost", password: "s3cret" },
+    });
+    assert.equal(reply.status, 201);
+    assert.deepEqual(reply.body, { jid: "alice@localhost" });
+    const account = await store.getAccount("alice@localhost" as BareJid);
+    assert.ok(account);
+    assert.ok(passwordMatches(account, "s3cret"));
+    assert.ok(!passwordMatches(account, "wrong"));
+  });
+
+  it("admin server answers 409 when the account exists", async () => {
+    const reply = await call(port, "POST", "/admin/users", {
+      body: { jid: "alice@localhost", password: "other" },
+    });
+    assertError(reply, 409, "XSRV_USER_EXISTS", /^alice@localhost already exists$/);
+    const account = await store.getAccount("alice@localhost" as BareJid);
+    assert.ok(account && passwordMatches(account, "s3cret"), "the existing password is kept");
+  });
+
+  it("admin server answers 400 to a bad JID, a foreign domain, or a missing or empty password", async () => {
+    const cases: [unknown, RegExp][] = [
+      [{ jid: "no spaces@localhost", password: "x" }, /not a valid user JID/],
+      [{ jid: "localhost", password: "x" }, /not a valid user JID/],
+      [{ jid: "bob@localhost/res", password: "x" }, /not a valid user JID/],
+      [{ jid: "bob@example.org", password: "x" }, /not on this server's domain localhost/],
+      [{ jid: 42, password: "x" }, /jid must be a string/],
+      [{ jid: "bob@localhost", password: "" }, /password must be a non-empty string/],
+      [{ jid: "bob@localhost" }, /password must be a non-empty string/],
+      [["bob@localhost", "x"], /must be a JSON object/],
+    ];
+    for (const [body, message] of cases) {
+      assertError(await call(port, "POST", "/admin/users", { body }), 400, "XSRV_ADMIN", message);
+    }
+    assert.equal(await store.getAccount("bob@localhost" as BareJid), undefined);
+  });
+
+  it("admin server answers 400 to a body that is not JSON", async () => {
+    const reply = await call(port, "POST", "/admin/users", {
+      raw: '{"jid": "bob@localhost", ',
+      headers: { "content-type": "application/json" },
+    });
+    assertError(reply, 400, "XSRV_ADMIN", /not valid JSON/);
+  });
+
+  it("admin server answers 415 to a body that is not sent as application/json", async () => {
+    const reply = await call(port, "POST", "/admin/users", {
+      raw: JSON.stringify({ jid: "bob@localhost", password: "x" }),
+      headers: { "content-type": "text/plain" },
+    });
+    assertError(reply, 415, "XSRV_ADMIN", /application\/json/);
+    assert.equal(await store.getAccount("bob@localhost" as BareJid), undefined);
+  });
+
+  it("admin server answers 413 when Content-Length passes the limit", async () => {
+    const reply = await call(port, "POST", "/admin/users", {
+      raw: "{}",
+      headers: { "content-type": "application/json", "content-length": MAX_ADMIN_BODY_BYTES + 1 },
+    });
+    assertError(reply, 413, "XSRV_ADMIN", /larger than/);
+    assert.equal(reply.headers.connection, "close");
+  });
+
+  it("admin server answers 413 when a chunked body passes the limit", async () => {
+    const reply = await new Promise<Reply>((resolve, reject) => {
+      const req = request(
+        {
+          host: "127.0.0.1",
+          port,
+          method: "POST",
+          path: "/admin/users/bulk",
+          agent: false,
+          headers: { "content-type": "application/json", "transfer-encoding": "chunked" },
+        },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (c: Buffer) => chunks.push(c));
+          res.on("end", () =>
+            resolve({
+              status: res.statusCode ?? 0,
+              headers: res.headers,
+              body: JSON.parse(Buffer.concat(chunks).toString()),
+            }),
+          );
+        },
+      );
+      // The server closes the connection once it has answered; what we still write may fail.
+      req.on("error", (error: NodeJS.ErrnoException) => {
+        if (error.code !== "EPIPE" && error.code !== "ECONNRESET") reject(error);
+      });
+      req.write(`{"users":[${'{"jid":"x@localhost","password":"y"},'.repeat(40_000)}`);
+      req.end();
+    });
+    assertError(reply, 413, "XSRV_ADMIN", /larger than/);
+    assert.equal(await store.getAccount("x@localhost" as BareJid), undefined);
+  });
+
+  it("admin server lists accounts sorted", async () => {
+    await call(port, "POST", "/admin/users", { body: { jid: "carol@localhost", password: "c" } });
+    const reply = await call(port, "GET", "/admin/users");
+    assert.equal(reply.status, 200);
+    assert.deepEqual(reply.body, { users: ["alice@localhost", "carol@localhost"] });
+  });
+
+  it("admin server creates accounts in bulk and counts the existing ones", async () => {
+    const users = Array.from({ length: 40 }, (_, i) => ({ jid: `bulk${i}@localhost`, password: `pw${i}` }));
+    users.push({ jid: "alice@localhost", password: "ignored" }, { jid: "bulk0@localhost", password: "dup" });
+    const reply = await call(port, "POST", "/admin/users/bulk", { body: { users } });
+    assert.equal(reply.status, 200, JSON.stringify(reply.body));
+    assert.deepEqual(reply.body, { created: 40, existing: 2 });
+    const bulk7 = await store.getAccount("bulk7@localhost" as BareJid);
+    assert.ok(bulk7 && passwordMatches(bulk7, "pw7"));
+    const alice = await store.getAccount("alice@localhost" as BareJid);
+    assert.ok(alice && passwordMatches(alice, "s3cret"));
+    assert.equal(await store.countAccounts(), 42);
+  });
+
+  it("admin server creates nothing from a bulk request with one bad entry", async () => {
+    const users = [
+      { jid: "good@localhost", password: "x" },
+      { jid: "bad@elsewhere", password: "x" },
+    ];
+    const reply = await call(port, "POST", "/admin/users/bulk", { body: { users } });
+    assertError(reply, 400, "XSRV_ADMIN", /^users\[1\]\.jid: bad@elsewhere is not on this server's domain/);
+    assert.equal(await store.getAccount("good@localhost" as BareJid), undefined);
+    assertError(await call(port, "POST", "/admin/users/bulk", { body: { users: "no" } }), 400, "XSRV_ADMIN");
+  });
+
+  it("admin server refuses a bulk request over the per-request limit", async () => {
+    const users = Array.from({ length: MAX_BULK_USERS + 1 }, (_, i) => ({
+      jid: `m${i}@localhost`,
+      password: "p",
+    }));
+    const reply = await call(port, "POST", "/admin/users/bulk", { body: { users } });
+    assertError(reply, 400, "XSRV_ADMIN", new RegExp(`at most ${MAX_BULK_USERS}`));
+    assert.equal(await store.getAccount("m0@localhost" as BareJid), undefined);
+  });
+
+  it("admin server changes a password and keeps the creation time", async () => {
+    const before = await store.getAccount("carol@localhost" as BareJid);
+    assert.ok(before);
+    const reply = await call(port, "PUT", "/admin/users/carol%40localhost/password", {
+      body: { password: "new" },
+    });
+    assert.equal(reply.status, 204);
+    assert.equal(reply.body, undefined);
+    const updated = await store.getAccount("carol@localhost" as BareJid);
+    assert.ok(updated && passwordMatches(updated, "new") && !passwordMatches(updated, "c"));
+    assert.equal(updated.createdAt, before.createdAt);
+  });
+
+  it("admin server answers 404 to a password change of a missing account and 400 to an empty one", async () => {
+    const missing = await call(port, "PUT", "/admin/users/nobody@localhost/password", {
+      body: { password: "x" },
+    });
+    assertError(missing, 404, "XSRV_USER_NOT_FOUND", /^nobody@localhost does not exist$/);
+    const empty = await call(port, "PUT", "/admin/users/carol@localhost/password", {
+      body: { password: "" },
+    });
+    assertError(empty, 400, "XSRV_ADMIN", /password/);
+  });
+
+  it("admin server deletes an account, then answers 404", async () => {
+    assert.equal((await call(port, "DELETE", "/admin/users/carol%40localhost")).status, 204);
+    assert.equal(await store.getAccount("carol@localhost" as BareJid), undefined);
+    const again = await call(port, "DELETE", "/admin/users/carol%40localhost");
+    assertError(again, 404, "XSRV_USER_NOT_FOUND", /^carol@localhost does not exist$/);
+    assertError(await call(port, "DELETE", "/admin/users/%E0%A4%A"), 400, "XSRV_ADMIN", /percent-encoded/);
+    assertError(await call(port, "DELETE", "/admin/users/carol@other"), 400, "XSRV_ADMIN", /domain/);
+  });
+
+  it("admin server answers 404 to an unknown route", async () => {
+    for (const path of ["/", "/admin", "/admin/users/a@localhost/other", "/admin/status/x"]) {
+      assertError(await call(port, "GET", path), 404, "XSRV_ADMIN", /no route/);
+    }
+  });
+
+  it("admin server answers 405 with Allow to a wrong method", async () => {
+    const cases: [string, string, string][] = [
+      ["POST", "/admin/status", "GET"],
+      ["DELETE", "/admin/users", "GET, POST"],
+      ["GET", "/admin/users/bulk", "POST"],
+      ["GET", "/admin/users/a@localhost", "DELETE"],
+      ["POST", "/admin/users/a@localhost/password", "PUT"],
+    ];
+    for (const [method, path, allow] of cases) {
+      const reply = await call(port, method, path);
+      assertError(reply, 405, "XSRV_ADMIN", /not allowed/);
+      assert.equal(reply.headers.allow, allow);
+    }
+  });
+
+  it("admin server answers 403 to a Host that is not a loopback name (DNS rebinding)", async () => {
+    const reply = await call(port, "GET", "/admin/users", { headers: { host: `evil.example:${port}` } });
+    assertError(reply, 403, "XSRV_ADMIN", /loopback/);
+    for (const host of [`localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`]) {
+      assert.equal((await call(port, "GET", "/admin/status", { headers: { host } })).status, 200, host);
+    }
+  });
+
+  it("admin server answers 500 with the error body when status() fails", async () => {
+    const failing = await startAdminServer({
+      host: "127.0.0.1",
+      port: 0,
+      store,
+      domain: "localhost",
+      log,
+      status: async () => {
+        throw new Error("boom");
+      },
+    });
+    try {
+      assertError(await call(failing.port, "GET", "/admin/status"), 500, "XSRV_ADMIN", /boom/);
+    } finally {
+      await failing.close();
+    }
+  });
+
+  it("admin server refuses to bind to a non-loopback address", async () => {
+    const options = { port: 0, store, domain: "localhost", log, status: async () => null };
+    await assert.rejects(startAdminServer({ ...options, host: "0.0.0.0" }), TypeError);
+    await assert.rejects(startAdminServer({ ...options, host: "192.0.2.1" }), TypeError);
+  });
+
+  it("admin server close() resolves with an idle keep-alive connection and then refuses connections", async () => {
+    const other = await startAdminServer({
+      host: "127.0.0.1",
+      port: 0,
+      store,
+      domain: "localhost",
+      log,
+      status: async () => ({}),
+    });
+    const agent = new Agent({ keepAlive: true });
+    try {
+      assert.equal((await call(other.port, "GET", "/admin/status", { agent })).status, 200);
+      await other.close();
+      await other.close();
+      await assert.rejects(call(other.port, "GET", "/admin/status"), { code: "ECONNREFUSED" });
+    } finally {
+      agent.destroy();
+    }
+  });
+});
+
+describe("isLoopbackAddress", () => {
+  it("isLoopbackAddress accepts IPv4, IPv4-mapped and IPv6 loopback only", () => {
+    for (const address of ["127.0.0.1", "127.1.2.3", "::ffff:127.0.0.1", "::1"]) {
+      assert.equal(isLoopbackAddress(address), true, address);
+    }
+    for (const address of [
+      undefined,
+      "",
+      "10.0.0.1",
+      "::ffff:10.0.0.1",
+      "::",
+      "0.0.0.0",
+      "128.0.0.1",
+      "fe80::1",
+    ]) {
+      assert.equal(isLoopbackAddress(address), false, String(address));
+    }
+  });
+});
