@@ -50,6 +50,10 @@ export interface Config {
     smMaxUnackedStanzas: number;
     /** Stanzas queued in an actor's mailbox before the sender is told to wait. */
     maxMailboxSize: number;
+    /** XEP-0199: a client silent this long gets a ping from the server. */
+    clientPingIntervalMs: number;
+    /** ...and is disconnected if it stays silent this long after the ping. */
+    clientPingTimeoutMs: number;
   };
   registration: {
     /** XEP-0077 in-band registration. */
@@ -89,6 +93,8 @@ export const DEFAULT_CONFIG: Config = {
     smResumeTimeoutSeconds: 300,
     smMaxUnackedStanzas: 5000,
     maxMailboxSize: 10_000,
+    clientPingIntervalMs: 60_000,
+    clientPingTimeoutMs: 30_000,
   },
   registration: {
     allow: false,

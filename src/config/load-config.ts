@@ -59,6 +59,8 @@ const SCHEMA: Record<string, Check> = {
   "limits.smResumeTimeoutSeconds": nonNegativeInt,
   "limits.smMaxUnackedStanzas": positiveInt,
   "limits.maxMailboxSize": positiveInt,
+  "limits.clientPingIntervalMs": positiveInt,
+  "limits.clientPingTimeoutMs": positiveInt,
   "registration.allow": boolean,
   "registration.perAddressPerWindow": nonNegativeInt,
   "registration.windowMs": positiveInt,

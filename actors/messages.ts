@@ -1,0 +1,98 @@
+/**
+ * The messages actors exchange, discriminated on `kind`. They travel inside envelopes between
+ * worker threads (and, later, nodes), encoded with msgpackr, so they hold plain data only:
+ * stanzas as serialised XML plus the few attributes routing needs.
+ */
+import type { BareJid, FullJid } from "../src/xmpp/jid.ts";
+
+/** A stanza on its way to a user, with what delivery rules need, so nobody re-parses it. */
+export interface RoutedStanza {
+  name: "message" | "presence" | "iq";
+  /** The `type` attribute, or "" when absent. */
+  type: string;
+  from: string;
+  to: string;
+  id: string;
+  /** The whole stanza, serialised with xmlns='jabber:client'. */
+  xml: string;
+  /** For messages: whether it has content worth storing offline (a body, or a hint to store). */
+  storable?: boolean;
+  /** For messages: XEP-0280 §6 / XEP-0334 private or no-copy, so no carbons. */
+  noCopy?: boolean;
+}
+
+/** Where a session's socket lives: a worker of this node. */
+export interface SessionLocation {
+  full: FullJid;
+  shard: number;
+}
+
+/** Messages handled by a UserActor (keyed by `user`). */
+export type UserMessage =
+  /** A stanza addressed to the user's bare JID or one of its full JIDs. */
+  | { kind: "stanza"; user: BareJid; stanza: RoutedStanza }
+  /** A session finished binding; the actor answers `bound` (and replaces a conflicting one). */
+  | { kind: "bind"; user: BareJid; session: SessionLocation; reqId: number }
+  /** A session ended; `unavailable` is the presence to broadcast if it was available. */
+  | {
+      kind: "unbind";
+      user: BareJid;
+      session: SessionLocation;
+      unavailable?: string;
+      directed: string[];
+    }
+  /** A session was resumed (XEP-0198) on another worker. */
+  | { kind: "relocate"; user: BareJid; session: SessionLocation }
+  /** Broadcast presence from one of the user's sessions (no `to`). */
+  | {
+      kind: "presence";
+      user: BareJid;
+      session: SessionLocation;
+      xml: string;
+      priority: number;
+      available: boolean;
+    }
+  /** Outbound subscription presence from one of the user's sessions (RFC 6121 §3). */
+  | {
+      kind: "subscription-out";
+      user: BareJid;
+      session: SessionLocation;
+      to: BareJid;
+      type: "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed";
+      xml: string;
+    }
+  /** Inbound subscription presence from a contact's UserActor. */
+  | {
+      kind: "subscription-in";
+      user: BareJid;
+      from: BareJid;
+      type: "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed";
+      xml: string;
+    }
+  /** A presence probe from `from` (a full JID of a contact's session) (RFC 6121 §4.3). */
+  | { kind: "probe"; user: BareJid; from: string }
+  /** A roster or blocking iq from one of the user's sessions; the actor answers with `write`. */
+  | { kind: "iq"; user: BareJid; session: SessionLocation; xml: string }
+  /** XEP-0280 enable/disable from one session. */
+  | { kind: "carbons"; user: BareJid; session: SessionLocation; enabled: boolean }
+  /** XEP-0280: a message one session sent, to copy to the user's other carbon-enabled sessions. */
+  | { kind: "carbon-sent"; user: BareJid; session: SessionLocation; xml: string }
+  /** Stanzas a dead session never got acknowledged, to store offline (XEP-0198 §5). */
+  | { kind: "store-offline"; user: BareJid; stanzas: string[] };
+
+/** Messages handled by a session on the worker that holds its socket. */
+export type SessionMessage =
+  /** Write a stanza to the client. */
+  | { kind: "write"; full: FullJid; xml: string; isMessage?: boolean }
+  /** Another session bound the same resource (RFC 6120 §7.7.2.2): close with `<conflict/>`. */
+  | { kind: "conflict"; full: FullJid }
+  /** How many of the user's sessions have carbons enabled (XEP-0280). */
+  | { kind: "carbon-peers"; full: FullJid; enabled: number }
+  /** The user's blocklist changed (XEP-0191); sessions refuse to send to blocked JIDs. */
+  | { kind: "blocklist"; full: FullJid; list: string[] };
+
+/** Requests between workers of one node (XEP-0198 resumption). */
+export type WorkerMessage =
+  | { kind: "resume-take"; token: string; h: number; toShard: number; reqId: number; user: BareJid }
+  /** Re-register every session whose user lives on `shard` (after that worker restarted). */
+  | { kind: "reregister"; shard: number };

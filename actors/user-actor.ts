@@ -1,0 +1,820 @@
+/**
+ * UserActor: the home of one user (a bare JID), living on the shard that owns its partition.
+ * It knows the user's sessions and their presence, caches the roster and blocklist, runs the
+ * RFC 6121 subscription state machine, applies the delivery rules to everything addressed to
+ * the user, and stores messages offline when nobody is there to receive them.
+ *
+ * Messages are processed one at a time in arrival order; store reads and writes are awaited
+ * inside the turn, so the roster never sees interleaved updates.
+ */
+import { type Element, escapeXML, xml } from "@xmpp/xml";
+import type { ShardRouter } from "../src/cluster/shard-router.ts";
+import type { Config } from "../src/config/defaults.ts";
+import type { Logger } from "../src/log.ts";
+import type { RosterItem, Store, Subscription } from "../src/storage/store.ts";
+import { type BareJid, bareOf, type FullJid, parseJid } from "../src/xmpp/jid.ts";
+import { NS_BLOCKING, NS_CARBONS, NS_CLIENT, NS_DELAY, NS_FORWARD, NS_ROSTER } from "../src/xmpp/ns.ts";
+import { errorReply, errorReplyXml, iqResult, readdress } from "../src/xmpp/stanza.ts";
+import { parseElement } from "../src/xmpp/stream-parser.ts";
+import type { RoutedStanza, SessionLocation, UserMessage } from "./messages.ts";
+
+/** What a UserActor needs from its shard. */
+export interface UserActorContext {
+  store: Store;
+  router: ShardRouter;
+  config: Readonly<Config>;
+  log: Logger;
+}
+
+interface SessionState {
+  shard: number;
+  /** Last broadcast presence, serialised, when the session is available. */
+  presence: string | undefined;
+  priority: number;
+  /** The session asked for the roster, so it gets roster pushes (RFC 6121 §2.1.6). */
+  rosterInterest: boolean;
+  blocklistInterest: boolean;
+  carbons: boolean;
+}
+
+type SubscriptionType = "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed";
+
+/** The answer to a `bind` request. */
+export interface BindReply {
+  blocklist: string[];
+}
+
+/** One user's actor. */
+export class UserActor {
+  readonly user: BareJid;
+  readonly #ctx: UserActorContext;
+  readonly #sessions = new Map<FullJid, SessionState>();
+  #roster = new Map<BareJid, RosterItem>();
+  #rosterVersion = 0;
+  #blocklist = new Set<string>();
+  #queue: UserMessage[] = [];
+  #running = false;
+  #activated = false;
+  #pushId = 0;
+  /** Last time the actor did anything; idle actors without sessions are passivated. */
+  lastActive = Date.now();
+
+  constructor(user: BareJid, ctx: UserActorContext) {
+    this.user = user;
+    this.#ctx = ctx;
+  }
+
+  /** Sessions currently bound, for statistics. */
+  get sessionCount(): number {
+    return this.#sessions.size;
+  }
+
+  /** Whether the actor can be dropped without losing anything. */
+  get idle(): boolean {
+    return this.#sessions.size === 0 && this.#queue.length === 0 && !this.#running;
+  }
+
+  /** Queues a message; returns false when the mailbox is full. */
+  enqueue(msg: UserMessage): boolean {
+    if (this.#queue.length >= this.#ctx.config.limits.maxMailboxSize) return false;
+    this.#queue.push(msg);
+    this.lastActive = Date.now();
+    if (!this.#running) void this.#drain();
+    return true;
+  }
+
+  /** The sessions this actor knows on a shard (re-registration after a worker restart). */
+  sessionsOn(shard: number): FullJid[] {
+    return [...this.#sessions].filter(([, s]) => s.shard === shard).map(([full]) => full);
+  }
+
+  async #drain(): Promise<void> {
+    this.#running = true;
+    try {
+      if (!this.#activated) await this.#activate();
+      while (this.#queue.length > 0) {
+        const msg = this.#queue.shift()!;
+        try {
+          await this.#handle(msg);
+        } catch (error) {
+          this.#ctx.log.error({ err: error, user: this.user, kind: msg.kind }, "user actor failed a message");
+          if ("reqId" in msg) this.#ctx.router.reply(msg.session.shard, msg.reqId, { ok: false, error });
+        }
+      }
+    } catch (error) {
+      // Activation failed: fail the queued requests, keep the actor inactive so the next message retries.
+      this.#ctx.log.error({ err: error, user: this.user }, "user actor activation failed");
+      for (const msg of this.#queue.splice(0)) {
+        if ("reqId" in msg) this.#ctx.router.reply(msg.session.shard, msg.reqId, { ok: false, error });
+      }
+    } finally {
+      this.#running = false;
+    }
+  }
+
+  async #activate(): Promise<void> {
+    const [roster, blocklist] = await Promise.all([
+      this.#ctx.store.getRoster(this.user),
+      this.#ctx.store.getBlocklist(this.user),
+    ]);
+    this.#roster = new Map(roster.items.map((item) => [item.jid, item]));
+    this.#rosterVersion = roster.version;
+    this.#blocklist = new Set(blocklist);
+    this.#activated = true;
+  }
+
+  async #handle(msg: UserMessage): Promise<void> {
+    switch (msg.kind) {
+      case "stanza":
+        return this.#onStanza(msg.stanza);
+      case "bind":
+        return this.#onBind(msg.session, msg.reqId);
+      case "unbind":
+        return this.#onUnbind(msg.session, msg.unavailable, msg.directed);
+      case "relocate": {
+        const state = this.#sessions.get(msg.session.full);
+        if (state !== undefined) state.shard = msg.session.shard;
+        else this.#sessions.set(msg.session.full, newSession(msg.session.shard));
+        this.#announceCarbonPeers();
+        return;
+      }
+      case "presence":
+        return this.#onOwnPresence(msg.session, msg.xml, msg.priority, msg.available);
+      case "subscription-out":
+        return this.#onSubscriptionOut(msg.session, msg.to, msg.type, msg.xml);
+      case "subscription-in":
+        return this.#onSubscriptionIn(msg.from, msg.type, msg.xml);
+      case "probe":
+        return this.#onProbe(msg.from);
+      case "iq":
+        return this.#onOwnIq(msg.session, parseElement(msg.xml));
+      case "carbons": {
+        const state = this.#sessions.get(msg.session.full);
+        if (state !== undefined) state.carbons = msg.enabled;
+        this.#announceCarbonPeers();
+        return;
+      }
+      case "carbon-sent":
+        return this.#onCarbonSent(msg.session.full, msg.xml);
+      case "store-offline":
+        for (const stanza of msg.stanzas) await this.#storeOffline(stanza, undefined);
+        return;
+      default: {
+        const never: never = msg;
+        throw new TypeError(`unknown user message ${JSON.stringify(never)}`);
+      }
+    }
+  }
+
+  // --- sessions -------------------------------------------------------------------------
+
+  async #onBind(session: SessionLocation, reqId: number): Promise<void> {
+    const existing = this.#sessions.get(session.full);
+    if (existing !== undefined && existing.shard !== session.shard) {
+      // RFC 6120 §7.7.2.2: the server MAY terminate the existing session; it gets <conflict/>.
+      this.#writeSession(session.full, existing.shard, { kind: "conflict" });
+    } else if (existing !== undefined) {
+      this.#writeSession(session.full, existing.shard, { kind: "conflict" });
+    }
+    this.#sessions.set(session.full, newSession(session.shard));
+    const reply: BindReply = { blocklist: [...this.#blocklist] };
+    this.#ctx.router.reply(session.shard, reqId, { ok: true, value: reply });
+    this.#announceCarbonPeers();
+  }
+
+  async #onUnbind(
+    session: SessionLocation,
+    unavailable: string | undefined,
+    directed: string[],
+  ): Promise<void> {
+    const state = this.#sessions.get(session.full);
+    // A newer session with the same resource may already have replaced this one.
+    if (state === undefined || state.shard !== session.shard) return;
+    this.#sessions.delete(session.full);
+    if (state.presence !== undefined) {
+      const xmlText =
+        unavailable ??
+        `<presence xmlns="${NS_CLIENT}" type="unavailable" from="${escapeXML(session.full)}"/>`;
+      this.#broadcastPresence(session.full, xmlText, directed);
+    }
+    this.#announceCarbonPeers();
+  }
+
+  #announceCarbonPeers(): void {
+    let enabled = 0;
+    for (const state of this.#sessions.values()) if (state.carbons) enabled++;
+    for (const [full, state] of this.#sessions) {
+      this.#writeSession(full, state.shard, { kind: "carbon-peers", enabled });
+    }
+  }
+
+  #writeSession(
+    full: FullJid,
+    shard: number,
+    msg:
+      | { kind: "conflict" }
+      | { kind: "carbon-peers"; enabled: number }
+      | { kind: "blocklist"; list: string[] }
+      | { kind: "write"; xml: string; isMessage?: boolean },
+  ): void {
+    this.#ctx.router.send(shard, { t: "session", msg: { ...msg, full } });
+  }
+
+  #write(full: FullJid, xmlText: string, isMessage = false): boolean {
+    const state = this.#sessions.get(full);
+    if (state === undefined) return false;
+    this.#writeSession(full, state.shard, { kind: "write", xml: xmlText, isMessage });
+    return true;
+  }
+
+  #availableSessions(): [FullJid, SessionState][] {
+    return [...this.#sessions].filter(([, s]) => s.presence !== undefined);
+  }
+
+  // --- presence ---------------------------------------------------------------------------
+
+  async #onOwnPresence(session: SessionLocation, xmlText: string, priority: number, available: boolean) {
+    const state = this.#sessions.get(session.full);
+    if (state === undefined) return;
+    const initial = available && state.presence === undefined;
+    state.priority = priority;
+    if (!available) {
+      if (state.presence === undefined) return;
+      state.presence = undefined;
+      this.#broadcastPresence(session.full, xmlText, []);
+      return;
+    }
+    state.presence = xmlText;
+    this.#broadcastPresence(session.full, xmlText, []);
+    if (!initial) return;
+
+    // RFC 6121 §4.2.2: on initial presence, probe contacts we are subscribed to, and send the
+    // user the presence of its own other available resources.
+    for (const item of this.#roster.values()) {
+      if (item.subscription === "to" || item.subscription === "both") {
+        this.#ctx.router.toUser({ kind: "probe", user: item.jid, from: session.full });
+      }
+    }
+    for (const [full, other] of this.#availableSessions()) {
+      if (full !== session.full && other.presence !== undefined) {
+        this.#write(session.full, readdress(other.presence, session.full));
+      }
+    }
+    // RFC 6121 §3.1.3: pending subscription requests are delivered at every login until answered.
+    for (const pending of await this.#ctx.store.getPendingSubscriptions(this.user)) {
+      this.#write(session.full, pending.stanza);
+    }
+    if (priority >= 0) await this.#deliverOffline(session.full);
+  }
+
+  /** Sends presence from one resource to subscribed contacts, to directed recipients and to the user's own resources. */
+  #broadcastPresence(from: FullJid, xmlText: string, directed: string[]): void {
+    const type = /^<presence[^>]* type="unavailable"/.test(xmlText) ? "unavailable" : "";
+    const targets = new Set<string>();
+    for (const item of this.#roster.values()) {
+      if ((item.subscription === "from" || item.subscription === "both") && !this.#blocklist.has(item.jid)) {
+        targets.add(item.jid);
+      }
+    }
+    for (const target of directed) targets.add(target);
+    for (const target of targets) {
+      const jid = parseJid(target);
+      if (jid === undefined) continue;
+      this.#ctx.router.toUser({
+        kind: "stanza",
+        user: bareOf(jid),
+        stanza: { name: "presence", type, from, to: target, id: "", xml: readdress(xmlText, target) },
+      });
+    }
+    for (const [full] of this.#availableSessions()) this.#write(full, readdress(xmlText, full));
+    // The sender itself, if it has just gone unavailable, no longer counts as available.
+    if (
+      type === "unavailable" &&
+      this.#sessions.has(from) &&
+      this.#sessions.get(from)!.presence === undefined
+    ) {
+      this.#write(from, readdress(xmlText, from));
+    }
+  }
+
+  async #onProbe(from: string): Promise<void> {
+    const jid = parseJid(from);
+    if (jid === undefined) return;
+    const prober = bareOf(jid);
+    const item = this.#roster.get(prober);
+    // RFC 6121 §4.3.2: answer only contacts subscribed to our presence.
+    if (item === undefined || (item.subscription !== "from" && item.subscription !== "both")) return;
+    if (this.#blocklist.has(prober)) return;
+    for (const [full, state] of this.#availableSessions()) {
+      this.#ctx.router.toUser({
+        kind: "stanza",
+        user: prober,
+        stanza: {
+          name: "presence",
+          type: "",
+          from: full,
+          to: from,
+          id: "",
+          xml: readdress(state.presence!, from),
+        },
+      });
+    }
+  }
+
+  // --- delivery (RFC 6121 §8.5) --------------------------------------------------------------
+
+  async #onStanza(stanza: RoutedStanza): Promise<void> {
+    const fromJid = parseJid(stanza.from);
+    if (fromJid !== undefined && this.#isBlocked(stanza.from)) {
+      // XEP-0191 §3.4: do not deliver; answer iq and message with an error, drop presence.
+      if (stanza.name !== "presence" && stanza.type !== "error" && stanza.type !== "result") {
+        this.#bounce(stanza, "service-unavailable");
+      }
+      return;
+    }
+    const toJid = parseJid(stanza.to);
+    const resource = toJid?.resource ?? "";
+    if (resource !== "") {
+      const full = stanza.to as FullJid;
+      if (this.#sessions.has(full)) {
+        if (stanza.name === "presence" && stanza.type === "") {
+          // Directed or broadcast available presence reaching an available session.
+        }
+        this.#write(full, stanza.xml, stanza.name === "message");
+        if (stanza.name === "message" && stanza.type === "chat" && !stanza.noCopy) {
+          this.#carbonReceived(stanza, new Set([full]));
+        }
+        return;
+      }
+      // RFC 6121 §8.5.3.2: no such resource.
+      if (stanza.name === "iq") {
+        if (stanza.type === "get" || stanza.type === "set") this.#bounce(stanza, "service-unavailable");
+        return;
+      }
+      if (stanza.name === "presence") return;
+      if (stanza.type === "groupchat") return this.#bounce(stanza, "service-unavailable");
+      if (stanza.type === "error") return;
+    }
+    switch (stanza.name) {
+      case "message":
+        return this.#deliverMessageToBare(stanza);
+      case "presence":
+        // RFC 6121 §8.5.2.1.2: presence to the bare JID goes to every available resource.
+        for (const [full] of this.#availableSessions()) this.#write(full, stanza.xml);
+        return;
+      case "iq":
+        // iq to a bare JID is answered by the server on the user's behalf at the sender's shard;
+        // one that still arrives here has nobody to answer it.
+        if (stanza.type === "get" || stanza.type === "set") this.#bounce(stanza, "service-unavailable");
+        return;
+    }
+  }
+
+  async #deliverMessageToBare(stanza: RoutedStanza): Promise<void> {
+    const candidates = this.#availableSessions().filter(([, s]) => s.priority >= 0);
+    if (stanza.type === "groupchat") return this.#bounce(stanza, "service-unavailable");
+    if (stanza.type === "headline") {
+      for (const [full] of candidates) this.#write(full, stanza.xml, true);
+      return;
+    }
+    if (candidates.length === 0) {
+      if (stanza.type === "error") return;
+      if (stanza.storable) await this.#storeOffline(stanza.xml, stanza);
+      return;
+    }
+    // RFC 6121 §8.5.2.1.1 (a): the "most available" resources, here those of highest priority.
+    const top = Math.max(...candidates.map(([, s]) => s.priority));
+    const delivered = new Set<FullJid>();
+    for (const [full, state] of candidates) {
+      if (state.priority === top) {
+        this.#write(full, stanza.xml, true);
+        delivered.add(full);
+      }
+    }
+    if (stanza.type === "chat" && !stanza.noCopy) this.#carbonReceived(stanza, delivered);
+  }
+
+  async #storeOffline(stanzaXml: string, stanza: RoutedStanza | undefined): Promise<void> {
+    const stamped = addDelay(stanzaXml, this.#ctx.config.domain);
+    const stored = await this.#ctx.store.pushOffline(
+      this.user,
+      { stanza: stamped, storedAt: Date.now() },
+      this.#ctx.config.limits.maxOfflineMessagesPerUser,
+    );
+    // RFC 6121 §8.5.2.1.1: when storage is full the server returns service-unavailable.
+    if (!stored && stanza !== undefined) this.#bounce(stanza, "service-unavailable");
+  }
+
+  async #deliverOffline(full: FullJid): Promise<void> {
+    const messages = await this.#ctx.store.takeOffline(this.user);
+    for (const message of messages) this.#write(full, message.stanza, true);
+  }
+
+  /** Sends an error back to the sender of a stanza that could not be delivered. */
+  #bounce(stanza: RoutedStanza, condition: "service-unavailable"): void {
+    if (stanza.type === "error") return;
+    const from = parseJid(stanza.from);
+    if (from === undefined) return;
+    const reply = errorReplyXml(stanza, condition);
+    this.#ctx.router.toUser({
+      kind: "stanza",
+      user: bareOf(from),
+      stanza: {
+        name: stanza.name,
+        type: "error",
+        from: stanza.to,
+        to: stanza.from,
+        id: stanza.id,
+        xml: reply,
+      },
+    });
+  }
+
+  #isBlocked(from: string): boolean {
+    if (this.#blocklist.size === 0) return false;
+    const jid = parseJid(from);
+    if (jid === undefined) return false;
+    // XEP-0191 §3.2 matches like privacy lists: full JID, bare JID, or domain.
+    return this.#blocklist.has(from) || this.#blocklist.has(bareOf(jid)) || this.#blocklist.has(jid.domain);
+  }
+
+  // --- carbons (XEP-0280) -----------------------------------------------------------------
+
+  #carbonReceived(stanza: RoutedStanza, delivered: Set<FullJid>): void {
+    for (const [full, state] of this.#sessions) {
+      if (!state.carbons || delivered.has(full)) continue;
+      this.#write(full, wrapCarbon("received", this.user, full, stanza.xml), true);
+    }
+  }
+
+  #onCarbonSent(sender: FullJid, stanzaXml: string): void {
+    for (const [full, state] of this.#sessions) {
+      if (!state.carbons || full === sender) continue;
+      this.#write(full, wrapCarbon("sent", this.user, full, stanzaXml), true);
+    }
+  }
+
+  // --- roster (RFC 6121 §2) and blocking (XEP-0191) ----------------------------------------------
+
+  async #onOwnIq(session: SessionLocation, iq: Element): Promise<void> {
+    const state = this.#sessions.get(session.full);
+    const query = iq.getChild("query", NS_ROSTER);
+    const reply = (el: Element) =>
+      this.#writeSession(session.full, session.shard, { kind: "write", xml: el.toString() });
+    if (query !== undefined) {
+      if (iq.attrs.type === "get") {
+        if (state !== undefined) state.rosterInterest = true;
+        // RFC 6121 §2.6.3: an up-to-date client gets an empty result and later pushes.
+        const clientVer = query.attrs.ver;
+        const result = iqResult(iq);
+        if (clientVer === undefined || clientVer !== String(this.#rosterVersion)) {
+          const q = result.c("query", { xmlns: NS_ROSTER, ver: String(this.#rosterVersion) });
+          for (const item of this.#roster.values()) q.cnode(itemElement(item));
+        }
+        return reply(result);
+      }
+      return reply(await this.#rosterSet(iq, query));
+    }
+    if (iq.getChild("blocklist", NS_BLOCKING) !== undefined && iq.attrs.type === "get") {
+      if (state !== undefined) state.blocklistInterest = true;
+      const list = xml("blocklist", { xmlns: NS_BLOCKING });
+      for (const jid of [...this.#blocklist].sort()) list.c("item", { jid });
+      return reply(iqResult(iq, undefined, list));
+    }
+    const block = iq.getChild("block", NS_BLOCKING) ?? iq.getChild("unblock", NS_BLOCKING);
+    if (block !== undefined && iq.attrs.type === "set") return reply(await this.#blockSet(iq, block));
+    return reply(errorReply(iq, "service-unavailable"));
+  }
+
+  async #rosterSet(iq: Element, query: Element): Promise<Element> {
+    const items = query.getChildren("item");
+    // RFC 6121 §2.3.3: exactly one item per roster set.
+    if (iq.attrs.type !== "set" || items.length !== 1) return errorReply(iq, "bad-request");
+    const el = items[0]!;
+    const jid = parseJid(el.attrs.jid ?? "");
+    if (jid === undefined || jid.resource !== "") return errorReply(iq, "bad-request");
+    const contact = bareOf(jid);
+    if (contact === this.user) return errorReply(iq, "not-allowed");
+    const groups = el.getChildren("group").map((g) => g.text());
+    if (new Set(groups).size !== groups.length || groups.some((g) => g === "")) {
+      return errorReply(iq, "bad-request");
+    }
+    if (el.attrs.subscription === "remove") {
+      const item = this.#roster.get(contact);
+      if (item === undefined) return errorReply(iq, "item-not-found");
+      // RFC 6121 §2.5.2: cancel both directions of the subscription.
+      if (item.subscription === "to" || item.subscription === "both" || item.ask) {
+        this.#sendSubscription(contact, "unsubscribe");
+      }
+      if (item.subscription === "from" || item.subscription === "both") {
+        this.#sendSubscription(contact, "unsubscribed");
+      }
+      await this.#ctx.store.deletePendingSubscription(this.user, contact);
+      await this.#removeItem(contact);
+      return iqResult(iq);
+    }
+    if (!this.#roster.has(contact) && this.#roster.size >= this.#ctx.config.limits.maxRosterItems) {
+      return errorReply(iq, "not-allowed", { text: "roster is full" });
+    }
+    const previous = this.#roster.get(contact);
+    // Clients may not change subscription state through a roster set (RFC 6121 §2.1.2.5).
+    const item: RosterItem = {
+      jid: contact,
+      subscription: previous?.subscription ?? "none",
+      groups,
+      ...(el.attrs.name !== undefined && el.attrs.name !== "" ? { name: el.attrs.name } : {}),
+      ...(previous?.ask ? { ask: true } : {}),
+      ...(previous?.approved ? { approved: true } : {}),
+    };
+    await this.#putItem(item);
+    return iqResult(iq);
+  }
+
+  async #putItem(item: RosterItem): Promise<void> {
+    this.#rosterVersion = await this.#ctx.store.putRosterItem(this.user, item);
+    this.#roster.set(item.jid, item);
+    this.#pushRoster(itemElement(item));
+  }
+
+  async #removeItem(contact: BareJid): Promise<void> {
+    const version = await this.#ctx.store.deleteRosterItem(this.user, contact);
+    if (version === undefined) return;
+    this.#rosterVersion = version;
+    this.#roster.delete(contact);
+    this.#pushRoster(xml("item", { jid: contact, subscription: "remove" }));
+  }
+
+  /** RFC 6121 §2.1.6: push the changed item to every session that asked for the roster. */
+  #pushRoster(item: Element): void {
+    for (const [full, state] of this.#sessions) {
+      if (!state.rosterInterest) continue;
+      const push = xml(
+        "iq",
+        { xmlns: NS_CLIENT, type: "set", id: `push${++this.#pushId}`, to: full },
+        xml("query", { xmlns: NS_ROSTER, ver: String(this.#rosterVersion) }, item),
+      );
+      this.#write(full, push.toString());
+    }
+  }
+
+  async #blockSet(iq: Element, block: Element): Promise<Element> {
+    const items: string[] = [];
+    for (const el of block.getChildren("item")) {
+      const jid = parseJid(el.attrs.jid ?? "");
+      if (jid === undefined) return errorReply(iq, "jid-malformed");
+      items.push(jid.resource === "" ? bareOf(jid) : `${bareOf(jid)}/${jid.resource}`);
+    }
+    const blocking = block.name === "block";
+    // XEP-0191 §3.3: a block request with no items is a bad request.
+    if (blocking && items.length === 0) return errorReply(iq, "bad-request");
+    const list = blocking
+      ? await this.#ctx.store.addBlocked(this.user, items)
+      : await this.#ctx.store.removeBlocked(this.user, items.length === 0 ? undefined : items);
+    const newlyBlocked = items.filter((jid) => !this.#blocklist.has(jid));
+    this.#blocklist = new Set(list);
+    // XEP-0191 §3.3: blocked contacts see us go unavailable.
+    if (blocking) {
+      for (const [full] of this.#availableSessions()) {
+        for (const target of newlyBlocked) {
+          const jid = parseJid(target);
+          if (jid === undefined) continue;
+          const unavailable = `<presence xmlns="${NS_CLIENT}" type="unavailable" from="${escapeXML(full)}" to="${escapeXML(target)}"/>`;
+          this.#ctx.router.toUser({
+            kind: "stanza",
+            user: bareOf(jid),
+            stanza: {
+              name: "presence",
+              type: "unavailable",
+              from: full,
+              to: target,
+              id: "",
+              xml: unavailable,
+            },
+          });
+        }
+      }
+    }
+    // Push the change to every session that asked for the blocklist.
+    for (const [full, state] of this.#sessions) {
+      this.#writeSession(full, state.shard, { kind: "blocklist", list: [...this.#blocklist] });
+      if (!state.blocklistInterest) continue;
+      const push = xml("iq", { xmlns: NS_CLIENT, type: "set", id: `push${++this.#pushId}`, to: full });
+      const child = push.c(block.name, { xmlns: NS_BLOCKING });
+      for (const jid of items) child.c("item", { jid });
+      this.#write(full, push.toString());
+    }
+    return iqResult(iq);
+  }
+
+  // --- subscriptions (RFC 6121 §3) --------------------------------------------------------
+
+  #sendSubscription(contact: BareJid, type: SubscriptionType, original?: string): void {
+    const xmlText =
+      original !== undefined
+        ? readdressFrom(original, contact, this.user)
+        : `<presence xmlns="${NS_CLIENT}" type="${type}" from="${escapeXML(this.user)}" to="${escapeXML(contact)}"/>`;
+    this.#ctx.router.toUser({ kind: "subscription-in", user: contact, from: this.user, type, xml: xmlText });
+  }
+
+  async #onSubscriptionOut(
+    session: SessionLocation,
+    contact: BareJid,
+    type: SubscriptionType,
+    xmlText: string,
+  ) {
+    void session;
+    if (contact === this.user) return;
+    const item = this.#roster.get(contact);
+    const sub: Subscription = item?.subscription ?? "none";
+    switch (type) {
+      case "subscribe": {
+        // RFC 6121 §3.1.2: record "pending out" and push; route the request unless already subscribed.
+        if (sub !== "to" && sub !== "both" && !item?.ask) {
+          await this.#putItem({ ...(item ?? { jid: contact, subscription: "none", groups: [] }), ask: true });
+        }
+        this.#sendSubscription(contact, type, xmlText);
+        return;
+      }
+      case "subscribed": {
+        // RFC 6121 §3.1.5: approve a pending request, or pre-approve (§3.4).
+        const pending = (await this.#ctx.store.getPendingSubscriptions(this.user)).some(
+          (p) => p.from === contact,
+        );
+        if (pending) {
+          await this.#ctx.store.deletePendingSubscription(this.user, contact);
+          const next: Subscription = sub === "to" ? "both" : sub === "none" ? "from" : sub;
+          const base = item ?? { jid: contact, subscription: "none" as Subscription, groups: [] };
+          const { approved: _a, ...rest } = base;
+          await this.#putItem({ ...rest, subscription: next });
+          this.#sendSubscription(contact, type, xmlText);
+          // §3.1.5: the contact now gets our current presence.
+          for (const [full, state] of this.#availableSessions()) {
+            this.#ctx.router.toUser({
+              kind: "stanza",
+              user: contact,
+              stanza: {
+                name: "presence",
+                type: "",
+                from: full,
+                to: contact,
+                id: "",
+                xml: readdress(state.presence!, contact),
+              },
+            });
+          }
+        } else if (sub === "none" || sub === "to") {
+          if (!item?.approved) {
+            await this.#putItem({
+              ...(item ?? { jid: contact, subscription: "none", groups: [] }),
+              approved: true,
+            });
+          }
+        }
+        return;
+      }
+      case "unsubscribe": {
+        if (item !== undefined && (sub === "to" || sub === "both" || item.ask)) {
+          const { ask: _ask, ...rest } = item;
+          await this.#putItem({
+            ...rest,
+            subscription: sub === "both" ? "from" : sub === "to" ? "none" : sub,
+          });
+        }
+        this.#sendSubscription(contact, type, xmlText);
+        return;
+      }
+      case "unsubscribed": {
+        await this.#ctx.store.deletePendingSubscription(this.user, contact);
+        if (item !== undefined && (sub === "from" || sub === "both" || item.approved)) {
+          const { approved: _a, ...rest } = item;
+          await this.#putItem({
+            ...rest,
+            subscription: sub === "both" ? "to" : sub === "from" ? "none" : sub,
+          });
+        }
+        this.#sendSubscription(contact, type, xmlText);
+        // §3.2.2: the contact no longer sees us; tell it we are gone.
+        for (const [full] of this.#availableSessions()) {
+          this.#ctx.router.toUser({
+            kind: "stanza",
+            user: contact,
+            stanza: {
+              name: "presence",
+              type: "unavailable",
+              from: full,
+              to: contact,
+              id: "",
+              xml: `<presence xmlns="${NS_CLIENT}" type="unavailable" from="${escapeXML(full)}" to="${escapeXML(contact)}"/>`,
+            },
+          });
+        }
+        return;
+      }
+    }
+  }
+
+  async #onSubscriptionIn(contact: BareJid, type: SubscriptionType, xmlText: string): Promise<void> {
+    if (this.#isBlocked(contact)) return;
+    const item = this.#roster.get(contact);
+    const sub: Subscription = item?.subscription ?? "none";
+    const deliver = () => {
+      for (const [full] of this.#availableSessions()) this.#write(full, xmlText);
+    };
+    switch (type) {
+      case "subscribe": {
+        // RFC 6121 §3.1.3: already subscribed → answer for the user; pre-approved → approve now.
+        if (sub === "from" || sub === "both") {
+          this.#sendSubscription(contact, "subscribed");
+          return;
+        }
+        if (item?.approved) {
+          const { approved: _a, ...rest } = item;
+          await this.#putItem({ ...rest, subscription: sub === "to" ? "both" : "from" });
+          this.#sendSubscription(contact, "subscribed");
+          return;
+        }
+        await this.#ctx.store.putPendingSubscription(this.user, { from: contact, stanza: xmlText });
+        deliver();
+        return;
+      }
+      case "subscribed": {
+        // RFC 6121 §3.1.6: only meaningful if we asked.
+        if (item === undefined || !item.ask) return;
+        const { ask: _ask, ...rest } = item;
+        await this.#putItem({ ...rest, subscription: sub === "from" ? "both" : sub === "none" ? "to" : sub });
+        deliver();
+        return;
+      }
+      case "unsubscribe": {
+        await this.#ctx.store.deletePendingSubscription(this.user, contact);
+        if (item !== undefined && (sub === "from" || sub === "both")) {
+          await this.#putItem({ ...item, subscription: sub === "both" ? "to" : "none" });
+          deliver();
+        }
+        return;
+      }
+      case "unsubscribed": {
+        if (item !== undefined && (sub === "to" || sub === "both" || item.ask)) {
+          const { ask: _ask, ...rest } = item;
+          await this.#putItem({
+            ...rest,
+            subscription: sub === "both" ? "from" : sub === "to" ? "none" : sub,
+          });
+          deliver();
+        }
+        return;
+      }
+    }
+  }
+}
+
+function newSession(shard: number): SessionState {
+  return {
+    shard,
+    presence: undefined,
+    priority: 0,
+    rosterInterest: false,
+    blocklistInterest: false,
+    carbons: false,
+  };
+}
+
+function itemElement(item: RosterItem): Element {
+  const el = xml("item", {
+    jid: item.jid,
+    subscription: item.subscription,
+    name: item.name,
+    ask: item.ask ? "subscribe" : undefined,
+    approved: item.approved ? "true" : undefined,
+  });
+  for (const group of item.groups) el.c("group").t(group);
+  return el;
+}
+
+/** XEP-0203: stamp a stored message with the time it was stored. */
+function addDelay(stanzaXml: string, domain: string): string {
+  const stamp = new Date().toISOString();
+  const close = stanzaXml.lastIndexOf("</");
+  const delay = `<delay xmlns="${NS_DELAY}" from="${escapeXML(domain)}" stamp="${stamp}">Offline Storage</delay>`;
+  if (close === -1 || !stanzaXml.endsWith(">")) {
+    // Self-closing root: open it up.
+    const end = stanzaXml.lastIndexOf("/>");
+    return `${stanzaXml.slice(0, end)}>${delay}</message>`;
+  }
+  return `${stanzaXml.slice(0, close)}${delay}${stanzaXml.slice(close)}`;
+}
+
+/** XEP-0280 §5/§6: wrap a message in a carbon copy addressed to one of the user's resources. */
+function wrapCarbon(direction: "sent" | "received", user: BareJid, to: FullJid, stanzaXml: string): string {
+  return (
+    `<message xmlns="${NS_CLIENT}" from="${escapeXML(user)}" to="${escapeXML(to)}" type="chat">` +
+    `<${direction} xmlns="${NS_CARBONS}"><forwarded xmlns="${NS_FORWARD}">${stanzaXml}</forwarded></${direction}></message>`
+  );
+}
+
+function readdressFrom(stanzaXml: string, to: string, from: string): string {
+  const el = parseElement(stanzaXml);
+  el.attrs.to = to;
+  el.attrs.from = from;
+  return el.toString();
+}

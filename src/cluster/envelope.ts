@@ -1,0 +1,19 @@
+/**
+ * Envelopes carry actor messages between shards. They are batched per destination per
+ * event-loop turn and encoded with msgpackr (see shard-router.ts); comlink carries only
+ * control calls.
+ */
+import type { SessionMessage, UserMessage, WorkerMessage } from "../../actors/messages.ts";
+import type { ErrorRecord } from "../errors.ts";
+
+/** One routed message. */
+export type Envelope =
+  /** To the UserActor of `msg.user`, routed by partition under `epoch`. */
+  | { t: "user"; epoch: number; partition: number; msg: UserMessage }
+  /** To a session on the destination worker. */
+  | { t: "session"; msg: SessionMessage }
+  /** To the destination worker itself. */
+  | { t: "worker"; msg: WorkerMessage }
+  /** The answer to a request that carried `reqId`. */
+  | { t: "reply"; reqId: number; ok: true; value: unknown }
+  | { t: "reply"; reqId: number; ok: false; error: ErrorRecord };

@@ -1,0 +1,42 @@
+/**
+ * What every part of one shard (worker thread) shares: its index, configuration, store client,
+ * router, auth and the tables of sessions it holds. Built once in worker-main.ts and passed down.
+ */
+import type { SecureContext } from "node:tls";
+import type { SessionActor } from "../../actors/session-actor.ts";
+import type { AuthProvider } from "../auth/auth-provider.ts";
+import type { LoginThrottle } from "../auth/login-throttle.ts";
+import type { Config } from "../config/defaults.ts";
+import type { Logger } from "../log.ts";
+import type { Store } from "../storage/store.ts";
+import type { FullJid } from "../xmpp/jid.ts";
+import type { ShardRouter } from "./shard-router.ts";
+
+/** Counters a shard reports in its statistics. */
+export interface ShardCounters {
+  connections: number;
+  logins: number;
+  loginFailures: number;
+  stanzasIn: number;
+}
+
+/** The shared state of one shard. */
+export interface ShardContext {
+  readonly index: number;
+  readonly config: Readonly<Config>;
+  readonly log: Logger;
+  readonly store: Store;
+  readonly router: ShardRouter;
+  readonly auth: AuthProvider;
+  readonly loginThrottle: LoginThrottle;
+  readonly registrationThrottle: LoginThrottle;
+  readonly tlsContext: SecureContext;
+  /** PEM certificate chain and key, for the direct-TLS listener. */
+  readonly tlsCredentials: { cert: string; key: string };
+  /** Bound sessions whose sockets this shard holds. */
+  readonly sessions: Map<FullJid, SessionActor>;
+  /** Sessions that can be resumed, by XEP-0198 token (attached or detached). */
+  readonly resumable: Map<string, SessionActor>;
+  readonly counters: ShardCounters;
+  readonly version: string;
+}

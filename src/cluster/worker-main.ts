@@ -1,0 +1,182 @@
+/**
+ * Entry of one worker thread (a shard): builds the shard context, hosts the UserActors of the
+ * partitions it owns and the sessions whose sockets it accepted, listens on the shared c2s
+ * ports, and exposes its control surface to the supervisor over comlink.
+ */
+import { createSecureContext } from "node:tls";
+import { type MessagePort, parentPort, workerData } from "node:worker_threads";
+import type { SessionActor } from "../../actors/session-actor.ts";
+import { UserActor } from "../../actors/user-actor.ts";
+import { InternalAuthProvider } from "../auth/internal-auth.ts";
+import { LoginThrottle } from "../auth/login-throttle.ts";
+import type { Config } from "../config/defaults.ts";
+import { createLogger } from "../log.ts";
+import { connectStore } from "../storage/remote-store.ts";
+import { type C2sListeners, startC2sListeners } from "../transport/tcp-listener.ts";
+import { takeResumable } from "../xmpp/c2s-connection.ts";
+import type { BareJid } from "../xmpp/jid.ts";
+import { expose, nodeEndpoint } from "./comlink-setup.ts";
+import type { Envelope } from "./envelope.ts";
+import { singleNodeTable } from "./ring.ts";
+import type { ShardContext } from "./shard-context.ts";
+import { ShardRouter } from "./shard-router.ts";
+
+/** What the supervisor passes to a new worker. */
+export interface WorkerInit {
+  config: Config;
+  index: number;
+  workers: number;
+  tls: { cert: string; key: string };
+  version: string;
+  storePort: MessagePort;
+  controlPort: MessagePort;
+}
+
+/** Statistics one worker reports. */
+export interface WorkerStats {
+  index: number;
+  connections: number;
+  sessions: number;
+  actors: number;
+  logins: number;
+  loginFailures: number;
+  stanzasIn: number;
+}
+
+/** The control calls the supervisor makes (comlink). */
+export interface WorkerControl {
+  listen(ports: { c2s: number; tls: number }): Promise<{ c2s: number; tls: number }>;
+  setPeerPort(shard: number, port: MessagePort): void;
+  /** Another worker restarted: re-register our sessions whose users it hosts. */
+  peerRestarted(shard: number): void;
+  stats(): WorkerStats;
+  stop(): Promise<void>;
+}
+
+const init = workerData as WorkerInit;
+const log = createLogger({ level: init.config.log.level, bindings: { worker: init.index } });
+const store = connectStore(init.storePort);
+const actors = new Map<BareJid, UserActor>();
+const table = singleNodeTable("local", init.workers, init.config.partitions);
+const router = new ShardRouter(init.index, table, (envelope) => dispatch(envelope));
+const auth = new InternalAuthProvider(store);
+const limits = init.config.limits;
+const ctx: ShardContext = {
+  index: init.index,
+  config: init.config,
+  log,
+  store,
+  router,
+  auth,
+  loginThrottle: new LoginThrottle({
+    failuresPerAddress: limits.loginFailuresPerAddress,
+    failuresPerAccount: limits.loginFailuresPerAccount,
+    windowMs: limits.loginFailureWindowMs,
+  }),
+  registrationThrottle: new LoginThrottle({
+    failuresPerAddress: Math.max(1, init.config.registration.perAddressPerWindow),
+    failuresPerAccount: 1,
+    windowMs: init.config.registration.windowMs,
+  }),
+  tlsContext: createSecureContext({ cert: init.tls.cert, key: init.tls.key }),
+  tlsCredentials: init.tls,
+  sessions: new Map(),
+  resumable: new Map(),
+  counters: { connections: 0, logins: 0, loginFailures: 0, stanzasIn: 0 },
+  version: init.version,
+};
+let listeners: C2sListeners | undefined;
+
+function actorFor(user: BareJid): UserActor {
+  let actor = actors.get(user);
+  if (actor === undefined) {
+    actor = new UserActor(user, { store, router, config: init.config, log });
+    actors.set(user, actor);
+  }
+  return actor;
+}
+
+function dispatch(envelope: Envelope): void {
+  switch (envelope.t) {
+    case "user": {
+      const accepted = actorFor(envelope.msg.user).enqueue(envelope.msg);
+      if (!accepted)
+        log.warn({ user: envelope.msg.user, kind: envelope.msg.kind }, "mailbox full; message dropped");
+      return;
+    }
+    case "session": {
+      const session = ctx.sessions.get(envelope.msg.full) ?? detachedSession(envelope.msg.full);
+      session?.deliver(envelope.msg);
+      return;
+    }
+    case "worker": {
+      const msg = envelope.msg;
+      if (msg.kind === "resume-take") {
+        const snapshot = takeResumable(ctx, msg.token, msg.h, msg.user);
+        router.reply(msg.toShard, msg.reqId, { ok: true, value: snapshot });
+      } else if (msg.kind === "reregister") {
+        reregister(msg.shard);
+      }
+      return;
+    }
+    case "reply":
+      return;
+  }
+}
+
+/** A detached (resumable) session still receives stanzas into its XEP-0198 log. */
+function detachedSession(full: string): SessionActor | undefined {
+  for (const session of ctx.resumable.values()) if (session.full === full && session.detached) return session;
+  return undefined;
+}
+
+/** Re-registers sessions with the UserActors a restarted worker hosts (their state died with it). */
+function reregister(shard: number): void {
+  const sessions = [...ctx.sessions.values(), ...[...ctx.resumable.values()].filter((s) => s.detached)];
+  for (const session of sessions) {
+    if (router.shardOfUser(session.bare) !== shard) continue;
+    router.toUser({
+      kind: "relocate",
+      user: session.bare,
+      session: { full: session.full, shard: init.index },
+    });
+  }
+}
+
+// Passivate idle actors so memory follows the active user count, not the total.
+const passivation = setInterval(() => {
+  const cutoff = Date.now() - 60_000;
+  for (const [user, actor] of actors) if (actor.idle && actor.lastActive < cutoff) actors.delete(user);
+}, 30_000);
+passivation.unref();
+
+const control: WorkerControl = {
+  async listen(ports) {
+    listeners = await startC2sListeners(ctx, ports);
+    return listeners.ports;
+  },
+  setPeerPort(shard, port) {
+    router.setPort(shard, port);
+  },
+  peerRestarted(shard) {
+    reregister(shard);
+  },
+  stats() {
+    return {
+      index: init.index,
+      connections: ctx.counters.connections,
+      sessions: ctx.sessions.size,
+      actors: actors.size,
+      logins: ctx.counters.logins,
+      loginFailures: ctx.counters.loginFailures,
+      stanzasIn: ctx.counters.stanzasIn,
+    };
+  },
+  async stop() {
+    await listeners?.close();
+    for (const connection of listeners?.connections ?? []) connection.shutdown();
+    for (const session of ctx.resumable.values()) session.end();
+  },
+};
+
+expose(control, nodeEndpoint(init.controlPort));

@@ -1,0 +1,123 @@
+/**
+ * Starts and supervises the worker threads of a node. Workers get a comlink control channel,
+ * a store channel (the store lives in the main thread: LevelDB allows one opener), and a
+ * MessagePort to every other worker for envelopes. A worker that dies is restarted with the
+ * same index; the others reconnect to it and re-register the sessions whose users it hosts.
+ */
+import { MessageChannel, Worker } from "node:worker_threads";
+import type { Config } from "../config/defaults.ts";
+import type { Logger } from "../log.ts";
+import { exposeStore } from "../storage/remote-store.ts";
+import type { Store } from "../storage/store.ts";
+import { nodeEndpoint, type Remote, transfer, wrap } from "./comlink-setup.ts";
+import type { WorkerControl, WorkerInit, WorkerStats } from "./worker-main.ts";
+
+interface WorkerSlot {
+  worker: Worker;
+  control: Remote<WorkerControl>;
+  ready: boolean;
+}
+
+/** Options for {@link WorkerPool}. */
+export interface WorkerPoolOptions {
+  config: Readonly<Config>;
+  workers: number;
+  store: Store;
+  tls: { cert: string; key: string };
+  version: string;
+  log: Logger;
+}
+
+/** The workers of one node. */
+export class WorkerPool {
+  readonly #options: WorkerPoolOptions;
+  readonly #slots: WorkerSlot[] = [];
+  #ports = { c2s: 0, tls: 0 };
+  #stopping = false;
+  restarts = 0;
+
+  constructor(options: WorkerPoolOptions) {
+    this.#options = options;
+  }
+
+  /** Starts every worker and its listeners; returns the ports actually bound. */
+  async start(): Promise<{ c2s: number; tls: number }> {
+    const { config, workers } = this.#options;
+    for (let i = 0; i < workers; i++) this.#slots.push(this.#spawn(i));
+    for (let i = 0; i < workers; i++) {
+      for (let j = i + 1; j < workers; j++) await this.#connect(i, j);
+    }
+    // The first worker may bind port 0; the others then share the port it got.
+    this.#ports = await this.#slots[0]!.control.listen({ c2s: config.ports.c2s, tls: config.ports.tls });
+    for (let i = 1; i < workers; i++) await this.#slots[i]!.control.listen(this.#ports);
+    for (const slot of this.#slots) slot.ready = true;
+    return this.#ports;
+  }
+
+  #spawn(index: number): WorkerSlot {
+    const storeChannel = new MessageChannel();
+    const controlChannel = new MessageChannel();
+    exposeStore(this.#options.store, storeChannel.port1);
+    const init: WorkerInit = {
+      config: this.#options.config as Config,
+      index,
+      workers: this.#options.workers,
+      tls: this.#options.tls,
+      version: this.#options.version,
+      storePort: storeChannel.port2,
+      controlPort: controlChannel.port2,
+    };
+    const worker = new Worker(new URL("./worker-main.ts", import.meta.url), {
+      workerData: init,
+      transferList: [storeChannel.port2, controlChannel.port2],
+    });
+    const slot: WorkerSlot = {
+      worker,
+      control: wrap<WorkerControl>(nodeEndpoint(controlChannel.port1)),
+      ready: false,
+    };
+    worker.on("error", (error) => this.#options.log.error({ err: error, worker: index }, "worker failed"));
+    worker.on("exit", (code) => {
+      storeChannel.port1.close();
+      controlChannel.port1.close();
+      if (!this.#stopping) void this.#restart(index, code);
+    });
+    return slot;
+  }
+
+  async #connect(a: number, b: number): Promise<void> {
+    const channel = new MessageChannel();
+    await this.#slots[a]!.control.setPeerPort(b, transfer(channel.port1, [channel.port1]));
+    await this.#slots[b]!.control.setPeerPort(a, transfer(channel.port2, [channel.port2]));
+  }
+
+  async #restart(index: number, code: number): Promise<void> {
+    this.restarts++;
+    this.#options.log.error({ worker: index, code }, "worker exited; restarting it");
+    const slot = this.#spawn(index);
+    this.#slots[index] = slot;
+    for (let j = 0; j < this.#slots.length; j++) if (j !== index) await this.#connect(index, j);
+    await slot.control.listen(this.#ports);
+    slot.ready = true;
+    for (let j = 0; j < this.#slots.length; j++)
+      if (j !== index) await this.#slots[j]!.control.peerRestarted(index);
+    this.#options.log.info({ worker: index }, "worker restarted");
+  }
+
+  /** Statistics from every worker. */
+  async stats(): Promise<WorkerStats[]> {
+    return Promise.all(this.#slots.map((slot) => slot.control.stats()));
+  }
+
+  /** The worker threads, for tests and diagnostics. */
+  get threads(): Worker[] {
+    return this.#slots.map((slot) => slot.worker);
+  }
+
+  /** Closes listeners, ends sessions, stops the threads. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    await Promise.allSettled(this.#slots.map((slot) => slot.control.stop()));
+    await Promise.allSettled(this.#slots.map((slot) => slot.worker.terminate()));
+  }
+}

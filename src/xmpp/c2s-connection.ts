@@ -1,0 +1,570 @@
+/**
+ * One client stream over TCP (RFC 6120): stream headers and features, STARTTLS, SASL, resource
+ * binding and XEP-0198 resumption; once bound it hands stanzas to its {@link SessionActor}.
+ * It owns the socket: write coalescing, the outbound buffer limit, the auth timeout, keepalive
+ * pings, stream errors and the close handshake.
+ */
+import { randomBytes } from "node:crypto";
+import type { Socket } from "node:net";
+import { StringDecoder } from "node:string_decoder";
+import { TLSSocket } from "node:tls";
+import { type Element, escapeXML, xml } from "@xmpp/xml";
+import {
+  type ClientLink,
+  SessionActor,
+  type SessionActor as SessionActorType,
+  type SessionSnapshot,
+} from "../../actors/session-actor.ts";
+import type { BindReply } from "../../actors/user-actor.ts";
+import { createAccountRecordAsync } from "../auth/scram.ts";
+import type { ShardContext } from "../cluster/shard-context.ts";
+import { StreamError, type StreamErrorCondition } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import {
+  type BareJid,
+  bareOf,
+  type FullJid,
+  fullJid,
+  normalizeLocal,
+  normalizeResource,
+  parseJid,
+} from "./jid.ts";
+import {
+  NS_BIND,
+  NS_CLIENT,
+  NS_PRE_APPROVAL,
+  NS_REGISTER,
+  NS_REGISTER_FEATURE,
+  NS_ROSTER_VER,
+  NS_SASL,
+  NS_SESSION,
+  NS_SM,
+  NS_STREAM,
+  NS_TLS,
+} from "./ns.ts";
+import {
+  createSaslMechanism,
+  SASL_MECHANISMS,
+  type SaslServerMechanism,
+  type SaslStep,
+} from "./sasl/mechanism.ts";
+import { errorReply, iqResult, streamErrorXml } from "./stanza.ts";
+import { StreamParser } from "./stream-parser.ts";
+
+let nextConnectionId = 1;
+
+/** Options for one connection. */
+export interface C2sConnectionOptions {
+  /** XEP-0368: TLS from the first byte. */
+  directTls: boolean;
+}
+
+/** One client connection. */
+export class C2sConnection implements ClientLink {
+  readonly #ctx: ShardContext;
+  readonly #raw: Socket;
+  #socket: Socket;
+  readonly #log: Logger;
+  readonly remoteAddress: string;
+  #parser: StreamParser | undefined;
+  #decoder = new StringDecoder("utf8");
+  #out: string[] = [];
+  #flushScheduled = false;
+  #headerSent = false;
+  #closing = false;
+  #closed = false;
+  #secure: boolean;
+  #jid: BareJid | undefined;
+  #sasl: SaslServerMechanism | undefined;
+  #session: SessionActorType | undefined;
+  #binding = false;
+  #authTimer: NodeJS.Timeout | undefined;
+  #pingTimer: NodeJS.Timeout | undefined;
+  #lastInbound = Date.now();
+
+  constructor(socket: Socket, ctx: ShardContext, options: C2sConnectionOptions) {
+    this.#ctx = ctx;
+    this.#raw = socket;
+    this.#socket = socket;
+    this.#secure = options.directTls;
+    this.remoteAddress = socket.remoteAddress ?? "unknown";
+    this.#log = ctx.log.child({ conn: nextConnectionId++, remote: this.remoteAddress });
+    ctx.counters.connections++;
+    socket.setNoDelay(true);
+    this.#listen(socket);
+    socket.on("close", () => this.#onClosed());
+    this.#resetParser();
+    this.#authTimer = setTimeout(
+      () => this.closeWithError("connection-timeout", "authentication took too long"),
+      ctx.config.limits.authTimeoutMs,
+    );
+    this.#authTimer.unref();
+  }
+
+  #listen(socket: Socket): void {
+    socket.on("data", (chunk: Buffer) => this.#onData(chunk));
+    socket.on("error", (error) => this.#log.debug({ err: error }, "socket error"));
+  }
+
+  #resetParser(): void {
+    this.#decoder = new StringDecoder("utf8");
+    this.#parser = new StreamParser(
+      {
+        onStreamOpen: (attrs, name) => this.#onStreamOpen(attrs, name),
+        onStanza: (el) => this.#onElement(el),
+        onStreamClose: () => this.#onStreamClose(),
+      },
+      this.#ctx.config.limits,
+    );
+  }
+
+  #onData(chunk: Buffer): void {
+    if (this.#closing) return;
+    this.#lastInbound = Date.now();
+    try {
+      this.#parser?.write(this.#decoder.write(chunk));
+    } catch (error) {
+      if (error instanceof StreamError) {
+        this.#log.warn({ code: error.code, condition: error.condition }, error.message);
+        this.closeWithError(error.condition, error.message);
+      } else {
+        this.#log.error({ err: error }, "connection handler failed");
+        this.closeWithError("internal-server-error");
+      }
+    }
+  }
+
+  // --- output -----------------------------------------------------------------------------
+
+  /** Queues XML for the client; written once per event-loop turn. */
+  send(text: string): void {
+    if (this.#closed) return;
+    this.#out.push(text);
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(() => this.#flush());
+    }
+  }
+
+  #flush(): void {
+    this.#flushScheduled = false;
+    if (this.#closed || this.#out.length === 0) return;
+    const data = this.#out.length === 1 ? this.#out[0]! : this.#out.join("");
+    this.#out = [];
+    this.#socket.write(data);
+    // A client that does not read must not make the server hold its output forever.
+    if (this.#socket.writableLength > this.#ctx.config.limits.maxOutboundBufferBytes) {
+      this.#log.warn({ buffered: this.#socket.writableLength }, "client is not reading; disconnecting");
+      this.#destroy();
+    }
+  }
+
+  /** Sends a stream error (RFC 6120 §4.9) and closes the stream. */
+  closeWithError(condition: StreamErrorCondition, text?: string): void {
+    if (this.#closing) return;
+    if (!this.#headerSent) this.#sendHeader(undefined);
+    this.send(streamErrorXml(condition, text));
+    this.close();
+  }
+
+  /** Closes the stream: `</stream:stream>`, then the socket once the peer answers or a timeout passes. */
+  close(): void {
+    if (this.#closing) return;
+    this.#closing = true;
+    this.send("</stream:stream>");
+    this.#flush();
+    if (!this.#closed) {
+      this.#socket.end();
+      setTimeout(() => this.#destroy(), 5000).unref();
+    }
+  }
+
+  #destroy(): void {
+    this.#socket.destroy();
+    this.#raw.destroy();
+  }
+
+  // --- stream -----------------------------------------------------------------------------
+
+  #sendHeader(id: string | undefined): void {
+    this.#headerSent = true;
+    const idAttr = id === undefined ? "" : ` id="${id}"`;
+    this.send(
+      `<?xml version="1.0"?><stream:stream xmlns="${NS_CLIENT}" xmlns:stream="${NS_STREAM}"${idAttr} from="${escapeXML(this.#ctx.config.domain)}" version="1.0" xml:lang="en">`,
+    );
+  }
+
+  #onStreamOpen(attrs: Record<string, string>, name: string): void {
+    this.#sendHeader(randomBytes(12).toString("hex"));
+    // RFC 6120 §4.9.3.10/§4.8: the stream element must be <stream:stream> in the streams namespace.
+    if (name !== "stream:stream" || attrs["xmlns:stream"] !== NS_STREAM) {
+      return this.closeWithError("invalid-namespace");
+    }
+    if (attrs.xmlns !== NS_CLIENT) return this.closeWithError("invalid-namespace");
+    const to = attrs.to === undefined ? undefined : parseJid(attrs.to);
+    if (to === undefined || to.domain !== this.#ctx.config.domain || to.local !== "" || to.resource !== "") {
+      return this.closeWithError("host-unknown");
+    }
+    // RFC 6120 §4.7.5: a missing version means pre-1.0, which we do not speak.
+    const major = Number.parseInt((attrs.version ?? "0").split(".")[0] ?? "0", 10);
+    if (!(major >= 1)) return this.closeWithError("unsupported-version");
+    this.send(this.#features());
+  }
+
+  #features(): string {
+    const parts: string[] = [];
+    if (this.#jid === undefined) {
+      const required = this.#ctx.config.tls.requireBeforeAuth;
+      if (!this.#secure)
+        parts.push(`<starttls xmlns="${NS_TLS}">${required ? "<required/>" : ""}</starttls>`);
+      if (this.#secure || !required) {
+        parts.push(
+          `<mechanisms xmlns="${NS_SASL}">${SASL_MECHANISMS.map((m) => `<mechanism>${m}</mechanism>`).join("")}</mechanisms>`,
+        );
+        if (this.#ctx.config.registration.allow) parts.push(`<register xmlns="${NS_REGISTER_FEATURE}"/>`);
+      }
+    } else {
+      parts.push(`<bind xmlns="${NS_BIND}"/>`);
+      // RFC 3921 session, marked optional (RFC 6121 Appendix E) for clients that still send it.
+      parts.push(`<session xmlns="${NS_SESSION}"><optional/></session>`);
+      parts.push(`<sm xmlns="${NS_SM}"/>`);
+      parts.push(`<ver xmlns="${NS_ROSTER_VER}"/>`);
+      parts.push(`<sub xmlns="${NS_PRE_APPROVAL}"/>`);
+    }
+    return `<stream:features>${parts.join("")}</stream:features>`;
+  }
+
+  #onStreamClose(): void {
+    // RFC 6120 §4.4: answer the peer's close with ours, then close the socket.
+    this.#session?.onLinkClosed(true);
+    this.#session = undefined;
+    this.close();
+  }
+
+  #onElement(el: Element): void {
+    this.#ctx.counters.stanzasIn++;
+    if (this.#session !== undefined) return this.#session.handle(el);
+    const ns = el.attrs.xmlns;
+    if (this.#jid === undefined) {
+      if (el.name === "starttls" && ns === NS_TLS) return this.#onStartTls();
+      if (ns === NS_SASL) return void this.#onSasl(el);
+      if (
+        el.name === "iq" &&
+        el.getChild("query", NS_REGISTER) !== undefined &&
+        this.#ctx.config.registration.allow
+      ) {
+        return void this.#onRegister(el);
+      }
+      // RFC 6120 §6.4.7 / §7.1: nothing but negotiation before authentication.
+      return this.closeWithError("not-authorized", "authenticate first");
+    }
+    if (el.name === "resume" && ns === NS_SM) return void this.#onResume(el);
+    if (el.name === "iq" && el.getChild("bind", NS_BIND) !== undefined && el.attrs.type === "set") {
+      return void this.#onBind(el);
+    }
+    if (el.name === "enable" && ns === NS_SM) {
+      return this.send(
+        `<failed xmlns="${NS_SM}"><unexpected-request xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`,
+      );
+    }
+    // RFC 6120 §7.1: stanzas before binding get <not-authorized/>.
+    this.closeWithError("not-authorized", "bind a resource first");
+  }
+
+  // --- STARTTLS (RFC 6120 §5) -------------------------------------------------------------
+
+  #onStartTls(): void {
+    if (this.#secure) return this.closeWithError("policy-violation", "TLS is already established");
+    this.send(`<proceed xmlns="${NS_TLS}"/>`);
+    this.#flush();
+    this.#parser = undefined;
+    this.#raw.removeAllListeners("data");
+    const secure = new TLSSocket(this.#raw, { isServer: true, secureContext: this.#ctx.tlsContext });
+    this.#socket = secure;
+    this.#secure = true;
+    secure.on("secure", () => {
+      this.#headerSent = false;
+      this.#resetParser();
+    });
+    this.#listen(secure);
+    secure.on("close", () => this.#onClosed());
+  }
+
+  // --- SASL (RFC 6120 §6) -----------------------------------------------------------------
+
+  async #onSasl(el: Element): Promise<void> {
+    if (!this.#secure && this.#ctx.config.tls.requireBeforeAuth) {
+      return this.#saslFailure("encryption-required");
+    }
+    if (el.name === "abort") {
+      this.#sasl = undefined;
+      return this.#saslFailure("aborted");
+    }
+    let step: SaslStep;
+    if (el.name === "auth") {
+      const throttled = this.#ctx.loginThrottle.check(this.remoteAddress);
+      if (!throttled.allowed)
+        return this.#saslFailure("temporary-auth-failure", "too many failed attempts; try later");
+      const mechanism = createSaslMechanism(el.attrs.mechanism ?? "", {
+        domain: this.#ctx.config.domain,
+        auth: this.#ctx.auth,
+      });
+      if (mechanism === undefined) return this.#saslFailure("invalid-mechanism");
+      this.#sasl = mechanism;
+      const text = el.text();
+      const initial = text === "" ? undefined : decodeBase64(text);
+      if (initial === null) return this.#saslFailure("incorrect-encoding");
+      step = await mechanism.start(initial);
+    } else if (el.name === "response" && this.#sasl !== undefined) {
+      const data = decodeBase64(el.text());
+      if (data === null) return this.#saslFailure("incorrect-encoding");
+      step = await this.#sasl.next(data ?? Buffer.alloc(0));
+    } else {
+      return this.#saslFailure("malformed-request");
+    }
+    if (this.#closing) return;
+    switch (step.kind) {
+      case "challenge":
+        return this.send(`<challenge xmlns="${NS_SASL}">${step.data.toString("base64") || "="}</challenge>`);
+      case "failure": {
+        this.#sasl = undefined;
+        this.#ctx.counters.loginFailures++;
+        this.#ctx.loginThrottle.recordFailure(this.remoteAddress, step.jid);
+        return this.#saslFailure(step.condition, step.text);
+      }
+      case "success": {
+        this.#sasl = undefined;
+        const blocked = this.#ctx.loginThrottle.check(this.remoteAddress, step.jid);
+        if (!blocked.allowed)
+          return this.#saslFailure("temporary-auth-failure", "too many failed attempts; try later");
+        this.#ctx.loginThrottle.recordSuccess(this.remoteAddress, step.jid);
+        this.#ctx.counters.logins++;
+        this.#jid = step.jid;
+        if (this.#authTimer !== undefined) clearTimeout(this.#authTimer);
+        const data = step.data === undefined ? "" : step.data.toString("base64");
+        this.send(`<success xmlns="${NS_SASL}">${data}</success>`);
+        // RFC 6120 §6.4.6: the stream restarts after success.
+        this.#headerSent = false;
+        this.#resetParser();
+        return;
+      }
+    }
+  }
+
+  #saslFailure(condition: string, text?: string): void {
+    const textXml = text === undefined ? "" : `<text xml:lang="en">${escapeXML(text)}</text>`;
+    this.send(`<failure xmlns="${NS_SASL}"><${condition}/>${textXml}</failure>`);
+  }
+
+  // --- resource binding (RFC 6120 §7) -----------------------------------------------------
+
+  async #onBind(iq: Element): Promise<void> {
+    if (this.#binding) return this.send(errorReply(iq, "not-allowed").toString());
+    this.#binding = true;
+    const requested = iq.getChild("bind", NS_BIND)?.getChildText("resource");
+    let resource: string | undefined;
+    if (requested === null || requested === undefined || requested.trim() === "") {
+      resource = randomBytes(8).toString("hex");
+    } else {
+      resource = normalizeResource(requested);
+      if (resource === undefined) {
+        this.#binding = false;
+        return this.send(errorReply(iq, "bad-request", { text: "invalid resource" }).toString());
+      }
+    }
+    const jid = this.#jid!;
+    const full = fullJid(jid, resource);
+    const session = new SessionActor(full, this.#ctx, this);
+    try {
+      const reply = await this.#ctx.router.requestUser<BindReply>((reqId) => ({
+        kind: "bind",
+        user: jid,
+        session: { full, shard: this.#ctx.index },
+        reqId,
+      }));
+      session.setBlocklist(reply.blocklist);
+    } catch (error) {
+      this.#log.error({ err: error }, "bind failed");
+      this.#binding = false;
+      return this.send(errorReply(iq, "internal-server-error").toString());
+    }
+    if (this.#closed) {
+      session.end();
+      return;
+    }
+    this.#attach(session);
+    this.send(iqResult(iq, undefined, xml("bind", { xmlns: NS_BIND }, xml("jid", {}, full))).toString());
+  }
+
+  #attach(session: SessionActorType): void {
+    this.#session = session;
+    this.#ctx.sessions.set(session.full, session);
+    this.#startPings();
+  }
+
+  // --- XEP-0198 resumption ----------------------------------------------------------------
+
+  async #onResume(el: Element): Promise<void> {
+    const previd = el.attrs.previd ?? "";
+    const h = Number(el.attrs.h);
+    const shard = Number.parseInt(previd.split(".")[0] ?? "", 10);
+    let snapshot: SessionSnapshot | undefined;
+    if (Number.isInteger(shard) && shard >= 0 && Number.isInteger(h)) {
+      try {
+        snapshot =
+          shard === this.#ctx.index
+            ? this.takeLocal(previd, h, this.#jid!)
+            : await this.#ctx.router.requestShard<SessionSnapshot | undefined>(shard, (reqId) => ({
+                t: "worker",
+                msg: {
+                  kind: "resume-take",
+                  token: previd,
+                  h,
+                  toShard: this.#ctx.index,
+                  reqId,
+                  user: this.#jid!,
+                },
+              }));
+      } catch (error) {
+        this.#log.warn({ err: error }, "resumption failed");
+      }
+    }
+    if (snapshot === undefined || this.#closed) {
+      // XEP-0198 §5: an unknown or expired session is <item-not-found/>.
+      return this.send(
+        `<failed xmlns="${NS_SM}"><item-not-found xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`,
+      );
+    }
+    const session = new SessionActor(snapshot.full, this.#ctx, this, snapshot);
+    this.#attach(session);
+    this.#ctx.router.toUser({
+      kind: "relocate",
+      user: session.bare,
+      session: { full: session.full, shard: this.#ctx.index },
+    });
+    session.resumeOn(previd);
+  }
+
+  /** Takes a resumable session held by this shard. */
+  takeLocal(token: string, h: number, user: BareJid): SessionSnapshot | undefined {
+    return takeResumable(this.#ctx, token, h, user);
+  }
+
+  // --- in-band registration (XEP-0077) ----------------------------------------------------
+
+  async #onRegister(iq: Element): Promise<void> {
+    const query = iq.getChild("query", NS_REGISTER)!;
+    const domain = this.#ctx.config.domain;
+    if (!this.#secure && this.#ctx.config.tls.requireBeforeAuth) {
+      return this.send(
+        errorReply(iq, "not-authorized", { from: domain, text: "TLS is required" }).toString(),
+      );
+    }
+    if (iq.attrs.type === "get") {
+      const form = xml(
+        "query",
+        { xmlns: NS_REGISTER },
+        xml("instructions", {}, "Choose a username and password."),
+        xml("username"),
+        xml("password"),
+      );
+      return this.send(iqResult(iq, domain, form).toString());
+    }
+    if (iq.attrs.type !== "set") return this.send(errorReply(iq, "bad-request", { from: domain }).toString());
+    const username = query.getChildText("username");
+    const password = query.getChildText("password");
+    const local = username === null ? undefined : normalizeLocal(username);
+    if (local === undefined || password === null || password === "") {
+      return this.send(errorReply(iq, "not-acceptable", { from: domain }).toString());
+    }
+    const allowListed = this.#ctx.config.registration.allowList.includes(this.remoteAddress);
+    if (!allowListed) {
+      const decision = this.#ctx.registrationThrottle.check(this.remoteAddress);
+      if (!decision.allowed) {
+        return this.send(
+          errorReply(iq, "resource-constraint", { from: domain, text: "too many registrations" }).toString(),
+        );
+      }
+    }
+    const jid = `${local}@${domain}` as BareJid;
+    const created = await this.#ctx.store.createAccount(await createAccountRecordAsync(jid, password));
+    if (!created) return this.send(errorReply(iq, "conflict", { from: domain }).toString());
+    if (!allowListed) this.#ctx.registrationThrottle.recordFailure(this.remoteAddress);
+    this.#log.info({ jid }, "account registered in-band");
+    this.send(iqResult(iq, domain).toString());
+  }
+
+  // --- keepalive (XEP-0199) ---------------------------------------------------------------
+
+  #startPings(): void {
+    const interval = this.#ctx.config.limits.clientPingIntervalMs;
+    const timeout = this.#ctx.config.limits.clientPingTimeoutMs;
+    let pingSentAt = 0;
+    this.#pingTimer = setInterval(
+      () => {
+        const now = Date.now();
+        if (pingSentAt !== 0 && this.#lastInbound < pingSentAt && now - pingSentAt >= timeout) {
+          this.#log.debug("client did not answer ping; closing");
+          this.closeWithError("connection-timeout");
+          return;
+        }
+        if (now - this.#lastInbound >= interval && (pingSentAt === 0 || this.#lastInbound >= pingSentAt)) {
+          pingSentAt = now;
+          this.send(
+            `<iq xmlns="${NS_CLIENT}" type="get" id="ping-${now}" from="${escapeXML(this.#ctx.config.domain)}" to="${escapeXML(
+              this.#session?.full ?? "",
+            )}"><ping xmlns="urn:xmpp:ping"/></iq>`,
+          );
+        }
+      },
+      Math.max(100, Math.min(interval, timeout) / 2),
+    );
+    this.#pingTimer.unref();
+  }
+
+  // --- teardown ---------------------------------------------------------------------------
+
+  #onClosed(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#ctx.counters.connections--;
+    if (this.#authTimer !== undefined) clearTimeout(this.#authTimer);
+    if (this.#pingTimer !== undefined) clearInterval(this.#pingTimer);
+    const session = this.#session;
+    this.#session = undefined;
+    session?.onLinkClosed(false);
+  }
+
+  /** Closes the connection for server shutdown. */
+  shutdown(): void {
+    this.closeWithError("system-shutdown");
+  }
+
+  /** The bound session's JID, for statistics. */
+  get jid(): FullJid | undefined {
+    return this.#session?.full;
+  }
+}
+
+/** Takes a resumable session held by this shard, for a `<resume/>` that arrived anywhere. */
+export function takeResumable(
+  ctx: ShardContext,
+  token: string,
+  h: number,
+  user: BareJid,
+): SessionSnapshot | undefined {
+  const session = ctx.resumable.get(token);
+  // The session must belong to the user who authenticated the new stream.
+  if (session === undefined || session.bare !== user) return undefined;
+  return session.takeForResume(h);
+}
+
+/** Decodes a SASL payload; "=" is an empty response (RFC 6120 §6.4.2). */
+function decodeBase64(text: string): Buffer | null {
+  const trimmed = text.trim();
+  if (trimmed === "=") return Buffer.alloc(0);
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(trimmed) || trimmed.length % 4 !== 0) return null;
+  return Buffer.from(trimmed, "base64");
+}
+
+void bareOf;

@@ -1,0 +1,79 @@
+/**
+ * Building stanzas and errors. Stanza errors follow RFC 6120 §8.3; stream errors §4.9.
+ */
+import { type Element, escapeXML, xml } from "@xmpp/xml";
+import type { StanzaError, StanzaErrorCondition, StreamErrorCondition } from "../errors.ts";
+import { STANZA_ERROR_TYPES } from "../errors.ts";
+import { NS_CLIENT, NS_STANZAS_ERROR, NS_STREAMS_ERROR } from "./ns.ts";
+
+/** Serialises a stanza for routing: with xmlns='jabber:client', so it can be forwarded or wrapped as is. */
+export function serializeStanza(stanza: Element): string {
+  if (stanza.attrs.xmlns === undefined) stanza.attrs.xmlns = NS_CLIENT;
+  return stanza.toString();
+}
+
+/**
+ * RFC 6120 §8.3.1: the error reply swaps `to` and `from`, keeps `id`, sets type='error', and
+ * carries an `<error/>` child with the defined condition.
+ */
+export function errorReply(
+  stanza: Element,
+  condition: StanzaErrorCondition,
+  options: { text?: string; from?: string; extra?: Element } = {},
+): Element {
+  const reply = xml(stanza.name, {
+    xmlns: NS_CLIENT,
+    type: "error",
+    id: stanza.attrs.id,
+    to: stanza.attrs.from,
+    from: options.from ?? stanza.attrs.to,
+  });
+  const error = reply.c("error", { type: STANZA_ERROR_TYPES[condition] });
+  error.c(condition, { xmlns: NS_STANZAS_ERROR });
+  if (options.text !== undefined) error.c("text", { xmlns: NS_STANZAS_ERROR }).t(options.text);
+  if (options.extra !== undefined) error.cnode(options.extra);
+  return reply;
+}
+
+/** An error reply for a thrown {@link StanzaError}. */
+export function errorReplyFor(stanza: Element, error: StanzaError, from?: string): Element {
+  const reply = errorReply(stanza, error.condition, from === undefined ? {} : { from });
+  reply.getChild("error")!.attrs.type = error.type;
+  return reply;
+}
+
+/** An error reply built from routing data only, for stanzas that travel as strings. */
+export function errorReplyXml(
+  stanza: { name: string; id: string; from: string; to: string },
+  condition: StanzaErrorCondition,
+): string {
+  const id = stanza.id === "" ? "" : ` id="${escapeXML(stanza.id)}"`;
+  return (
+    `<${stanza.name} xmlns="${NS_CLIENT}" type="error"${id} to="${escapeXML(stanza.from)}" from="${escapeXML(stanza.to)}">` +
+    `<error type="${STANZA_ERROR_TYPES[condition]}"><${condition} xmlns="${NS_STANZAS_ERROR}"/></error></${stanza.name}>`
+  );
+}
+
+/** An iq result for a request. */
+export function iqResult(iq: Element, from?: string, child?: Element): Element {
+  const result = xml("iq", { xmlns: NS_CLIENT, type: "result", id: iq.attrs.id, to: iq.attrs.from, from });
+  if (child !== undefined) result.cnode(child);
+  return result;
+}
+
+/** A stream error element (RFC 6120 §4.9). */
+export function streamErrorXml(condition: StreamErrorCondition, text?: string): string {
+  const textXml = text === undefined ? "" : `<text xmlns="${NS_STREAMS_ERROR}">${escapeXML(text)}</text>`;
+  return `<stream:error><${condition} xmlns="${NS_STREAMS_ERROR}"/>${textXml}</stream:error>`;
+}
+
+/** Sets the `to`/`from` attributes on a serialised stanza's root without parsing it. */
+export function readdress(stanzaXml: string, to: string): string {
+  // Only the root's `to` changes; routed stanzas always carry one after the first space.
+  let end = stanzaXml.indexOf(">");
+  if (stanzaXml[end - 1] === "/") end -= 1;
+  const head = stanzaXml.slice(0, end);
+  const rest = stanzaXml.slice(end);
+  const replaced = head.replace(/ to="[^"]*"/, ` to="${escapeXML(to)}"`);
+  return (replaced === head ? `${head} to="${escapeXML(to)}"` : replaced) + rest;
+}
