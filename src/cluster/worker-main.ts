@@ -4,7 +4,7 @@
  * ports, and exposes its control surface to the supervisor over comlink.
  */
 import { createSecureContext } from "node:tls";
-import { type MessagePort, parentPort, workerData } from "node:worker_threads";
+import { type MessagePort, workerData } from "node:worker_threads";
 import type { SessionActor } from "../../actors/session-actor.ts";
 import { UserActor } from "../../actors/user-actor.ts";
 import { InternalAuthProvider } from "../auth/internal-auth.ts";
