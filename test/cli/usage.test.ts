@@ -23,7 +23,7 @@ function assertUsage(result: RunResult, message: RegExp): void {
   assert.match(lines[0] ?? "", message);
 }
 
-describe("starling --help", () => {
+describe("starling --help", { concurrency: 4 }, () => {
   const cases: [string[], RegExp[]][] = [
     [["--help"], [/^Usage: starling <command>/, /start/, /user add JID/, /user list/]],
     [["-h"], [/^Usage: starling <command>/]],
@@ -74,7 +74,7 @@ describe("starling --help", () => {
   }
 });
 
-describe("starling usage errors", () => {
+describe("starling usage errors", { concurrency: 4 }, () => {
   const cases: [string[], RegExp][] = [
     [[], /missing command/],
     [["frobnicate"], /unknown command "frobnicate"/],
