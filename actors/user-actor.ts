@@ -170,11 +170,16 @@ export class UserActor {
 
   async #onBind(session: SessionLocation, reqId: number): Promise<void> {
     const existing = this.#sessions.get(session.full);
-    if (existing !== undefined && existing.shard !== session.shard) {
-      // RFC 6120 §7.7.2.2: the server MAY terminate the existing session; it gets <conflict/>.
+    if (existing !== undefined) {
+      // RFC 6120 §7.7.2.2: the existing session is terminated with <conflict/>, and its
+      // contacts see that resource go unavailable before the new one announces itself.
       this.#writeSession(session.full, existing.shard, { kind: "conflict" });
-    } else if (existing !== undefined) {
-      this.#writeSession(session.full, existing.shard, { kind: "conflict" });
+      if (existing.presence !== undefined) {
+        existing.presence = undefined;
+        const unavailable = `<presence xmlns="${NS_CLIENT}" type="unavailable" from="${escapeXML(session.full)}"/>`;
+        this.#sessions.delete(session.full);
+        this.#broadcastPresence(session.full, unavailable, []);
+      }
     }
     this.#sessions.set(session.full, newSession(session.shard));
     const reply: BindReply = { blocklist: [...this.#blocklist] };

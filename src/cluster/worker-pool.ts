@@ -104,6 +104,14 @@ export class WorkerPool {
     this.#options.log.info({ worker: index }, "worker restarted");
   }
 
+  /** Terminates a worker abruptly; the supervisor restarts it as after a crash. */
+  async killWorker(index: number): Promise<boolean> {
+    const slot = this.#slots[index];
+    if (slot === undefined) return false;
+    await slot.worker.terminate();
+    return true;
+  }
+
   /** Statistics from every worker. */
   async stats(): Promise<WorkerStats[]> {
     return Promise.all(this.#slots.map((slot) => slot.control.stats()));

@@ -45,6 +45,11 @@ export interface AdminServerOptions {
   log: Logger;
   /** The body of `GET /admin/status`. */
   status: () => Promise<unknown>;
+  /**
+   * Restarts worker `index` abruptly, as a crash would (`POST /admin/workers/:index/restart`);
+   * resolves false when there is no such worker.
+   */
+  restartWorker?: (index: number) => Promise<boolean>;
 }
 
 /** A running admin endpoint. */
@@ -195,6 +200,16 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
         log.info({ jid }, "password changed");
       }
       send(res, 204, undefined);
+      return;
+    }
+    const worker = /^\/admin\/workers\/(\d+)\/restart$/.exec(path);
+    if (worker !== null && options.restartWorker !== undefined) {
+      allow("POST");
+      const index = Number(worker[1]);
+      if (!(await options.restartWorker(index))) {
+        throw new AdminHttpError(404, "XSRV_ADMIN", `there is no worker ${index}`);
+      }
+      send(res, 202, { worker: index, restarting: true });
       return;
     }
     throw new AdminHttpError(404, "XSRV_ADMIN", `no route ${path}`);
