@@ -39,7 +39,12 @@ export class StreamParser {
   #stack: Element[] = [];
   #opened = false;
   #closed = false;
-  /** Parser position where the current top-level stanza began, or where the last one ended. */
+  /** Characters fed so far. */
+  #written = 0;
+  /**
+   * Position where the current top-level stanza began, or where the last one ended. saxes'
+   * `position` is exact inside its callbacks (and only there), which is where this is set.
+   */
   #mark = 0;
   #pendingError: StreamError | undefined;
 
@@ -66,10 +71,11 @@ export class StreamParser {
   write(chunk: string): void {
     if (this.#closed) return;
     this.#saxes.write(chunk);
+    this.#written += chunk.length;
     this.#throwPending();
     // Characters received since the current stanza began (or the previous one ended): this
     // also bounds text between stanzas, which saxes would otherwise buffer.
-    if (this.#saxes.position - this.#mark > this.#limits.maxStanzaBytes) {
+    if (this.#written - this.#mark > this.#limits.maxStanzaBytes) {
       throw new StreamError(
         "XSRV_STANZA_TOO_LARGE",
         "policy-violation",

@@ -1,0 +1,131 @@
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import type { Element } from "@xmpp/xml";
+import { StreamError } from "../../src/errors.ts";
+import { parseElement, StreamParser } from "../../src/xmpp/stream-parser.ts";
+
+const HEADER =
+  "<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
+
+function collect(limits = { maxStanzaBytes: 1000, maxStanzaDepth: 5 }) {
+  const events: { opened?: Record<string, string>; stanzas: Element[]; closed: boolean } = {
+    stanzas: [],
+    closed: false,
+  };
+  const parser = new StreamParser(
+    {
+      onStreamOpen: (attrs) => {
+        events.opened = attrs;
+      },
+      onStanza: (el) => events.stanzas.push(el),
+      onStreamClose: () => {
+        events.closed = true;
+      },
+    },
+    limits,
+  );
+  return { parser, events };
+}
+
+function violation(parser: StreamParser, input: string): StreamError {
+  try {
+    parser.write(input);
+  } catch (error) {
+    assert.ok(error instanceof StreamError, `expected a StreamError, got ${String(error)}`);
+    return error;
+  }
+  assert.fail(`no error for ${JSON.stringify(input)}`);
+}
+
+describe("StreamParser", () => {
+  it("StreamParser reports the header, each stanza and the close, across arbitrary chunk splits", () => {
+    const input = `${HEADER}<message to='a@b'><body>hi &amp; bye</body></message> <presence/></stream:stream>`;
+    for (let split = 1; split < input.length; split += 7) {
+      const { parser, events } = collect();
+      parser.write(input.slice(0, split));
+      parser.write(input.slice(split));
+      assert.equal(events.opened?.to, "localhost");
+      assert.deepEqual(
+        events.stanzas.map((s) => s.name),
+        ["message", "presence"],
+      );
+      assert.equal(events.stanzas[0]!.getChildText("body"), "hi & bye");
+      assert.equal(events.closed, true);
+    }
+  });
+
+  it("StreamParser answers malformed XML with not-well-formed", () => {
+    const { parser } = collect();
+    parser.write(HEADER);
+    const error = violation(parser, "<message><body></message>");
+    assert.equal(error.condition, "not-well-formed");
+    assert.equal(error.code, "XSRV_XML_NOT_WELL_FORMED");
+  });
+
+  it("StreamParser answers undefined entities with not-well-formed", () => {
+    const { parser } = collect();
+    parser.write(HEADER);
+    assert.equal(violation(parser, "<message><body>&xxe;</body></message>").condition, "not-well-formed");
+  });
+
+  it("StreamParser answers a DTD with restricted-xml", () => {
+    const { parser } = collect();
+    const error = violation(
+      parser,
+      `<?xml version='1.0'?><!DOCTYPE foo [<!ENTITY x "y">]>${HEADER.slice(21)}`,
+    );
+    assert.equal(error.condition, "restricted-xml");
+    assert.equal(error.code, "XSRV_XML_RESTRICTED");
+  });
+
+  it("StreamParser answers processing instructions and comments with restricted-xml", () => {
+    for (const bad of ["<?php echo 1; ?>", "<!-- hello -->"]) {
+      const { parser } = collect();
+      parser.write(HEADER);
+      assert.equal(violation(parser, bad).condition, "restricted-xml");
+    }
+  });
+
+  it("StreamParser answers a stanza over maxStanzaBytes with policy-violation, even split over chunks", () => {
+    const { parser, events } = collect({ maxStanzaBytes: 200, maxStanzaDepth: 5 });
+    parser.write(HEADER);
+    parser.write(`<message><body>${"x".repeat(150)}</body></message>`);
+    assert.equal(events.stanzas.length, 1, "a stanza under the limit passes");
+    parser.write("<message><body>");
+    let error: StreamError | undefined;
+    for (let i = 0; i < 10 && error === undefined; i++) {
+      try {
+        parser.write("y".repeat(50));
+      } catch (e) {
+        error = e as StreamError;
+      }
+    }
+    assert.equal(error?.condition, "policy-violation");
+    assert.equal(error?.code, "XSRV_STANZA_TOO_LARGE");
+  });
+
+  it("StreamParser bounds text between stanzas", () => {
+    const { parser } = collect({ maxStanzaBytes: 100, maxStanzaDepth: 5 });
+    parser.write(HEADER);
+    assert.equal(violation(parser, " ".repeat(500)).condition, "policy-violation");
+  });
+
+  it("StreamParser answers nesting deeper than maxStanzaDepth with policy-violation", () => {
+    const { parser, events } = collect({ maxStanzaBytes: 10_000, maxStanzaDepth: 3 });
+    parser.write(HEADER);
+    parser.write("<a><b><c/></b></a>");
+    assert.equal(events.stanzas.length, 1);
+    const error = violation(parser, "<a><b><c><d/></c></b></a>");
+    assert.equal(error.condition, "policy-violation");
+    assert.equal(error.code, "XSRV_STANZA_TOO_DEEP");
+  });
+});
+
+describe("parseElement", () => {
+  it("parseElement round-trips a serialised stanza", () => {
+    const el = parseElement('<message xmlns="jabber:client" to="a@b"><body>1 &lt; 2</body></message>');
+    assert.equal(el.attrs.to, "a@b");
+    assert.equal(el.getChildText("body"), "1 < 2");
+    assert.equal(parseElement(el.toString()).toString(), el.toString());
+  });
+});
