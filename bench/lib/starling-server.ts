@@ -1,0 +1,224 @@
+/**
+ * Starts a Starling node as a child process for a benchmark and creates its users through the
+ * admin endpoint. The node gets a fresh temporary data directory and ports chosen by the
+ * kernel; it reports them in its "node ready" log line, which is the only readiness signal used.
+ */
+import { type ChildProcess, spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createInterface } from "node:readline";
+
+/** Listening ports a node reports when ready. */
+export interface NodePorts {
+  c2s: number;
+  tls: number;
+  http: number;
+}
+
+/** Options for {@link startStarling}. */
+export interface StartStarlingOptions {
+  /** Repository root holding src/main.ts. */
+  repoRoot: string;
+  domain: string;
+  workers: number;
+  /** How long to wait for "node ready". Default 60,000. */
+  readyTimeoutMs?: number;
+  /** Extra top-level configuration keys, merged over {@link BENCH_NODE_CONFIG}. */
+  config?: Record<string, unknown>;
+  /** Receives every server log line; by default only warn and above are forwarded to stderr. */
+  onLogLine?: (line: string) => void;
+}
+
+/** A running benchmark server; {@link stop} is idempotent and {@link killNow} is safe in an exit handler. */
+export interface StartedServer {
+  pid: number;
+  ports: NodePorts;
+  dataDir: string;
+  stop(): Promise<void>;
+  killNow(): void;
+  /** Log lines at warn level or above seen so far. */
+  warnings(): number;
+}
+
+const TAIL_LINES = 40;
+const FORWARDED_WARNINGS = 10;
+
+function isWarnOrAbove(line: string): boolean {
+  try {
+    const parsed = JSON.parse(line) as { level?: unknown };
+    const level = parsed.level;
+    if (typeof level === "number") return level >= 40;
+    return level === "warn" || level === "error" || level === "fatal";
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * The node configuration the bench runs with: the repository's defaults except that SASL is
+ * allowed before TLS on the STARTTLS port, so that plain-TCP logins can be measured apart from
+ * STARTTLS ones (Prosody's `c2s_require_encryption = false`). Loopback only, as always.
+ */
+export const BENCH_NODE_CONFIG = {
+  $comment: "Written by bench/c2s-throughput.ts for one run; removed with the data directory.",
+  tls: { requireBeforeAuth: false },
+  log: { level: "info" },
+} as const;
+
+/**
+ * Spawns `node src/main.ts start ...` with ports 0 and waits for its `"msg":"node ready"` line
+ * carrying `"ports":{"c2s":N,"tls":N,"http":N}`. Rejects, after killing the child, if the node
+ * exits or stays silent past the timeout.
+ */
+export async function startStarling(options: StartStarlingOptions): Promise<StartedServer> {
+  const root = mkdtempSync(join(tmpdir(), "starling-bench-"));
+  const dataDir = join(root, "data");
+  const configFile = join(root, "bench.config.json");
+  writeFileSync(configFile, JSON.stringify({ ...BENCH_NODE_CONFIG, ...options.config }));
+  const args = [
+    "src/main.ts",
+    "start",
+    "--config",
+    configFile,
+    "--data",
+    dataDir,
+    "--domain",
+    options.domain,
+    "--host",
+    "127.0.0.1",
+    "--c2s-port",
+    "0",
+    "--tls-port",
+    "0",
+    "--http-port",
+    "0",
+    "--workers",
+    String(options.workers),
+    "--allow-registration",
+  ];
+  // process.execPath is the Node 24 binary this bench runs on (not the npx shim), so the pid
+  // read from /proc is the server itself.
+  const child: ChildProcess = spawn(process.execPath, args, {
+    cwd: options.repoRoot,
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  const tail: string[] = [];
+  let warnings = 0;
+  let exited = false;
+  let removed = false;
+  const removeDataDir = (): void => {
+    if (removed) return;
+    removed = true;
+    rmSync(root, { recursive: true, force: true });
+  };
+  const killNow = (): void => {
+    if (!exited) child.kill("SIGKILL");
+    removeDataDir();
+  };
+  const exitPromise = new Promise<void>((resolve) => {
+    child.once("exit", () => {
+      exited = true;
+      resolve();
+    });
+  });
+
+  const ports = await new Promise<NodePorts>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      reject(new Error(`Starling did not log "node ready" in time. Last lines:\n${tail.join("\n")}`));
+    }, options.readyTimeoutMs ?? 60_000);
+    const lines = createInterface({ input: child.stderr! });
+    let ready = false;
+    lines.on("line", (line) => {
+      tail.push(line);
+      if (tail.length > TAIL_LINES) tail.shift();
+      if (options.onLogLine) options.onLogLine(line);
+      else if (isWarnOrAbove(line)) {
+        warnings++;
+        // An overloaded server can log thousands of identical lines; show the first few and
+        // then one in a hundred, and report the total at stop.
+        if (warnings <= FORWARDED_WARNINGS || warnings % 100 === 0) {
+          // biome-ignore lint/suspicious/noConsole: forwarding the server's own warnings to the bench's stderr.
+          console.error(`[server] (${warnings}) ${line.slice(0, 600)}`);
+        }
+      }
+      if (ready) return;
+      let parsed: { msg?: unknown; ports?: Partial<NodePorts> };
+      try {
+        parsed = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (parsed.msg !== "node ready") return;
+      const p = parsed.ports;
+      if (typeof p?.c2s !== "number" || typeof p.http !== "number") {
+        clearTimeout(timer);
+        reject(new Error(`"node ready" line lacks ports: ${line}`));
+        return;
+      }
+      ready = true;
+      clearTimeout(timer);
+      resolve({ c2s: p.c2s, tls: p.tls ?? 0, http: p.http });
+    });
+    child.once("exit", (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`Starling exited (code ${code}, signal ${signal}) before ready:\n${tail.join("\n")}`));
+    });
+    child.once("error", (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+  }).catch((error: unknown) => {
+    killNow();
+    throw error;
+  });
+
+  return {
+    pid: child.pid!,
+    ports,
+    dataDir,
+    killNow,
+    warnings: () => warnings,
+    async stop() {
+      if (!exited) {
+        child.kill("SIGTERM");
+        const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+        await exitPromise;
+        clearTimeout(timer);
+      }
+      removeDataDir();
+    },
+  };
+}
+
+/** Largest batch the admin endpoint accepts per request. */
+export const MAX_BULK_USERS = 10_000;
+
+/**
+ * Creates users through `POST /admin/users/bulk` in batches of at most {@link MAX_BULK_USERS}.
+ * Returns the number of users sent; throws on the first non-2xx answer.
+ */
+export async function bulkCreateUsers(
+  httpPort: number,
+  users: readonly { jid: string; password: string }[],
+  options: { host?: string; adminToken?: string; timeoutMs?: number } = {},
+): Promise<number> {
+  const host = options.host ?? "127.0.0.1";
+  const headers: Record<string, string> = { "content-type": "application/json" };
+  if (options.adminToken !== undefined) headers.authorization = `Bearer ${options.adminToken}`;
+  for (let i = 0; i < users.length; i += MAX_BULK_USERS) {
+    const batch = users.slice(i, i + MAX_BULK_USERS);
+    const response = await fetch(`http://${host}:${httpPort}/admin/users/bulk`, {
+      method: "POST",
+      headers,
+      body: JSON.stringify({ users: batch }),
+      signal: AbortSignal.timeout(options.timeoutMs ?? 120_000),
+    });
+    if (!response.ok) {
+      const text = await response.text().catch(() => "");
+      throw new Error(`POST /admin/users/bulk answered ${response.status}: ${text.slice(0, 500)}`);
+    }
+    await response.body?.cancel();
+  }
+  return users.length;
+}

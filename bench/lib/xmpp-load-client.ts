@@ -1,0 +1,698 @@
+/**
+ * A lean raw-socket XMPP client for load generation: thousands of these share one process, so
+ * it keeps no per-stanza promises, builds outgoing XML as strings and parses incoming XML with
+ * the ltx SAX parser (see xml-stream.ts). It speaks just enough of RFC 6120/6121 to log in the
+ * way real clients do — STARTTLS, SASL SCRAM-SHA-1 or PLAIN, resource binding, the legacy
+ * session IQ where a server still requires it, XEP-0198 and initial presence — and can create
+ * its own account with XEP-0077 in-band registration, for servers without a bulk admin API.
+ */
+import { createHash, createHmac, pbkdf2, randomBytes } from "node:crypto";
+import net from "node:net";
+import tls from "node:tls";
+import { escapeXML } from "ltx/src/escape.js";
+import {
+  NS_BIND,
+  NS_CLIENT,
+  NS_PING,
+  NS_REGISTER,
+  NS_SASL,
+  NS_SESSION,
+  NS_SM,
+  NS_STREAM,
+  NS_STREAMS_ERROR,
+  NS_TLS,
+} from "../../src/xmpp/ns.ts";
+import {
+  childOf,
+  namespaceOf,
+  resolvePrefix,
+  textOf,
+  type XmlElement,
+  XmlStreamReader,
+} from "./xml-stream.ts";
+
+/** SASL mechanisms this client implements. */
+export type SaslMechanism = "SCRAM-SHA-1" | "PLAIN";
+
+/** Stable codes for {@link LoadClientError}; branch on these, not on messages. */
+export const LoadClientErrorCodes = {
+  LOAD_CONNECT: "the TCP or TLS connection failed or closed early",
+  LOAD_TIMEOUT: "login, registration or close did not finish in time",
+  LOAD_STREAM_ERROR: "the server sent a stream error",
+  LOAD_XML: "the server sent XML the reader could not parse",
+  LOAD_FEATURE_MISSING: "the server did not offer a required feature (STARTTLS, mechanism, bind)",
+  LOAD_SASL: "SASL authentication failed or the server's SCRAM signature did not verify",
+  LOAD_BIND: "resource binding or the session IQ failed",
+  LOAD_REGISTER: "in-band registration failed",
+  LOAD_DESTROYED: "the client was destroyed by its owner",
+} as const;
+
+/** A {@link LoadClientError} code. */
+export type LoadClientErrorCode = keyof typeof LoadClientErrorCodes;
+
+/** Every failure of a {@link LoadClient} carries a code and, for XMPP errors, the condition. */
+export class LoadClientError extends Error {
+  readonly code: LoadClientErrorCode;
+  readonly condition: string | undefined;
+  constructor(code: LoadClientErrorCode, message: string, condition?: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "LoadClientError";
+    this.code = code;
+    this.condition = condition;
+  }
+}
+
+/** Salted-password derivatives, cached per (password, salt, iterations) as RFC 5802 §5.1 allows. */
+interface ScramKeys {
+  clientKey: Buffer;
+  serverKey: Buffer;
+}
+
+/**
+ * Cache of SCRAM key derivations. RFC 5802 §5.1: "the client can cache ClientKey/ServerKey ...
+ * for subsequent authentication exchanges" — real clients do, and without it the load
+ * generator would spend its CPU on PBKDF2 instead of loading the server, which only verifies
+ * HMACs. Derivation runs on libuv's thread pool so the event loop keeps serving sockets.
+ */
+export class ScramKeyCache {
+  #entries = new Map<string, Promise<ScramKeys>>();
+  #maxEntries: number;
+  /** Number of PBKDF2 derivations actually computed (cache misses). */
+  derivations = 0;
+
+  constructor(maxEntries = 200_000) {
+    this.#maxEntries = maxEntries;
+  }
+
+  /** Returns ClientKey and ServerKey for SCRAM-SHA-1, deriving them once per distinct input. */
+  keys(password: string, salt: Buffer, iterations: number): Promise<ScramKeys> {
+    const key = `${iterations}\0${salt.toString("base64")}\0${password}`;
+    let entry = this.#entries.get(key);
+    if (entry === undefined) {
+      if (this.#entries.size >= this.#maxEntries) this.#entries.clear();
+      this.derivations++;
+      entry = new Promise<ScramKeys>((resolve, reject) => {
+        // RFC 5802 §2.2: Hi(str, salt, i) is PBKDF2 with HMAC as the PRF; RFC 4013 SASLprep is
+        // approximated by NFKC, which is exact for the ASCII passwords load tests use.
+        pbkdf2(
+          Buffer.from(password.normalize("NFKC"), "utf8"),
+          salt,
+          iterations,
+          20,
+          "sha1",
+          (err, salted) => {
+            if (err) return reject(err);
+            resolve({
+              clientKey: createHmac("sha1", salted).update("Client Key").digest(),
+              serverKey: createHmac("sha1", salted).update("Server Key").digest(),
+            });
+          },
+        );
+      });
+      entry.catch(() => this.#entries.delete(key));
+      this.#entries.set(key, entry);
+    }
+    return entry;
+  }
+}
+
+/** Options for {@link LoadClient}. */
+export interface LoadClientOptions {
+  host: string;
+  port: number;
+  /** The XMPP domain (the `to` of the stream header and the domainpart of the JID). */
+  domain: string;
+  /** Localpart of the account. */
+  username: string;
+  password: string;
+  /** Resource to request at bind; the server may assign another. Default "load". */
+  resource?: string;
+  /** Negotiate STARTTLS (RFC 6120 §5) before authenticating; fail if not offered. Default false. */
+  starttls?: boolean;
+  /** Default "SCRAM-SHA-1". */
+  mechanism?: SaslMechanism;
+  /** Enable XEP-0198 when offered. Default true. */
+  streamManagement?: boolean;
+  /** Send initial presence after binding (RFC 6121 §4.2). Default true. */
+  initialPresence?: boolean;
+  /** Upper bound for login, registration and graceful close. Default 30,000. */
+  timeoutMs?: number;
+  /** Shared SCRAM key cache; each client gets its own when absent. */
+  scramCache?: ScramKeyCache;
+  /** Called for each message stanza once online; keep it cheap. */
+  onMessage?: (client: LoadClient, message: XmlElement) => void;
+  /** Called once when the connection ends, with the error if it ended abnormally. */
+  onClose?: (client: LoadClient, error: LoadClientError | undefined) => void;
+}
+
+/** Where a client is in its life. */
+export type LoadClientStatus = "idle" | "negotiating" | "online" | "closing" | "closed";
+
+type Step =
+  | "await-features"
+  | "starttls"
+  | "sasl-first"
+  | "sasl-final"
+  | "bind"
+  | "session"
+  | "sm-enable"
+  | "register"
+  | "online";
+
+type Goal = "login" | "register";
+
+/** State of one SCRAM exchange (RFC 5802 §3). */
+interface ScramState {
+  clientNonce: string;
+  clientFirstBare: string;
+  expectedServerSignature: Buffer | undefined;
+}
+
+const DEFAULT_TIMEOUT_MS = 30_000;
+
+/** RFC 5802 §5.1: "The characters ',' or '=' in usernames are sent as '=2C' and '=3D' respectively." */
+function saslName(username: string): string {
+  return username.replaceAll("=", "=3D").replaceAll(",", "=2C");
+}
+
+function parseScramAttributes(message: string): Map<string, string> {
+  const attributes = new Map<string, string>();
+  for (const part of message.split(",")) {
+    if (part.length >= 2 && part[1] === "=") attributes.set(part[0]!, part.slice(2));
+  }
+  return attributes;
+}
+
+function xor(a: Buffer, b: Buffer): Buffer {
+  const out = Buffer.allocUnsafe(a.length);
+  for (let i = 0; i < a.length; i++) out[i] = a[i]! ^ b[i]!;
+  return out;
+}
+
+/** First child element's local name, e.g. the defined condition inside a stream or stanza error. */
+function firstChildName(element: XmlElement | undefined, exclude = "text"): string | undefined {
+  if (element === undefined) return undefined;
+  for (const child of element.children) {
+    if (typeof child !== "string" && child.name !== exclude) return child.name;
+  }
+  return undefined;
+}
+
+/**
+ * One XMPP client connection. {@link login} (or {@link register}) resolves once; after that
+ * the owner sends with {@link sendMessage} and receives through `onMessage`.
+ */
+export class LoadClient {
+  readonly options: Readonly<LoadClientOptions>;
+  /** The bound full JID once online. */
+  jid = "";
+  status: LoadClientStatus = "idle";
+  /** XEP-0198 inbound counter `h`, or -1 while stream management is off. */
+  inbound = -1;
+  /** Message stanzas received while online. */
+  messagesReceived = 0;
+
+  #socket: net.Socket | undefined;
+  #reader: XmlStreamReader;
+  #streamDeclarations: Record<string, string> = {};
+  #step: Step = "await-features";
+  #goal: Goal = "login";
+  #secured = false;
+  #authenticated = false;
+  #sessionRequired = false;
+  #smOffered = false;
+  #scram: ScramState | undefined;
+  #timer: NodeJS.Timeout | undefined;
+  #settle: { resolve: () => void; reject: (error: LoadClientError) => void } | undefined;
+  #registerOutcome: "created" | "exists" = "created";
+  #closeWaiter: (() => void) | undefined;
+  #error: LoadClientError | undefined;
+
+  constructor(options: LoadClientOptions) {
+    this.options = options;
+    this.#reader = new XmlStreamReader({
+      onStreamStart: (attrs) => {
+        this.#streamDeclarations = attrs;
+      },
+      onElement: (element) => this.#onElement(element),
+      onStreamEnd: () => this.#onStreamEnd(),
+      onError: (error) =>
+        this.#fail(new LoadClientError("LOAD_XML", `Unparseable XML from server: ${error.message}`)),
+    });
+  }
+
+  /** Bytes queued in the socket that the kernel has not accepted yet: the client-side backlog. */
+  get writableLength(): number {
+    return this.#socket?.writableLength ?? 0;
+  }
+
+  /** Connects and logs in; resolves when bound, XEP-0198 settled and initial presence sent. */
+  login(): Promise<void> {
+    return this.#start("login");
+  }
+
+  /** Creates the account with XEP-0077 in-band registration; `"exists"` when it already did. */
+  async register(): Promise<"created" | "exists"> {
+    await this.#start("register");
+    await this.close();
+    return this.#registerOutcome;
+  }
+
+  /**
+   * Sends a chat message; `to` and `body` must already be XML-escaped (callers reuse them).
+   * Returns false when the socket's buffer is over its high-water mark.
+   */
+  sendMessage(to: string, body: string): boolean {
+    return this.#write(`<message to='${to}' type='chat'><body>${body}</body></message>`);
+  }
+
+  /** Sends raw XML on the current stream. */
+  sendRaw(xml: string): boolean {
+    return this.#write(xml);
+  }
+
+  /**
+   * Closes the stream the RFC 6120 §4.4 way: send `</stream:stream>`, wait for the server's,
+   * then end TCP. Bounded by `timeoutMs`, after which the socket is destroyed.
+   */
+  close(): Promise<void> {
+    if (this.status === "closed") return Promise.resolve();
+    const socket = this.#socket;
+    if (socket === undefined || this.status === "idle") {
+      this.destroy();
+      return Promise.resolve();
+    }
+    return new Promise<void>((resolve) => {
+      const timer = setTimeout(() => this.destroy(), this.options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+      this.#closeWaiter = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      if (this.status !== "closing") {
+        this.#write("</stream:stream>");
+        // RFC 6120 §4.4: after its closing tag an entity MUST NOT send further data on the stream.
+        this.status = "closing";
+      }
+    });
+  }
+
+  /** Tears the connection down at once. */
+  destroy(): void {
+    this.#fail(new LoadClientError("LOAD_DESTROYED", "Client destroyed"));
+  }
+
+  #start(goal: Goal): Promise<void> {
+    if (this.status !== "idle") throw new TypeError(`Cannot start a client in status "${this.status}"`);
+    this.#goal = goal;
+    this.status = "negotiating";
+    const { host, port } = this.options;
+    return new Promise<void>((resolve, reject) => {
+      this.#settle = { resolve, reject };
+      this.#timer = setTimeout(() => {
+        this.#fail(new LoadClientError("LOAD_TIMEOUT", `${goal} did not finish in time`));
+      }, this.options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
+      const socket = net.connect({ host, port, noDelay: true });
+      this.#attach(socket);
+      socket.once("connect", () => this.#openStream());
+    });
+  }
+
+  #attach(socket: net.Socket): void {
+    this.#socket = socket;
+    socket.on("data", (chunk: Buffer) => this.#reader.write(chunk));
+    socket.on("error", (error) =>
+      this.#fail(
+        new LoadClientError("LOAD_CONNECT", `Socket error: ${error.message}`, undefined, { cause: error }),
+      ),
+    );
+    socket.on("close", () => this.#onSocketClose(socket));
+  }
+
+  #onSocketClose(socket: net.Socket): void {
+    // After STARTTLS the plain socket's close is reported by the TLS socket wrapping it.
+    if (socket !== this.#socket) return;
+    if (this.status === "closing") this.#finish(undefined);
+    else this.#fail(new LoadClientError("LOAD_CONNECT", "Connection closed by server"));
+  }
+
+  /** RFC 6120 §4.7: the initial stream header, with `to` and `version='1.0'`. */
+  #openStream(): void {
+    this.#reader.reset();
+    this.#step = "await-features";
+    this.#write(
+      `<?xml version='1.0'?><stream:stream to='${escapeXML(this.options.domain)}' version='1.0' ` +
+        `xml:lang='en' xmlns='${NS_CLIENT}' xmlns:stream='${NS_STREAM}'>`,
+    );
+  }
+
+  #write(xml: string): boolean {
+    const socket = this.#socket;
+    if (socket === undefined || socket.destroyed || this.status === "closing") return false;
+    return socket.write(xml);
+  }
+
+  #onStreamEnd(): void {
+    if (this.status === "closing") {
+      this.#socket?.end();
+      return;
+    }
+    this.#fail(new LoadClientError("LOAD_CONNECT", "Server closed the stream"));
+  }
+
+  #onElement(element: XmlElement): void {
+    const { ns: prefixNs, local } = resolvePrefix(element.name, this.#streamDeclarations);
+    const ns = prefixNs ?? element.attrs.xmlns ?? this.#streamDeclarations.xmlns;
+    if (ns === NS_STREAM) {
+      if (local === "error") return this.#onStreamError(element);
+      if (local === "features") return this.#onFeatures(element);
+      return;
+    }
+    if (this.#step === "online") return this.#onOnline(element, local, ns);
+    switch (this.#step) {
+      case "starttls":
+        return this.#onStartTlsReply(local, ns);
+      case "sasl-first":
+      case "sasl-final":
+        if (ns === NS_SASL) this.#onSaslReply(element, local);
+        return;
+      case "bind":
+      case "session":
+      case "register":
+        if (local === "iq") this.#onIqReply(element);
+        return;
+      case "sm-enable":
+        if (ns === NS_SM && (local === "enabled" || local === "failed")) {
+          // XEP-0198 §4: the client's inbound counter 'h' starts at zero once management is enabled.
+          if (local === "enabled") this.inbound = 0;
+          this.#goOnline();
+        }
+        return;
+      case "await-features":
+        return;
+      default: {
+        const exhaustive: never = this.#step;
+        return exhaustive;
+      }
+    }
+  }
+
+  #onStreamError(element: XmlElement): void {
+    let condition: string | undefined;
+    for (const child of element.children) {
+      if (typeof child !== "string" && child.attrs.xmlns === NS_STREAMS_ERROR && child.name !== "text") {
+        condition = child.name;
+        break;
+      }
+    }
+    this.#fail(new LoadClientError("LOAD_STREAM_ERROR", `Stream error: ${condition}`, condition));
+  }
+
+  #onFeatures(features: XmlElement): void {
+    if (this.#step !== "await-features") return;
+    if (this.options.starttls && !this.#secured) {
+      if (childOf(features, "starttls", NS_TLS) === undefined) {
+        return this.#fail(new LoadClientError("LOAD_FEATURE_MISSING", "Server does not offer STARTTLS"));
+      }
+      this.#step = "starttls";
+      this.#write(`<starttls xmlns='${NS_TLS}'/>`);
+      return;
+    }
+    if (this.#goal === "register") {
+      this.#step = "register";
+      const { username, password } = this.options;
+      this.#write(
+        `<iq type='set' id='reg1'><query xmlns='${NS_REGISTER}'><username>${escapeXML(username)}</username>` +
+          `<password>${escapeXML(password)}</password></query></iq>`,
+      );
+      return;
+    }
+    if (!this.#authenticated) return this.#startSasl(features);
+    if (childOf(features, "bind", NS_BIND) === undefined) {
+      return this.#fail(
+        new LoadClientError("LOAD_FEATURE_MISSING", "Server does not offer resource binding"),
+      );
+    }
+    // RFC 6121 Appendix E: the session IQ is obsolete; servers that still list the feature
+    // mark it <optional/> unless they require it (draft-cridland-xmpp-session-01).
+    const session = childOf(features, "session", NS_SESSION);
+    this.#sessionRequired = session !== undefined && childOf(session, "optional") === undefined;
+    this.#smOffered = childOf(features, "sm", NS_SM) !== undefined;
+    this.#step = "bind";
+    const resource = escapeXML(this.options.resource ?? "load");
+    this.#write(
+      `<iq type='set' id='bind1'><bind xmlns='${NS_BIND}'><resource>${resource}</resource></bind></iq>`,
+    );
+  }
+
+  #onStartTlsReply(local: string, ns: string | undefined): void {
+    if (ns !== NS_TLS) return;
+    if (local !== "proceed") {
+      return this.#fail(new LoadClientError("LOAD_CONNECT", "Server refused STARTTLS", local));
+    }
+    const plain = this.#socket!;
+    plain.removeAllListeners("data");
+    plain.removeAllListeners("close");
+    // RFC 6120 §5.4.3.3: after <proceed/> the client starts the TLS handshake on the same TCP
+    // connection. Load tests run against self-signed certificates, hence no verification.
+    const secure = tls.connect({ socket: plain, rejectUnauthorized: false, servername: this.options.domain });
+    this.#attach(secure);
+    secure.once("secureConnect", () => {
+      this.#secured = true;
+      // RFC 6120 §5.4.3.3: "the initiating entity MUST initiate a new stream" over the TLS layer.
+      this.#openStream();
+    });
+  }
+
+  #startSasl(features: XmlElement): void {
+    const wanted = this.options.mechanism ?? "SCRAM-SHA-1";
+    const mechanisms = childOf(features, "mechanisms", NS_SASL);
+    const offered = mechanisms?.children.some((c) => typeof c !== "string" && textOf(c) === wanted) ?? false;
+    if (!offered) {
+      return this.#fail(new LoadClientError("LOAD_FEATURE_MISSING", `Server does not offer SASL ${wanted}`));
+    }
+    const { username, password } = this.options;
+    let initial: string;
+    if (wanted === "PLAIN") {
+      // RFC 4616 §2: message = [authzid] UTF8NUL authcid UTF8NUL passwd.
+      initial = Buffer.from(`\0${username}\0${password}`, "utf8").toString("base64");
+      this.#step = "sasl-final";
+    } else {
+      const clientNonce = randomBytes(18).toString("base64");
+      const clientFirstBare = `n=${saslName(username)},r=${clientNonce}`;
+      this.#scram = { clientNonce, clientFirstBare, expectedServerSignature: undefined };
+      // RFC 5802 §7: gs2-header "n,," — no channel binding, no authzid.
+      initial = Buffer.from(`n,,${clientFirstBare}`, "utf8").toString("base64");
+      this.#step = "sasl-first";
+    }
+    this.#write(`<auth xmlns='${NS_SASL}' mechanism='${wanted}'>${initial}</auth>`);
+  }
+
+  #onSaslReply(element: XmlElement, local: string): void {
+    if (local === "failure") {
+      const condition = firstChildName(element);
+      return this.#fail(new LoadClientError("LOAD_SASL", `SASL failure: ${condition}`, condition));
+    }
+    const data = Buffer.from(textOf(element).trim(), "base64").toString("utf8");
+    if (local === "challenge") {
+      if (this.#step === "sasl-first") {
+        this.#scramFinal(data).catch((error: unknown) =>
+          this.#fail(
+            new LoadClientError("LOAD_SASL", "SCRAM key derivation failed", undefined, { cause: error }),
+          ),
+        );
+        return;
+      }
+      // Some servers send the server signature in a final challenge instead of <success/>.
+      if (this.#verifyServerSignature(data)) this.#write(`<response xmlns='${NS_SASL}'/>`);
+      return;
+    }
+    if (local !== "success") return;
+    if (this.#scram !== undefined) {
+      const alreadyVerified = this.#scram.expectedServerSignature === undefined;
+      if (!alreadyVerified && !this.#verifyServerSignature(data)) return;
+    }
+    this.#authenticated = true;
+    // RFC 6120 §6.4.6: on success "the initiating entity MUST initiate a new stream".
+    this.#openStream();
+  }
+
+  async #scramFinal(serverFirst: string): Promise<void> {
+    const scram = this.#scram!;
+    const attributes = parseScramAttributes(serverFirst);
+    const nonce = attributes.get("r");
+    const salt = attributes.get("s");
+    const iterations = Number(attributes.get("i"));
+    // RFC 5802 §5.1: the client MUST verify that the nonce starts with its own.
+    if (
+      attributes.has("m") ||
+      nonce === undefined ||
+      salt === undefined ||
+      !nonce.startsWith(scram.clientNonce)
+    ) {
+      return this.#fail(new LoadClientError("LOAD_SASL", "Malformed SCRAM server-first-message"));
+    }
+    if (!Number.isInteger(iterations) || iterations < 1 || iterations > 1_000_000) {
+      return this.#fail(new LoadClientError("LOAD_SASL", `Unacceptable SCRAM iteration count ${iterations}`));
+    }
+    const cache = this.options.scramCache ?? new ScramKeyCache(1);
+    const { clientKey, serverKey } = await cache.keys(
+      this.options.password,
+      Buffer.from(salt, "base64"),
+      iterations,
+    );
+    if (this.status !== "negotiating") return;
+    const clientFinalWithoutProof = `c=biws,r=${nonce}`;
+    const authMessage = `${scram.clientFirstBare},${serverFirst},${clientFinalWithoutProof}`;
+    const storedKey = createHash("sha1").update(clientKey).digest();
+    const clientSignature = createHmac("sha1", storedKey).update(authMessage).digest();
+    const proof = xor(clientKey, clientSignature).toString("base64");
+    scram.expectedServerSignature = createHmac("sha1", serverKey).update(authMessage).digest();
+    this.#step = "sasl-final";
+    const response = Buffer.from(`${clientFinalWithoutProof},p=${proof}`, "utf8").toString("base64");
+    this.#write(`<response xmlns='${NS_SASL}'>${response}</response>`);
+  }
+
+  /** RFC 5802 §3: the client authenticates the server by checking ServerSignature. */
+  #verifyServerSignature(serverFinal: string): boolean {
+    const scram = this.#scram;
+    const expected = scram?.expectedServerSignature;
+    if (scram === undefined || expected === undefined) {
+      this.#fail(new LoadClientError("LOAD_SASL", "Unexpected SCRAM server-final-message"));
+      return false;
+    }
+    const attributes = parseScramAttributes(serverFinal);
+    const verifier = attributes.get("v");
+    if (verifier === undefined || !Buffer.from(verifier, "base64").equals(expected)) {
+      const error = attributes.get("e");
+      this.#fail(
+        new LoadClientError("LOAD_SASL", `SCRAM server signature did not verify (${error ?? "no v="})`),
+      );
+      return false;
+    }
+    scram.expectedServerSignature = undefined;
+    return true;
+  }
+
+  #onIqReply(iq: XmlElement): void {
+    const type = iq.attrs.type;
+    if (type !== "result" && type !== "error") return;
+    const id = iq.attrs.id;
+    const condition = type === "error" ? firstChildName(childOf(iq, "error")) : undefined;
+    if (this.#step === "register" && id === "reg1") {
+      if (type === "result") this.#registerOutcome = "created";
+      else if (condition === "conflict") this.#registerOutcome = "exists";
+      else
+        return this.#fail(
+          new LoadClientError("LOAD_REGISTER", `Registration failed: ${condition}`, condition),
+        );
+      this.#succeed();
+      return;
+    }
+    if (this.#step === "bind" && id === "bind1") {
+      if (type === "error") {
+        return this.#fail(new LoadClientError("LOAD_BIND", `Bind failed: ${condition}`, condition));
+      }
+      const jid = childOf(iq, "bind");
+      const jidElement = jid === undefined ? undefined : childOf(jid, "jid");
+      this.jid = jidElement === undefined ? "" : textOf(jidElement);
+      if (this.#sessionRequired) {
+        this.#step = "session";
+        this.#write(`<iq type='set' id='sess1'><session xmlns='${NS_SESSION}'/></iq>`);
+        return;
+      }
+      return this.#afterBind();
+    }
+    if (this.#step === "session" && id === "sess1") {
+      if (type === "error") {
+        return this.#fail(new LoadClientError("LOAD_BIND", `Session failed: ${condition}`, condition));
+      }
+      this.#afterBind();
+    }
+  }
+
+  #afterBind(): void {
+    if (this.options.streamManagement !== false && this.#smOffered) {
+      this.#step = "sm-enable";
+      this.#write(`<enable xmlns='${NS_SM}'/>`);
+      return;
+    }
+    this.#goOnline();
+  }
+
+  #goOnline(): void {
+    this.#step = "online";
+    // RFC 6121 §4.2.1: initial presence makes the session available for messages to the bare JID.
+    if (this.options.initialPresence !== false) this.#write("<presence/>");
+    this.#succeed();
+  }
+
+  #onOnline(element: XmlElement, local: string, ns: string | undefined): void {
+    if (ns === NS_SM) {
+      // XEP-0198 §4: "When an <r/> element is received, the recipient MUST respond with an <a/> element".
+      if (local === "r") this.#write(`<a xmlns='${NS_SM}' h='${Math.max(this.inbound, 0)}'/>`);
+      return;
+    }
+    if (local !== "message" && local !== "presence" && local !== "iq") return;
+    if (this.inbound >= 0) this.inbound = (this.inbound + 1) % 4294967296;
+    if (local === "message") {
+      this.messagesReceived++;
+      this.options.onMessage?.(this, element);
+      return;
+    }
+    if (local === "iq") this.#answerIq(element);
+  }
+
+  /** RFC 6120 §8.2.3: an entity that receives a get or set MUST reply with result or error. */
+  #answerIq(iq: XmlElement): void {
+    const type = iq.attrs.type;
+    if (type !== "get" && type !== "set") return;
+    const id = escapeXML(iq.attrs.id ?? "");
+    const to = iq.attrs.from === undefined ? "" : ` to='${escapeXML(iq.attrs.from)}'`;
+    const ping = iq.children.find(
+      (c) => typeof c !== "string" && c.name === "ping" && namespaceOf(c) === NS_PING,
+    );
+    if (ping !== undefined) {
+      this.#write(`<iq type='result' id='${id}'${to}/>`);
+      return;
+    }
+    this.#write(
+      `<iq type='error' id='${id}'${to}><error type='cancel'>` +
+        `<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`,
+    );
+  }
+
+  #succeed(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    const settle = this.#settle;
+    this.#settle = undefined;
+    if (this.#goal === "login") this.status = "online";
+    settle?.resolve();
+  }
+
+  #fail(error: LoadClientError): void {
+    if (this.status === "closed") return;
+    this.#error = error;
+    this.#finish(error);
+  }
+
+  #finish(error: LoadClientError | undefined): void {
+    if (this.status === "closed") return;
+    this.status = "closed";
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#socket?.destroy();
+    const settle = this.#settle;
+    this.#settle = undefined;
+    settle?.reject(error ?? new LoadClientError("LOAD_CONNECT", "Closed before login finished"));
+    const waiter = this.#closeWaiter;
+    this.#closeWaiter = undefined;
+    waiter?.();
+    this.options.onClose?.(this, error);
+  }
+
+  /** The error that ended the client, if any. */
+  get error(): LoadClientError | undefined {
+    return this.#error;
+  }
+}
