@@ -10,6 +10,7 @@ import type { Config } from "../config/defaults.ts";
 import type { Logger } from "../log.ts";
 import type { Store } from "../storage/store.ts";
 import type { FullJid } from "../xmpp/jid.ts";
+import type { Remote } from "./comlink-setup.ts";
 import type { ShardRouter } from "./shard-router.ts";
 
 /** Counters a shard reports in its statistics. */
@@ -28,8 +29,9 @@ export interface ShardContext {
   readonly store: Store;
   readonly router: ShardRouter;
   readonly auth: AuthProvider;
-  readonly loginThrottle: LoginThrottle;
-  readonly registrationThrottle: LoginThrottle;
+  /** Node-wide throttles, kept in the main thread so every worker counts the same failures. */
+  readonly loginThrottle: Remote<LoginThrottle>;
+  readonly registrationThrottle: Remote<LoginThrottle>;
   readonly tlsContext: SecureContext;
   /** PEM certificate chain and key, for the direct-TLS listener. */
   readonly tlsCredentials: { cert: string; key: string };

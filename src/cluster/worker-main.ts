@@ -8,18 +8,19 @@ import { type MessagePort, workerData } from "node:worker_threads";
 import type { SessionActor } from "../../actors/session-actor.ts";
 import { UserActor } from "../../actors/user-actor.ts";
 import { InternalAuthProvider } from "../auth/internal-auth.ts";
-import { LoginThrottle } from "../auth/login-throttle.ts";
+import type { LoginThrottle } from "../auth/login-throttle.ts";
 import type { Config } from "../config/defaults.ts";
 import { createLogger } from "../log.ts";
 import { connectStore } from "../storage/remote-store.ts";
 import { type C2sListeners, startC2sListeners } from "../transport/tcp-listener.ts";
 import { takeResumable } from "../xmpp/c2s-connection.ts";
 import type { BareJid } from "../xmpp/jid.ts";
-import { expose, nodeEndpoint } from "./comlink-setup.ts";
+import { expose, nodeEndpoint, type Remote, wrap } from "./comlink-setup.ts";
 import type { Envelope } from "./envelope.ts";
 import { singleNodeTable } from "./ring.ts";
 import type { ShardContext } from "./shard-context.ts";
 import { ShardRouter } from "./shard-router.ts";
+import type { NodeThrottles } from "./worker-pool.ts";
 
 /** What the supervisor passes to a new worker. */
 export interface WorkerInit {
@@ -30,6 +31,8 @@ export interface WorkerInit {
   version: string;
   storePort: MessagePort;
   controlPort: MessagePort;
+  /** The node-wide {@link NodeThrottles}, exposed by the supervisor. */
+  throttlePort: MessagePort;
 }
 
 /** Statistics one worker reports. */
@@ -60,7 +63,7 @@ const actors = new Map<BareJid, UserActor>();
 const table = singleNodeTable("local", init.workers, init.config.partitions);
 const router = new ShardRouter(init.index, table, (envelope) => dispatch(envelope));
 const auth = new InternalAuthProvider(store);
-const limits = init.config.limits;
+const throttles = wrap<NodeThrottles>(nodeEndpoint(init.throttlePort));
 const ctx: ShardContext = {
   index: init.index,
   config: init.config,
@@ -68,16 +71,9 @@ const ctx: ShardContext = {
   store,
   router,
   auth,
-  loginThrottle: new LoginThrottle({
-    failuresPerAddress: limits.loginFailuresPerAddress,
-    failuresPerAccount: limits.loginFailuresPerAccount,
-    windowMs: limits.loginFailureWindowMs,
-  }),
-  registrationThrottle: new LoginThrottle({
-    failuresPerAddress: Math.max(1, init.config.registration.perAddressPerWindow),
-    failuresPerAccount: 1,
-    windowMs: init.config.registration.windowMs,
-  }),
+  // comlink types a nested object as a promise, but at run time it is a proxy whose methods are remote calls.
+  loginThrottle: throttles.login as unknown as Remote<LoginThrottle>,
+  registrationThrottle: throttles.registration as unknown as Remote<LoginThrottle>,
   tlsContext: createSecureContext({ cert: init.tls.cert, key: init.tls.key }),
   tlsCredentials: init.tls,
   sessions: new Map(),
@@ -173,9 +169,11 @@ const control: WorkerControl = {
     };
   },
   async stop() {
-    await listeners?.close();
+    // Stop accepting first; a net server's close callback waits for every connection to end.
+    const closed = listeners?.close();
     for (const connection of listeners?.connections ?? []) connection.shutdown();
     for (const session of ctx.resumable.values()) session.end();
+    await closed;
   },
 };
 

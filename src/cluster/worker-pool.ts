@@ -5,12 +5,19 @@
  * same index; the others reconnect to it and re-register the sessions whose users it hosts.
  */
 import { MessageChannel, Worker } from "node:worker_threads";
+import { LoginThrottle } from "../auth/login-throttle.ts";
 import type { Config } from "../config/defaults.ts";
 import type { Logger } from "../log.ts";
 import { exposeStore } from "../storage/remote-store.ts";
 import type { Store } from "../storage/store.ts";
-import { nodeEndpoint, type Remote, transfer, wrap } from "./comlink-setup.ts";
+import { expose, nodeEndpoint, type Remote, transfer, wrap } from "./comlink-setup.ts";
 import type { WorkerControl, WorkerInit, WorkerStats } from "./worker-main.ts";
+
+/** Login and registration throttles shared by every worker of the node. */
+export interface NodeThrottles {
+  login: LoginThrottle;
+  registration: LoginThrottle;
+}
 
 interface WorkerSlot {
   worker: Worker;
@@ -36,8 +43,23 @@ export class WorkerPool {
   #stopping = false;
   restarts = 0;
 
+  readonly #throttles: NodeThrottles;
+
   constructor(options: WorkerPoolOptions) {
     this.#options = options;
+    const { limits, registration } = options.config;
+    this.#throttles = {
+      login: new LoginThrottle({
+        failuresPerAddress: limits.loginFailuresPerAddress,
+        failuresPerAccount: limits.loginFailuresPerAccount,
+        windowMs: limits.loginFailureWindowMs,
+      }),
+      registration: new LoginThrottle({
+        failuresPerAddress: Math.max(1, registration.perAddressPerWindow),
+        failuresPerAccount: 1,
+        windowMs: registration.windowMs,
+      }),
+    };
   }
 
   /** Starts every worker and its listeners; returns the ports actually bound. */
@@ -57,7 +79,9 @@ export class WorkerPool {
   #spawn(index: number): WorkerSlot {
     const storeChannel = new MessageChannel();
     const controlChannel = new MessageChannel();
+    const throttleChannel = new MessageChannel();
     exposeStore(this.#options.store, storeChannel.port1);
+    expose(this.#throttles, nodeEndpoint(throttleChannel.port1));
     const init: WorkerInit = {
       config: this.#options.config as Config,
       index,
@@ -66,10 +90,11 @@ export class WorkerPool {
       version: this.#options.version,
       storePort: storeChannel.port2,
       controlPort: controlChannel.port2,
+      throttlePort: throttleChannel.port2,
     };
     const worker = new Worker(new URL("./worker-main.ts", import.meta.url), {
       workerData: init,
-      transferList: [storeChannel.port2, controlChannel.port2],
+      transferList: [storeChannel.port2, controlChannel.port2, throttleChannel.port2],
     });
     const slot: WorkerSlot = {
       worker,
@@ -80,6 +105,7 @@ export class WorkerPool {
     worker.on("exit", (code) => {
       storeChannel.port1.close();
       controlChannel.port1.close();
+      throttleChannel.port1.close();
       if (!this.#stopping) void this.#restart(index, code);
     });
     return slot;

@@ -302,7 +302,7 @@ export class C2sConnection implements ClientLink {
     }
     let step: SaslStep;
     if (el.name === "auth") {
-      const throttled = this.#ctx.loginThrottle.check(this.remoteAddress);
+      const throttled = await this.#ctx.loginThrottle.check(this.remoteAddress);
       if (!throttled.allowed)
         return this.#saslFailure("temporary-auth-failure", "too many failed attempts; try later");
       const mechanism = createSaslMechanism(el.attrs.mechanism ?? "", {
@@ -329,15 +329,15 @@ export class C2sConnection implements ClientLink {
       case "failure": {
         this.#sasl = undefined;
         this.#ctx.counters.loginFailures++;
-        this.#ctx.loginThrottle.recordFailure(this.remoteAddress, step.jid);
+        void this.#ctx.loginThrottle.recordFailure(this.remoteAddress, step.jid).catch(() => {});
         return this.#saslFailure(step.condition, step.text);
       }
       case "success": {
         this.#sasl = undefined;
-        const blocked = this.#ctx.loginThrottle.check(this.remoteAddress, step.jid);
+        const blocked = await this.#ctx.loginThrottle.check(this.remoteAddress, step.jid);
         if (!blocked.allowed)
           return this.#saslFailure("temporary-auth-failure", "too many failed attempts; try later");
-        this.#ctx.loginThrottle.recordSuccess(this.remoteAddress, step.jid);
+        void this.#ctx.loginThrottle.recordSuccess(this.remoteAddress, step.jid).catch(() => {});
         this.#ctx.counters.logins++;
         this.#jid = step.jid;
         if (this.#authTimer !== undefined) clearTimeout(this.#authTimer);
@@ -479,7 +479,7 @@ export class C2sConnection implements ClientLink {
     }
     const allowListed = this.#ctx.config.registration.allowList.includes(this.remoteAddress);
     if (!allowListed) {
-      const decision = this.#ctx.registrationThrottle.check(this.remoteAddress);
+      const decision = await this.#ctx.registrationThrottle.check(this.remoteAddress);
       if (!decision.allowed) {
         return this.send(
           errorReply(iq, "resource-constraint", { from: domain, text: "too many registrations" }).toString(),
@@ -489,7 +489,7 @@ export class C2sConnection implements ClientLink {
     const jid = `${local}@${domain}` as BareJid;
     const created = await this.#ctx.store.createAccount(await createAccountRecordAsync(jid, password));
     if (!created) return this.send(errorReply(iq, "conflict", { from: domain }).toString());
-    if (!allowListed) this.#ctx.registrationThrottle.recordFailure(this.remoteAddress);
+    if (!allowListed) await this.#ctx.registrationThrottle.recordFailure(this.remoteAddress);
     this.#log.info({ jid }, "account registered in-band");
     this.send(iqResult(iq, domain).toString());
   }

@@ -51,17 +51,23 @@ export class StreamParser {
   constructor(events: StreamParserEvents, limits: StreamParserLimits) {
     this.#events = events;
     this.#limits = limits;
-    const saxes = new SaxesParser({ position: true });
+    // Namespace processing makes an undeclared prefix an error, as RFC 6120 §11.2 requires.
+    const saxes = new SaxesParser({ position: true, xmlns: true });
     this.#saxes = saxes;
     saxes.on("doctype", () => this.#restricted("a DTD"));
     saxes.on("processinginstruction", () => this.#restricted("a processing instruction"));
     saxes.on("comment", () => this.#restricted("a comment"));
     saxes.on("error", (error) => {
-      this.#pendingError ??= new StreamError("XSRV_XML_NOT_WELL_FORMED", "not-well-formed", error.message);
+      if (/doctype/i.test(error.message)) return this.#restricted("a DTD");
+      this.#pendingError ??= /unbound namespace prefix/.test(error.message)
+        ? new StreamError("XSRV_XML_NOT_WELL_FORMED", "bad-namespace-prefix", error.message)
+        : new StreamError("XSRV_XML_NOT_WELL_FORMED", "not-well-formed", error.message);
     });
-    saxes.on("opentag", (tag) =>
-      this.#open(tag.name, tag.attributes as Record<string, string>, tag.isSelfClosing),
-    );
+    saxes.on("opentag", (tag) => {
+      const attrs: Record<string, string> = {};
+      for (const [name, attr] of Object.entries(tag.attributes)) attrs[name] = attr.value;
+      this.#open(tag.name, attrs, tag.isSelfClosing);
+    });
     saxes.on("closetag", (tag) => this.#close(tag.name));
     saxes.on("text", (text) => this.#text(text));
     saxes.on("cdata", (text) => this.#text(text));
