@@ -242,6 +242,8 @@ export class UserActor {
     const state = this.#sessions.get(session.full);
     if (state === undefined) return;
     const initial = available && state.presence === undefined;
+    // RFC 6121 §8.5.2.1.1: offline messages wait for a resource with non-negative priority.
+    const becameDeliverable = available && priority >= 0 && (initial || state.priority < 0);
     state.priority = priority;
     if (!available) {
       if (state.presence === undefined) return;
@@ -251,7 +253,10 @@ export class UserActor {
     }
     state.presence = xmlText;
     this.#broadcastPresence(session.full, xmlText, []);
-    if (!initial) return;
+    if (!initial) {
+      if (becameDeliverable) await this.#deliverOffline(session.full);
+      return;
+    }
 
     // RFC 6121 §4.2.2: on initial presence, probe contacts we are subscribed to, and send the
     // user the presence of its own other available resources.
@@ -269,7 +274,7 @@ export class UserActor {
     for (const pending of await this.#ctx.store.getPendingSubscriptions(this.user)) {
       this.#write(session.full, pending.stanza);
     }
-    if (priority >= 0) await this.#deliverOffline(session.full);
+    if (becameDeliverable) await this.#deliverOffline(session.full);
   }
 
   /** Sends presence from one resource to subscribed contacts, to directed recipients and to the user's own resources. */
@@ -358,7 +363,8 @@ export class UserActor {
       }
       if (stanza.name === "presence") return;
       if (stanza.type === "groupchat") return this.#bounce(stanza, "service-unavailable");
-      if (stanza.type === "error") return;
+      // RFC 6121 §8.5.3.2.1: headline and error to an absent resource are dropped silently.
+      if (stanza.type === "error" || stanza.type === "headline") return;
     }
     switch (stanza.name) {
       case "message":
@@ -501,9 +507,9 @@ export class UserActor {
     const contact = bareOf(jid);
     if (contact === this.user) return errorReply(iq, "not-allowed");
     const groups = el.getChildren("group").map((g) => g.text());
-    if (new Set(groups).size !== groups.length || groups.some((g) => g === "")) {
-      return errorReply(iq, "bad-request");
-    }
+    // RFC 6121 §2.3.3: an empty group name is not-acceptable, a duplicate one bad-request.
+    if (groups.some((g) => g === "")) return errorReply(iq, "not-acceptable");
+    if (new Set(groups).size !== groups.length) return errorReply(iq, "bad-request");
     if (el.attrs.subscription === "remove") {
       const item = this.#roster.get(contact);
       if (item === undefined) return errorReply(iq, "item-not-found");
@@ -578,27 +584,7 @@ export class UserActor {
     const newlyBlocked = items.filter((jid) => !this.#blocklist.has(jid));
     this.#blocklist = new Set(list);
     // XEP-0191 §3.3: blocked contacts see us go unavailable.
-    if (blocking) {
-      for (const [full] of this.#availableSessions()) {
-        for (const target of newlyBlocked) {
-          const jid = parseJid(target);
-          if (jid === undefined) continue;
-          const unavailable = `<presence xmlns="${NS_CLIENT}" type="unavailable" from="${escapeXML(full)}" to="${escapeXML(target)}"/>`;
-          this.#ctx.router.toUser({
-            kind: "stanza",
-            user: bareOf(jid),
-            stanza: {
-              name: "presence",
-              type: "unavailable",
-              from: full,
-              to: target,
-              id: "",
-              xml: unavailable,
-            },
-          });
-        }
-      }
-    }
+    if (blocking) for (const target of newlyBlocked) this.#sendUnavailableFromAll(target);
     // Push the change to every session that asked for the blocklist.
     for (const [full, state] of this.#sessions) {
       this.#writeSession(full, state.shard, { kind: "blocklist", list: [...this.#blocklist] });
@@ -699,22 +685,23 @@ export class UserActor {
         }
         this.#sendSubscription(contact, type, xmlText);
         // §3.2.2: the contact no longer sees us; tell it we are gone.
-        for (const [full] of this.#availableSessions()) {
-          this.#ctx.router.toUser({
-            kind: "stanza",
-            user: contact,
-            stanza: {
-              name: "presence",
-              type: "unavailable",
-              from: full,
-              to: contact,
-              id: "",
-              xml: `<presence xmlns="${NS_CLIENT}" type="unavailable" from="${escapeXML(full)}" to="${escapeXML(contact)}"/>`,
-            },
-          });
-        }
+        this.#sendUnavailableFromAll(contact);
         return;
       }
+    }
+  }
+
+  /** Sends unavailable presence from each of our available resources to `target`. */
+  #sendUnavailableFromAll(target: string): void {
+    const jid = parseJid(target);
+    if (jid === undefined) return;
+    for (const [full] of this.#availableSessions()) {
+      const unavailable = `<presence xmlns="${NS_CLIENT}" type="unavailable" from="${escapeXML(full)}" to="${escapeXML(target)}"/>`;
+      this.#ctx.router.toUser({
+        kind: "stanza",
+        user: bareOf(jid),
+        stanza: { name: "presence", type: "unavailable", from: full, to: target, id: "", xml: unavailable },
+      });
     }
   }
 
@@ -755,6 +742,8 @@ export class UserActor {
         if (item !== undefined && (sub === "from" || sub === "both")) {
           await this.#putItem({ ...item, subscription: sub === "both" ? "to" : "none" });
           deliver();
+          // RFC 6121 §3.3.3: the former subscriber sees every resource of ours go unavailable.
+          this.#sendUnavailableFromAll(contact);
         }
         return;
       }

@@ -28,6 +28,11 @@ export function errorReply(
     to: stanza.attrs.from,
     from: options.from ?? stanza.attrs.to,
   });
+  // RFC 6120 §8.3.1: the error MAY include the original payload, which lets a client match
+  // the error to what it sent even when the stanza had no id.
+  for (const child of stanza.children) {
+    if (typeof child === "string" || child.name !== "error") reply.append(child);
+  }
   const error = reply.c("error", { type: STANZA_ERROR_TYPES[condition] });
   error.c(condition, { xmlns: NS_STANZAS_ERROR });
   if (options.text !== undefined) error.c("text", { xmlns: NS_STANZAS_ERROR }).t(options.text);
@@ -44,13 +49,17 @@ export function errorReplyFor(stanza: Element, error: StanzaError, from?: string
 
 /** An error reply built from routing data only, for stanzas that travel as strings. */
 export function errorReplyXml(
-  stanza: { name: string; id: string; from: string; to: string },
+  stanza: { name: string; id: string; from: string; to: string; xml: string },
   condition: StanzaErrorCondition,
 ): string {
   const id = stanza.id === "" ? "" : ` id="${escapeXML(stanza.id)}"`;
+  // The original payload, as in errorReply: everything between the root's tags.
+  const open = stanza.xml.indexOf(">");
+  const payload =
+    stanza.xml[open - 1] === "/" ? "" : stanza.xml.slice(open + 1, stanza.xml.lastIndexOf("</"));
   return (
     `<${stanza.name} xmlns="${NS_CLIENT}" type="error"${id} to="${escapeXML(stanza.from)}" from="${escapeXML(stanza.to)}">` +
-    `<error type="${STANZA_ERROR_TYPES[condition]}"><${condition} xmlns="${NS_STANZAS_ERROR}"/></error></${stanza.name}>`
+    `${payload}<error type="${STANZA_ERROR_TYPES[condition]}"><${condition} xmlns="${NS_STANZAS_ERROR}"/></error></${stanza.name}>`
   );
 }
 
