@@ -403,6 +403,24 @@ export class RawClient {
     return out;
   }
 
+  /**
+   * Waits for an element matching `predicate`, or for the stream error that ends the stream
+   * instead: resolves `{ element }` or `{ streamError: condition }`.
+   */
+  async waitForElementOrStreamError(
+    predicate: Predicate,
+    what = "a matching element",
+    timeoutMs = DEFAULT_TIMEOUT_MS,
+  ): Promise<{ element: Element; streamError?: undefined } | { element?: undefined; streamError: string }> {
+    try {
+      return { element: await this.waitFor(predicate, what, timeoutMs) };
+    } catch (error) {
+      if (this.streamError)
+        return { streamError: streamErrorCondition(this.streamError) ?? "(no condition)" };
+      throw error;
+    }
+  }
+
   /** Waits for a `<stream:error/>` and returns its condition (e.g. "not-well-formed"). */
   async waitForStreamError(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<string> {
     if (this.streamError) return streamErrorCondition(this.streamError) ?? "(no condition)";

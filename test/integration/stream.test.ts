@@ -11,7 +11,16 @@ import { describe, test } from "node:test";
 import type { TLSSocket } from "node:tls";
 import { connectClient } from "../helpers/client.ts";
 import { connectRaw, newUser, newUsers, useNode } from "../helpers/fixtures.ts";
-import { bareJid, NS_BIND, NS_SASL, NS_SESSION, NS_SM, NS_STREAM, NS_TLS } from "../helpers/raw-client.ts";
+import {
+  bareJid,
+  NS_BIND,
+  NS_SASL,
+  NS_SESSION,
+  NS_SM,
+  NS_STREAM,
+  NS_TLS,
+  type RawClient,
+} from "../helpers/raw-client.ts";
 import { readGeneratedCertificate, startNode } from "../helpers/start-node.ts";
 
 const getNode = useNode();
@@ -23,6 +32,17 @@ function mechanisms(features: import("@xmpp/xml").Element): string[] {
       ?.getChildren("mechanism")
       .map((m) => m.text()) ?? []
   );
+}
+
+/** A PLAIN attempt's outcome as text: the SASL answer, or the stream error that came instead. */
+async function plainOutcome(client: RawClient, username: string, password: string): Promise<string> {
+  const payload = Buffer.from(`\0${username}\0${password}`).toString("base64");
+  client.send(`<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${payload}</auth>`);
+  const answer = await client.waitForElementOrStreamError(
+    (el) => el.getNS() === NS_SASL && ["success", "failure"].includes(el.getName()),
+    "the SASL outcome",
+  );
+  return answer.element ? answer.element.toString() : `stream error ${answer.streamError}`;
 }
 
 describe("stream negotiation", () => {
@@ -56,24 +76,22 @@ describe("stream negotiation", () => {
     client.send(
       `<auth xmlns='${NS_SASL}' mechanism='PLAIN'>${Buffer.from(`\0${user.username}\0${user.password}`).toString("base64")}</auth>`,
     );
-    const answer = await Promise.race([
-      client.waitFor(
-        (el) => el.getNS() === NS_SASL && ["success", "failure"].includes(el.getName()),
-        "a SASL answer",
-      ),
-      client.waitForStreamError().then((condition) => ({ streamError: condition })),
-    ]);
-    if ("streamError" in answer) {
+    const answer = await client.waitForElementOrStreamError(
+      (el) => el.getNS() === NS_SASL && ["success", "failure"].includes(el.getName()),
+      "a SASL answer",
+    );
+    if (answer.streamError !== undefined) {
       assert.ok(
         ["policy-violation", "not-authorized", "unsupported-feature"].includes(answer.streamError),
         `stream error: ${answer.streamError}`,
       );
     } else {
-      assert.equal(answer.getName(), "failure", `PLAIN before TLS must not succeed: ${answer.toString()}`);
+      const element = answer.element;
+      assert.equal(element.getName(), "failure", `PLAIN before TLS must not succeed: ${element.toString()}`);
       if (mechanisms(features).length > 0) {
         assert.ok(
-          answer.getChild("encryption-required"),
-          `expected <encryption-required/>: ${answer.toString()}`,
+          element.getChild("encryption-required"),
+          `expected <encryption-required/>: ${element.toString()}`,
         );
       }
     }
@@ -248,10 +266,7 @@ describe("SASL", () => {
       const refused = await connectRaw(t, node, { label: `attempt-${attempt}` });
       await refused.openStream();
       await refused.startTls();
-      const outcome = await Promise.race([
-        refused.authPlain(victim!.username, victim!.password).then((el) => el.toString()),
-        refused.waitForStreamError().then((condition) => `stream error ${condition}`),
-      ]);
+      const outcome = await plainOutcome(refused, victim!.username, victim!.password);
       assert.doesNotMatch(
         outcome,
         /<success/,
@@ -285,10 +300,7 @@ describe("SASL", () => {
         const features = await refused.openStream().catch(() => undefined);
         if (!features) return `closed: ${refused.describe()}`;
         await refused.startTls();
-        return Promise.race([
-          refused.authPlain(users[3]!.username, users[3]!.password).then((el) => el.toString()),
-          refused.waitForStreamError().then((condition) => `stream error ${condition}`),
-        ]);
+        return plainOutcome(refused, users[3]!.username, users[3]!.password);
       })();
       assert.doesNotMatch(
         outcome,

@@ -1,0 +1,248 @@
+/**
+ * XEP-0198 Stream Management on one node: enable, <r/>/<a/> counting, resumption on a new
+ * connection with redelivery of exactly the unacked stanzas, unknown ids, the resumption timeout
+ * (unacked stanzas then go to offline storage) and the unacked-queue limit.
+ */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import type { Element } from "@xmpp/xml";
+import { xml } from "@xmpp/xml";
+import { connectClient } from "../helpers/client.ts";
+import {
+  becomeContacts,
+  connectRaw,
+  goOnline,
+  isMessageWithBody,
+  isPresenceFrom,
+  loginRaw,
+  newUser,
+  newUsers,
+  useNode,
+} from "../helpers/fixtures.ts";
+import { NS_PING, NS_SASL, NS_SM, NS_STANZAS_ERROR, type RawClient } from "../helpers/raw-client.ts";
+import type { StartedNode } from "../helpers/start-node.ts";
+import { startNode } from "../helpers/start-node.ts";
+import { waitForMatchingEvent } from "../helpers/wait-for.ts";
+
+const getNode = useNode();
+
+function isSmStanza(el: Element): boolean {
+  return ["message", "presence", "iq"].includes(el.getName()) && el.getNS() === "jabber:client";
+}
+
+/** The XEP-0198 count of `el`: its position among the stanzas received since `<enabled/>` (1-based). */
+function smCountOf(client: RawClient, el: Element): number {
+  const start = client.received.findIndex((e) => e.is("enabled", NS_SM));
+  assert.ok(start >= 0, "stream management was enabled");
+  const index = client.received.indexOf(el);
+  assert.ok(index > start, "the stanza came after <enabled/>");
+  return client.received.slice(start + 1, index + 1).filter(isSmStanza).length;
+}
+
+/** Opens a new connection and authenticates (no bind), ready to send <resume/>. */
+async function authenticatedWithoutBind(
+  t: Parameters<typeof connectRaw>[0],
+  node: StartedNode,
+  user: { username: string; password: string },
+): Promise<{ client: RawClient; features: Element }> {
+  const client = await connectRaw(t, node, { label: `${user.username}-resume` });
+  await client.openStream();
+  await client.startTls();
+  const outcome = await client.authScram("SCRAM-SHA-1", user.username, user.password);
+  assert.ok(outcome.is("success", NS_SASL), outcome.toString());
+  const features = await client.openStream();
+  return { client, features };
+}
+
+describe("enable and acknowledgements", () => {
+  test("enable after bind gets <enabled/> with an id and resumption, and <r/> gets the handled count", async (t) => {
+    const node = getNode();
+    const user = await newUser(node);
+    const client = await loginRaw(t, node, user, { roster: false });
+    const enabled = await client.enableSm({ resume: true });
+    assert.ok(enabled.is("enabled", NS_SM), enabled.toString());
+    assert.ok(enabled.attrs.id, `a stream id to resume: ${enabled.toString()}`);
+    assert.ok(["true", "1"].includes(enabled.attrs.resume ?? ""), `resume allowed: ${enabled.toString()}`);
+    // Three stanzas, then a request: the server has handled three.
+    client.send("<presence/>");
+    client.send(`<iq type='get' id='sm-ping' to='${node.domain}'><ping xmlns='${NS_PING}'/></iq>`);
+    client.send(`<message to='${user.jid}/elsewhere' type='headline'><body>x</body></message>`);
+    assert.equal(await client.requestAck(), 3);
+    client.send(`<iq type='get' id='sm-ping-2' to='${node.domain}'><ping xmlns='${NS_PING}'/></iq>`);
+    assert.equal(await client.requestAck(), 4, "the count keeps going");
+  });
+
+  test("enable before resource binding is refused with <unexpected-request/>", async (t) => {
+    const node = getNode();
+    const user = await newUser(node);
+    const { client } = await authenticatedWithoutBind(t, node, user);
+    const answer = await client.enableSm({ resume: true });
+    assert.ok(answer.is("failed", NS_SM), answer.toString());
+    assert.ok(answer.getChild("unexpected-request", NS_STANZAS_ERROR), answer.toString());
+  });
+
+  test("an xmpp.js client enables stream management and its stanzas are acknowledged", async (t) => {
+    const node = getNode();
+    const user = await newUser(node);
+    const client = await connectClient(node, { ...user, resource: "sm" }, t);
+    assert.ok(client.smEnabled, "xmpp.js saw <enabled/>");
+    assert.ok(client.sm?.enabled);
+    assert.ok(client.sm?.id, "a resumption id");
+    for (let i = 0; i < 3; i++) {
+      await client.send(
+        xml("message", { to: `${user.jid}/nowhere`, type: "headline" }, xml("body", {}, `n${i}`)),
+      );
+    }
+    const ack = waitForMatchingEvent<[Element]>(client.entity, "nonza", (el) => el.is("a", NS_SM), "<a/>");
+    await client.send(xml("r", { xmlns: NS_SM }));
+    const [a] = await ack;
+    assert.equal(Number(a.attrs.h), 3);
+    assert.equal(client.sm?.outbound, 3, "xmpp.js' queue is acknowledged");
+  });
+});
+
+describe("resumption", () => {
+  test("a dropped stream is resumed on a new connection with exactly the unacked stanzas resent", async (t) => {
+    const node = getNode();
+    const [alice, bob] = await newUsers(node, 2);
+    const b = await loginRaw(t, node, bob!, { priority: 0, label: "bob" });
+    const a = await loginRaw(t, node, alice!, { priority: 0, label: "alice" });
+    const enabled = await a.enableSm({ resume: true });
+    const previd = enabled.attrs.id!;
+    // One stanza from alice after enable, which the server must count.
+    await a.iq("get", `<ping xmlns='${NS_PING}'/>`, { to: node.domain });
+    assert.equal(await a.requestAck(), 1);
+
+    for (const body of ["m1", "m2", "m3"])
+      b.send(`<message to='${a.jid}' type='chat'><body>${body}</body></message>`);
+    const m1 = await a.waitFor(isMessageWithBody("m1"), "m1");
+    await a.waitFor(isMessageWithBody("m3"), "m3");
+    // Alice acknowledges only m1; m2 and m3 "got lost" with the connection.
+    const h = smCountOf(a, m1);
+    a.send(`<a xmlns='${NS_SM}' h='${h}'/>`);
+    a.reset();
+    await a.whenClosed;
+    b.send(`<message to='${a.jid}' type='chat'><body>m4</body></message>`);
+
+    const { client: resumed, features } = await authenticatedWithoutBind(t, node, alice!);
+    assert.ok(features.getChild("sm", NS_SM), `XEP-0198 offered for resumption: ${features.toString()}`);
+    const answer = await resumed.resumeSm(previd, h);
+    assert.ok(answer.is("resumed", NS_SM), answer.toString());
+    assert.equal(answer.attrs.previd, previd);
+    assert.equal(Number(answer.attrs.h), 1, "the server reports the stanzas it handled from alice");
+    resumed.jid = a.jid;
+    const redelivered: string[] = [];
+    for (const body of ["m2", "m3", "m4"]) {
+      await resumed.waitFor(isMessageWithBody(body), `${body} after resumption`);
+      redelivered.push(body);
+    }
+    const messages = resumed.received
+      .filter((el) => el.getName() === "message")
+      .map((el) => el.getChildText("body"));
+    assert.deepEqual(messages.slice(0, 3), ["m2", "m3", "m4"], "unacked stanzas in order, m1 not repeated");
+    // The resumed stream is the same session: same full JID, counters continue.
+    resumed.send(`<message to='${b.jid}' type='chat'><body>back</body></message>`);
+    const back = await b.waitFor(isMessageWithBody("back"), "alice's message after resuming");
+    assert.equal(back.attrs.from, a.jid);
+    assert.equal(await resumed.requestAck(), 2);
+  });
+
+  test("a contact does not see the user go offline while the session waits for resumption", async (t) => {
+    const node = getNode();
+    const [alice, bob] = await newUsers(node, 2);
+    const a = await loginRaw(t, node, alice!, { priority: 0, label: "alice" });
+    const b = await loginRaw(t, node, bob!, { priority: 0, label: "bob" });
+    await becomeContacts(a, b);
+    const enabled = await a.enableSm({ resume: true, autoAck: true });
+    a.reset();
+    await a.whenClosed;
+    const { client: resumed } = await authenticatedWithoutBind(t, node, alice!);
+    const answer = await resumed.resumeSm(enabled.attrs.id!, a.smInbound ?? 0);
+    assert.ok(answer.is("resumed", NS_SM), answer.toString());
+    // A presence update from the resumed session is the barrier: no unavailable before it.
+    resumed.send("<presence><status>resumed</status></presence>");
+    const { before } = await b.collectUntil(
+      (el) => isPresenceFrom(a.jid!)(el) && el.getChildText("status") === "resumed",
+      "alice's update after resumption",
+    );
+    assert.deepEqual(before.filter(isPresenceFrom(a.jid!, "unavailable")).map(String), []);
+  });
+
+  test("resuming an unknown id gets <failed><item-not-found/>, and the stream can still bind", async (t) => {
+    const node = getNode();
+    const user = await newUser(node);
+    const { client } = await authenticatedWithoutBind(t, node, user);
+    const answer = await client.resumeSm("no-such-stream-id", 0);
+    assert.ok(answer.is("failed", NS_SM), answer.toString());
+    assert.ok(answer.getChild("item-not-found", NS_STANZAS_ERROR), answer.toString());
+    const jid = await client.bind("after-failed-resume");
+    assert.equal(jid, `${user.jid}/after-failed-resume`);
+  });
+
+  test("a session of another account cannot be resumed", async (t) => {
+    const node = getNode();
+    const [alice, mallory] = await newUsers(node, 2);
+    const a = await loginRaw(t, node, alice!, { priority: 0 });
+    const enabled = await a.enableSm({ resume: true });
+    a.reset();
+    await a.whenClosed;
+    const { client } = await authenticatedWithoutBind(t, node, mallory!);
+    const answer = await client.resumeSm(enabled.attrs.id!, 0);
+    assert.ok(answer.is("failed", NS_SM), `mallory must not take over alice's session: ${answer.toString()}`);
+  });
+});
+
+describe("resumption timeout and limits", () => {
+  test("after the resumption timeout the session ends and unacked messages go to offline storage", async (t) => {
+    const node = await startNode(t, { config: { limits: { smResumeTimeoutSeconds: 2 } } });
+    const [alice, bob] = await newUsers(node, 2);
+    const a = await loginRaw(t, node, alice!, { priority: 0, label: "alice" });
+    const b = await loginRaw(t, node, bob!, { priority: 0, label: "bob" });
+    await becomeContacts(a, b);
+    const enabled = await a.enableSm({ resume: true });
+    for (const body of ["u1", "u2"])
+      b.send(`<message to='${a.jid}' type='chat'><body>${body}</body></message>`);
+    await a.waitFor(isMessageWithBody("u2"), "u2");
+    a.reset();
+    const lostAt = Date.now();
+    // The session ends when the timeout passes: contacts then see it go.
+    await b.waitFor(isPresenceFrom(a.jid!, "unavailable"), "alice's session to time out", 15_000);
+    assert.ok(Date.now() - lostAt >= 1_500, "not before the resumption timeout");
+
+    const { client: late } = await authenticatedWithoutBind(t, node, alice!);
+    const failed = await late.resumeSm(enabled.attrs.id!, 0);
+    assert.ok(failed.is("failed", NS_SM), `too late to resume: ${failed.toString()}`);
+
+    const fresh = await loginRaw(t, node, alice!, { label: "alice-fresh" });
+    await goOnline(fresh, { priority: 0 });
+    for (const body of ["u1", "u2"]) {
+      const msg = await fresh.waitFor(isMessageWithBody(body), `${body} from offline storage`);
+      assert.ok(msg.getChild("delay", "urn:xmpp:delay"), `a delay stamp: ${msg}`);
+    }
+  });
+
+  test("a client that never acknowledges is disconnected past smMaxUnackedStanzas", async (t) => {
+    const node = await startNode(t, { config: { limits: { smMaxUnackedStanzas: 10 } } });
+    const [alice, bob] = await newUsers(node, 2);
+    const a = await loginRaw(t, node, alice!, { priority: 0, label: "alice" });
+    const b = await loginRaw(t, node, bob!, { priority: 0, label: "bob" });
+    await a.enableSm({ resume: true });
+    for (let i = 0; i < 30; i++)
+      b.send(`<message to='${a.jid}' type='chat'><body>flood ${i}</body></message>`);
+    await a.waitForClose(10_000);
+    if (a.streamError) {
+      const condition = a.streamError
+        .getChildElements()
+        .find((el) => el.getName() !== "text")
+        ?.getName();
+      assert.ok(
+        ["resource-constraint", "policy-violation"].includes(condition ?? ""),
+        `condition ${condition}`,
+      );
+    }
+    assert.ok(
+      a.received.filter((el) => el.getName() === "message").length <= 12,
+      "the server stopped sending once the unacked queue was full",
+    );
+  });
+});
