@@ -407,6 +407,7 @@ VirtualHost "${domain}"
     child.kill("SIGKILL");
     await exited;
     process.off("exit", killOnExit);
+    if (options.dataDir === undefined) await rm(dataDir, { recursive: true, force: true });
     throw new Error(`Prosody did not start: ${error}\n${formatLog(logs, 60)}`, { cause: error });
   }
   const prosodyctl = (...args: string[]) => execFileAsync("prosodyctl", ["--config", configFile, ...args]);
