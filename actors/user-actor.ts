@@ -315,20 +315,7 @@ export class UserActor {
     // RFC 6121 §4.3.2: answer only contacts subscribed to our presence.
     if (item === undefined || (item.subscription !== "from" && item.subscription !== "both")) return;
     if (this.#blocklist.has(prober)) return;
-    for (const [full, state] of this.#availableSessions()) {
-      this.#ctx.router.toUser({
-        kind: "stanza",
-        user: prober,
-        stanza: {
-          name: "presence",
-          type: "",
-          from: full,
-          to: from,
-          id: "",
-          xml: readdress(state.presence!, from),
-        },
-      });
-    }
+    this.#sendCurrentPresence(prober, from);
   }
 
   // --- delivery (RFC 6121 §8.5) --------------------------------------------------------------
@@ -582,9 +569,16 @@ export class UserActor {
       ? await this.#ctx.store.addBlocked(this.user, items)
       : await this.#ctx.store.removeBlocked(this.user, items.length === 0 ? undefined : items);
     const newlyBlocked = items.filter((jid) => !this.#blocklist.has(jid));
+    const unblocked = [...this.#blocklist].filter((jid) => !list.includes(jid));
     this.#blocklist = new Set(list);
-    // XEP-0191 §3.3: blocked contacts see us go unavailable.
+    // XEP-0191 §3.3: blocked contacts see us go unavailable; §3.4: unblocked subscribers get
+    // our current presence again.
     if (blocking) for (const target of newlyBlocked) this.#sendUnavailableFromAll(target);
+    for (const target of unblocked) {
+      const item = this.#roster.get(target as BareJid);
+      if (item === undefined || (item.subscription !== "from" && item.subscription !== "both")) continue;
+      this.#sendCurrentPresence(item.jid, item.jid);
+    }
     // Push the change to every session that asked for the blocklist.
     for (const [full, state] of this.#sessions) {
       this.#writeSession(full, state.shard, { kind: "blocklist", list: [...this.#blocklist] });
@@ -639,20 +633,7 @@ export class UserActor {
           await this.#putItem({ ...rest, subscription: next });
           this.#sendSubscription(contact, type, xmlText);
           // §3.1.5: the contact now gets our current presence.
-          for (const [full, state] of this.#availableSessions()) {
-            this.#ctx.router.toUser({
-              kind: "stanza",
-              user: contact,
-              stanza: {
-                name: "presence",
-                type: "",
-                from: full,
-                to: contact,
-                id: "",
-                xml: readdress(state.presence!, contact),
-              },
-            });
-          }
+          this.#sendCurrentPresence(contact, contact);
         } else if (sub === "none" || sub === "to") {
           if (!item?.approved) {
             await this.#putItem({
@@ -688,6 +669,17 @@ export class UserActor {
         this.#sendUnavailableFromAll(contact);
         return;
       }
+    }
+  }
+
+  /** Sends the current presence of each of our available resources to `to` (a JID of `user`). */
+  #sendCurrentPresence(user: BareJid, to: string): void {
+    for (const [full, state] of this.#availableSessions()) {
+      this.#ctx.router.toUser({
+        kind: "stanza",
+        user,
+        stanza: { name: "presence", type: "", from: full, to, id: "", xml: readdress(state.presence!, to) },
+      });
     }
   }
 
