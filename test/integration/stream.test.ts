@@ -130,6 +130,24 @@ describe("stream negotiation", () => {
     assert.equal(jid, `${user.jid}/laptop`);
   });
 
+  test("with tls.requireBeforeAuth false, STARTTLS is optional and SASL works over plain TCP", async (t) => {
+    const node = await startNode(t, { config: { tls: { requireBeforeAuth: false } } });
+    const user = await newUser(node);
+    const client = await connectRaw(t, node);
+    const features = await client.openStream();
+    const starttls = features.getChild("starttls", NS_TLS);
+    assert.ok(starttls, `STARTTLS still offered: ${features.toString()}`);
+    assert.equal(starttls.getChild("required"), undefined, "but not required");
+    assert.ok(
+      mechanisms(features).includes("SCRAM-SHA-1"),
+      `SASL offered before TLS: ${features.toString()}`,
+    );
+    const plain = await connectRaw(t, node, { label: "plain" });
+    const jid = await plain.login(user.username, user.password, { starttls: false, resource: "plain" });
+    assert.equal(jid, `${user.jid}/plain`);
+    assert.equal(plain.secure, false);
+  });
+
   test("direct TLS port speaks XMPP over TLS from the first byte (XEP-0368)", async (t) => {
     const node = getNode();
     const user = await newUser(node);
