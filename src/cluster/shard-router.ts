@@ -136,8 +136,10 @@ export class ShardRouter {
     }
     batch.push(envelope);
     if (batch.length >= MAX_BATCH) {
-      this.#flushOne(shard, batch);
+      // Detach the batch first: delivering it locally can route more envelopes here, and they
+      // must start a new batch rather than join (and re-run) this one.
       this.#pending.delete(shard);
+      this.#flushOne(shard, batch);
     } else if (!this.#flushScheduled) {
       this.#flushScheduled = true;
       setImmediate(this.#flush);
