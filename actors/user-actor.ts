@@ -14,8 +14,9 @@ import type { Logger } from "../src/log.ts";
 import type { RosterItem, Store, Subscription } from "../src/storage/store.ts";
 import { type BareJid, bareOf, type FullJid, parseJid } from "../src/xmpp/jid.ts";
 import { NS_BLOCKING, NS_CARBONS, NS_CLIENT, NS_DELAY, NS_FORWARD, NS_ROSTER } from "../src/xmpp/ns.ts";
-import { errorReply, errorReplyXml, iqResult, readdress } from "../src/xmpp/stanza.ts";
+import { errorReply, iqResult, readdress } from "../src/xmpp/stanza.ts";
 import { parseElement } from "../src/xmpp/stream-parser.ts";
+import { bounceStanza } from "./bounce.ts";
 import type { RoutedStanza, SessionLocation, UserMessage } from "./messages.ts";
 
 /** What a UserActor needs from its shard. */
@@ -325,7 +326,7 @@ export class UserActor {
     if (fromJid !== undefined && this.#isBlocked(stanza.from)) {
       // XEP-0191 §3.4: do not deliver; answer iq and message with an error, drop presence.
       if (stanza.name !== "presence" && stanza.type !== "error" && stanza.type !== "result") {
-        this.#bounce(stanza, "service-unavailable");
+        bounceStanza(this.#ctx.router, stanza, "service-unavailable");
       }
       return;
     }
@@ -345,11 +346,12 @@ export class UserActor {
       }
       // RFC 6121 §8.5.3.2: no such resource.
       if (stanza.name === "iq") {
-        if (stanza.type === "get" || stanza.type === "set") this.#bounce(stanza, "service-unavailable");
+        if (stanza.type === "get" || stanza.type === "set")
+          bounceStanza(this.#ctx.router, stanza, "service-unavailable");
         return;
       }
       if (stanza.name === "presence") return;
-      if (stanza.type === "groupchat") return this.#bounce(stanza, "service-unavailable");
+      if (stanza.type === "groupchat") return bounceStanza(this.#ctx.router, stanza, "service-unavailable");
       // RFC 6121 §8.5.3.2.1: headline and error to an absent resource are dropped silently.
       if (stanza.type === "error" || stanza.type === "headline") return;
     }
@@ -363,14 +365,15 @@ export class UserActor {
       case "iq":
         // iq to a bare JID is answered by the server on the user's behalf at the sender's shard;
         // one that still arrives here has nobody to answer it.
-        if (stanza.type === "get" || stanza.type === "set") this.#bounce(stanza, "service-unavailable");
+        if (stanza.type === "get" || stanza.type === "set")
+          bounceStanza(this.#ctx.router, stanza, "service-unavailable");
         return;
     }
   }
 
   async #deliverMessageToBare(stanza: RoutedStanza): Promise<void> {
     const candidates = this.#availableSessions().filter(([, s]) => s.priority >= 0);
-    if (stanza.type === "groupchat") return this.#bounce(stanza, "service-unavailable");
+    if (stanza.type === "groupchat") return bounceStanza(this.#ctx.router, stanza, "service-unavailable");
     if (stanza.type === "headline") {
       for (const [full] of candidates) this.#write(full, stanza.xml, true);
       return;
@@ -400,32 +403,12 @@ export class UserActor {
       this.#ctx.config.limits.maxOfflineMessagesPerUser,
     );
     // RFC 6121 §8.5.2.1.1: when storage is full the server returns service-unavailable.
-    if (!stored && stanza !== undefined) this.#bounce(stanza, "service-unavailable");
+    if (!stored && stanza !== undefined) bounceStanza(this.#ctx.router, stanza, "service-unavailable");
   }
 
   async #deliverOffline(full: FullJid): Promise<void> {
     const messages = await this.#ctx.store.takeOffline(this.user);
     for (const message of messages) this.#write(full, message.stanza, true);
-  }
-
-  /** Sends an error back to the sender of a stanza that could not be delivered. */
-  #bounce(stanza: RoutedStanza, condition: "service-unavailable"): void {
-    if (stanza.type === "error") return;
-    const from = parseJid(stanza.from);
-    if (from === undefined) return;
-    const reply = errorReplyXml(stanza, condition);
-    this.#ctx.router.toUser({
-      kind: "stanza",
-      user: bareOf(from),
-      stanza: {
-        name: stanza.name,
-        type: "error",
-        from: stanza.to,
-        to: stanza.from,
-        id: stanza.id,
-        xml: reply,
-      },
-    });
   }
 
   #isBlocked(from: string): boolean {

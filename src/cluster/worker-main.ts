@@ -5,6 +5,7 @@
  */
 import { createSecureContext } from "node:tls";
 import { type MessagePort, workerData } from "node:worker_threads";
+import { bounceStanza } from "../../actors/bounce.ts";
 import type { SessionActor } from "../../actors/session-actor.ts";
 import { UserActor } from "../../actors/user-actor.ts";
 import { InternalAuthProvider } from "../auth/internal-auth.ts";
@@ -95,9 +96,14 @@ function actorFor(user: BareJid): UserActor {
 function dispatch(envelope: Envelope): void {
   switch (envelope.t) {
     case "user": {
-      const accepted = actorFor(envelope.msg.user).enqueue(envelope.msg);
-      if (!accepted)
-        log.warn({ user: envelope.msg.user, kind: envelope.msg.kind }, "mailbox full; message dropped");
+      const msg = envelope.msg;
+      if (actorFor(msg.user).enqueue(msg)) return;
+      log.warn({ user: msg.user, kind: msg.kind }, "mailbox full; message refused");
+      // The sender learns it should retry later rather than have the stanza vanish.
+      if (msg.kind === "stanza") bounceStanza(router, msg.stanza, "resource-constraint");
+      else if ("reqId" in msg) {
+        router.reply(msg.session.shard, msg.reqId, { ok: false, error: new Error("mailbox full") });
+      }
       return;
     }
     case "session": {
