@@ -74,7 +74,7 @@ export type UserMessage =
   /** A roster or blocking iq from one of the user's sessions; the actor answers with `write`. */
   | { kind: "iq"; user: BareJid; session: SessionLocation; xml: string }
   /** XEP-0280 enable/disable from one session. */
-  | { kind: "carbons"; user: BareJid; session: SessionLocation; enabled: boolean }
+  | { kind: "carbons"; user: BareJid; session: SessionLocation; enabled: boolean; reqId: number }
   /** XEP-0280: a message one session sent, to copy to the user's other carbon-enabled sessions. */
   | { kind: "carbon-sent"; user: BareJid; session: SessionLocation; xml: string }
   /** Stanzas a dead session never got acknowledged, to store offline (XEP-0198 §5). */

@@ -153,6 +153,7 @@ export class UserActor {
         const state = this.#sessions.get(msg.session.full);
         if (state !== undefined) state.carbons = msg.enabled;
         this.#announceCarbonPeers();
+        this.#ctx.router.reply(msg.session.shard, msg.reqId, { ok: true, value: null });
         return;
       }
       case "carbon-sent":
