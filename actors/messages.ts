@@ -27,6 +27,16 @@ export interface SessionLocation {
   shard: number;
 }
 
+/** What a session tells its UserActor when it re-registers (resumption, worker restart). */
+export interface SessionRegistration {
+  /** The last broadcast presence when available. */
+  presence: string | undefined;
+  priority: number;
+  carbons: boolean;
+  rosterInterest: boolean;
+  blocklistInterest: boolean;
+}
+
 /** Messages handled by a UserActor (keyed by `user`). */
 export type UserMessage =
   /** A stanza addressed to the user's bare JID or one of its full JIDs. */
@@ -42,7 +52,7 @@ export type UserMessage =
       directed: string[];
     }
   /** A session was resumed (XEP-0198) on another worker. */
-  | { kind: "relocate"; user: BareJid; session: SessionLocation }
+  | { kind: "relocate"; user: BareJid; session: SessionLocation; state: SessionRegistration }
   /** Broadcast presence from one of the user's sessions (no `to`). */
   | {
       kind: "presence";

@@ -22,7 +22,7 @@ import {
   NS_SM,
 } from "../src/xmpp/ns.ts";
 import { errorReply, serializeStanza } from "../src/xmpp/stanza.ts";
-import type { RoutedStanza, SessionMessage } from "./messages.ts";
+import type { RoutedStanza, SessionMessage, SessionRegistration } from "./messages.ts";
 
 /** The socket side of a session, provided by the c2s connection (TCP or, later, WebSocket). */
 export interface ClientLink {
@@ -47,6 +47,8 @@ export interface SessionSnapshot {
   carbonPeers: number;
   blocklist: string[];
   directed: string[];
+  rosterInterest: boolean;
+  blocklistInterest: boolean;
 }
 
 /** A bound session. */
@@ -71,6 +73,8 @@ export class SessionActor {
   #carbonPeers = 0;
   #blocklist = new Set<string>();
   #directed = new Set<string>();
+  #rosterInterest = false;
+  #blocklistInterest = false;
   #ended = false;
 
   constructor(full: FullJid, ctx: ShardContext, link: ClientLink, snapshot?: SessionSnapshot) {
@@ -91,7 +95,20 @@ export class SessionActor {
       this.#carbonPeers = snapshot.carbonPeers;
       this.#blocklist = new Set(snapshot.blocklist);
       this.#directed = new Set(snapshot.directed);
+      this.#rosterInterest = snapshot.rosterInterest;
+      this.#blocklistInterest = snapshot.blocklistInterest;
     }
+  }
+
+  /** What the UserActor must know to rebuild its entry for this session. */
+  registration(): SessionRegistration {
+    return {
+      presence: this.#presence,
+      priority: this.#priority,
+      carbons: this.#carbons,
+      rosterInterest: this.#rosterInterest,
+      blocklistInterest: this.#blocklistInterest,
+    };
   }
 
   /** Applies the blocklist sent with the bind reply. */
@@ -295,6 +312,9 @@ export class SessionActor {
         if (!isRequest) return;
         const payload = el.getChildElements()[0]!;
         if (payload.attrs.xmlns === NS_ROSTER || payload.attrs.xmlns === NS_BLOCKING) {
+          // Remembered here too, so a re-registration restores who gets pushes.
+          if (type === "get" && payload.attrs.xmlns === NS_ROSTER) this.#rosterInterest = true;
+          if (type === "get" && payload.name === "blocklist") this.#blocklistInterest = true;
           this.#ctx.router.toUser({
             kind: "iq",
             user: this.bare,
@@ -552,6 +572,8 @@ export class SessionActor {
       carbonPeers: this.#carbonPeers,
       blocklist: [...this.#blocklist],
       directed: [...this.#directed],
+      rosterInterest: this.#rosterInterest,
+      blocklistInterest: this.#blocklistInterest,
     };
   }
 

@@ -133,9 +133,8 @@ export class UserActor {
       case "unbind":
         return this.#onUnbind(msg.session, msg.unavailable, msg.directed);
       case "relocate": {
-        const state = this.#sessions.get(msg.session.full);
-        if (state !== undefined) state.shard = msg.session.shard;
-        else this.#sessions.set(msg.session.full, newSession(msg.session.shard));
+        // The session's own view wins: after a worker restart this actor starts from nothing.
+        this.#sessions.set(msg.session.full, { shard: msg.session.shard, ...msg.state });
         this.#announceCarbonPeers();
         return;
       }

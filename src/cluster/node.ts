@@ -72,6 +72,7 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
     domain: config.domain,
     log,
     status,
+    restartWorker: (index) => pool.killWorker(index),
   });
   const allPorts = { ...ports, http: admin.port };
   log.info({ ports: allPorts, workers, domain: config.domain, dataDir: config.dataDir }, "node ready");

@@ -141,6 +141,7 @@ function reregister(shard: number): void {
       kind: "relocate",
       user: session.bare,
       session: { full: session.full, shard: init.index },
+      state: session.registration(),
     });
   }
 }

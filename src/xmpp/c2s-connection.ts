@@ -441,6 +441,7 @@ export class C2sConnection implements ClientLink {
       kind: "relocate",
       user: session.bare,
       session: { full: session.full, shard: this.#ctx.index },
+      state: session.registration(),
     });
     session.resumeOn(previd);
   }

@@ -1,0 +1,81 @@
+/**
+ * A worker thread that dies is restarted without taking the process down: clients whose sockets
+ * were on other workers keep their sessions and keep chatting, including with users whose
+ * UserActors lived on the dead worker (their session tables are rebuilt by re-registration),
+ * and the clients that lost their socket log in again.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { loginRaw, newUsers, useNode } from "../helpers/fixtures.ts";
+import { esc, type RawClient } from "../helpers/raw-client.ts";
+import { waitUntil } from "../helpers/wait-for.ts";
+
+const getNode = useNode({ workers: 2 });
+
+interface Status {
+  workerRestarts: number;
+  workers: { index: number; sessions: number }[];
+}
+
+async function status(port: number): Promise<Status> {
+  const response = await fetch(`http://127.0.0.1:${port}/admin/status`);
+  assert.equal(response.status, 200);
+  return (await response.json()) as Status;
+}
+
+test("a crashed worker is restarted; clients on the other worker keep chatting with everyone", async (t) => {
+  const node = getNode();
+  const users = await newUsers(node, 16, "w");
+  const clients: RawClient[] = [];
+  for (const user of users) clients.push(await loginRaw(t, node, user, { priority: 1 }));
+  const before = await status(node.ports.http);
+  assert.ok(
+    before.workers.every((w) => w.sessions > 0),
+    `sessions should land on both workers: ${JSON.stringify(before.workers)}`,
+  );
+
+  const closed = new Set<RawClient>();
+  for (const client of clients) void client.whenClosed.then(() => closed.add(client));
+  const response = await fetch(`http://127.0.0.1:${node.ports.http}/admin/workers/0/restart`, {
+    method: "POST",
+  });
+  assert.equal(response.status, 202);
+  await waitUntil(async () => (await status(node.ports.http)).workerRestarts === 1, "the worker restart");
+  await node.waitForLog((line) => line.msg === "worker restarted", "the restarted worker");
+
+  // Exactly the clients whose sockets were on worker 0 lost them.
+  await waitUntil(
+    () => closed.size === before.workers.find((w) => w.index === 0)!.sessions,
+    "worker 0's clients to drop",
+  );
+  const survivors = clients.filter((c) => !closed.has(c));
+  assert.ok(survivors.length > 0, "some clients were on worker 1");
+  assert.equal(node.process.exitCode, null, "the process is still running");
+
+  // Every survivor reaches every other survivor: the UserActors that lived on worker 0 were
+  // rebuilt with their sessions.
+  for (const from of survivors) {
+    for (const to of survivors) {
+      if (from === to) continue;
+      const body = `after-crash ${from.jid} -> ${to.jid}`;
+      from.send(
+        `<message to='${esc(to.jid!.split("/")[0]!)}' type='chat'><body>${esc(body)}</body></message>`,
+      );
+      const got = await to.waitFor(
+        (el) => el.getName() === "message" && el.getChildText("body") === body,
+        `message ${body}`,
+      );
+      assert.equal(got.attrs.from, from.jid);
+    }
+  }
+
+  // A client that lost its socket logs in again, on whichever worker the kernel picks.
+  const lostUser = users[clients.findIndex((c) => closed.has(c))]!;
+  const again = await loginRaw(t, node, lostUser, { priority: 1 });
+  const peer = survivors[0]!;
+  again.send(`<message to='${esc(peer.jid!.split("/")[0]!)}' type='chat'><body>back</body></message>`);
+  await peer.waitFor(
+    (el) => el.getName() === "message" && el.getChildText("body") === "back",
+    "message after re-login",
+  );
+});
