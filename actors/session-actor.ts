@@ -24,6 +24,13 @@ import {
 import { errorReply, serializeStanza } from "../src/xmpp/stanza.ts";
 import type { RoutedStanza, SessionMessage, SessionRegistration } from "./messages.ts";
 
+/**
+ * XEP-0198 §4: the server may request an acknowledgement at any time. Asking once this many
+ * stanzas are unacknowledged (one request outstanding at a time) keeps the log short without
+ * a round trip per stanza.
+ */
+const SM_REQUEST_ACK_AFTER = 10;
+
 /** The socket side of a session, provided by the c2s connection (TCP or, later, WebSocket). */
 export interface ClientLink {
   send(xmlText: string): void;
@@ -437,7 +444,7 @@ export class SessionActor {
     }
     if (this.#link === undefined) return;
     this.#link.send(xmlText);
-    if (this.#smEnabled && !this.#ackRequested && this.#unacked.length >= 5) {
+    if (this.#smEnabled && !this.#ackRequested && this.#unacked.length >= SM_REQUEST_ACK_AFTER) {
       this.#ackRequested = true;
       this.#link.send(`<r xmlns="${NS_SM}"/>`);
     }

@@ -322,17 +322,15 @@ export class UserActor {
   // --- delivery (RFC 6121 §8.5) --------------------------------------------------------------
 
   async #onStanza(stanza: RoutedStanza): Promise<void> {
-    const fromJid = parseJid(stanza.from);
-    if (fromJid !== undefined && this.#isBlocked(stanza.from)) {
+    if (this.#isBlocked(stanza.from)) {
       // XEP-0191 §3.4: do not deliver; answer iq and message with an error, drop presence.
       if (stanza.name !== "presence" && stanza.type !== "error" && stanza.type !== "result") {
         bounceStanza(this.#ctx.router, stanza, "service-unavailable");
       }
       return;
     }
-    const toJid = parseJid(stanza.to);
-    const resource = toJid?.resource ?? "";
-    if (resource !== "") {
+    // Routed stanzas carry normalised JIDs (the sender's session parsed them): a slash means a resource.
+    if (stanza.to.includes("/")) {
       const full = stanza.to as FullJid;
       if (this.#sessions.has(full)) {
         if (stanza.name === "presence" && stanza.type === "") {

@@ -1,6 +1,8 @@
 /**
  * Structured logging: one JSON line per event on stderr, with a level. The method set matches
  * pino's (and what fastify validates), so pino can replace this without touching callers.
+ * Every connection and session gets a child logger, so a child is one small object: the
+ * methods live on the prototype.
  */
 
 /** Log levels, lowest first. */
@@ -34,18 +36,8 @@ export interface Logger {
 /** Keys whose values never reach a log line. */
 const REDACTED_KEYS = new Set(["password", "secret", "token", "authorization", "sasl"]);
 
-function redact(fields: Record<string, unknown>): Record<string, unknown> {
-  let out: Record<string, unknown> | undefined;
-  for (const key of Object.keys(fields)) {
-    if (REDACTED_KEYS.has(key.toLowerCase())) {
-      out ??= { ...fields };
-      out[key] = "[redacted]";
-    }
-  }
-  return out ?? fields;
-}
-
-function serializeError(value: unknown): unknown {
+function serializeValue(key: string, value: unknown): unknown {
+  if (REDACTED_KEYS.has(key.toLowerCase())) return "[redacted]";
   if (!(value instanceof Error)) return value;
   const code = (value as { code?: unknown }).code;
   return { name: value.name, message: value.message, code, stack: value.stack };
@@ -58,37 +50,60 @@ export interface LoggerOptions {
   write?: (line: string) => void;
 }
 
-/** Creates a JSON-lines logger writing to stderr (or `write`). */
-export function createLogger(options: LoggerOptions = {}): Logger {
-  const threshold = LOG_LEVELS[options.level ?? "info"];
-  const bindings = options.bindings ?? {};
-  const write = options.write ?? ((line: string) => process.stderr.write(line));
+class JsonLogger implements Logger {
+  readonly #threshold: number;
+  readonly #bindings: Record<string, unknown>;
+  readonly #write: (line: string) => void;
 
-  const emit = (
-    level: Exclude<LogLevel, "silent">,
-    fields: Record<string, unknown> | string,
-    msg?: string,
-  ) => {
-    if (LOG_LEVELS[level] < threshold) return;
-    const record: Record<string, unknown> = { time: new Date().toISOString(), level, ...bindings };
+  constructor(threshold: number, bindings: Record<string, unknown>, write: (line: string) => void) {
+    this.#threshold = threshold;
+    this.#bindings = bindings;
+    this.#write = write;
+  }
+
+  #emit(level: Exclude<LogLevel, "silent">, fields: Record<string, unknown> | string, msg?: string): void {
+    if (LOG_LEVELS[level] < this.#threshold) return;
+    const record: Record<string, unknown> = { time: new Date().toISOString(), level, ...this.#bindings };
     if (typeof fields === "string") {
       record.msg = fields;
     } else {
-      const clean = redact(fields);
-      for (const [key, value] of Object.entries(clean)) record[key] = serializeError(value);
+      for (const [key, value] of Object.entries(fields)) record[key] = serializeValue(key, value);
       if (msg !== undefined) record.msg = msg;
     }
-    write(`${JSON.stringify(record)}\n`);
-  };
+    this.#write(`${JSON.stringify(record)}\n`);
+  }
 
-  return {
-    trace: (f, m) => emit("trace", f, m),
-    debug: (f, m) => emit("debug", f, m),
-    info: (f, m) => emit("info", f, m),
-    warn: (f, m) => emit("warn", f, m),
-    error: (f, m) => emit("error", f, m),
-    fatal: (f, m) => emit("fatal", f, m),
-    child: (more) => createLogger({ ...options, bindings: { ...bindings, ...more } }),
-    isLevelEnabled: (level) => LOG_LEVELS[level] >= threshold,
-  };
+  trace(fields: Record<string, unknown> | string, msg?: string): void {
+    this.#emit("trace", fields, msg);
+  }
+  debug(fields: Record<string, unknown> | string, msg?: string): void {
+    this.#emit("debug", fields, msg);
+  }
+  info(fields: Record<string, unknown> | string, msg?: string): void {
+    this.#emit("info", fields, msg);
+  }
+  warn(fields: Record<string, unknown> | string, msg?: string): void {
+    this.#emit("warn", fields, msg);
+  }
+  error(fields: Record<string, unknown> | string, msg?: string): void {
+    this.#emit("error", fields, msg);
+  }
+  fatal(fields: Record<string, unknown> | string, msg?: string): void {
+    this.#emit("fatal", fields, msg);
+  }
+  child(bindings: Record<string, unknown>): Logger {
+    return new JsonLogger(this.#threshold, { ...this.#bindings, ...bindings }, this.#write);
+  }
+  isLevelEnabled(level: LogLevel): boolean {
+    return LOG_LEVELS[level] >= this.#threshold;
+  }
+}
+
+/** Creates a JSON-lines logger writing to stderr (or `write`). */
+export function createLogger(options: LoggerOptions = {}): Logger {
+  return new JsonLogger(
+    LOG_LEVELS[options.level ?? "info"],
+    options.bindings ?? {},
+    options.write ?? ((line: string) => process.stderr.write(line)),
+  );
 }
