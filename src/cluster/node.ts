@@ -6,6 +6,7 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { join } from "node:path";
+import { setFlagsFromString } from "node:v8";
 import type { Config } from "../config/defaults.ts";
 import { startAdminServer } from "../http/admin-server.ts";
 import type { Logger } from "../log.ts";
@@ -28,6 +29,9 @@ export const VERSION: string = (
 /** Starts a node from its configuration. */
 export async function startNode(config: Readonly<Config>, log: Logger): Promise<RunningNode> {
   const started = Date.now();
+  // V8 flags are process-wide; workers started after this inherit them. Without this V8 grows
+  // every isolate's heap far past its live data under connection churn.
+  if (config.runtime.optimizeForSize) setFlagsFromString("--optimize-for-size");
   const tls = await ensureCertificate(config, log);
   const store = new LevelStore(join(config.dataDir, "store"), { log });
   await store.open();

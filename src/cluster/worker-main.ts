@@ -4,6 +4,7 @@
  * ports, and exposes its control surface to the supervisor over comlink.
  */
 import { createSecureContext } from "node:tls";
+import { getHeapStatistics } from "node:v8";
 import { type MessagePort, workerData } from "node:worker_threads";
 import { bounceStanza } from "../../actors/bounce.ts";
 import type { SessionActor } from "../../actors/session-actor.ts";
@@ -45,6 +46,8 @@ export interface WorkerStats {
   logins: number;
   loginFailures: number;
   stanzasIn: number;
+  /** V8 heap in use by this worker's isolate. */
+  heapUsedBytes: number;
 }
 
 /** The control calls the supervisor makes (comlink). */
@@ -173,6 +176,7 @@ const control: WorkerControl = {
       logins: ctx.counters.logins,
       loginFailures: ctx.counters.loginFailures,
       stanzasIn: ctx.counters.stanzasIn,
+      heapUsedBytes: getHeapStatistics().used_heap_size,
     };
   },
   async stop() {

@@ -67,6 +67,13 @@ export interface Config {
   log: {
     level: "trace" | "debug" | "info" | "warn" | "error" | "fatal" | "silent";
   };
+  runtime: {
+    /**
+     * Run V8 with --optimize-for-size: about 14 KiB of RSS per session instead of about 73,
+     * for about 30 % more CPU per message (bench/c2s-throughput.ts; docs/configuration.md).
+     */
+    optimizeForSize: boolean;
+  };
   /** Cluster membership; a single node leaves it empty. */
   cluster: Record<string, unknown>;
 }
@@ -103,5 +110,6 @@ export const DEFAULT_CONFIG: Config = {
     allowList: ["127.0.0.1", "::1", "::ffff:127.0.0.1"],
   },
   log: { level: "info" },
+  runtime: { optimizeForSize: true },
   cluster: {},
 };

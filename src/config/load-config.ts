@@ -66,6 +66,7 @@ const SCHEMA: Record<string, Check> = {
   "registration.windowMs": positiveInt,
   "registration.allowList": stringList,
   "log.level": oneOf("trace", "debug", "info", "warn", "error", "fatal", "silent"),
+  "runtime.optimizeForSize": boolean,
   cluster: object,
 };
 
