@@ -81,6 +81,7 @@ export const ENV_KEYS: Record<string, string> = {
   STARLING_WORKERS: "workers",
   STARLING_ALLOW_REGISTRATION: "registration.allow",
   STARLING_LOG_LEVEL: "log.level",
+  STARLING_OPTIMIZE_FOR_SIZE: "runtime.optimizeForSize",
 };
 
 /** Options for {@link loadConfig}. */
