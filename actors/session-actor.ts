@@ -21,7 +21,7 @@ import {
   NS_ROSTER,
   NS_SM,
 } from "../src/xmpp/ns.ts";
-import { errorReply, serializeStanza } from "../src/xmpp/stanza.ts";
+import { errorReply, readdress, serializeStanza } from "../src/xmpp/stanza.ts";
 import type { RoutedStanza, SessionMessage, SessionRegistration } from "./messages.ts";
 
 /**
@@ -295,7 +295,7 @@ export class SessionActor {
           from: this.full,
           to: target,
           id: "",
-          xml: withTo(xmlText, target),
+          xml: readdress(xmlText, target),
         },
       });
     }
@@ -604,10 +604,4 @@ export class SessionActor {
 function formatTo(jid: NonNullable<ReturnType<typeof parseJid>>): string {
   const bare = jid.local === "" ? jid.domain : `${jid.local}@${jid.domain}`;
   return jid.resource === "" ? bare : `${bare}/${jid.resource}`;
-}
-
-function withTo(xmlText: string, to: string): string {
-  const el = xmlText.replace(/ to="[^"]*"/, "");
-  const end = el.startsWith("<presence") ? "<presence".length : el.indexOf(" ");
-  return `${el.slice(0, end)} to="${escapeXML(to)}"${el.slice(end)}`;
 }

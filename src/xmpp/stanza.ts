@@ -78,11 +78,16 @@ export function streamErrorXml(condition: StreamErrorCondition, text?: string): 
 
 /** Sets the `to`/`from` attributes on a serialised stanza's root without parsing it. */
 export function readdress(stanzaXml: string, to: string): string {
-  // Only the root's `to` changes; routed stanzas always carry one after the first space.
+  // Routed stanzas were serialised by ltx: every attribute is name="value" with quotes escaped
+  // inside values, so the start tag can be walked attribute by attribute. A value is never
+  // searched for ` to=` (a client could hide one inside its id).
   let end = stanzaXml.indexOf(">");
   if (stanzaXml[end - 1] === "/") end -= 1;
   const head = stanzaXml.slice(0, end);
-  const rest = stanzaXml.slice(end);
-  const replaced = head.replace(/ to="[^"]*"/, ` to="${escapeXML(to)}"`);
-  return (replaced === head ? `${head} to="${escapeXML(to)}"` : replaced) + rest;
+  const nameEnd = head.search(/\s|$/);
+  let attributes = "";
+  for (const match of head.slice(nameEnd).matchAll(/\s*([^\s=]+)="([^"]*)"/g)) {
+    if (match[1] !== "to") attributes += ` ${match[1]}="${match[2]}"`;
+  }
+  return `${head.slice(0, nameEnd)} to="${escapeXML(to)}"${attributes}${stanzaXml.slice(end)}`;
 }

@@ -47,6 +47,8 @@ export class StreamParser {
    */
   #mark = 0;
   #pendingError: StreamError | undefined;
+  /** Namespace prefixes declared on the stream header (other than `stream`). */
+  #rootPrefixes: Record<string, string> = {};
 
   constructor(events: StreamParserEvents, limits: StreamParserLimits) {
     this.#events = events;
@@ -66,7 +68,7 @@ export class StreamParser {
     saxes.on("opentag", (tag) => {
       const attrs: Record<string, string> = {};
       for (const [name, attr] of Object.entries(tag.attributes)) attrs[name] = attr.value;
-      this.#open(tag.name, attrs, tag.isSelfClosing);
+      this.#open(tag.name, attrs);
     });
     saxes.on("closetag", (tag) => this.#close(tag.name));
     saxes.on("text", (text) => this.#text(text));
@@ -106,11 +108,14 @@ export class StreamParser {
     );
   }
 
-  #open(name: string, attrs: Record<string, string>, selfClosing: boolean): void {
+  #open(name: string, attrs: Record<string, string>): void {
     if (this.#pendingError) return;
     if (!this.#opened) {
       this.#opened = true;
       this.#mark = this.#saxes.position;
+      for (const [key, value] of Object.entries(attrs)) {
+        if (key.startsWith("xmlns:") && key !== "xmlns:stream") this.#rootPrefixes[key] = value;
+      }
       this.#events.onStreamOpen(attrs, name);
       return;
     }
@@ -122,11 +127,12 @@ export class StreamParser {
       );
       return;
     }
-    const element = new Element(name, attrs);
     const parent = this.#stack.at(-1);
+    // A stanza travels on its own, away from the stream header: it carries the prefixes the
+    // header declared, or namespace-aware receivers could not read it.
+    const element = new Element(name, parent === undefined ? { ...this.#rootPrefixes, ...attrs } : attrs);
     if (parent !== undefined) parent.cnode(element);
     this.#stack.push(element);
-    void selfClosing;
   }
 
   #close(name: string): void {

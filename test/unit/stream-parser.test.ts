@@ -129,3 +129,15 @@ describe("parseElement", () => {
     assert.equal(parseElement(el.toString()).toString(), el.toString());
   });
 });
+
+describe("StreamParser namespace prefixes", () => {
+  it("StreamParser copies prefixes declared on the stream header onto each stanza", () => {
+    const { parser, events } = collect();
+    parser.write(`${HEADER.slice(0, -1)} xmlns:e='urn:example'><message><e:x/></message>`);
+    const stanza = events.stanzas[0]!;
+    assert.equal(stanza.attrs["xmlns:e"], "urn:example");
+    assert.equal(stanza.attrs["xmlns:stream"], undefined);
+    const text = stanza.toString();
+    assert.ok(text.includes('xmlns:e="urn:example"') && text.includes("<e:x/>"), text);
+  });
+});
