@@ -57,6 +57,7 @@ export class UserActor {
   #running = false;
   #activated = false;
   #pushId = 0;
+  #exists = false;
   /** Last time the actor did anything; idle actors without sessions are passivated. */
   lastActive = Date.now();
 
@@ -393,7 +394,22 @@ export class UserActor {
     if (stanza.type === "chat" && !stanza.noCopy) this.#carbonReceived(stanza, delivered);
   }
 
+  /**
+   * Whether the account exists. Only the store paths ask (offline messages, pending
+   * subscriptions): RFC 6121 §8.5.1 has the server refuse, not keep, stanzas for an account
+   * that does not exist, and anyone can address any JID. A "yes" is kept; a "no" is asked
+   * again, since the account may be registered meanwhile.
+   */
+  async #accountExists(): Promise<boolean> {
+    this.#exists ||= (await this.#ctx.store.getAccount(this.user)) !== undefined;
+    return this.#exists;
+  }
+
   async #storeOffline(stanzaXml: string, stanza: RoutedStanza | undefined): Promise<void> {
+    if (!(await this.#accountExists())) {
+      if (stanza !== undefined) bounceStanza(this.#ctx.router, stanza, "service-unavailable");
+      return;
+    }
     const stamped = addDelay(stanzaXml, this.#ctx.config.domain);
     const stored = await this.#ctx.store.pushOffline(
       this.user,
@@ -698,6 +714,7 @@ export class UserActor {
           this.#sendSubscription(contact, "subscribed");
           return;
         }
+        if (!(await this.#accountExists())) return;
         await this.#ctx.store.putPendingSubscription(this.user, { from: contact, stanza: xmlText });
         deliver();
         return;

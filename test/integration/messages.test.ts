@@ -141,6 +141,28 @@ describe("delivery to a bare JID", () => {
     // RFC 6121 §8.5.1: silently ignore, or return <service-unavailable/>.
     for (const error of errors) assert.equal(stanzaError(error)?.condition, "service-unavailable");
   });
+
+  test("a chat to an account that does not exist is refused, not stored for whoever registers the name later", async (t) => {
+    const node = getNode();
+    const alice = await newUser(node);
+    const a = await loginRaw(t, node, alice, { priority: 0 });
+    const ghost = `ghost-${Date.now()}`;
+    a.send(message(`${ghost}@${node.domain}`, "to nobody", "chat"));
+    const error = await a.waitFor(isErrorFor("to nobody"), "the error for a missing account");
+    assert.equal(stanzaError(error)?.condition, "service-unavailable");
+    await node.createUser(`${ghost}@${node.domain}`, "pw-ghost");
+    const g = await loginRaw(t, node, {
+      username: ghost,
+      jid: `${ghost}@${node.domain}`,
+      password: "pw-ghost",
+    });
+    await goOnline(g, { priority: 0 });
+    const delivered = await roundTrip(g);
+    assert.deepEqual(
+      [...delivered, ...g.pending()].filter((el) => el.getName() === "message").map(String),
+      [],
+    );
+  });
 });
 
 describe("delivery to a full JID", () => {
