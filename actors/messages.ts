@@ -25,6 +25,8 @@ export interface RoutedStanza {
 export interface SessionLocation {
   full: FullJid;
   shard: number;
+  /** Unique per session and worker incarnation: two sessions of one full JID never share it. */
+  sid: string;
 }
 
 /** What a session tells its UserActor when it re-registers (resumption, worker restart). */
@@ -88,18 +90,22 @@ export type UserMessage =
   /** XEP-0280: a message one session sent, to copy to the user's other carbon-enabled sessions. */
   | { kind: "carbon-sent"; user: BareJid; session: SessionLocation; xml: string }
   /** Stanzas a dead session never got acknowledged, to store offline (XEP-0198 §5). */
-  | { kind: "store-offline"; user: BareJid; stanzas: string[] };
+  | { kind: "store-offline"; user: BareJid; stanzas: string[] }
+  /** A worker had no session `session.sid` for a write: forget it, and keep the stanza if it was storable. */
+  | { kind: "session-gone"; user: BareJid; session: SessionLocation; xml?: string; storable?: boolean }
+  /** Worker `shard` restarted: its sessions older than `keepPrefix` are gone. */
+  | { kind: "shard-lost"; user: BareJid; shard: number; keepPrefix: string };
 
 /** Messages handled by a session on the worker that holds its socket. */
 export type SessionMessage =
   /** Write a stanza to the client. */
-  | { kind: "write"; full: FullJid; xml: string; isMessage?: boolean }
+  | { kind: "write"; full: FullJid; sid: string; xml: string; isMessage?: boolean }
   /** Another session bound the same resource (RFC 6120 §7.7.2.2): close with `<conflict/>`. */
-  | { kind: "conflict"; full: FullJid }
+  | { kind: "conflict"; full: FullJid; sid: string }
   /** How many of the user's sessions have carbons enabled (XEP-0280). */
-  | { kind: "carbon-peers"; full: FullJid; enabled: number }
+  | { kind: "carbon-peers"; full: FullJid; sid: string; enabled: number }
   /** The user's blocklist changed (XEP-0191); sessions refuse to send to blocked JIDs. */
-  | { kind: "blocklist"; full: FullJid; list: string[] };
+  | { kind: "blocklist"; full: FullJid; sid: string; list: string[] };
 
 /** Requests between workers of one node (XEP-0198 resumption). */
 export type WorkerMessage =

@@ -22,7 +22,7 @@ import {
   NS_SM,
 } from "../src/xmpp/ns.ts";
 import { errorReply, readdress, serializeStanza } from "../src/xmpp/stanza.ts";
-import type { RoutedStanza, SessionMessage, SessionRegistration } from "./messages.ts";
+import type { RoutedStanza, SessionLocation, SessionMessage, SessionRegistration } from "./messages.ts";
 
 /**
  * XEP-0198 §4: the server may request an acknowledgement at any time. Asking once this many
@@ -62,6 +62,8 @@ export interface SessionSnapshot {
 export class SessionActor {
   readonly full: FullJid;
   readonly bare: BareJid;
+  /** This session's id on its worker (see SessionLocation.sid). */
+  readonly sid: string;
   readonly #ctx: ShardContext;
   readonly #log: Logger;
   #link: ClientLink | undefined;
@@ -83,16 +85,27 @@ export class SessionActor {
   #rosterInterest = false;
   #blocklistInterest = false;
   #ended = false;
+  /** Writes waiting for {@link release} (while binding). */
+  #held: [string, boolean][] | undefined;
 
-  constructor(full: FullJid, ctx: ShardContext, link: ClientLink, snapshot?: SessionSnapshot) {
+  constructor(
+    full: FullJid,
+    ctx: ShardContext,
+    link: ClientLink,
+    snapshot?: SessionSnapshot,
+    options: { hold?: boolean } = {},
+  ) {
+    if (options.hold) this.#held = [];
     this.full = full;
     this.bare = bareOf(parseJid(full)!);
+    this.sid = ctx.nextSid();
     this.#ctx = ctx;
     this.#link = link;
     this.#log = ctx.log.child({ jid: full });
     if (snapshot !== undefined) {
       this.#smEnabled = true;
       this.#token = snapshot.token;
+      ctx.resumable.set(snapshot.token, this);
       this.#handledIn = snapshot.handledIn;
       this.#sentOut = snapshot.sentOut;
       this.#unacked = snapshot.unacked;
@@ -214,7 +227,7 @@ export class SessionActor {
       this.#ctx.router.toUser({
         kind: "carbon-sent",
         user: this.bare,
-        session: this.#location(),
+        session: this.location(),
         xml: stanza.xml,
       });
     }
@@ -237,7 +250,7 @@ export class SessionActor {
       this.#ctx.router.toUser({
         kind: "presence",
         user: this.bare,
-        session: this.#location(),
+        session: this.location(),
         xml: xmlText,
         priority,
         available,
@@ -253,7 +266,7 @@ export class SessionActor {
       this.#ctx.router.toUser({
         kind: "subscription-out",
         user: this.bare,
-        session: this.#location(),
+        session: this.location(),
         to: target,
         type,
         xml: serializeStanza(el),
@@ -325,7 +338,7 @@ export class SessionActor {
           this.#ctx.router.toUser({
             kind: "iq",
             user: this.bare,
-            session: this.#location(),
+            session: this.location(),
             xml: serializeStanza(el),
           });
           return;
@@ -342,7 +355,7 @@ export class SessionActor {
           await this.#ctx.router.requestUser((reqId) => ({
             kind: "carbons",
             user: this.bare,
-            session: this.#location(),
+            session: this.location(),
             enabled,
             reqId,
           }));
@@ -392,8 +405,9 @@ export class SessionActor {
     );
   }
 
-  #location() {
-    return { full: this.full, shard: this.#ctx.index };
+  /** Where the UserActor reaches this session. */
+  location(): SessionLocation {
+    return { full: this.full, shard: this.#ctx.index, sid: this.sid };
   }
 
   /** Writes a reply the server generated to the client (counted by XEP-0198 like any stanza). */
@@ -428,9 +442,20 @@ export class SessionActor {
     }
   }
 
+  /** Sends what arrived while binding, after the bind result. */
+  release(): void {
+    const held = this.#held ?? [];
+    this.#held = undefined;
+    for (const [text, storable] of held) this.write(text, storable);
+  }
+
   /** Writes a stanza, logging it for XEP-0198 when enabled. */
   write(xmlText: string, storable: boolean): void {
     if (this.#ended) return;
+    if (this.#held !== undefined) {
+      this.#held.push([xmlText, storable]);
+      return;
+    }
     if (this.#smEnabled) {
       this.#sentOut = (this.#sentOut + 1) % 2 ** 32;
       this.#unacked.push([this.#sentOut, xmlText, storable]);
@@ -528,7 +553,7 @@ export class SessionActor {
   #finish(unbind: boolean): void {
     if (this.#resumeTimer !== undefined) clearTimeout(this.#resumeTimer);
     if (this.#token !== undefined) this.#ctx.resumable.delete(this.#token);
-    if (this.#ctx.sessions.get(this.full) === this) this.#ctx.sessions.delete(this.full);
+    this.#ctx.sessions.delete(this.sid);
     const stored = this.#unacked.filter(([, , storable]) => storable).map(([, text]) => text);
     this.#unacked = [];
     if (stored.length > 0)
@@ -539,7 +564,7 @@ export class SessionActor {
     this.#ctx.router.toUser({
       kind: "unbind",
       user: this.bare,
-      session: this.#location(),
+      session: this.location(),
       unavailable,
       directed: [],
     });
@@ -564,7 +589,7 @@ export class SessionActor {
     this.#ended = true;
     if (this.#resumeTimer !== undefined) clearTimeout(this.#resumeTimer);
     this.#ctx.resumable.delete(this.#token);
-    if (this.#ctx.sessions.get(this.full) === this) this.#ctx.sessions.delete(this.full);
+    this.#ctx.sessions.delete(this.sid);
     // XEP-0198 §5: a resumed session replaces a connection the server still believed alive.
     old?.closeWithError("conflict", "resumed on another connection");
     return {
@@ -586,7 +611,6 @@ export class SessionActor {
 
   /** After resumption: registers the token and re-sends every unacknowledged stanza. */
   resumeOn(previd: string): void {
-    this.#ctx.resumable.set(previd, this);
     this.#link?.send(`<resumed xmlns="${NS_SM}" h="${this.#handledIn}" previd="${escapeXML(previd)}"/>`);
     for (const [, text] of this.#unacked) this.#link?.send(text);
     if (this.#unacked.length > 0) {

@@ -29,6 +29,7 @@ export interface UserActorContext {
 
 interface SessionState {
   shard: number;
+  sid: string;
   /** Last broadcast presence, serialised, when the session is available. */
   presence: string | undefined;
   priority: number;
@@ -85,11 +86,6 @@ export class UserActor {
     return true;
   }
 
-  /** The sessions this actor knows on a shard (re-registration after a worker restart). */
-  sessionsOn(shard: number): FullJid[] {
-    return [...this.#sessions].filter(([, s]) => s.shard === shard).map(([full]) => full);
-  }
-
   async #drain(): Promise<void> {
     this.#running = true;
     try {
@@ -135,7 +131,11 @@ export class UserActor {
         return this.#onUnbind(msg.session, msg.unavailable, msg.directed);
       case "relocate": {
         // The session's own view wins: after a worker restart this actor starts from nothing.
-        this.#sessions.set(msg.session.full, { shard: msg.session.shard, ...msg.state });
+        this.#sessions.set(msg.session.full, {
+          shard: msg.session.shard,
+          sid: msg.session.sid,
+          ...msg.state,
+        });
         this.#announceCarbonPeers();
         return;
       }
@@ -161,6 +161,17 @@ export class UserActor {
       case "store-offline":
         for (const stanza of msg.stanzas) await this.#storeOffline(stanza, undefined);
         return;
+      case "session-gone": {
+        const state = this.#sessions.get(msg.session.full);
+        if (state !== undefined && state.sid === msg.session.sid) this.#forget(msg.session.full, state);
+        if (msg.xml !== undefined && msg.storable) await this.#storeOffline(msg.xml, undefined);
+        return;
+      }
+      case "shard-lost":
+        for (const [full, state] of [...this.#sessions]) {
+          if (state.shard === msg.shard && !state.sid.startsWith(msg.keepPrefix)) this.#forget(full, state);
+        }
+        return;
       default: {
         const never: never = msg;
         throw new TypeError(`unknown user message ${JSON.stringify(never)}`);
@@ -175,7 +186,7 @@ export class UserActor {
     if (existing !== undefined) {
       // RFC 6120 §7.7.2.2: the existing session is terminated with <conflict/>, and its
       // contacts see that resource go unavailable before the new one announces itself.
-      this.#writeSession(session.full, existing.shard, { kind: "conflict" });
+      this.#writeSession(session.full, existing, { kind: "conflict" });
       if (existing.presence !== undefined) {
         existing.presence = undefined;
         const unavailable = `<presence xmlns="${NS_CLIENT}" type="unavailable" from="${escapeXML(session.full)}"/>`;
@@ -183,7 +194,7 @@ export class UserActor {
         this.#broadcastPresence(session.full, unavailable, []);
       }
     }
-    this.#sessions.set(session.full, newSession(session.shard));
+    this.#sessions.set(session.full, newSession(session.shard, session.sid));
     const reply: BindReply = { blocklist: [...this.#blocklist] };
     this.#ctx.router.reply(session.shard, reqId, { ok: true, value: reply });
     this.#announceCarbonPeers();
@@ -196,7 +207,7 @@ export class UserActor {
   ): Promise<void> {
     const state = this.#sessions.get(session.full);
     // A newer session with the same resource may already have replaced this one.
-    if (state === undefined || state.shard !== session.shard) return;
+    if (state === undefined || state.sid !== session.sid) return;
     this.#sessions.delete(session.full);
     if (state.presence !== undefined) {
       const xmlText =
@@ -207,30 +218,43 @@ export class UserActor {
     this.#announceCarbonPeers();
   }
 
+  /** Drops a session that vanished without an unbind (its worker died or lost it). */
+  #forget(full: FullJid, state: SessionState): void {
+    this.#sessions.delete(full);
+    if (state.presence !== undefined) {
+      this.#broadcastPresence(
+        full,
+        `<presence xmlns="${NS_CLIENT}" type="unavailable" from="${escapeXML(full)}"/>`,
+        [],
+      );
+    }
+    this.#announceCarbonPeers();
+  }
+
   #announceCarbonPeers(): void {
     let enabled = 0;
     for (const state of this.#sessions.values()) if (state.carbons) enabled++;
     for (const [full, state] of this.#sessions) {
-      this.#writeSession(full, state.shard, { kind: "carbon-peers", enabled });
+      this.#writeSession(full, state, { kind: "carbon-peers", enabled });
     }
   }
 
   #writeSession(
     full: FullJid,
-    shard: number,
+    to: { shard: number; sid: string },
     msg:
       | { kind: "conflict" }
       | { kind: "carbon-peers"; enabled: number }
       | { kind: "blocklist"; list: string[] }
       | { kind: "write"; xml: string; isMessage?: boolean },
   ): void {
-    this.#ctx.router.send(shard, { t: "session", msg: { ...msg, full } });
+    this.#ctx.router.send(to.shard, { t: "session", msg: { ...msg, full, sid: to.sid } });
   }
 
   #write(full: FullJid, xmlText: string, isMessage = false): boolean {
     const state = this.#sessions.get(full);
     if (state === undefined) return false;
-    this.#writeSession(full, state.shard, { kind: "write", xml: xmlText, isMessage });
+    this.#writeSession(full, state, { kind: "write", xml: xmlText, isMessage });
     return true;
   }
 
@@ -455,7 +479,7 @@ export class UserActor {
     const state = this.#sessions.get(session.full);
     const query = iq.getChild("query", NS_ROSTER);
     const reply = (el: Element) =>
-      this.#writeSession(session.full, session.shard, { kind: "write", xml: el.toString() });
+      this.#writeSession(session.full, session, { kind: "write", xml: el.toString() });
     if (query !== undefined) {
       if (iq.attrs.type === "get") {
         if (state !== undefined) state.rosterInterest = true;
@@ -578,7 +602,7 @@ export class UserActor {
     }
     // Push the change to every session that asked for the blocklist.
     for (const [full, state] of this.#sessions) {
-      this.#writeSession(full, state.shard, { kind: "blocklist", list: [...this.#blocklist] });
+      this.#writeSession(full, state, { kind: "blocklist", list: [...this.#blocklist] });
       if (!state.blocklistInterest) continue;
       const push = xml("iq", { xmlns: NS_CLIENT, type: "set", id: `push${++this.#pushId}`, to: full });
       const child = push.c(block.name, { xmlns: NS_BLOCKING });
@@ -752,9 +776,10 @@ export class UserActor {
   }
 }
 
-function newSession(shard: number): SessionState {
+function newSession(shard: number, sid: string): SessionState {
   return {
     shard,
+    sid,
     presence: undefined,
     priority: 0,
     rosterInterest: false,

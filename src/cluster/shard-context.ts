@@ -9,7 +9,6 @@ import type { LoginThrottle } from "../auth/login-throttle.ts";
 import type { Config } from "../config/defaults.ts";
 import type { Logger } from "../log.ts";
 import type { Store } from "../storage/store.ts";
-import type { FullJid } from "../xmpp/jid.ts";
 import type { Remote } from "./comlink-setup.ts";
 import type { ShardRouter } from "./shard-router.ts";
 
@@ -24,6 +23,8 @@ export interface ShardCounters {
 /** The shared state of one shard. */
 export interface ShardContext {
   readonly index: number;
+  /** Workers on this node. */
+  readonly workers: number;
   readonly config: Readonly<Config>;
   readonly log: Logger;
   readonly store: Store;
@@ -35,8 +36,12 @@ export interface ShardContext {
   readonly tlsContext: SecureContext;
   /** PEM certificate chain and key, for the direct-TLS listener. */
   readonly tlsCredentials: { cert: string; key: string };
-  /** Bound sessions whose sockets this shard holds. */
-  readonly sessions: Map<FullJid, SessionActor>;
+  /** Sessions whose sockets this shard holds (and detached ones awaiting resumption), by sid. */
+  readonly sessions: Map<string, SessionActor>;
+  /** Prefix of every sid this worker incarnation hands out. */
+  readonly sidPrefix: string;
+  /** A new session id, unique across workers and restarts. */
+  nextSid(): string;
   /** Sessions that can be resumed, by XEP-0198 token (attached or detached). */
   readonly resumable: Map<string, SessionActor>;
   readonly counters: ShardCounters;

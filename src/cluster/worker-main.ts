@@ -3,11 +3,11 @@
  * partitions it owns and the sessions whose sockets it accepted, listens on the shared c2s
  * ports, and exposes its control surface to the supervisor over comlink.
  */
+import { randomBytes } from "node:crypto";
 import { createSecureContext } from "node:tls";
 import { getHeapStatistics } from "node:v8";
 import { type MessagePort, workerData } from "node:worker_threads";
 import { bounceStanza } from "../../actors/bounce.ts";
-import type { SessionActor } from "../../actors/session-actor.ts";
 import { UserActor } from "../../actors/user-actor.ts";
 import { InternalAuthProvider } from "../auth/internal-auth.ts";
 import type { LoginThrottle } from "../auth/login-throttle.ts";
@@ -16,7 +16,7 @@ import { createLogger } from "../log.ts";
 import { connectStore } from "../storage/remote-store.ts";
 import { type C2sListeners, startC2sListeners } from "../transport/tcp-listener.ts";
 import { takeResumable } from "../xmpp/c2s-connection.ts";
-import type { BareJid } from "../xmpp/jid.ts";
+import { type BareJid, splitFullJid } from "../xmpp/jid.ts";
 import { expose, nodeEndpoint, type Remote, wrap } from "./comlink-setup.ts";
 import type { Envelope } from "./envelope.ts";
 import { singleNodeTable } from "./ring.ts";
@@ -54,8 +54,13 @@ export interface WorkerStats {
 export interface WorkerControl {
   listen(ports: { c2s: number; tls: number }): Promise<{ c2s: number; tls: number }>;
   setPeerPort(shard: number, port: MessagePort): void;
-  /** Another worker restarted: re-register our sessions whose users it hosts. */
-  peerRestarted(shard: number): void;
+  /**
+   * Worker `shard` restarted (its sessions now have sids starting `keepPrefix`): forget the
+   * sessions that died with it and re-register ours whose users it hosts.
+   */
+  peerRestarted(shard: number, keepPrefix: string): void;
+  /** The prefix of this worker's session ids. */
+  sidPrefix(): string;
   stats(): WorkerStats;
   stop(): Promise<void>;
 }
@@ -67,9 +72,13 @@ const actors = new Map<BareJid, UserActor>();
 const table = singleNodeTable("local", init.workers, init.config.partitions);
 const router = new ShardRouter(init.index, table, (envelope) => dispatch(envelope));
 const auth = new InternalAuthProvider(store);
+// Session ids carry this worker incarnation's prefix, so a restarted worker never reuses one.
+const sidPrefix = `${init.index}.${randomBytes(4).toString("hex")}.`;
+let nextSidNumber = 1;
 const throttles = wrap<NodeThrottles>(nodeEndpoint(init.throttlePort));
 const ctx: ShardContext = {
   index: init.index,
+  workers: init.workers,
   config: init.config,
   log,
   store,
@@ -81,6 +90,8 @@ const ctx: ShardContext = {
   tlsContext: createSecureContext({ cert: init.tls.cert, key: init.tls.key }),
   tlsCredentials: init.tls,
   sessions: new Map(),
+  sidPrefix,
+  nextSid: () => `${sidPrefix}${nextSidNumber++}`,
   resumable: new Map(),
   counters: { connections: 0, logins: 0, loginFailures: 0, stanzasIn: 0 },
   version: init.version,
@@ -110,8 +121,21 @@ function dispatch(envelope: Envelope): void {
       return;
     }
     case "session": {
-      const session = ctx.sessions.get(envelope.msg.full) ?? detachedSession(envelope.msg.full);
-      session?.deliver(envelope.msg);
+      const msg = envelope.msg;
+      const session = ctx.sessions.get(msg.sid);
+      if (session !== undefined) return session.deliver(msg);
+      if (msg.kind === "write") {
+        // The session is gone without its UserActor knowing (a lost resume, a crash): say so,
+        // and hand back what should not be lost.
+        const user = splitFullJid(msg.full).bare;
+        router.toUser({
+          kind: "session-gone",
+          user,
+          session: { full: msg.full, shard: init.index, sid: msg.sid },
+          xml: msg.xml,
+          storable: msg.isMessage ?? false,
+        });
+      }
       return;
     }
     case "worker": {
@@ -129,21 +153,14 @@ function dispatch(envelope: Envelope): void {
   }
 }
 
-/** A detached (resumable) session still receives stanzas into its XEP-0198 log. */
-function detachedSession(full: string): SessionActor | undefined {
-  for (const session of ctx.resumable.values()) if (session.full === full && session.detached) return session;
-  return undefined;
-}
-
 /** Re-registers sessions with the UserActors a restarted worker hosts (their state died with it). */
 function reregister(shard: number): void {
-  const sessions = [...ctx.sessions.values(), ...[...ctx.resumable.values()].filter((s) => s.detached)];
-  for (const session of sessions) {
+  for (const session of ctx.sessions.values()) {
     if (router.shardOfUser(session.bare) !== shard) continue;
     router.toUser({
       kind: "relocate",
       user: session.bare,
-      session: { full: session.full, shard: init.index },
+      session: session.location(),
       state: session.registration(),
     });
   }
@@ -164,8 +181,14 @@ const control: WorkerControl = {
   setPeerPort(shard, port) {
     router.setPort(shard, port);
   },
-  peerRestarted(shard) {
+  peerRestarted(shard, keepPrefix) {
+    // Sessions our actors still believe live on the restarted worker died with it.
+    for (const actor of actors.values())
+      actor.enqueue({ kind: "shard-lost", user: actor.user, shard, keepPrefix });
     reregister(shard);
+  },
+  sidPrefix() {
+    return sidPrefix;
   },
   stats() {
     return {

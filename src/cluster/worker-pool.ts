@@ -41,6 +41,8 @@ export class WorkerPool {
   readonly #slots: WorkerSlot[] = [];
   #ports = { c2s: 0, tls: 0 };
   #stopping = false;
+  readonly #lastRestart: number[] = [];
+  readonly #quickRestarts: number[] = [];
   restarts = 0;
 
   readonly #throttles: NodeThrottles;
@@ -119,15 +121,31 @@ export class WorkerPool {
 
   async #restart(index: number, code: number): Promise<void> {
     this.restarts++;
-    this.#options.log.error({ worker: index, code }, "worker exited; restarting it");
-    const slot = this.#spawn(index);
-    this.#slots[index] = slot;
-    for (let j = 0; j < this.#slots.length; j++) if (j !== index) await this.#connect(index, j);
-    await slot.control.listen(this.#ports);
-    slot.ready = true;
-    for (let j = 0; j < this.#slots.length; j++)
-      if (j !== index) await this.#slots[j]!.control.peerRestarted(index);
-    this.#options.log.info({ worker: index }, "worker restarted");
+    // A worker that dies again soon after a restart waits longer each time (up to 30 s), so a
+    // crash at start-up cannot spin the supervisor.
+    const now = Date.now();
+    const quick = now - (this.#lastRestart[index] ?? 0) < 10_000;
+    this.#quickRestarts[index] = quick ? (this.#quickRestarts[index] ?? 0) + 1 : 0;
+    this.#lastRestart[index] = now;
+    const delayMs = quick ? Math.min(30_000, 100 * 2 ** this.#quickRestarts[index]!) : 0;
+    this.#options.log.error({ worker: index, code, delayMs }, "worker exited; restarting it");
+    if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
+    if (this.#stopping) return;
+    try {
+      const slot = this.#spawn(index);
+      this.#slots[index] = slot;
+      for (let j = 0; j < this.#slots.length; j++) if (j !== index) await this.#connect(index, j);
+      await slot.control.listen(this.#ports);
+      slot.ready = true;
+      const keepPrefix = await slot.control.sidPrefix();
+      for (let j = 0; j < this.#slots.length; j++) {
+        if (j !== index) await this.#slots[j]!.control.peerRestarted(index, keepPrefix);
+      }
+      this.#options.log.info({ worker: index }, "worker restarted");
+    } catch (error) {
+      // The new worker died during its own start; its exit handler schedules the next attempt.
+      this.#options.log.error({ err: error, worker: index }, "worker restart failed");
+    }
   }
 
   /** Terminates a worker abruptly; the supervisor restarts it as after a crash. */

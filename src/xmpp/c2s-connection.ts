@@ -247,20 +247,20 @@ export class C2sConnection implements ClientLink {
     const ns = el.attrs.xmlns;
     if (this.#jid === undefined) {
       if (el.name === "starttls" && ns === NS_TLS) return this.#onStartTls();
-      if (ns === NS_SASL) return void this.#onSasl(el);
+      if (ns === NS_SASL) return this.#guard(this.#onSasl(el));
       if (
         el.name === "iq" &&
         el.getChild("query", NS_REGISTER) !== undefined &&
         this.#ctx.config.registration.allow
       ) {
-        return void this.#onRegister(el);
+        return this.#guard(this.#onRegister(el));
       }
       // RFC 6120 §6.4.7 / §7.1: nothing but negotiation before authentication.
       return this.closeWithError("not-authorized", "authenticate first");
     }
-    if (el.name === "resume" && ns === NS_SM) return void this.#onResume(el);
+    if (el.name === "resume" && ns === NS_SM) return this.#guard(this.#onResume(el));
     if (el.name === "iq" && el.getChild("bind", NS_BIND) !== undefined && el.attrs.type === "set") {
-      return void this.#onBind(el);
+      return this.#guard(this.#onBind(el));
     }
     if (el.name === "enable" && ns === NS_SM) {
       return this.send(
@@ -269,6 +269,14 @@ export class C2sConnection implements ClientLink {
     }
     // RFC 6120 §7.1: stanzas before binding get <not-authorized/>.
     this.closeWithError("not-authorized", "bind a resource first");
+  }
+
+  /** A failed async handler is this connection's problem only: log it once and close. */
+  #guard(work: Promise<void>): void {
+    work.catch((error: unknown) => {
+      this.#log.error({ err: error }, "connection handler failed");
+      this.closeWithError("internal-server-error");
+    });
   }
 
   // --- STARTTLS (RFC 6120 §5) -------------------------------------------------------------
@@ -374,17 +382,21 @@ export class C2sConnection implements ClientLink {
     }
     const jid = this.#jid!;
     const full = fullJid(jid, resource);
-    const session = new SessionActor(full, this.#ctx, this);
+    // Registered before the UserActor hears of it, so nothing it sends right after binding is
+    // lost; held until the bind result has gone out, so nothing precedes it.
+    const session = new SessionActor(full, this.#ctx, this, undefined, { hold: true });
+    this.#ctx.sessions.set(session.sid, session);
     try {
       const reply = await this.#ctx.router.requestUser<BindReply>((reqId) => ({
         kind: "bind",
         user: jid,
-        session: { full, shard: this.#ctx.index },
+        session: session.location(),
         reqId,
       }));
       session.setBlocklist(reply.blocklist);
     } catch (error) {
       this.#log.error({ err: error }, "bind failed");
+      this.#ctx.sessions.delete(session.sid);
       this.#binding = false;
       return this.send(errorReply(iq, "internal-server-error").toString());
     }
@@ -394,61 +406,75 @@ export class C2sConnection implements ClientLink {
     }
     this.#attach(session);
     this.send(iqResult(iq, undefined, xml("bind", { xmlns: NS_BIND }, xml("jid", {}, full))).toString());
+    session.release();
   }
 
   #attach(session: SessionActorType): void {
     this.#session = session;
-    this.#ctx.sessions.set(session.full, session);
+    this.#ctx.sessions.set(session.sid, session);
     this.#startPings();
   }
 
   // --- XEP-0198 resumption ----------------------------------------------------------------
 
   async #onResume(el: Element): Promise<void> {
+    // One bind or resume per stream (XEP-0198 §5: resume instead of binding).
+    if (this.#binding) {
+      return this.send(
+        `<failed xmlns="${NS_SM}"><unexpected-request xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`,
+      );
+    }
+    this.#binding = true;
     const previd = el.attrs.previd ?? "";
     const h = Number(el.attrs.h);
-    const shard = Number.parseInt(previd.split(".")[0] ?? "", 10);
+    const home = Number.parseInt(previd.split(".")[0] ?? "", 10);
     let snapshot: SessionSnapshot | undefined;
-    if (Number.isInteger(shard) && shard >= 0 && Number.isInteger(h)) {
-      try {
-        snapshot =
-          shard === this.#ctx.index
-            ? this.takeLocal(previd, h, this.#jid!)
-            : await this.#ctx.router.requestShard<SessionSnapshot | undefined>(shard, (reqId) => ({
-                t: "worker",
-                msg: {
-                  kind: "resume-take",
-                  token: previd,
-                  h,
-                  toShard: this.#ctx.index,
-                  reqId,
-                  user: this.#jid!,
-                },
-              }));
-      } catch (error) {
-        this.#log.warn({ err: error }, "resumption failed");
+    if (Number.isInteger(home) && home >= 0 && home < this.#ctx.workers && Number.isInteger(h)) {
+      // The id names the worker that issued it; a session resumed before may live elsewhere
+      // now, so the other workers are asked after the home one (a rare path).
+      const order = [
+        home,
+        ...Array.from({ length: this.#ctx.workers }, (_, i) => i).filter((i) => i !== home),
+      ];
+      for (const shard of order) {
+        snapshot = await this.#takeFrom(shard, previd, h).catch((error: unknown) => {
+          this.#log.warn({ err: error, shard }, "resumption request failed");
+          return undefined;
+        });
+        if (snapshot !== undefined) break;
       }
     }
-    if (snapshot === undefined || this.#closed) {
+    if (snapshot === undefined) {
+      this.#binding = false;
       // XEP-0198 §5: an unknown or expired session is <item-not-found/>.
       return this.send(
         `<failed xmlns="${NS_SM}"><item-not-found xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`,
       );
     }
     const session = new SessionActor(snapshot.full, this.#ctx, this, snapshot);
-    this.#attach(session);
+    this.#ctx.sessions.set(session.sid, session);
     this.#ctx.router.toUser({
       kind: "relocate",
       user: session.bare,
-      session: { full: session.full, shard: this.#ctx.index },
+      session: session.location(),
       state: session.registration(),
     });
+    if (this.#closed) {
+      // The new socket died while the session moved: keep it resumable rather than lose it.
+      session.onLinkClosed(false);
+      return;
+    }
+    this.#attach(session);
     session.resumeOn(previd);
   }
 
-  /** Takes a resumable session held by this shard. */
-  takeLocal(token: string, h: number, user: BareJid): SessionSnapshot | undefined {
-    return takeResumable(this.#ctx, token, h, user);
+  #takeFrom(shard: number, token: string, h: number): Promise<SessionSnapshot | undefined> {
+    const user = this.#jid!;
+    if (shard === this.#ctx.index) return Promise.resolve(takeResumable(this.#ctx, token, h, user));
+    return this.#ctx.router.requestShard<SessionSnapshot | undefined>(shard, (reqId) => ({
+      t: "worker",
+      msg: { kind: "resume-take", token, h, toShard: this.#ctx.index, reqId, user },
+    }));
   }
 
   // --- in-band registration (XEP-0077) ----------------------------------------------------

@@ -69,10 +69,27 @@ test("a crashed worker is restarted; clients on the other worker keep chatting w
     }
   }
 
-  // A client that lost its socket logs in again, on whichever worker the kernel picks.
-  const lostUser = users[clients.findIndex((c) => closed.has(c))]!;
-  const again = await loginRaw(t, node, lostUser, { priority: 1 });
+  // Users whose sockets died are offline now, wherever their UserActor lives: what is sent to
+  // them meanwhile is stored, not written to a session that no longer exists.
+  const lost = users.filter((_, i) => closed.has(clients[i]!));
   const peer = survivors[0]!;
+  for (const user of lost) {
+    peer.send(`<message to='${esc(user.jid)}' type='chat'><body>while you were away</body></message>`);
+  }
+  for (const user of lost) {
+    const back = await loginRaw(t, node, user);
+    back.send("<presence/>");
+    const stored = await back.waitFor(
+      (el) => el.getName() === "message" && el.getChildText("body") === "while you were away",
+      `${user.jid}'s offline message`,
+    );
+    assert.ok(stored.getChild("delay", "urn:xmpp:delay"), "delivered from offline storage");
+    back.destroy();
+  }
+
+  // A client that lost its socket logs in again, on whichever worker the kernel picks.
+  const lostUser = lost[0]!;
+  const again = await loginRaw(t, node, lostUser, { priority: 1 });
   again.send(`<message to='${esc(peer.jid!.split("/")[0]!)}' type='chat'><body>back</body></message>`);
   await peer.waitFor(
     (el) => el.getName() === "message" && el.getChildText("body") === "back",

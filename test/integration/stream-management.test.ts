@@ -168,6 +168,29 @@ describe("resumption", () => {
     assert.deepEqual(before.filter(isPresenceFrom(a.jid!, "unavailable")).map(String), []);
   });
 
+  test("a session can be resumed again and again, whichever worker each new connection lands on", async (t) => {
+    const node = getNode();
+    const [alice, bob] = await newUsers(node, 2);
+    const b = await loginRaw(t, node, bob!, { priority: 0, label: "bob" });
+    let a = await loginRaw(t, node, alice!, { priority: 0, label: "alice" });
+    const previd = (await a.enableSm({ resume: true, autoAck: true })).attrs.id!;
+    const fullJid = a.jid;
+    // With two workers, six drops make it all but certain that some resume crosses workers
+    // and a later one must find the session where the previous resume left it.
+    for (let round = 0; round < 6; round++) {
+      const h = a.smInbound ?? 0;
+      a.reset();
+      await a.whenClosed;
+      b.send(`<message to='${fullJid}' type='chat'><body>round ${round}</body></message>`);
+      const { client } = await authenticatedWithoutBind(t, node, alice!);
+      const answer = await client.resumeSm(previd, h, { autoAck: true });
+      assert.ok(answer.is("resumed", NS_SM), `round ${round}: ${answer.toString()}`);
+      client.jid = fullJid;
+      await client.waitFor(isMessageWithBody(`round ${round}`), `round ${round} after resuming`);
+      a = client;
+    }
+  });
+
   test("resuming an unknown id gets <failed><item-not-found/>, and the stream can still bind", async (t) => {
     const node = getNode();
     const user = await newUser(node);

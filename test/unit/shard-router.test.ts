@@ -8,7 +8,7 @@ import { ShardRouter } from "../../src/cluster/shard-router.ts";
 import type { FullJid } from "../../src/xmpp/jid.ts";
 
 function write(n: number): Envelope {
-  return { t: "session", msg: { kind: "write", full: "a@b/c" as FullJid, xml: String(n) } };
+  return { t: "session", msg: { kind: "write", full: "a@b/c" as FullJid, sid: "0.x.1", xml: String(n) } };
 }
 
 function received(envelope: Envelope): number {
