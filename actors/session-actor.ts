@@ -31,12 +31,24 @@ import type { RoutedStanza, SessionLocation, SessionMessage, SessionRegistration
  */
 const SM_REQUEST_ACK_AFTER = 10;
 
+/** Recipients of directed presence remembered per session (RFC 6121 §4.6). */
+const MAX_DIRECTED_PRESENCES = 1000;
+
+/**
+ * iq requests a session may have in its handlers at once (store reads and writes, password
+ * hashing); past it the socket stops being read until one finishes.
+ */
+const MAX_IQS_IN_FLIGHT = 16;
+
 /** The socket side of a session, provided by the c2s connection (TCP or, later, WebSocket). */
 export interface ClientLink {
   send(xmlText: string): void;
   closeWithError(condition: StreamErrorCondition, text?: string): void;
   /** Closes the stream without an error (`</stream:stream>`). */
   close(): void;
+  /** Stops reading the socket (inbound flow control) until {@link resumeReading}. */
+  pauseReading(): void;
+  resumeReading(): void;
   readonly remoteAddress: string;
 }
 
@@ -85,6 +97,7 @@ export class SessionActor {
   #rosterInterest = false;
   #blocklistInterest = false;
   #ended = false;
+  #iqsInFlight = 0;
   /** Writes waiting for {@link release} (while binding). */
   #held: [string, boolean][] | undefined;
 
@@ -182,7 +195,10 @@ export class SessionActor {
       case "presence":
         return this.#onPresence(el, to);
       case "iq":
-        return void this.#onIq(el, to);
+        if (++this.#iqsInFlight === MAX_IQS_IN_FLIGHT) this.#link?.pauseReading();
+        return void this.#onIq(el, to).finally(() => {
+          if (this.#iqsInFlight-- === MAX_IQS_IN_FLIGHT) this.#link?.resumeReading();
+        });
     }
   }
 
@@ -279,7 +295,8 @@ export class SessionActor {
     }
     if (this.#isBlocked(to) && type !== "error") return;
     // Directed presence (RFC 6121 §4.6).
-    if (type === "") this.#directed.add(el.attrs.to!);
+    // The directed-presence set is bounded; beyond it no unavailable is sent on logout.
+    if (type === "" && this.#directed.size < MAX_DIRECTED_PRESENCES) this.#directed.add(el.attrs.to!);
     else this.#directed.delete(el.attrs.to!);
     this.#ctx.router.toUser({
       kind: "stanza",

@@ -79,7 +79,9 @@ export class UserActor {
 
   /** Queues a message; returns false when the mailbox is full. */
   enqueue(msg: UserMessage): boolean {
-    if (this.#queue.length >= this.#ctx.config.limits.maxMailboxSize) return false;
+    // Only stanzas are refused: control messages (bind, unbind, presence, relocate...) are
+    // bounded by the user's sessions, and losing one would corrupt the session table.
+    if (msg.kind === "stanza" && this.#queue.length >= this.#ctx.config.limits.maxMailboxSize) return false;
     this.#queue.push(msg);
     this.lastActive = Date.now();
     if (!this.#running) void this.#drain();

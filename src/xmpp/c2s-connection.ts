@@ -562,6 +562,15 @@ export class C2sConnection implements ClientLink {
     session?.onLinkClosed(false);
   }
 
+  /** Inbound flow control: the session has too much in flight. */
+  pauseReading(): void {
+    this.#socket.pause();
+  }
+
+  resumeReading(): void {
+    this.#socket.resume();
+  }
+
   /** Closes the connection for server shutdown. */
   shutdown(): void {
     this.closeWithError("system-shutdown");
