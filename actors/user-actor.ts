@@ -25,6 +25,8 @@ export interface UserActorContext {
   router: ShardRouter;
   config: Readonly<Config>;
   log: Logger;
+  /** Drops an actor that has nothing to keep (see {@link UserActor.disposable}). */
+  passivate(actor: UserActor): void;
 }
 
 interface SessionState {
@@ -58,7 +60,8 @@ export class UserActor {
   #running = false;
   #activated = false;
   #pushId = 0;
-  #exists = false;
+  /** What the store said about the account, once asked. */
+  #known: "unknown" | "exists" | "absent" = "unknown";
   /** Last time the actor did anything; idle actors without sessions are passivated. */
   lastActive = Date.now();
 
@@ -109,6 +112,8 @@ export class UserActor {
       }
     } finally {
       this.#running = false;
+      // Stanzas to names nobody registered must not pile up actors until the idle sweep.
+      if (this.#known === "absent" && this.idle) this.#ctx.passivate(this);
     }
   }
 
@@ -427,8 +432,10 @@ export class UserActor {
    * again, since the account may be registered meanwhile.
    */
   async #accountExists(): Promise<boolean> {
-    this.#exists ||= (await this.#ctx.store.getAccount(this.user)) !== undefined;
-    return this.#exists;
+    if (this.#known !== "exists") {
+      this.#known = (await this.#ctx.store.getAccount(this.user)) !== undefined ? "exists" : "absent";
+    }
+    return this.#known === "exists";
   }
 
   async #storeOffline(stanzaXml: string, stanza: RoutedStanza | undefined): Promise<void> {

@@ -101,7 +101,15 @@ let listeners: C2sListeners | undefined;
 function actorFor(user: BareJid): UserActor {
   let actor = actors.get(user);
   if (actor === undefined) {
-    actor = new UserActor(user, { store, router, config: init.config, log });
+    actor = new UserActor(user, {
+      store,
+      router,
+      config: init.config,
+      log,
+      passivate: (idle) => {
+        if (actors.get(idle.user) === idle) actors.delete(idle.user);
+      },
+    });
     actors.set(user, actor);
   }
   return actor;

@@ -142,6 +142,23 @@ describe("delivery to a bare JID", () => {
     for (const error of errors) assert.equal(stanzaError(error)?.condition, "service-unavailable");
   });
 
+  test("messages to many names nobody registered leave no actors behind", async (t) => {
+    const node = getNode();
+    const alice = await newUser(node);
+    const a = await loginRaw(t, node, alice, { priority: 0 });
+    const actors = async () => {
+      const response = await fetch(`http://127.0.0.1:${node.ports.http}/admin/status`);
+      return ((await response.json()) as { actors: number }).actors;
+    };
+    const before = await actors();
+    const count = 200;
+    for (let i = 0; i < count; i++)
+      a.send(message(`nobody-${i}-${Date.now()}@${node.domain}`, `void ${i}`, "chat"));
+    for (let i = 0; i < count; i++) await a.waitFor(isErrorFor(`void ${i}`), `error ${i}`);
+    const after = await actors();
+    assert.ok(after - before < 10, `actors grew from ${before} to ${after}`);
+  });
+
   test("a chat to an account that does not exist is refused, not stored for whoever registers the name later", async (t) => {
     const node = getNode();
     const alice = await newUser(node);
