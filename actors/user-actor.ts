@@ -303,11 +303,14 @@ export class UserActor {
         this.#write(session.full, readdress(other.presence, session.full));
       }
     }
-    // RFC 6121 §3.1.3: pending subscription requests are delivered at every login until answered.
-    for (const pending of await this.#ctx.store.getPendingSubscriptions(this.user)) {
-      this.#write(session.full, pending.stanza);
-    }
-    if (becameDeliverable) await this.#deliverOffline(session.full);
+    // RFC 6121 §3.1.3: pending subscription requests are delivered at every login until
+    // answered; then the offline messages. Both reads go to the store at once.
+    const [pendings, offline] = await Promise.all([
+      this.#ctx.store.getPendingSubscriptions(this.user),
+      becameDeliverable ? this.#ctx.store.takeOffline(this.user) : [],
+    ]);
+    for (const pending of pendings) this.#write(session.full, pending.stanza);
+    for (const message of offline) this.#write(session.full, message.stanza, true);
   }
 
   /** Sends presence from one resource to subscribed contacts, to directed recipients and to the user's own resources. */
