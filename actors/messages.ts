@@ -108,7 +108,11 @@ export type SessionMessage =
   | { kind: "blocklist"; full: FullJid; sid: string; list: string[] };
 
 /** Requests between workers of one node (XEP-0198 resumption). */
-export type WorkerMessage =
-  | { kind: "resume-take"; token: string; h: number; toShard: number; reqId: number; user: BareJid }
-  /** Re-register every session whose user lives on `shard` (after that worker restarted). */
-  | { kind: "reregister"; shard: number };
+export type WorkerMessage = {
+  kind: "resume-take";
+  token: string;
+  h: number;
+  toShard: number;
+  reqId: number;
+  user: BareJid;
+};

@@ -149,16 +149,6 @@ export class SessionActor {
     this.#blocklist = new Set(list);
   }
 
-  /** Whether the session is waiting for `<resume/>`. */
-  get detached(): boolean {
-    return this.#link === undefined && !this.#ended;
-  }
-
-  /** The XEP-0198 resumption token, when resumption is enabled. */
-  get token(): string | undefined {
-    return this.#token;
-  }
-
   // --- inbound from the client ----------------------------------------------------------
 
   /** Handles one stanza or XEP-0198 element from the client. */
@@ -634,11 +624,6 @@ export class SessionActor {
       this.#ackRequested = true;
       this.#link?.send(`<r xmlns="${NS_SM}"/>`);
     }
-  }
-
-  /** The presence to show in statistics. */
-  get available(): boolean {
-    return this.#presence !== undefined;
   }
 }
 

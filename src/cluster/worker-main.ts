@@ -148,12 +148,8 @@ function dispatch(envelope: Envelope): void {
     }
     case "worker": {
       const msg = envelope.msg;
-      if (msg.kind === "resume-take") {
-        const snapshot = takeResumable(ctx, msg.token, msg.h, msg.user);
-        router.reply(msg.toShard, msg.reqId, { ok: true, value: snapshot });
-      } else if (msg.kind === "reregister") {
-        reregister(msg.shard);
-      }
+      const snapshot = takeResumable(ctx, msg.token, msg.h, msg.user);
+      router.reply(msg.toShard, msg.reqId, { ok: true, value: snapshot });
       return;
     }
     case "reply":

@@ -20,15 +20,7 @@ import { createAccountRecordAsync } from "../auth/scram.ts";
 import type { ShardContext } from "../cluster/shard-context.ts";
 import { StreamError, type StreamErrorCondition } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import {
-  type BareJid,
-  bareOf,
-  type FullJid,
-  fullJid,
-  normalizeLocal,
-  normalizeResource,
-  parseJid,
-} from "./jid.ts";
+import { type BareJid, fullJid, normalizeLocal, normalizeResource, parseJid } from "./jid.ts";
 import {
   NS_BIND,
   NS_CLIENT,
@@ -575,11 +567,6 @@ export class C2sConnection implements ClientLink {
   shutdown(): void {
     this.closeWithError("system-shutdown");
   }
-
-  /** The bound session's JID, for statistics. */
-  get jid(): FullJid | undefined {
-    return this.#session?.full;
-  }
 }
 
 /** Takes a resumable session held by this shard, for a `<resume/>` that arrived anywhere. */
@@ -602,5 +589,3 @@ function decodeBase64(text: string): Buffer | null {
   if (!/^[A-Za-z0-9+/]*={0,2}$/.test(trimmed) || trimmed.length % 4 !== 0) return null;
   return Buffer.from(trimmed, "base64");
 }
-
-void bareOf;
