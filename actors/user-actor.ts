@@ -544,7 +544,7 @@ export class UserActor {
       await this.#removeItem(contact);
       return iqResult(iq);
     }
-    if (!this.#roster.has(contact) && this.#roster.size >= this.#ctx.config.limits.maxRosterItems) {
+    if (this.#rosterFull(contact)) {
       return errorReply(iq, "not-allowed", { text: "roster is full" });
     }
     const previous = this.#roster.get(contact);
@@ -598,6 +598,12 @@ export class UserActor {
     const blocking = block.name === "block";
     // XEP-0191 §3.3: a block request with no items is a bad request.
     if (blocking && items.length === 0) return errorReply(iq, "bad-request");
+    if (
+      blocking &&
+      new Set([...this.#blocklist, ...items]).size > this.#ctx.config.limits.maxBlocklistItems
+    ) {
+      return errorReply(iq, "not-allowed", { text: "the blocklist is full" });
+    }
     const list = blocking
       ? await this.#ctx.store.addBlocked(this.user, items)
       : await this.#ctx.store.removeBlocked(this.user, items.length === 0 ? undefined : items);
@@ -634,6 +640,25 @@ export class UserActor {
     this.#ctx.router.toUser({ kind: "subscription-in", user: contact, from: this.user, type, xml: xmlText });
   }
 
+  /** Whether adding `contact` would take the roster past maxRosterItems. */
+  #rosterFull(contact: BareJid): boolean {
+    return !this.#roster.has(contact) && this.#roster.size >= this.#ctx.config.limits.maxRosterItems;
+  }
+
+  /** Answers a subscription the roster has no room for with not-allowed, as a roster set would get. */
+  #refuseSubscription(
+    session: SessionLocation,
+    contact: BareJid,
+    type: SubscriptionType,
+    xmlText: string,
+  ): void {
+    bounceStanza(
+      this.#ctx.router,
+      { name: "presence", type, from: session.full, to: contact, id: "", xml: xmlText },
+      "not-allowed",
+    );
+  }
+
   async #onSubscriptionOut(
     session: SessionLocation,
     contact: BareJid,
@@ -646,6 +671,7 @@ export class UserActor {
     const sub: Subscription = item?.subscription ?? "none";
     switch (type) {
       case "subscribe": {
+        if (this.#rosterFull(contact)) return this.#refuseSubscription(session, contact, type, xmlText);
         // RFC 6121 §3.1.2: record "pending out" and push; route the request unless already subscribed.
         if (sub !== "to" && sub !== "both" && !item?.ask) {
           await this.#putItem({ ...(item ?? { jid: contact, subscription: "none", groups: [] }), ask: true });
@@ -654,6 +680,7 @@ export class UserActor {
         return;
       }
       case "subscribed": {
+        if (this.#rosterFull(contact)) return this.#refuseSubscription(session, contact, type, xmlText);
         // RFC 6121 §3.1.5: approve a pending request, or pre-approve (§3.4).
         const pending = (await this.#ctx.store.getPendingSubscriptions(this.user)).some(
           (p) => p.from === contact,

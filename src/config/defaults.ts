@@ -38,6 +38,8 @@ export interface Config {
     maxOutboundBufferBytes: number;
     maxOfflineMessagesPerUser: number;
     maxRosterItems: number;
+    /** XEP-0191: JIDs on one user's blocklist. */
+    maxBlocklistItems: number;
     /** Time to finish SASL after connecting. */
     authTimeoutMs: number;
     /** Failed logins allowed per address per window before further attempts are refused. */
@@ -93,6 +95,7 @@ export const DEFAULT_CONFIG: Config = {
     maxOutboundBufferBytes: 1_048_576,
     maxOfflineMessagesPerUser: 1000,
     maxRosterItems: 1000,
+    maxBlocklistItems: 1000,
     authTimeoutMs: 30_000,
     loginFailuresPerAddress: 20,
     loginFailuresPerAccount: 10,

@@ -52,6 +52,7 @@ const SCHEMA: Record<string, Check> = {
   "limits.maxOutboundBufferBytes": positiveInt,
   "limits.maxOfflineMessagesPerUser": nonNegativeInt,
   "limits.maxRosterItems": positiveInt,
+  "limits.maxBlocklistItems": positiveInt,
   "limits.authTimeoutMs": positiveInt,
   "limits.loginFailuresPerAddress": positiveInt,
   "limits.loginFailuresPerAccount": positiveInt,

@@ -16,6 +16,7 @@ import {
   useNode,
 } from "../helpers/fixtures.ts";
 import { NS_PING, type RawClient, stanzaError } from "../helpers/raw-client.ts";
+import { startNode } from "../helpers/start-node.ts";
 
 const NS_BLOCKING = "urn:xmpp:blocking";
 const NS_BLOCKING_ERRORS = "urn:xmpp:blocking:errors";
@@ -183,5 +184,20 @@ describe("effects of blocking", () => {
     await unblock(a, bob!.jid);
     // ...and §3.4: available again after unblocking.
     await b.waitFor(isPresenceFrom(a.jid!), "presence after unblock");
+  });
+});
+
+describe("blocklist limit", () => {
+  test("a block request that would take the list past maxBlocklistItems gets not-allowed and changes nothing", async (t) => {
+    const node = await startNode(t, { config: { limits: { maxBlocklistItems: 2 } } });
+    const user = await newUser(node);
+    const client = await loginRaw(t, node, user);
+    assert.equal((await block(client, `a@${node.domain}`, `b@${node.domain}`)).attrs.type, "result");
+    // Blocking a JID already on the list does not grow it.
+    assert.equal((await block(client, `a@${node.domain}`)).attrs.type, "result");
+    const over = await block(client, `c@${node.domain}`);
+    assert.equal(over.attrs.type, "error", over.toString());
+    assert.equal(stanzaError(over)?.condition, "not-allowed");
+    assert.deepEqual(await getBlocklist(client), [`a@${node.domain}`, `b@${node.domain}`]);
   });
 });

@@ -199,6 +199,29 @@ describe("roster management", () => {
     );
     assert.equal(items(await getRoster(client)).length, 3);
   });
+
+  test("a subscription that would add a roster item past maxRosterItems gets not-allowed", async (t) => {
+    const node = await startNode(t, { config: { limits: { maxRosterItems: 1 } } });
+    const user = await newUser(node);
+    const client = await loginRaw(t, node, user);
+    assert.equal((await rosterSet(client, `<item jid='c0@${node.domain}'/>`)).attrs.type, "result");
+    client.send(`<presence to='c1@${node.domain}' type='subscribe' id='sub-over'/>`);
+    const refused = await client.waitFor(
+      (el) => el.getName() === "presence" && el.attrs.type === "error",
+      "the refused subscription",
+    );
+    assert.equal(stanzaError(refused)?.condition, "not-allowed");
+    // Subscribing to a contact already on the roster still works.
+    client.send(`<presence to='c0@${node.domain}' type='subscribe'/>`);
+    await client.waitFor(
+      isRosterPush(`c0@${node.domain}`, (item) => item.attrs.ask === "subscribe"),
+      "ask push",
+    );
+    assert.deepEqual(
+      items(await getRoster(client)).map((item) => item.attrs.jid),
+      [`c0@${node.domain}`],
+    );
+  });
 });
 
 describe("roster versioning", () => {
