@@ -134,3 +134,30 @@ describe("iq routing", () => {
     assert.equal(client.streamError, undefined);
   });
 });
+
+describe("pipelined requests", () => {
+  test("a client that pipelines 300 store-backed iqs gets every answer", async (t) => {
+    const node = getNode();
+    const user = await newUser(node);
+    const client = await loginRaw(t, node, user);
+    // Far more than a session may have in its handlers at once: the server stops reading the
+    // socket while its store work is in flight, and must resume, or the tail never arrives.
+    const count = 300;
+    let batch = "";
+    for (let i = 0; i < count; i++) batch += `<iq type='get' id='pipe-${i}'><vCard xmlns='vcard-temp'/></iq>`;
+    client.write(batch);
+    const answered: string[] = [];
+    while (answered.length < count) {
+      const reply = await client.waitFor(
+        (el) =>
+          el.getName() === "iq" &&
+          (el.attrs.id ?? "").startsWith("pipe-") &&
+          !answered.includes(el.attrs.id!),
+        `answer ${answered.length}`,
+      );
+      assert.equal(reply.attrs.type, "result", reply.toString());
+      answered.push(reply.attrs.id!);
+    }
+    assert.equal(new Set(answered).size, count);
+  });
+});
