@@ -79,6 +79,16 @@ export class LoginThrottle {
     this.#accounts.clear(account);
   }
 
+  /**
+   * After credentials checked out: {@link check} for the address and account, and when the
+   * login may proceed, {@link recordSuccess} — one call, so one round trip from a worker.
+   */
+  admit(address: string, account: BareJid): LoginThrottleDecision {
+    const decision = this.check(address, account);
+    if (decision.allowed) this.recordSuccess(address, account);
+    return decision;
+  }
+
   /** Keys currently held (addresses, accounts); for tests and metrics. */
   get size(): { addresses: number; accounts: number } {
     return { addresses: this.#addresses.size, accounts: this.#accounts.size };

@@ -334,10 +334,10 @@ export class C2sConnection implements ClientLink {
       }
       case "success": {
         this.#sasl = undefined;
-        const blocked = await this.#ctx.loginThrottle.check(this.remoteAddress, step.jid);
-        if (!blocked.allowed)
+        const admitted = await this.#ctx.loginThrottle.admit(this.remoteAddress, step.jid);
+        if (!admitted.allowed) {
           return this.#saslFailure("temporary-auth-failure", "too many failed attempts; try later");
-        void this.#ctx.loginThrottle.recordSuccess(this.remoteAddress, step.jid).catch(() => {});
+        }
         this.#ctx.counters.logins++;
         this.#jid = step.jid;
         if (this.#authTimer !== undefined) clearTimeout(this.#authTimer);

@@ -129,3 +129,26 @@ describe("LoginThrottle", () => {
     }
   });
 });
+
+describe("LoginThrottle.admit", () => {
+  test("admit refuses a throttled account and clears an allowed account's failures", () => {
+    let now = 1_000;
+    const throttle = new LoginThrottle({
+      failuresPerAddress: 100,
+      failuresPerAccount: 2,
+      windowMs: 60_000,
+      now: () => now,
+    });
+    const alice = "alice@localhost" as BareJid;
+    throttle.recordFailure("10.0.0.1", alice);
+    assert.equal(throttle.admit("10.0.0.1", alice).allowed, true);
+    // The success cleared alice's failures: two more are needed before she is throttled.
+    throttle.recordFailure("10.0.0.1", alice);
+    assert.equal(throttle.check("10.0.0.1", alice).allowed, true);
+    throttle.recordFailure("10.0.0.1", alice);
+    const refused = throttle.admit("10.0.0.1", alice);
+    assert.equal(refused.allowed, false);
+    now += 60_001;
+    assert.equal(throttle.admit("10.0.0.1", alice).allowed, true);
+  });
+});
