@@ -22,6 +22,7 @@ import type {
   ScramCredential,
   Store,
 } from "./store.ts";
+import { wrapStoreError } from "./store-error.ts";
 
 /** Options for {@link LevelStore}. */
 export interface LevelStoreOptions {
@@ -167,15 +168,6 @@ export function isStoreLocked(error: unknown): boolean {
   return error instanceof XmppServerError && error.code === "XSRV_STORE" && hasLockedCause(error.cause);
 }
 
-/** Programmer errors keep their class (abstract-level rule); everything else is a store failure. */
-function wrapError(error: unknown, what: string): Error {
-  if (error instanceof XmppServerError || error instanceof TypeError || error instanceof RangeError) {
-    return error;
-  }
-  const reason = error instanceof Error ? error.message : String(error);
-  return new XmppServerError("XSRV_STORE", `Cannot ${what}: ${reason}`, { cause: error });
-}
-
 function assertJid(jid: BareJid): void {
   // A control character would let a prefix range reach into another user's keys.
   if (typeof jid !== "string" || jid.length === 0 || jid.includes(SEP) || jid.includes(SEP_END)) {
@@ -232,7 +224,7 @@ export class LevelStore implements Store {
           { cause: error },
         );
       }
-      throw wrapError(error, `open store at "${this.location}"`);
+      throw wrapStoreError(error, `open store at "${this.location}"`);
     }
     this.#subs = {
       accounts: openSublevel(db, "accounts"),
@@ -260,7 +252,7 @@ export class LevelStore implements Store {
       await Promise.allSettled([...this.#inFlight]);
       await db.close();
     } catch (error) {
-      throw wrapError(error, `close store at "${this.location}"`);
+      throw wrapStoreError(error, `close store at "${this.location}"`);
     } finally {
       this.#closing = false;
     }
@@ -280,7 +272,7 @@ export class LevelStore implements Store {
       try {
         return await fn(db, subs);
       } catch (error) {
-        throw wrapError(error, what);
+        throw wrapStoreError(error, what);
       }
     })();
     this.#inFlight.add(promise);

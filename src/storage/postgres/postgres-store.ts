@@ -30,6 +30,7 @@ import type {
   Store,
   Subscription,
 } from "../store.ts";
+import { wrapStoreError } from "../store-error.ts";
 import { migrate } from "./migrations.ts";
 
 /** Options for {@link PostgresStore}. */
@@ -71,15 +72,6 @@ function assertJid(jid: BareJid): void {
   if (typeof jid !== "string" || jid.length === 0 || jid.includes("\u0000")) {
     throw new TypeError(`Invalid bare JID ${JSON.stringify(jid)}`);
   }
-}
-
-/** Programmer errors keep their class (as in LevelStore); everything else is a store failure. */
-function wrapError(error: unknown, what: string): Error {
-  if (error instanceof XmppServerError || error instanceof TypeError || error instanceof RangeError) {
-    return error;
-  }
-  const reason = error instanceof Error ? error.message : String(error);
-  return new XmppServerError("XSRV_STORE", `Cannot ${what}: ${reason}`, { cause: error });
 }
 
 /** Where the URL points, without its credentials, for log lines and error messages. */
@@ -238,7 +230,7 @@ export class PostgresStore implements Store {
       }
     } catch (error) {
       await pool.end().catch(() => {});
-      throw wrapError(error, `open store at "${this.location}"`);
+      throw wrapStoreError(error, `open store at "${this.location}"`);
     }
     this.#pool = pool;
     this.#log?.info({ location: this.location }, "store opened");
@@ -261,7 +253,7 @@ export class PostgresStore implements Store {
       await Promise.allSettled([...this.#inFlight]);
       await pool.end();
     } catch (error) {
-      throw wrapError(error, `close store at "${this.location}"`);
+      throw wrapStoreError(error, `close store at "${this.location}"`);
     } finally {
       this.#pool = undefined;
       this.#closing = false;
@@ -281,7 +273,7 @@ export class PostgresStore implements Store {
       try {
         return await fn(pool);
       } catch (error) {
-        throw wrapError(error, what);
+        throw wrapStoreError(error, what);
       }
     })();
     this.#inFlight.add(promise);
