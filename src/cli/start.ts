@@ -31,6 +31,7 @@ Options:
   --tls-port N           client port with direct TLS (default: 5223; 0 = any free port)
   --http-port N          loopback admin HTTP port (default: 5280; 0 = any free port)
   --data DIR             data directory: store and generated certificate (default: ./data)
+  --store URL            postgres:// URL of a shared PostgreSQL store (default: LevelDB in --data)
   --workers N            worker threads, 0 = one per core (default: 0)
   --allow-registration   allow XEP-0077 in-band registration
   --log-level L          trace, debug, info, warn, error, fatal or silent (default: info)
@@ -45,6 +46,7 @@ const OPTIONS = {
   "tls-port": { type: "string" },
   "http-port": { type: "string" },
   data: { type: "string" },
+  store: { type: "string" },
   workers: { type: "string" },
   "allow-registration": { type: "boolean" },
   "log-level": { type: "string" },
@@ -68,6 +70,7 @@ export async function run(args: readonly string[], context: CommandContext): Pro
   set("ports.tls", parsePortFlag("tls-port", values["tls-port"]));
   set("ports.http", parsePortFlag("http-port", values["http-port"]));
   set("dataDir", stringFlag(values.data));
+  set("store.url", stringFlag(values.store));
   set("workers", parseCountFlag("workers", values.workers));
   if (values["allow-registration"] === true) overrides["registration.allow"] = true;
   set("log.level", parseLogLevelFlag("log-level", values["log-level"]));

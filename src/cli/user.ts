@@ -3,12 +3,12 @@
  * runs or not. It first asks the running node's admin endpoint on 127.0.0.1 (the node holds the
  * LevelDB lock, so it must do the write); when nothing listens there it opens the store itself.
  */
-import { join } from "node:path";
 import { createAccountRecordAsync } from "../auth/scram.ts";
 import type { Config } from "../config/defaults.ts";
 import { loadConfig } from "../config/load-config.ts";
 import { XmppServerError } from "../errors.ts";
-import { isStoreLocked, LevelStore } from "../storage/level-store.ts";
+import { isStoreLocked } from "../storage/level-store.ts";
+import { createStore } from "../storage/open-store.ts";
 import type { Store } from "../storage/store.ts";
 import { type BareJid, normalizeDomain, parseUserJid } from "../xmpp/jid.ts";
 import { adminRequest, replyError } from "./admin-client.ts";
@@ -252,8 +252,8 @@ async function perform<T>(config: Readonly<Config>, operation: UserOperation<T>)
   }
 
   // Nothing (or something that is not Starling) answered: no node of ours on that port.
-  const location = join(config.dataDir, "store");
-  const store = new LevelStore(location);
+  const store = createStore(config);
+  const location = store.location;
   try {
     await store.open();
   } catch (error) {

