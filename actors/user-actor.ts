@@ -158,7 +158,7 @@ export class UserActor {
         return this.#onOwnIq(msg.session, parseElement(msg.xml));
       case "carbons": {
         const state = this.#sessions.get(msg.session.full);
-        if (state !== undefined) state.carbons = msg.enabled;
+        if (state !== undefined && state.sid === msg.session.sid) state.carbons = msg.enabled;
         this.#announceCarbonPeers();
         this.#ctx.router.reply(msg.session.shard, msg.reqId, { ok: true, value: null });
         return;
@@ -273,7 +273,8 @@ export class UserActor {
 
   async #onOwnPresence(session: SessionLocation, xmlText: string, priority: number, available: boolean) {
     const state = this.#sessions.get(session.full);
-    if (state === undefined) return;
+    // A replaced session's late presence must not touch its successor's entry.
+    if (state === undefined || state.sid !== session.sid) return;
     const initial = available && state.presence === undefined;
     // RFC 6121 §8.5.2.1.1: offline messages wait for a resource with non-negative priority.
     const becameDeliverable = available && priority >= 0 && (initial || state.priority < 0);
