@@ -437,6 +437,14 @@ export class LevelStore implements Store {
     });
   }
 
+  async listOffline(jid: BareJid): Promise<OfflineMessage[]> {
+    assertJid(jid);
+    return this.#run(`list offline messages of "${jid}"`, async (_db, s) => {
+      const entries = (await s.offline.iterator(userRange(jid)).all()) as [string, OfflineMessage][];
+      return entries.map(([, message]) => message);
+    });
+  }
+
   async countOffline(jid: BareJid): Promise<number> {
     assertJid(jid);
     return this.#run(`count offline messages of "${jid}"`, async (_db, s) => {
@@ -464,6 +472,17 @@ export class LevelStore implements Store {
       `get private XML "${key}" of "${jid}"`,
       async (_db, s) => (await s.private.get(userKey(jid, key))) as string | undefined,
     );
+  }
+
+  async listPrivate(jid: BareJid): Promise<{ key: string; xml: string }[]> {
+    assertJid(jid);
+    return this.#run(`list private XML of "${jid}"`, async (_db, s) => {
+      const entries = (await s.private.iterator(userRange(jid)).all()) as [string, string][];
+      const prefix = userKey(jid, "").length;
+      return entries
+        .map(([key, xml]) => ({ key: key.slice(prefix), xml }))
+        .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    });
   }
 
   async putPrivate(jid: BareJid, key: string, xml: string): Promise<void> {

@@ -37,10 +37,12 @@ const FORWARDED_METHODS = [
   "pushOffline",
   "takeOffline",
   "countOffline",
+  "listOffline",
   "getVCard",
   "putVCard",
   "getPrivate",
   "putPrivate",
+  "listPrivate",
   "getBlocklist",
   "addBlocked",
   "removeBlocked",
@@ -163,6 +165,10 @@ class RemoteStore implements Store {
     return this.#call("countOffline", (r) => r.countOffline(jid));
   }
 
+  listOffline(jid: BareJid): Promise<OfflineMessage[]> {
+    return this.#call("listOffline", (r) => r.listOffline(jid));
+  }
+
   getVCard(jid: BareJid): Promise<string | undefined> {
     return this.#call("getVCard", (r) => r.getVCard(jid));
   }
@@ -172,6 +178,10 @@ class RemoteStore implements Store {
 
   getPrivate(jid: BareJid, key: string): Promise<string | undefined> {
     return this.#call("getPrivate", (r) => r.getPrivate(jid, key));
+  }
+
+  listPrivate(jid: BareJid): Promise<{ key: string; xml: string }[]> {
+    return this.#call("listPrivate", (r) => r.listPrivate(jid));
   }
   putPrivate(jid: BareJid, key: string, xml: string): Promise<void> {
     return this.#call("putPrivate", (r) => r.putPrivate(jid, key, xml));

@@ -98,6 +98,8 @@ export interface Store {
   /** Removes and returns every stored message, oldest first. */
   takeOffline(jid: BareJid): Promise<OfflineMessage[]>;
   countOffline(jid: BareJid): Promise<number>;
+  /** Every stored message, oldest first, without removing them (for export and migration). */
+  listOffline(jid: BareJid): Promise<OfflineMessage[]>;
 
   /** The user's vCard (XEP-0054) as serialised `<vCard xmlns='vcard-temp'>`. */
   getVCard(jid: BareJid): Promise<string | undefined>;
@@ -106,6 +108,8 @@ export interface Store {
   /** Private XML (XEP-0049), keyed by `name xmlns` of the stored element. */
   getPrivate(jid: BareJid, key: string): Promise<string | undefined>;
   putPrivate(jid: BareJid, key: string, xml: string): Promise<void>;
+  /** Every private XML item of a user, sorted by key (for export and migration). */
+  listPrivate(jid: BareJid): Promise<{ key: string; xml: string }[]>;
 
   /** The blocklist (XEP-0191), sorted. */
   getBlocklist(jid: BareJid): Promise<string[]>;

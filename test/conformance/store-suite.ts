@@ -264,6 +264,18 @@ export function runStoreSuite(name: string, makeStore: () => Promise<StoreFixtur
         assert.deepEqual(await store.takeOffline(alice), []);
       });
 
+      it("listOffline returns messages oldest first and leaves them stored", async (t) => {
+        const store = await setup(t);
+        assert.deepEqual(await store.listOffline(alice), []);
+        const messages = Array.from({ length: 12 }, (_, i) => offline(i));
+        for (const message of messages) await store.pushOffline(alice, message, 100);
+        await store.pushOffline(bob, offline(99), 100);
+        assert.deepEqual(await store.listOffline(alice), messages);
+        assert.equal(await store.countOffline(alice), 12);
+        assert.deepEqual(await store.takeOffline(alice), messages);
+        assert.deepEqual(await store.listOffline(bob), [offline(99)]);
+      });
+
       it("pushOffline returns false and stores nothing when the user has limit messages", async (t) => {
         const store = await setup(t);
         for (let i = 0; i < 3; i++) assert.equal(await store.pushOffline(alice, offline(i), 3), true);
@@ -320,6 +332,19 @@ export function runStoreSuite(name: string, makeStore: () => Promise<StoreFixtur
         assert.equal(await store.getPrivate(alice, prefs), "<prefs xmlns='urn:example:prefs'/>");
         assert.equal(await store.getPrivate(alice, "other urn:x"), undefined);
         assert.equal(await store.getPrivate(bob, bookmarks), undefined);
+      });
+
+      it("listPrivate returns every item of a user, sorted by key", async (t) => {
+        const store = await setup(t);
+        assert.deepEqual(await store.listPrivate(alice), []);
+        await store.putPrivate(alice, "storage storage:bookmarks", "<storage xmlns='storage:bookmarks'/>");
+        await store.putPrivate(alice, "prefs urn:example:prefs", "<prefs xmlns='urn:example:prefs'/>");
+        await store.putPrivate(bob, "x urn:x", "<x xmlns='urn:x'/>");
+        assert.deepEqual(await store.listPrivate(alice), [
+          { key: "prefs urn:example:prefs", xml: "<prefs xmlns='urn:example:prefs'/>" },
+          { key: "storage storage:bookmarks", xml: "<storage xmlns='storage:bookmarks'/>" },
+        ]);
+        assert.deepEqual(await store.listPrivate(bob), [{ key: "x urn:x", xml: "<x xmlns='urn:x'/>" }]);
       });
     });
 

@@ -521,6 +521,16 @@ export class PostgresStore implements Store {
     return rows.map((row) => ({ stanza: row.stanza, storedAt: toNumber(row.stored_at) }));
   }
 
+  async listOffline(jid: BareJid): Promise<OfflineMessage[]> {
+    assertJid(jid);
+    const { rows } = await this.#query<{ stanza: string; stored_at: string }>(
+      `list offline messages of "${jid}"`,
+      "SELECT stanza, stored_at FROM offline_messages WHERE jid = $1 ORDER BY id",
+      [jid],
+    );
+    return rows.map((row) => ({ stanza: row.stanza, storedAt: toNumber(row.stored_at) }));
+  }
+
   async countOffline(jid: BareJid): Promise<number> {
     assertJid(jid);
     const { rows } = await this.#query<{ n: string }>(
@@ -561,6 +571,19 @@ export class PostgresStore implements Store {
       [jid, key],
     );
     return rows[0]?.xml;
+  }
+
+  async listPrivate(jid: BareJid): Promise<{ key: string; xml: string }[]> {
+    assertJid(jid);
+    const { rows } = await this.#query<{ key: string; xml: string }>(
+      `list private XML of "${jid}"`,
+      "SELECT key, xml FROM private_xml WHERE jid = $1",
+      [jid],
+    );
+    // Sorted here, in JavaScript string order, like every list the Store returns.
+    return rows
+      .map((row) => ({ key: row.key, xml: row.xml }))
+      .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
   }
 
   async putPrivate(jid: BareJid, key: string, xml: string): Promise<void> {
