@@ -15,6 +15,7 @@ process.env.UV_THREADPOOL_SIZE ??= String(Math.min(Math.max(4, availableParallel
 const COMMANDS: Record<string, () => Promise<Command>> = {
   start: () => import("./cli/start.ts"),
   user: () => import("./cli/user.ts"),
+  migrate: () => import("./cli/migrate.ts"),
 };
 
 const HELP = `Usage: starling <command> [options]
@@ -27,6 +28,7 @@ Commands:
   user remove JID             delete an account and its data
   user passwd JID             set an account's password
   user list                   print every account
+  migrate                     copy a store into another (LevelDB to PostgreSQL)
 
 Run starling <command> --help for the options of each.
 Options:
