@@ -41,15 +41,21 @@ function serverFeatures(ctx: ShardContext): string[] {
   return features.sort();
 }
 
-function discoInfo(
-  identity: { category: string; type: string; name?: string },
-  features: string[],
-  node?: string,
-): Element {
-  const query = xml("query", { xmlns: NS_DISCO_INFO, node });
+function discoInfo(identity: { category: string; type: string; name?: string }, features: string[]): Element {
+  const query = xml("query", { xmlns: NS_DISCO_INFO });
   query.c("identity", identity);
   for (const feature of features) query.c("feature", { var: feature });
   return query;
+}
+
+/** disco#info of the server (XEP-0030). */
+function serverInfo(ctx: ShardContext): Element {
+  return discoInfo({ category: "server", type: "im", name: "Starling" }, serverFeatures(ctx));
+}
+
+/** disco#info the server answers for an account's bare JID. */
+function accountInfo(): Element {
+  return discoInfo({ category: "account", type: "registered" }, [NS_DISCO_INFO, NS_DISCO_ITEMS]);
 }
 
 /** iq addressed to the server's domain. */
@@ -64,11 +70,7 @@ export async function handleServerIq(
   if (iq.attrs.type === "get") {
     if (ns === NS_DISCO_INFO && payload.name === "query") {
       if (payload.attrs.node !== undefined) return errorReply(iq, "item-not-found");
-      return iqResult(
-        iq,
-        from,
-        discoInfo({ category: "server", type: "im", name: "Starling" }, serverFeatures(ctx)),
-      );
+      return iqResult(iq, from, serverInfo(ctx));
     }
     if (ns === NS_DISCO_ITEMS && payload.name === "query") {
       return iqResult(iq, from, xml("query", { xmlns: NS_DISCO_ITEMS }));
@@ -115,8 +117,10 @@ async function handleRegistrationChange(
     return errorReply(iq, "not-allowed", { text: "Ask an administrator to remove the account" });
   }
   if (password === null || password === "") return errorReply(iq, "bad-request");
+  const existing = await ctx.store.getAccount(session.bare);
+  if (existing === undefined) return errorReply(iq, "item-not-found");
   const record = await createAccountRecordAsync(session.bare, password);
-  await ctx.store.updateAccount(record);
+  await ctx.store.updateAccount({ ...record, createdAt: existing.createdAt });
   return iqResult(iq, ctx.config.domain);
 }
 
@@ -139,17 +143,9 @@ export async function handleAccountIq(
   if (ns === NS_DISCO_INFO && payload.name === "query" && get) {
     if (iq.attrs.to === undefined) {
       // A client that omits 'to' asks its server (many clients disco the server this way).
-      return iqResult(
-        iq,
-        undefined,
-        discoInfo({ category: "server", type: "im", name: "Starling" }, serverFeatures(ctx)),
-      );
+      return iqResult(iq, undefined, serverInfo(ctx));
     }
-    return iqResult(
-      iq,
-      session.bare,
-      discoInfo({ category: "account", type: "registered" }, [NS_DISCO_INFO, NS_DISCO_ITEMS]),
-    );
+    return iqResult(iq, session.bare, accountInfo());
   }
   if (ns === NS_DISCO_ITEMS && payload.name === "query" && get) {
     return iqResult(iq, iq.attrs.to, xml("query", { xmlns: NS_DISCO_ITEMS }));
@@ -174,11 +170,7 @@ export async function handleOtherUserIq(
   if (iq.attrs.type === "get" && (await ctx.auth.userExists(target))) {
     if (ns === NS_VCARD && payload.name === "vCard") return vcardResult(ctx, iq, target);
     if (ns === NS_DISCO_INFO && payload.name === "query") {
-      return iqResult(
-        iq,
-        target,
-        discoInfo({ category: "account", type: "registered" }, [NS_DISCO_INFO, NS_DISCO_ITEMS]),
-      );
+      return iqResult(iq, target, accountInfo());
     }
     if (ns === NS_DISCO_ITEMS && payload.name === "query") {
       return iqResult(iq, target, xml("query", { xmlns: NS_DISCO_ITEMS }));

@@ -21,6 +21,11 @@ import { type BareJid, parseUserJid } from "../../src/xmpp/jid.ts";
 export interface StoreFixture {
   store: Store;
   cleanup: () => Promise<void>;
+  /**
+   * For durable adapters: a new, opened instance on the same location (directory, database).
+   * The suite then checks that a restart keeps every kind of data.
+   */
+  reopen?: () => Promise<Store>;
 }
 
 /** Parses a user JID the way the server would, so every key the suite uses is normalised. */
@@ -61,7 +66,11 @@ function byJid(items: RosterItem[]): RosterItem[] {
  * test and must return an open, empty store; `cleanup` runs after the test, and must cope with a
  * store the test already closed.
  */
-export function runStoreSuite(name: string, makeStore: () => Promise<StoreFixture>): void {
+export function runStoreSuite(
+  name: string,
+  makeStore: () => Promise<StoreFixture>,
+  options: { durable?: boolean } = {},
+): void {
   async function setup(t: TestContext): Promise<Store> {
     const fixture = await makeStore();
     t.after(fixture.cleanup);
@@ -73,6 +82,45 @@ export function runStoreSuite(name: string, makeStore: () => Promise<StoreFixtur
   const carol = user("carol@example.com");
 
   describe(name, () => {
+    // Durable adapters only: the remote store has no location of its own to reopen.
+    if (options.durable) {
+      it("store keeps every kind of data when a new instance opens the same location", async (t) => {
+        const fixture = await makeStore();
+        t.after(fixture.cleanup);
+        assert.ok(fixture.reopen, "a durable adapter's fixture provides reopen()");
+        const first = fixture.store;
+        await first.createAccount(account(alice));
+        await first.putRosterItem(alice, { jid: bob, subscription: "both", ask: false, groups: ["G", "A"] });
+        await first.putPendingSubscription(alice, { from: bob, stanza: "<presence type='subscribe'/>" });
+        await first.pushOffline(alice, { stanza: "<message/>", storedAt: 5 }, 10);
+        await first.putVCard(alice, "<vCard xmlns='vcard-temp'/>");
+        await first.putPrivate(alice, "k urn:k", "<k xmlns='urn:k'/>");
+        await first.addBlocked(alice, ["spam@example.com"]);
+        await first.close();
+
+        const second = await fixture.reopen();
+        t.after(() => second.close());
+        assert.deepEqual(await second.getAccount(alice), account(alice));
+        assert.deepEqual(await second.getRoster(alice), {
+          version: 1,
+          items: [{ jid: bob, subscription: "both", ask: false, groups: ["G", "A"] }],
+        });
+        assert.deepEqual(await second.getPendingSubscriptions(alice), [
+          { from: bob, stanza: "<presence type='subscribe'/>" },
+        ]);
+        assert.equal(await second.getVCard(alice), "<vCard xmlns='vcard-temp'/>");
+        assert.equal(await second.getPrivate(alice, "k urn:k"), "<k xmlns='urn:k'/>");
+        assert.deepEqual(await second.getBlocklist(alice), ["spam@example.com"]);
+        assert.equal(await second.putRosterItem(alice, { jid: bob, subscription: "to", groups: [] }), 2);
+        // The offline sequence continues after the stored one, so order holds across restarts.
+        await second.pushOffline(alice, { stanza: "<message id='2'/>", storedAt: 6 }, 10);
+        assert.deepEqual(await second.takeOffline(alice), [
+          { stanza: "<message/>", storedAt: 5 },
+          { stanza: "<message id='2'/>", storedAt: 6 },
+        ]);
+      });
+    }
+
     describe("lifecycle", () => {
       it("store open is idempotent, sequentially and concurrently", async (t) => {
         const store = await setup(t);

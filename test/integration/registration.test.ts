@@ -105,6 +105,21 @@ describe("registration on (--allow-registration)", () => {
     assert.equal(bareJid(await client.bind()), `${username}@${node.domain}`);
   });
 
+  test("a logged-in user changes its password in-band (XEP-0077 §3.3)", async (t) => {
+    const node = getNode();
+    const username = freshName("chpw");
+    await node.createUser(`${username}@${node.domain}`, "old-pw");
+    const client = await connectRaw(t, node, { label: username });
+    await client.login(username, "old-pw");
+    const changed = await client.iq(
+      "set",
+      `<query xmlns='${NS_REGISTER}'><username>${username}</username><password>new-pw</password></query>`,
+    );
+    assert.equal(changed.attrs.type, "result", changed.toString());
+    assert.equal(await canLogIn(t, node, username, "new-pw"), true, "the new password works");
+    assert.equal(await canLogIn(t, node, username, "old-pw"), false, "the old password no longer works");
+  });
+
   test("a taken username gets conflict and the existing password is kept", async (t) => {
     const node = getNode();
     const username = freshName();
