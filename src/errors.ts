@@ -21,6 +21,11 @@ export const ErrorCodes = {
   XSRV_WORKER: "a worker thread failed",
   XSRV_ADMIN: "the admin endpoint refused a request",
   XSRV_CLUSTER_UNREACHABLE: "a cluster peer could not be reached",
+  XSRV_PEER_REFUSED: "a cluster peer refused the link (wrong secret or not a member)",
+  XSRV_CLUSTER_INCOMPATIBLE: "a node's ring (partitions, hash) or peer protocol differs from the cluster's",
+  XSRV_CLUSTER_NAME_TAKEN: "another live node already uses this node name",
+  XSRV_CLUSTER_STALE: "a membership change lost a race with another one (the view moved on)",
+  XSRV_FENCED: "this node lost its lease or was declared down, and stopped serving",
 } as const;
 
 /** A Starling error code. */
