@@ -4,6 +4,7 @@
  * stanzas as serialised XML plus the few attributes routing needs.
  */
 import type { BareJid, FullJid } from "../src/xmpp/jid.ts";
+import type { UserActorSnapshot } from "./user-actor.ts";
 
 /** A stanza on its way to a user, with what delivery rules need, so nobody re-parses it. */
 export interface RoutedStanza {
@@ -21,9 +22,10 @@ export interface RoutedStanza {
   noCopy?: boolean;
 }
 
-/** Where a session's socket lives: a worker of this node. */
+/** Where a session's socket lives: a worker of some node. */
 export interface SessionLocation {
   full: FullJid;
+  /** Cluster-wide shard number (src/cluster/ring.ts shardNumber). */
   shard: number;
   /** Unique per session and worker incarnation: two sessions of one full JID never share it. */
   sid: string;
@@ -94,12 +96,22 @@ export type UserMessage =
   /** A worker had no session `session.sid` for a write: forget it, and keep the stanza if it was storable. */
   | { kind: "session-gone"; user: BareJid; session: SessionLocation; xml?: string; storable?: boolean }
   /** Worker `shard` restarted: its sessions older than `keepPrefix` are gone. */
-  | { kind: "shard-lost"; user: BareJid; shard: number; keepPrefix: string };
+  | { kind: "shard-lost"; user: BareJid; shard: number; keepPrefix: string }
+  /** Nodes `nodeNos` died: their sessions are gone. */
+  | { kind: "nodes-lost"; user: BareJid; nodeNos: number[] };
 
 /** Messages handled by a session on the worker that holds its socket. */
 export type SessionMessage =
   /** Write a stanza to the client. */
-  | { kind: "write"; full: FullJid; sid: string; xml: string; isMessage?: boolean }
+  | {
+      kind: "write";
+      full: FullJid;
+      sid: string;
+      xml: string;
+      isMessage?: boolean;
+      /** The retained stanza this write delivers: a session drops a second write with the same key. */
+      dedupe?: string;
+    }
   /** Another session bound the same resource (RFC 6120 §7.7.2.2): close with `<conflict/>`. */
   | { kind: "conflict"; full: FullJid; sid: string }
   /** How many of the user's sessions have carbons enabled (XEP-0280). */
@@ -107,12 +119,26 @@ export type SessionMessage =
   /** The user's blocklist changed (XEP-0191); sessions refuse to send to blocked JIDs. */
   | { kind: "blocklist"; full: FullJid; sid: string; list: string[] };
 
-/** Requests between workers of one node (XEP-0198 resumption). */
-export type WorkerMessage = {
-  kind: "resume-take";
-  token: string;
-  h: number;
-  toShard: number;
-  reqId: number;
-  user: BareJid;
-};
+/** Requests between workers (XEP-0198 resumption, partition handoff). */
+export type WorkerMessage =
+  | {
+      kind: "resume-take";
+      token: string;
+      h: number;
+      toShard: number;
+      reqId: number;
+      user: BareJid;
+    }
+  /**
+   * The partitions' previous owner (or, after a node died, a surviving shard) hands over what it
+   * knows of them at `epoch`: actor snapshots from a previous owner, session registrations from
+   * a survivor. `from` is the sending shard.
+   */
+  | {
+      kind: "handoff";
+      epoch: number;
+      from: number;
+      partitions: number[];
+      actors: UserActorSnapshot[];
+      sessions: { session: SessionLocation; state: SessionRegistration }[];
+    };

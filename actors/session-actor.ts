@@ -1,3 +1,6 @@
+/** Retained-stanza keys a session remembers to drop re-sent copies. */
+const RECENT_DEDUPE_KEYS = 1024;
+
 /**
  * SessionActor: one bound client session (a full JID), pinned to the worker that holds its
  * socket. It stamps and routes what the client sends, writes what the user's actor delivers,
@@ -98,6 +101,8 @@ export class SessionActor {
   #blocklistInterest = false;
   #ended = false;
   #iqsInFlight = 0;
+  /** Keys of recent retained-stanza writes: a copy re-sent after a node died is written once. */
+  #recentDedupe: Set<string> | undefined;
   /** Writes waiting for {@link release} (while binding). */
   #held: [string, boolean][] | undefined;
 
@@ -425,10 +430,22 @@ export class SessionActor {
 
   // --- outbound to the client -------------------------------------------------------------
 
+  #seen(key: string): boolean {
+    this.#recentDedupe ??= new Set();
+    if (this.#recentDedupe.has(key)) return true;
+    this.#recentDedupe.add(key);
+    // Re-sends follow a node's death within seconds; a window of recent keys is enough.
+    if (this.#recentDedupe.size > RECENT_DEDUPE_KEYS) {
+      this.#recentDedupe.delete(this.#recentDedupe.values().next().value!);
+    }
+    return false;
+  }
+
   /** Handles a message addressed to this session by an actor. */
   deliver(msg: SessionMessage): void {
     switch (msg.kind) {
       case "write":
+        if (msg.dedupe !== undefined && this.#seen(msg.dedupe)) return;
         return this.write(msg.xml, msg.isMessage ?? false);
       case "conflict":
         // RFC 6120 §7.7.2.2: the replaced session gets <conflict/>.

@@ -8,6 +8,7 @@
  * inside the turn, so the roster never sees interleaved updates.
  */
 import { type Element, escapeXML, xml } from "@xmpp/xml";
+import { nodeNoOf } from "../src/cluster/ring.ts";
 import type { ShardRouter } from "../src/cluster/shard-router.ts";
 import type { Config } from "../src/config/defaults.ts";
 import type { Logger } from "../src/log.ts";
@@ -29,7 +30,20 @@ export interface UserActorContext {
   passivate(actor: UserActor): void;
 }
 
-interface SessionState {
+interface QueuedMessage {
+  msg: UserMessage;
+  ack?: { shard: number; rid: number };
+}
+
+/** What a UserActor hands to its partition's next owner. */
+export interface UserActorSnapshot {
+  user: BareJid;
+  sessions: [FullJid, SessionState][];
+  known: "unknown" | "exists" | "absent";
+}
+
+/** One session as its UserActor knows it. */
+export interface SessionState {
   shard: number;
   sid: string;
   /** Last broadcast presence, serialised, when the session is available. */
@@ -56,7 +70,10 @@ export class UserActor {
   #roster = new Map<BareJid, RosterItem>();
   #rosterVersion = 0;
   #blocklist = new Set<string>();
-  #queue: UserMessage[] = [];
+  #queue: QueuedMessage[] = [];
+  /** Set while a retained stanza is handled: its writes carry it so sessions drop a re-sent copy. */
+  #dedupe: string | undefined;
+  #quiesced: (() => void)[] = [];
   #running = false;
   #activated = false;
   #pushId = 0;
@@ -80,12 +97,15 @@ export class UserActor {
     return this.#sessions.size === 0 && this.#queue.length === 0 && !this.#running;
   }
 
-  /** Queues a message; returns false when the mailbox is full. */
-  enqueue(msg: UserMessage): boolean {
+  /**
+   * Queues a message; returns false when the mailbox is full. `ack` is the sender's request to
+   * hear when the message has been handled (see ShardRouter.toUser).
+   */
+  enqueue(msg: UserMessage, ack?: { shard: number; rid: number }): boolean {
     // Only stanzas are refused: control messages (bind, unbind, presence, relocate...) are
     // bounded by the user's sessions, and losing one would corrupt the session table.
     if (msg.kind === "stanza" && this.#queue.length >= this.#ctx.config.limits.maxMailboxSize) return false;
-    this.#queue.push(msg);
+    this.#queue.push(ack === undefined ? { msg } : { msg, ack });
     this.lastActive = Date.now();
     if (!this.#running) void this.#drain();
     return true;
@@ -96,25 +116,47 @@ export class UserActor {
     try {
       if (!this.#activated) await this.#activate();
       while (this.#queue.length > 0) {
-        const msg = this.#queue.shift()!;
+        const { msg, ack } = this.#queue.shift()!;
+        this.#dedupe = ack === undefined ? undefined : `${ack.shard}:${ack.rid}`;
         try {
           await this.#handle(msg);
         } catch (error) {
           this.#ctx.log.error({ err: error, user: this.user, kind: msg.kind }, "user actor failed a message");
           if ("reqId" in msg) this.#ctx.router.reply(msg.session.shard, msg.reqId, { ok: false, error });
+        } finally {
+          this.#dedupe = undefined;
+          if (ack !== undefined) this.#ctx.router.accept(ack);
         }
       }
     } catch (error) {
       // Activation failed: fail the queued requests, keep the actor inactive so the next message retries.
       this.#ctx.log.error({ err: error, user: this.user }, "user actor activation failed");
-      for (const msg of this.#queue.splice(0)) {
+      for (const { msg } of this.#queue.splice(0)) {
         if ("reqId" in msg) this.#ctx.router.reply(msg.session.shard, msg.reqId, { ok: false, error });
       }
     } finally {
       this.#running = false;
+      for (const resolve of this.#quiesced.splice(0)) resolve();
       // Stanzas to names nobody registered must not pile up actors until the idle sweep.
       if (this.#known === "absent" && this.idle) this.#ctx.passivate(this);
     }
+  }
+
+  /** Resolves when the mailbox is empty and no message is being handled (before a handoff). */
+  quiesce(): Promise<void> {
+    if (!this.#running && this.#queue.length === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#quiesced.push(resolve));
+  }
+
+  /** The state that lives only in memory, for the partition's next owner (handoff). */
+  snapshot(): UserActorSnapshot {
+    return { user: this.user, sessions: [...this.#sessions], known: this.#known };
+  }
+
+  /** Takes over a previous owner's state; the roster and blocklist are re-read from the store. */
+  restore(snapshot: UserActorSnapshot): void {
+    for (const [full, state] of snapshot.sessions) this.#sessions.set(full, { ...state });
+    if (snapshot.known !== "unknown") this.#known = snapshot.known;
   }
 
   async #activate(): Promise<void> {
@@ -179,6 +221,11 @@ export class UserActor {
           if (state.shard === msg.shard && !state.sid.startsWith(msg.keepPrefix)) this.#forget(full, state);
         }
         return;
+      case "nodes-lost":
+        for (const [full, state] of [...this.#sessions]) {
+          if (msg.nodeNos.includes(nodeNoOf(state.shard))) this.#forget(full, state);
+        }
+        return;
       default: {
         const never: never = msg;
         throw new TypeError(`unknown user message ${JSON.stringify(never)}`);
@@ -190,6 +237,11 @@ export class UserActor {
 
   async #onBind(session: SessionLocation, reqId: number): Promise<void> {
     const existing = this.#sessions.get(session.full);
+    if (existing !== undefined && existing.sid === session.sid) {
+      // The same bind again (re-sent after a node died before answering): answer it again.
+      this.#ctx.router.reply(session.shard, reqId, { ok: true, value: { blocklist: [...this.#blocklist] } });
+      return;
+    }
     if (existing !== undefined) {
       // RFC 6120 §7.7.2.2: the existing session is terminated with <conflict/>, and its
       // contacts see that resource go unavailable before the new one announces itself.
@@ -253,7 +305,7 @@ export class UserActor {
       | { kind: "conflict" }
       | { kind: "carbon-peers"; enabled: number }
       | { kind: "blocklist"; list: string[] }
-      | { kind: "write"; xml: string; isMessage?: boolean },
+      | { kind: "write"; xml: string; isMessage?: boolean; dedupe?: string },
   ): void {
     this.#ctx.router.send(to.shard, { t: "session", msg: { ...msg, full, sid: to.sid } });
   }
@@ -261,7 +313,13 @@ export class UserActor {
   #write(full: FullJid, xmlText: string, isMessage = false): boolean {
     const state = this.#sessions.get(full);
     if (state === undefined) return false;
-    this.#writeSession(full, state, { kind: "write", xml: xmlText, isMessage });
+    this.#writeSession(
+      full,
+      state,
+      isMessage && this.#dedupe !== undefined
+        ? { kind: "write", xml: xmlText, isMessage, dedupe: this.#dedupe }
+        : { kind: "write", xml: xmlText, isMessage },
+    );
     return true;
   }
 

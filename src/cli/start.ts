@@ -33,6 +33,11 @@ Options:
   --data DIR             data directory: store and generated certificate (default: ./data)
   --store URL            postgres:// URL of a shared PostgreSQL store (default: LevelDB in --data)
   --workers N            worker threads, 0 = one per core (default: 0)
+  --node NAME            this node's name in the cluster (default: the host name)
+  --peer-host ADDR       address other nodes dial to reach this one (default: --host)
+  --peer-port N          cluster peer-link port (default: 5290)
+  --secret S             cluster secret shared by every node; turns on cluster mode (needs --store)
+  --join HOST:PORT       join the cluster of the node whose peer port this is
   --allow-registration   allow XEP-0077 in-band registration
   --log-level L          trace, debug, info, warn, error, fatal or silent (default: info)
   -h, --help             show this help
@@ -48,6 +53,11 @@ const OPTIONS = {
   data: { type: "string" },
   store: { type: "string" },
   workers: { type: "string" },
+  node: { type: "string" },
+  "peer-host": { type: "string" },
+  "peer-port": { type: "string" },
+  secret: { type: "string" },
+  join: { type: "string" },
   "allow-registration": { type: "boolean" },
   "log-level": { type: "string" },
   help: { type: "boolean", short: "h" },
@@ -72,6 +82,11 @@ export async function run(args: readonly string[], context: CommandContext): Pro
   set("dataDir", stringFlag(values.data));
   set("store.url", stringFlag(values.store));
   set("workers", parseCountFlag("workers", values.workers));
+  set("cluster.node", stringFlag(values.node));
+  set("cluster.peerHost", stringFlag(values["peer-host"]));
+  set("cluster.peerPort", parsePortFlag("peer-port", values["peer-port"]));
+  set("cluster.secret", stringFlag(values.secret));
+  set("cluster.join", stringFlag(values.join));
   if (values["allow-registration"] === true) overrides["registration.allow"] = true;
   set("log.level", parseLogLevelFlag("log-level", values["log-level"]));
 

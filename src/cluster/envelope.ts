@@ -8,8 +8,13 @@ import type { ErrorRecord } from "../errors.ts";
 
 /** One routed message. */
 export type Envelope =
-  /** To the UserActor of `msg.user`, routed by partition under `epoch`. */
-  | { t: "user"; epoch: number; partition: number; msg: UserMessage }
+  /**
+   * To the UserActor of `msg.user`, routed by partition under `epoch`. With `ack`, the sender
+   * keeps the message until the actor has handled it and answers `accepted` to `ack.shard`.
+   */
+  | { t: "user"; epoch: number; partition: number; msg: UserMessage; ack?: { shard: number; rid: number } }
+  /** The actor handled these retained messages of the destination shard (see `ack`). */
+  | { t: "accepted"; rids: number[] }
   /** To a session on the destination worker. */
   | { t: "session"; msg: SessionMessage }
   /** To the destination worker itself. */

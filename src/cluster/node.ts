@@ -11,6 +11,7 @@ import { startAdminServer } from "../http/admin-server.ts";
 import type { Logger } from "../log.ts";
 import { createStore } from "../storage/open-store.ts";
 import { ensureCertificate } from "../tls/certificate.ts";
+import { singleNodeTable } from "./ring.ts";
 import { WorkerPool } from "./worker-pool.ts";
 
 /** A started node. */
@@ -42,6 +43,8 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
     tls: { cert: tls.cert, key: tls.key },
     version: VERSION,
     log,
+    nodeNo: 0,
+    table: singleNodeTable("local", workers, config.partitions),
   });
   let ports: { c2s: number; tls: number };
   try {

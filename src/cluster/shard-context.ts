@@ -22,9 +22,10 @@ export interface ShardCounters {
 
 /** The shared state of one shard. */
 export interface ShardContext {
+  /** This shard's cluster-wide number (ring.ts shardNumber); sessions are located by it. */
   readonly index: number;
-  /** Workers on this node. */
-  readonly workers: number;
+  /** The cluster-wide numbers of every worker of this node, this one included. */
+  readonly localShards: readonly number[];
   readonly config: Readonly<Config>;
   readonly log: Logger;
   readonly store: Store;

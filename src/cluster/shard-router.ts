@@ -1,28 +1,61 @@
 /**
- * Moves envelopes between the shards (worker threads) of a node. Envelopes for one destination
- * are collected during an event-loop turn and sent as one msgpackr-encoded batch, so a burst of
- * stanzas costs one postMessage per destination, not one per stanza.
+ * Moves envelopes between shards. Envelopes for one destination are collected during an
+ * event-loop turn and sent as one msgpackr-encoded batch, so a burst of stanzas costs one
+ * postMessage per destination, not one per stanza. Shards of this node are reached over a
+ * MessagePort each; shards of other nodes through the uplink to the main thread, which owns the
+ * peer links.
+ *
+ * Ownership is checked on arrival: an envelope routed under an older table is forwarded to the
+ * current owner, one routed under a newer table than ours waits until we learn it, and one for a
+ * partition we are taking over waits for the previous owner's handoff.
  */
 import type { MessagePort } from "node:worker_threads";
 import { Packr } from "msgpackr";
 import type { UserMessage } from "../../actors/messages.ts";
 import { fromErrorRecord, toErrorRecord } from "../errors.ts";
 import type { Envelope } from "./envelope.ts";
-import { type OwnerTable, ownerOf, partitionOf } from "./ring.ts";
+import { nodeNoOf, type OwnerTable, ownerShard, partitionOf, workerOf } from "./ring.ts";
 
 /** Batches larger than this are flushed at once instead of waiting for the end of the turn. */
 const MAX_BATCH = 512;
 
+/** Envelopes held for a newer table or a handoff; beyond this the oldest are dropped (and logged). */
+const MAX_HELD = 100_000;
+
 /** Delivers one envelope that arrived for this shard. */
 export type EnvelopeHandler = (envelope: Envelope) => void;
+
+/** Where batches for shards of other nodes go: the main thread, which sends them over a peer link. */
+export interface Uplink {
+  postMessage(value: { dest: number; bytes: Uint8Array }, transfer: ArrayBuffer[]): void;
+}
+
+interface Retained {
+  msg: UserMessage;
+  dest: number;
+}
 
 /**
  * The router of one worker. Peer ports are MessagePorts to every other worker of the node;
  * a port can be replaced when that worker restarts.
  */
 export class ShardRouter {
+  /** This shard's cluster-wide number. */
   readonly self: number;
+  readonly #selfNode: number;
   #table: OwnerTable;
+  #uplink: Uplink | undefined;
+  /** Envelopes routed under a table newer than ours. */
+  #future: Envelope[] = [];
+  /** Partitions we own but are still receiving from their previous owner, with what waits for them. */
+  readonly #incoming = new Map<number, Envelope[]>();
+  #held = 0;
+  /** Stanzas sent to another node's actor, kept until it says `accepted`. */
+  readonly #retained = new Map<number, Retained>();
+  #nextRid = 1;
+  #accepted: Map<number, number[]> = new Map();
+  /** Called when held envelopes overflow, so the worker can log it. */
+  onDrop: ((count: number) => void) | undefined;
   readonly #ports: (MessagePort | undefined)[] = [];
   readonly #pending = new Map<number, Envelope[]>();
   #flushScheduled = false;
@@ -35,6 +68,7 @@ export class ShardRouter {
 
   constructor(self: number, table: OwnerTable, handler: EnvelopeHandler) {
     this.self = self;
+    this.#selfNode = nodeNoOf(self);
     this.#table = table;
     this.#handler = handler;
   }
@@ -44,10 +78,104 @@ export class ShardRouter {
     return this.#table;
   }
 
-  /** Attaches (or replaces) the port to worker `shard`. */
-  setPort(shard: number, port: MessagePort): void {
-    this.#ports[shard]?.close();
-    this.#ports[shard] = port;
+  /** Retained stanzas not yet accepted (for statistics and tests). */
+  get retainedCount(): number {
+    return this.#retained.size;
+  }
+
+  /** Attaches the port to the main thread, for shards of other nodes. */
+  setUplink(uplink: Uplink): void {
+    this.#uplink = uplink;
+  }
+
+  /** Delivers a batch that came from another node through the main thread. */
+  receiveBatch(data: Uint8Array): void {
+    const batch = this.#packr.unpack(data) as Envelope[];
+    for (const envelope of batch) this.#receive(envelope);
+  }
+
+  /**
+   * Switches to a newer table. `incoming` lists partitions this shard gains whose previous owner
+   * is alive and will hand them off: envelopes for them wait for {@link completeIncoming}.
+   */
+  setTable(table: OwnerTable, incoming: readonly number[]): void {
+    if (table.epoch <= this.#table.epoch) return;
+    this.#table = table;
+    for (const p of incoming) if (!this.#incoming.has(p)) this.#incoming.set(p, []);
+    const future = this.#future;
+    this.#future = [];
+    this.#held -= future.length;
+    for (const envelope of future) this.#receive(envelope);
+  }
+
+  /** Whether a partition is still waiting for its handoff. */
+  isIncoming(partition: number): boolean {
+    return this.#incoming.has(partition);
+  }
+
+  /** The previous owner's handoff of `partition` is applied: deliver what waited for it, in order. */
+  completeIncoming(partition: number): void {
+    const waiting = this.#incoming.get(partition);
+    if (waiting === undefined) return;
+    this.#incoming.delete(partition);
+    this.#held -= waiting.length;
+    for (const envelope of waiting) this.#receive(envelope);
+  }
+
+  /** Partitions still waiting for a handoff. */
+  incomingPartitions(): number[] {
+    return [...this.#incoming.keys()];
+  }
+
+  /** Whether a shard number is on this node. */
+  isLocal(shard: number): boolean {
+    return nodeNoOf(shard) === this.#selfNode;
+  }
+
+  /**
+   * Nodes `nodeNos` died: re-route every retained stanza that was sent to them under the
+   * current table (the new owner may already be processing; recipients drop duplicates by rid).
+   */
+  resendRetainedTo(nodeNos: ReadonlySet<number>): number {
+    let resent = 0;
+    for (const [rid, entry] of this.#retained) {
+      if (!nodeNos.has(nodeNoOf(entry.dest))) continue;
+      const partition = this.partitionOf(entry.msg.user);
+      const dest = ownerShard(this.#table, partition);
+      entry.dest = dest;
+      this.send(dest, {
+        t: "user",
+        epoch: this.#table.epoch,
+        partition,
+        msg: entry.msg,
+        ack: { shard: this.self, rid },
+      });
+      resent++;
+    }
+    return resent;
+  }
+
+  /** The actor handled a retained message: tell its sender (batched per turn). */
+  accept(ack: { shard: number; rid: number }): void {
+    let rids = this.#accepted.get(ack.shard);
+    if (rids === undefined) {
+      rids = [];
+      this.#accepted.set(ack.shard, rids);
+      if (this.#accepted.size === 1) setImmediate(this.#flushAccepted);
+    }
+    rids.push(ack.rid);
+  }
+
+  readonly #flushAccepted = (): void => {
+    const accepted = this.#accepted;
+    this.#accepted = new Map();
+    for (const [shard, rids] of accepted) this.send(shard, { t: "accepted", rids });
+  };
+
+  /** Attaches (or replaces) the port to worker `worker` of this node. */
+  setPort(worker: number, port: MessagePort): void {
+    this.#ports[worker]?.close();
+    this.#ports[worker] = port;
     port.on("message", (data: Uint8Array) => {
       const batch = this.#packr.unpack(data) as Envelope[];
       for (const envelope of batch) this.#receive(envelope);
@@ -65,15 +193,31 @@ export class ShardRouter {
     return p;
   }
 
-  /** The worker that hosts a user's actor. */
+  /** The shard that hosts a user's actor. */
   shardOfUser(user: string): number {
-    return ownerOf(this.#table, this.partitionOf(user)).worker;
+    return ownerShard(this.#table, this.partitionOf(user));
   }
 
-  /** Sends a message to the UserActor of `msg.user`. */
+  /**
+   * Sends a message to the UserActor of `msg.user`. A stanza for an actor on another node is
+   * kept until that actor has handled it, so a node's death cannot lose it (see
+   * {@link resendRetainedTo}).
+   */
   toUser(msg: UserMessage): void {
     const partition = this.partitionOf(msg.user);
-    const shard = ownerOf(this.#table, partition).worker;
+    const shard = ownerShard(this.#table, partition);
+    if (msg.kind === "stanza" && nodeNoOf(shard) !== this.#selfNode) {
+      const rid = this.#nextRid++;
+      this.#retained.set(rid, { msg, dest: shard });
+      this.send(shard, {
+        t: "user",
+        epoch: this.#table.epoch,
+        partition,
+        msg,
+        ack: { shard: this.self, rid },
+      });
+      return;
+    }
     this.send(shard, { t: "user", epoch: this.#table.epoch, partition, msg });
   }
 
@@ -158,11 +302,26 @@ export class ShardRouter {
       for (const envelope of batch) this.#receive(envelope);
       return;
     }
-    const port = this.#ports[shard];
-    if (port === undefined) return; // The worker is restarting; its sessions re-register later.
     // pack() returns a view into a reused buffer: copy just the bytes, then transfer them.
+    if (nodeNoOf(shard) !== this.#selfNode) {
+      if (this.#uplink === undefined) return;
+      const bytes = new Uint8Array(this.#packr.pack(batch));
+      this.#uplink.postMessage({ dest: shard, bytes }, [bytes.buffer as ArrayBuffer]);
+      return;
+    }
+    const port = this.#ports[workerOf(shard)];
+    if (port === undefined) return; // The worker is restarting; its sessions re-register later.
     const bytes = new Uint8Array(this.#packr.pack(batch));
     port.postMessage(bytes, [bytes.buffer]);
+  }
+
+  #hold(queue: Envelope[], envelope: Envelope): void {
+    if (this.#held >= MAX_HELD) {
+      this.onDrop?.(1);
+      return;
+    }
+    this.#held++;
+    queue.push(envelope);
   }
 
   #receive(envelope: Envelope): void {
@@ -174,10 +333,21 @@ export class ShardRouter {
       else request.reject(fromErrorRecord(envelope.error));
       return;
     }
-    if (envelope.t === "user" && ownerOf(this.#table, envelope.partition).worker !== this.self) {
-      // Routed under another table: forward to the current owner rather than act on a key we do not own.
-      this.toUser(envelope.msg);
+    if (envelope.t === "accepted") {
+      for (const rid of envelope.rids) this.#retained.delete(rid);
       return;
+    }
+    if (envelope.t === "user") {
+      if (envelope.epoch > this.#table.epoch) return this.#hold(this.#future, envelope);
+      const owner = ownerShard(this.#table, envelope.partition);
+      if (owner !== this.self) {
+        // Routed under an older table: forward to the current owner rather than act on a key
+        // we do not own, keeping the sender's ack request.
+        this.send(owner, { ...envelope, epoch: this.#table.epoch });
+        return;
+      }
+      const waiting = this.#incoming.get(envelope.partition);
+      if (waiting !== undefined) return this.#hold(waiting, envelope);
     }
     this.#handler(envelope);
   }

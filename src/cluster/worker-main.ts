@@ -19,7 +19,8 @@ import { takeResumable } from "../xmpp/c2s-connection.ts";
 import { type BareJid, splitFullJid } from "../xmpp/jid.ts";
 import { expose, nodeEndpoint, type Remote, wrap } from "./comlink-setup.ts";
 import type { Envelope } from "./envelope.ts";
-import { singleNodeTable } from "./ring.ts";
+import { type HandoffStats, type LiveNode, PartitionHandoff } from "./handoff.ts";
+import { type OwnerTable, shardNumber } from "./ring.ts";
 import type { ShardContext } from "./shard-context.ts";
 import { ShardRouter } from "./shard-router.ts";
 import type { NodeThrottles } from "./worker-pool.ts";
@@ -27,8 +28,15 @@ import type { NodeThrottles } from "./worker-pool.ts";
 /** What the supervisor passes to a new worker. */
 export interface WorkerInit {
   config: Config;
+  /** Worker index within the node. */
   index: number;
   workers: number;
+  /** The node's number in the cluster (0 for a single node). */
+  nodeNo: number;
+  /** The owner table to start with. */
+  table: OwnerTable;
+  /** To and from the main thread: batches for and from shards of other nodes. */
+  uplinkPort: MessagePort;
   tls: { cert: string; key: string };
   version: string;
   storePort: MessagePort;
@@ -48,12 +56,27 @@ export interface WorkerStats {
   stanzasIn: number;
   /** V8 heap in use by this worker's isolate. */
   heapUsedBytes: number;
+  /** Stanzas sent to other nodes' actors and not yet accepted. */
+  retained: number;
+  /** The epoch of the owner table this worker routes by, and partitions still waiting for a handoff. */
+  epoch: number;
+  incomingPartitions: number;
+  handoff: HandoffStats;
 }
 
 /** The control calls the supervisor makes (comlink). */
 export interface WorkerControl {
   listen(ports: { c2s: number; tls: number }): Promise<{ c2s: number; tls: number }>;
   setPeerPort(shard: number, port: MessagePort): void;
+  /** A newer owner table; `live` are the nodes serving now. Resolves when our outgoing handoffs are sent. */
+  setTable(table: OwnerTable, live: LiveNode[]): Promise<void>;
+  /**
+   * Leaving the cluster: stop accepting clients, and close every client connection so that it
+   * reconnects elsewhere — resumable sessions stay here, detached, for the resumption to take.
+   */
+  drain(): void;
+  /** Sessions still held (attached or detached). */
+  sessionCount(): number;
   /**
    * Worker `shard` restarted (its sessions now have sids starting `keepPrefix`): forget the
    * sessions that died with it and re-register ours whose users it hosts.
@@ -69,16 +92,19 @@ const init = workerData as WorkerInit;
 const log = createLogger({ level: init.config.log.level, bindings: { worker: init.index } });
 const store = connectStore(init.storePort);
 const actors = new Map<BareJid, UserActor>();
-const table = singleNodeTable("local", init.workers, init.config.partitions);
-const router = new ShardRouter(init.index, table, (envelope) => dispatch(envelope));
+const shard = shardNumber(init.nodeNo, init.index);
+const router = new ShardRouter(shard, init.table, (envelope) => dispatch(envelope));
+router.setUplink(init.uplinkPort);
+init.uplinkPort.on("message", (bytes: Uint8Array) => router.receiveBatch(bytes));
+router.onDrop = (count) => log.warn({ count }, "held envelopes over the limit; dropped");
 const auth = new InternalAuthProvider(store);
 // Session ids carry this worker incarnation's prefix, so a restarted worker never reuses one.
-const sidPrefix = `${init.index}.${randomBytes(4).toString("hex")}.`;
+const sidPrefix = `${shard}.${randomBytes(4).toString("hex")}.`;
 let nextSidNumber = 1;
 const throttles = wrap<NodeThrottles>(nodeEndpoint(init.throttlePort));
 const ctx: ShardContext = {
-  index: init.index,
-  workers: init.workers,
+  index: shard,
+  localShards: Array.from({ length: init.workers }, (_, w) => shardNumber(init.nodeNo, w)),
   config: init.config,
   log,
   store,
@@ -97,6 +123,14 @@ const ctx: ShardContext = {
   version: init.version,
 };
 let listeners: C2sListeners | undefined;
+const handoff = new PartitionHandoff({
+  router,
+  actors,
+  actorFor,
+  sessions: ctx.sessions,
+  log,
+  timeoutMs: init.config.cluster.handoffTimeoutMs,
+});
 
 function actorFor(user: BareJid): UserActor {
   let actor = actors.get(user);
@@ -119,8 +153,10 @@ function dispatch(envelope: Envelope): void {
   switch (envelope.t) {
     case "user": {
       const msg = envelope.msg;
-      if (actorFor(msg.user).enqueue(msg)) return;
+      if (actorFor(msg.user).enqueue(msg, envelope.ack)) return;
       log.warn({ user: msg.user, kind: msg.kind }, "mailbox full; message refused");
+      // Refused is an answer too: the sender must not keep (and later re-send) it.
+      if (envelope.ack !== undefined) router.accept(envelope.ack);
       // The sender learns it should retry later rather than have the stanza vanish.
       if (msg.kind === "stanza") bounceStanza(router, msg.stanza, "resource-constraint");
       else if ("reqId" in msg) {
@@ -139,7 +175,7 @@ function dispatch(envelope: Envelope): void {
         router.toUser({
           kind: "session-gone",
           user,
-          session: { full: msg.full, shard: init.index, sid: msg.sid },
+          session: { full: msg.full, shard, sid: msg.sid },
           xml: msg.xml,
           storable: msg.isMessage ?? false,
         });
@@ -148,19 +184,21 @@ function dispatch(envelope: Envelope): void {
     }
     case "worker": {
       const msg = envelope.msg;
+      if (msg.kind === "handoff") return handoff.receive(msg);
       const snapshot = takeResumable(ctx, msg.token, msg.h, msg.user);
       router.reply(msg.toShard, msg.reqId, { ok: true, value: snapshot });
       return;
     }
     case "reply":
+    case "accepted":
       return;
   }
 }
 
 /** Re-registers sessions with the UserActors a restarted worker hosts (their state died with it). */
-function reregister(shard: number): void {
+function reregister(restarted: number): void {
   for (const session of ctx.sessions.values()) {
-    if (router.shardOfUser(session.bare) !== shard) continue;
+    if (router.shardOfUser(session.bare) !== restarted) continue;
     router.toUser({
       kind: "relocate",
       user: session.bare,
@@ -185,11 +223,23 @@ const control: WorkerControl = {
   setPeerPort(shard, port) {
     router.setPort(shard, port);
   },
-  peerRestarted(shard, keepPrefix) {
+  peerRestarted(worker, keepPrefix) {
     // Sessions our actors still believe live on the restarted worker died with it.
+    const restarted = shardNumber(init.nodeNo, worker);
     for (const actor of actors.values())
-      actor.enqueue({ kind: "shard-lost", user: actor.user, shard, keepPrefix });
-    reregister(shard);
+      actor.enqueue({ kind: "shard-lost", user: actor.user, shard: restarted, keepPrefix });
+    reregister(restarted);
+  },
+  setTable(table, live) {
+    return handoff.apply(table, live);
+  },
+  drain() {
+    // Stop accepting; the close resolves only when every connection is gone, which stop() awaits.
+    void listeners?.close();
+    for (const connection of listeners?.connections ?? []) connection.moveAway();
+  },
+  sessionCount() {
+    return ctx.sessions.size;
   },
   sidPrefix() {
     return sidPrefix;
@@ -204,6 +254,10 @@ const control: WorkerControl = {
       loginFailures: ctx.counters.loginFailures,
       stanzasIn: ctx.counters.stanzasIn,
       heapUsedBytes: getHeapStatistics().used_heap_size,
+      retained: router.retainedCount,
+      epoch: router.table.epoch,
+      incomingPartitions: handoff.pending,
+      handoff: { ...handoff.stats },
     };
   },
   async stop() {

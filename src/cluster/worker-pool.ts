@@ -4,13 +4,15 @@
  * MessagePort to every other worker for envelopes. A worker that dies is restarted with the
  * same index; the others reconnect to it and re-register the sessions whose users it hosts.
  */
-import { MessageChannel, Worker } from "node:worker_threads";
+import { MessageChannel, type MessagePort, Worker } from "node:worker_threads";
 import { LoginThrottle } from "../auth/login-throttle.ts";
 import type { Config } from "../config/defaults.ts";
 import type { Logger } from "../log.ts";
 import { exposeStore } from "../storage/remote-store.ts";
 import type { Store } from "../storage/store.ts";
 import { expose, nodeEndpoint, type Remote, transfer, wrap } from "./comlink-setup.ts";
+import type { LiveNode } from "./handoff.ts";
+import type { OwnerTable } from "./ring.ts";
 import type { WorkerControl, WorkerInit, WorkerStats } from "./worker-main.ts";
 
 /** Login and registration throttles shared by every worker of the node. */
@@ -22,6 +24,8 @@ export interface NodeThrottles {
 interface WorkerSlot {
   worker: Worker;
   control: Remote<WorkerControl>;
+  /** The main thread's end of the worker's uplink (batches to and from other nodes). */
+  uplink: MessagePort;
   ready: boolean;
 }
 
@@ -33,6 +37,12 @@ export interface WorkerPoolOptions {
   tls: { cert: string; key: string };
   version: string;
   log: Logger;
+  /** This node's number in the cluster (0 alone). */
+  nodeNo: number;
+  /** The owner table workers start with. */
+  table: OwnerTable;
+  /** A worker sent a batch to shard `dest` of another node. */
+  onRemoteBatch?: (dest: number, bytes: Uint8Array) => void;
 }
 
 /** The workers of one node. */
@@ -44,11 +54,14 @@ export class WorkerPool {
   readonly #lastRestart: number[] = [];
   readonly #quickRestarts: number[] = [];
   restarts = 0;
+  #table: OwnerTable;
+  #live: LiveNode[] = [];
 
   readonly #throttles: NodeThrottles;
 
   constructor(options: WorkerPoolOptions) {
     this.#options = options;
+    this.#table = options.table;
     const { limits, registration } = options.config;
     this.#throttles = {
       login: new LoginThrottle({
@@ -82,12 +95,19 @@ export class WorkerPool {
     const storeChannel = new MessageChannel();
     const controlChannel = new MessageChannel();
     const throttleChannel = new MessageChannel();
+    const uplinkChannel = new MessageChannel();
+    uplinkChannel.port1.on("message", (value: { dest: number; bytes: Uint8Array }) =>
+      this.#options.onRemoteBatch?.(value.dest, value.bytes),
+    );
     exposeStore(this.#options.store, storeChannel.port1);
     expose(this.#throttles, nodeEndpoint(throttleChannel.port1));
     const init: WorkerInit = {
       config: this.#options.config as Config,
       index,
       workers: this.#options.workers,
+      nodeNo: this.#options.nodeNo,
+      table: this.#table,
+      uplinkPort: uplinkChannel.port2,
       tls: this.#options.tls,
       version: this.#options.version,
       storePort: storeChannel.port2,
@@ -96,11 +116,12 @@ export class WorkerPool {
     };
     const worker = new Worker(new URL("./worker-main.ts", import.meta.url), {
       workerData: init,
-      transferList: [storeChannel.port2, controlChannel.port2, throttleChannel.port2],
+      transferList: [storeChannel.port2, controlChannel.port2, throttleChannel.port2, uplinkChannel.port2],
     });
     const slot: WorkerSlot = {
       worker,
       control: wrap<WorkerControl>(nodeEndpoint(controlChannel.port1)),
+      uplink: uplinkChannel.port1,
       ready: false,
     };
     worker.on("error", (error) => this.#options.log.error({ err: error, worker: index }, "worker failed"));
@@ -108,6 +129,7 @@ export class WorkerPool {
       storeChannel.port1.close();
       controlChannel.port1.close();
       throttleChannel.port1.close();
+      uplinkChannel.port1.close();
       if (!this.#stopping) void this.#restart(index, code);
     });
     return slot;
@@ -154,6 +176,42 @@ export class WorkerPool {
     if (slot === undefined) return false;
     await slot.worker.terminate();
     return true;
+  }
+
+  /** Delivers a batch from another node to worker `worker` (dropped while it restarts). */
+  deliverRemote(worker: number, bytes: Uint8Array): void {
+    const slot = this.#slots[worker];
+    if (slot === undefined) return;
+    slot.uplink.postMessage(bytes, [bytes.buffer as ArrayBuffer]);
+  }
+
+  /** Switches every worker to a newer owner table (a restarted worker starts from it too). */
+  async setTable(table: OwnerTable, live: LiveNode[]): Promise<void> {
+    if (table.epoch <= this.#table.epoch) return;
+    this.#table = table;
+    this.#live = live;
+    await Promise.all(this.#slots.map((slot) => slot.control.setTable(table, live)));
+  }
+
+  /** The owner table the workers route by. */
+  get table(): OwnerTable {
+    return this.#table;
+  }
+
+  /** Nodes serving at the current table. */
+  get live(): readonly LiveNode[] {
+    return this.#live;
+  }
+
+  /** Leaving the cluster: every worker stops accepting and sends its clients elsewhere. */
+  async drain(): Promise<void> {
+    await Promise.all(this.#slots.map((slot) => slot.control.drain()));
+  }
+
+  /** Sessions held by every worker (attached or waiting for resumption). */
+  async sessionCount(): Promise<number> {
+    const counts = await Promise.all(this.#slots.map((slot) => slot.control.sessionCount()));
+    return counts.reduce((a, b) => a + b, 0);
   }
 
   /** Statistics from every worker. */

@@ -83,8 +83,36 @@ export interface Config {
      */
     optimizeForSize: boolean;
   };
-  /** Cluster membership; a single node leaves it empty. */
-  cluster: Record<string, unknown>;
+  /** Cluster membership (docs/cluster.md). A node is clustered when `cluster.secret` is set. */
+  cluster: ClusterConfig;
+}
+
+/** The `cluster` section: who this node is among its peers, and the failure-detection timing. */
+export interface ClusterConfig {
+  /** Unique name of this node in the cluster; null uses the host name. */
+  node: string | null;
+  /** Address peers dial to reach this node; null uses `host`. */
+  peerHost: string | null;
+  /** Port of the peer-link server (WebSocket, msgpackr frames). */
+  peerPort: number;
+  /** Shared by every node; authenticates the peer links. null = not clustered (one node). */
+  secret: string | null;
+  /** A member's peer address ("host:port") to join at start; null forms or rejoins the cluster from PostgreSQL. */
+  join: string | null;
+  /** A node that cannot renew its lease in PostgreSQL within this long fences itself. */
+  leaseMs: number;
+  leaseRenewMs: number;
+  /** A lease expired this long ago lets the others take a silent node's partitions. */
+  takeoverMarginMs: number;
+  /** Peer-link heartbeat; a link with no answer for pingTimeoutMs is considered dead. */
+  pingIntervalMs: number;
+  pingTimeoutMs: number;
+  /** How long a partition's new owner buffers envelopes while waiting for the old owner's handoff. */
+  handoffTimeoutMs: number;
+  /** How long `leave` waits for the node's clients to resume elsewhere before closing the rest. */
+  drainTimeoutMs: number;
+  /** A peer link holding more unacknowledged bytes than this is cut (a slow peer cannot exhaust memory). */
+  maxPeerBufferBytes: number;
 }
 
 /** The defaults every other source is merged over. */
@@ -122,5 +150,19 @@ export const DEFAULT_CONFIG: Config = {
   },
   log: { level: "info" },
   runtime: { optimizeForSize: true },
-  cluster: {},
+  cluster: {
+    node: null,
+    peerHost: null,
+    peerPort: 5290,
+    secret: null,
+    join: null,
+    leaseMs: 10_000,
+    leaseRenewMs: 2_000,
+    takeoverMarginMs: 2_000,
+    pingIntervalMs: 1_000,
+    pingTimeoutMs: 1_000,
+    handoffTimeoutMs: 30_000,
+    drainTimeoutMs: 10_000,
+    maxPeerBufferBytes: 64 * 1024 * 1024,
+  },
 };

@@ -6,7 +6,7 @@
 import { readFileSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
 import { XmppServerError } from "../errors.ts";
-import { type Config, DEFAULT_CONFIG } from "./defaults.ts";
+import { type ClusterConfig, type Config, DEFAULT_CONFIG } from "./defaults.ts";
 
 type Check = (value: unknown) => string | undefined;
 
@@ -33,6 +33,19 @@ const oneOf =
     typeof v === "string" && values.includes(v) ? undefined : `must be one of ${values.join(", ")}`;
 const domainName: Check = (v) =>
   typeof v === "string" && /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/i.test(v) ? undefined : "must be a domain name";
+
+const nullOr =
+  (check: Check): Check =>
+  (v) =>
+    v === null ? undefined : check(v);
+const nodeName: Check = (v) =>
+  typeof v === "string" && /^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$/.test(v)
+    ? undefined
+    : "must be 1-63 letters, digits, '.', '_' or '-'";
+const hostPort: Check = (v) =>
+  typeof v === "string" && /^[^\s:]+:\d{1,5}$/.test(v) && Number(v.split(":").at(-1)) <= 65535
+    ? undefined
+    : "must be host:port";
 
 /** How each leaf key is checked; a key not listed here is unknown and rejected. */
 const SCHEMA: Record<string, Check> = {
@@ -72,7 +85,21 @@ const SCHEMA: Record<string, Check> = {
   "registration.allowList": stringList,
   "log.level": oneOf("trace", "debug", "info", "warn", "error", "fatal", "silent"),
   "runtime.optimizeForSize": boolean,
-  cluster: object,
+  "cluster.node": nullOr(nodeName),
+  "cluster.peerHost": nullOr(nonEmptyString),
+  "cluster.peerPort": port,
+  "cluster.secret": nullOr((v) =>
+    typeof v === "string" && v.length >= 16 ? undefined : "must be a string of at least 16 characters",
+  ),
+  "cluster.join": nullOr(hostPort),
+  "cluster.leaseMs": positiveInt,
+  "cluster.leaseRenewMs": positiveInt,
+  "cluster.takeoverMarginMs": nonNegativeInt,
+  "cluster.pingIntervalMs": positiveInt,
+  "cluster.pingTimeoutMs": positiveInt,
+  "cluster.handoffTimeoutMs": positiveInt,
+  "cluster.drainTimeoutMs": nonNegativeInt,
+  "cluster.maxPeerBufferBytes": positiveInt,
 };
 
 /** Environment variables that override keys, e.g. `STARLING_DOMAIN=chat.example.org`. */
@@ -88,6 +115,11 @@ export const ENV_KEYS: Record<string, string> = {
   STARLING_ALLOW_REGISTRATION: "registration.allow",
   STARLING_LOG_LEVEL: "log.level",
   STARLING_OPTIMIZE_FOR_SIZE: "runtime.optimizeForSize",
+  STARLING_NODE: "cluster.node",
+  STARLING_PEER_HOST: "cluster.peerHost",
+  STARLING_PEER_PORT: "cluster.peerPort",
+  STARLING_SECRET: "cluster.secret",
+  STARLING_JOIN: "cluster.join",
 };
 
 /** Options for {@link loadConfig}. */
@@ -212,6 +244,14 @@ export function loadConfig(options: LoadConfigOptions = {}): Readonly<Config> {
     ((merged.tls as Config["tls"]).keyFile === null)
   ) {
     errors.push("tls.certFile and tls.keyFile must be given together");
+  }
+  const cluster = merged.cluster as ClusterConfig;
+  const storeUrl = (merged.store as Config["store"]).url;
+  if (cluster.secret !== null && storeUrl === null) {
+    errors.push("cluster.secret is set but store.url is not: a cluster needs a shared PostgreSQL store");
+  }
+  if (cluster.join !== null && cluster.secret === null) {
+    errors.push("cluster.join needs cluster.secret (the secret every member shares)");
   }
   if (errors.length > 0) {
     throw new XmppServerError("XSRV_CONFIG_INVALID", `invalid configuration: ${errors.join("; ")}`);

@@ -421,13 +421,10 @@ export class C2sConnection implements ClientLink {
     const h = Number(el.attrs.h);
     const home = Number.parseInt(previd.split(".")[0] ?? "", 10);
     let snapshot: SessionSnapshot | undefined;
-    if (Number.isInteger(home) && home >= 0 && home < this.#ctx.workers && Number.isInteger(h)) {
-      // The id names the worker that issued it; a session resumed before may live elsewhere
-      // now, so the other workers are asked after the home one (a rare path).
-      const order = [
-        home,
-        ...Array.from({ length: this.#ctx.workers }, (_, i) => i).filter((i) => i !== home),
-      ];
+    if (Number.isInteger(home) && home >= 0 && Number.isInteger(h)) {
+      // The id names the shard (of any node) that issued it; a session resumed before may live
+      // elsewhere now, so this node's workers are asked after the home one (a rare path).
+      const order = [home, ...this.#ctx.localShards.filter((i) => i !== home)];
       for (const shard of order) {
         snapshot = await this.#takeFrom(shard, previd, h).catch((error: unknown) => {
           this.#log.warn({ err: error, shard }, "resumption request failed");
@@ -566,6 +563,17 @@ export class C2sConnection implements ClientLink {
   /** Closes the connection for server shutdown. */
   shutdown(): void {
     this.closeWithError("system-shutdown");
+  }
+
+  /**
+   * The node is leaving the cluster: close the stream so the client reconnects to another node.
+   * An XEP-0198 session stays here, detached, until the client resumes it there.
+   */
+  moveAway(): void {
+    this.closeWithError(
+      "system-shutdown",
+      "this node is leaving the cluster; reconnect (and resume) elsewhere",
+    );
   }
 }
 

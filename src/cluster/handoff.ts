@@ -1,0 +1,248 @@
+/**
+ * What one shard does when the owner table changes (a join, a leave, a node's death): it hands
+ * the partitions it loses to their new owners, and holds the envelopes of the partitions it
+ * gains until it has heard from whoever knows their state.
+ *
+ * - Planned move (the previous owner is alive): the previous owner lets each actor of the
+ *   partition finish its mailbox, snapshots it (sessions, presence, flags; the roster is in the
+ *   store) and sends one `handoff` per destination shard, empty partitions included. Envelopes
+ *   that reach it afterwards are forwarded by the router (FORWARDING); the new owner holds what
+ *   it receives until the handoff is applied (INCOMING), so nothing is handled twice or out of
+ *   order with the snapshot.
+ * - Crash move (the previous owner's node is gone): every surviving shard sends each new owner
+ *   the registrations of its own sessions whose users moved (Orleans-style recovery), empty
+ *   ones included; the new owner holds envelopes until every survivor has answered. Senders
+ *   re-send the stanzas the dead node never accepted (ShardRouter.resendRetainedTo).
+ *
+ * Both waits end after `timeoutMs` whatever happened, with a warning: a partition must not stay
+ * unavailable because one message went missing.
+ */
+import type { WorkerMessage } from "../../actors/messages.ts";
+import type { SessionActor } from "../../actors/session-actor.ts";
+import type { UserActor } from "../../actors/user-actor.ts";
+import type { Logger } from "../log.ts";
+import type { BareJid } from "../xmpp/jid.ts";
+import { nodeNoOf, type OwnerTable, ownerShard, shardNumber } from "./ring.ts";
+import type { ShardRouter } from "./shard-router.ts";
+
+type HandoffMessage = Extract<WorkerMessage, { kind: "handoff" }>;
+
+/** The nodes alive when a table is applied: their session holders are asked after a crash move. */
+export interface LiveNode {
+  nodeNo: number;
+  workers: number;
+}
+
+/** What the handoff needs from its shard. */
+export interface HandoffHost {
+  readonly router: ShardRouter;
+  readonly actors: Map<BareJid, UserActor>;
+  actorFor(user: BareJid): UserActor;
+  readonly sessions: Map<string, SessionActor>;
+  readonly log: Logger;
+  readonly timeoutMs: number;
+}
+
+/** Counters for statistics. */
+export interface HandoffStats {
+  sent: number;
+  received: number;
+  timedOut: number;
+  resent: number;
+}
+
+/** The table-change protocol of one shard. */
+export class PartitionHandoff {
+  readonly #host: HandoffHost;
+  /** Incoming partition → shards we still wait for. */
+  readonly #waiting = new Map<number, Set<number>>();
+  /** Handoffs that arrived before we learned their epoch. */
+  #early: HandoffMessage[] = [];
+  readonly stats: HandoffStats = { sent: 0, received: 0, timedOut: 0, resent: 0 };
+
+  constructor(host: HandoffHost) {
+    this.#host = host;
+  }
+
+  /** Incoming partitions still waiting. */
+  get pending(): number {
+    return this.#waiting.size;
+  }
+
+  /** Applies a newer table; `live` are the nodes currently serving (dead ones are left out). */
+  async apply(next: OwnerTable, live: readonly LiveNode[]): Promise<void> {
+    const { router, log } = this.#host;
+    const prev = router.table;
+    if (next.epoch <= prev.epoch) return;
+    const self = router.self;
+    const liveNodes = new Set(live.map((n) => n.nodeNo));
+    const liveShards = live.flatMap((n) =>
+      Array.from({ length: n.workers }, (_, w) => shardNumber(n.nodeNo, w)),
+    );
+    const deadNodes = new Set<number>();
+    for (const shard of prev.shardNos) if (!liveNodes.has(nodeNoOf(shard))) deadNodes.add(nodeNoOf(shard));
+
+    const incoming: number[] = [];
+    const outgoing = new Map<number, number[]>();
+    /** New owner → partitions that move away from a dead node. */
+    const recovering = new Map<number, number[]>();
+    for (let p = 0; p < next.partitions; p++) {
+      const was = ownerShard(prev, p);
+      const now = ownerShard(next, p);
+      if (was === now) continue;
+      if (deadNodes.has(nodeNoOf(was))) {
+        push(recovering, now, p);
+        if (now === self) {
+          incoming.push(p);
+          this.#waiting.set(p, new Set(liveShards.filter((s) => s !== self)));
+        }
+      } else {
+        if (now === self) {
+          incoming.push(p);
+          this.#waiting.set(p, new Set([was]));
+        }
+        if (was === self) push(outgoing, now, p);
+      }
+    }
+    router.setTable(next, incoming);
+    log.info(
+      {
+        epoch: next.epoch,
+        incoming: incoming.length,
+        outgoing: [...outgoing.values()].reduce((n, ps) => n + ps.length, 0),
+        deadNodes: [...deadNodes],
+      },
+      "owner table changed",
+    );
+
+    if (deadNodes.size > 0) {
+      const lost = [...deadNodes];
+      for (const actor of this.#host.actors.values()) {
+        actor.enqueue({ kind: "nodes-lost", user: actor.user, nodeNos: lost });
+      }
+      this.stats.resent += router.resendRetainedTo(deadNodes);
+      this.#sendRecoveries(next.epoch, recovering);
+    }
+    const early = this.#early;
+    this.#early = [];
+    for (const msg of early) this.receive(msg);
+    if (incoming.length > 0) this.#armTimeout(next.epoch, incoming);
+    await this.#sendHandoffs(next.epoch, outgoing);
+  }
+
+  /** A `handoff` from another shard (or an early one we kept). */
+  receive(msg: HandoffMessage): void {
+    const { router, log } = this.#host;
+    if (msg.epoch > router.table.epoch) {
+      this.#early.push(msg);
+      return;
+    }
+    this.stats.received++;
+    for (const snapshot of msg.actors) {
+      if (router.shardOfUser(snapshot.user) !== router.self) {
+        log.warn({ user: snapshot.user, epoch: msg.epoch }, "handoff for a partition we no longer own");
+        continue;
+      }
+      this.#host.actorFor(snapshot.user).restore(snapshot);
+    }
+    for (const { session, state } of msg.sessions) {
+      const user = session.full.slice(0, session.full.indexOf("/")) as BareJid;
+      this.#host.actorFor(user).enqueue({ kind: "relocate", user, session, state });
+    }
+    for (const p of msg.partitions) {
+      const from = this.#waiting.get(p);
+      if (from === undefined) continue;
+      from.delete(msg.from);
+      if (from.size === 0) {
+        this.#waiting.delete(p);
+        router.completeIncoming(p);
+      }
+    }
+  }
+
+  async #sendHandoffs(epoch: number, outgoing: Map<number, number[]>): Promise<void> {
+    const { router, actors } = this.#host;
+    if (outgoing.size === 0) return;
+    const destOf = new Map<number, number>();
+    for (const [dest, partitions] of outgoing) for (const p of partitions) destOf.set(p, dest);
+    const byDest = new Map<number, UserActor[]>();
+    for (const actor of actors.values()) {
+      const dest = destOf.get(router.partitionOf(actor.user));
+      if (dest !== undefined) push(byDest, dest, actor);
+    }
+    // The router already forwards new arrivals; what is queued must finish here first.
+    await Promise.all([...byDest.values()].flat().map((actor) => actor.quiesce()));
+    for (const [dest, partitions] of outgoing) {
+      const moving = byDest.get(dest) ?? [];
+      for (const actor of moving) if (actors.get(actor.user) === actor) actors.delete(actor.user);
+      router.send(dest, {
+        t: "worker",
+        msg: {
+          kind: "handoff",
+          epoch,
+          from: router.self,
+          partitions,
+          actors: moving.map((actor) => actor.snapshot()),
+          sessions: [],
+        },
+      });
+      this.stats.sent++;
+    }
+  }
+
+  /** After a crash move: tell each new owner about our sessions of the users it now hosts. */
+  #sendRecoveries(epoch: number, recovering: Map<number, number[]>): void {
+    const { router, sessions } = this.#host;
+    const byDest = new Map<number, HandoffMessage["sessions"]>();
+    for (const session of sessions.values()) {
+      const dest = router.shardOfUser(session.bare);
+      if (!recovering.has(dest)) continue;
+      const partition = router.partitionOf(session.bare);
+      if (!recovering.get(dest)!.includes(partition)) continue;
+      push(byDest, dest, { session: session.location(), state: session.registration() });
+    }
+    for (const [dest, partitions] of recovering) {
+      const msg: HandoffMessage = {
+        kind: "handoff",
+        epoch,
+        from: router.self,
+        partitions,
+        actors: [],
+        sessions: byDest.get(dest) ?? [],
+      };
+      if (dest === router.self) {
+        // Our own sessions count as one answer we do not wait for.
+        for (const { session, state } of msg.sessions) {
+          const user = session.full.slice(0, session.full.indexOf("/")) as BareJid;
+          this.#host.actorFor(user).enqueue({ kind: "relocate", user, session, state });
+        }
+        continue;
+      }
+      router.send(dest, { t: "worker", msg });
+      this.stats.sent++;
+    }
+  }
+
+  #armTimeout(epoch: number, partitions: number[]): void {
+    const timer = setTimeout(() => {
+      let late = 0;
+      for (const p of partitions) {
+        if (!this.#waiting.has(p)) continue;
+        this.#waiting.delete(p);
+        this.#host.router.completeIncoming(p);
+        late++;
+      }
+      if (late > 0) {
+        this.stats.timedOut += late;
+        this.#host.log.warn({ epoch, partitions: late }, "handoff timed out; serving without it");
+      }
+    }, this.#host.timeoutMs);
+    timer.unref();
+  }
+}
+
+function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {
+  const list = map.get(key);
+  if (list === undefined) map.set(key, [value]);
+  else list.push(value);
+}
