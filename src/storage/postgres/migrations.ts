@@ -105,6 +105,38 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       );
     `,
   },
+  {
+    version: 2,
+    name: "cluster membership",
+    // src/cluster/membership/membership-store.ts: PostgreSQL arbitrates membership the Orleans
+    // way. Every change locks the one `cluster` row FOR UPDATE, so changes are serialised and
+    // `version` counts them. The one exception to "nothing describes one node": these tables
+    // describe the cluster itself, and no user data refers to them.
+    sql: `
+      CREATE TABLE cluster (
+        id          integer PRIMARY KEY CHECK (id = 1),
+        version     bigint NOT NULL,      -- bumped by every membership or assignment change
+        epoch       bigint NOT NULL,      -- bumped by every assignment change
+        partitions  integer,              -- the ring spec, set by the first node to register
+        hash        text,
+        owner_nodes text[],               -- the assignment, NULL until the first one:
+        owners      bytea                 -- a Uint16 LE index into owner_nodes per partition
+      );
+      INSERT INTO cluster (id, version, epoch) VALUES (1, 0, 0);
+
+      CREATE TABLE members (
+        node        text PRIMARY KEY,
+        node_no     integer NOT NULL UNIQUE CHECK (node_no > 0),
+        incarnation bigint NOT NULL,
+        peer_addr   text NOT NULL,
+        workers     integer NOT NULL,
+        status      text NOT NULL CHECK (status IN ('joining', 'up', 'leaving', 'down')),
+        lease_until bigint NOT NULL,      -- ms since the epoch, on the nodes' clocks
+        suspicions  jsonb NOT NULL DEFAULT '{}', -- reporter node → ms of its latest suspicion
+        updated_at  bigint NOT NULL
+      );
+    `,
+  },
 ]);
 
 /**
