@@ -16,6 +16,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   start: () => import("./cli/start.ts"),
   user: () => import("./cli/user.ts"),
   migrate: () => import("./cli/migrate.ts"),
+  status: () => import("./cli/status.ts"),
+  leave: () => import("./cli/leave.ts"),
 };
 
 const HELP = `Usage: starling <command> [options]
@@ -29,6 +31,8 @@ Commands:
   user passwd JID             set an account's password
   user list                   print every account
   migrate                     copy a store into another (LevelDB to PostgreSQL)
+  status [--json]             show the cluster: members, epoch, partition shares
+  leave                       drain this node out of the cluster and stop it
 
 Run starling <command> --help for the options of each.
 Options:

@@ -5,6 +5,7 @@
  */
 import { once } from "node:events";
 import { loadConfig } from "../config/load-config.ts";
+import { XmppServerError } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import {
   type CommandContext,
@@ -97,8 +98,15 @@ export async function run(args: readonly string[], context: CommandContext): Pro
   const { startNode } = await import("../cluster/node.ts");
   const node = await startNode(config, log);
 
-  if (!context.signal.aborted) await once(context.signal, "abort");
-  const reason = typeof context.signal.reason === "string" ? context.signal.reason : "shutdown";
+  const ended = await Promise.race([
+    context.signal.aborted ? Promise.resolve(undefined) : once(context.signal, "abort").then(() => undefined),
+    node.finished,
+  ]);
+  if (ended?.startsWith("fenced") === true) {
+    // Nothing graceful is allowed any more: the others own our partitions.
+    throw new XmppServerError("XSRV_FENCED", `node stopped: ${ended}`);
+  }
+  const reason = ended ?? (typeof context.signal.reason === "string" ? context.signal.reason : "shutdown");
   log.info({ reason }, "stopping node");
   await node.stop(reason);
 }

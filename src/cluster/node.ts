@@ -11,6 +11,8 @@ import { startAdminServer } from "../http/admin-server.ts";
 import type { Logger } from "../log.ts";
 import { createStore } from "../storage/open-store.ts";
 import { ensureCertificate } from "../tls/certificate.ts";
+import { ClusterMember } from "./cluster-member.ts";
+import { MembershipStore } from "./membership/membership-store.ts";
 import { singleNodeTable } from "./ring.ts";
 import { WorkerPool } from "./worker-pool.ts";
 
@@ -18,6 +20,10 @@ import { WorkerPool } from "./worker-pool.ts";
 export interface RunningNode {
   readonly ports: { c2s: number; tls: number; http: number };
   readonly pool: WorkerPool;
+  /** This node as a cluster member (absent for a single node). */
+  readonly member: ClusterMember | undefined;
+  /** Resolves with a reason when the node ends by itself (left the cluster, or fenced). */
+  readonly finished: Promise<string>;
   stop(reason?: string): Promise<void>;
 }
 
@@ -36,6 +42,29 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
   const store = createStore(config, log);
   await store.open();
   const workers = config.workers === 0 ? availableParallelism() : config.workers;
+  let member: ClusterMember | undefined;
+  let membership: MembershipStore | undefined;
+  let table = singleNodeTable("local", workers, config.partitions);
+  let fenced: ((reason: string) => void) | undefined;
+  if (config.cluster.secret !== null) {
+    membership = new MembershipStore({ url: config.store.url!, log });
+    await membership.open();
+    member = new ClusterMember({
+      config,
+      log,
+      membership,
+      workers,
+      onFenced: (reason) => fenced?.(reason),
+    });
+    try {
+      table = await member.join();
+    } catch (error) {
+      await member.close().catch(() => {});
+      await membership.close();
+      await store.close();
+      throw error;
+    }
+  }
   const pool = new WorkerPool({
     config,
     workers,
@@ -43,14 +72,18 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
     tls: { cert: tls.cert, key: tls.key },
     version: VERSION,
     log,
-    nodeNo: 0,
-    table: singleNodeTable("local", workers, config.partitions),
+    nodeNo: member?.nodeNo ?? 0,
+    table,
+    onRemoteBatch: (dest, bytes) => member?.sendBatch(dest, bytes),
   });
   let ports: { c2s: number; tls: number };
   try {
     ports = await pool.start();
+    await member?.activate(pool);
   } catch (error) {
     await pool.stop();
+    await member?.close().catch(() => {});
+    await membership?.close();
     await store.close();
     throw error;
   }
@@ -58,7 +91,7 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
     const stats = await pool.stats();
     const sum = (key: "connections" | "sessions" | "actors") => stats.reduce((n, s) => n + s[key], 0);
     return {
-      node: "local",
+      node: member?.name ?? "local",
       version: VERSION,
       domain: config.domain,
       uptimeS: Math.round((Date.now() - started) / 1000),
@@ -79,22 +112,60 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
     log,
     status,
     restartWorker: (index) => pool.killWorker(index),
+    cluster:
+      member === undefined
+        ? undefined
+        : {
+            status: async () => ({ ...member.status(), nodes: await clusterCounts() }),
+            leave: () => {
+              void member
+                .leave()
+                .then(() => onLeft?.())
+                .catch((error: unknown) => log.error({ err: error }, "leaving the cluster failed"));
+            },
+          },
   });
+  /** This node's own counts; other nodes report theirs through their own admin endpoint. */
+  const clusterCounts = async () => {
+    const stats = await pool.stats();
+    return {
+      [member!.name]: {
+        connections: stats.reduce((n, s) => n + s.connections, 0),
+        sessions: stats.reduce((n, s) => n + s.sessions, 0),
+        actors: stats.reduce((n, s) => n + s.actors, 0),
+        retained: stats.reduce((n, s) => n + s.retained, 0),
+      },
+    };
+  };
   const allPorts = { ...ports, http: admin.port };
   log.info({ ports: allPorts, workers, domain: config.domain, dataDir: config.dataDir }, "node ready");
   let stopping: Promise<void> | undefined;
-  return {
+  let onLeft: (() => void) | undefined;
+  const running: RunningNode = {
     ports: allPorts,
     pool,
+    member,
     stop(reason = "stop requested") {
       stopping ??= (async () => {
         log.info({ reason }, "node stopping");
         await admin.close();
         await pool.stop();
+        await member?.close();
+        await membership?.close();
         await store.close();
         log.info("node stopped");
       })();
       return stopping;
     },
+    finished: new Promise<string>((resolve) => {
+      onLeft = () => resolve("left the cluster");
+      fenced = (reason) => {
+        // A fenced node must stop serving now, not after a graceful close: its partitions
+        // belong to others already. Terminating the workers drops every client socket.
+        for (const thread of pool.threads) void thread.terminate();
+        resolve(`fenced: ${reason}`);
+      };
+    }),
   };
+  return running;
 }

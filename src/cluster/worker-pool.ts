@@ -182,7 +182,9 @@ export class WorkerPool {
   deliverRemote(worker: number, bytes: Uint8Array): void {
     const slot = this.#slots[worker];
     if (slot === undefined) return;
-    slot.uplink.postMessage(bytes, [bytes.buffer as ArrayBuffer]);
+    // The bytes may be a view into a larger decoded frame: copy just them, then transfer.
+    const copy = new Uint8Array(bytes);
+    slot.uplink.postMessage(copy, [copy.buffer]);
   }
 
   /** Switches every worker to a newer owner table (a restarted worker starts from it too). */

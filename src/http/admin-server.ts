@@ -50,6 +50,15 @@ export interface AdminServerOptions {
    * resolves false when there is no such worker.
    */
   restartWorker?: (index: number) => Promise<boolean>;
+  /** Cluster operations, when the node is a cluster member. */
+  cluster?:
+    | {
+        /** The body of `GET /admin/cluster`. */
+        status(): Promise<unknown>;
+        /** Starts leaving the cluster (`POST /admin/cluster/leave`); the node exits when done. */
+        leave(): void;
+      }
+    | undefined;
 }
 
 /** A running admin endpoint. */
@@ -210,6 +219,24 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
         throw new AdminHttpError(404, "XSRV_ADMIN", `there is no worker ${index}`);
       }
       send(res, 202, { worker: index, restarting: true });
+      return;
+    }
+    if (path === "/admin/cluster" || path === "/admin/cluster/leave") {
+      if (options.cluster === undefined) {
+        throw new AdminHttpError(
+          409,
+          "XSRV_ADMIN",
+          "this node is not a cluster member (start it with --secret and --store postgres://...)",
+        );
+      }
+      if (path === "/admin/cluster") {
+        allow("GET");
+        send(res, 200, await options.cluster.status());
+        return;
+      }
+      allow("POST");
+      options.cluster.leave();
+      send(res, 202, { leaving: true });
       return;
     }
     throw new AdminHttpError(404, "XSRV_ADMIN", `no route ${path}`);

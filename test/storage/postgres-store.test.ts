@@ -126,6 +126,8 @@ describe("PostgresStore on a PostgreSQL server", () => {
     assert.deepEqual(tables, [
       "accounts",
       "blocklist",
+      "cluster",
+      "members",
       "offline_messages",
       "pending_subscriptions",
       "private_xml",

@@ -1,0 +1,488 @@
+/**
+ * This node's life as a cluster member, in the main thread: registration in PostgreSQL (the
+ * arbiter of membership), the lease, peer links to every other member, failure suspicion,
+ * the coordinator's assignment of partitions, applying each new epoch to the workers, leaving
+ * gracefully, and fencing itself when it may no longer serve.
+ *
+ * Who decides what (CLUSTER.md):
+ * - Membership changes are PostgreSQL transactions (MembershipStore); nodes learn them by
+ *   NOTIFY, a poll, and never by gossip alone.
+ * - The coordinator is the first `up` member by name; it writes a new assignment (epoch e+1)
+ *   with compare-and-set on the view version, so a second coordinator with a stale view loses.
+ * - A member whose links reset (its process is gone) is suspected after it stays unreachable
+ *   for pingInterval + pingTimeout, and marked down when min(2, up - 1) members suspect it.
+ *   A member that goes silent (pings unanswered, links still open) is taken over only when its
+ *   lease has expired plus a margin: it may be a paused process that could still write.
+ * - A node that learns it is down, or whose lease expired while it reaches neither PostgreSQL
+ *   nor most of its peers, fences itself: it stops serving and exits.
+ */
+import { hostname } from "node:os";
+import type { Config } from "../config/defaults.ts";
+import { XmppServerError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { LiveNode } from "./handoff.ts";
+import { type Assignment, assignPartitions, shareOf } from "./membership/assignment.ts";
+import type { ClusterView, Member, MembershipStore } from "./membership/membership-store.ts";
+import { PeerNetwork, probePeer } from "./peer/peer-network.ts";
+import type { PeerIdentity } from "./peer/protocol.ts";
+import { PEER_PROTOCOL_VERSION } from "./peer/protocol.ts";
+import { clusterTable, nodeNoOf, type OwnerTable, RING_HASH, workerOf } from "./ring.ts";
+
+/** How often the view is re-read even without a NOTIFY. */
+const VIEW_POLL_MS = 5_000;
+/** Balancing moves per epoch (orphaned partitions of dead nodes always move). */
+const MAX_MOVES_PER_ROUND = Number.POSITIVE_INFINITY;
+
+/** What the member drives: the node's workers. */
+export interface MemberWorkers {
+  setTable(table: OwnerTable, live: LiveNode[]): Promise<void>;
+  deliverRemote(worker: number, bytes: Uint8Array): void;
+  drain(): Promise<void>;
+  sessionCount(): Promise<number>;
+}
+
+/** Peer-link messages between members' main threads. */
+type PeerMessage =
+  /** A batch of envelopes for shard `dest` (on the receiving node). */
+  | { t: "b"; dest: number; bytes: Uint8Array }
+  /** "Re-read the view": sent after each change we commit, so peers need not wait for NOTIFY. */
+  | { t: "view"; version: number };
+
+/** What `starling status` shows. */
+export interface ClusterStatus {
+  node: string;
+  nodeNo: number;
+  incarnation: number;
+  state: MemberState;
+  version: number;
+  epoch: number;
+  partitions: number;
+  members: (Omit<Member, "suspicions"> & { partitions: number; linkUp: boolean; suspectedBy: string[] })[];
+}
+
+type MemberState = "starting" | "joining" | "up" | "leaving" | "left" | "fenced";
+
+/** Options for {@link ClusterMember}. */
+export interface ClusterMemberOptions {
+  config: Readonly<Config>;
+  log: Logger;
+  membership: MembershipStore;
+  workers: number;
+  /** Called when the node must stop serving at once (fenced); the process should exit. */
+  onFenced(reason: string): void;
+}
+
+/** This node as a member of the cluster. */
+export class ClusterMember {
+  readonly name: string;
+  readonly incarnation = Date.now();
+  nodeNo = 0;
+  state: MemberState = "starting";
+  readonly #options: ClusterMemberOptions;
+  readonly #log: Logger;
+  readonly #membership: MembershipStore;
+  #peers!: PeerNetwork;
+  #identity!: PeerIdentity;
+  #view: ClusterView | undefined;
+  #table: OwnerTable | undefined;
+  #workers: MemberWorkers | undefined;
+  #leaseUntil = 0;
+  readonly #timers: NodeJS.Timeout[] = [];
+  #unlisten: (() => Promise<void>) | undefined;
+  /** Peers whose outbound link is down, and why. */
+  readonly #unreachable = new Map<string, { since: number; reason: string }>();
+  #refreshing: Promise<void> | undefined;
+  #refreshAgain = false;
+  #applying: Promise<void> = Promise.resolve();
+
+  constructor(options: ClusterMemberOptions) {
+    this.#options = options;
+    this.#log = options.log;
+    this.#membership = options.membership;
+    this.name = options.config.cluster.node ?? hostname();
+  }
+
+  get #cluster() {
+    return this.#options.config.cluster;
+  }
+
+  /** The current view (after start). */
+  get view(): ClusterView | undefined {
+    return this.#view;
+  }
+
+  /**
+   * Registers, links to the other members, and waits until the node has a table to start its
+   * workers with; returns that table. Call {@link activate} once the workers run.
+   */
+  async join(): Promise<OwnerTable> {
+    const { config } = this.#options;
+    const cluster = this.#cluster;
+    this.#identity = {
+      node: this.name,
+      incarnation: this.incarnation,
+      partitions: config.partitions,
+      hash: RING_HASH,
+      protocol: PEER_PROTOCOL_VERSION,
+      peerAddr: `${cluster.peerHost ?? config.host}:${cluster.peerPort}`,
+    };
+    this.#peers = new PeerNetwork({
+      self: this.#identity,
+      secret: cluster.secret!,
+      host: config.host,
+      port: cluster.peerPort,
+      log: this.#log,
+      pingIntervalMs: cluster.pingIntervalMs,
+      pingTimeoutMs: cluster.pingTimeoutMs,
+      maxUnackedBytes: cluster.maxPeerBufferBytes,
+    });
+    const port = await this.#peers.listen();
+    if (cluster.peerPort === 0) this.#identity.peerAddr = `${cluster.peerHost ?? config.host}:${port}`;
+    this.#peers.on("message", (node: string, message: unknown) =>
+      this.#onPeerMessage(node, message as PeerMessage),
+    );
+    this.#peers.on("peer-up", (peer: PeerIdentity) => this.#unreachable.delete(peer.node));
+    this.#peers.on("peer-down", (node: string, reason: string) => this.#onPeerDown(node, reason));
+
+    if (cluster.join !== null) {
+      // Fails the start with the seed's reason (wrong secret, incompatible ring) before we
+      // write anything into the cluster's tables.
+      const seed = await probePeer(cluster.join, { self: this.#identity, secret: cluster.secret! });
+      this.#log.info({ seed: seed.node, addr: cluster.join }, "seed accepted us");
+    }
+    let view = await this.#membership.register(
+      {
+        node: this.name,
+        incarnation: this.incarnation,
+        peerAddr: this.#identity.peerAddr,
+        workers: this.#options.workers,
+      },
+      { partitions: config.partitions, hash: RING_HASH },
+      cluster.leaseMs,
+    );
+    this.#leaseUntil = Date.now() + cluster.leaseMs;
+    this.nodeNo = view.members.find((m) => m.node === this.name)!.nodeNo;
+    this.state = "joining";
+    this.#log.info(
+      { node: this.name, nodeNo: this.nodeNo, version: view.version },
+      "registered in the cluster",
+    );
+    if (
+      cluster.join !== null &&
+      !view.members.some((m) => m.peerAddr === cluster.join && m.status !== "down")
+    ) {
+      this.#log.warn({ seed: cluster.join }, "the seed is not a live member of the cluster in our store");
+    }
+
+    if (view.assignment === null) {
+      // The first node of a new cluster takes every partition.
+      const first = assignPartitions(null, [this.name], config.partitions);
+      view =
+        (await this.#membership.commitAssignment(view.version, first)) ?? (await this.#membership.read());
+    }
+    this.#view = view;
+    this.#connectPeers(view);
+    this.#table = this.#tableOf(view);
+    return this.#table;
+  }
+
+  /** The workers run: take envelopes from peers, become `up`, start the background loops. */
+  async activate(workers: MemberWorkers): Promise<void> {
+    this.#workers = workers;
+    await this.#awaitLinks(10_000);
+    this.#view = await this.#membership.setStatus(this.name, this.incarnation, "up");
+    this.state = "up";
+    this.#broadcastView();
+    this.#unlisten = await this.#membership.onChange(() => this.refresh());
+    this.#every(this.#cluster.leaseRenewMs, () => this.#renewLease());
+    this.#every(VIEW_POLL_MS, () => this.refresh());
+    this.#every(500, () => this.#checkUnreachable());
+    await this.refresh();
+  }
+
+  /** Sends a batch from one of our workers to its destination shard's node. */
+  sendBatch(dest: number, bytes: Uint8Array): void {
+    const node = this.#nodeName(nodeNoOf(dest));
+    if (node === undefined) {
+      this.#log.warn({ dest }, "batch for a shard of an unknown node; dropped");
+      return;
+    }
+    if (!this.#peers.send(node, { t: "b", dest, bytes })) {
+      // No link: the retained stanzas are re-sent when the node is declared down.
+      this.#log.debug({ node }, "no link for a batch; dropped");
+    }
+  }
+
+  #onPeerMessage(node: string, message: PeerMessage): void {
+    if (message.t === "b") {
+      if (nodeNoOf(message.dest) !== this.nodeNo || this.#workers === undefined) return;
+      this.#workers.deliverRemote(workerOf(message.dest), message.bytes);
+    } else if (message.t === "view") {
+      if (this.#view === undefined || message.version > this.#view.version) void this.refresh();
+    } else {
+      this.#log.warn({ node }, "unknown peer message");
+    }
+  }
+
+  #onPeerDown(node: string, reason: string): void {
+    if (!this.#unreachable.has(node)) this.#unreachable.set(node, { since: Date.now(), reason });
+  }
+
+  /**
+   * A link that reset and could not be re-established for pingInterval + pingTimeout means the
+   * process is gone: report it. A link that merely went silent ("timeout") is left to the lease.
+   */
+  #checkUnreachable(): void {
+    const view = this.#view;
+    if (view === undefined || this.state !== "up") return;
+    const grace = this.#cluster.pingIntervalMs + this.#cluster.pingTimeoutMs;
+    const up = view.members.filter((m) => m.status === "up" || m.status === "leaving");
+    const votesNeeded = Math.max(1, Math.min(2, up.length - 1));
+    for (const [node, { since, reason }] of this.#unreachable) {
+      if (reason === "timeout" || Date.now() - since < grace) continue;
+      const member = view.members.find((m) => m.node === node);
+      if (member === undefined || member.status === "down" || this.#peers.isUp(node)) continue;
+      if (member.suspicions[this.name] !== undefined) continue;
+      this.#log.warn({ node, reason, votesNeeded }, "peer unreachable; suspecting it");
+      void this.#membership
+        .suspect(this.name, node, member.incarnation, votesNeeded)
+        .then((next) => this.#adopt(next))
+        .catch((error: unknown) => this.#log.warn({ err: error, node }, "could not record a suspicion"));
+    }
+  }
+
+  /** Re-reads the view and acts on it (coalesced: one read at a time, one more if asked meanwhile). */
+  refresh(): Promise<void> {
+    if (this.#refreshing !== undefined) {
+      this.#refreshAgain = true;
+      return this.#refreshing;
+    }
+    this.#refreshing = (async () => {
+      try {
+        do {
+          this.#refreshAgain = false;
+          await this.#adopt(await this.#membership.read());
+        } while (this.#refreshAgain);
+      } catch (error) {
+        this.#log.warn({ err: error }, "could not read the cluster view");
+      } finally {
+        this.#refreshing = undefined;
+      }
+    })();
+    return this.#refreshing;
+  }
+
+  async #adopt(view: ClusterView): Promise<void> {
+    if (this.#view !== undefined && view.version < this.#view.version) return;
+    this.#view = view;
+    const me = view.members.find((m) => m.node === this.name);
+    if (me === undefined || me.incarnation !== this.incarnation || me.status === "down") {
+      if (this.state !== "left") this.#fence("the cluster declared this node down");
+      return;
+    }
+    this.#connectPeers(view);
+    if (this.#table === undefined || (view.assignment !== null && view.epoch > this.#table.epoch)) {
+      const table = this.#tableOf(view);
+      this.#table = table;
+      const live = this.#liveNodes(view);
+      this.#applying = this.#applying.then(() => this.#workers?.setTable(table, live));
+      await this.#applying;
+    }
+    await this.#coordinate(view);
+  }
+
+  /** The coordinator (first `up` member by name) keeps the assignment equal to the `up` set. */
+  async #coordinate(view: ClusterView): Promise<void> {
+    const up = view.members.filter((m) => m.status === "up").map((m) => m.node);
+    if (up[0] !== this.name || this.state !== "up") return;
+    const expired = await this.#membership.expireLeases(this.#cluster.takeoverMarginMs);
+    if (expired.length > 0) {
+      this.#log.warn({ nodes: expired }, "members' leases expired; marked down");
+      return this.refresh();
+    }
+    const current = view.assignment;
+    const owners = current === null ? [] : [...current.nodes].sort();
+    if (owners.length === up.length && owners.every((n, i) => n === up[i])) return;
+    const next = assignPartitions(current, up, view.partitions, MAX_MOVES_PER_ROUND);
+    const committed = await this.#membership.commitAssignment(view.version, next);
+    if (committed === null) return this.refresh();
+    this.#log.info({ epoch: committed.epoch, nodes: up, share: shareOf(next) }, "new partition assignment");
+    this.#broadcastView();
+    await this.#adopt(committed);
+  }
+
+  async #renewLease(): Promise<void> {
+    try {
+      const { ok, view } = await this.#membership.renewLease(
+        this.name,
+        this.incarnation,
+        this.#cluster.leaseMs,
+      );
+      if (!ok) return this.#fence("lease renewal refused: this node was declared down");
+      this.#leaseUntil = Date.now() + this.#cluster.leaseMs;
+      await this.#adopt(view);
+    } catch (error) {
+      this.#log.warn({ err: error }, "lease renewal failed");
+      if (Date.now() < this.#leaseUntil) return;
+      // Membership is frozen while PostgreSQL is away; only a node cut off from most of its
+      // peers as well must assume the others have moved on without it.
+      const others = (this.#view?.members ?? []).filter((m) => m.node !== this.name && m.status === "up");
+      const reachable = others.filter((m) => this.#peers.isUp(m.node)).length;
+      if (reachable < Math.floor(others.length / 2) + 1 && others.length > 0) {
+        this.#fence("lease expired and neither PostgreSQL nor most peers are reachable");
+      }
+    }
+  }
+
+  /** Leaves the cluster: hands off every partition, sends clients elsewhere, then marks itself down. */
+  async leave(): Promise<void> {
+    if (this.state !== "up")
+      throw new XmppServerError("XSRV_CLUSTER_STALE", `cannot leave while ${this.state}`);
+    this.state = "leaving";
+    this.#log.info("leaving the cluster");
+    this.#view = await this.#membership.setStatus(this.name, this.incarnation, "leaving");
+    this.#broadcastView();
+    // The coordinator (perhaps us, if we were first) assigns our partitions to the others.
+    const deadline = Date.now() + this.#cluster.handoffTimeoutMs;
+    while (Date.now() < deadline) {
+      await this.refresh();
+      const view = this.#view!;
+      if (view.assignment !== null && !view.assignment.nodes.includes(this.name)) break;
+      if (view.members.filter((m) => m.status === "up").length === 0) {
+        throw new XmppServerError("XSRV_CLUSTER_STALE", "no other member is up to take the partitions");
+      }
+      await this.#nextChange(1_000);
+    }
+    await this.#applying;
+    await this.#workers?.drain();
+    const drainDeadline = Date.now() + this.#cluster.drainTimeoutMs;
+    while (Date.now() < drainDeadline && ((await this.#workers?.sessionCount()) ?? 0) > 0) {
+      await this.#nextChange(200);
+    }
+    this.state = "left";
+  }
+
+  /** Marks this node down after its workers stopped, and closes links and timers. */
+  async close(): Promise<void> {
+    for (const timer of this.#timers) clearInterval(timer);
+    await this.#unlisten?.().catch(() => {});
+    if (this.state === "left" || this.state === "up" || this.state === "leaving") {
+      await this.#membership
+        .setStatus(this.name, this.incarnation, "down")
+        .then(() => this.#broadcastView())
+        .catch((error: unknown) => this.#log.warn({ err: error }, "could not mark this node down"));
+    }
+    await this.#peers?.close();
+  }
+
+  /** The cluster as `starling status` shows it. */
+  status(): ClusterStatus {
+    const view = this.#view;
+    const share = view?.assignment ? shareOf(view.assignment) : {};
+    return {
+      node: this.name,
+      nodeNo: this.nodeNo,
+      incarnation: this.incarnation,
+      state: this.state,
+      version: view?.version ?? 0,
+      epoch: view?.epoch ?? 0,
+      partitions: view?.partitions ?? this.#options.config.partitions,
+      members: (view?.members ?? []).map(({ suspicions, ...member }) => ({
+        ...member,
+        partitions: share[member.node] ?? 0,
+        linkUp: member.node === this.name || (this.#peers?.isUp(member.node) ?? false),
+        suspectedBy: Object.keys(suspicions),
+      })),
+    };
+  }
+
+  #fence(reason: string): void {
+    if (this.state === "fenced") return;
+    this.state = "fenced";
+    this.#log.fatal({ reason }, "fencing this node: it stops serving");
+    for (const timer of this.#timers) clearInterval(timer);
+    this.#options.onFenced(reason);
+  }
+
+  #tableOf(view: ClusterView): OwnerTable {
+    const assignment = view.assignment as Assignment;
+    const byName = new Map(view.members.map((m) => [m.node, m]));
+    return clusterTable({
+      epoch: view.epoch,
+      partitions: view.partitions,
+      nodes: assignment.nodes.map((name) => {
+        const member = byName.get(name);
+        // An owner's row is only deleted long after it stopped owning anything.
+        return { name, nodeNo: member?.nodeNo ?? 0, workers: member?.workers ?? 1 };
+      }),
+      ownerNodes: assignment.owners,
+    });
+  }
+
+  #liveNodes(view: ClusterView): LiveNode[] {
+    return view.members
+      .filter((m) => m.status !== "down")
+      .map((m) => ({ nodeNo: m.nodeNo, workers: m.workers }));
+  }
+
+  #nodeName(nodeNo: number): string | undefined {
+    return this.#view?.members.find((m) => m.nodeNo === nodeNo)?.node;
+  }
+
+  #connectPeers(view: ClusterView): void {
+    for (const member of view.members) {
+      if (member.node === this.name) continue;
+      if (member.status === "down") this.#peers.disconnect(member.node);
+      else this.#peers.connect(member.peerAddr);
+    }
+  }
+
+  #broadcastView(): void {
+    const version = this.#view?.version ?? 0;
+    for (const peer of this.#peers.peers()) this.#peers.send(peer.node, { t: "view", version });
+  }
+
+  async #awaitLinks(timeoutMs: number): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    const others = () =>
+      (this.#view?.members ?? []).filter((m) => m.node !== this.name && m.status === "up").map((m) => m.node);
+    while (others().some((node) => !this.#peers.isUp(node))) {
+      if (Date.now() > deadline) {
+        const missing = others().filter((node) => !this.#peers.isUp(node));
+        throw new XmppServerError(
+          "XSRV_CLUSTER_UNREACHABLE",
+          `no peer link to ${missing.join(", ")} after ${timeoutMs} ms: check cluster.peerHost/peerPort and firewalls`,
+        );
+      }
+      await new Promise<void>((resolve) => {
+        const done = () => {
+          clearTimeout(timer);
+          this.#peers.off("peer-up", done);
+          resolve();
+        };
+        const timer = setTimeout(done, 250);
+        this.#peers.on("peer-up", done);
+      });
+    }
+  }
+
+  /** Waits for a view change or `ms`, whichever comes first. */
+  #nextChange(ms: number): Promise<void> {
+    return new Promise((resolve) => setTimeout(resolve, ms).unref());
+  }
+
+  #every(ms: number, task: () => unknown): void {
+    let running = false;
+    const timer = setInterval(() => {
+      if (running) return;
+      running = true;
+      Promise.resolve(task())
+        .catch((error: unknown) => this.#log.warn({ err: error }, "cluster task failed"))
+        .finally(() => {
+          running = false;
+        });
+    }, ms);
+    timer.unref();
+    this.#timers.push(timer);
+  }
+}

