@@ -1,39 +1,56 @@
 /**
- * Entry point of a load-generator child process (`--loadgen-procs K`): hosts one ClientGroup
- * and serves the LoadGroup calls that remote-group.ts sends over the IPC channel. It exits when
- * the channel closes, so a crashed or killed orchestrator never leaves load clients behind.
+ * Entry point of a load-generator child process: hosts one group of clients — a ClientGroup
+ * (c2s-throughput, `--loadgen-procs K`) or a FailoverGroup (failover scenarios) — and serves the
+ * method calls that child-rpc.ts sends over the IPC channel. It exits when the channel closes,
+ * so a crashed or killed orchestrator never leaves load clients behind.
  */
-import { ClientGroup, type GroupConfig, type LoadGroup } from "./client-group.ts";
+import { ClientGroup, type GroupConfig } from "./client-group.ts";
+import { FailoverGroup, type FailoverGroupConfig } from "./failover-group.ts";
 
-/** A call from the orchestrator. */
+/** The group kinds a child can host. */
+export type GroupKind = "throughput" | "failover";
+
+/** A call from the orchestrator; the first is always `init` with `{ kind, config }`. */
 export interface ChildCall {
   id: number;
-  method: keyof LoadGroup | "init";
+  method: string;
   arg: unknown;
 }
 
 /** The child's answer to one {@link ChildCall}. */
 export type ChildReply = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: string };
 
-let group: ClientGroup | undefined;
+let group: ClientGroup | FailoverGroup | undefined;
 
 function reply(message: ChildReply): void {
   process.send?.(message);
+}
+
+function createGroup(arg: unknown): ClientGroup | FailoverGroup {
+  const { kind, config } = arg as { kind: GroupKind; config: unknown };
+  switch (kind) {
+    case "throughput":
+      return new ClientGroup(config as GroupConfig);
+    case "failover":
+      return new FailoverGroup(config as FailoverGroupConfig);
+    default: {
+      const never: never = kind;
+      throw new TypeError(`Unknown group kind ${JSON.stringify(never)}`);
+    }
+  }
 }
 
 process.on("message", (message: ChildCall) => {
   void (async () => {
     try {
       if (message.method === "init") {
-        group = new ClientGroup(message.arg as GroupConfig);
+        group = createGroup(message.arg);
         return reply({ id: message.id, ok: true, value: undefined });
       }
       if (group === undefined) throw new Error("Load child used before init");
-      // biome-ignore lint/suspicious/noExplicitAny: dynamic dispatch of the LoadGroup method named by the parent.
-      const value: unknown = await (group[message.method] as (arg: any) => Promise<unknown>).call(
-        group,
-        message.arg,
-      );
+      const method = (group as unknown as Record<string, unknown>)[message.method];
+      if (typeof method !== "function") throw new TypeError(`The group has no method "${message.method}"`);
+      const value: unknown = await (method as (arg: unknown) => Promise<unknown>).call(group, message.arg);
       reply({ id: message.id, ok: true, value });
       if (message.method === "shutdown") process.disconnect();
     } catch (error) {

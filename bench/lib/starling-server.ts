@@ -1,10 +1,12 @@
 /**
  * Starts a Starling node as a child process for a benchmark and creates its users through the
- * admin endpoint. The node gets a fresh temporary data directory and ports chosen by the
- * kernel; it reports them in its "node ready" log line, which is the only readiness signal used.
+ * admin endpoint. By default the node gets a fresh temporary data directory and ports chosen by
+ * the kernel; a cluster driver passes fixed ports and a data directory of its own instead, so a
+ * node can be restarted where it was. The node reports its ports in its "node ready" log line,
+ * which is the only readiness signal used.
  */
 import { type ChildProcess, spawn } from "node:child_process";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -28,6 +30,24 @@ export interface StartStarlingOptions {
   config?: Record<string, unknown>;
   /** Receives every server log line; by default only warn and above are forwarded to stderr. */
   onLogLine?: (line: string) => void;
+  /** Use this data directory (created if missing) and keep it on stop; default a fresh temp one, removed on stop. */
+  dataDir?: string;
+  /** Fixed listening ports; each absent one is 0 (any free port). */
+  ports?: Partial<NodePorts>;
+  /** More `starling start` arguments (cluster flags). */
+  extraArgs?: readonly string[];
+  /** Pass `--allow-registration` (default true). */
+  allowRegistration?: boolean;
+  /** Append every log line to this file. */
+  logFile?: string;
+  /** Prefix of forwarded warnings on stderr (default "server"). */
+  label?: string;
+}
+
+/** How a server process ended. */
+export interface ServerExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
 }
 
 /** A running benchmark server; {@link stop} is idempotent and {@link killNow} is safe in an exit handler. */
@@ -35,10 +55,20 @@ export interface StartedServer {
   pid: number;
   ports: NodePorts;
   dataDir: string;
-  stop(): Promise<void>;
+  /** SIGTERM, wait for exit (SIGKILL after `timeoutMs`, default 10 s), remove a temporary data dir. */
+  stop(timeoutMs?: number): Promise<void>;
+  /** SIGKILL now (if running) and remove a temporary data dir; synchronous. */
   killNow(): void;
+  /** Sends a signal without waiting. */
+  signal(signal: NodeJS.Signals): void;
+  /** Resolves when the process has exited. */
+  readonly exited: Promise<ServerExit>;
+  /** Whether the process has exited. */
+  hasExited(): boolean;
   /** Log lines at warn level or above seen so far. */
   warnings(): number;
+  /** The last log lines, for error messages. */
+  tail(): string;
 }
 
 const TAIL_LINES = 40;
@@ -72,10 +102,13 @@ export const BENCH_NODE_CONFIG = {
  * exits or stays silent past the timeout.
  */
 export async function startStarling(options: StartStarlingOptions): Promise<StartedServer> {
-  const root = mkdtempSync(join(tmpdir(), "starling-bench-"));
-  const dataDir = join(root, "data");
+  const ownRoot = options.dataDir === undefined;
+  const root = options.dataDir ?? mkdtempSync(join(tmpdir(), "starling-bench-"));
+  const dataDir = ownRoot ? join(root, "data") : root;
+  mkdirSync(dataDir, { recursive: true });
   const configFile = join(root, "bench.config.json");
   writeFileSync(configFile, JSON.stringify({ ...BENCH_NODE_CONFIG, ...options.config }));
+  const label = options.label ?? "server";
   const args = [
     "src/main.ts",
     "start",
@@ -88,14 +121,15 @@ export async function startStarling(options: StartStarlingOptions): Promise<Star
     "--host",
     "127.0.0.1",
     "--c2s-port",
-    "0",
+    String(options.ports?.c2s ?? 0),
     "--tls-port",
-    "0",
+    String(options.ports?.tls ?? 0),
     "--http-port",
-    "0",
+    String(options.ports?.http ?? 0),
     "--workers",
     String(options.workers),
-    "--allow-registration",
+    ...(options.allowRegistration === false ? [] : ["--allow-registration"]),
+    ...(options.extraArgs ?? []),
   ];
   // process.execPath is the Node 24 binary this bench runs on (not the npx shim), so the pid
   // read from /proc is the server itself.
@@ -108,7 +142,7 @@ export async function startStarling(options: StartStarlingOptions): Promise<Star
   let exited = false;
   let removed = false;
   const removeDataDir = (): void => {
-    if (removed) return;
+    if (removed || !ownRoot) return;
     removed = true;
     rmSync(root, { recursive: true, force: true });
   };
@@ -116,10 +150,10 @@ export async function startStarling(options: StartStarlingOptions): Promise<Star
     if (!exited) child.kill("SIGKILL");
     removeDataDir();
   };
-  const exitPromise = new Promise<void>((resolve) => {
-    child.once("exit", () => {
+  const exitPromise = new Promise<ServerExit>((resolve) => {
+    child.once("exit", (code, signal) => {
       exited = true;
-      resolve();
+      resolve({ code, signal });
     });
   });
 
@@ -132,6 +166,7 @@ export async function startStarling(options: StartStarlingOptions): Promise<Star
     lines.on("line", (line) => {
       tail.push(line);
       if (tail.length > TAIL_LINES) tail.shift();
+      if (options.logFile !== undefined) appendFileSync(options.logFile, `${line}\n`);
       if (options.onLogLine) options.onLogLine(line);
       else if (isWarnOrAbove(line)) {
         warnings++;
@@ -139,7 +174,7 @@ export async function startStarling(options: StartStarlingOptions): Promise<Star
         // then one in a hundred, and report the total at stop.
         if (warnings <= FORWARDED_WARNINGS || warnings % 100 === 0) {
           // biome-ignore lint/suspicious/noConsole: forwarding the server's own warnings to the bench's stderr.
-          console.error(`[server] (${warnings}) ${line.slice(0, 600)}`);
+          console.error(`[${label}] (${warnings}) ${line.slice(0, 600)}`);
         }
       }
       if (ready) return;
@@ -178,11 +213,17 @@ export async function startStarling(options: StartStarlingOptions): Promise<Star
     ports,
     dataDir,
     killNow,
+    exited: exitPromise,
+    hasExited: () => exited,
+    signal: (signal) => {
+      if (!exited) child.kill(signal);
+    },
     warnings: () => warnings,
-    async stop() {
+    tail: () => tail.join("\n"),
+    async stop(timeoutMs = 10_000) {
       if (!exited) {
         child.kill("SIGTERM");
-        const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
+        const timer = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
         await exitPromise;
         clearTimeout(timer);
       }

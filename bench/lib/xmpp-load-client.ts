@@ -5,6 +5,11 @@
  * way real clients do — STARTTLS, SASL SCRAM-SHA-1 or PLAIN, resource binding, the legacy
  * session IQ where a server still requires it, XEP-0198 and initial presence — and can create
  * its own account with XEP-0077 in-band registration, for servers without a bulk admin API.
+ *
+ * Given an {@link SmSession} (failover benchmark), it also tracks what it sends for XEP-0198:
+ * it enables resumption, keeps every stanza until the server's `<a h/>` covers it, resumes
+ * that session on its next connection (`<resume previd h/>`) and, when resumption fails,
+ * binds a new session and sends the unacknowledged messages again.
  */
 import { createHash, createHmac, pbkdf2, randomBytes } from "node:crypto";
 import net from "node:net";
@@ -15,6 +20,7 @@ import {
   NS_CLIENT,
   NS_PING,
   NS_REGISTER,
+  NS_ROSTER,
   NS_SASL,
   NS_SESSION,
   NS_SM,
@@ -22,6 +28,7 @@ import {
   NS_STREAMS_ERROR,
   NS_TLS,
 } from "../../src/xmpp/ns.ts";
+import { SmSession, type UnackedStanza } from "./sm-session.ts";
 import {
   childOf,
   namespaceOf,
@@ -54,11 +61,19 @@ export type LoadClientErrorCode = keyof typeof LoadClientErrorCodes;
 export class LoadClientError extends Error {
   readonly code: LoadClientErrorCode;
   readonly condition: string | undefined;
-  constructor(code: LoadClientErrorCode, message: string, condition?: string, options?: { cause?: unknown }) {
+  /** Text of the condition element, e.g. the `host:port` of a `<see-other-host/>` stream error. */
+  readonly detail: string | undefined;
+  constructor(
+    code: LoadClientErrorCode,
+    message: string,
+    condition?: string,
+    options?: { cause?: unknown; detail?: string },
+  ) {
     super(message, options);
     this.name = "LoadClientError";
     this.code = code;
     this.condition = condition;
+    this.detail = options?.detail;
   }
 }
 
@@ -139,8 +154,22 @@ export interface LoadClientOptions {
   timeoutMs?: number;
   /** Shared SCRAM key cache; each client gets its own when absent. */
   scramCache?: ScramKeyCache;
-  /** Called for each message stanza once online; keep it cheap. */
+  /**
+   * XEP-0198 state shared across this user's connections: when given, the client asks for a
+   * resumable session, tracks outbound stanzas until acknowledged, and resumes the session on
+   * the next connection. Without it, stream management (if on) only answers `<r/>`.
+   */
+  sm?: SmSession;
+  /** With `sm`: try `<resume/>` when the session has an id. Default true. */
+  resume?: boolean;
+  /** Fetch the roster (RFC 6121 §2.1.3) before initial presence, as real clients do. Default false. */
+  fetchRoster?: boolean;
+  /** Called for each message stanza once bound; keep it cheap. */
   onMessage?: (client: LoadClient, message: XmlElement) => void;
+  /** Called for each presence stanza once bound (subscription requests, contacts' presence). */
+  onPresence?: (client: LoadClient, presence: XmlElement) => void;
+  /** Called for each roster push (RFC 6121 §2.1.6), after the client has answered it. */
+  onRosterPush?: (client: LoadClient, item: XmlElement) => void;
   /** Called once when the connection ends, with the error if it ended abnormally. */
   onClose?: (client: LoadClient, error: LoadClientError | undefined) => void;
 }
@@ -153,11 +182,16 @@ type Step =
   | "starttls"
   | "sasl-first"
   | "sasl-final"
+  | "resume"
   | "bind"
   | "session"
   | "sm-enable"
+  | "roster"
   | "register"
   | "online";
+
+/** How a login ended: a new session was bound, or a previous one was resumed (XEP-0198 §5). */
+export type LoginOutcome = "bound" | "resumed";
 
 type Goal = "login" | "register";
 
@@ -207,10 +241,14 @@ export class LoadClient {
   /** The bound full JID once online. */
   jid = "";
   status: LoadClientStatus = "idle";
-  /** XEP-0198 inbound counter `h`, or -1 while stream management is off. */
-  inbound = -1;
   /** Message stanzas received while online. */
   messagesReceived = 0;
+  /** Set when login succeeds. */
+  outcome: LoginOutcome | undefined;
+  /** The roster, when `fetchRoster` was set: each contact's bare JID and subscription state. */
+  roster: { jid: string; subscription: string }[] = [];
+  /** When the last `<r/>` this client sent was written, or 0 when none is outstanding. */
+  ackRequestedAt = 0;
 
   #socket: net.Socket | undefined;
   #reader: XmlStreamReader;
@@ -221,6 +259,13 @@ export class LoadClient {
   #authenticated = false;
   #sessionRequired = false;
   #smOffered = false;
+  /** Stream management is enabled (or resumed) on this connection. */
+  #smActive = false;
+  #sm: SmSession;
+  /** Tracked messages of an abandoned session, sent again once the new one is online. */
+  #carry: UnackedStanza[] = [];
+  /** The features of the stream a `<resume/>` was sent on, for binding if it fails. */
+  #bindFeatures: XmlElement | undefined;
   #scram: ScramState | undefined;
   #timer: NodeJS.Timeout | undefined;
   #settle: { resolve: () => void; reject: (error: LoadClientError) => void } | undefined;
@@ -230,6 +275,7 @@ export class LoadClient {
 
   constructor(options: LoadClientOptions) {
     this.options = options;
+    this.#sm = options.sm ?? new SmSession();
     this.#reader = new XmlStreamReader({
       onStreamStart: (attrs) => {
         this.#streamDeclarations = attrs;
@@ -269,6 +315,37 @@ export class LoadClient {
   /** Sends raw XML on the current stream. */
   sendRaw(xml: string): boolean {
     return this.#write(xml);
+  }
+
+  /**
+   * Sends a stanza and, with an {@link SmSession}, keeps it until the server acknowledges it;
+   * `tag` (≥ 0) is reported to the session's `onAcked` then. Without stream management on this
+   * connection there is no acknowledgement to wait for: the stanza counts as acknowledged once
+   * written. Returns false when the socket's buffer is over its high-water mark.
+   */
+  sendTracked(xml: string, tag: number): boolean {
+    if (this.#smActive && this.options.sm !== undefined) {
+      this.#sm.push(xml, tag);
+      return this.#write(xml);
+    }
+    const written = this.#write(xml);
+    if (tag >= 0) this.#sm.onAcked(tag);
+    return written;
+  }
+
+  /** Stream management is on for this connection (enabled or resumed). */
+  get managed(): boolean {
+    return this.#smActive;
+  }
+
+  /**
+   * Asks the server for an acknowledgement (XEP-0198 `<r/>`) unless one is outstanding.
+   * Returns false when stream management is off or a request is already pending.
+   */
+  requestAck(now: number): boolean {
+    if (!this.#smActive || this.status !== "online" || this.ackRequestedAt !== 0) return false;
+    this.ackRequestedAt = now;
+    return this.#write(`<r xmlns='${NS_SM}'/>`);
   }
 
   /**
@@ -367,6 +444,10 @@ export class LoadClient {
       if (local === "features") return this.#onFeatures(element);
       return;
     }
+    if (this.#smActive && (local === "message" || local === "presence" || local === "iq")) {
+      // XEP-0198 §4: h counts every stanza handled since management was enabled.
+      this.#sm.inbound = (this.#sm.inbound + 1) % 4294967296;
+    }
     if (this.#step === "online") return this.#onOnline(element, local, ns);
     switch (this.#step) {
       case "starttls":
@@ -382,11 +463,32 @@ export class LoadClient {
         return;
       case "sm-enable":
         if (ns === NS_SM && (local === "enabled" || local === "failed")) {
-          // XEP-0198 §4: the client's inbound counter 'h' starts at zero once management is enabled.
-          if (local === "enabled") this.inbound = 0;
-          this.#goOnline();
+          if (local === "enabled") {
+            // XEP-0198 §4: both counters start at zero once management is enabled.
+            const resumable = element.attrs.resume === "true" || element.attrs.resume === "1";
+            this.#sm.begin(resumable ? element.attrs.id : undefined, element.attrs.location);
+            this.#smActive = true;
+          }
+          this.#afterEnable();
         }
         return;
+      case "resume":
+        if (ns === NS_SM && (local === "resumed" || local === "failed")) this.#onResumeReply(element, local);
+        return;
+      case "roster":
+        if (local === "iq" && element.attrs.id === "roster1") {
+          const query = childOf(element, "query", NS_ROSTER);
+          if (query !== undefined) {
+            for (const item of query.children) {
+              if (typeof item !== "string" && item.name === "item" && item.attrs.jid !== undefined) {
+                this.roster.push({ jid: item.attrs.jid, subscription: item.attrs.subscription ?? "none" });
+              }
+            }
+          }
+          this.#goOnline();
+          return;
+        }
+        return this.#onOnline(element, local, ns);
       case "await-features":
         return;
       default: {
@@ -398,13 +500,23 @@ export class LoadClient {
 
   #onStreamError(element: XmlElement): void {
     let condition: string | undefined;
+    let detail: string | undefined;
     for (const child of element.children) {
       if (typeof child !== "string" && child.attrs.xmlns === NS_STREAMS_ERROR && child.name !== "text") {
         condition = child.name;
+        // RFC 6120 §4.9.3.19: <see-other-host/> carries the alternate "host:port" as its text.
+        detail = textOf(child).trim() || undefined;
         break;
       }
     }
-    this.#fail(new LoadClientError("LOAD_STREAM_ERROR", `Stream error: ${condition}`, condition));
+    this.#fail(
+      new LoadClientError(
+        "LOAD_STREAM_ERROR",
+        `Stream error: ${condition}`,
+        condition,
+        detail === undefined ? undefined : { detail },
+      ),
+    );
   }
 
   #onFeatures(features: XmlElement): void {
@@ -427,6 +539,22 @@ export class LoadClient {
       return;
     }
     if (!this.#authenticated) return this.#startSasl(features);
+    this.#smOffered = childOf(features, "sm", NS_SM) !== undefined;
+    const sm = this.options.sm;
+    if (sm !== undefined && sm.id !== undefined) {
+      if (this.#smOffered && this.options.resume !== false) {
+        // XEP-0198 §5: resume instead of binding, reporting the stanzas this client handled.
+        this.#step = "resume";
+        this.#write(`<resume xmlns='${NS_SM}' previd='${escapeXML(sm.id)}' h='${sm.inbound}'/>`);
+        this.#bindFeatures = features;
+        return;
+      }
+      this.#carry = sm.abandon();
+    }
+    this.#bind(features);
+  }
+
+  #bind(features: XmlElement): void {
     if (childOf(features, "bind", NS_BIND) === undefined) {
       return this.#fail(
         new LoadClientError("LOAD_FEATURE_MISSING", "Server does not offer resource binding"),
@@ -436,7 +564,6 @@ export class LoadClient {
     // mark it <optional/> unless they require it (draft-cridland-xmpp-session-01).
     const session = childOf(features, "session", NS_SESSION);
     this.#sessionRequired = session !== undefined && childOf(session, "optional") === undefined;
-    this.#smOffered = childOf(features, "sm", NS_SM) !== undefined;
     this.#step = "bind";
     const resource = escapeXML(this.options.resource ?? "load");
     this.#write(
@@ -613,30 +740,69 @@ export class LoadClient {
   #afterBind(): void {
     if (this.options.streamManagement !== false && this.#smOffered) {
       this.#step = "sm-enable";
-      this.#write(`<enable xmlns='${NS_SM}'/>`);
+      const resume = this.options.sm !== undefined && this.options.resume !== false;
+      this.#write(resume ? `<enable xmlns='${NS_SM}' resume='true'/>` : `<enable xmlns='${NS_SM}'/>`);
+      return;
+    }
+    this.#afterEnable();
+  }
+
+  #afterEnable(): void {
+    if (this.options.fetchRoster) {
+      this.#step = "roster";
+      this.sendTracked(`<iq type='get' id='roster1'><query xmlns='${NS_ROSTER}'/></iq>`, -1);
       return;
     }
     this.#goOnline();
   }
 
+  #onResumeReply(element: XmlElement, local: string): void {
+    const sm = this.#sm;
+    const h = element.attrs.h === undefined ? undefined : Number(element.attrs.h);
+    if (local === "resumed") {
+      // XEP-0198 §5: h acknowledges what the server handled; the client re-sends the rest.
+      if (h !== undefined) sm.ack(h);
+      this.#smActive = true;
+      for (const entry of sm.pending()) this.#write(entry.xml);
+      this.#step = "online";
+      this.outcome = "resumed";
+      this.#succeed();
+      return;
+    }
+    // XEP-0198 §5: after <failed/> the client may bind a new session on this stream; a server
+    // that still knows the old session's count says so in 'h', which saves needless re-sends.
+    this.#carry = sm.abandon(Number.isInteger(h) ? h : undefined);
+    this.#bind(this.#bindFeatures!);
+  }
+
   #goOnline(): void {
     this.#step = "online";
     // RFC 6121 §4.2.1: initial presence makes the session available for messages to the bare JID.
-    if (this.options.initialPresence !== false) this.#write("<presence/>");
+    if (this.options.initialPresence !== false) this.sendTracked("<presence/>", -1);
+    const carry = this.#carry;
+    this.#carry = [];
+    for (const entry of carry) this.sendTracked(entry.xml, entry.tag);
+    this.outcome = "bound";
     this.#succeed();
   }
 
   #onOnline(element: XmlElement, local: string, ns: string | undefined): void {
     if (ns === NS_SM) {
       // XEP-0198 §4: "When an <r/> element is received, the recipient MUST respond with an <a/> element".
-      if (local === "r") this.#write(`<a xmlns='${NS_SM}' h='${Math.max(this.inbound, 0)}'/>`);
+      if (local === "r") this.#write(`<a xmlns='${NS_SM}' h='${this.#sm.inbound}'/>`);
+      else if (local === "a" && this.#smActive) {
+        this.ackRequestedAt = 0;
+        if (this.options.sm !== undefined) this.#sm.ack(Number(element.attrs.h));
+      }
       return;
     }
-    if (local !== "message" && local !== "presence" && local !== "iq") return;
-    if (this.inbound >= 0) this.inbound = (this.inbound + 1) % 4294967296;
     if (local === "message") {
       this.messagesReceived++;
       this.options.onMessage?.(this, element);
+      return;
+    }
+    if (local === "presence") {
+      this.options.onPresence?.(this, element);
       return;
     }
     if (local === "iq") this.#answerIq(element);
@@ -653,6 +819,15 @@ export class LoadClient {
     );
     if (ping !== undefined) {
       this.#write(`<iq type='result' id='${id}'${to}/>`);
+      return;
+    }
+    const rosterPush = type === "set" ? childOf(iq, "query", NS_ROSTER) : undefined;
+    if (rosterPush !== undefined) {
+      // RFC 6121 §2.1.6: the client MUST acknowledge a roster push with a result.
+      this.#write(`<iq type='result' id='${id}'${to}/>`);
+      for (const item of rosterPush.children) {
+        if (typeof item !== "string" && item.name === "item") this.options.onRosterPush?.(this, item);
+      }
       return;
     }
     this.#write(
