@@ -57,7 +57,7 @@ export function lineChart(options: ChartOptions): string {
   const height = 280;
   const left = 64;
   const right = 16;
-  const top = 40;
+  const top = 44;
   const bottom = 36;
   const plotW = width - left - right;
   const plotH = height - top - bottom;
@@ -127,6 +127,7 @@ export function lineChart(options: ChartOptions): string {
     );
   });
   // Lines, split at gaps.
+  let legendX = 0;
   options.series.forEach((series, k) => {
     const color = COLORS[k % COLORS.length]!;
     let segment: string[] = [];
@@ -151,10 +152,11 @@ export function lineChart(options: ChartOptions): string {
       segment.push(`${x(vx).toFixed(1)},${y(vy).toFixed(1)}`);
     }
     flush();
-    const lx = left + plotW - 150;
-    const ly = top + 14 + k * 14;
-    parts.push(`<rect x="${lx}" y="${ly - 8}" width="10" height="10" fill="${color}"/>`);
-    parts.push(`<text x="${lx + 14}" y="${ly}" font-size="11">${esc(series.name)}</text>`);
+    // Legend: one row under the title, so it never covers the lines or the event labels.
+    const lx = left + legendX;
+    legendX += 22 + series.name.length * 6.5;
+    parts.push(`<rect x="${lx}" y="${24}" width="10" height="10" fill="${color}"/>`);
+    parts.push(`<text x="${lx + 14}" y="${33}" font-size="11">${esc(series.name)}</text>`);
   });
   parts.push("</svg>");
   return parts.join("");
