@@ -28,6 +28,12 @@ export class SmSession {
   inbound = 0;
   /** Acknowledgements claiming more stanzas than were sent (a server bug); never expected. */
   impossibleAcks = 0;
+  /**
+   * Initial presence was sent on this session. A login can break between `<enabled/>` and
+   * presence; resuming such a session restores it without presence, so the client must still
+   * send it, or the server keeps the session unavailable and stores its messages offline.
+   */
+  available = false;
   /** Called once per tracked stanza (tag ≥ 0) when the server acknowledges it. */
   onAcked: (tag: number) => void;
 
@@ -59,6 +65,7 @@ export class SmSession {
   begin(id: string | undefined, location: string | undefined): void {
     this.id = id;
     this.location = location;
+    this.available = false;
     this.inbound = 0;
     this.#acked = 0;
     this.#queue = [];
@@ -116,6 +123,7 @@ export class SmSession {
     const left = this.pending().filter((entry) => entry.tag >= 0);
     this.id = undefined;
     this.location = undefined;
+    this.available = false;
     this.inbound = 0;
     this.#acked = 0;
     this.#queue = [];

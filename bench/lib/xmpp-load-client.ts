@@ -261,6 +261,8 @@ export class LoadClient {
   #smOffered = false;
   /** Stream management is enabled (or resumed) on this connection. */
   #smActive = false;
+  /** This connection resumed a session (rather than binding a new one). */
+  #resumed = false;
   #sm: SmSession;
   /** Tracked messages of an abandoned session, sent again once the new one is online. */
   #carry: UnackedStanza[] = [];
@@ -763,7 +765,9 @@ export class LoadClient {
       // XEP-0198 §5: h acknowledges what the server handled; the client re-sends the rest.
       if (h !== undefined) sm.ack(h);
       this.#smActive = true;
+      this.#resumed = true;
       for (const entry of sm.pending()) this.#write(entry.xml);
+      if (!sm.available) return this.#afterEnable();
       this.#step = "online";
       this.outcome = "resumed";
       this.#succeed();
@@ -778,11 +782,14 @@ export class LoadClient {
   #goOnline(): void {
     this.#step = "online";
     // RFC 6121 §4.2.1: initial presence makes the session available for messages to the bare JID.
-    if (this.options.initialPresence !== false) this.sendTracked("<presence/>", -1);
+    if (this.options.initialPresence !== false) {
+      this.sendTracked("<presence/>", -1);
+      if (this.#smActive) this.#sm.available = true;
+    }
     const carry = this.#carry;
     this.#carry = [];
     for (const entry of carry) this.sendTracked(entry.xml, entry.tag);
-    this.outcome = "bound";
+    this.outcome = this.#resumed ? "resumed" : "bound";
     this.#succeed();
   }
 

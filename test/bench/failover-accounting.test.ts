@@ -34,6 +34,12 @@ interface FaultPlan {
   disconnect: Map<number, string>;
   /** After message i, forget this user's session once it has acknowledged everything. */
   forget: Map<number, string>;
+  /**
+   * Forgotten users whose next roster query goes unanswered: that login times out after
+   * `<enabled/>` and before initial presence, and the client's next attempt resumes a session
+   * that never had presence.
+   */
+  stallRoster: Set<string>;
 }
 
 /** One XEP-0198 session on the server. */
@@ -79,6 +85,7 @@ class AccountingServer {
   /** Resumption ids of forgotten sessions, with the count of stanzas handled (for <failed h/>). */
   #tombstones = new Map<string, number>();
   #offline = new Map<string, string[]>();
+  #stallNextRoster = new Set<string>();
 
   constructor(plan: FaultPlan) {
     this.#plan = plan;
@@ -215,6 +222,7 @@ class AccountingServer {
       return;
     }
     if (childOf(iq, "query", "jabber:iq:roster") !== undefined) {
+      if (this.#stallNextRoster.delete(conn.user!)) return;
       this.#deliver(conn.session!, `<iq type='result' id='${id}'><query xmlns='jabber:iq:roster'/></iq>`);
       return;
     }
@@ -314,6 +322,7 @@ class AccountingServer {
 
   #forget(session: Session): void {
     this.tally.forgotten.push(session.user);
+    if (this.#plan.stallRoster.has(session.user)) this.#stallNextRoster.add(session.user);
     this.#tombstones.set(session.id, session.handledIn);
     this.#sessions.delete(session.id);
     this.#byUser.delete(session.user);
@@ -359,7 +368,11 @@ test("failover harness reports exactly the messages a server dropped and duplica
       [40, "user3"],
       [80, "user7"],
     ]),
-    forget: new Map([[100, "user11"]]),
+    forget: new Map([
+      [100, "user11"],
+      [110, "user15"],
+    ]),
+    stallRoster: new Set(["user15"]),
   };
   const server = new AccountingServer(plan);
   await server.listen(1);
@@ -370,7 +383,13 @@ test("failover harness reports exactly the messages a server dropped and duplica
   });
 
   const report = await runHarness(
-    ["steady", "--target", `127.0.0.1:${server.ports[0]}`, ...COMMON, "--duration", "3", "--seed", "7"],
+    [
+      "steady",
+      "--target",
+      `127.0.0.1:${server.ports[0]}`,
+      ...COMMON,
+      ...["--duration", "3", "--seed", "7", "--login-timeout-ms", "1500"],
+    ],
     out,
   );
 
@@ -379,14 +398,15 @@ test("failover harness reports exactly the messages a server dropped and duplica
   assert.equal(server.tally.dropped, 3);
   assert.equal(server.tally.duplicated, 2);
   assert.deepEqual(server.tally.cut.sort(), ["user3", "user7"]);
-  assert.deepEqual(server.tally.forgotten, ["user11"]);
+  assert.deepEqual(server.tally.forgotten, ["user11", "user15"]);
   // ...and the harness saw exactly that.
   assert.equal(report.lost, 3);
   assert.equal(report.lost_pairs, 3);
   assert.equal(report.duplicated, 2);
-  assert.equal(report.disconnected, 3);
-  assert.equal(report.disconnected_not_on_failed_node, 3, "no fault event explains these");
-  assert.equal(report.resumed, 2);
+  assert.equal(report.disconnected, 4);
+  assert.equal(report.disconnected_not_on_failed_node, 4, "no fault event explains these");
+  // user15's new login timed out after <enabled/>; it came back by resuming that session.
+  assert.equal(report.resumed, 3);
   assert.equal(report.relogged, 1);
   assert.equal(report.not_reconnected, 0);
   assert.equal(report.unacked_at_end, 0);
@@ -398,7 +418,13 @@ test("failover harness reports exactly the messages a server dropped and duplica
 });
 
 test("failover harness attributes disconnects to a killed node and counts the resumptions on the other", async (t) => {
-  const plan: FaultPlan = { drop: new Set(), duplicate: new Set(), disconnect: new Map(), forget: new Map() };
+  const plan: FaultPlan = {
+    drop: new Set(),
+    duplicate: new Set(),
+    disconnect: new Map(),
+    forget: new Map(),
+    stallRoster: new Set(),
+  };
   const server = new AccountingServer(plan);
   await server.listen(2);
   const out = await mkdtemp(join(tmpdir(), "failover-kill-"));
