@@ -170,7 +170,7 @@ test("three nodes under traffic: a fourth joins, one drains, one is SIGKILLed; s
   );
   const takeoverMs = Date.parse(String(epochLine.time)) - killedAt;
   t.diagnostic(`kill: SIGKILL to new epoch on n1: ${takeoverMs} ms`);
-  await third.rounds(15);
+  await third.rounds(30);
   third.stop();
   const afterKill = names(stay, ["n1", "n4"]);
   await third.flush(afterKill);

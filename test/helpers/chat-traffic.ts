@@ -26,7 +26,7 @@ export interface TrafficReport {
   duplicated: string[];
 }
 
-const BODY = /^(\w+):(\S+)>(\S+)#(\d+)$/;
+const BODY = /^([\w-]+):(\S+)>(\S+)#(\d+)$/;
 
 export class ChatTraffic {
   readonly #clients: TrafficClient[];

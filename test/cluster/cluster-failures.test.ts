@@ -1,0 +1,193 @@
+/**
+ * Failures a cluster must survive or refuse, with real node processes on a real PostgreSQL:
+ * a two-node cluster losing either node, a node that hangs past its lease (SIGSTOP) and must
+ * fence itself when it wakes, and joiners with a wrong secret or another ring.
+ */
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { type TestContext, test } from "node:test";
+import { xml } from "@xmpp/xml";
+import { ChatTraffic, type TrafficClient } from "../helpers/chat-traffic.ts";
+import { connectClient } from "../helpers/client.ts";
+import {
+  type ClusterNode,
+  FAST_CLUSTER_TIMING,
+  startTestCluster,
+  TEST_SECRET,
+  waitForOwners,
+} from "../helpers/cluster.ts";
+import { newUsers } from "../helpers/fixtures.ts";
+import { freePort } from "../helpers/postgres.ts";
+import { REPO_ROOT } from "../helpers/start-node.ts";
+
+async function chatters(t: TestContext, nodes: ClusterNode[], perNode: number): Promise<TrafficClient[]> {
+  const users = await newUsers(nodes[0]!, nodes.length * perNode, "f");
+  return Promise.all(
+    users.map(async (user, i) => {
+      const node = nodes[i % nodes.length]!;
+      const client = await connectClient(node, { username: user.username, password: user.password }, t);
+      await client.send(xml("presence"));
+      await client.waitForStanza((el) => el.is("presence") && el.attrs.from === client.jid, "own presence");
+      return { name: `f${i}`, node: node.name, jid: user.jid, client };
+    }),
+  );
+}
+
+/** Runs `traffic` among `clients` for some rounds and checks it lost and doubled nothing. */
+async function assertCleanTraffic(
+  t: TestContext,
+  tag: string,
+  clients: TrafficClient[],
+  during: () => Promise<void>,
+) {
+  const traffic = new ChatTraffic(tag, clients);
+  traffic.start(100);
+  await traffic.rounds(5);
+  await during();
+  await traffic.rounds(20);
+  traffic.stop();
+  const names = clients.map((c) => c.name);
+  await traffic.flush(names);
+  const report = traffic.check(names);
+  traffic.finish();
+  t.diagnostic(
+    `${tag}: sent ${report.sent}, lost ${report.lost.length}, duplicated ${report.duplicated.length}`,
+  );
+  assert.deepEqual([...traffic.disconnected], [], `${tag}: nobody on a surviving node is disconnected`);
+  assert.deepEqual(report.lost, [], `${tag}: nothing lost`);
+  assert.deepEqual(report.duplicated, [], `${tag}: nothing twice`);
+  assert.ok(report.sent > 20, `${tag}: traffic ran`);
+}
+
+test("a two-node cluster survives losing either node", async (t) => {
+  const cluster = await startTestCluster(t);
+  const n1 = await cluster.start("n1", { workers: 1 });
+  let n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr });
+  await waitForOwners(n1, ["n1", "n2"]);
+
+  // Lose n2: n1's clients keep chatting; n1 takes every partition.
+  const onN1 = await chatters(t, [n1], 4);
+  await assertCleanTraffic(t, "lose-n2", onN1, async () => {
+    n2.kill("SIGKILL");
+    await waitForOwners(n1, ["n1"]);
+  });
+
+  // n2 comes back (a new incarnation under the same name) and takes half again.
+  n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr });
+  await waitForOwners(n2, ["n1", "n2"]);
+
+  // Lose n1, the coordinator: n2's clients keep chatting; n2 takes every partition.
+  const onN2 = await chatters(t, [n2], 4);
+  await assertCleanTraffic(t, "lose-n1", onN2, async () => {
+    n1.kill("SIGKILL");
+    await waitForOwners(n2, ["n2"]);
+  });
+});
+
+test("a node that hangs past its lease is replaced, and fences itself when it wakes up", async (t) => {
+  const cluster = await startTestCluster(t);
+  const n1 = await cluster.start("n1", { workers: 1 });
+  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr });
+  const n3 = await cluster.start("n3", { workers: 1, join: n1.peerAddr });
+  await waitForOwners(n1, ["n1", "n2", "n3"]);
+  const clients = await chatters(t, [n1, n2], 3);
+
+  let stoppedAt = 0;
+  await assertCleanTraffic(t, "sigstop", clients, async () => {
+    stoppedAt = Date.now();
+    n3.kill("SIGSTOP");
+    // Silent links alone do not make a node down: only its lease running out does.
+    await waitForOwners(n1, ["n1", "n2"], FAST_CLUSTER_TIMING.leaseMs * 5);
+  });
+  const takeover = await n1.waitForLog(
+    (line) =>
+      line.msg === "owner table changed" && Array.isArray(line.deadNodes) && line.deadNodes.length > 0,
+    "the epoch without n3",
+  );
+  const gapMs = Date.parse(String(takeover.time)) - stoppedAt;
+  t.diagnostic(`sigstop: SIGSTOP to new epoch: ${gapMs} ms (lease ${FAST_CLUSTER_TIMING.leaseMs} ms)`);
+  assert.ok(
+    gapMs >= FAST_CLUSTER_TIMING.leaseMs,
+    `the partitions were taken only after the lease ran out (${gapMs} ms)`,
+  );
+
+  n3.kill("SIGCONT");
+  const exit = await n3.exited;
+  assert.notEqual(exit.code, 0, "the zombie exits with an error");
+  assert.ok(
+    n3.logs.some((line) => line.msg === "fencing this node: it stops serving"),
+    `the zombie fenced itself:\n${n3.logText(20)}`,
+  );
+});
+
+/** Starts a node process that is expected to fail; resolves with its exit code and stderr. */
+async function failingStart(
+  config: Record<string, unknown>,
+): Promise<{ code: number | null; stderr: string }> {
+  const dir = await mkdtemp(join(tmpdir(), "starling-refused-"));
+  try {
+    const configFile = join(dir, "config.json");
+    await writeFile(configFile, JSON.stringify(config));
+    const child = spawn(
+      process.execPath,
+      [join(REPO_ROOT, "src", "main.ts"), "start", "--config", configFile, "--data", dir, "--workers", "1"],
+      { stdio: ["ignore", "ignore", "pipe"] },
+    );
+    let stderr = "";
+    child.stderr.on("data", (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    const [code] = (await once(child, "exit")) as [number | null];
+    return { code, stderr };
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+test("a joiner with a wrong secret or another ring is refused, with a clear error on both sides", async (t) => {
+  const cluster = await startTestCluster(t);
+  const n1 = await cluster.start("n1", { workers: 1 });
+  const base = {
+    host: "127.0.0.1",
+    ports: { c2s: 0, tls: 0, http: 0 },
+    store: { url: cluster.url },
+    cluster: { node: "intruder", peerPort: await freePort(), join: n1.peerAddr, ...FAST_CLUSTER_TIMING },
+  };
+
+  const wrong = await failingStart({
+    ...base,
+    cluster: { ...base.cluster, secret: "not-the-cluster-secret" },
+  });
+  assert.equal(wrong.code, 1);
+  assert.match(wrong.stderr, /refused/i, wrong.stderr);
+  assert.match(wrong.stderr, /secret/i, wrong.stderr);
+  await n1.waitForLog(
+    (line) =>
+      line.level === "error" &&
+      /refused a peer link/.test(String(line.msg)) &&
+      /secret/i.test(String(line.reason)),
+    "the seed's error naming the secret",
+  );
+
+  const otherRing = await failingStart({
+    ...base,
+    partitions: 1024,
+    cluster: { ...base.cluster, peerPort: await freePort(), secret: TEST_SECRET },
+  });
+  assert.equal(otherRing.code, 1);
+  assert.match(otherRing.stderr, /partitions/, otherRing.stderr);
+  assert.match(otherRing.stderr, /1024/, otherRing.stderr);
+  assert.match(otherRing.stderr, /4096/, otherRing.stderr);
+
+  // Neither left a trace in the membership table.
+  const reply = await fetch(`http://127.0.0.1:${n1.ports.http}/admin/cluster`);
+  const status = (await reply.json()) as { members: { node: string }[] };
+  assert.deepEqual(
+    status.members.map((m) => m.node),
+    ["n1"],
+  );
+});
