@@ -89,9 +89,9 @@ export class ChatTraffic {
           ),
         )
         .then(() => {
-          let list = this.#sent.get(key);
-          if (list === undefined) this.#sent.set(key, (list = []));
-          list.push(seq);
+          const list = this.#sent.get(key);
+          if (list === undefined) this.#sent.set(key, [seq]);
+          else list.push(seq);
         })
         .catch(() => {
           // Not written to the socket: not sent.
@@ -139,8 +139,8 @@ export class ChatTraffic {
         if (match === null || match[1] !== this.#tag || match[3] !== c.name) continue;
         const key = `${match[2]}>${match[3]}`;
         const seq = Number(match[4]);
-        let counts = received.get(key);
-        if (counts === undefined) received.set(key, (counts = new Map()));
+        const counts = received.get(key) ?? new Map<number, number>();
+        received.set(key, counts);
         counts.set(seq, (counts.get(seq) ?? 0) + 1);
       }
     }
