@@ -122,8 +122,10 @@ export function lineChart(options: ChartOptions): string {
     parts.push(
       `<line x1="${xx}" x2="${xx}" y1="${top}" y2="${top + plotH}" stroke="#555" stroke-dasharray="4 3"/>`,
     );
+    // Labels near the right edge run leftwards so they stay inside the chart.
+    const anchor = x(mark.x) > left + plotW - 90 ? `text-anchor="end" dx="-3"` : `dx="3"`;
     parts.push(
-      `<text x="${xx}" y="${top + 12 + (k % 3) * 12}" font-size="10" dx="3">${esc(mark.label)}</text>`,
+      `<text x="${xx}" y="${top + 12 + (k % 3) * 12}" font-size="10" ${anchor}>${esc(mark.label)}</text>`,
     );
   });
   // Lines, split at gaps.
@@ -169,7 +171,8 @@ function table(headers: string[], rows: unknown[][]): string {
 }
 
 /** Renders the whole page. */
-export function renderHtml(report: FailoverReport): string {
+export function renderCharts(report: FailoverReport): { name: string; svg: string }[] {
+  const chart = (name: string, options: ChartOptions) => ({ name, svg: lineChart(options) });
   const t = report.timeline;
   const perSecondXs = t.delivered_per_s.map((_, i) => i + 0.5);
   const xMax = Math.max(report.run_ended_s ?? 0, t.delivered_per_s.length, ...t.t_s.map((v) => v ?? 0));
@@ -184,7 +187,7 @@ export function renderHtml(report: FailoverReport): string {
   const band: [number, number] = [report.load_started_s ?? 0, report.load_ended_s ?? 0];
   const nodeNames = report.per_node.map((n) => n.name);
   const charts = [
-    lineChart({
+    chart("connected", {
       title: "Connected clients per node (client view)",
       yLabel: "clients",
       series: [
@@ -195,7 +198,7 @@ export function renderHtml(report: FailoverReport): string {
       band,
       xMax,
     }),
-    lineChart({
+    chart("messages", {
       title: "Messages per second",
       yLabel: "msgs/s",
       series: [
@@ -208,7 +211,7 @@ export function renderHtml(report: FailoverReport): string {
       band,
       xMax,
     }),
-    lineChart({
+    chart("latency", {
       title: "Delivery latency per second of receipt (log scale)",
       yLabel: "ms",
       series: [
@@ -220,7 +223,7 @@ export function renderHtml(report: FailoverReport): string {
       logY: true,
       xMax,
     }),
-    lineChart({
+    chart("reconnects", {
       title: "Disconnects and reconnects per second",
       yLabel: "clients/s",
       series: [
@@ -235,7 +238,7 @@ export function renderHtml(report: FailoverReport): string {
   ];
   if (t.server_cores_by_node.some((ys) => ys.some((v) => v !== null))) {
     charts.push(
-      lineChart({
+      chart("server-cpu", {
         title: "Server CPU per node",
         yLabel: "cores",
         series: t.server_cores_by_node.map((ys, i) => ({ name: nodeNames[i] ?? `node ${i}`, xs: t.t_s, ys })),
@@ -245,6 +248,12 @@ export function renderHtml(report: FailoverReport): string {
       }),
     );
   }
+  return charts;
+}
+
+/** Renders the whole page. */
+export function renderHtml(report: FailoverReport): string {
+  const charts = renderCharts(report).map((c) => c.svg);
   const events = table(
     [
       "event",

@@ -18,7 +18,7 @@ import { ExternalTarget } from "./external-target.ts";
 import { FailoverFleet } from "./fleet.ts";
 import { type FailoverOptions, SCENARIOS } from "./options.ts";
 import { buildReport, type FailoverReport, type Sample, summaryTable } from "./report.ts";
-import { renderHtml } from "./report-html.ts";
+import { renderCharts, renderHtml } from "./report-html.ts";
 import { type EventRecord, runScenario } from "./scenarios.ts";
 import { StarlingCluster } from "./starling-cluster.ts";
 
@@ -353,6 +353,8 @@ export async function runFailover(options: FailoverOptions, env: RunEnvironment)
     });
     writeFileSync(join(outDir, "report.json"), `${JSON.stringify(report, null, 1)}\n`);
     writeFileSync(join(outDir, "report.html"), renderHtml(report));
+    for (const chart of renderCharts(report))
+      writeFileSync(join(outDir, `chart-${chart.name}.svg`), chart.svg);
     env.status("");
     env.print(
       `${summaryTable(report)}\nreport: ${join(outDir, "report.json")}\n        ${join(outDir, "report.html")}\n`,

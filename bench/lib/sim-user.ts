@@ -196,15 +196,16 @@ export class SimUser {
     if (this.state === "stopped") return;
     this.state = "waiting";
     clearTimeout(this.#timer);
-    this.#timer = setTimeout(() => this.#connect(this.#nextNode()), this.#host.backoffMs(attempt));
+    this.#timer = setTimeout(() => this.#connect(this.#nextNode(attempt)), this.#host.backoffMs(attempt));
   }
 
   /**
    * The address for the next attempt: the one the server named (see-other-host, then XEP-0198
-   * `location`) if it is one of ours, else the next known address after the current one, so a
-   * user that lost its node tries the others in turn.
+   * `location`) if it is one of ours; else, right after a break, a random other known address
+   * (each DNS round-robin answer starts elsewhere, so a dead node's clients spread over the
+   * survivors); after a failed attempt, the next known address after the one just tried.
    */
-  #nextNode(): number {
+  #nextNode(attempt: number): number {
     const addresses = this.#host.addresses();
     for (const named of [this.#redirect, this.sm.location]) {
       if (named === undefined) continue;
@@ -213,6 +214,9 @@ export class SimUser {
       );
       if (index >= 0) return index;
     }
+    const others = addresses.map((_, i) => i).filter((i) => i !== this.node && this.#host.isActive(i));
+    if (others.length === 0) return this.node;
+    if (attempt === 0) return others[Math.floor(Math.random() * others.length)]!;
     for (let step = 1; step <= addresses.length; step++) {
       const candidate = (this.node + step) % addresses.length;
       if (this.#host.isActive(candidate)) return candidate;
