@@ -417,7 +417,7 @@ test("failover harness reports exactly the messages a server dropped and duplica
   assert.equal(report.delivered, (report.sent as number) - 3);
 });
 
-test("failover harness attributes disconnects to a killed node and counts the resumptions on the other", async (t) => {
+test("failover harness attributes disconnects to a killed node and counts the resumptions on the other, over two load processes", async (t) => {
   const plan: FaultPlan = {
     drop: new Set(),
     duplicate: new Set(),
@@ -450,6 +450,9 @@ test("failover harness attributes disconnects to a killed node and counts the re
       "1",
       "--kill-cmd",
       killCmd,
+      // Two load processes: the accounting must merge what each saw.
+      "--loadgen-procs",
+      "2",
     ],
     out,
   );
