@@ -34,8 +34,11 @@ export interface Accounting {
   outOfOrder: number;
   misrouted: number;
   foreign: number;
-  /** Acks out of order or beyond what was sent; 0 unless the server or this tool is wrong. */
+  /** Messages acknowledged out of order; 0 unless the server or this tool is wrong. */
   ackAnomalies: number;
+  /** Server acks claiming more stanzas than the client sent. */
+  impossibleAcks: number;
+  ackAnomalySamples: [number, number, number][];
 }
 
 const MAX_SAMPLES = 50;
@@ -62,6 +65,8 @@ export function account(results: readonly GroupResult[], spec: WorkloadSpec): Ac
     misrouted: 0,
     foreign: 0,
     ackAnomalies: 0,
+    impossibleAcks: 0,
+    ackAnomalySamples: [],
   };
   const duplicatedPairs = new Set<string>();
   for (const r of results) {
@@ -83,7 +88,11 @@ export function account(results: readonly GroupResult[], spec: WorkloadSpec): Ac
     out.outOfOrder += r.outOfOrder;
     out.misrouted += r.misrouted;
     out.foreign += r.foreign;
-    out.ackAnomalies += r.ackAnomalies + r.impossibleAcks;
+    out.ackAnomalies += r.ackAnomalies;
+    out.impossibleAcks += r.impossibleAcks;
+    for (const sample of r.ackAnomalySamples) {
+      if (out.ackAnomalySamples.length < MAX_SAMPLES) out.ackAnomalySamples.push(sample);
+    }
   }
   out.duplicatedPairs = duplicatedPairs.size;
   const lostPairs = new Set<string>();

@@ -257,6 +257,8 @@ export function buildReport(facts: RunFacts) {
     phantom: a.phantom,
     foreign_messages: a.foreign,
     ack_anomalies: a.ackAnomalies,
+    impossible_acks: a.impossibleAcks,
+    ack_anomaly_samples: a.ackAnomalySamples,
     not_offered: facts.results.reduce((x, r) => x + r.notOffered, 0),
     latency_p50_ms: round(latency.total === 0 ? null : latency.quantile(0.5), 2),
     latency_p99_ms: round(latency.total === 0 ? null : latency.quantile(0.99), 2),

@@ -134,8 +134,12 @@ export interface GroupResult {
   misrouted: number;
   /** Messages from other runs (offline storage of an earlier run) or with bodies not ours. */
   foreign: number;
+  /** Messages acknowledged out of sequence order (the prefix rule broke). */
   ackAnomalies: number;
+  /** Server acks claiming more stanzas than were sent. */
   impossibleAcks: number;
+  /** Up to 50 out-of-order acks as [user, seq acked, acknowledged prefix before it]. */
+  ackAnomalySamples: [number, number, number][];
   latency: HistogramData;
   perSecond: PerSecondCounts;
   disconnects: DisconnectRecord[];
@@ -205,6 +209,7 @@ export class FailoverGroup implements SimUserHost, FailoverLoad {
   };
   #duplicateSamples: [number, number, number][] = [];
   #duplicatePairs = new Map<string, [number, number]>();
+  #ackAnomalySamples: [number, number, number][] = [];
   #latency = new LatencyHistogram();
   #bins: PerSecondCounts = {
     sent: [],
@@ -330,6 +335,8 @@ export class FailoverGroup implements SimUserHost, FailoverLoad {
     if (seq === user.ackedUpTo + 1) user.ackedUpTo = seq;
     else {
       user.ackAnomalies++;
+      if (this.#ackAnomalySamples.length < MAX_SAMPLES)
+        this.#ackAnomalySamples.push([user.n, seq, user.ackedUpTo]);
       if (seq > user.ackedUpTo) user.ackedUpTo = seq;
     }
     this.#counters.acked++;
@@ -634,6 +641,7 @@ export class FailoverGroup implements SimUserHost, FailoverLoad {
       foreign: c.foreign,
       ackAnomalies: this.#users.reduce((a, u) => a + u.ackAnomalies, 0),
       impossibleAcks: this.#users.reduce((a, u) => a + u.sm.impossibleAcks, 0),
+      ackAnomalySamples: this.#ackAnomalySamples,
       latency: this.#latency.toData(),
       perSecond,
       disconnects: this.#users.flatMap((u) => u.disconnects),

@@ -451,6 +451,11 @@ export class LoadClient {
       this.#sm.inbound = (this.#sm.inbound + 1) % 4294967296;
     }
     if (this.#step === "online") return this.#onOnline(element, local, ns);
+    if (this.#authenticated && (local === "message" || local === "presence")) {
+      // Stanzas can reach a bound session before its login finishes (a full-JID message
+      // during <enable/>): they are received like any other, not dropped.
+      return this.#onOnline(element, local, ns);
+    }
     switch (this.#step) {
       case "starttls":
         return this.#onStartTlsReply(local, ns);
@@ -816,6 +821,15 @@ export class LoadClient {
   }
 
   /** RFC 6120 §8.2.3: an entity that receives a get or set MUST reply with result or error. */
+  /**
+   * Writes a stanza this client generates itself (iq answers). XEP-0198 §4 counts every stanza,
+   * so on a managed stream it joins the unacknowledged queue like any other, or the server's
+   * `h` would run ahead of this client's count.
+   */
+  #writeStanza(xml: string): void {
+    this.sendTracked(xml, -1);
+  }
+
   #answerIq(iq: XmlElement): void {
     const type = iq.attrs.type;
     if (type !== "get" && type !== "set") return;
@@ -825,19 +839,19 @@ export class LoadClient {
       (c) => typeof c !== "string" && c.name === "ping" && namespaceOf(c) === NS_PING,
     );
     if (ping !== undefined) {
-      this.#write(`<iq type='result' id='${id}'${to}/>`);
+      this.#writeStanza(`<iq type='result' id='${id}'${to}/>`);
       return;
     }
     const rosterPush = type === "set" ? childOf(iq, "query", NS_ROSTER) : undefined;
     if (rosterPush !== undefined) {
       // RFC 6121 §2.1.6: the client MUST acknowledge a roster push with a result.
-      this.#write(`<iq type='result' id='${id}'${to}/>`);
+      this.#writeStanza(`<iq type='result' id='${id}'${to}/>`);
       for (const item of rosterPush.children) {
         if (typeof item !== "string" && item.name === "item") this.options.onRosterPush?.(this, item);
       }
       return;
     }
-    this.#write(
+    this.#writeStanza(
       `<iq type='error' id='${id}'${to}><error type='cancel'>` +
         `<service-unavailable xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></error></iq>`,
     );

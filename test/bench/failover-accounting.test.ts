@@ -190,6 +190,8 @@ class AccountingServer {
     if (el.name === "presence") {
       if (el.attrs.type === undefined && conn.user !== undefined) {
         this.#available.add(conn.user);
+        // A server-initiated stanza the client must answer, and count both ways (XEP-0198 §4).
+        this.#deliver(conn.session!, "<iq type='get' id='ping1'><ping xmlns='urn:xmpp:ping'/></iq>");
         const stored = this.#offline.get(conn.user) ?? [];
         this.#offline.delete(conn.user);
         for (const xml of stored) this.#deliver(conn.session!, xml);
@@ -413,6 +415,7 @@ test("failover harness reports exactly the messages a server dropped and duplica
   assert.equal(report.phantom, 0);
   assert.equal(report.misrouted, 0);
   assert.equal(report.ack_anomalies, 0);
+  assert.equal(report.impossible_acks, 0);
   assert.equal(report.sent, server.tally.routed, "every routed message was acknowledged and counted as sent");
   assert.equal(report.delivered, (report.sent as number) - 3);
 });

@@ -96,6 +96,7 @@ function result(
     foreign: 0,
     ackAnomalies: 0,
     impossibleAcks: 0,
+    ackAnomalySamples: [],
     latency: { counts: [], total: 0, maxMs: 0 },
     perSecond: {
       sent: [],
