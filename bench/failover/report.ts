@@ -241,6 +241,8 @@ export function buildReport(facts: RunFacts) {
     resumed: all.resumed,
     relogged: all.relogged,
     not_reconnected: all.not_back,
+    never_online: facts.results.reduce((x, r) => x + r.neverOnline, 0),
+    offline_at_end: facts.results.reduce((x, r) => x + r.offlineAtEnd, 0),
     reconnect_p50_ms: all.reconnect_p50_ms,
     reconnect_p99_ms: all.reconnect_p99_ms,
     reconnect_max_ms: all.reconnect_max_ms,

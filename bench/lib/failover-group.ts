@@ -152,7 +152,6 @@ export interface GroupResult {
   attemptErrors: Record<string, number>;
   notOffered: number;
   blocked: number;
-  rosterIncomplete: number;
 }
 
 /** The operations the orchestrator runs on each failover load process, in-process or over IPC. */
@@ -651,7 +650,6 @@ export class FailoverGroup implements SimUserHost, FailoverLoad {
       attemptErrors: { ...this.#attemptErrors },
       notOffered: c.notOffered,
       blocked: c.blocked,
-      rosterIncomplete: 0,
     };
   }
 

@@ -115,7 +115,6 @@ function result(
     attemptErrors: {},
     notOffered: 0,
     blocked: 0,
-    rosterIncomplete: 0,
   };
 }
 
