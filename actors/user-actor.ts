@@ -213,6 +213,16 @@ export class UserActor {
       case "session-gone": {
         const state = this.#sessions.get(msg.session.full);
         if (state !== undefined && state.sid === msg.session.sid) this.#forget(msg.session.full, state);
+        else if (state !== undefined && msg.xml !== undefined) {
+          // The session was resumed elsewhere after this write left: follow it there, so a
+          // resumed client gets it now rather than at its next login.
+          this.#writeSession(msg.session.full, state, {
+            kind: "write",
+            xml: msg.xml,
+            isMessage: msg.storable ?? false,
+          });
+          return;
+        }
         if (msg.xml !== undefined && msg.storable) await this.#storeOffline(msg.xml, undefined);
         return;
       }

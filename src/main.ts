@@ -18,6 +18,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   migrate: () => import("./cli/migrate.ts"),
   status: () => import("./cli/status.ts"),
   leave: () => import("./cli/leave.ts"),
+  join: () => import("./cli/join.ts"),
 };
 
 const HELP = `Usage: starling <command> [options]
@@ -33,6 +34,7 @@ Commands:
   migrate                     copy a store into another (LevelDB to PostgreSQL)
   status [--json]             show the cluster: members, epoch, partition shares
   leave                       drain this node out of the cluster and stop it
+  join HOST:PORT              check this node's membership with the member at HOST:PORT
 
 Run starling <command> --help for the options of each.
 Options:

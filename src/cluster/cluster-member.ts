@@ -90,7 +90,7 @@ export class ClusterMember {
   readonly #timers: NodeJS.Timeout[] = [];
   #unlisten: (() => Promise<void>) | undefined;
   /** Peers whose outbound link is down, and why. */
-  readonly #unreachable = new Map<string, { since: number; reason: string }>();
+  readonly #unreachable = new Map<string, { since: number; reason: string; incarnation: number }>();
   #refreshing: Promise<void> | undefined;
   #refreshAgain = false;
   #applying: Promise<void> = Promise.resolve();
@@ -225,7 +225,9 @@ export class ClusterMember {
   }
 
   #onPeerDown(node: string, reason: string): void {
-    if (!this.#unreachable.has(node)) this.#unreachable.set(node, { since: Date.now(), reason });
+    if (this.#unreachable.has(node)) return;
+    const incarnation = this.#view?.members.find((m) => m.node === node)?.incarnation ?? 0;
+    this.#unreachable.set(node, { since: Date.now(), reason, incarnation });
   }
 
   /**
@@ -238,10 +240,16 @@ export class ClusterMember {
     const grace = this.#cluster.pingIntervalMs + this.#cluster.pingTimeoutMs;
     const up = view.members.filter((m) => m.status === "up" || m.status === "leaving");
     const votesNeeded = Math.max(1, Math.min(2, up.length - 1));
-    for (const [node, { since, reason }] of this.#unreachable) {
+    for (const [node, { since, reason, incarnation }] of this.#unreachable) {
       if (reason === "timeout" || Date.now() - since < grace) continue;
       const member = view.members.find((m) => m.node === node);
-      if (member === undefined || member.status === "down" || this.#peers.isUp(node)) continue;
+      if (member === undefined || this.#peers.isUp(node)) continue;
+      // A restarted node under the same name is a new member: what we knew of its old
+      // incarnation says nothing about it (and a joining node is not linked to us yet).
+      if (member.incarnation !== incarnation || (member.status !== "up" && member.status !== "leaving")) {
+        if (member.incarnation !== incarnation || member.status === "down") this.#unreachable.delete(node);
+        continue;
+      }
       if (member.suspicions[this.name] !== undefined) continue;
       this.#log.warn({ node, reason, votesNeeded }, "peer unreachable; suspecting it");
       void this.#membership
@@ -332,6 +340,25 @@ export class ClusterMember {
         this.#fence("lease expired and neither PostgreSQL nor most peers are reachable");
       }
     }
+  }
+
+  /**
+   * `starling join HOST:PORT` against this running node: checks the node at `seed` (secret,
+   * ring) and that it belongs to the same cluster. Membership lives in PostgreSQL, so a node
+   * started in cluster mode is already a member of the cluster in its store; two clusters on
+   * different databases cannot be merged (their accounts differ), and that is said clearly.
+   */
+  async checkSeed(seed: string): Promise<{ seed: string; members: string[] }> {
+    const remote = await probePeer(seed, { self: this.#identity, secret: this.#cluster.secret! });
+    await this.refresh();
+    const members = (this.#view?.members ?? []).filter((m) => m.status !== "down");
+    if (!members.some((m) => m.node === remote.node && m.incarnation === remote.incarnation)) {
+      throw new XmppServerError(
+        "XSRV_CLUSTER_STALE",
+        `${seed} (node "${remote.node}") is not a member of this node's cluster: they use different PostgreSQL databases; restart this node with that cluster's --store and --join ${seed}`,
+      );
+    }
+    return { seed: remote.node, members: members.map((m) => m.node) };
   }
 
   /** Leaves the cluster: hands off every partition, sends clients elsewhere, then marks itself down. */

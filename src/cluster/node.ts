@@ -117,6 +117,7 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
         ? undefined
         : {
             status: async () => ({ ...member.status(), nodes: await clusterCounts() }),
+            join: (seed) => member.checkSeed(seed),
             leave: () => {
               void member
                 .leave()

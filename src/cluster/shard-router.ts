@@ -199,14 +199,16 @@ export class ShardRouter {
   }
 
   /**
-   * Sends a message to the UserActor of `msg.user`. A stanza for an actor on another node is
+   * Sends a message to the UserActor of `msg.user`. A message for an actor on another node is
    * kept until that actor has handled it, so a node's death cannot lose it (see
-   * {@link resendRetainedTo}).
+   * {@link resendRetainedTo}): a stanza, and also a bind, a presence or a roster change, whose
+   * loss would leave a client waiting or a session table wrong. Actors handle a re-sent control
+   * message idempotently (same sid); message writes carry a key sessions deduplicate on.
    */
   toUser(msg: UserMessage): void {
     const partition = this.partitionOf(msg.user);
     const shard = ownerShard(this.#table, partition);
-    if (msg.kind === "stanza" && nodeNoOf(shard) !== this.#selfNode) {
+    if (nodeNoOf(shard) !== this.#selfNode) {
       const rid = this.#nextRid++;
       this.#retained.set(rid, { msg, dest: shard });
       this.send(shard, {

@@ -57,6 +57,8 @@ export interface AdminServerOptions {
         status(): Promise<unknown>;
         /** Starts leaving the cluster (`POST /admin/cluster/leave`); the node exits when done. */
         leave(): void;
+        /** `POST /admin/cluster/join {"seed": "host:port"}`: checks the seed is a member of our cluster. */
+        join(seed: string): Promise<unknown>;
       }
     | undefined;
 }
@@ -221,7 +223,7 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
       send(res, 202, { worker: index, restarting: true });
       return;
     }
-    if (path === "/admin/cluster" || path === "/admin/cluster/leave") {
+    if (path === "/admin/cluster" || path === "/admin/cluster/leave" || path === "/admin/cluster/join") {
       if (options.cluster === undefined) {
         throw new AdminHttpError(
           409,
@@ -235,6 +237,28 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
         return;
       }
       allow("POST");
+      if (path === "/admin/cluster/join") {
+        const body = asObject(await readJson(req), "the body");
+        if (typeof body.seed !== "string" || !/^[^\s:]+:\d{1,5}$/.test(body.seed)) {
+          throw badRequest('"seed" must be a peer address "host:port"');
+        }
+        try {
+          send(res, 200, await options.cluster.join(body.seed));
+        } catch (error) {
+          const code = (error as { code?: unknown }).code;
+          if (
+            code === "XSRV_CLUSTER_STALE" ||
+            code === "XSRV_PEER_REFUSED" ||
+            code === "XSRV_CLUSTER_INCOMPATIBLE"
+          ) {
+            throw new AdminHttpError(409, code, (error as Error).message);
+          }
+          if (code === "XSRV_CLUSTER_UNREACHABLE")
+            throw new AdminHttpError(502, code, (error as Error).message);
+          throw error;
+        }
+        return;
+      }
       options.cluster.leave();
       send(res, 202, { leaving: true });
       return;

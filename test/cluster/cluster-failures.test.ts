@@ -4,12 +4,13 @@
  * fence itself when it wakes, and joiners with a wrong secret or another ring.
  */
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type TestContext, test } from "node:test";
+import { promisify } from "node:util";
 import { xml } from "@xmpp/xml";
 import { ChatTraffic, type TrafficClient } from "../helpers/chat-traffic.ts";
 import { connectClient } from "../helpers/client.ts";
@@ -23,6 +24,8 @@ import {
 import { newUsers } from "../helpers/fixtures.ts";
 import { freePort } from "../helpers/postgres.ts";
 import { REPO_ROOT } from "../helpers/start-node.ts";
+
+const run = promisify(execFile);
 
 async function chatters(t: TestContext, nodes: ClusterNode[], perNode: number): Promise<TrafficClient[]> {
   const users = await newUsers(nodes[0]!, nodes.length * perNode, "f");
@@ -68,6 +71,20 @@ test("a two-node cluster survives losing either node", async (t) => {
   const n1 = await cluster.start("n1", { workers: 1 });
   let n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr });
   await waitForOwners(n1, ["n1", "n2"]);
+
+  // The operator's view: `starling status` and `starling join` against the running nodes.
+  const cli = (...args: string[]) =>
+    run(process.execPath, [join(REPO_ROOT, "src", "main.ts"), ...args], { timeout: 30_000 });
+  const status = await cli("status", "--http-port", String(n2.ports.http));
+  assert.match(status.stdout, /cluster: 2 members, epoch \d+/);
+  assert.match(status.stdout, /^n1\s+up\s+\S+\s+2048\s+50\.0%\s+up/m);
+  assert.match(status.stdout, /^n2\s+up\s+\S+\s+2048\s+50\.0%\s+up/m);
+  const joined = await cli("join", n1.peerAddr, "--http-port", String(n2.ports.http));
+  assert.match(joined.stdout, /joined: .* is node "n1"; the cluster has 2 members/);
+  const bad = await cli("join", "not-an-address", "--http-port", String(n2.ports.http)).catch(
+    (e: { code: number; stderr: string }) => e,
+  );
+  assert.equal((bad as { code: number }).code, 2, "a bad argument exits 2");
 
   // Lose n2: n1's clients keep chatting; n1 takes every partition.
   const onN1 = await chatters(t, [n1], 4);

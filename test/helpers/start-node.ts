@@ -135,6 +135,13 @@ function formatLog(logs: LogLine[], lastLines: number): string {
  */
 export async function startNode(t?: AfterHook, options: StartNodeOptions = {}): Promise<StartedNode> {
   if (process.env.STARLING_TEST_TARGET === "prosody") return startProsody(t, options);
+  if (process.env.STARLING_TEST_TARGET === "cluster" && options.dataDir === undefined) {
+    // The same behaviour tests against a node whose partitions are half on a second node.
+    const { startClusterPair } = await import("./cluster.ts");
+    const node = await startClusterPair(options);
+    t?.after(() => node.stop().catch(() => {}));
+    return node;
+  }
   const domain = options.domain ?? "localhost";
   const host = "127.0.0.1";
   const ownDataDir = options.dataDir === undefined;
