@@ -8,7 +8,13 @@ import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { adminRequest } from "../../src/cli/admin-client.ts";
 import { freePort, startPostgres, type TestServer } from "./postgres.ts";
-import { type AfterHook, deepMerge, type StartedNode, type StartNodeOptions, startNode } from "./start-node.ts";
+import {
+  type AfterHook,
+  deepMerge,
+  type StartedNode,
+  type StartNodeOptions,
+  startNode,
+} from "./start-node.ts";
 
 /** Fast failure detection, so tests finish in seconds (the defaults are for production). */
 export const FAST_CLUSTER_TIMING = {
@@ -153,7 +159,11 @@ export async function startClusterPair(options: StartNodeOptions): Promise<Start
     await mkdir(dir);
     return dir;
   };
-  const b = await startNode(undefined, { ...options, dataDir: await dataDir("b"), config: config("b", peerB, null) });
+  const b = await startNode(undefined, {
+    ...options,
+    dataDir: await dataDir("b"),
+    config: config("b", peerB, null),
+  });
   const a = await startNode(undefined, {
     ...options,
     dataDir: await dataDir("a"),
