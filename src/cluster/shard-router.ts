@@ -53,6 +53,8 @@ export class ShardRouter {
   /** Stanzas sent to another node's actor, kept until it says `accepted`. */
   readonly #retained = new Map<number, Retained>();
   #nextRid = 1;
+  /** Nodes that died or left: requests to their shards fail at once instead of timing out. */
+  readonly #goneNodes = new Set<number>();
   #accepted: Map<number, number[]> = new Map();
   /** Called when held envelopes overflow, so the worker can log it. */
   onDrop: ((count: number) => void) | undefined;
@@ -137,6 +139,7 @@ export class ShardRouter {
    * current table (the new owner may already be processing; recipients drop duplicates by rid).
    */
   resendRetainedTo(nodeNos: ReadonlySet<number>): number {
+    for (const nodeNo of nodeNos) this.#goneNodes.add(nodeNo);
     let resent = 0;
     for (const [rid, entry] of this.#retained) {
       if (!nodeNos.has(nodeNoOf(entry.dest))) continue;
@@ -231,8 +234,11 @@ export class ShardRouter {
     return promise;
   }
 
-  /** Sends a request to a worker and waits for its reply. */
+  /** Sends a request to a worker and waits for its reply; fails at once if its node is gone. */
   requestShard<T>(shard: number, build: (reqId: number) => Envelope, timeoutMs = 10_000): Promise<T> {
+    if (this.#goneNodes.has(nodeNoOf(shard))) {
+      return Promise.reject(new Error(`shard ${shard} is on a node that left the cluster`));
+    }
     const reqId = this.#nextReqId++;
     const promise = this.#awaitReply<T>(reqId, timeoutMs);
     this.send(shard, build(reqId));

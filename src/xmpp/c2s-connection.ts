@@ -43,6 +43,9 @@ import {
 import { errorReply, iqResult, streamErrorXml } from "./stanza.ts";
 import { StreamParser } from "./stream-parser.ts";
 
+/** How long a `<resume/>` waits for the shard that holds the session. */
+const RESUME_TAKE_TIMEOUT_MS = 3_000;
+
 let nextConnectionId = 1;
 
 /** Options for one connection. */
@@ -460,10 +463,15 @@ export class C2sConnection implements ClientLink {
   #takeFrom(shard: number, token: string, h: number): Promise<SessionSnapshot | undefined> {
     const user = this.#jid!;
     if (shard === this.#ctx.index) return Promise.resolve(takeResumable(this.#ctx, token, h, user));
-    return this.#ctx.router.requestShard<SessionSnapshot | undefined>(shard, (reqId) => ({
-      t: "worker",
-      msg: { kind: "resume-take", token, h, toShard: this.#ctx.index, reqId, user },
-    }));
+    return this.#ctx.router.requestShard<SessionSnapshot | undefined>(
+      shard,
+      (reqId) => ({
+        t: "worker",
+        msg: { kind: "resume-take", token, h, toShard: this.#ctx.index, reqId, user },
+      }),
+      // The holder may be a node that just died: answer the client soon, it will log in again.
+      RESUME_TAKE_TIMEOUT_MS,
+    );
   }
 
   // --- in-band registration (XEP-0077) ----------------------------------------------------

@@ -135,7 +135,8 @@ function formatLog(logs: LogLine[], lastLines: number): string {
  */
 export async function startNode(t?: AfterHook, options: StartNodeOptions = {}): Promise<StartedNode> {
   if (process.env.STARLING_TEST_TARGET === "prosody") return startProsody(t, options);
-  if (process.env.STARLING_TEST_TARGET === "cluster" && options.dataDir === undefined) {
+  const ownStore = (options.config?.store as { url?: unknown } | undefined)?.url !== undefined;
+  if (process.env.STARLING_TEST_TARGET === "cluster" && options.dataDir === undefined && !ownStore) {
     // The same behaviour tests against a node whose partitions are half on a second node.
     const { startClusterPair } = await import("./cluster.ts");
     const node = await startClusterPair(options);
