@@ -86,6 +86,8 @@ export interface WorkerControl {
   sidPrefix(): string;
   stats(): WorkerStats;
   stop(): Promise<void>;
+  /** Resolves when this worker's actors have handled everything queued for them. */
+  quiesce(): Promise<void>;
 }
 
 const init = workerData as WorkerInit;
@@ -266,6 +268,12 @@ const control: WorkerControl = {
     for (const connection of listeners?.connections ?? []) connection.shutdown();
     for (const session of ctx.resumable.values()) session.end();
     await closed;
+  },
+  async quiesce() {
+    // Let the router send this turn's batches, then wait for every mailbox to empty, so that a
+    // graceful stop does not cut an offline write or a roster change in half.
+    await new Promise((resolve) => setImmediate(resolve));
+    await Promise.all([...actors.values()].map((actor) => actor.quiesce()));
   },
 };
 

@@ -15,6 +15,9 @@ import type { LiveNode } from "./handoff.ts";
 import type { OwnerTable } from "./ring.ts";
 import type { WorkerControl, WorkerInit, WorkerStats } from "./worker-main.ts";
 
+/** How long a graceful stop waits for the actors' mailboxes to empty, per round. */
+const QUIESCE_TIMEOUT_MS = 5_000;
+
 /** Login and registration throttles shared by every worker of the node. */
 export interface NodeThrottles {
   login: LoginThrottle;
@@ -230,6 +233,14 @@ export class WorkerPool {
   async stop(): Promise<void> {
     this.#stopping = true;
     await Promise.allSettled(this.#slots.map((slot) => slot.control.stop()));
+    // Twice: what one worker's actors send while finishing lands in another's mailbox. Bounded,
+    // so a stuck store call cannot hold the stop for ever.
+    for (let round = 0; round < 2; round++) {
+      await Promise.race([
+        Promise.allSettled(this.#slots.map((slot) => slot.control.quiesce())),
+        new Promise((resolve) => setTimeout(resolve, QUIESCE_TIMEOUT_MS).unref()),
+      ]);
+    }
     await Promise.allSettled(this.#slots.map((slot) => slot.worker.terminate()));
   }
 }

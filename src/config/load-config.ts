@@ -25,8 +25,6 @@ const pathOrNull: Check = (v) =>
   v === null || (typeof v === "string" && v.length > 0) ? undefined : "must be a path or null";
 const stringList: Check = (v) =>
   Array.isArray(v) && v.every((x) => typeof x === "string") ? undefined : "must be a list of strings";
-const object: Check = (v) =>
-  typeof v === "object" && v !== null && !Array.isArray(v) ? undefined : "must be an object";
 const oneOf =
   (...values: string[]): Check =>
   (v) =>
