@@ -117,7 +117,9 @@ export class UserActor {
       if (!this.#activated) await this.#activate();
       while (this.#queue.length > 0) {
         const { msg, ack } = this.#queue.shift()!;
-        this.#dedupe = ack === undefined ? undefined : `${ack.shard}:${ack.rid}`;
+        // Only the delivery of a re-sendable stanza carries its key: other turns (a presence that
+        // flushes offline storage, say) write many different stanzas to one session.
+        this.#dedupe = ack === undefined || msg.kind !== "stanza" ? undefined : `${ack.shard}:${ack.rid}`;
         try {
           await this.#handle(msg);
         } catch (error) {
