@@ -68,7 +68,7 @@ test("three nodes under traffic: a fourth joins, one drains, one is SIGKILLed; s
 
   // --- join a fourth node under traffic -------------------------------------------------
   await traffic.rounds(10);
-  const n4 = await cluster.start("n4", { workers: 1, join: n2.peerAddr });
+  await cluster.start("n4", { workers: 1, join: n2.peerAddr });
   await waitForOwners(n1, ["n1", "n2", "n3", "n4"]);
   await traffic.rounds(10);
   traffic.stop();

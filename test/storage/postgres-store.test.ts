@@ -5,9 +5,6 @@
  * database, connection failures.
  */
 import assert from "node:assert/strict";
-import { chmod, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { after, describe, it } from "node:test";
 import pg from "pg";
 import { createLogger } from "../../src/log.ts";
@@ -16,25 +13,11 @@ import { PostgresStore } from "../../src/storage/postgres/postgres-store.ts";
 import type { Account } from "../../src/storage/store.ts";
 import type { BareJid } from "../../src/xmpp/jid.ts";
 import { runStoreSuite } from "../conformance/store-suite.ts";
-import { freePort, startPostgres } from "../helpers/postgres.ts";
+import { freePort, startFilePostgres } from "../helpers/postgres.ts";
 
-const root = await mkdtemp(join(tmpdir(), "starling-postgres-store-"));
-// mkdtemp makes the directory 0700; the postgres user (under root) must be able to enter it.
-await chmod(root, 0o755);
-const server = await startPostgres(root);
-const admin = new pg.Client({
-  host: "127.0.0.1",
-  port: server.port,
-  user: "postgres",
-  password: server.password,
-  database: "postgres",
-});
-await admin.connect();
-after(async () => {
-  await admin.end().catch(() => {});
-  await server.stop();
-  await rm(root, { recursive: true, force: true });
-});
+const pgForFile = await startFilePostgres("starling-postgres-store-");
+const { server, admin } = pgForFile;
+after(() => pgForFile.stop());
 
 const urlOf = (database: string) =>
   `postgres://postgres:${server.password}@127.0.0.1:${server.port}/${database}`;

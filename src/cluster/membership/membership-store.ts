@@ -21,7 +21,7 @@
 import pg from "pg";
 import { XmppServerError } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
-import { migrate } from "../../storage/postgres/migrations.ts";
+import { migratePool } from "../../storage/postgres/migrations.ts";
 import { wrapStoreError } from "../../storage/store-error.ts";
 import type { Assignment } from "./assignment.ts";
 
@@ -256,21 +256,7 @@ export class MembershipStore {
     pool.on("error", (error) => {
       this.#log.warn({ err: error, location: this.location }, "idle membership connection failed");
     });
-    try {
-      const client = await pool.connect();
-      let broken: Error | undefined;
-      try {
-        await migrate(client, { log: this.#log });
-      } catch (error) {
-        broken = error instanceof Error ? error : new Error(String(error));
-        throw error;
-      } finally {
-        client.release(broken);
-      }
-    } catch (error) {
-      await pool.end().catch(() => {});
-      throw wrapStoreError(error, `open the membership store at "${this.location}"`);
-    }
+    await migratePool(pool, this.#log, `open the membership store at "${this.location}"`);
     this.#pool = pool;
     this.#closing = false;
   }

@@ -15,6 +15,7 @@
 import type pg from "pg";
 import { XmppServerError } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
+import { wrapStoreError } from "../store-error.ts";
 
 /** One schema step. */
 export interface Migration {
@@ -220,5 +221,27 @@ export async function migrate(
   } catch (error) {
     await client.query("ROLLBACK").catch(() => {});
     throw error;
+  }
+}
+
+/**
+ * Brings a new pool's database up to date before anything uses it. On failure the pool is ended
+ * and the error says what was being opened (`what`).
+ */
+export async function migratePool(pool: pg.Pool, log: Logger | undefined, what: string): Promise<void> {
+  try {
+    const client = await pool.connect();
+    let broken: Error | undefined;
+    try {
+      await migrate(client, { log });
+    } catch (error) {
+      broken = error instanceof Error ? error : new Error(String(error));
+      throw error;
+    } finally {
+      client.release(broken);
+    }
+  } catch (error) {
+    await pool.end().catch(() => {});
+    throw wrapStoreError(error, what);
   }
 }

@@ -31,7 +31,7 @@ import type {
   Subscription,
 } from "../store.ts";
 import { wrapStoreError } from "../store-error.ts";
-import { migrate } from "./migrations.ts";
+import { migratePool } from "./migrations.ts";
 
 /** Options for {@link PostgresStore}. */
 export interface PostgresStoreOptions {
@@ -217,21 +217,7 @@ export class PostgresStore implements Store {
     pool.on("error", (error) => {
       this.#log?.warn({ err: error, location: this.location }, "idle PostgreSQL connection failed");
     });
-    try {
-      const client = await pool.connect();
-      let broken: Error | undefined;
-      try {
-        await migrate(client, { log: this.#log });
-      } catch (error) {
-        broken = error instanceof Error ? error : new Error(String(error));
-        throw error;
-      } finally {
-        client.release(broken);
-      }
-    } catch (error) {
-      await pool.end().catch(() => {});
-      throw wrapStoreError(error, `open store at "${this.location}"`);
-    }
+    await migratePool(pool, this.#log, `open store at "${this.location}"`);
     this.#pool = pool;
     this.#log?.info({ location: this.location }, "store opened");
   }
