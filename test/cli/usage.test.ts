@@ -101,6 +101,19 @@ describe("starling usage errors", { concurrency: 4 }, () => {
       /a@example\.org is not on this server's domain localhost/,
     ],
     [["user", "add", "a@localhost", "--password", ""], /password must not be empty/],
+    [["start", "--peer-port", "x"], /--peer-port must be a port number/],
+    [["start", "--secret", "short"], /cluster\.secret must be a string of at least 16 characters/],
+    [["start", "--secret", "a-long-enough-secret"], /cluster\.secret is set but store\.url is not/],
+    [["start", "--join", "db:5290"], /cluster\.join needs cluster\.secret/],
+    [["start", "--node", "bad name"], /cluster\.node must be 1-63 letters/],
+    [
+      ["start", "--join", "nowhere", "--secret", "a-long-enough-secret", "--store", "postgres://x/y"],
+      /cluster\.join must be host:port/,
+    ],
+    [["status", "--bogus"], /unknown option --bogus/],
+    [["leave", "--timeout", "soon"], /--timeout must be a positive number/],
+    [["join"], /expected one peer address HOST:PORT/],
+    [["join", "a:1", "b:2"], /expected one peer address HOST:PORT/],
   ];
   for (const [args, message] of cases) {
     it(`starling ${args.join(" ") || "(nothing)"} exits 2 with one line naming the problem`, async () => {
