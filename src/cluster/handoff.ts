@@ -105,6 +105,7 @@ export class PartitionHandoff {
       }
     }
     router.setTable(next, incoming);
+    router.setLiveShards(liveShards);
     log.info(
       {
         epoch: next.epoch,

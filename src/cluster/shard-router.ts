@@ -53,6 +53,8 @@ export class ShardRouter {
   /** Stanzas sent to another node's actor, kept until it says `accepted`. */
   readonly #retained = new Map<number, Retained>();
   #nextRid = 1;
+  /** Every shard of every node serving now (joining, up or leaving), this one included. */
+  #liveShards: readonly number[] = [];
   /** Nodes that died or left: requests to their shards fail at once instead of timing out. */
   readonly #goneNodes = new Set<number>();
   #accepted: Map<number, number[]> = new Map();
@@ -108,6 +110,16 @@ export class ShardRouter {
     this.#future = [];
     this.#held -= future.length;
     for (const envelope of future) this.#receive(envelope);
+  }
+
+  /** The shards of every node serving now (for the rare cluster-wide question). */
+  liveShards(): readonly number[] {
+    return this.#liveShards.length > 0 ? this.#liveShards : [...this.#table.shardNos];
+  }
+
+  /** Records the shards of the nodes serving now (they may own no partition, e.g. leaving). */
+  setLiveShards(shards: readonly number[]): void {
+    this.#liveShards = shards;
   }
 
   /** Whether a partition is still waiting for its handoff. */

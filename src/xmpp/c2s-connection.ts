@@ -426,14 +426,25 @@ export class C2sConnection implements ClientLink {
     let snapshot: SessionSnapshot | undefined;
     if (Number.isInteger(home) && home >= 0 && Number.isInteger(h)) {
       // The id names the shard (of any node) that issued it; a session resumed before may live
-      // elsewhere now, so this node's workers are asked after the home one (a rare path).
-      const order = [home, ...this.#ctx.localShards.filter((i) => i !== home)];
-      for (const shard of order) {
-        snapshot = await this.#takeFrom(shard, previd, h).catch((error: unknown) => {
+      // elsewhere now (the id survives resumptions), so this node's workers are asked next and
+      // then, at once, every other shard of the cluster (a rare path: after a drain, say).
+      const take = (shard: number) =>
+        this.#takeFrom(shard, previd, h).catch((error: unknown) => {
           this.#log.warn({ err: error, shard }, "resumption request failed");
           return undefined;
         });
+      const asked = new Set<number>();
+      for (const shard of [home, ...this.#ctx.localShards]) {
+        if (asked.has(shard)) continue;
+        asked.add(shard);
+        snapshot = await take(shard);
         if (snapshot !== undefined) break;
+      }
+      if (snapshot === undefined) {
+        const others = this.#ctx.router.liveShards().filter((shard) => !asked.has(shard));
+        // At most one holder has the session, and taking it is what the request does.
+        const found = await Promise.all(others.map(take));
+        snapshot = found.find((s) => s !== undefined);
       }
     }
     if (snapshot === undefined) {
