@@ -94,7 +94,17 @@ export type UserMessage =
   /** Stanzas a dead session never got acknowledged, to store offline (XEP-0198 §5). */
   | { kind: "store-offline"; user: BareJid; stanzas: string[] }
   /** A worker had no session `session.sid` for a write: forget it, and keep the stanza if it was storable. */
-  | { kind: "session-gone"; user: BareJid; session: SessionLocation; xml?: string; storable?: boolean }
+  | {
+      kind: "session-gone";
+      user: BareJid;
+      session: SessionLocation;
+      xml?: string;
+      storable?: boolean;
+      /** The session was resumed elsewhere: it will re-register (`relocate`) from there. */
+      moved?: boolean;
+    }
+  /** A moved session did not re-register in time: what waited for it goes offline. */
+  | { kind: "relocate-timeout"; user: BareJid; full: FullJid; sid: string }
   /** Worker `shard` restarted: its sessions older than `keepPrefix` are gone. */
   | { kind: "shard-lost"; user: BareJid; shard: number; keepPrefix: string }
   /** Nodes `nodeNos` died: their sessions are gone. */

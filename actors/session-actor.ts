@@ -1,3 +1,15 @@
+/** How long a shard remembers that a session moved away (writes may still be on their way). */
+const MOVED_MEMORY_MS = 60_000;
+
+function rememberMoved(moved: Map<string, number>, sid: string): void {
+  const now = Date.now();
+  for (const [old, at] of moved) {
+    if (now - at < MOVED_MEMORY_MS) break;
+    moved.delete(old);
+  }
+  moved.set(sid, now);
+}
+
 /** Retained-stanza keys a session remembers to drop re-sent copies. */
 const RECENT_DEDUPE_KEYS = 1024;
 
@@ -614,6 +626,7 @@ export class SessionActor {
     if (this.#resumeTimer !== undefined) clearTimeout(this.#resumeTimer);
     this.#ctx.resumable.delete(this.#token);
     this.#ctx.sessions.delete(this.sid);
+    rememberMoved(this.#ctx.movedSids, this.sid);
     // XEP-0198 §5: a resumed session replaces a connection the server still believed alive.
     old?.closeWithError("conflict", "resumed on another connection");
     return {

@@ -30,6 +30,9 @@ export interface UserActorContext {
   passivate(actor: UserActor): void;
 }
 
+/** How long writes wait for a session resumed elsewhere to re-register before going offline. */
+const RELOCATE_WAIT_MS = 10_000;
+
 interface QueuedMessage {
   msg: UserMessage;
   ack?: { shard: number; rid: number };
@@ -74,6 +77,11 @@ export class UserActor {
   /** Set while a retained stanza is handled: its writes carry it so sessions drop a re-sent copy. */
   #dedupe: string | undefined;
   #quiesced: (() => void)[] = [];
+  /** Writes for sessions resumed elsewhere whose re-registration has not arrived yet, by full JID. */
+  readonly #waitingForRelocate = new Map<
+    FullJid,
+    { sid: string; writes: { xml: string; storable: boolean }[] }
+  >();
   #running = false;
   #activated = false;
   #pushId = 0;
@@ -182,12 +190,26 @@ export class UserActor {
         return this.#onUnbind(msg.session, msg.unavailable, msg.directed);
       case "relocate": {
         // The session's own view wins: after a worker restart this actor starts from nothing.
-        this.#sessions.set(msg.session.full, {
-          shard: msg.session.shard,
-          sid: msg.session.sid,
-          ...msg.state,
-        });
+        const state = { shard: msg.session.shard, sid: msg.session.sid, ...msg.state };
+        this.#sessions.set(msg.session.full, state);
+        const waiting = this.#waitingForRelocate.get(msg.session.full);
+        if (waiting !== undefined) {
+          this.#waitingForRelocate.delete(msg.session.full);
+          for (const { xml: text, storable } of waiting.writes) {
+            this.#writeSession(msg.session.full, state, { kind: "write", xml: text, isMessage: storable });
+          }
+        }
         this.#announceCarbonPeers();
+        return;
+      }
+      case "relocate-timeout": {
+        const waiting = this.#waitingForRelocate.get(msg.full);
+        if (waiting === undefined || waiting.sid !== msg.sid) return;
+        this.#waitingForRelocate.delete(msg.full);
+        const state = this.#sessions.get(msg.full);
+        if (state !== undefined && state.sid === msg.sid) this.#forget(msg.full, state);
+        for (const { xml: text, storable } of waiting.writes)
+          if (storable) await this.#storeOffline(text, undefined);
         return;
       }
       case "presence":
@@ -214,6 +236,16 @@ export class UserActor {
         return;
       case "session-gone": {
         const state = this.#sessions.get(msg.session.full);
+        if (
+          state !== undefined &&
+          state.sid === msg.session.sid &&
+          msg.moved === true &&
+          msg.xml !== undefined
+        ) {
+          // Resumed elsewhere, and its re-registration is still on its way: keep the write for it.
+          this.#awaitRelocate(msg.session.full, msg.session.sid, msg.xml, msg.storable ?? false);
+          return;
+        }
         if (state !== undefined && state.sid === msg.session.sid) this.#forget(msg.session.full, state);
         else if (state !== undefined && msg.xml !== undefined) {
           // The session was resumed elsewhere after this write left: follow it there, so a
@@ -300,6 +332,22 @@ export class UserActor {
       );
     }
     this.#announceCarbonPeers();
+  }
+
+  #awaitRelocate(full: FullJid, sid: string, text: string, storable: boolean): void {
+    let waiting = this.#waitingForRelocate.get(full);
+    if (waiting === undefined || waiting.sid !== sid) {
+      waiting = { sid, writes: [] };
+      this.#waitingForRelocate.set(full, waiting);
+      const timer = setTimeout(
+        () => this.enqueue({ kind: "relocate-timeout", user: this.user, full, sid }),
+        RELOCATE_WAIT_MS,
+      );
+      timer.unref();
+    }
+    // Bounded like a session's own unacknowledged log.
+    if (waiting.writes.length < this.#ctx.config.limits.smMaxUnackedStanzas)
+      waiting.writes.push({ xml: text, storable });
   }
 
   #announceCarbonPeers(): void {

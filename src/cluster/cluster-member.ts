@@ -30,6 +30,8 @@ import { clusterTable, nodeNoOf, type OwnerTable, RING_HASH, workerOf } from "./
 
 /** How often the view is re-read even without a NOTIFY. */
 const VIEW_POLL_MS = 5_000;
+/** How long a stopping node waits for its peer links to deliver what is queued. */
+const PEER_FLUSH_MS = 2_000;
 /** Balancing moves per epoch (orphaned partitions of dead nodes always move). */
 const MAX_MOVES_PER_ROUND = Number.POSITIVE_INFINITY;
 
@@ -39,6 +41,8 @@ export interface MemberWorkers {
   deliverRemote(worker: number, bytes: Uint8Array): void;
   drain(): Promise<void>;
   sessionCount(): Promise<number>;
+  /** Messages our workers sent to other nodes' actors and still keep, unaccepted. */
+  retainedCount(): Promise<number>;
 }
 
 /** Peer-link messages between members' main threads. */
@@ -386,6 +390,12 @@ export class ClusterMember {
     while (Date.now() < drainDeadline && ((await this.#workers?.sessionCount()) ?? 0) > 0) {
       await this.#nextChange(200);
     }
+    // What our clients sent must reach the other nodes' actors before we go: wait until every
+    // retained message has been accepted.
+    const settleDeadline = Date.now() + this.#cluster.drainTimeoutMs;
+    while (Date.now() < settleDeadline && ((await this.#workers?.retainedCount()) ?? 0) > 0) {
+      await this.#nextChange(100);
+    }
     this.state = "left";
   }
 
@@ -398,6 +408,12 @@ export class ClusterMember {
         .setStatus(this.name, this.incarnation, "down")
         .then(() => this.#broadcastView())
         .catch((error: unknown) => this.#log.warn({ err: error }, "could not mark this node down"));
+    }
+    // Let the links deliver what the stopping workers sent last (unbinds, offline stores).
+    const flushDeadline = Date.now() + PEER_FLUSH_MS;
+    while (this.#peers !== undefined && Date.now() < flushDeadline) {
+      if (this.#peers.peers().every((peer) => this.#peers.queuedBytes(peer.node) === 0)) break;
+      await this.#nextChange(50);
     }
     await this.#peers?.close();
   }

@@ -43,6 +43,11 @@ export interface ShardContext {
   readonly sidPrefix: string;
   /** A new session id, unique across workers and restarts. */
   nextSid(): string;
+  /**
+   * Sessions taken by a resumption on another shard, by sid, with when: a write that still
+   * reaches one is reported to its UserActor as moved, to follow the session once it re-registers.
+   */
+  readonly movedSids: Map<string, number>;
   /** Sessions that can be resumed, by XEP-0198 token (attached or detached). */
   readonly resumable: Map<string, SessionActor>;
   readonly counters: ShardCounters;

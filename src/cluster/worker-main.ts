@@ -121,6 +121,7 @@ const ctx: ShardContext = {
   sidPrefix,
   nextSid: () => `${sidPrefix}${nextSidNumber++}`,
   resumable: new Map(),
+  movedSids: new Map(),
   counters: { connections: 0, logins: 0, loginFailures: 0, stanzasIn: 0 },
   version: init.version,
 };
@@ -180,6 +181,7 @@ function dispatch(envelope: Envelope): void {
           session: { full: msg.full, shard, sid: msg.sid },
           xml: msg.xml,
           storable: msg.isMessage ?? false,
+          moved: ctx.movedSids.has(msg.sid),
         });
       }
       return;

@@ -219,6 +219,12 @@ export class WorkerPool {
     return counts.reduce((a, b) => a + b, 0);
   }
 
+  /** Messages every worker keeps for other nodes' actors until they are accepted. */
+  async retainedCount(): Promise<number> {
+    const stats = await this.stats();
+    return stats.reduce((n, s) => n + s.retained, 0);
+  }
+
   /** Statistics from every worker. */
   async stats(): Promise<WorkerStats[]> {
     return Promise.all(this.#slots.map((slot) => slot.control.stats()));
