@@ -21,7 +21,7 @@
 import pg from "pg";
 import { XmppServerError } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
-import { migratePool } from "../../storage/postgres/migrations.ts";
+import { ManagedPool } from "../../storage/postgres/managed-pool.ts";
 import { wrapStoreError } from "../../storage/store-error.ts";
 import type { Assignment } from "./assignment.ts";
 
@@ -216,11 +216,7 @@ export class MembershipStore {
   readonly location: string;
   #url: string;
   #log: Logger;
-  #poolSize: number;
-  #pool: pg.Pool | undefined;
-  #opening: Promise<void> | undefined;
-  #closing = false;
-  #inFlight = new Set<Promise<unknown>>();
+  readonly #db: ManagedPool;
   #listeners = new Set<() => Promise<void>>();
 
   constructor(options: MembershipStoreOptions) {
@@ -232,71 +228,34 @@ export class MembershipStore {
     this.#url = options.url;
     this.location = describeUrl(options.url);
     this.#log = options.log;
-    this.#poolSize = poolSize;
+    this.#db = new ManagedPool({
+      config: {
+        connectionString: options.url,
+        max: poolSize,
+        connectionTimeoutMillis: 10_000,
+        idleTimeoutMillis: 30_000,
+        application_name: "starling-membership",
+      },
+      name: "membership store",
+      location: this.location,
+      log: options.log,
+    });
   }
 
   /** Connects and runs the schema migrations (so the tables exist); idempotent. */
-  async open(): Promise<void> {
-    if (this.#pool !== undefined) return;
-    this.#opening ??= this.#open().finally(() => {
-      this.#opening = undefined;
-    });
-    return this.#opening;
-  }
-
-  async #open(): Promise<void> {
-    const pool = new pg.Pool({
-      connectionString: this.#url,
-      max: this.#poolSize,
-      connectionTimeoutMillis: 10_000,
-      idleTimeoutMillis: 30_000,
-      application_name: "starling-membership",
-    });
-    // Without a listener, an idle connection dying (server restart) would crash the process.
-    pool.on("error", (error) => {
-      this.#log.warn({ err: error, location: this.location }, "idle membership connection failed");
-    });
-    await migratePool(pool, this.#log, `open the membership store at "${this.location}"`);
-    this.#pool = pool;
-    this.#closing = false;
+  open(): Promise<void> {
+    return this.#db.open();
   }
 
   /** Stops every {@link onChange} listener, waits for the calls in progress, disconnects. */
   async close(): Promise<void> {
-    if (this.#opening !== undefined) await this.#opening.catch(() => {});
     await Promise.allSettled([...this.#listeners].map((unsubscribe) => unsubscribe()));
-    const pool = this.#pool;
-    if (pool === undefined) return;
-    this.#closing = true;
-    try {
-      await Promise.allSettled([...this.#inFlight]);
-      await pool.end();
-    } catch (error) {
-      throw wrapStoreError(error, `close the membership store at "${this.location}"`);
-    } finally {
-      this.#pool = undefined;
-    }
+    await this.#db.close();
   }
 
   /** Runs one call: checks the store is open, tracks it for close(), wraps pg's errors. */
   #run<T>(what: string, fn: (pool: pg.Pool) => Promise<T>): Promise<T> {
-    const pool = this.#pool;
-    if (pool === undefined || this.#closing) {
-      return Promise.reject(
-        new XmppServerError("XSRV_STORE", `Cannot ${what}: the membership store is not open`),
-      );
-    }
-    const promise = (async () => {
-      try {
-        return await fn(pool);
-      } catch (error) {
-        throw wrapStoreError(error, what);
-      }
-    })();
-    this.#inFlight.add(promise);
-    const forget = () => this.#inFlight.delete(promise);
-    promise.then(forget, forget);
-    return promise;
+    return this.#db.run(what, fn);
   }
 
   /**
@@ -618,7 +577,7 @@ export class MembershipStore {
    * Returns the unsubscribe function; {@link close} unsubscribes every listener.
    */
   async onChange(listener: (version: number) => void): Promise<() => Promise<void>> {
-    if (this.#pool === undefined || this.#closing) {
+    if (!this.#db.isOpen) {
       throw new XmppServerError("XSRV_STORE", "Cannot listen for membership changes: the store is not open");
     }
     let client: pg.Client | undefined;

@@ -16,8 +16,7 @@
  * @module
  */
 import { createHash } from "node:crypto";
-import pg from "pg";
-import { XmppServerError } from "../../errors.ts";
+import type pg from "pg";
 import type { Logger } from "../../log.ts";
 import type { BareJid } from "../../xmpp/jid.ts";
 import type {
@@ -30,8 +29,7 @@ import type {
   Store,
   Subscription,
 } from "../store.ts";
-import { wrapStoreError } from "../store-error.ts";
-import { migratePool } from "./migrations.ts";
+import { ManagedPool } from "./managed-pool.ts";
 
 /** Options for {@link PostgresStore}. */
 export interface PostgresStoreOptions {
@@ -176,14 +174,8 @@ function sorted(values: string[]): string[] {
 export class PostgresStore implements Store {
   /** The server and database, without credentials. */
   readonly location: string;
-  #url: string;
   #log: Logger | undefined;
-  #poolConfig: pg.PoolConfig;
-  #pool: pg.Pool | undefined;
-  #opening: Promise<void> | undefined;
-  #closingPromise: Promise<void> | undefined;
-  #closing = false;
-  #inFlight = new Set<Promise<unknown>>();
+  readonly #db: ManagedPool;
 
   constructor(url: string, options: PostgresStoreOptions = {}) {
     if (typeof url !== "string" || url.length === 0) {
@@ -192,80 +184,31 @@ export class PostgresStore implements Store {
     if (options.pool?.connectionString !== undefined) {
       throw new TypeError("Give the PostgreSQL URL as the first argument, not as pool.connectionString");
     }
-    this.#url = url;
     this.location = describeUrl(url);
     this.#log = options.log;
-    this.#poolConfig = { ...POSTGRES_POOL_DEFAULTS, ...options.pool };
+    this.#db = new ManagedPool({
+      config: { ...POSTGRES_POOL_DEFAULTS, ...options.pool, connectionString: url },
+      name: `store at "${this.location}"`,
+      location: this.location,
+      log: options.log,
+    });
   }
 
   /** Connects and migrates the schema (or reopens after {@link close}); idempotent. */
   async open(): Promise<void> {
-    if (this.#closingPromise !== undefined) await this.#closingPromise.catch(() => {});
-    if (this.#pool !== undefined) return;
-    this.#opening ??= this.#open().finally(() => {
-      this.#opening = undefined;
-    });
-    return this.#opening;
-  }
-
-  async #open(): Promise<void> {
-    // A pool is not reusable after end(), so every open gets a new one; nothing connects
-    // before open().
-    const pool = new pg.Pool({ ...this.#poolConfig, connectionString: this.#url });
-    // An idle connection that dies (server restart, network) is dropped by the pool and
-    // replaced on the next query; without a listener the error would crash the process.
-    pool.on("error", (error) => {
-      this.#log?.warn({ err: error, location: this.location }, "idle PostgreSQL connection failed");
-    });
-    await migratePool(pool, this.#log, `open store at "${this.location}"`);
-    this.#pool = pool;
-    this.#log?.info({ location: this.location }, "store opened");
+    const wasOpen = this.#db.isOpen;
+    await this.#db.open();
+    if (!wasOpen) this.#log?.info({ location: this.location }, "store opened");
   }
 
   /** Waits for the operations in progress, then closes every connection. */
-  async close(): Promise<void> {
-    if (this.#opening !== undefined) await this.#opening.catch(() => {});
-    this.#closingPromise ??= this.#close().finally(() => {
-      this.#closingPromise = undefined;
-    });
-    return this.#closingPromise;
-  }
-
-  async #close(): Promise<void> {
-    const pool = this.#pool;
-    if (pool === undefined) return;
-    this.#closing = true;
-    try {
-      await Promise.allSettled([...this.#inFlight]);
-      await pool.end();
-    } catch (error) {
-      throw wrapStoreError(error, `close store at "${this.location}"`);
-    } finally {
-      this.#pool = undefined;
-      this.#closing = false;
-    }
-    this.#log?.info({ location: this.location }, "store closed");
+  close(): Promise<void> {
+    return this.#db.close();
   }
 
   /** Runs one operation: checks the store is open, tracks it for close(), wraps pg's errors. */
   #run<T>(what: string, fn: (pool: pg.Pool) => Promise<T>): Promise<T> {
-    const pool = this.#pool;
-    if (pool === undefined || this.#closing) {
-      return Promise.reject(
-        new XmppServerError("XSRV_STORE", `Cannot ${what}: the store at "${this.location}" is not open`),
-      );
-    }
-    const promise = (async () => {
-      try {
-        return await fn(pool);
-      } catch (error) {
-        throw wrapStoreError(error, what);
-      }
-    })();
-    this.#inFlight.add(promise);
-    const forget = () => this.#inFlight.delete(promise);
-    promise.then(forget, forget);
-    return promise;
+    return this.#db.run(what, fn);
   }
 
   /** One statement on its own (autocommit: the statement is the transaction). */
