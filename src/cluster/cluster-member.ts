@@ -382,19 +382,19 @@ export class ClusterMember {
       if (view.members.filter((m) => m.status === "up").length === 0) {
         throw new XmppServerError("XSRV_CLUSTER_STALE", "no other member is up to take the partitions");
       }
-      await this.#nextChange(1_000);
+      await this.#pause(1_000);
     }
     await this.#applying;
     await this.#workers?.drain();
     const drainDeadline = Date.now() + this.#cluster.drainTimeoutMs;
     while (Date.now() < drainDeadline && ((await this.#workers?.sessionCount()) ?? 0) > 0) {
-      await this.#nextChange(200);
+      await this.#pause(200);
     }
     // What our clients sent must reach the other nodes' actors before we go: wait until every
     // retained message has been accepted.
     const settleDeadline = Date.now() + this.#cluster.drainTimeoutMs;
     while (Date.now() < settleDeadline && ((await this.#workers?.retainedCount()) ?? 0) > 0) {
-      await this.#nextChange(100);
+      await this.#pause(100);
     }
     this.state = "left";
   }
@@ -413,7 +413,7 @@ export class ClusterMember {
     const flushDeadline = Date.now() + PEER_FLUSH_MS;
     while (this.#peers !== undefined && Date.now() < flushDeadline) {
       if (this.#peers.peers().every((peer) => this.#peers.queuedBytes(peer.node) === 0)) break;
-      await this.#nextChange(50);
+      await this.#pause(50);
     }
     await this.#peers?.close();
   }
@@ -509,8 +509,8 @@ export class ClusterMember {
     }
   }
 
-  /** Waits for a view change or `ms`, whichever comes first. */
-  #nextChange(ms: number): Promise<void> {
+  /** A pause between two looks at state that no single event announces (the view, counts). */
+  #pause(ms: number): Promise<void> {
     return new Promise((resolve) => setTimeout(resolve, ms).unref());
   }
 

@@ -122,11 +122,6 @@ export class ShardRouter {
     this.#liveShards = shards;
   }
 
-  /** Whether a partition is still waiting for its handoff. */
-  isIncoming(partition: number): boolean {
-    return this.#incoming.has(partition);
-  }
-
   /** The previous owner's handoff of `partition` is applied: deliver what waited for it, in order. */
   completeIncoming(partition: number): void {
     const waiting = this.#incoming.get(partition);
@@ -134,11 +129,6 @@ export class ShardRouter {
     this.#incoming.delete(partition);
     this.#held -= waiting.length;
     for (const envelope of waiting) this.#receive(envelope);
-  }
-
-  /** Partitions still waiting for a handoff. */
-  incomingPartitions(): number[] {
-    return [...this.#incoming.keys()];
   }
 
   /** Whether a shard number is on this node. */
