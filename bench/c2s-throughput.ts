@@ -24,6 +24,7 @@ import { LatencyHistogram } from "./lib/latency-histogram.ts";
 import { ownCpuSeconds, readCpuSeconds, readRssKib } from "./lib/proc-stats.ts";
 import { RemoteGroup } from "./lib/remote-group.ts";
 import { bulkCreateUsers, type StartedServer, startStarling } from "./lib/starling-server.ts";
+import { userRanges } from "./lib/user-ranges.ts";
 import type { SaslMechanism } from "./lib/xmpp-load-client.ts";
 
 const HELP = `Usage: npx node bench/c2s-throughput.ts [options]
@@ -210,15 +211,12 @@ class LoadFleet {
   }
 
   static async create(base: Omit<GroupConfig, "id" | "first" | "count">, procs: number): Promise<LoadFleet> {
-    const k = Math.min(procs, base.totalUsers);
-    const configs: GroupConfig[] = [];
-    let first = 1;
-    for (let i = 0; i < k; i++) {
-      const count = Math.floor(base.totalUsers / k) + (i < base.totalUsers % k ? 1 : 0);
-      configs.push({ ...base, id: i, first, count });
-      first += count;
-    }
-    if (k === 1) return new LoadFleet([new ClientGroup(configs[0]!)], []);
+    const configs: GroupConfig[] = userRanges(base.totalUsers, procs).map((range, id) => ({
+      ...base,
+      id,
+      ...range,
+    }));
+    if (configs.length === 1) return new LoadFleet([new ClientGroup(configs[0]!)], []);
     const remotes: RemoteGroup[] = [];
     try {
       for (const config of configs) remotes.push(await RemoteGroup.start(config));

@@ -12,6 +12,7 @@ import {
 } from "../lib/failover-group.ts";
 import { ownCpuSeconds } from "../lib/proc-stats.ts";
 import { RemoteFailoverGroup } from "../lib/remote-failover-group.ts";
+import { userRanges } from "../lib/user-ranges.ts";
 
 /** See the file comment. */
 export class FailoverFleet {
@@ -28,15 +29,12 @@ export class FailoverFleet {
     base: Omit<FailoverGroupConfig, "id" | "first" | "count">,
     procs: number,
   ): Promise<FailoverFleet> {
-    const k = Math.max(1, Math.min(procs, base.totalUsers));
-    const configs: FailoverGroupConfig[] = [];
-    let first = 1;
-    for (let i = 0; i < k; i++) {
-      const count = Math.floor(base.totalUsers / k) + (i < base.totalUsers % k ? 1 : 0);
-      configs.push({ ...base, id: i, first, count });
-      first += count;
-    }
-    if (k === 1) return new FailoverFleet([new FailoverGroup(configs[0]!)], []);
+    const configs: FailoverGroupConfig[] = userRanges(base.totalUsers, procs).map((range, id) => ({
+      ...base,
+      id,
+      ...range,
+    }));
+    if (configs.length === 1) return new FailoverFleet([new FailoverGroup(configs[0]!)], []);
     const remotes: RemoteFailoverGroup[] = [];
     try {
       for (const config of configs) remotes.push(await RemoteFailoverGroup.start(config));
