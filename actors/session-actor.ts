@@ -376,13 +376,10 @@ export class SessionActor {
           // Answer once the UserActor has applied it and told the other sessions, so a message
           // sent from another resource right after the result is already copied.
           const enabled = this.#carbons;
-          await this.#ctx.router.requestUser((reqId) => ({
-            kind: "carbons",
-            user: this.bare,
-            session: this.location(),
-            enabled,
-            reqId,
-          }));
+          await this.#ctx.router.requestUser(
+            (reqId) => ({ kind: "carbons", user: this.bare, session: this.location(), enabled, reqId }),
+            this.#ctx.config.cluster.requestTimeoutMs,
+          );
           return this.#reply(xml("iq", { type: "result", id: el.attrs.id, to: this.full }));
         }
         return this.#reply(await handleAccountIq(this.#ctx, this, el));

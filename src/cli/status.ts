@@ -9,7 +9,9 @@ const HINT = "starling status --help";
 export const help = `Usage: starling status [--json] [--http-port N | --config FILE]
 
 Prints the cluster's members with their state, the epoch, each node's share of the
-partitions, and this node's connection and actor counts.
+partitions, the latest epoch each member has settled (applied, with every partition it
+gained received; the cluster moves partitions again only once all have), and this node's
+connection and actor counts.
 
 Options:
   --json              print the whole view as JSON
@@ -19,7 +21,10 @@ Options:
 `;
 
 type StatusBody = ClusterStatus & {
-  nodes: Record<string, { connections: number; sessions: number; actors: number; retained: number }>;
+  nodes: Record<
+    string,
+    { connections: number; sessions: number; actors: number; retained: number; waitingPartitions: number }
+  >;
 };
 
 /** Runs `starling status`. */
@@ -32,13 +37,13 @@ export async function run(args: readonly string[], context: CommandContext): Pro
     `cluster: ${body.members.length} members, epoch ${body.epoch}, view ${body.version}, ${body.partitions} partitions (asked ${body.node}, ${body.state})`,
   );
   context.out(
-    `${"NODE".padEnd(16)} ${"STATUS".padEnd(8)} ${"PEER".padEnd(22)} ${"PARTS".padStart(6)} ${"SHARE".padStart(6)} ${"LINK".padEnd(4)} CONNS  ACTORS`,
+    `${"NODE".padEnd(16)} ${"STATUS".padEnd(8)} ${"PEER".padEnd(22)} ${"PARTS".padStart(6)} ${"SHARE".padStart(6)} ${"LINK".padEnd(4)} ${"SETTLED".padStart(7)} CONNS  ACTORS`,
   );
   for (const m of body.members) {
     const counts = body.nodes[m.node];
     const share = body.partitions > 0 ? `${((100 * m.partitions) / body.partitions).toFixed(1)}%` : "-";
     context.out(
-      `${m.node.padEnd(16)} ${m.status.padEnd(8)} ${m.peerAddr.padEnd(22)} ${String(m.partitions).padStart(6)} ${share.padStart(6)} ${(m.linkUp ? "up" : "down").padEnd(4)} ${String(counts?.connections ?? "-").padEnd(6)} ${counts?.actors ?? "-"}`,
+      `${m.node.padEnd(16)} ${m.status.padEnd(8)} ${m.peerAddr.padEnd(22)} ${String(m.partitions).padStart(6)} ${share.padStart(6)} ${(m.linkUp ? "up" : "down").padEnd(4)} ${String(m.settledEpoch).padStart(7)} ${String(counts?.connections ?? "-").padEnd(6)} ${counts?.actors ?? "-"}`,
     );
   }
 }

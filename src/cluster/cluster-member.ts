@@ -38,6 +38,8 @@ const MAX_MOVES_PER_ROUND = Number.POSITIVE_INFINITY;
 /** What the member drives: the node's workers. */
 export interface MemberWorkers {
   setTable(table: OwnerTable, live: LiveNode[]): Promise<void>;
+  /** Resolves once the workers have received every partition they gained (or gave up waiting). */
+  settled(): Promise<void>;
   deliverRemote(worker: number, bytes: Uint8Array): void;
   drain(): Promise<void>;
   sessionCount(): Promise<number>;
@@ -98,6 +100,12 @@ export class ClusterMember {
   #refreshing: Promise<void> | undefined;
   #refreshAgain = false;
   #applying: Promise<void> = Promise.resolve();
+  /** The latest epoch our workers have applied and fully received (reported to PostgreSQL). */
+  #settledEpoch = 0;
+  /** When the coordinator first saw the current epoch unsettled by some member (its patience). */
+  #unsettledSince: { epoch: number; at: number } | undefined;
+  /** Batches for members whose link has not come up yet (a node that just joined), in order. */
+  readonly #awaitingLink = new Map<string, { bytes: number; batches: PeerMessage[] }>();
 
   constructor(options: ClusterMemberOptions) {
     this.#options = options;
@@ -145,7 +153,10 @@ export class ClusterMember {
     this.#peers.on("message", (node: string, message: unknown) =>
       this.#onPeerMessage(node, message as PeerMessage),
     );
-    this.#peers.on("peer-up", (peer: PeerIdentity) => this.#unreachable.delete(peer.node));
+    this.#peers.on("peer-up", (peer: PeerIdentity) => {
+      this.#unreachable.delete(peer.node);
+      this.#flushAwaitingLink(peer.node);
+    });
     this.#peers.on("peer-down", (node: string, reason: string) => this.#onPeerDown(node, reason));
 
     if (cluster.join !== null) {
@@ -196,6 +207,8 @@ export class ClusterMember {
     await this.#awaitLinks(10_000);
     this.#view = await this.#membership.setStatus(this.name, this.incarnation, "up");
     this.state = "up";
+    // The workers started from this table with nothing to receive: it is settled.
+    await this.#reportSettled(this.#table!.epoch);
     this.#broadcastView();
     this.#unlisten = await this.#membership.onChange(() => this.refresh());
     this.#every(this.#cluster.leaseRenewMs, () => this.#renewLease());
@@ -211,10 +224,42 @@ export class ClusterMember {
       this.#log.warn({ dest }, "batch for a shard of an unknown node; dropped");
       return;
     }
-    if (!this.#peers.send(node, { t: "b", dest, bytes })) {
-      // No link: the retained stanzas are re-sent when the node is declared down.
-      this.#log.debug({ node }, "no link for a batch; dropped");
+    if (this.#awaitingLink.has(node)) return this.#holdForLink(node, { t: "b", dest, bytes });
+    if (this.#peers.send(node, { t: "b", dest, bytes })) return;
+    const member = this.#view?.members.find((m) => m.node === node);
+    if (member !== undefined && member.status !== "down") {
+      // A member we have not linked to yet (it registered moments ago): its link is being
+      // dialled, and what we send it now (a handoff, a bind) must not be lost meanwhile.
+      this.#holdForLink(node, { t: "b", dest, bytes });
+      return;
     }
+    // A node that is gone: the retained stanzas are re-sent to the new owners.
+    this.#log.debug({ node }, "no link for a batch; dropped");
+  }
+
+  #holdForLink(node: string, message: Extract<PeerMessage, { t: "b" }>): void {
+    let held = this.#awaitingLink.get(node);
+    if (held === undefined) {
+      held = { bytes: 0, batches: [] };
+      this.#awaitingLink.set(node, held);
+    }
+    if (held.bytes + message.bytes.byteLength > this.#cluster.maxPeerBufferBytes) {
+      // Bounded like a link's own queue: past the budget the node is treated as unreachable.
+      this.#log.warn({ node, bytes: held.bytes }, "peer link never came up; dropped what waited for it");
+      this.#awaitingLink.delete(node);
+      return;
+    }
+    held.bytes += message.bytes.byteLength;
+    // The bytes may be a view into a buffer the caller reuses: keep a copy.
+    held.batches.push({ ...message, bytes: new Uint8Array(message.bytes) });
+  }
+
+  #flushAwaitingLink(node: string): void {
+    const held = this.#awaitingLink.get(node);
+    if (held === undefined) return;
+    this.#awaitingLink.delete(node);
+    for (const batch of held.batches) this.#peers.send(node, batch);
+    this.#log.info({ node, batches: held.batches.length }, "peer link up; sent what waited for it");
   }
 
   #onPeerMessage(node: string, message: PeerMessage): void {
@@ -293,14 +338,72 @@ export class ClusterMember {
       return;
     }
     this.#connectPeers(view);
+    // Before activation the workers are not running yet: they start from the table join()
+    // returned, and activate() brings them to the newest one (a table adopted here would
+    // be reported settled without any worker having applied it).
+    if (this.#workers === undefined) return;
     if (this.#table === undefined || (view.assignment !== null && view.epoch > this.#table.epoch)) {
       const table = this.#tableOf(view);
       this.#table = table;
       const live = this.#liveNodes(view);
       this.#applying = this.#applying.then(() => this.#workers?.setTable(table, live));
       await this.#applying;
+      void this.#settle(table.epoch);
+    }
+    for (const node of this.#awaitingLink.keys()) {
+      const member = view.members.find((m) => m.node === node);
+      if (member === undefined || member.status === "down") this.#awaitingLink.delete(node);
     }
     await this.#coordinate(view);
+  }
+
+  /** Waits until the workers have received what `epoch` gave them, then reports it. */
+  async #settle(epoch: number): Promise<void> {
+    await this.#workers?.settled();
+    if (this.#table?.epoch !== epoch) return; // A newer table: its own settle reports.
+    await this.#reportSettled(epoch);
+  }
+
+  /** Records in PostgreSQL that this node settled `epoch`; retried by the lease loop on failure. */
+  async #reportSettled(epoch: number): Promise<void> {
+    this.#settledEpoch = Math.max(this.#settledEpoch, epoch);
+    try {
+      await this.#membership.reportSettled(this.name, this.incarnation, epoch);
+    } catch (error) {
+      this.#log.warn({ err: error, epoch }, "could not report the settled epoch; will retry");
+    }
+  }
+
+  /**
+   * Whether every serving member has settled the current epoch, so partitions may move again.
+   * A member that moves on before it holds everything it gained would hand off a partition
+   * without the state still on its way to it, or skip an epoch and wait for a handoff from the
+   * wrong node. The wait is bounded: a member that does not report (an older release, a
+   * wedged process the lease will catch) holds the cluster back for one handoff timeout.
+   */
+  #allSettled(view: ClusterView): boolean {
+    const lagging = view.members.filter(
+      (m) => (m.status === "up" || m.status === "leaving") && m.settledEpoch < view.epoch,
+    );
+    if (lagging.length === 0) {
+      this.#unsettledSince = undefined;
+      return true;
+    }
+    const now = Date.now();
+    if (this.#unsettledSince?.epoch !== view.epoch) this.#unsettledSince = { epoch: view.epoch, at: now };
+    const patience = this.#cluster.handoffTimeoutMs + this.#cluster.leaseRenewMs;
+    if (now - this.#unsettledSince.at < patience) {
+      this.#log.debug(
+        { epoch: view.epoch, lagging: lagging.map((m) => m.node) },
+        "waiting for members to settle",
+      );
+      return false;
+    }
+    this.#log.warn(
+      { epoch: view.epoch, lagging: lagging.map((m) => m.node), waitedMs: now - this.#unsettledSince.at },
+      "members did not report the epoch settled; moving partitions anyway",
+    );
+    return true;
   }
 
   /** The coordinator (first `up` member by name) keeps the assignment equal to the `up` set. */
@@ -315,6 +418,10 @@ export class ClusterMember {
     const current = view.assignment;
     const owners = current === null ? [] : [...current.nodes].sort();
     if (owners.length === up.length && owners.every((n, i) => n === up[i])) return;
+    // Partitions of a node that is gone move at once (nobody can hand them off); any other move
+    // waits until the previous one has settled everywhere.
+    const orphaned = current?.nodes.some((n) => !up.includes(n) && !isServing(view, n)) ?? false;
+    if (!orphaned && !this.#allSettled(view)) return;
     const next = assignPartitions(current, up, view.partitions, MAX_MOVES_PER_ROUND);
     const committed = await this.#membership.commitAssignment(view.version, next);
     if (committed === null) return this.refresh();
@@ -332,6 +439,9 @@ export class ClusterMember {
       );
       if (!ok) return this.#fence("lease renewal refused: this node was declared down");
       this.#leaseUntil = Date.now() + this.#cluster.leaseMs;
+      const me = view.members.find((m) => m.node === this.name);
+      if (me !== undefined && me.settledEpoch < this.#settledEpoch)
+        await this.#reportSettled(this.#settledEpoch);
       await this.#adopt(view);
     } catch (error) {
       this.#log.warn({ err: error }, "lease renewal failed");
@@ -528,4 +638,10 @@ export class ClusterMember {
     timer.unref();
     this.#timers.push(timer);
   }
+}
+
+/** Whether `node` is a member that still serves (it can hand its partitions off itself). */
+function isServing(view: ClusterView, node: string): boolean {
+  const member = view.members.find((m) => m.node === node);
+  return member !== undefined && (member.status === "up" || member.status === "leaving");
 }

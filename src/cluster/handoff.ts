@@ -19,7 +19,7 @@
  */
 import type { WorkerMessage } from "../../actors/messages.ts";
 import type { SessionActor } from "../../actors/session-actor.ts";
-import type { UserActor } from "../../actors/user-actor.ts";
+import type { UserActor, UserActorSnapshot } from "../../actors/user-actor.ts";
 import type { Logger } from "../log.ts";
 import type { BareJid } from "../xmpp/jid.ts";
 import { nodeNoOf, type OwnerTable, ownerShard, shardNumber } from "./ring.ts";
@@ -58,6 +58,8 @@ export class PartitionHandoff {
   readonly #waiting = new Map<number, Set<number>>();
   /** Handoffs that arrived before we learned their epoch. */
   #early: HandoffMessage[] = [];
+  /** Resolved when no incoming partition waits any more (see {@link settled}). */
+  #settledWaiters: (() => void)[] = [];
   readonly stats: HandoffStats = { sent: 0, received: 0, timedOut: 0, resent: 0 };
 
   constructor(host: HandoffHost) {
@@ -67,6 +69,21 @@ export class PartitionHandoff {
   /** Incoming partitions still waiting. */
   get pending(): number {
     return this.#waiting.size;
+  }
+
+  /**
+   * Resolves once every partition gained so far has been received from whoever held it (or its
+   * wait timed out): the member reports the epoch settled, and only then may the cluster move
+   * partitions again, so no shard hands off a partition it has not fully received yet.
+   */
+  settled(): Promise<void> {
+    if (this.#waiting.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.#settledWaiters.push(resolve));
+  }
+
+  #checkSettled(): void {
+    if (this.#waiting.size > 0) return;
+    for (const resolve of this.#settledWaiters.splice(0)) resolve();
   }
 
   /** Applies a newer table; `live` are the nodes currently serving (dead ones are left out). */
@@ -139,16 +156,39 @@ export class PartitionHandoff {
       return;
     }
     this.stats.received++;
+    /** State of partitions that moved on before it arrived: it follows them, never dropped. */
+    const onward = new Map<number, UserActorSnapshot[]>();
     for (const snapshot of msg.actors) {
-      if (router.shardOfUser(snapshot.user) !== router.self) {
-        log.warn({ user: snapshot.user, epoch: msg.epoch }, "handoff for a partition we no longer own");
+      const owner = router.shardOfUser(snapshot.user);
+      if (owner !== router.self) {
+        log.warn(
+          { user: snapshot.user, epoch: msg.epoch, owner },
+          "handoff for a partition that moved on; forwarded to its owner",
+        );
+        push(onward, owner, snapshot);
         continue;
       }
       this.#host.actorFor(snapshot.user).restore(snapshot);
     }
+    for (const [owner, actors] of onward) {
+      router.send(owner, {
+        t: "worker",
+        msg: {
+          kind: "handoff",
+          epoch: router.table.epoch,
+          from: router.self,
+          partitions: [],
+          actors,
+          sessions: [],
+        },
+      });
+    }
     for (const { session, state } of msg.sessions) {
       const user = session.full.slice(0, session.full.indexOf("/")) as BareJid;
-      this.#host.actorFor(user).enqueue({ kind: "relocate", user, session, state });
+      const relocate = { kind: "relocate", user, session, state } as const;
+      // Ahead of whatever waits for the partition, so held writes find the session registered.
+      if (router.shardOfUser(user) === router.self) this.#host.actorFor(user).enqueue(relocate);
+      else router.toUser(relocate);
     }
     for (const p of msg.partitions) {
       const from = this.#waiting.get(p);
@@ -159,6 +199,7 @@ export class PartitionHandoff {
         router.completeIncoming(p);
       }
     }
+    this.#checkSettled();
   }
 
   async #sendHandoffs(epoch: number, outgoing: Map<number, number[]>): Promise<void> {
@@ -237,6 +278,7 @@ export class PartitionHandoff {
         this.stats.timedOut += late;
         this.#host.log.warn({ epoch, partitions: late }, "handoff timed out; serving without it");
       }
+      this.#checkSettled();
     }, this.#host.timeoutMs);
     timer.unref();
   }

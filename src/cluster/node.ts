@@ -135,6 +135,8 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
         sessions: stats.reduce((n, s) => n + s.sessions, 0),
         actors: stats.reduce((n, s) => n + s.actors, 0),
         retained: stats.reduce((n, s) => n + s.retained, 0),
+        // Partitions gained and still waiting for their previous owner's handoff.
+        waitingPartitions: stats.reduce((n, s) => n + s.incomingPartitions, 0),
       },
     };
   };

@@ -70,6 +70,8 @@ export interface WorkerControl {
   setPeerPort(shard: number, port: MessagePort): void;
   /** A newer owner table; `live` are the nodes serving now. Resolves when our outgoing handoffs are sent. */
   setTable(table: OwnerTable, live: LiveNode[]): Promise<void>;
+  /** Resolves once every partition this worker gained has been received (or given up on). */
+  settled(): Promise<void>;
   /**
    * Leaving the cluster: stop accepting clients, and close every client connection so that it
    * reconnects elsewhere — resumable sessions stay here, detached, for the resumption to take.
@@ -236,6 +238,9 @@ const control: WorkerControl = {
   },
   setTable(table, live) {
     return handoff.apply(table, live);
+  },
+  settled() {
+    return handoff.settled();
   },
   drain() {
     // Stop accepting; the close resolves only when every connection is gone, which stop() awaits.

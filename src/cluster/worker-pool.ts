@@ -198,6 +198,14 @@ export class WorkerPool {
     await Promise.all(this.#slots.map((slot) => slot.control.setTable(table, live)));
   }
 
+  /**
+   * Resolves once every worker has received the partitions it gained (or given up waiting).
+   * A worker restarting meanwhile starts from the current table with nothing to wait for.
+   */
+  async settled(): Promise<void> {
+    await Promise.all(this.#slots.map((slot) => slot.control.settled().catch(() => {})));
+  }
+
   /** The owner table the workers route by. */
   get table(): OwnerTable {
     return this.#table;

@@ -109,6 +109,11 @@ export interface ClusterConfig {
   pingTimeoutMs: number;
   /** How long a partition's new owner buffers envelopes while waiting for the old owner's handoff. */
   handoffTimeoutMs: number;
+  /**
+   * How long a session waits for its UserActor (on any node) to answer a bind or another
+   * request before the client gets a retryable error (`resource-constraint`, type wait).
+   */
+  requestTimeoutMs: number;
   /** How long `leave` waits for the node's clients to resume elsewhere before closing the rest. */
   drainTimeoutMs: number;
   /** A peer link holding more unacknowledged bytes than this is cut (a slow peer cannot exhaust memory). */
@@ -162,6 +167,7 @@ export const DEFAULT_CONFIG: Config = {
     pingIntervalMs: 1_000,
     pingTimeoutMs: 1_000,
     handoffTimeoutMs: 30_000,
+    requestTimeoutMs: 5_000,
     drainTimeoutMs: 10_000,
     maxPeerBufferBytes: 64 * 1024 * 1024,
   },

@@ -96,6 +96,7 @@ const SCHEMA: Record<string, Check> = {
   "cluster.pingIntervalMs": positiveInt,
   "cluster.pingTimeoutMs": positiveInt,
   "cluster.handoffTimeoutMs": positiveInt,
+  "cluster.requestTimeoutMs": positiveInt,
   "cluster.drainTimeoutMs": nonNegativeInt,
   "cluster.maxPeerBufferBytes": positiveInt,
 };

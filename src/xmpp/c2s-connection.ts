@@ -382,18 +382,21 @@ export class C2sConnection implements ClientLink {
     const session = new SessionActor(full, this.#ctx, this, undefined, { hold: true });
     this.#ctx.sessions.set(session.sid, session);
     try {
-      const reply = await this.#ctx.router.requestUser<BindReply>((reqId) => ({
-        kind: "bind",
-        user: jid,
-        session: session.location(),
-        reqId,
-      }));
+      const reply = await this.#ctx.router.requestUser<BindReply>(
+        (reqId) => ({ kind: "bind", user: jid, session: session.location(), reqId }),
+        this.#ctx.config.cluster.requestTimeoutMs,
+      );
       session.setBlocklist(reply.blocklist);
     } catch (error) {
-      this.#log.error({ err: error }, "bind failed");
+      this.#log.warn({ err: error, user: jid }, "bind not answered; the client may retry");
       this.#ctx.sessions.delete(session.sid);
       this.#binding = false;
-      return this.send(errorReply(iq, "internal-server-error").toString());
+      // The actor may still register the bind later: tell it this session never came to be.
+      this.#ctx.router.toUser({ kind: "unbind", user: jid, session: session.location(), directed: [] });
+      // RFC 6120 §7.6.2 / §8.3.3.18: the server is busy (partitions moving); retry later.
+      return this.send(
+        errorReply(iq, "resource-constraint", { text: "the server is busy; try binding again" }).toString(),
+      );
     }
     if (this.#closed) {
       session.end();

@@ -17,6 +17,7 @@ import {
   NS_PING,
   NS_PRIVATE,
   NS_REGISTER,
+  NS_SESSION,
   NS_VCARD,
   NS_VERSION,
 } from "./ns.ts";
@@ -90,6 +91,7 @@ export async function handleServerIq(
   if (ns === NS_REGISTER && payload.name === "query" && ctx.config.registration.allow) {
     return handleRegistrationChange(ctx, session, iq, payload);
   }
+  if (isSessionRequest(iq, payload)) return iqResult(iq, from);
   return errorReply(iq, "service-unavailable", { from });
 }
 
@@ -151,11 +153,18 @@ export async function handleAccountIq(
     return iqResult(iq, iq.attrs.to, xml("query", { xmlns: NS_DISCO_ITEMS }));
   }
   if (ns === NS_VERSION || ns === NS_REGISTER) return handleServerIq(ctx, session, iq);
-  if (ns === "urn:ietf:params:xml:ns:xmpp-session" && payload.name === "session") {
-    // RFC 3921 session establishment: Pidgin treats an error here as fatal, so always succeed.
-    return iqResult(iq);
-  }
+  if (isSessionRequest(iq, payload)) return iqResult(iq);
   return errorReply(iq, "service-unavailable");
+}
+
+/**
+ * RFC 3921 §3 session establishment, a no-op since RFC 6121 (Appendix E; the feature is
+ * advertised as <optional/>). RFC 3921's own example addresses it to the domain, others send it
+ * without 'to' or to their bare JID; libpurple treats any error as fatal, so every form that
+ * reaches the server gets a result, before and after initial presence.
+ */
+function isSessionRequest(iq: Element, payload: Element): boolean {
+  return iq.attrs.type === "set" && payload.name === "session" && payload.attrs.xmlns === NS_SESSION;
 }
 
 /** iq to another user's bare JID, answered by the server on that user's behalf. */

@@ -95,6 +95,7 @@ describe("MembershipStore", () => {
         status: "joining",
         leaseUntil: 0,
         suspicions: {},
+        settledEpoch: 0,
       },
     );
     assert.ok(n1.leaseUntil >= before + LEASE_MS && n1.leaseUntil <= Date.now() + LEASE_MS);
@@ -146,7 +147,7 @@ describe("MembershipStore", () => {
     const replaced = await b.register(member("n1", 2), ring, LEASE_MS);
     assert.deepEqual(
       { ...find(replaced, "n1"), leaseUntil: 0 },
-      { ...member("n1", 2), nodeNo: 1, status: "joining", leaseUntil: 0, suspicions: {} },
+      { ...member("n1", 2), nodeNo: 1, status: "joining", leaseUntil: 0, suspicions: {}, settledEpoch: 0 },
     );
 
     // Lease expired (not down): free as well.
@@ -261,6 +262,31 @@ describe("MembershipStore", () => {
       RangeError,
       "another partition count",
     );
+  });
+
+  it("MembershipStore reportSettled only raises a live incarnation's settled epoch, and notifies when it does", async (t) => {
+    const { node } = await cluster(t);
+    const store = await node();
+    await store.register(member("n1", 1), ring, LEASE_MS);
+    const versions: number[] = [];
+    await store.onChange((version) => versions.push(version));
+    const before = await store.read();
+    assert.equal(await store.reportSettled("n1", 1, 3), true);
+    const after = await store.read();
+    assert.equal(find(after, "n1").settledEpoch, 3);
+    assert.equal(after.version, before.version + 1, "a raise is a change (the coordinator waits for it)");
+    await waitUntil(() => versions.includes(after.version), "the notification of the raise", 2_000);
+    // An older or equal epoch changes nothing and bumps nothing.
+    assert.equal(await store.reportSettled("n1", 1, 2), true);
+    assert.equal(await store.reportSettled("n1", 1, 3), true);
+    assert.equal((await store.read()).version, after.version);
+    assert.equal(find(await store.read(), "n1").settledEpoch, 3);
+    // Another incarnation cannot report for the name; a new incarnation starts from 0.
+    assert.equal(await store.reportSettled("n1", 99, 4), false);
+    await store.setStatus("n1", 1, "down");
+    assert.equal(await store.reportSettled("n1", 1, 4), false, "a down member reports nothing");
+    const reborn = await store.register(member("n1", 2), ring, LEASE_MS);
+    assert.equal(find(reborn, "n1").settledEpoch, 0);
   });
 
   it("MembershipStore onChange reports every change's version, and again after its connection drops", async (t) => {

@@ -33,7 +33,16 @@ export interface TestCluster {
   readonly pg: TestServer;
   readonly url: string;
   /** Starts a member; `join` is another member's peer address. */
-  start(name: string, options?: { join?: string; secret?: string; workers?: number }): Promise<ClusterNode>;
+  start(
+    name: string,
+    options?: {
+      join?: string;
+      secret?: string;
+      workers?: number;
+      cluster?: Record<string, unknown>;
+      onLog?: StartNodeOptions["onLog"];
+    },
+  ): Promise<ClusterNode>;
   stop(): Promise<void>;
 }
 
@@ -63,6 +72,7 @@ export async function startTestCluster(t: AfterHook): Promise<TestCluster> {
       const peerPort = await freePort();
       const node = await startNode(undefined, {
         workers: options.workers ?? 2,
+        onLog: options.onLog,
         config: {
           store: { url },
           cluster: {
@@ -71,6 +81,7 @@ export async function startTestCluster(t: AfterHook): Promise<TestCluster> {
             secret: options.secret ?? TEST_SECRET,
             join: options.join ?? null,
             ...FAST_CLUSTER_TIMING,
+            ...options.cluster,
           },
         },
       });

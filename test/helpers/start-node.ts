@@ -46,6 +46,11 @@ export interface StartNodeOptions {
   readyTimeoutMs?: number;
   /** Extra environment variables for the child process. */
   env?: Record<string, string>;
+  /**
+   * Called with every log line as it arrives, before the node is ready: lets a test act at an
+   * exact moment of the start (pause the process right after it registered in the cluster).
+   */
+  onLog?: ((line: LogLine, child: ChildProcess) => void) | undefined;
 }
 
 /** A running node. */
@@ -189,6 +194,7 @@ export async function startNode(t?: AfterHook, options: StartNodeOptions = {}): 
   lines.on("line", (text) => {
     const line = parseLogLine(text);
     logs.push(line);
+    options.onLog?.(line, child);
     for (const listener of lineListeners) listener(line);
   });
 

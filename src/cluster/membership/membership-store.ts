@@ -42,6 +42,11 @@ export interface Member {
   leaseUntil: number;
   /** reporter node → ms of its latest suspicion of this incarnation. */
   suspicions: Record<string, number>;
+  /**
+   * The latest epoch this incarnation has applied with every partition it gained received
+   * (see {@link MembershipStore.reportSettled}); 0 before its first report.
+   */
+  settledEpoch: number;
 }
 
 /** One consistent snapshot of the cluster (read in one statement). */
@@ -112,7 +117,7 @@ const VIEW_SQL = `
     COALESCE((SELECT json_agg(json_build_object(
         'node', m.node, 'nodeNo', m.node_no, 'incarnation', m.incarnation,
         'peerAddr', m.peer_addr, 'workers', m.workers, 'status', m.status,
-        'leaseUntil', m.lease_until, 'suspicions', m.suspicions))
+        'leaseUntil', m.lease_until, 'suspicions', m.suspicions, 'settledEpoch', m.settled_epoch))
       FROM members m), '[]'::json) AS members
   FROM cluster c WHERE c.id = 1`;
 
@@ -396,7 +401,7 @@ export class MembershipStore {
       }
       await client.query(
         `UPDATE members SET incarnation = $2, peer_addr = $3, workers = $4, status = 'joining',
-           lease_until = $5, suspicions = '{}', updated_at = $6 WHERE node = $1`,
+           lease_until = $5, suspicions = '{}', settled_epoch = 0, updated_at = $6 WHERE node = $1`,
         [node, incarnation, peerAddr, workers, leaseUntil, now],
       );
       this.#log.info(
@@ -463,6 +468,33 @@ export class MembershipStore {
         [node, incarnation, now + leaseMs, now],
       );
       return { ok: rowCount === 1, view: await this.#view(pool) };
+    });
+  }
+
+  /**
+   * Records that (node, incarnation) has applied assignment `epoch` and received every partition
+   * it gained with it (or given up waiting). Only ever raises the recorded epoch; bumps the
+   * version (and notifies) when it does, so the coordinator can commit the next assignment.
+   * Returns false, changing nothing, when the row holds another incarnation or is "down".
+   */
+  reportSettled(node: string, incarnation: number, epoch: number): Promise<boolean> {
+    checkName("node name", node);
+    checkInteger("incarnation", incarnation, 0);
+    checkInteger("epoch", epoch, 0);
+    return this.#change(`record node "${node}" settled at epoch ${epoch}`, async ({ client, now, bump }) => {
+      const { rowCount } = await client.query(
+        `UPDATE members SET settled_epoch = $3, updated_at = $4
+         WHERE node = $1 AND incarnation = $2 AND status <> 'down' AND settled_epoch < $3`,
+        [node, incarnation, epoch, now],
+      );
+      if (rowCount === 1) {
+        await bump();
+        return true;
+      }
+      const existing = await this.#member(client, node);
+      return (
+        existing !== undefined && Number(existing.incarnation) === incarnation && existing.status !== "down"
+      );
     });
   }
 

@@ -138,6 +138,17 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       );
     `,
   },
+  {
+    version: 3,
+    name: "members report the epoch they have settled",
+    // The coordinator commits the next assignment only once every serving member has applied
+    // the current one and received the partitions it gained (cluster-member.ts), so that no
+    // member ever skips an epoch. Older releases never write it: the coordinator stops
+    // waiting for them after a bounded time.
+    sql: `
+      ALTER TABLE members ADD COLUMN settled_epoch bigint NOT NULL DEFAULT 0;
+    `,
+  },
 ]);
 
 /**

@@ -1,0 +1,270 @@
+/**
+ * Partitions moving while clients log in: joins in quick succession, and a member that cannot
+ * keep up (paused) while others join. Issue 8: a bind in a fresh three-node cluster hung for
+ * 10 s and failed with internal-server-error. The cause was a member applying an owner table
+ * two epochs ahead of the one it had: it then waited for handoffs from the wrong node until
+ * the handoff timeout. The cluster now commits an epoch only once every serving member has
+ * settled the previous one (cluster-member.ts), and a member's workers apply every epoch.
+ */
+import assert from "node:assert/strict";
+import type { ChildProcess } from "node:child_process";
+import { test } from "node:test";
+import { setTimeout as delay } from "node:timers/promises";
+import { adminRequest } from "../../src/cli/admin-client.ts";
+import {
+  type ClusterNode,
+  pollUntil,
+  startTestCluster,
+  type TestCluster,
+  waitForOwners,
+} from "../helpers/cluster.ts";
+import { goOnline, isMessageWithBody, loginRaw, newUsers, type TestUser } from "../helpers/fixtures.ts";
+import { NS_BIND, NS_STANZAS_ERROR, RawClient } from "../helpers/raw-client.ts";
+import type { LogLine, StartedNode } from "../helpers/start-node.ts";
+
+/** Slower than a bind may ever take: past this a login counts as hung. */
+const BIND_BUDGET_MS = 2_000;
+
+/** Epochs of the owner tables each worker of `node` applied, in log order. */
+function appliedEpochs(node: StartedNode): Map<number, number[]> {
+  const byWorker = new Map<number, number[]>();
+  for (const line of node.logs) {
+    if (line.msg !== "owner table changed") continue;
+    const worker = Number(line.worker);
+    byWorker.set(worker, [...(byWorker.get(worker) ?? []), Number(line.epoch)]);
+  }
+  return byWorker;
+}
+
+function handoffTimeouts(nodes: StartedNode[]): LogLine[] {
+  return nodes.flatMap((node) =>
+    node.logs.filter((line) => line.msg === "handoff timed out; serving without it"),
+  );
+}
+
+/** Partitions still waiting for a handoff on `node` (GET /admin/cluster). */
+async function waitingPartitions(node: ClusterNode): Promise<number> {
+  const reply = await adminRequest(node.ports.http, "GET", "/admin/cluster");
+  if (reply.kind !== "reply" || reply.status !== 200)
+    throw new Error(`status failed: ${JSON.stringify(reply)}`);
+  const body = reply.body as { nodes: Record<string, { waitingPartitions: number }> };
+  return body.nodes[node.name]?.waitingPartitions ?? Number.NaN;
+}
+
+/** Logins in a loop over every node, each with its own resource, until `stop` is set. */
+class LoginLoop {
+  readonly results: { node: string; ms: number; error?: string }[] = [];
+  #stopped = false;
+  readonly #done: Promise<void>[];
+
+  constructor(nodes: ClusterNode[], users: TestUser[], loops: number) {
+    this.#done = Array.from({ length: loops }, (_, k) => this.#run(nodes, users, k));
+  }
+
+  async #run(nodes: ClusterNode[], users: TestUser[], k: number): Promise<void> {
+    for (let i = 0; !this.#stopped; i++) {
+      const node = nodes[(k + i) % nodes.length]!;
+      const user = users[(k * 7 + i) % users.length]!;
+      const started = Date.now();
+      const client = await RawClient.connectTo(node, { label: `loop${k}-${i}` });
+      try {
+        await client.login(user.username, user.password, { resource: `loop${k}-${i}` });
+        this.results.push({ node: node.name, ms: Date.now() - started });
+      } catch (error) {
+        this.results.push({ node: node.name, ms: Date.now() - started, error: String(error).slice(0, 400) });
+      } finally {
+        client.destroy();
+      }
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.#stopped = true;
+    await Promise.all(this.#done);
+  }
+
+  /** Logins that failed or took longer than the budget. */
+  get slow() {
+    return this.results.filter((r) => r.error !== undefined || r.ms > BIND_BUDGET_MS);
+  }
+}
+
+test("two nodes join a fresh cluster at once, then a third: every login during the moves is answered within 2 s", async (t) => {
+  const cluster = await startTestCluster(t);
+  const n1 = await cluster.start("n1");
+  const users = await newUsers(n1, 24, "join");
+  const nodes: ClusterNode[] = [n1];
+  const loop = new LoginLoop(nodes, users, 6);
+  t.after(() => loop.stop());
+  // Two joins 0 s apart, as an operator starting two machines at once would.
+  nodes.push(
+    ...(await Promise.all([
+      cluster.start("n2", { join: n1.peerAddr }),
+      cluster.start("n3", { join: n1.peerAddr }),
+    ])),
+  );
+  await waitForOwners(n1, ["n1", "n2", "n3"]);
+  nodes.push(await cluster.start("n4", { join: n1.peerAddr }));
+  await waitForOwners(n1, ["n1", "n2", "n3", "n4"]);
+  // Logins keep going until every partition has been received by its new owner.
+  await pollUntil(async () => (await Promise.all(nodes.map(waitingPartitions))).every((n) => n === 0), {
+    timeoutMs: 10_000,
+    what: "every node to hold all its partitions",
+  });
+  await loop.stop();
+  t.diagnostic(
+    `${loop.results.length} logins during the joins, slowest ${Math.max(...loop.results.map((r) => r.ms))} ms`,
+  );
+  assert.ok(loop.results.length > 50, `logins ran throughout (${loop.results.length})`);
+  assert.deepEqual(loop.slow, [], "no login failed or hung");
+  assert.deepEqual(handoffTimeouts(nodes), [], "no partition waited out its handoff timeout");
+});
+
+/**
+ * Starts a member and pauses it (SIGSTOP) right after it registered, before it is up: it holds
+ * its place in the membership but applies nothing until {@link resume}.
+ */
+function startPausedAtRegistration(
+  cluster: TestCluster,
+  name: string,
+  options: Parameters<TestCluster["start"]>[1],
+): { started: Promise<ClusterNode>; registered: Promise<void>; resume(): void } {
+  let child: ChildProcess | undefined;
+  let onRegistered!: () => void;
+  const registered = new Promise<void>((resolve) => {
+    onRegistered = resolve;
+  });
+  const started = cluster.start(name, {
+    ...options,
+    onLog: (line, process) => {
+      if (line.msg !== "registered in the cluster" || child !== undefined) return;
+      child = process;
+      process.kill("SIGSTOP");
+      onRegistered();
+    },
+  });
+  return { started, registered, resume: () => child?.kill("SIGCONT") };
+}
+
+test("a member paused while two nodes join applies every epoch in turn when it wakes; nothing waits out a timeout", async (t) => {
+  const cluster = await startTestCluster(t);
+  // Long handoff timeouts, so that only a wrong handoff protocol (not a slow machine) shows
+  // here, and long leases, so that no pause is taken for a death.
+  const timing = { handoffTimeoutMs: 15_000, leaseMs: 60_000 };
+  const n1 = await cluster.start("n1", { workers: 1, cluster: timing });
+  // n3 and n4 register now and wait, paused, while n2 joins: each will come up later with the
+  // owner table of the time it registered.
+  const n3 = startPausedAtRegistration(cluster, "n3", { workers: 1, join: n1.peerAddr, cluster: timing });
+  await n3.registered;
+  const n4 = startPausedAtRegistration(cluster, "n4", { workers: 1, join: n1.peerAddr, cluster: timing });
+  await n4.registered;
+  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr, cluster: timing });
+  await waitForOwners(n1, ["n1", "n2"]);
+  const users = await newUsers(n1, 16, "moved");
+  const online = await Promise.all(
+    users.map(async (user, i) => {
+      const client = await loginRaw(t, i % 2 === 0 ? n1 : n2, user, { resource: "stays" });
+      await goOnline(client);
+      return client;
+    }),
+  );
+
+  // n2 stops while n3 comes up: the epoch that gives n3 part of n2's partitions cannot settle.
+  n2.kill("SIGSTOP");
+  n3.resume();
+  await waitForOwners(n1, ["n1", "n2", "n3"]);
+  n4.resume();
+  const [node3, node4] = await Promise.all([n3.started, n4.started]);
+  // Moving partitions again now would make n2 skip that epoch when it wakes, and wait for (or
+  // send) handoffs that the table it skipped called for: nothing may be committed until n2
+  // has settled it.
+  const early = await Promise.race([
+    n1
+      .waitForLog(
+        (line) => line.msg === "new partition assignment" && JSON.stringify(line.nodes).includes("n4"),
+        "an assignment with n4",
+        2_000,
+      )
+      .catch(() => undefined),
+    delay(2_000, undefined),
+  ]);
+  assert.equal(early, undefined, `no assignment while n2 is paused: ${JSON.stringify(early)}`);
+  n2.kill("SIGCONT");
+
+  const all = [n1, n2, node3, node4];
+  await waitForOwners(n1, ["n1", "n2", "n3", "n4"]);
+  await pollUntil(async () => (await Promise.all(all.map(waitingPartitions))).every((n) => n === 0), {
+    timeoutMs: 5_000,
+    what: "every node to hold all its partitions, well before the 15 s handoff timeout",
+  });
+  for (const node of all) {
+    for (const [worker, epochs] of appliedEpochs(node)) {
+      const skipped = epochs.filter((epoch, i) => i > 0 && epoch !== epochs[i - 1]! + 1);
+      assert.deepEqual(
+        skipped,
+        [],
+        `${node.name} worker ${worker} applied every epoch in turn: ${epochs.join(", ")}`,
+      );
+    }
+  }
+  assert.deepEqual(handoffTimeouts(all), [], "no partition waited out its handoff timeout");
+
+  // Every session registered before the moves is still known to its user's actor, wherever
+  // that actor lives now: a message to the bare JID is delivered, not stored offline.
+  const sender = await loginRaw(t, node4, users[0]!, { resource: "sender" });
+  for (const user of users.slice(1)) {
+    sender.send(
+      `<message to='${user.jid}' type='chat'><body>after the moves to ${user.username}</body></message>`,
+    );
+  }
+  await Promise.all(
+    online
+      .slice(1)
+      .map((client, i) =>
+        client.waitFor(
+          isMessageWithBody(`after the moves to ${users[i + 1]!.username}`),
+          "the message after the moves",
+        ),
+      ),
+  );
+});
+
+test("a bind whose user's actor sits on a paused node fails fast with a retryable error, and succeeds once it wakes", async (t) => {
+  const cluster = await startTestCluster(t);
+  const timing = { requestTimeoutMs: 1_500, leaseMs: 60_000 };
+  const n1 = await cluster.start("n1", { workers: 1, cluster: timing });
+  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr, cluster: timing });
+  await waitForOwners(n1, ["n1", "n2"]);
+  const users = await newUsers(n1, 12, "bind");
+
+  n2.kill("SIGSTOP");
+  const attempts = await Promise.all(
+    users.map(async (user) => {
+      const client = await RawClient.connectTo(n1, { label: user.username });
+      t.after(() => client.destroy());
+      await client.openStream();
+      await client.startTls();
+      await client.authScram("SCRAM-SHA-1", user.username, user.password);
+      await client.openStream();
+      const started = Date.now();
+      const reply = await client.iq("set", `<bind xmlns='${NS_BIND}'><resource>r</resource></bind>`);
+      return { user, client, reply, ms: Date.now() - started };
+    }),
+  );
+  const failed = attempts.filter((a) => a.reply.attrs.type === "error");
+  t.diagnostic(`${failed.length} of ${users.length} binds had their actor on the paused node`);
+  assert.ok(failed.length > 0 && failed.length < users.length, "users on both nodes");
+  for (const { reply, ms } of failed) {
+    // RFC 6120 §8.3.3.18: resource-constraint, type wait: the client may try again.
+    const error = reply.getChild("error");
+    assert.equal(error?.attrs.type, "wait", reply.toString());
+    assert.ok(error?.getChild("resource-constraint", NS_STANZAS_ERROR), reply.toString());
+    assert.ok(ms < timing.requestTimeoutMs + 1_000, `failed after ${ms} ms, not a long hang`);
+  }
+
+  n2.kill("SIGCONT");
+  // The same streams bind again (RFC 6120 §7: a failed bind may be retried) and now succeed.
+  for (const { user, client } of failed) {
+    assert.equal(await client.bind("r"), `${user.jid}/r`);
+  }
+});
