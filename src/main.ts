@@ -1,7 +1,7 @@
 /**
  * The `starling` process entry, and the only file that exits the process. It parses the command
  * name, hands the rest of argv to `src/cli/<command>.ts`, and turns failures into one line on
- * stderr: usage and configuration errors exit 2, every other failure exits 1.
+ * stderr: usage and configuration errors exit 2, a fenced node exits 3, every other failure exits 1.
  */
 import { availableParallelism, constants } from "node:os";
 import type { Command, CommandContext } from "./cli/args.ts";
@@ -45,7 +45,10 @@ Options:
 // biome-ignore lint/suspicious/noConsole: command output is the CLI's job.
 const out = (line: string) => console.log(line);
 
-/** Exit codes: 0 success, 1 failure, 2 usage or configuration error. */
+/**
+ * Exit codes: 0 success, 1 failure, 2 usage or configuration error, 3 fenced (the cluster
+ * moved this node's partitions to others; a supervisor should start it again, as a new member).
+ */
 async function main(argv: readonly string[]): Promise<number> {
   const [name, ...args] = argv;
   if (name === "--help" || name === "-h" || name === "help") {
@@ -81,6 +84,7 @@ async function main(argv: readonly string[]): Promise<number> {
 
 function exitCodeOf(error: unknown): number {
   const code = error instanceof XmppServerError ? error.code : undefined;
+  if (code === "XSRV_FENCED") return 3;
   return code === "XSRV_CLI_USAGE" || code === "XSRV_CONFIG_INVALID" ? 2 : 1;
 }
 

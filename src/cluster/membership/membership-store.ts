@@ -77,6 +77,12 @@ export interface MembershipStoreOptions {
   log: Logger;
   /** Connections in the pool, besides one per {@link MembershipStore.onChange} listener. Default 3. */
   poolSize?: number;
+  /**
+   * A call not answered this long fails (default 2000). A paused or unreachable PostgreSQL
+   * holds its TCP connections open without answering: without this bound a lease renewal would
+   * hang instead of telling the member that the arbiter is away.
+   */
+  queryTimeoutMs?: number;
 }
 
 /** The NOTIFY channel; the payload is the new `cluster.version` in decimal. */
@@ -230,6 +236,7 @@ export class MembershipStore {
     }
     const poolSize = options.poolSize ?? 3;
     checkInteger("poolSize", poolSize, 1);
+    checkInteger("queryTimeoutMs", options.queryTimeoutMs ?? 2_000, 1);
     this.#url = options.url;
     this.location = describeUrl(options.url);
     this.#log = options.log;
@@ -238,6 +245,8 @@ export class MembershipStore {
         connectionString: options.url,
         max: poolSize,
         connectionTimeoutMillis: 10_000,
+        // Client-side: a query past it is failed and its connection discarded by the pool.
+        query_timeout: options.queryTimeoutMs ?? 2_000,
         idleTimeoutMillis: 30_000,
         application_name: "starling-membership",
       },
@@ -542,15 +551,17 @@ export class MembershipStore {
 
   /**
    * Marks "down" every member not yet "down" whose lease ended more than `marginMs` ago (on
-   * this node's clock; see the module comment). Returns the names marked, sorted.
+   * this node's clock; see the module comment), except the members named in `spare` (the
+   * caller itself, and those it has live evidence of). Returns the names marked, sorted.
    */
-  expireLeases(marginMs: number): Promise<string[]> {
+  expireLeases(marginMs: number, spare: readonly string[] = []): Promise<string[]> {
     checkInteger("marginMs", marginMs, 0);
+    for (const node of spare) checkName("node name", node);
     return this.#change("expire membership leases", async ({ client, now, bump }) => {
       const { rows } = await client.query<{ node: string }>(
         `UPDATE members SET status = 'down', updated_at = $1
-         WHERE status <> 'down' AND lease_until < $2 RETURNING node`,
-        [now, now - marginMs],
+         WHERE status <> 'down' AND lease_until < $2 AND NOT (node = ANY($3::text[])) RETURNING node`,
+        [now, now - marginMs, [...spare]],
       );
       const nodes = rows.map((row) => row.node).sort();
       if (nodes.length > 0) {
