@@ -30,6 +30,21 @@ export interface NodeSummary {
   warnings: number | null;
 }
 
+/**
+ * Faults that heal, caused and healed by the driver: a node paused (SIGSTOP) and resumed, a
+ * node's peer links cut both ways and restored, the database paused and resumed, or crashed
+ * (SIGKILL) and started again on its data.
+ */
+export type FaultAction =
+  | "pause-node"
+  | "resume-node"
+  | "cut-node"
+  | "heal-node"
+  | "pause-db"
+  | "resume-db"
+  | "crash-db"
+  | "restart-db";
+
 /** See the file comment. */
 export interface ClusterDriver {
   /** Every node the run may have, including ones that join later; index = node number. */
@@ -46,6 +61,8 @@ export interface ClusterDriver {
   join(i: number): Promise<ActionResult>;
   /** Take node i down gracefully and bring it back. */
   restart(i: number): Promise<ActionResult>;
+  /** Causes or heals a fault (node i where it names a node); ok:false with why when it cannot. */
+  fault(action: FaultAction, i: number): Promise<ActionResult>;
   /** Whether node i is running now, as far as the driver knows. */
   isRunning(i: number): boolean;
   /** Server process ids by node (undefined where unknown or not running), for CPU and RSS. */

@@ -6,7 +6,13 @@
  */
 import net from "node:net";
 import type { Address } from "../lib/sim-user.ts";
-import { type ActionResult, type ClusterDriver, type NodeSummary, since } from "./cluster-driver.ts";
+import {
+  type ActionResult,
+  type ClusterDriver,
+  type FaultAction,
+  type NodeSummary,
+  since,
+} from "./cluster-driver.ts";
 import { runCommand } from "./starling-cluster.ts";
 
 /** Options for {@link ExternalTarget}. */
@@ -17,6 +23,8 @@ export interface ExternalTargetOptions {
   killCmd: string | undefined;
   startCmd: string | undefined;
   drainCmd: string | undefined;
+  /** 'CMD {fault} {i}': causes or heals a fault (see FaultAction). */
+  faultCmd: string | undefined;
   cwd: string;
 }
 
@@ -55,18 +63,23 @@ export class ExternalTarget implements ClusterDriver {
   }
 
   async #run(
-    which: "kill" | "start" | "drain",
+    which: "kill" | "start" | "drain" | "fault",
     template: string | undefined,
     i: number,
+    fault = "",
   ): Promise<ActionResult> {
     if (template === undefined) return { ok: false, detail: `no --${which}-cmd given`, steps: [] };
     const started = performance.now();
-    const command = template.replaceAll("{i}", String(i));
+    const command = template.replaceAll("{i}", String(i)).replaceAll("{fault}", fault);
     const result = await runCommand(command, [], this.#options.cwd, COMMAND_TIMEOUT_MS, true);
     const steps = [{ step: `${which}-cmd`, ms: since(started) }];
     if (result.code !== 0)
       return { ok: false, detail: `"${command}" exited ${result.code}: ${result.output}`, steps };
     return { ok: true, steps };
+  }
+
+  fault(action: FaultAction, i: number): Promise<ActionResult> {
+    return this.#run("fault", this.#options.faultCmd, i, action);
   }
 
   async kill(i: number): Promise<ActionResult> {

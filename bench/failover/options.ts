@@ -15,7 +15,12 @@ export type ScenarioName =
   | "drain-under-load"
   | "kill-under-load"
   | "kill-two-of-five"
-  | "rolling-restart";
+  | "rolling-restart"
+  | "db-outage"
+  | "db-restart"
+  | "partition"
+  | "pause-node"
+  | "joins-at-once";
 
 /** What each scenario does, and its defaults. */
 export const SCENARIOS: Record<
@@ -53,6 +58,36 @@ export const SCENARIOS: Record<
     minNodes: 1,
     joins: 0,
   },
+  "db-outage": {
+    summary: "the database is paused (SIGSTOP) at --event-at for --fault seconds",
+    defaultNodes: 3,
+    minNodes: 1,
+    joins: 0,
+  },
+  "db-restart": {
+    summary: "the database is killed at --event-at and started again --fault seconds later",
+    defaultNodes: 3,
+    minNodes: 1,
+    joins: 0,
+  },
+  partition: {
+    summary: "node --victim's peer links are cut both ways at --event-at for --fault seconds",
+    defaultNodes: 3,
+    minNodes: 2,
+    joins: 0,
+  },
+  "pause-node": {
+    summary: "node --victim is paused (SIGSTOP) at --event-at for --fault seconds",
+    defaultNodes: 3,
+    minNodes: 2,
+    joins: 0,
+  },
+  "joins-at-once": {
+    summary: "two more nodes start and join 0.1 s apart at --event-at",
+    defaultNodes: 3,
+    minNodes: 1,
+    joins: 2,
+  },
 };
 
 /** Every option of a failover run. */
@@ -70,6 +105,8 @@ export interface FailoverOptions {
   eventAtS: number | undefined;
   victim: number | undefined;
   gapS: number;
+  /** How long a fault that heals (database outage, partition, pause) lasts. */
+  faultS: number;
   tailS: number;
   recoverMaxS: number;
   workers: number;
@@ -96,6 +133,7 @@ export interface FailoverOptions {
   killCmd: string | undefined;
   startCmd: string | undefined;
   drainCmd: string | undefined;
+  faultCmd: string | undefined;
   adminToken: string | undefined;
 }
 
@@ -131,6 +169,8 @@ Faults:
   --event-at S           seconds into the load when the fault starts (default duration / 3)
   --victim I             node to kill or drain, 0-based (default the last)
   --gap S                rolling-restart: seconds between two nodes (default 5)
+  --fault S              db-outage, db-restart, partition, pause-node: how long the fault
+                         lasts before it heals (default 20)
   --recover-max S        after the last fault, keep the load on until every disconnected client
                          is back, at most S seconds (default 120)
   --tail S               then keep the load on S more seconds (default 10)
@@ -151,6 +191,9 @@ Another server (no node is started; faults through your commands, {i} = node ind
   --kill-cmd 'CMD {i}'   kill node i (kill-*, rolling-restart)
   --start-cmd 'CMD {i}'  start node i and return (join-under-load, rolling-restart, one-node kill)
   --drain-cmd 'CMD {i}'  drain node i (drain-under-load; rolling-restart prefers it to --kill-cmd)
+  --fault-cmd 'CMD {fault} {i}'
+                         cause or heal a fault: {fault} is pause-node, resume-node, cut-node,
+                         heal-node, pause-db, resume-db, crash-db or restart-db
   --admin-token T        bearer token for Starling's admin endpoint, if it needs one
 `;
 
@@ -216,6 +259,7 @@ export function parseFailoverOptions(scenario: string, argv: string[]): Failover
       "event-at": { type: "string" },
       victim: { type: "string" },
       gap: { type: "string" },
+      fault: { type: "string" },
       tail: { type: "string" },
       "recover-max": { type: "string" },
       workers: { type: "string" },
@@ -231,6 +275,7 @@ export function parseFailoverOptions(scenario: string, argv: string[]): Failover
       "kill-cmd": { type: "string" },
       "start-cmd": { type: "string" },
       "drain-cmd": { type: "string" },
+      "fault-cmd": { type: "string" },
       "admin-token": { type: "string" },
     },
   });
@@ -260,7 +305,7 @@ export function parseFailoverOptions(scenario: string, argv: string[]): Failover
   if (victim !== undefined && victim >= nodes)
     throw new RangeError(`--victim must be below --nodes (${nodes})`);
   if (target === undefined) {
-    for (const flag of ["kill-cmd", "start-cmd", "drain-cmd"] as const) {
+    for (const flag of ["kill-cmd", "start-cmd", "drain-cmd", "fault-cmd"] as const) {
       if (values[flag] !== undefined) throw new TypeError(`--${flag} only applies with --target`);
     }
   }
@@ -277,6 +322,7 @@ export function parseFailoverOptions(scenario: string, argv: string[]): Failover
     eventAtS: seconds("event-at", values["event-at"], undefined),
     victim,
     gapS: seconds("gap", values.gap, 5)!,
+    faultS: seconds("fault", values.fault, 20)!,
     tailS: seconds("tail", values.tail, 10)!,
     recoverMaxS: seconds("recover-max", values["recover-max"], 120)!,
     workers: integer("workers", values.workers, Math.max(1, Math.floor(availableParallelism() / nodes))),
@@ -303,6 +349,7 @@ export function parseFailoverOptions(scenario: string, argv: string[]): Failover
     killCmd: values["kill-cmd"],
     startCmd: values["start-cmd"],
     drainCmd: values["drain-cmd"],
+    faultCmd: values["fault-cmd"],
     adminToken: values["admin-token"],
   };
 }

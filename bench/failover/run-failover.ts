@@ -146,6 +146,7 @@ export async function runFailover(options: FailoverOptions, env: RunEnvironment)
         killCmd: o.killCmd,
         startCmd: o.startCmd,
         drainCmd: o.drainCmd,
+        faultCmd: o.faultCmd,
         cwd: process.cwd(),
       });
       env.progress(`target ${driver.names.join(", ")}`, { out: outDir });
@@ -267,6 +268,7 @@ export async function runFailover(options: FailoverOptions, env: RunEnvironment)
       nodes: o.nodes,
       victim: o.victim,
       gapMs: o.gapS * 1000,
+      faultMs: o.faultS * 1000,
       driver,
       firstEventAtMs,
       waitUntil,

@@ -3,11 +3,20 @@
  * says what happens when; the driver does it and the run records each action as an event with
  * its timings (the report attributes disconnects to the events whose nodes they were on).
  */
-import type { ActionResult, ClusterDriver, StepTiming } from "./cluster-driver.ts";
+import type { ActionResult, ClusterDriver, FaultAction, StepTiming } from "./cluster-driver.ts";
 import type { ScenarioName } from "./options.ts";
 
 /** What kind of fault or change an event was. */
-export type EventKind = "kill" | "drain" | "join" | "restart" | "restart-after-kill";
+export type EventKind =
+  | "kill"
+  | "drain"
+  | "join"
+  | "restart"
+  | "restart-after-kill"
+  | "db-outage"
+  | "db-crash"
+  | "cut"
+  | "pause";
 
 /** One fault or change, as it happened. */
 export interface EventRecord {
@@ -27,6 +36,9 @@ export const FAILING_KINDS: ReadonlySet<EventKind> = new Set([
   "drain",
   "restart",
   "restart-after-kill",
+  // A node cut off from its peers, or paused past its lease, is fenced: its clients reconnect.
+  "cut",
+  "pause",
 ]);
 
 /** What a scenario script works with. */
@@ -44,6 +56,30 @@ export interface ScenarioContext {
   record(kind: EventKind, nodes: number[], action: () => Promise<ActionResult>): Promise<EventRecord>;
   /** Node `i` now serves clients: make it known to them (as a DNS update would). */
   announce(i: number): Promise<void>;
+  /** How long a fault that heals lasts (ms). */
+  faultMs: number;
+}
+
+/** A fault that heals: `cause`, hold it `ctx.faultMs`, `heal`; one event from start to healed. */
+function heals(
+  ctx: ScenarioContext,
+  kind: EventKind,
+  nodes: number[],
+  cause: FaultAction,
+  heal: FaultAction,
+) {
+  const i = nodes[0] ?? 0;
+  return ctx.record(kind, nodes, async () => {
+    const caused = await ctx.driver.fault(cause, i);
+    if (!caused.ok) return caused;
+    await ctx.waitUntil(Date.now() + ctx.faultMs);
+    const healed = await ctx.driver.fault(heal, i);
+    return {
+      ok: healed.ok,
+      steps: [...caused.steps, { step: "fault held", ms: ctx.faultMs }, ...healed.steps],
+      ...(healed.detail === undefined ? {} : { detail: healed.detail }),
+    };
+  });
 }
 
 /** Runs several actions at once as one (both kills of kill-two-of-five). */
@@ -99,6 +135,35 @@ export async function runScenario(ctx: ScenarioContext): Promise<void> {
         const event = await ctx.record("restart", [i], () => driver.restart(i));
         at = event.endMs + ctx.gapMs;
       }
+      return;
+    }
+    case "db-outage":
+      await ctx.waitUntil(ctx.firstEventAtMs);
+      await heals(ctx, "db-outage", [], "pause-db", "resume-db");
+      return;
+    case "db-restart":
+      await ctx.waitUntil(ctx.firstEventAtMs);
+      await heals(ctx, "db-crash", [], "crash-db", "restart-db");
+      return;
+    case "partition":
+      await ctx.waitUntil(ctx.firstEventAtMs);
+      await heals(ctx, "cut", [victim], "cut-node", "heal-node");
+      return;
+    case "pause-node":
+      await ctx.waitUntil(ctx.firstEventAtMs);
+      await heals(ctx, "pause", [victim], "pause-node", "resume-node");
+      return;
+    case "joins-at-once": {
+      const joiners = [nodes, nodes + 1];
+      await ctx.waitUntil(ctx.firstEventAtMs);
+      // The second starts 0.1 s after the first, while the first is still joining.
+      const events = await Promise.all(
+        joiners.map(async (joiner, k) => {
+          await ctx.waitUntil(ctx.firstEventAtMs + k * 100);
+          return ctx.record("join", [joiner], () => driver.join(joiner));
+        }),
+      );
+      for (const [k, event] of events.entries()) if (event.ok) await ctx.announce(joiners[k]!);
       return;
     }
     default: {

@@ -15,7 +15,13 @@ import { join } from "node:path";
 import { freePort, startPostgres, type TestServer } from "../../test/helpers/postgres.ts";
 import type { Address } from "../lib/sim-user.ts";
 import { bulkCreateUsers, type StartedServer, startStarling } from "../lib/starling-server.ts";
-import { type ActionResult, type ClusterDriver, type NodeSummary, since } from "./cluster-driver.ts";
+import {
+  type ActionResult,
+  type ClusterDriver,
+  type FaultAction,
+  type NodeSummary,
+  since,
+} from "./cluster-driver.ts";
 
 /** Options for {@link StarlingCluster}. */
 export interface StarlingClusterOptions {
@@ -129,8 +135,11 @@ export class StarlingCluster implements ClusterDriver {
     const extraArgs: string[] = [];
     if (this.#storeUrl !== undefined) extraArgs.push("--store", this.#storeUrl);
     if (this.#clustered) {
-      extraArgs.push("--node", slot.name, "--peer-port", String(slot.ports.peer), "--secret", this.#secret);
-      if (seed !== undefined) extraArgs.push("--join", `127.0.0.1:${this.#slots[seed]!.ports.peer}`);
+      // Each node's peer links on an address of its own, so that a partition can cut them alone.
+      extraArgs.push("--node", slot.name, "--peer-host", peerHostOf(i));
+      extraArgs.push("--peer-port", String(slot.ports.peer), "--secret", this.#secret);
+      if (seed !== undefined)
+        extraArgs.push("--join", `${peerHostOf(seed)}:${this.#slots[seed]!.ports.peer}`);
     }
     const logFile = join(o.logDir, `node-${i}.log`);
     slot.warnings += slot.server?.warnings() ?? 0;
@@ -262,6 +271,62 @@ export class StarlingCluster implements ClusterDriver {
     return { ...joined, steps };
   }
 
+  async fault(action: FaultAction, i: number): Promise<ActionResult> {
+    const started = performance.now();
+    const done = (detail?: string): ActionResult => ({
+      ok: detail === undefined,
+      steps: [{ step: action, ms: since(started) }],
+      ...(detail === undefined ? {} : { detail }),
+    });
+    try {
+      switch (action) {
+        case "pause-node":
+        case "resume-node": {
+          const server = this.#slots[i]?.server;
+          if (server === undefined || server.hasExited()) return done("not running");
+          server.signal(action === "pause-node" ? "SIGSTOP" : "SIGCONT");
+          return done();
+        }
+        case "cut-node":
+        case "heal-node": {
+          if (!this.#clustered) return done("a single node has no peer links");
+          // Everything to and from the node's peer address, both ways (loopback passes INPUT).
+          const verb = action === "cut-node" ? "-I" : "-D";
+          for (const direction of ["-s", "-d"]) {
+            const result = await runCommand(
+              "iptables",
+              [verb, "INPUT", direction, peerHostOf(i), "-j", "DROP"],
+              this.#options.repoRoot,
+              10_000,
+            );
+            if (result.code !== 0) return done(`iptables exited ${result.code}: ${result.output}`);
+          }
+          return done();
+        }
+        case "pause-db":
+        case "resume-db":
+        case "crash-db":
+        case "restart-db": {
+          const pg = this.#postgres;
+          if (pg === undefined)
+            return done("no PostgreSQL in this run (one node on LevelDB: use --postgres)");
+          if (action === "restart-db") await pg.restart();
+          else
+            await pg.signal(
+              action === "pause-db" ? "SIGSTOP" : action === "resume-db" ? "SIGCONT" : "SIGKILL",
+            );
+          return done();
+        }
+        default: {
+          const never: never = action;
+          return done(`unknown fault ${String(never)}`);
+        }
+      }
+    } catch (error) {
+      return done((error as Error).message.slice(0, 500));
+    }
+  }
+
   pids(): (number | undefined)[] {
     return this.#slots.map((slot, i) => (this.isRunning(i) ? slot.server!.pid : undefined));
   }
@@ -325,6 +390,11 @@ export class StarlingCluster implements ClusterDriver {
 }
 
 /** GET /admin/cluster: the parsed view, "absent" when the node has no such endpoint, undefined on errors. */
+/** Node i's peer address: loopback, one address per node (127.0.0.11, .12, ...). */
+function peerHostOf(i: number): string {
+  return `127.0.0.${11 + i}`;
+}
+
 async function fetchView(httpPort: number, adminToken: string | undefined): Promise<unknown> {
   try {
     const response = await fetch(`http://127.0.0.1:${httpPort}/admin/cluster`, {

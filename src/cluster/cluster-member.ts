@@ -16,13 +16,19 @@
  * - A node that learns it is down, or whose lease expired while it reaches neither PostgreSQL
  *   nor most of its peers, fences itself: it stops serving and exits.
  */
+import { isIP } from "node:net";
 import { hostname } from "node:os";
 import type { Config } from "../config/defaults.ts";
 import { XmppServerError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { LiveNode } from "./handoff.ts";
 import { type Assignment, assignPartitions, shareOf } from "./membership/assignment.ts";
-import type { ClusterView, Member, MembershipStore } from "./membership/membership-store.ts";
+import {
+  type ClusterView,
+  type Member,
+  type MembershipStore,
+  SUSPICION_WINDOW_MS,
+} from "./membership/membership-store.ts";
 import { PeerNetwork, probePeer } from "./peer/peer-network.ts";
 import type { PeerIdentity } from "./peer/protocol.ts";
 import { PEER_PROTOCOL_VERSION } from "./peer/protocol.ts";
@@ -95,6 +101,8 @@ export class ClusterMember {
   #leaseUntil = 0;
   readonly #timers: NodeJS.Timeout[] = [];
   #unlisten: (() => Promise<void>) | undefined;
+  /** Peers whose silent link is being reported right now. */
+  readonly #reportingSilence = new Set<string>();
   /** Peers whose outbound link is down, and why. */
   readonly #unreachable = new Map<string, { since: number; reason: string; incarnation: number }>();
   #refreshing: Promise<void> | undefined;
@@ -148,7 +156,10 @@ export class ClusterMember {
     this.#peers = new PeerNetwork({
       self: this.#identity,
       secret: cluster.secret!,
-      host: config.host,
+      // The peer address others dial is also where this node listens for and dials from them
+      // (a node given its own peer address keeps cluster traffic apart from client traffic).
+      host: cluster.peerHost ?? config.host,
+      localAddress: cluster.peerHost !== null && isIP(cluster.peerHost) !== 0 ? cluster.peerHost : "",
       port: cluster.peerPort,
       log: this.#log,
       pingIntervalMs: cluster.pingIntervalMs,
@@ -288,7 +299,10 @@ export class ClusterMember {
 
   /**
    * A link that reset and could not be re-established for pingInterval + pingTimeout means the
-   * process is gone: report it. A link that merely went silent ("timeout") is left to the lease.
+   * process is gone: report it (suspect). A link that went silent ("timeout": its pings
+   * unanswered for pingTimeout) is reported as silent at once: silence alone is left to the
+   * peer's lease (it may be paused), but a peer that reports silent links too is alive behind
+   * a cut, and PostgreSQL then decides which side stays (MembershipStore.reportSilence).
    */
   #checkUnreachable(): void {
     const view = this.#view;
@@ -297,7 +311,11 @@ export class ClusterMember {
     const up = view.members.filter((m) => m.status === "up" || m.status === "leaving");
     const votesNeeded = Math.max(1, Math.min(2, up.length - 1));
     for (const [node, { since, reason, incarnation }] of this.#unreachable) {
-      if (reason === "timeout" || Date.now() - since < grace) continue;
+      if (reason === "timeout") {
+        this.#reportSilent(view, node, incarnation, votesNeeded);
+        continue;
+      }
+      if (Date.now() - since < grace) continue;
       const member = view.members.find((m) => m.node === node);
       if (member === undefined || this.#peers.isUp(node)) continue;
       // A restarted node under the same name is a new member: what we knew of its old
@@ -313,6 +331,25 @@ export class ClusterMember {
         .then((next) => this.#adopt(next))
         .catch((error: unknown) => this.#log.warn({ err: error, node }, "could not record a suspicion"));
     }
+  }
+
+  #reportSilent(view: ClusterView, node: string, incarnation: number, votesNeeded: number): void {
+    const member = view.members.find((m) => m.node === node);
+    if (member === undefined || member.incarnation !== incarnation || this.#peers.isUp(node)) return;
+    if (member.status !== "up" && member.status !== "leaving") return;
+    // Reported again while it lasts, so the report stays within the votes' window.
+    const last = member.silencedBy[this.name] ?? 0;
+    if (Date.now() - last < SUSPICION_WINDOW_MS / 2 || this.#reportingSilence.has(node)) return;
+    this.#reportingSilence.add(node);
+    this.#log.warn({ node, votesNeeded }, "peer link silent; reporting it");
+    void this.#membership
+      .reportSilence(this.name, node, incarnation, votesNeeded)
+      .then((down) => {
+        if (down.length > 0) this.#log.warn({ down }, "a member was cut off from the others; marked down");
+        return this.refresh();
+      })
+      .catch((error: unknown) => this.#log.warn({ err: error, node }, "could not report a silent link"))
+      .finally(() => this.#reportingSilence.delete(node));
   }
 
   /** Re-reads the view and acts on it (coalesced: one read at a time, one more if asked meanwhile). */

@@ -96,6 +96,7 @@ describe("MembershipStore", () => {
         leaseUntil: 0,
         suspicions: {},
         settledEpoch: 0,
+        silencedBy: {},
       },
     );
     assert.ok(n1.leaseUntil >= before + LEASE_MS && n1.leaseUntil <= Date.now() + LEASE_MS);
@@ -147,7 +148,15 @@ describe("MembershipStore", () => {
     const replaced = await b.register(member("n1", 2), ring, LEASE_MS);
     assert.deepEqual(
       { ...find(replaced, "n1"), leaseUntil: 0 },
-      { ...member("n1", 2), nodeNo: 1, status: "joining", leaseUntil: 0, suspicions: {}, settledEpoch: 0 },
+      {
+        ...member("n1", 2),
+        nodeNo: 1,
+        status: "joining",
+        leaseUntil: 0,
+        suspicions: {},
+        settledEpoch: 0,
+        silencedBy: {},
+      },
     );
 
     // Lease expired (not down): free as well.
@@ -287,6 +296,57 @@ describe("MembershipStore", () => {
     assert.equal(await store.reportSettled("n1", 1, 4), false, "a down member reports nothing");
     const reborn = await store.register(member("n1", 2), ring, LEASE_MS);
     assert.equal(find(reborn, "n1").settledEpoch, 0);
+  });
+
+  it("MembershipStore reportSilence leaves a silent member to its lease, and marks down the one side of a cut that is alive", async (t) => {
+    const { node } = await cluster(t);
+    const store = await node();
+    for (const [name, incarnation] of [
+      ["n1", 1],
+      ["n2", 2],
+      ["n3", 3],
+    ] as const) {
+      await store.register(member(name, incarnation), ring, LEASE_MS);
+      await store.setStatus(name, incarnation, "up");
+    }
+    // n3 is silent to both others but says nothing itself (a paused process): its lease decides.
+    assert.deepEqual(await store.reportSilence("n1", "n3", 3, 2), []);
+    assert.deepEqual(await store.reportSilence("n2", "n3", 3, 2), []);
+    assert.equal(find(await store.read(), "n3").status, "up");
+    assert.deepEqual(Object.keys(find(await store.read(), "n3").silencedBy).sort(), ["n1", "n2"]);
+    // n3 reports n1 silent: it is alive, and cut from both others (two votes): it goes down,
+    // not n1 (one vote).
+    assert.deepEqual(await store.reportSilence("n3", "n1", 1, 2), ["n3"]);
+    const view = await store.read();
+    assert.deepEqual(
+      view.members.map((m) => [m.node, m.status]),
+      [
+        ["n1", "up"],
+        ["n2", "up"],
+        ["n3", "down"],
+      ],
+    );
+    // A member that is down reports nothing.
+    assert.deepEqual(await store.reportSilence("n3", "n2", 2, 1), []);
+    assert.equal(find(await store.read(), "n2").status, "up");
+  });
+
+  it("MembershipStore reportSilence: of two members cut from each other, exactly one goes down", async (t) => {
+    const { node } = await cluster(t);
+    const [a, b] = [await node(), await node()];
+    await a.register(member("n1", 1), ring, LEASE_MS);
+    await a.setStatus("n1", 1, "up");
+    await b.register(member("n2", 2), ring, LEASE_MS);
+    await b.setStatus("n2", 2, "up");
+    // Both report at once; one vote each is enough in a pair.
+    const [fromA, fromB] = await Promise.all([
+      a.reportSilence("n1", "n2", 2, 1),
+      b.reportSilence("n2", "n1", 1, 1),
+    ]);
+    const down = [...fromA, ...fromB];
+    assert.equal(down.length, 1, `one goes down: ${JSON.stringify({ fromA, fromB })}`);
+    const statuses = (await a.read()).members.map((m) => m.status).sort();
+    assert.deepEqual(statuses, ["down", "up"]);
   });
 
   it("MembershipStore onChange reports every change's version, and again after its connection drops", async (t) => {

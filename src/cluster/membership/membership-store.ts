@@ -42,6 +42,8 @@ export interface Member {
   leaseUntil: number;
   /** reporter node → ms of its latest suspicion of this incarnation. */
   suspicions: Record<string, number>;
+  /** reporter node → ms of its latest report that its link to this incarnation went silent. */
+  silencedBy: Record<string, number>;
   /**
    * The latest epoch this incarnation has applied with every partition it gained received
    * (see {@link MembershipStore.reportSettled}); 0 before its first report.
@@ -123,7 +125,8 @@ const VIEW_SQL = `
     COALESCE((SELECT json_agg(json_build_object(
         'node', m.node, 'nodeNo', m.node_no, 'incarnation', m.incarnation,
         'peerAddr', m.peer_addr, 'workers', m.workers, 'status', m.status,
-        'leaseUntil', m.lease_until, 'suspicions', m.suspicions, 'settledEpoch', m.settled_epoch))
+        'leaseUntil', m.lease_until, 'suspicions', m.suspicions, 'settledEpoch', m.settled_epoch,
+        'silencedBy', m.silenced_by))
       FROM members m), '[]'::json) AS members
   FROM cluster c WHERE c.id = 1`;
 
@@ -142,7 +145,11 @@ function viewFromRow(row: ViewRow | undefined): ClusterView {
     // The migration inserts the row and nothing deletes it: someone edited the database.
     throw new XmppServerError("XSRV_STORE", "The cluster row (cluster.id = 1) is missing");
   }
-  const members = row.members.map((m) => ({ ...m, suspicions: { ...m.suspicions } }));
+  const members = row.members.map((m) => ({
+    ...m,
+    suspicions: { ...m.suspicions },
+    silencedBy: { ...m.silencedBy },
+  }));
   members.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
   return {
     version: Number(row.version),
@@ -410,7 +417,7 @@ export class MembershipStore {
       }
       await client.query(
         `UPDATE members SET incarnation = $2, peer_addr = $3, workers = $4, status = 'joining',
-           lease_until = $5, suspicions = '{}', settled_epoch = 0, updated_at = $6 WHERE node = $1`,
+           lease_until = $5, suspicions = '{}', settled_epoch = 0, silenced_by = '{}', updated_at = $6 WHERE node = $1`,
         [node, incarnation, peerAddr, workers, leaseUntil, now],
       );
       this.#log.info(
@@ -547,6 +554,75 @@ export class MembershipStore {
       }
       return bump();
     });
+  }
+
+  /**
+   * Records that `reporter`'s peer link to (node, incarnation) went silent (pings unanswered),
+   * and decides whether that silence is a cut network. A silent peer may be paused, and a paused
+   * process could still wake and write: silence alone is left to its lease (see
+   * {@link expireLeases}). But a member that itself reports silent links is alive: when the
+   * live members reporting it within {@link SUSPICION_WINDOW_MS} reach `votesNeeded`, it is on
+   * the side of the cut that cannot reach enough peers, and is marked "down" (it fences itself
+   * when it learns so). In one change at most one member goes down (the reported one first,
+   * else the reporter), and a member that is down reports nothing and counts for nothing: of
+   * two nodes cut from each other, exactly one survives. Returns the members marked down.
+   */
+  reportSilence(reporter: string, node: string, incarnation: number, votesNeeded: number): Promise<string[]> {
+    checkName("reporter", reporter);
+    checkName("node name", node);
+    checkInteger("incarnation", incarnation, 0);
+    checkInteger("votesNeeded", votesNeeded, 1);
+    return this.#change(
+      `record "${reporter}" losing its link to "${node}"`,
+      async ({ client, now, bump }) => {
+        const { rows } = await client.query<{
+          node: string;
+          incarnation: string;
+          status: MemberStatus;
+          silenced_by: Record<string, number>;
+        }>("SELECT node, incarnation, status, silenced_by FROM members");
+        const byName = new Map(rows.map((r) => [r.node, r]));
+        const live = (name: string) => {
+          const row = byName.get(name);
+          return row !== undefined && row.status !== "down";
+        };
+        const target = byName.get(node);
+        if (
+          !live(reporter) ||
+          target === undefined ||
+          !live(node) ||
+          Number(target.incarnation) !== incarnation
+        ) {
+          return [];
+        }
+        const since = now - SUSPICION_WINDOW_MS;
+        const silencedBy: Record<string, number> = {};
+        for (const [who, at] of Object.entries(target.silenced_by)) if (at >= since) silencedBy[who] = at;
+        silencedBy[reporter] = now;
+        target.silenced_by = silencedBy;
+        await client.query("UPDATE members SET silenced_by = $2::jsonb, updated_at = $3 WHERE node = $1", [
+          node,
+          JSON.stringify(silencedBy),
+          now,
+        ]);
+        const votes = (name: string) =>
+          Object.entries(byName.get(name)!.silenced_by).filter(([who, at]) => at >= since && live(who))
+            .length;
+        /** Alive: it reported a silent link of its own within the window. */
+        const reports = (name: string) =>
+          rows.some((r) => r.node !== name && (r.silenced_by[name] ?? 0) >= since);
+        const down = [node, reporter].find((name) => votes(name) >= votesNeeded && reports(name));
+        if (down !== undefined) {
+          await client.query("UPDATE members SET status = 'down', updated_at = $2 WHERE node = $1", [
+            down,
+            now,
+          ]);
+          this.#log.info({ node: down, reporter }, "membership: node cut off from the others; marked down");
+        }
+        await bump();
+        return down === undefined ? [] : [down];
+      },
+    );
   }
 
   /**

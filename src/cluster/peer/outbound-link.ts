@@ -48,6 +48,8 @@ export interface OutboundLinkOptions {
   reconnectMinMs: number;
   reconnectMaxMs: number;
   handshakeTimeoutMs: number;
+  /** Source address to dial from ("" = the system's choice). */
+  localAddress: string;
   hooks: OutboundLinkHooks;
 }
 
@@ -144,6 +146,7 @@ export class OutboundLink {
       perMessageDeflate: false,
       maxPayload: MAX_PEER_FRAME_BYTES,
       handshakeTimeout: options.handshakeTimeoutMs,
+      ...(options.localAddress === "" ? {} : { localAddress: options.localAddress }),
     });
     this.#ws = ws;
     // Kept for the socket's whole life: an "error" without a listener would throw.
@@ -244,10 +247,23 @@ export class OutboundLink {
   #ping(): void {
     this.#ws?.send(encodeFrame({ kind: "ping", id: ++this.#pingId }));
     // The deadline runs from the oldest unanswered ping; any pong proves the peer alive.
-    this.#pongTimer ??= setTimeout(() => {
+    this.#pongTimer ??= this.#pongDeadline(this.#options.pingTimeoutMs);
+  }
+
+  #pongDeadline(ms: number): NodeJS.Timeout {
+    const armedAt = performance.now();
+    return setTimeout(() => {
       this.#pongTimer = undefined;
+      const late = performance.now() - armedAt - ms;
+      if (late > this.#options.pingTimeoutMs) {
+        // Our own event loop was frozen (this process was paused, or stalled): the peer's pong
+        // may be waiting unread in the socket. Give it one more timeout before calling the
+        // link silent, or a node waking from a pause would report all its peers as cut off.
+        this.#pongTimer = this.#pongDeadline(this.#options.pingTimeoutMs);
+        return;
+      }
       this.#lost("timeout");
-    }, this.#options.pingTimeoutMs);
+    }, ms);
   }
 
   /** The current socket is gone (or must go): report, keep the queue, redial. */

@@ -62,6 +62,8 @@ export interface PeerNetworkOptions {
   protocolMin?: number;
   /** A handshake not complete by then is abandoned (default 5000). */
   handshakeTimeoutMs?: number;
+  /** Source address of outbound links ("" = the system's choice). */
+  localAddress?: string;
 }
 
 /** Every default of {@link PeerNetworkOptions}, in one place. */
@@ -73,6 +75,7 @@ export const PEER_NETWORK_DEFAULTS = Object.freeze({
   reconnectMaxMs: 5_000,
   protocolMin: PEER_PROTOCOL_MIN,
   handshakeTimeoutMs: HANDSHAKE_TIMEOUT_MS,
+  localAddress: "",
 });
 
 /** Events of a {@link PeerNetwork}, with their arguments. */
@@ -200,6 +203,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
       reconnectMinMs: options.reconnectMinMs,
       reconnectMaxMs: options.reconnectMaxMs,
       handshakeTimeoutMs: options.handshakeTimeoutMs,
+      localAddress: options.localAddress,
       hooks: {
         up: (l, peer, previous) => this.#onUp(l, peer, previous),
         down: (l, node, reason) => {

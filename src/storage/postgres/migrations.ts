@@ -149,6 +149,15 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       ALTER TABLE members ADD COLUMN settled_epoch bigint NOT NULL DEFAULT 0;
     `,
   },
+  {
+    version: 4,
+    name: "members report peers whose links went silent",
+    // A link that goes silent is either a paused peer (judged by its lease) or a cut network
+    // (the peer is alive and reports its own silent links): membership-store.ts reportSilence.
+    sql: `
+      ALTER TABLE members ADD COLUMN silenced_by jsonb NOT NULL DEFAULT '{}';
+    `,
+  },
 ]);
 
 /**
