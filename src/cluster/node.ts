@@ -27,6 +27,9 @@ export interface RunningNode {
   stop(reason?: string): Promise<void>;
 }
 
+/** How long a fenced node gives its workers to end the client streams before it exits. */
+const FENCE_CLOSE_MS = 250;
+
 /** The version reported by XEP-0092 and the admin status. */
 export const VERSION: string = (
   JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }
@@ -168,10 +171,12 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
       onLeft = () => resolve("left the cluster");
       fenced = (reason) => {
         // A fenced node must stop serving now, not after a graceful close: its partitions
-        // belong to others already. Terminating the workers drops every client socket; the
-        // process entry exits at once (code 3) on this resolution.
-        for (const thread of pool.threads) void thread.terminate();
-        resolve(`fenced: ${reason}`);
+        // belong to others already. Its clients get <system-shutdown/> (a few ms, bounded),
+        // the workers are terminated, and the process entry exits at once (code 3).
+        void pool.fence(FENCE_CLOSE_MS).then(() => {
+          for (const thread of pool.threads) void thread.terminate();
+          resolve(`fenced: ${reason}`);
+        });
       };
       if (fencedEarly !== undefined) fenced(fencedEarly);
     }),

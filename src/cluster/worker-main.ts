@@ -73,6 +73,11 @@ export interface WorkerControl {
   /** Resolves once every partition this worker gained has been received (or given up on). */
   settled(): Promise<void>;
   /**
+   * The node is fenced: end every client stream now with <system-shutdown/> (the clients
+   * reconnect to the nodes that own the partitions now), keep nothing for resumption here.
+   */
+  fence(): void;
+  /**
    * Leaving the cluster: stop accepting clients, and close every client connection so that it
    * reconnects elsewhere — resumable sessions stay here, detached, for the resumption to take.
    */
@@ -241,6 +246,12 @@ const control: WorkerControl = {
   },
   settled() {
     return handoff.settled();
+  },
+  fence() {
+    void listeners?.close();
+    for (const connection of listeners?.connections ?? []) {
+      connection.closeWithError("system-shutdown", "this node was fenced; reconnect to the cluster");
+    }
   },
   drain() {
     // Stop accepting; the close resolves only when every connection is gone, which stop() awaits.

@@ -206,6 +206,21 @@ export class WorkerPool {
     await Promise.all(this.#slots.map((slot) => slot.control.settled().catch(() => {})));
   }
 
+  /**
+   * The node is fenced: every worker ends its client streams with <system-shutdown/>. Resolves
+   * when all have written them, or after `withinMs`, whichever comes first.
+   */
+  async fence(withinMs: number): Promise<void> {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled(this.#slots.map((slot) => slot.control.fence())),
+      new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, withinMs);
+      }),
+    ]);
+    clearTimeout(timer);
+  }
+
   /** The owner table the workers route by. */
   get table(): OwnerTable {
     return this.#table;

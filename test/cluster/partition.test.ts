@@ -84,6 +84,8 @@ test("a node cut off from its peers is fenced within seconds; the majority takes
   // The cut-off node's clients were dropped when it fenced itself, and log in on the majority.
   await heal();
   for (const [i, client] of stranded.entries()) {
+    // RFC 6120 §4.9.3.21: the fenced node ended their streams before it exited.
+    assert.equal(await client.waitForStreamError(), "system-shutdown", client.describe());
     await client.waitForClose();
     const back = await loginRaw(t, n1, strandedUsers[i]!);
     assert.equal(bareJid(back.jid!), strandedUsers[i]!.jid);
