@@ -46,6 +46,8 @@ export interface MemberWorkers {
   setTable(table: OwnerTable, live: LiveNode[]): Promise<void>;
   /** Resolves once the workers have received every partition they gained (or gave up waiting). */
   settled(): Promise<void>;
+  /** Re-sends about `maxBytes` the workers retained for node `nodeNo`; resolves with what remains. */
+  redrive(nodeNo: number, round: number, maxBytes: number): Promise<number>;
   deliverRemote(worker: number, bytes: Uint8Array): void;
   drain(): Promise<void>;
   sessionCount(): Promise<number>;
@@ -101,6 +103,12 @@ export class ClusterMember {
   #leaseUntil = 0;
   readonly #timers: NodeJS.Timeout[] = [];
   #unlisten: (() => Promise<void>) | undefined;
+  /** Peers whose link overflowed (dropping its queue) and has not come back yet. */
+  readonly #overflowed = new Set<string>();
+  /** Numbers the re-drives, so that each re-sends every retained message once. */
+  #redriveRound = 0;
+  /** The re-drive going on for each peer (a newer one replaces it). */
+  readonly #redriving = new Map<string, number>();
   /** Peers whose silent link is being reported right now. */
   readonly #reportingSilence = new Set<string>();
   /** Peers whose outbound link is down, and why. */
@@ -174,6 +182,7 @@ export class ClusterMember {
     this.#peers.on("peer-up", (peer: PeerIdentity) => {
       this.#unreachable.delete(peer.node);
       this.#flushAwaitingLink(peer.node);
+      if (this.#overflowed.delete(peer.node)) void this.#redrive(peer.node);
     });
     this.#peers.on("peer-down", (node: string, reason: string) => this.#onPeerDown(node, reason));
 
@@ -292,6 +301,8 @@ export class ClusterMember {
   }
 
   #onPeerDown(node: string, reason: string): void {
+    // The link dropped its queue: what it held is re-sent once the link is back.
+    if (reason === "overflow") this.#overflowed.add(node);
     if (this.#unreachable.has(node)) return;
     const incarnation = this.#view?.members.find((m) => m.node === node)?.incarnation ?? 0;
     this.#unreachable.set(node, { since: Date.now(), reason, incarnation });
@@ -350,6 +361,31 @@ export class ClusterMember {
       })
       .catch((error: unknown) => this.#log.warn({ err: error, node }, "could not report a silent link"))
       .finally(() => this.#reportingSilence.delete(node));
+  }
+
+  /**
+   * Re-sends what `node`'s link dropped when it overflowed, a quarter of the link's budget at a
+   * time and only while the link has drained below that, so that the re-drive itself does not
+   * overflow it again. Ends when all is re-sent, or when the link goes down again (the next
+   * link-up starts a new round).
+   */
+  async #redrive(node: string): Promise<void> {
+    const nodeNo = this.#view?.members.find((m) => m.node === node)?.nodeNo;
+    if (nodeNo === undefined || this.#workers === undefined) return;
+    const round = ++this.#redriveRound;
+    this.#redriving.set(node, round);
+    const chunk = Math.max(1, Math.floor(this.#cluster.maxPeerBufferBytes / 4));
+    while (this.#peers.isUp(node) && this.#redriving.get(node) === round) {
+      if (this.#peers.queuedBytes(node) > chunk) {
+        await this.#pause(50);
+        continue;
+      }
+      const remaining = await this.#workers.redrive(nodeNo, round, chunk);
+      if (remaining === 0) break;
+      // Let the chunk reach the link (worker turn, then this thread) before measuring it.
+      await this.#pause(20);
+    }
+    if (this.#redriving.get(node) === round) this.#redriving.delete(node);
   }
 
   /** Re-reads the view and acts on it (coalesced: one read at a time, one more if asked meanwhile). */

@@ -33,6 +33,16 @@ export interface Uplink {
 interface Retained {
   msg: UserMessage;
   dest: number;
+  /** The re-drive round that last re-sent it (0: never). */
+  round: number;
+}
+
+/** About how many bytes a message takes on a link (its XML, plus routing fields). */
+function approximateBytes(msg: UserMessage): number {
+  let bytes = 128;
+  if ("xml" in msg && typeof msg.xml === "string") bytes += msg.xml.length;
+  if (msg.kind === "stanza") bytes += msg.stanza.xml.length;
+  return bytes;
 }
 
 /**
@@ -142,9 +152,36 @@ export class ShardRouter {
    */
   resendRetainedTo(nodeNos: ReadonlySet<number>): number {
     for (const nodeNo of nodeNos) this.#goneNodes.add(nodeNo);
+    return this.#resend(nodeNos);
+  }
+
+  /**
+   * The link to `nodeNo` dropped what it held (it overflowed) and is back: re-send the retained
+   * messages sent to that node that round `round` has not re-sent yet, oldest first, about
+   * `maxBytes` of them (more would overflow the link again), to the owner under the current
+   * table. Receivers drop what they had already handled (actors by sid, sessions by the write's
+   * key). Returns how many were re-sent and how many of the round remain.
+   */
+  redrive(nodeNo: number, round: number, maxBytes: number): { resent: number; remaining: number } {
+    let bytes = 0;
+    let remaining = 0;
+    const resent = this.#resend(new Set([nodeNo]), (entry) => {
+      if (entry.round >= round) return false;
+      if (bytes >= maxBytes) {
+        remaining++;
+        return false;
+      }
+      bytes += approximateBytes(entry.msg);
+      entry.round = round;
+      return true;
+    });
+    return { resent, remaining };
+  }
+
+  #resend(nodeNos: ReadonlySet<number>, pick: (entry: Retained) => boolean = () => true): number {
     let resent = 0;
     for (const [rid, entry] of this.#retained) {
-      if (!nodeNos.has(nodeNoOf(entry.dest))) continue;
+      if (!nodeNos.has(nodeNoOf(entry.dest)) || !pick(entry)) continue;
       const partition = this.partitionOf(entry.msg.user);
       const dest = ownerShard(this.#table, partition);
       entry.dest = dest;
@@ -215,7 +252,7 @@ export class ShardRouter {
     const shard = ownerShard(this.#table, partition);
     if (nodeNoOf(shard) !== this.#selfNode) {
       const rid = this.#nextRid++;
-      this.#retained.set(rid, { msg, dest: shard });
+      this.#retained.set(rid, { msg, dest: shard, round: 0 });
       this.send(shard, {
         t: "user",
         epoch: this.#table.epoch,

@@ -73,6 +73,11 @@ export interface WorkerControl {
   /** Resolves once every partition this worker gained has been received (or given up on). */
   settled(): Promise<void>;
   /**
+   * The link to node `nodeNo` lost what it held: re-send about `maxBytes` of what that node
+   * had not accepted and round `round` has not re-sent yet; returns how many of it remain.
+   */
+  redrive(nodeNo: number, round: number, maxBytes: number): number;
+  /**
    * The node is fenced: end every client stream now with <system-shutdown/> (the clients
    * reconnect to the nodes that own the partitions now), keep nothing for resumption here.
    */
@@ -246,6 +251,11 @@ const control: WorkerControl = {
   },
   settled() {
     return handoff.settled();
+  },
+  redrive(nodeNo, round, maxBytes) {
+    const { resent, remaining } = router.redrive(nodeNo, round, maxBytes);
+    if (resent > 0) log.warn({ nodeNo, resent, remaining }, "re-sent what a peer link dropped");
+    return remaining;
   },
   fence() {
     void listeners?.close();

@@ -221,6 +221,19 @@ export class WorkerPool {
     clearTimeout(timer);
   }
 
+  /**
+   * Every worker re-sends about `maxBytes` / workers of what it retained for node `nodeNo`
+   * (whose link dropped its queue) and round `round` has not re-sent; resolves with how many
+   * remain for the round.
+   */
+  async redrive(nodeNo: number, round: number, maxBytes: number): Promise<number> {
+    const share = Math.max(1, Math.floor(maxBytes / this.#slots.length));
+    const remaining = await Promise.allSettled(
+      this.#slots.map((slot) => slot.control.redrive(nodeNo, round, share)),
+    );
+    return remaining.reduce((n, r) => n + (r.status === "fulfilled" ? r.value : 0), 0);
+  }
+
   /** The owner table the workers route by. */
   get table(): OwnerTable {
     return this.#table;

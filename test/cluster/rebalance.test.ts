@@ -11,10 +11,8 @@ import type { ChildProcess } from "node:child_process";
 import { test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
 import { adminRequest } from "../../src/cli/admin-client.ts";
-import { MembershipStore } from "../../src/cluster/membership/membership-store.ts";
-import { partitionOf } from "../../src/cluster/ring.ts";
-import { createLogger } from "../../src/log.ts";
 import {
+  actorNodes,
   type ClusterNode,
   pollUntil,
   startTestCluster,
@@ -55,19 +53,6 @@ async function waitingPartitions(node: ClusterNode): Promise<number> {
     throw new Error(`status failed: ${JSON.stringify(reply)}`);
   const body = reply.body as { nodes: Record<string, { waitingPartitions: number }> };
   return body.nodes[node.name]?.waitingPartitions ?? Number.NaN;
-}
-
-/** The node whose UserActor holds each user now, from the assignment in PostgreSQL. */
-async function actorNodes(url: string, jids: string[]): Promise<Map<string, string>> {
-  const membership = new MembershipStore({ url, log: createLogger({ level: "silent" }) });
-  await membership.open();
-  try {
-    const view = await membership.read();
-    const { nodes, owners } = view.assignment!;
-    return new Map(jids.map((jid) => [jid, nodes[owners[partitionOf(jid, view.partitions)]!]!]));
-  } finally {
-    await membership.close();
-  }
 }
 
 /** Logins (bind, roster, carbons, presence) in a loop over every node, until stopped. */

@@ -6,6 +6,9 @@ import { mkdir, rm } from "node:fs/promises";
 import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { adminRequest } from "../../src/cli/admin-client.ts";
+import { MembershipStore } from "../../src/cluster/membership/membership-store.ts";
+import { partitionOf } from "../../src/cluster/ring.ts";
+import { createLogger } from "../../src/log.ts";
 import { freePort, postgresRoot, startPostgres, type TestServer } from "./postgres.ts";
 import {
   type AfterHook,
@@ -187,4 +190,17 @@ export async function startClusterPair(options: StartNodeOptions): Promise<Start
       return result;
     },
   });
+}
+
+/** The node whose UserActor holds each user now, from the assignment in PostgreSQL. */
+export async function actorNodes(url: string, jids: string[]): Promise<Map<string, string>> {
+  const membership = new MembershipStore({ url, log: createLogger({ level: "silent" }) });
+  await membership.open();
+  try {
+    const view = await membership.read();
+    const { nodes, owners } = view.assignment!;
+    return new Map(jids.map((jid) => [jid, nodes[owners[partitionOf(jid, view.partitions)]!]!]));
+  } finally {
+    await membership.close();
+  }
 }
