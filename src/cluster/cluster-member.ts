@@ -103,6 +103,8 @@ export class ClusterMember {
   #leaseUntil = 0;
   readonly #timers: NodeJS.Timeout[] = [];
   #unlisten: (() => Promise<void>) | undefined;
+  /** Batches refused because their sender had been declared down (for the log). */
+  #droppedFromDown = 0;
   /** Peers whose link overflowed (dropping its queue) and has not come back yet. */
   readonly #overflowed = new Set<string>();
   /** Numbers the re-drives, so that each re-sends every retained message once. */
@@ -246,6 +248,7 @@ export class ClusterMember {
 
   /** Sends a batch from one of our workers to its destination shard's node. */
   sendBatch(dest: number, bytes: Uint8Array): void {
+    if (this.state === "fenced") return; // Nothing more leaves a fenced node.
     const node = this.#nodeName(nodeNoOf(dest));
     if (node === undefined) {
       this.#log.warn({ dest }, "batch for a shard of an unknown node; dropped");
@@ -292,6 +295,19 @@ export class ClusterMember {
   #onPeerMessage(node: string, message: PeerMessage): void {
     if (message.t === "b") {
       if (nodeNoOf(message.dest) !== this.nodeNo || this.#workers === undefined) return;
+      if (this.#view?.members.find((m) => m.node === node)?.status === "down") {
+        // A node the cluster declared down is a zombie (it woke from a pause, or its cut
+        // healed, before it learned it must stop): its partitions are others' now, and what it
+        // sends must not be acted on. It fences itself at its next look at the membership.
+        this.#droppedFromDown++;
+        if (this.#droppedFromDown === 1 || this.#droppedFromDown % 1000 === 0) {
+          this.#log.warn(
+            { node, batches: this.#droppedFromDown },
+            "dropped batches from a node declared down",
+          );
+        }
+        return;
+      }
       this.#workers.deliverRemote(workerOf(message.dest), message.bytes);
     } else if (message.t === "view") {
       if (this.#view === undefined || message.version > this.#view.version) void this.refresh();

@@ -13,6 +13,7 @@ import { test } from "node:test";
 import { promisify } from "node:util";
 import { FAST_CLUSTER_TIMING, startTestCluster, TEST_SECRET, waitForOwners } from "../helpers/cluster.ts";
 import { assertCleanTraffic, chatters } from "../helpers/cluster-traffic.ts";
+import { goOnline, isMessageWithBody, loginRaw, newUsers } from "../helpers/fixtures.ts";
 import { freePort } from "../helpers/postgres.ts";
 import { REPO_ROOT } from "../helpers/start-node.ts";
 
@@ -64,11 +65,21 @@ test("a node that hangs past its lease is replaced, and fences itself when it wa
   const n3 = await cluster.start("n3", { workers: 1, join: n1.peerAddr });
   await waitForOwners(n1, ["n1", "n2", "n3"]);
   const clients = await chatters(t, [n1, n2], 3);
+  // A client of n3 that keeps writing while n3 is paused: its stanzas wait in n3's socket.
+  const [zombieUser, watcherUser, markerUser] = await newUsers(n1, 3, "z");
+  const onZombie = await loginRaw(t, n3, zombieUser!);
+  const watcher = await loginRaw(t, n1, watcherUser!);
+  await goOnline(watcher);
 
   let stoppedAt = 0;
   await assertCleanTraffic(t, "sigstop", clients, async () => {
     stoppedAt = Date.now();
     n3.kill("SIGSTOP");
+    for (let i = 0; i < 50; i++) {
+      onZombie.send(
+        `<message to='${watcherUser!.jid}' type='chat'><body>from the zombie ${i}</body></message>`,
+      );
+    }
     // Silent links alone do not make a node down: only its lease running out does.
     await waitForOwners(n1, ["n1", "n2"], FAST_CLUSTER_TIMING.leaseMs * 5);
   });
@@ -97,6 +108,15 @@ test("a node that hangs past its lease is replaced, and fences itself when it wa
     n3.logs.some((line) => line.msg === "fencing this node: it stops serving"),
     `the zombie fenced itself:\n${n3.logText(20)}`,
   );
+  // Whatever the zombie did in the moment between waking and fencing, the others refused it:
+  // its partitions were theirs already. A marker sent afterwards comes after anything it sent.
+  const marker = await loginRaw(t, n1, markerUser!);
+  marker.send(`<message to='${watcherUser!.jid}' type='chat'><body>after the zombie</body></message>`);
+  await watcher.waitFor(isMessageWithBody("after the zombie"), "the marker");
+  const fromZombie = watcher.received.filter((el) =>
+    (el.getChildText("body") ?? "").startsWith("from the zombie"),
+  );
+  assert.equal(fromZombie.length, 0, "nothing the zombie routed after waking was acted on");
 });
 
 /** Starts a node process that is expected to fail; resolves with its exit code and stderr. */
