@@ -314,3 +314,72 @@ test("a bind whose user's actor sits on a paused node fails fast with a retryabl
     assert.equal(await client.bind("r"), `${user.jid}/r`);
   }
 });
+
+test("a node that wakes with an old owner table: what it routes is forwarded, what others route to it under the new table waits for it", async (t) => {
+  const cluster = await startTestCluster(t);
+  const timing = { handoffTimeoutMs: 15_000, leaseMs: 60_000 };
+  const n1 = await cluster.start("n1", { workers: 1, cluster: timing });
+  const n3 = startPaused(cluster, "n3", { workers: 1, join: n1.peerAddr, cluster: timing });
+  await n3.paused;
+  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr, cluster: timing });
+  await waitForOwners(n1, ["n1", "n2"]);
+  const users = await newUsers(n1, 60, "route");
+  const online = await Promise.all(
+    users.map(async (user, i) => {
+      const client = await loginRaw(t, i % 2 === 0 ? n1 : n2, user, { resource: "here" });
+      await goOnline(client);
+      return client;
+    }),
+  );
+  const before = await actorNodes(
+    cluster.url,
+    users.map((u) => u.jid),
+  );
+
+  // n2 sleeps through the epoch that brings n3 in: it wakes routing by the table before it.
+  n2.kill("SIGSTOP");
+  n3.resume();
+  await n3.started;
+  await waitForOwners(n1, ["n1", "n2", "n3"]);
+  const after = await actorNodes(
+    cluster.url,
+    users.map((u) => u.jid),
+  );
+  // Stanzas n2 routes on waking to n1 for users n3 owns now: n1 must forward them.
+  const forwarded = users.filter((u) => before.get(u.jid) === "n1" && after.get(u.jid) === "n3");
+  // Stanzas n1 routes under the new table to users n2 still owns: n2 must hold them until it
+  // has that table, not drop them as coming from the future.
+  const held = users.filter((u) => after.get(u.jid) === "n2");
+  assert.ok(
+    forwarded.length > 0 && held.length > 0,
+    `both paths have users: ${forwarded.length}, ${held.length}`,
+  );
+  const onN2 = online[1]!; // users[1] is logged in on n2
+  const onN1 = online[0]!;
+  for (const user of forwarded) {
+    onN2.send(`<message to='${user.jid}' type='chat'><body>forwarded to ${user.username}</body></message>`);
+  }
+  for (const user of held.filter((u) => u !== users[0])) {
+    onN1.send(`<message to='${user.jid}' type='chat'><body>held for ${user.username}</body></message>`);
+  }
+  n2.kill("SIGCONT");
+
+  const expect = [
+    ...forwarded.map((user) => ({ user, body: `forwarded to ${user.username}` })),
+    ...held.filter((u) => u !== users[0]).map((user) => ({ user, body: `held for ${user.username}` })),
+  ];
+  await Promise.all(
+    expect.map(({ user, body }) =>
+      online[users.indexOf(user)]!.waitFor(isMessageWithBody(body), `"${body}"`, 15_000),
+    ),
+  );
+  // Each exactly once: a marker from each sender to every recipient comes after any copy.
+  for (const { user } of expect) {
+    onN1.send(`<message to='${user.jid}' type='chat'><body>marker</body></message>`);
+    await online[users.indexOf(user)]!.waitFor(isMessageWithBody("marker"), "the marker", 15_000);
+  }
+  for (const { user, body } of expect) {
+    const copies = online[users.indexOf(user)]!.received.filter((el) => el.getChildText("body") === body);
+    assert.equal(copies.length, 1, `"${body}" arrived once`);
+  }
+});
