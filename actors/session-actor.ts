@@ -579,6 +579,7 @@ export class SessionActor {
   #expire(): void {
     if (this.#ended) return;
     this.#ended = true;
+    if (this.#token !== undefined) rememberExpired(this.#ctx, this.#token, this.bare, this.#handledIn);
     this.#finish(true);
   }
 
@@ -657,4 +658,14 @@ export class SessionActor {
 function formatTo(jid: NonNullable<ReturnType<typeof parseJid>>): string {
   const bare = jid.local === "" ? jid.domain : `${jid.local}@${jid.domain}`;
   return jid.resource === "" ? bare : `${bare}/${jid.resource}`;
+}
+
+/** Expired resumption ids remembered per shard for `<failed h=…/>`; the oldest go first. */
+const MAX_EXPIRED_RESUMABLE = 10_000;
+
+function rememberExpired(ctx: ShardContext, token: string, user: string, handledIn: number): void {
+  ctx.expiredResumable.set(token, { user, handledIn });
+  if (ctx.expiredResumable.size > MAX_EXPIRED_RESUMABLE) {
+    ctx.expiredResumable.delete(ctx.expiredResumable.keys().next().value!);
+  }
 }

@@ -50,6 +50,12 @@ export interface ShardContext {
   readonly movedSids: Map<string, number>;
   /** Sessions that can be resumed, by XEP-0198 token (attached or detached). */
   readonly resumable: Map<string, SessionActor>;
+  /**
+   * Sessions whose resumption window ended, by token, with how many stanzas the server had
+   * handled from the client: a late `<resume/>` learns it in `<failed h=…/>` (XEP-0198 §4, 1.6)
+   * and re-sends only the rest. Bounded: the oldest go first.
+   */
+  readonly expiredResumable: Map<string, { user: string; handledIn: number }>;
   readonly counters: ShardCounters;
   readonly version: string;
 }

@@ -133,6 +133,7 @@ const ctx: ShardContext = {
   sidPrefix,
   nextSid: () => `${sidPrefix}${nextSidNumber++}`,
   resumable: new Map(),
+  expiredResumable: new Map(),
   movedSids: new Map(),
   counters: { connections: 0, logins: 0, loginFailures: 0, stanzasIn: 0 },
   version: init.version,

@@ -141,7 +141,7 @@ export const DEFAULT_CONFIG: Config = {
     loginFailuresPerAddress: 20,
     loginFailuresPerAccount: 10,
     loginFailureWindowMs: 60_000,
-    smResumeTimeoutSeconds: 300,
+    smResumeTimeoutSeconds: 600,
     smMaxUnackedStanzas: 5000,
     maxMailboxSize: 10_000,
     clientPingIntervalMs: 60_000,

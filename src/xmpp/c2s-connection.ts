@@ -427,6 +427,7 @@ export class C2sConnection implements ClientLink {
     const h = Number(el.attrs.h);
     const home = Number.parseInt(previd.split(".")[0] ?? "", 10);
     let snapshot: SessionSnapshot | undefined;
+    let expired: number | undefined;
     if (Number.isInteger(home) && home >= 0 && Number.isInteger(h)) {
       // The id names the shard (of any node) that issued it; a session resumed before may live
       // elsewhere now (the id survives resumptions), so this node's workers are asked next and
@@ -437,24 +438,36 @@ export class C2sConnection implements ClientLink {
           return undefined;
         });
       const asked = new Set<number>();
+      const note = (found: ResumeTake) => {
+        if (isSnapshot(found)) snapshot = found;
+        else if (found !== undefined) expired = found.expired;
+      };
       for (const shard of [home, ...this.#ctx.localShards]) {
         if (asked.has(shard)) continue;
         asked.add(shard);
-        snapshot = await take(shard);
+        note(await take(shard));
         if (snapshot !== undefined) break;
       }
       if (snapshot === undefined) {
         const others = this.#ctx.router.liveShards().filter((shard) => !asked.has(shard));
         // At most one holder has the session, and taking it is what the request does.
-        const found = await Promise.all(others.map(take));
-        snapshot = found.find((s) => s !== undefined);
+        for (const found of await Promise.all(others.map(take))) note(found);
       }
     }
     if (snapshot === undefined) {
       this.#binding = false;
-      // XEP-0198 §5: an unknown or expired session is <item-not-found/>.
+      // XEP-0198 §5: an unknown or expired session is <item-not-found/>. For one whose window
+      // ended here, 'h' tells the client how many of its stanzas the server handled, so that it
+      // re-sends only the others (XEP-0198 1.6).
+      const handled = expired === undefined ? "" : ` h="${expired}"`;
+      if (expired !== undefined) {
+        this.#log.info(
+          { user: this.#jid, handled: expired },
+          "resumption after its window; told the client what was handled",
+        );
+      }
       return this.send(
-        `<failed xmlns="${NS_SM}"><item-not-found xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`,
+        `<failed xmlns="${NS_SM}"${handled}><item-not-found xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`,
       );
     }
     const session = new SessionActor(snapshot.full, this.#ctx, this, snapshot);
@@ -474,10 +487,10 @@ export class C2sConnection implements ClientLink {
     session.resumeOn(previd);
   }
 
-  #takeFrom(shard: number, token: string, h: number): Promise<SessionSnapshot | undefined> {
+  #takeFrom(shard: number, token: string, h: number): Promise<ResumeTake> {
     const user = this.#jid!;
     if (shard === this.#ctx.index) return Promise.resolve(takeResumable(this.#ctx, token, h, user));
-    return this.#ctx.router.requestShard<SessionSnapshot | undefined>(
+    return this.#ctx.router.requestShard<ResumeTake>(
       shard,
       (reqId) => ({
         t: "worker",
@@ -600,16 +613,23 @@ export class C2sConnection implements ClientLink {
 }
 
 /** Takes a resumable session held by this shard, for a `<resume/>` that arrived anywhere. */
-export function takeResumable(
-  ctx: ShardContext,
-  token: string,
-  h: number,
-  user: BareJid,
-): SessionSnapshot | undefined {
+export function takeResumable(ctx: ShardContext, token: string, h: number, user: BareJid): ResumeTake {
   const session = ctx.resumable.get(token);
+  if (session === undefined) {
+    const expired = ctx.expiredResumable.get(token);
+    // Only the session's own user learns anything of it.
+    return expired !== undefined && expired.user === user ? { expired: expired.handledIn } : undefined;
+  }
   // The session must belong to the user who authenticated the new stream.
-  if (session === undefined || session.bare !== user) return undefined;
+  if (session.bare !== user) return undefined;
   return session.takeForResume(h);
+}
+
+/** What a shard answers a resumption: the session, or only its handled count when it expired. */
+export type ResumeTake = SessionSnapshot | { expired: number } | undefined;
+
+function isSnapshot(take: ResumeTake): take is SessionSnapshot {
+  return take !== undefined && !("expired" in take);
 }
 
 /** Decodes a SASL payload; "=" is an empty response (RFC 6120 §6.4.2). */

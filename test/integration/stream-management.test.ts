@@ -226,6 +226,10 @@ describe("resumption timeout and limits", () => {
     for (const body of ["u1", "u2"])
       b.send(`<message to='${a.jid}' type='chat'><body>${body}</body></message>`);
     await a.waitFor(isMessageWithBody("u2"), "u2");
+    // Three stanzas from alice that the server handles before her connection drops.
+    for (const body of ["a1", "a2", "a3"])
+      a.send(`<message to='${b.jid}' type='chat'><body>${body}</body></message>`);
+    await b.waitFor(isMessageWithBody("a3"), "a3");
     a.reset();
     const lostAt = Date.now();
     // The session ends when the timeout passes: contacts then see it go.
@@ -235,6 +239,15 @@ describe("resumption timeout and limits", () => {
     const { client: late } = await authenticatedWithoutBind(t, node, alice!);
     const failed = await late.resumeSm(enabled.attrs.id!, 0);
     assert.ok(failed.is("failed", NS_SM), `too late to resume: ${failed.toString()}`);
+    if (node.kind === "starling") {
+      // XEP-0198 1.6: <failed h/> says how many of her stanzas the server handled, so that a
+      // client re-sends only the others.
+      assert.equal(failed.attrs.h, "3", failed.toString());
+      // Another account learns nothing of it.
+      const { client: other } = await authenticatedWithoutBind(t, node, bob!);
+      const refused = await other.resumeSm(enabled.attrs.id!, 0);
+      assert.ok(refused.is("failed", NS_SM) && refused.attrs.h === undefined, refused.toString());
+    }
 
     const fresh = await loginRaw(t, node, alice!, { label: "alice-fresh" });
     await goOnline(fresh, { priority: 0 });
