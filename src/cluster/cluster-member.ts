@@ -49,7 +49,7 @@ export interface MemberWorkers {
   /** Re-sends about `maxBytes` the workers retained for node `nodeNo`; resolves with what remains. */
   redrive(nodeNo: number, round: number, maxBytes: number): Promise<number>;
   deliverRemote(worker: number, bytes: Uint8Array): void;
-  drain(): Promise<void>;
+  drain(seeOtherHost?: string): Promise<void>;
   sessionCount(): Promise<number>;
   /** Messages our workers sent to other nodes' actors and still keep, unaccepted. */
   retainedCount(): Promise<number>;
@@ -231,10 +231,16 @@ export class ClusterMember {
   }
 
   /** The workers run: take envelopes from peers, become `up`, start the background loops. */
-  async activate(workers: MemberWorkers): Promise<void> {
+  async activate(workers: MemberWorkers, clientPort?: number): Promise<void> {
     this.#workers = workers;
     await this.#awaitLinks(10_000);
     this.#view = await this.#membership.setStatus(this.name, this.incarnation, "up");
+    const clientAddr = clientPort === undefined ? undefined : this.#clientAddr(clientPort);
+    if (clientAddr !== undefined) {
+      await this.#membership
+        .advertise(this.name, this.incarnation, clientAddr)
+        .catch((error: unknown) => this.#log.warn({ err: error }, "could not advertise the client address"));
+    }
     this.state = "up";
     // The workers started from this table with nothing to receive: it is settled.
     await this.#reportSettled(this.#table!.epoch);
@@ -625,7 +631,12 @@ export class ClusterMember {
       await this.#pause(1_000);
     }
     await this.#applying;
-    await this.#workers?.drain();
+    // Clients are sent to a member that stays (RFC 6120 §4.9.3.19), spread by our name so two
+    // leaving nodes do not send everyone to the same one; without one, DNS tells them.
+    const stays = (this.#view?.members ?? []).filter((m) => m.status === "up" && m.clientAddr !== undefined);
+    const target = stays.length === 0 ? undefined : stays[this.nodeNo % stays.length]!.clientAddr;
+    this.#log.info({ seeOtherHost: target }, "sending clients elsewhere");
+    await this.#workers?.drain(target);
     const drainDeadline = Date.now() + this.#cluster.drainTimeoutMs;
     while (Date.now() < drainDeadline && ((await this.#workers?.sessionCount()) ?? 0) > 0) {
       await this.#pause(200);
@@ -700,6 +711,17 @@ export class ClusterMember {
       }),
       ownerNodes: assignment.owners,
     });
+  }
+
+  /** "host:port" clients reach this node at, or undefined when only a wildcard is known. */
+  #clientAddr(port: number): string | undefined {
+    const cluster = this.#cluster;
+    const wildcard = (h: string | null) => h === null || h === "0.0.0.0" || h === "::" || h === "";
+    const listen = this.#options.config.host;
+    // Where the client listener is bound, unless that is every address: then the peer address.
+    const host = cluster.clientHost ?? (wildcard(listen) ? cluster.peerHost : listen);
+    if (host === null || wildcard(host)) return undefined;
+    return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
   }
 
   #liveNodes(view: ClusterView): LiveNode[] {

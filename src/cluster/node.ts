@@ -86,7 +86,7 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
   let ports: { c2s: number; tls: number };
   try {
     ports = await pool.start();
-    await member?.activate(pool);
+    await member?.activate(pool, ports.c2s);
   } catch (error) {
     await pool.stop();
     await member?.close().catch(() => {});

@@ -85,8 +85,9 @@ export interface WorkerControl {
   /**
    * Leaving the cluster: stop accepting clients, and close every client connection so that it
    * reconnects elsewhere — resumable sessions stay here, detached, for the resumption to take.
+   * With `seeOtherHost`, clients are told where (`<see-other-host/>`).
    */
-  drain(): void;
+  drain(seeOtherHost?: string): void;
   /** Sessions still held (attached or detached). */
   sessionCount(): number;
   /**
@@ -264,10 +265,10 @@ const control: WorkerControl = {
       connection.closeWithError("system-shutdown", "this node was fenced; reconnect to the cluster");
     }
   },
-  drain() {
+  drain(seeOtherHost) {
     // Stop accepting; the close resolves only when every connection is gone, which stop() awaits.
     void listeners?.close();
-    for (const connection of listeners?.connections ?? []) connection.moveAway();
+    for (const connection of listeners?.connections ?? []) connection.moveAway(seeOtherHost);
   },
   sessionCount() {
     return ctx.sessions.size;

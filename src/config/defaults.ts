@@ -95,6 +95,12 @@ export interface ClusterConfig {
   peerHost: string | null;
   /** Port of the peer-link server (WebSocket, msgpackr frames). */
   peerPort: number;
+  /**
+   * Host name or address clients use to reach this node (with its client port), told to the
+   * clients of a node that leaves (`<see-other-host/>`). null: `host`, or `peerHost` when
+   * `host` is a wildcard address (nothing is told when both are).
+   */
+  clientHost: string | null;
   /** Shared by every node; authenticates the peer links. null = not clustered (one node). */
   secret: string | null;
   /** A member's peer address ("host:port") to join at start; null forms or rejoins the cluster from PostgreSQL. */
@@ -159,6 +165,7 @@ export const DEFAULT_CONFIG: Config = {
     node: null,
     peerHost: null,
     peerPort: 5290,
+    clientHost: null,
     secret: null,
     join: null,
     leaseMs: 10_000,

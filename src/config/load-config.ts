@@ -86,6 +86,7 @@ const SCHEMA: Record<string, Check> = {
   "cluster.node": nullOr(nodeName),
   "cluster.peerHost": nullOr(nonEmptyString),
   "cluster.peerPort": port,
+  "cluster.clientHost": nullOr(nonEmptyString),
   "cluster.secret": nullOr((v) =>
     typeof v === "string" && v.length >= 16 ? undefined : "must be a string of at least 16 characters",
   ),

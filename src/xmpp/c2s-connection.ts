@@ -40,7 +40,7 @@ import {
   type SaslServerMechanism,
   type SaslStep,
 } from "./sasl/mechanism.ts";
-import { errorReply, iqResult, streamErrorXml } from "./stanza.ts";
+import { errorReply, iqResult, seeOtherHostXml, streamErrorXml } from "./stanza.ts";
 import { StreamParser } from "./stream-parser.ts";
 
 /** How long a `<resume/>` waits for the shard that holds the session. */
@@ -604,11 +604,14 @@ export class C2sConnection implements ClientLink {
    * The node is leaving the cluster: close the stream so the client reconnects to another node.
    * An XEP-0198 session stays here, detached, until the client resumes it there.
    */
-  moveAway(): void {
-    this.closeWithError(
-      "system-shutdown",
-      "this node is leaving the cluster; reconnect (and resume) elsewhere",
-    );
+  moveAway(seeOtherHost?: string): void {
+    const text = "this node is leaving the cluster; reconnect (and resume) elsewhere";
+    if (seeOtherHost === undefined) return this.closeWithError("system-shutdown", text);
+    // RFC 6120 §4.9.3.19: the client reconnects there (and resumes its XEP-0198 session).
+    if (this.#closing) return;
+    if (!this.#headerSent) this.#sendHeader(undefined);
+    this.send(seeOtherHostXml(seeOtherHost, text));
+    this.close();
   }
 }
 

@@ -76,6 +76,15 @@ export function streamErrorXml(condition: StreamErrorCondition, text?: string): 
   return `<stream:error><${condition} xmlns="${NS_STREAMS_ERROR}"/>${textXml}</stream:error>`;
 }
 
+/**
+ * RFC 6120 §4.9.3.19: `<see-other-host/>` carries the address to connect to instead
+ * ("host:port", an IPv6 address in brackets).
+ */
+export function seeOtherHostXml(address: string, text?: string): string {
+  const textXml = text === undefined ? "" : `<text xmlns="${NS_STREAMS_ERROR}">${escapeXML(text)}</text>`;
+  return `<stream:error><see-other-host xmlns="${NS_STREAMS_ERROR}">${escapeXML(address)}</see-other-host>${textXml}</stream:error>`;
+}
+
 /** Sets the `to`/`from` attributes on a serialised stanza's root without parsing it. */
 export function readdress(stanzaXml: string, to: string): string {
   // Routed stanzas were serialised by ltx: every attribute is name="value" with quotes escaped

@@ -50,6 +50,7 @@ test("three nodes under traffic: a fourth joins, one drains, one is SIGKILLed; s
   const clients = await chatters(t, [n1, n2, n3], CLIENTS_PER_NODE, "c");
   const traffic = new ChatTraffic("join", clients);
   traffic.start(INTERVAL_MS);
+  t.after(() => traffic.stop());
 
   // --- join a fourth node under traffic -------------------------------------------------
   await traffic.rounds(10);
@@ -85,6 +86,7 @@ test("three nodes under traffic: a fourth joins, one drains, one is SIGKILLed; s
   await raw.waitFor((el) => el.is("presence") && el.attrs.from === raw.jid, "own presence");
   const second = new ChatTraffic("drain", clients);
   second.start(INTERVAL_MS);
+  t.after(() => second.stop()); // also when an assertion below fails: no timer left running
   await second.rounds(5);
   const leaving = run(
     process.execPath,
@@ -93,9 +95,10 @@ test("three nodes under traffic: a fourth joins, one drains, one is SIGKILLed; s
       timeout: 60_000,
     },
   );
+  // RFC 6120 §4.9.3.19: told where to go (a member that stays).
   assert.equal(
     await raw.waitForStreamError(10_000),
-    "system-shutdown",
+    "see-other-host",
     "the drained node's clients are told to go",
   );
   // While the session waits on the leaving node, a message for it goes into its log...
@@ -144,6 +147,7 @@ test("three nodes under traffic: a fourth joins, one drains, one is SIGKILLed; s
   const stay = clients.filter((c) => c.node !== "n3");
   const third = new ChatTraffic("kill", stay);
   third.start(INTERVAL_MS);
+  t.after(() => third.stop());
   await third.rounds(5);
   const killedAt = Date.now();
   n2.kill("SIGKILL");

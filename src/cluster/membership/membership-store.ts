@@ -44,6 +44,8 @@ export interface Member {
   suspicions: Record<string, number>;
   /** reporter node → ms of its latest report that its link to this incarnation went silent. */
   silencedBy: Record<string, number>;
+  /** "host:port" where clients reach this node (absent until it serves, or when not known). */
+  clientAddr?: string;
   /**
    * The latest epoch this incarnation has applied with every partition it gained received
    * (see {@link MembershipStore.reportSettled}); 0 before its first report.
@@ -126,7 +128,7 @@ const VIEW_SQL = `
         'node', m.node, 'nodeNo', m.node_no, 'incarnation', m.incarnation,
         'peerAddr', m.peer_addr, 'workers', m.workers, 'status', m.status,
         'leaseUntil', m.lease_until, 'suspicions', m.suspicions, 'settledEpoch', m.settled_epoch,
-        'silencedBy', m.silenced_by))
+        'silencedBy', m.silenced_by, 'clientAddr', m.client_addr))
       FROM members m), '[]'::json) AS members
   FROM cluster c WHERE c.id = 1`;
 
@@ -145,10 +147,12 @@ function viewFromRow(row: ViewRow | undefined): ClusterView {
     // The migration inserts the row and nothing deletes it: someone edited the database.
     throw new XmppServerError("XSRV_STORE", "The cluster row (cluster.id = 1) is missing");
   }
-  const members = row.members.map((m) => ({
+  const members = row.members.map(({ clientAddr, ...m }) => ({
     ...m,
     suspicions: { ...m.suspicions },
     silencedBy: { ...m.silencedBy },
+    // NULL in the table is an absent field here.
+    ...(clientAddr === null || clientAddr === undefined ? {} : { clientAddr }),
   }));
   members.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
   return {
@@ -327,6 +331,27 @@ export class MembershipStore {
     return viewFromRow(rows[0]);
   }
 
+  /**
+   * After an UPDATE of one member's row: bumps the version when it changed the row (true), else
+   * tells whether (node, incarnation) is still a live member (true) or not (false).
+   */
+  async #changedOrLive(
+    client: pg.ClientBase,
+    bump: () => Promise<ClusterView>,
+    node: string,
+    incarnation: number,
+    rowCount: number | null,
+  ): Promise<boolean> {
+    if (rowCount === 1) {
+      await bump();
+      return true;
+    }
+    const existing = await this.#member(client, node);
+    return (
+      existing !== undefined && Number(existing.incarnation) === incarnation && existing.status !== "down"
+    );
+  }
+
   async #member(client: pg.ClientBase, node: string): Promise<MemberRow | undefined> {
     const { rows } = await client.query<MemberRow>(
       "SELECT node, node_no, incarnation, status, lease_until, suspicions FROM members WHERE node = $1",
@@ -488,6 +513,24 @@ export class MembershipStore {
   }
 
   /**
+   * Records where clients reach (node, incarnation): "host:port". Bumps the version when it
+   * changes. Returns false, changing nothing, for another incarnation or a member that is down.
+   */
+  advertise(node: string, incarnation: number, clientAddr: string): Promise<boolean> {
+    checkName("node name", node);
+    checkInteger("incarnation", incarnation, 0);
+    checkName("client address", clientAddr);
+    return this.#change(`record where clients reach node "${node}"`, async ({ client, now, bump }) => {
+      const { rowCount } = await client.query(
+        `UPDATE members SET client_addr = $3, updated_at = $4
+         WHERE node = $1 AND incarnation = $2 AND status <> 'down' AND client_addr IS DISTINCT FROM $3`,
+        [node, incarnation, clientAddr, now],
+      );
+      return this.#changedOrLive(client, bump, node, incarnation, rowCount);
+    });
+  }
+
+  /**
    * Records that (node, incarnation) has applied assignment `epoch` and received every partition
    * it gained with it (or given up waiting). Only ever raises the recorded epoch; bumps the
    * version (and notifies) when it does, so the coordinator can commit the next assignment.
@@ -503,14 +546,7 @@ export class MembershipStore {
          WHERE node = $1 AND incarnation = $2 AND status <> 'down' AND settled_epoch < $3`,
         [node, incarnation, epoch, now],
       );
-      if (rowCount === 1) {
-        await bump();
-        return true;
-      }
-      const existing = await this.#member(client, node);
-      return (
-        existing !== undefined && Number(existing.incarnation) === incarnation && existing.status !== "down"
-      );
+      return this.#changedOrLive(client, bump, node, incarnation, rowCount);
     });
   }
 

@@ -158,6 +158,14 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       ALTER TABLE members ADD COLUMN silenced_by jsonb NOT NULL DEFAULT '{}';
     `,
   },
+  {
+    version: 5,
+    name: "members advertise the address clients reach them at",
+    // A leaving node sends its clients to another member with <see-other-host/>.
+    sql: `
+      ALTER TABLE members ADD COLUMN client_addr text;
+    `,
+  },
 ]);
 
 /**
