@@ -49,7 +49,7 @@ export interface MemberWorkers {
   /** Re-sends about `maxBytes` the workers retained for node `nodeNo`; resolves with what remains. */
   redrive(nodeNo: number, round: number, maxBytes: number): Promise<number>;
   deliverRemote(worker: number, bytes: Uint8Array): void;
-  drain(seeOtherHost?: string): Promise<void>;
+  drain(seeOtherHosts?: readonly string[]): Promise<void>;
   sessionCount(): Promise<number>;
   /** Messages our workers sent to other nodes' actors and still keep, unaccepted. */
   retainedCount(): Promise<number>;
@@ -631,12 +631,13 @@ export class ClusterMember {
       await this.#pause(1_000);
     }
     await this.#applying;
-    // Clients are sent to a member that stays (RFC 6120 §4.9.3.19), spread by our name so two
-    // leaving nodes do not send everyone to the same one; without one, DNS tells them.
-    const stays = (this.#view?.members ?? []).filter((m) => m.status === "up" && m.clientAddr !== undefined);
-    const target = stays.length === 0 ? undefined : stays[this.nodeNo % stays.length]!.clientAddr;
-    this.#log.info({ seeOtherHost: target }, "sending clients elsewhere");
-    await this.#workers?.drain(target);
+    // Clients are sent to the members that stay (RFC 6120 §4.9.3.19), spread over them; with
+    // none known, DNS tells them where to go.
+    const stays = (this.#view?.members ?? []).flatMap((m) =>
+      m.status === "up" && m.clientAddr !== undefined ? [m.clientAddr] : [],
+    );
+    this.#log.info({ seeOtherHosts: stays }, "sending clients elsewhere");
+    await this.#workers?.drain(stays);
     const drainDeadline = Date.now() + this.#cluster.drainTimeoutMs;
     while (Date.now() < drainDeadline && ((await this.#workers?.sessionCount()) ?? 0) > 0) {
       await this.#pause(200);

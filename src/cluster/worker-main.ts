@@ -85,9 +85,10 @@ export interface WorkerControl {
   /**
    * Leaving the cluster: stop accepting clients, and close every client connection so that it
    * reconnects elsewhere — resumable sessions stay here, detached, for the resumption to take.
-   * With `seeOtherHost`, clients are told where (`<see-other-host/>`).
+   * Clients are told where to go (`<see-other-host/>`), spread over `seeOtherHosts`; with none,
+   * `<system-shutdown/>`.
    */
-  drain(seeOtherHost?: string): void;
+  drain(seeOtherHosts: string[]): void;
   /** Sessions still held (attached or detached). */
   sessionCount(): number;
   /**
@@ -265,10 +266,15 @@ const control: WorkerControl = {
       connection.closeWithError("system-shutdown", "this node was fenced; reconnect to the cluster");
     }
   },
-  drain(seeOtherHost) {
+  drain(seeOtherHosts) {
     // Stop accepting; the close resolves only when every connection is gone, which stop() awaits.
     void listeners?.close();
-    for (const connection of listeners?.connections ?? []) connection.moveAway(seeOtherHost);
+    // Spread over the members that stay, starting at this worker's index (the others start at theirs).
+    let next = init.index;
+    for (const connection of listeners?.connections ?? []) {
+      const target = seeOtherHosts.length === 0 ? undefined : seeOtherHosts[next++ % seeOtherHosts.length];
+      connection.moveAway(target);
+    }
   },
   sessionCount() {
     return ctx.sessions.size;

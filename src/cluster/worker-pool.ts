@@ -245,8 +245,8 @@ export class WorkerPool {
   }
 
   /** Leaving the cluster: every worker stops accepting and sends its clients elsewhere. */
-  async drain(seeOtherHost?: string): Promise<void> {
-    await Promise.all(this.#slots.map((slot) => slot.control.drain(seeOtherHost)));
+  async drain(seeOtherHosts: readonly string[] = []): Promise<void> {
+    await Promise.all(this.#slots.map((slot) => slot.control.drain([...seeOtherHosts])));
   }
 
   /** Sessions held by every worker (attached or waiting for resumption). */
