@@ -286,8 +286,8 @@ export class ClusterMember {
       return;
     }
     held.bytes += message.bytes.byteLength;
-    // The bytes may be a view into a buffer the caller reuses: keep a copy.
-    held.batches.push({ ...message, bytes: new Uint8Array(message.bytes) });
+    // The bytes were transferred from the worker's uplink: this thread owns them.
+    held.batches.push(message);
   }
 
   #flushAwaitingLink(node: string): void {
@@ -341,7 +341,7 @@ export class ClusterMember {
     const view = this.#view;
     if (view === undefined || this.state !== "up") return;
     const grace = this.#cluster.pingIntervalMs + this.#cluster.pingTimeoutMs;
-    const up = view.members.filter((m) => m.status === "up" || m.status === "leaving");
+    const up = view.members.filter(isServingMember);
     const votesNeeded = Math.max(1, Math.min(2, up.length - 1));
     for (const [node, { since, reason, incarnation }] of this.#unreachable) {
       if (reason === "timeout") {
@@ -353,7 +353,7 @@ export class ClusterMember {
       if (member === undefined || this.#peers.isUp(node)) continue;
       // A restarted node under the same name is a new member: what we knew of its old
       // incarnation says nothing about it (and a joining node is not linked to us yet).
-      if (member.incarnation !== incarnation || (member.status !== "up" && member.status !== "leaving")) {
+      if (member.incarnation !== incarnation || !isServingMember(member)) {
         if (member.incarnation !== incarnation || member.status === "down") this.#unreachable.delete(node);
         continue;
       }
@@ -369,7 +369,7 @@ export class ClusterMember {
   #reportSilent(view: ClusterView, node: string, incarnation: number, votesNeeded: number): void {
     const member = view.members.find((m) => m.node === node);
     if (member === undefined || member.incarnation !== incarnation || this.#peers.isUp(node)) return;
-    if (member.status !== "up" && member.status !== "leaving") return;
+    if (!isServingMember(member)) return;
     // Reported again while it lasts, so the report stays within the votes' window.
     const last = member.silencedBy[this.name] ?? 0;
     if (Date.now() - last < SUSPICION_WINDOW_MS / 2 || this.#reportingSilence.has(node)) return;
@@ -487,9 +487,7 @@ export class ClusterMember {
    * wedged process the lease will catch) holds the cluster back for one handoff timeout.
    */
   #allSettled(view: ClusterView): boolean {
-    const lagging = view.members.filter(
-      (m) => (m.status === "up" || m.status === "leaving") && m.settledEpoch < view.epoch,
-    );
+    const lagging = view.members.filter((m) => isServingMember(m) && m.settledEpoch < view.epoch);
     if (lagging.length === 0) {
       this.#unsettledSince = undefined;
       return true;
@@ -793,8 +791,13 @@ export class ClusterMember {
   }
 }
 
-/** Whether `node` is a member that still serves (it can hand its partitions off itself). */
+/** A member that still serves: it owns or hands off partitions itself (up, or leaving). */
+function isServingMember(member: Member): boolean {
+  return member.status === "up" || member.status === "leaving";
+}
+
+/** Whether `node` is a member that still serves. */
 function isServing(view: ClusterView, node: string): boolean {
   const member = view.members.find((m) => m.node === node);
-  return member !== undefined && (member.status === "up" || member.status === "leaving");
+  return member !== undefined && isServingMember(member);
 }

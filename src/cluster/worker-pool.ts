@@ -211,14 +211,10 @@ export class WorkerPool {
    * when all have written them, or after `withinMs`, whichever comes first.
    */
   async fence(withinMs: number): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([
-      Promise.allSettled(this.#slots.map((slot) => slot.control.fence())),
-      new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, withinMs);
-      }),
-    ]);
-    clearTimeout(timer);
+    await settledWithin(
+      this.#slots.map((slot) => slot.control.fence()),
+      withinMs,
+    );
   }
 
   /**
@@ -278,11 +274,19 @@ export class WorkerPool {
     // Twice: what one worker's actors send while finishing lands in another's mailbox. Bounded,
     // so a stuck store call cannot hold the stop for ever.
     for (let round = 0; round < 2; round++) {
-      await Promise.race([
-        Promise.allSettled(this.#slots.map((slot) => slot.control.quiesce())),
-        new Promise((resolve) => setTimeout(resolve, QUIESCE_TIMEOUT_MS).unref()),
-      ]);
+      await settledWithin(
+        this.#slots.map((slot) => slot.control.quiesce()),
+        QUIESCE_TIMEOUT_MS,
+      );
     }
     await Promise.allSettled(this.#slots.map((slot) => slot.worker.terminate()));
   }
+}
+
+/** Waits until every promise has settled, or `ms` has passed, whichever comes first. */
+async function settledWithin(promises: Promise<unknown>[], ms: number): Promise<void> {
+  await Promise.race([
+    Promise.allSettled(promises),
+    new Promise((resolve) => setTimeout(resolve, ms).unref()),
+  ]);
 }

@@ -156,9 +156,13 @@ export class C2sConnection implements ClientLink {
 
   /** Sends a stream error (RFC 6120 §4.9) and closes the stream. */
   closeWithError(condition: StreamErrorCondition, text?: string): void {
+    this.#closeWithErrorXml(streamErrorXml(condition, text));
+  }
+
+  #closeWithErrorXml(errorXml: string): void {
     if (this.#closing) return;
     if (!this.#headerSent) this.#sendHeader(undefined);
-    this.send(streamErrorXml(condition, text));
+    this.send(errorXml);
     this.close();
   }
 
@@ -608,10 +612,7 @@ export class C2sConnection implements ClientLink {
     const text = "this node is leaving the cluster; reconnect (and resume) elsewhere";
     if (seeOtherHost === undefined) return this.closeWithError("system-shutdown", text);
     // RFC 6120 §4.9.3.19: the client reconnects there (and resumes its XEP-0198 session).
-    if (this.#closing) return;
-    if (!this.#headerSent) this.#sendHeader(undefined);
-    this.send(seeOtherHostXml(seeOtherHost, text));
-    this.close();
+    this.#closeWithErrorXml(seeOtherHostXml(seeOtherHost, text));
   }
 }
 

@@ -35,6 +35,13 @@ async function iptablesUnavailable(): Promise<string | undefined> {
   }
 }
 
+/** Skips `t`, saying why, when iptables cannot cut links here; true when it can. */
+async function canCut(t: TestContext): Promise<boolean> {
+  const unavailable = await iptablesUnavailable();
+  if (unavailable !== undefined) t.skip(unavailable);
+  return unavailable === undefined;
+}
+
 async function cut(t: TestContext): Promise<void> {
   for (const rule of RULES) await run("iptables", ["-I", ...rule]);
   t.after(heal);
@@ -45,11 +52,7 @@ async function heal(): Promise<void> {
 }
 
 test("a node cut off from its peers is fenced within seconds; the majority takes over and loses nothing", async (t) => {
-  const unavailable = await iptablesUnavailable();
-  if (unavailable !== undefined) {
-    t.skip(unavailable);
-    return;
-  }
+  if (!(await canCut(t))) return;
   const cluster = await startTestCluster(t);
   const n1 = await cluster.start("n1", { workers: 1 });
   const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr });
@@ -93,11 +96,7 @@ test("a node cut off from its peers is fenced within seconds; the majority takes
 });
 
 test("a link that overflows while cut re-sends what it dropped once it is back: nothing lost, nothing twice", async (t) => {
-  const unavailable = await iptablesUnavailable();
-  if (unavailable !== undefined) {
-    t.skip(unavailable);
-    return;
-  }
+  if (!(await canCut(t))) return;
   const cluster = await startTestCluster(t);
   // A small link budget that a burst overflows, and pings patient enough that the short cut is
   // not judged: this checks the link's own hold and re-drive, not the partition decision.

@@ -8,7 +8,7 @@
  */
 import assert from "node:assert/strict";
 import type { ChildProcess } from "node:child_process";
-import { test } from "node:test";
+import { type TestContext, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
 import { adminRequest } from "../../src/cli/admin-client.ts";
 import {
@@ -53,6 +53,22 @@ async function waitingPartitions(node: ClusterNode): Promise<number> {
     throw new Error(`status failed: ${JSON.stringify(reply)}`);
   const body = reply.body as { nodes: Record<string, { waitingPartitions: number }> };
   return body.nodes[node.name]?.waitingPartitions ?? Number.NaN;
+}
+
+/** Each user logged in and available, on the nodes in turn (user i on node i mod n). */
+function onlineOn(
+  t: TestContext,
+  nodes: StartedNode[],
+  users: TestUser[],
+  resource: string,
+): Promise<RawClient[]> {
+  return Promise.all(
+    users.map(async (user, i) => {
+      const client = await loginRaw(t, nodes[i % nodes.length]!, user, { resource });
+      await goOnline(client);
+      return client;
+    }),
+  );
 }
 
 /** Logins (bind, roster, carbons, presence) in a loop over every node, until stopped. */
@@ -182,13 +198,7 @@ test("a member paused while two nodes join applies every epoch in turn when it w
   const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr, cluster: timing });
   await waitForOwners(n1, ["n1", "n2"]);
   const users = await newUsers(n1, 16, "moved");
-  const online = await Promise.all(
-    users.map(async (user, i) => {
-      const client = await loginRaw(t, i % 2 === 0 ? n1 : n2, user, { resource: "stays" });
-      await goOnline(client);
-      return client;
-    }),
-  );
+  const online = await onlineOn(t, [n1, n2], users, "stays");
 
   // n2 stops while n3 comes up: the epoch that gives n3 part of n2's partitions cannot settle.
   n2.kill("SIGSTOP");
@@ -324,13 +334,7 @@ test("a node that wakes with an old owner table: what it routes is forwarded, wh
   const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr, cluster: timing });
   await waitForOwners(n1, ["n1", "n2"]);
   const users = await newUsers(n1, 60, "route");
-  const online = await Promise.all(
-    users.map(async (user, i) => {
-      const client = await loginRaw(t, i % 2 === 0 ? n1 : n2, user, { resource: "here" });
-      await goOnline(client);
-      return client;
-    }),
-  );
+  const online = await onlineOn(t, [n1, n2], users, "here");
   const before = await actorNodes(
     cluster.url,
     users.map((u) => u.jid),

@@ -247,7 +247,8 @@ export class MembershipStore {
     }
     const poolSize = options.poolSize ?? 3;
     checkInteger("poolSize", poolSize, 1);
-    checkInteger("queryTimeoutMs", options.queryTimeoutMs ?? 2_000, 1);
+    const queryTimeoutMs = options.queryTimeoutMs ?? 2_000;
+    checkInteger("queryTimeoutMs", queryTimeoutMs, 1);
     this.#url = options.url;
     this.location = describeUrl(options.url);
     this.#log = options.log;
@@ -257,7 +258,7 @@ export class MembershipStore {
         max: poolSize,
         connectionTimeoutMillis: 10_000,
         // Client-side: a query past it is failed and its connection discarded by the pool.
-        query_timeout: options.queryTimeoutMs ?? 2_000,
+        query_timeout: queryTimeoutMs,
         idleTimeoutMillis: 30_000,
         application_name: "starling-membership",
       },
