@@ -39,12 +39,19 @@ export interface SessionRegistration {
   carbons: boolean;
   rosterInterest: boolean;
   blocklistInterest: boolean;
+  /** XEP-0198 resumption is on: if its node dies, a replica takes the session over. */
+  resumable?: boolean;
+  /** How many times the session moved (resumption, promotion): a stale registration loses. */
+  moves?: number;
 }
 
 /** Messages handled by a UserActor (keyed by `user`). */
 export type UserMessage =
-  /** A stanza addressed to the user's bare JID or one of its full JIDs. */
-  | { kind: "stanza"; user: BareJid; stanza: RoutedStanza }
+  /**
+   * A stanza addressed to the user's bare JID or one of its full JIDs. `key` names it across
+   * re-sends (the sender's resumption id and XEP-0198 number): sessions write it once.
+   */
+  | { kind: "stanza"; user: BareJid; stanza: RoutedStanza; key?: string }
   /** A session finished binding; the actor answers `bound` (and replaces a conflicting one). */
   | { kind: "bind"; user: BareJid; session: SessionLocation; reqId: number }
   /** A session ended; `unavailable` is the presence to broadcast if it was available. */
@@ -100,6 +107,9 @@ export type UserMessage =
       session: SessionLocation;
       xml?: string;
       storable?: boolean;
+      /** The write's dedupe key and its sender's accept request, carried on with it. */
+      dedupe?: string;
+      accept?: { shard: number; rid: number };
       /** The session was resumed elsewhere: it will re-register (`relocate`) from there. */
       moved?: boolean;
     }
@@ -121,6 +131,8 @@ export type SessionMessage =
       isMessage?: boolean;
       /** The retained stanza this write delivers: a session drops a second write with the same key. */
       dedupe?: string;
+      /** The sender waits for this: the session accepts once the write is safe (replicated). */
+      accept?: { shard: number; rid: number };
     }
   /** Another session bound the same resource (RFC 6120 §7.7.2.2): close with `<conflict/>`. */
   | { kind: "conflict"; full: FullJid; sid: string }
@@ -138,6 +150,8 @@ export type WorkerMessage =
       toShard: number;
       reqId: number;
       user: BareJid;
+      /** Nodes the asking shard knows are dead: a replica of a session they held may promote it. */
+      gone?: number[];
     }
   /**
    * The partitions' previous owner (or, after a node died, a surviving shard) hands over what it

@@ -10,9 +10,6 @@ function rememberMoved(moved: Map<string, number>, sid: string): void {
   moved.set(sid, now);
 }
 
-/** Retained-stanza keys a session remembers to drop re-sent copies. */
-const RECENT_DEDUPE_KEYS = 1024;
-
 /**
  * SessionActor: one bound client session (a full JID), pinned to the worker that holds its
  * socket. It stamps and routes what the client sends, writes what the user's actor delivers,
@@ -38,6 +35,18 @@ import {
 } from "../src/xmpp/ns.ts";
 import { errorReply, readdress, serializeStanza } from "../src/xmpp/stanza.ts";
 import type { RoutedStanza, SessionLocation, SessionMessage, SessionRegistration } from "./messages.ts";
+import {
+  applySessionChange,
+  cloneSessionState,
+  newSessionState,
+  RECENT_DEDUPE_KEYS,
+  SEQ_MOD,
+  type SessionChange,
+  type SessionSnapshot,
+  unackedAfter,
+} from "./session-state.ts";
+
+export type { SessionSnapshot } from "./session-state.ts";
 
 /**
  * XEP-0198 §4: the server may request an acknowledgement at any time. Asking once this many
@@ -67,22 +76,22 @@ export interface ClientLink {
   readonly remoteAddress: string;
 }
 
-/** Everything a session needs to continue on another worker (XEP-0198 resumption). */
-export interface SessionSnapshot {
-  full: FullJid;
-  token: string;
-  handledIn: number;
-  sentOut: number;
-  /** Unacknowledged outbound stanzas: [sequence number, xml, storable offline]. */
-  unacked: [number, string, boolean][];
-  presence: string | undefined;
-  priority: number;
-  carbons: boolean;
-  carbonPeers: number;
-  blocklist: string[];
-  directed: string[];
-  rosterInterest: boolean;
-  blocklistInterest: boolean;
+/** A sender's request to hear that a stanza is safe (see ShardRouter.toUser). */
+export interface AcceptRequest {
+  shard: number;
+  rid: number;
+}
+
+/**
+ * The owner's end of a session's replication (src/cluster/session-replicas.ts ReplicaStream):
+ * changes are pushed as they are applied, `ackedLsn` is what every replica holds.
+ */
+export interface SessionReplicaStream {
+  push(change: SessionChange): number;
+  /** The last change pushed. */
+  readonly lsn: number;
+  readonly ackedLsn: number;
+  end(): void;
 }
 
 /** A bound session. */
@@ -94,34 +103,47 @@ export class SessionActor {
   readonly #ctx: ShardContext;
   readonly #log: Logger;
   #link: ClientLink | undefined;
-  // XEP-0198 state
+  /**
+   * The state that survives this worker (actors/session-state.ts), changed only through
+   * {@link #change}; `handledIn` counts the client's stanzas that are accepted (safe).
+   */
+  #s: SessionSnapshot;
+  // XEP-0198 state that stays here
   #smEnabled = false;
   #token: string | undefined;
-  #handledIn = 0;
-  #sentOut = 0;
-  #unacked: [number, string, boolean][] = [];
+  /** Stanzas received from the client (accepted or not). */
+  #received = 0;
+  /** Sequence numbers of received stanzas still waiting to be accepted, ascending. */
+  #inPending: number[] = [];
+  /** A `<r/>` from the client waits for an answer (see {@link #answerAck}). */
+  #ackWanted = false;
+  #ackTimer: NodeJS.Timeout | undefined;
   #ackRequested = false;
   #resumeTimer: NodeJS.Timeout | undefined;
-  // Presence and per-session flags
-  #presence: string | undefined;
-  #priority = 0;
-  #carbons = false;
-  #carbonPeers = 0;
+  // Replication (src/cluster/session-replicas.ts)
+  #stream: SessionReplicaStream | undefined;
+  /** Stanzas written but not yet on every replica: [lsn, xml or undefined when detached, accept]. */
+  #unreplicated: [number, string | undefined, AcceptRequest | undefined][] = [];
+  /** The last pushed inbound count and its lsn; replicated once the replicas hold that lsn. */
+  #inPushed: [number, number] = [0, 0];
+  #inReplicated = 0;
+  #inPushScheduled = false;
+  // Derived lookups
   #blocklist = new Set<string>();
-  #directed = new Set<string>();
-  #rosterInterest = false;
-  #blocklistInterest = false;
+  #dedupe: Set<string> | undefined;
   #ended = false;
   #iqsInFlight = 0;
-  /** Keys of recent retained-stanza writes: a copy re-sent after a node died is written once. */
-  #recentDedupe: Set<string> | undefined;
   /** Writes waiting for {@link release} (while binding). */
-  #held: [string, boolean][] | undefined;
+  #held: [string, boolean, string | undefined, AcceptRequest | undefined][] | undefined;
 
+  /**
+   * A session on `link`, or, with a `snapshot` and no link, a detached session (a resumption
+   * that lost its new socket, or a replica promoted after its owner died).
+   */
   constructor(
     full: FullJid,
     ctx: ShardContext,
-    link: ClientLink,
+    link: ClientLink | undefined,
     snapshot?: SessionSnapshot,
     options: { hold?: boolean } = {},
   ) {
@@ -132,37 +154,59 @@ export class SessionActor {
     this.#ctx = ctx;
     this.#link = link;
     this.#log = ctx.log.child({ jid: full });
+    this.#s = snapshot ?? newSessionState(full, "");
     if (snapshot !== undefined) {
       this.#smEnabled = true;
       this.#token = snapshot.token;
-      ctx.resumable.set(snapshot.token, this);
-      this.#handledIn = snapshot.handledIn;
-      this.#sentOut = snapshot.sentOut;
-      this.#unacked = snapshot.unacked;
-      this.#presence = snapshot.presence;
-      this.#priority = snapshot.priority;
-      this.#carbons = snapshot.carbons;
-      this.#carbonPeers = snapshot.carbonPeers;
+      this.#received = snapshot.handledIn;
+      this.#inReplicated = snapshot.handledIn;
       this.#blocklist = new Set(snapshot.blocklist);
-      this.#directed = new Set(snapshot.directed);
-      this.#rosterInterest = snapshot.rosterInterest;
-      this.#blocklistInterest = snapshot.blocklistInterest;
+      ctx.resumable.set(snapshot.token, this);
+      this.#startReplication();
     }
   }
 
   /** What the UserActor must know to rebuild its entry for this session. */
   registration(): SessionRegistration {
     return {
-      presence: this.#presence,
-      priority: this.#priority,
-      carbons: this.#carbons,
-      rosterInterest: this.#rosterInterest,
-      blocklistInterest: this.#blocklistInterest,
+      presence: this.#s.presence,
+      priority: this.#s.priority,
+      carbons: this.#s.carbons,
+      rosterInterest: this.#s.rosterInterest,
+      blocklistInterest: this.#s.blocklistInterest,
+      resumable: this.#token !== undefined,
+      moves: this.#s.moves,
     };
+  }
+
+  /** Applies a change here and streams it to the replicas; returns its lsn (0: not replicated). */
+  #change(change: SessionChange): number {
+    applySessionChange(this.#s, change);
+    return this.#stream?.push(change) ?? 0;
+  }
+
+  /** Starts streaming to replicas (once resumption is enabled, or on a resumed session). */
+  #startReplication(): void {
+    this.#stream = this.#ctx.replication.open(this.#s, (lsn) => this.#onReplicated(lsn));
+  }
+
+  /** Every replica holds the changes up to `lsn`: what waited for them goes out. */
+  #onReplicated(lsn: number): void {
+    let done = 0;
+    for (const [at, text, accept] of this.#unreplicated) {
+      if (at > lsn) break;
+      done++;
+      if (text !== undefined) this.#sendToClient(text);
+      if (accept !== undefined) this.#ctx.router.accept(accept);
+    }
+    if (done > 0) this.#unreplicated.splice(0, done);
+    if (this.#inPushed[0] <= lsn) this.#inReplicated = this.#inPushed[1];
+    this.#answerAck();
   }
 
   /** Applies the blocklist sent with the bind reply. */
   setBlocklist(list: string[]): void {
+    this.#change({ c: "flags", blocklist: list });
     this.#blocklist = new Set(list);
   }
 
@@ -175,8 +219,91 @@ export class SessionActor {
       this.#link?.closeWithError("unsupported-stanza-type", `<${el.name}/> is not a stanza`);
       return;
     }
-    if (this.#smEnabled) this.#handledIn = (this.#handledIn + 1) % 2 ** 32;
+    if (!this.#smEnabled) return this.#handleStanza(el);
+    // XEP-0198: the stanza counts in 'h' once it is safe; routing may defer that (#acceptLater).
+    this.#received = (this.#received + 1) % SEQ_MOD;
+    const seq = this.#received;
+    this.#inPending.push(seq);
+    this.#deferredIn = false;
+    try {
+      this.#handleStanza(el);
+    } finally {
+      if (!this.#deferredIn) this.#acceptIn(seq);
+    }
+  }
 
+  /** Set while a stanza's acceptance is left to whoever it was routed to. */
+  #deferredIn = false;
+
+  /**
+   * For the stanza being handled: a key that names it across resumptions (the session's token
+   * and the stanza's XEP-0198 number, so a copy the client re-sends after a crash is dropped by
+   * the recipient) and a callback that accepts it, or nothing when stream management is off.
+   */
+  #acceptLater(): { key: string; onAccepted: () => void } | undefined {
+    if (!this.#smEnabled || this.#inPending.length === 0) return undefined;
+    const seq = this.#inPending[this.#inPending.length - 1]!;
+    this.#deferredIn = true;
+    return {
+      key: `${this.#s.token === "" ? this.sid : this.#s.token}#${seq}`,
+      onAccepted: () => this.#acceptIn(seq),
+    };
+  }
+
+  /** Stanza `seq` from the client is safe: 'h' may count it once everything before it is. */
+  #acceptIn(seq: number): void {
+    const at = this.#inPending.indexOf(seq);
+    if (at < 0 || this.#ended) return;
+    this.#inPending.splice(at, 1);
+    const accepted =
+      this.#inPending.length === 0 ? this.#received : (this.#inPending[0]! - 1 + SEQ_MOD) % SEQ_MOD;
+    if (accepted === this.#s.handledIn) return;
+    if (this.#stream === undefined) {
+      applySessionChange(this.#s, { c: "in", handledIn: accepted });
+      this.#inReplicated = accepted;
+      this.#answerAck();
+      return;
+    }
+    this.#s.handledIn = accepted;
+    // One replicated count per turn, not one per stanza.
+    if (this.#inPushScheduled) return;
+    this.#inPushScheduled = true;
+    queueMicrotask(() => {
+      this.#inPushScheduled = false;
+      if (this.#stream === undefined || this.#ended) return;
+      const value = this.#s.handledIn;
+      this.#inPushed = [this.#stream.push({ c: "in", handledIn: value }), value];
+    });
+  }
+
+  /**
+   * Answers a pending `<r/>` once every stanza received so far is accepted and replicated, so
+   * an acknowledged stanza survives any single failure (CLUSTER.md "Hot replication"); after
+   * `cluster.requestTimeoutMs` it answers with what is safe by then.
+   */
+  #answerAck(): void {
+    if (!this.#ackWanted || this.#link === undefined) return;
+    const safe = this.#stream === undefined ? this.#s.handledIn : this.#inReplicated;
+    if (safe !== this.#received) {
+      if (this.#ackTimer === undefined) {
+        this.#ackTimer = setTimeout(() => {
+          this.#ackTimer = undefined;
+          if (!this.#ackWanted) return;
+          this.#ackWanted = false;
+          const h = this.#stream === undefined ? this.#s.handledIn : this.#inReplicated;
+          this.#link?.send(`<a xmlns="${NS_SM}" h="${h}"/>`);
+        }, this.#ctx.config.cluster.requestTimeoutMs);
+        this.#ackTimer.unref();
+      }
+      return;
+    }
+    this.#ackWanted = false;
+    if (this.#ackTimer !== undefined) clearTimeout(this.#ackTimer);
+    this.#ackTimer = undefined;
+    this.#link.send(`<a xmlns="${NS_SM}" h="${safe}"/>`);
+  }
+
+  #handleStanza(el: Element): void {
     // RFC 6120 §8.1.2.1: the server stamps the full JID as 'from'.
     const claimed = el.attrs.from;
     if (claimed !== undefined && claimed !== this.full && claimed !== this.bare) {
@@ -244,8 +371,14 @@ export class SessionActor {
       storable,
       noCopy,
     };
-    this.#ctx.router.toUser({ kind: "stanza", user: bareOf(to), stanza });
-    const otherCarbons = this.#carbonPeers - (this.#carbons ? 1 : 0);
+    const later = this.#acceptLater();
+    this.#ctx.router.toUser(
+      later === undefined
+        ? { kind: "stanza", user: bareOf(to), stanza }
+        : { kind: "stanza", user: bareOf(to), stanza, key: later.key },
+      later?.onAccepted,
+    );
+    const otherCarbons = this.#s.carbonPeers - (this.#s.carbons ? 1 : 0);
     if (type === "chat" && !noCopy && otherCarbons > 0) {
       this.#ctx.router.toUser({
         kind: "carbon-sent",
@@ -267,9 +400,8 @@ export class SessionActor {
       if (!Number.isInteger(priority) || priority < -128 || priority > 127) {
         return this.#reply(errorReply(el, "bad-request"));
       }
-      this.#priority = priority;
       const xmlText = serializeStanza(el);
-      this.#presence = available ? xmlText : undefined;
+      this.#change({ c: "presence", presence: available ? xmlText : undefined, priority });
       this.#ctx.router.toUser({
         kind: "presence",
         user: this.bare,
@@ -303,8 +435,9 @@ export class SessionActor {
     if (this.#isBlocked(to) && type !== "error") return;
     // Directed presence (RFC 6121 §4.6).
     // The directed-presence set is bounded; beyond it no unavailable is sent on logout.
-    if (type === "" && this.#directed.size < MAX_DIRECTED_PRESENCES) this.#directed.add(el.attrs.to!);
-    else this.#directed.delete(el.attrs.to!);
+    if (type === "" && this.#s.directed.length < MAX_DIRECTED_PRESENCES) {
+      if (!this.#s.directed.includes(el.attrs.to!)) this.#change({ c: "directed", add: el.attrs.to! });
+    } else if (this.#s.directed.includes(el.attrs.to!)) this.#change({ c: "directed", remove: el.attrs.to! });
     this.#ctx.router.toUser({
       kind: "stanza",
       user: target,
@@ -320,7 +453,7 @@ export class SessionActor {
   }
 
   #sendUnavailableToDirected(xmlText: string): void {
-    for (const target of this.#directed) {
+    for (const target of this.#s.directed) {
       const jid = parseJid(target);
       if (jid === undefined || jid.local === "") continue;
       this.#ctx.router.toUser({
@@ -336,7 +469,7 @@ export class SessionActor {
         },
       });
     }
-    this.#directed.clear();
+    if (this.#s.directed.length > 0) this.#change({ c: "directed", clear: true });
   }
 
   async #onIq(el: Element, to: ReturnType<typeof parseJid>): Promise<void> {
@@ -357,8 +490,10 @@ export class SessionActor {
         const payload = el.getChildElements()[0]!;
         if (payload.attrs.xmlns === NS_ROSTER || payload.attrs.xmlns === NS_BLOCKING) {
           // Remembered here too, so a re-registration restores who gets pushes.
-          if (type === "get" && payload.attrs.xmlns === NS_ROSTER) this.#rosterInterest = true;
-          if (type === "get" && payload.name === "blocklist") this.#blocklistInterest = true;
+          if (type === "get" && payload.attrs.xmlns === NS_ROSTER && !this.#s.rosterInterest)
+            this.#change({ c: "flags", rosterInterest: true });
+          if (type === "get" && payload.name === "blocklist" && !this.#s.blocklistInterest)
+            this.#change({ c: "flags", blocklistInterest: true });
           this.#ctx.router.toUser({
             kind: "iq",
             user: this.bare,
@@ -372,10 +507,10 @@ export class SessionActor {
           type === "set" &&
           (payload.name === "enable" || payload.name === "disable")
         ) {
-          this.#carbons = payload.name === "enable";
+          const enabled = payload.name === "enable";
+          this.#change({ c: "flags", carbons: enabled });
           // Answer once the UserActor has applied it and told the other sessions, so a message
           // sent from another resource right after the result is already copied.
-          const enabled = this.#carbons;
           await this.#ctx.router.requestUser(
             (reqId) => ({ kind: "carbons", user: this.bare, session: this.location(), enabled, reqId }),
             this.#ctx.config.cluster.requestTimeoutMs,
@@ -439,23 +574,22 @@ export class SessionActor {
 
   // --- outbound to the client -------------------------------------------------------------
 
+  /** Whether a retained stanza with this key was written already (a re-sent copy). */
   #seen(key: string): boolean {
-    this.#recentDedupe ??= new Set();
-    if (this.#recentDedupe.has(key)) return true;
-    this.#recentDedupe.add(key);
-    // Re-sends follow a node's death within seconds; a window of recent keys is enough.
-    if (this.#recentDedupe.size > RECENT_DEDUPE_KEYS) {
-      this.#recentDedupe.delete(this.#recentDedupe.values().next().value!);
-    }
-    return false;
+    this.#dedupe ??= new Set(this.#s.dedupe);
+    return this.#dedupe.has(key);
   }
 
   /** Handles a message addressed to this session by an actor. */
   deliver(msg: SessionMessage): void {
     switch (msg.kind) {
       case "write":
-        if (msg.dedupe !== undefined && this.#seen(msg.dedupe)) return;
-        return this.write(msg.xml, msg.isMessage ?? false);
+        if (msg.dedupe !== undefined && this.#seen(msg.dedupe)) {
+          // Already written (and logged): safe once what is logged so far is replicated.
+          if (msg.accept !== undefined) this.#acceptWhenReplicated(msg.accept);
+          return;
+        }
+        return this.write(msg.xml, msg.isMessage ?? false, msg.dedupe, msg.accept);
       case "conflict":
         // RFC 6120 §7.7.2.2: the replaced session gets <conflict/>.
         this.#ended = true;
@@ -463,10 +597,10 @@ export class SessionActor {
         this.#finish(false);
         return;
       case "carbon-peers":
-        this.#carbonPeers = msg.enabled;
+        if (msg.enabled !== this.#s.carbonPeers) this.#change({ c: "flags", carbonPeers: msg.enabled });
         return;
       case "blocklist":
-        this.#blocklist = new Set(msg.list);
+        this.setBlocklist(msg.list);
         return;
       default: {
         const never: never = msg;
@@ -479,33 +613,65 @@ export class SessionActor {
   release(): void {
     const held = this.#held ?? [];
     this.#held = undefined;
-    for (const [text, storable] of held) this.write(text, storable);
+    for (const [text, storable, key, accept] of held) this.write(text, storable, key, accept);
   }
 
-  /** Writes a stanza, logging it for XEP-0198 when enabled. */
-  write(xmlText: string, storable: boolean): void {
+  /**
+   * Writes a stanza, logging it for XEP-0198 when enabled. A replicated session writes it to
+   * the socket (and accepts it for its sender) only once every replica holds it.
+   */
+  write(xmlText: string, storable: boolean, key?: string, accept?: AcceptRequest): void {
     if (this.#ended) return;
     if (this.#held !== undefined) {
-      this.#held.push([xmlText, storable]);
+      this.#held.push([xmlText, storable, key, accept]);
       return;
     }
+    // The oldest key leaves the window when a new one comes in (session-state.ts).
+    const evicted =
+      key !== undefined && this.#s.dedupe.length >= RECENT_DEDUPE_KEYS ? this.#s.dedupe[0] : undefined;
+    if (!this.#smEnabled && key !== undefined) {
+      // Without XEP-0198 nothing is logged, but a re-sent copy must still be dropped.
+      this.#s.dedupe.push(key);
+      if (evicted !== undefined) this.#s.dedupe.shift();
+    }
+    if (key !== undefined && this.#dedupe !== undefined) {
+      this.#dedupe.add(key);
+      if (evicted !== undefined) this.#dedupe.delete(evicted);
+    }
     if (this.#smEnabled) {
-      this.#sentOut = (this.#sentOut + 1) % 2 ** 32;
-      this.#unacked.push([this.#sentOut, xmlText, storable]);
-      if (this.#unacked.length > this.#ctx.config.limits.smMaxUnackedStanzas) {
+      const lsn = this.#change(
+        key === undefined ? { c: "out", xml: xmlText, storable } : { c: "out", xml: xmlText, storable, key },
+      );
+      if (this.#s.unacked.length > this.#ctx.config.limits.smMaxUnackedStanzas) {
         // The client stopped acknowledging: end the session rather than grow without bound.
         if (this.#link !== undefined)
           this.#link.closeWithError("policy-violation", "too many unacknowledged stanzas");
         else this.#expire();
         return;
       }
+      if (this.#stream !== undefined && lsn > this.#stream.ackedLsn) {
+        this.#unreplicated.push([lsn, this.#link === undefined ? undefined : xmlText, accept]);
+        return;
+      }
     }
+    if (accept !== undefined) this.#ctx.router.accept(accept);
+    if (this.#link !== undefined) this.#sendToClient(xmlText);
+  }
+
+  #sendToClient(xmlText: string): void {
     if (this.#link === undefined) return;
     this.#link.send(xmlText);
-    if (this.#smEnabled && !this.#ackRequested && this.#unacked.length >= SM_REQUEST_ACK_AFTER) {
+    if (this.#smEnabled && !this.#ackRequested && this.#s.unacked.length >= SM_REQUEST_ACK_AFTER) {
       this.#ackRequested = true;
       this.#link.send(`<r xmlns="${NS_SM}"/>`);
     }
+  }
+
+  /** Accepts once everything logged so far is on every replica. */
+  #acceptWhenReplicated(accept: AcceptRequest): void {
+    const lsn = this.#stream?.lsn ?? 0;
+    if (this.#stream === undefined || lsn <= this.#stream.ackedLsn) this.#ctx.router.accept(accept);
+    else this.#unreplicated.push([lsn, undefined, accept]);
   }
 
   // --- XEP-0198 ---------------------------------------------------------------------------
@@ -521,43 +687,46 @@ export class SessionActor {
         }
         this.#smEnabled = true;
         const resume = el.attrs.resume === "true" || el.attrs.resume === "1";
-        if (resume) {
-          this.#token = `${this.#ctx.index}.${randomBytes(18).toString("base64url")}`;
-          this.#ctx.resumable.set(this.#token, this);
-        }
         const max = this.#ctx.config.limits.smResumeTimeoutSeconds;
-        this.#link?.send(
-          resume
-            ? `<enabled xmlns="${NS_SM}" id="${this.#token}" resume="true" max="${max}"/>`
-            : `<enabled xmlns="${NS_SM}"/>`,
-        );
+        if (!resume) {
+          this.#link?.send(`<enabled xmlns="${NS_SM}"/>`);
+          return;
+        }
+        this.#token = `${this.#ctx.index}.${randomBytes(18).toString("base64url")}`;
+        this.#s.token = this.#token;
+        this.#ctx.resumable.set(this.#token, this);
+        this.#link?.send(`<enabled xmlns="${NS_SM}" id="${this.#token}" resume="true" max="${max}"/>`);
+        this.#startReplication();
+        // The UserActor learns the session is resumable: if its node dies, its contacts keep
+        // seeing it while a replica takes it over.
+        this.#ctx.router.toUser({
+          kind: "relocate",
+          user: this.bare,
+          session: this.location(),
+          state: this.registration(),
+        });
         return;
       }
       case "r":
-        if (this.#smEnabled) this.#link?.send(`<a xmlns="${NS_SM}" h="${this.#handledIn}"/>`);
+        if (!this.#smEnabled) return;
+        this.#ackWanted = true;
+        this.#answerAck();
         return;
       case "a": {
         if (!this.#smEnabled) return;
         const h = Number(el.attrs.h);
-        if (!this.#acknowledge(h)) {
+        if (unackedAfter(this.#s, h) < 0) {
           // XEP-0198 §4: an h above what was sent is a protocol error.
           this.#link?.closeWithError("undefined-condition", "acknowledged more stanzas than were sent");
+          return;
         }
+        this.#change({ c: "ack", h });
         this.#ackRequested = false;
         return;
       }
       default:
         this.#link?.closeWithError("unsupported-stanza-type", `unexpected <${el.name}/>`);
     }
-  }
-
-  /** Drops stanzas the client acknowledged; false when `h` is impossible. */
-  #acknowledge(h: number): boolean {
-    if (!Number.isInteger(h) || h < 0 || h >= 2 ** 32) return false;
-    const unackedCount = (this.#sentOut - h + 2 ** 32) % 2 ** 32;
-    if (unackedCount > this.#unacked.length) return false;
-    this.#unacked.splice(0, this.#unacked.length - unackedCount);
-    return true;
   }
 
   /**
@@ -567,6 +736,11 @@ export class SessionActor {
   onLinkClosed(clean: boolean): void {
     if (this.#ended) return;
     this.#link = undefined;
+    // Writes waiting for their replicas stay in the log; the resumed socket gets them from there.
+    for (const entry of this.#unreplicated) entry[1] = undefined;
+    if (this.#ackTimer !== undefined) clearTimeout(this.#ackTimer);
+    this.#ackTimer = undefined;
+    this.#ackWanted = false;
     if (this.#token !== undefined && !clean) {
       const timeoutMs = this.#ctx.config.limits.smResumeTimeoutSeconds * 1000;
       this.#resumeTimer = setTimeout(() => this.#expire(), timeoutMs);
@@ -579,22 +753,28 @@ export class SessionActor {
   #expire(): void {
     if (this.#ended) return;
     this.#ended = true;
-    if (this.#token !== undefined) rememberExpired(this.#ctx, this.#token, this.bare, this.#handledIn);
+    if (this.#token !== undefined) rememberExpired(this.#ctx, this.#token, this.bare, this.#s.handledIn);
     this.#finish(true);
   }
 
   /** Ends the session: unacked messages go offline (XEP-0198 §5), presence goes unavailable. */
   #finish(unbind: boolean): void {
     if (this.#resumeTimer !== undefined) clearTimeout(this.#resumeTimer);
+    if (this.#ackTimer !== undefined) clearTimeout(this.#ackTimer);
     if (this.#token !== undefined) this.#ctx.resumable.delete(this.#token);
     this.#ctx.sessions.delete(this.sid);
-    const stored = this.#unacked.filter(([, , storable]) => storable).map(([, text]) => text);
-    this.#unacked = [];
+    this.#stream?.end();
+    this.#stream = undefined;
+    // Senders waiting for these writes: they are stored offline below or were written.
+    for (const [, , accept] of this.#unreplicated) if (accept !== undefined) this.#ctx.router.accept(accept);
+    this.#unreplicated = [];
+    const stored = this.#s.unacked.filter(([, , storable]) => storable).map(([, text]) => text);
+    this.#s.unacked = [];
     if (stored.length > 0)
       this.#ctx.router.toUser({ kind: "store-offline", user: this.bare, stanzas: stored });
     if (!unbind) return;
     const unavailable = `<presence xmlns="${NS_CLIENT}" type="unavailable" from="${escapeXML(this.full)}"/>`;
-    if (this.#presence !== undefined) this.#sendUnavailableToDirected(unavailable);
+    if (this.#s.presence !== undefined) this.#sendUnavailableToDirected(unavailable);
     this.#ctx.router.toUser({
       kind: "unbind",
       user: this.bare,
@@ -617,41 +797,43 @@ export class SessionActor {
    */
   takeForResume(h: number): SessionSnapshot | undefined {
     if (this.#ended || this.#token === undefined) return undefined;
-    if (!this.#acknowledge(h)) return undefined;
+    if (unackedAfter(this.#s, h) < 0) return undefined;
+    this.#change({ c: "ack", h });
     const old = this.#link;
     this.#link = undefined;
     this.#ended = true;
     if (this.#resumeTimer !== undefined) clearTimeout(this.#resumeTimer);
+    if (this.#ackTimer !== undefined) clearTimeout(this.#ackTimer);
     this.#ctx.resumable.delete(this.#token);
     this.#ctx.sessions.delete(this.sid);
     rememberMoved(this.#ctx.movedSids, this.sid);
+    // The new owner starts its own replicas from the snapshot.
+    this.#stream?.end();
+    this.#stream = undefined;
+    // Writes still waiting for replicas travel in the snapshot's log; their senders are answered
+    // now, since the new owner holds them from here on.
+    for (const [, , accept] of this.#unreplicated) if (accept !== undefined) this.#ctx.router.accept(accept);
+    this.#unreplicated = [];
     // XEP-0198 §5: a resumed session replaces a connection the server still believed alive.
     old?.closeWithError("conflict", "resumed on another connection");
-    return {
-      full: this.full,
-      token: this.#token,
-      handledIn: this.#handledIn,
-      sentOut: this.#sentOut,
-      unacked: this.#unacked,
-      presence: this.#presence,
-      priority: this.#priority,
-      carbons: this.#carbons,
-      carbonPeers: this.#carbonPeers,
-      blocklist: [...this.#blocklist],
-      directed: [...this.#directed],
-      rosterInterest: this.#rosterInterest,
-      blocklistInterest: this.#blocklistInterest,
-    };
+    const snapshot = cloneSessionState(this.#s);
+    snapshot.moves++;
+    return snapshot;
   }
 
-  /** After resumption: registers the token and re-sends every unacknowledged stanza. */
+  /** Sends `<resumed/>` and re-sends every unacknowledged stanza (XEP-0198 §5). */
   resumeOn(previd: string): void {
-    this.#link?.send(`<resumed xmlns="${NS_SM}" h="${this.#handledIn}" previd="${escapeXML(previd)}"/>`);
-    for (const [, text] of this.#unacked) this.#link?.send(text);
-    if (this.#unacked.length > 0) {
+    this.#link?.send(`<resumed xmlns="${NS_SM}" h="${this.#s.handledIn}" previd="${escapeXML(previd)}"/>`);
+    for (const [, text] of this.#s.unacked) this.#link?.send(text);
+    if (this.#s.unacked.length > 0) {
       this.#ackRequested = true;
       this.#link?.send(`<r xmlns="${NS_SM}"/>`);
     }
+  }
+
+  /** A detached session (promoted replica): waits for `<resume/>` like one whose socket closed. */
+  detach(): void {
+    this.onLinkClosed(false);
   }
 }
 

@@ -33,6 +33,23 @@ export interface UserActorContext {
 /** How long writes wait for a session resumed elsewhere to re-register before going offline. */
 const RELOCATE_WAIT_MS = 10_000;
 
+/**
+ * How long a resumable session whose node died is kept (its contacts see no change, its writes
+ * wait) for a replica to take it over and re-register; then it is gone like any other.
+ */
+const LOST_SESSION_WAIT_MS = 30_000;
+
+/** Keys of re-sendable stanzas whose delivery ended here (offline, bounced): a re-sent copy is dropped. */
+const FINISHED_KEYS = 1024;
+
+/** A write waiting for a session to re-register from its new place. */
+interface WaitingWrite {
+  xml: string;
+  storable: boolean;
+  dedupe?: string;
+  accept?: { shard: number; rid: number };
+}
+
 interface QueuedMessage {
   msg: UserMessage;
   ack?: { shard: number; rid: number };
@@ -56,6 +73,12 @@ export interface SessionState {
   rosterInterest: boolean;
   blocklistInterest: boolean;
   carbons: boolean;
+  /** XEP-0198 resumption is on: if the session's node dies, a replica takes it over. */
+  resumable?: boolean;
+  /** Its node died; a replica is expected to re-register it (writes wait meanwhile). */
+  lost?: boolean;
+  /** How many times the session moved (resumption, promotion): older registrations are stale. */
+  moves?: number;
 }
 
 type SubscriptionType = "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed";
@@ -76,12 +99,16 @@ export class UserActor {
   #queue: QueuedMessage[] = [];
   /** Set while a retained stanza is handled: its writes carry it so sessions drop a re-sent copy. */
   #dedupe: string | undefined;
+  /**
+   * The sender's request to hear the stanza being handled is safe. The first session write
+   * of it takes it along (the session accepts once its replicas hold the write); otherwise the
+   * actor accepts at the end of the turn (stored offline, bounced, or nothing to do).
+   */
+  #acceptFor: { shard: number; rid: number } | undefined;
+  readonly #finishedKeys = new Set<string>();
   #quiesced: (() => void)[] = [];
   /** Writes for sessions resumed elsewhere whose re-registration has not arrived yet, by full JID. */
-  readonly #waitingForRelocate = new Map<
-    FullJid,
-    { sid: string; writes: { xml: string; storable: boolean }[] }
-  >();
+  readonly #waitingForRelocate = new Map<FullJid, { sid: string; writes: WaitingWrite[] }>();
   #running = false;
   #activated = false;
   #pushId = 0;
@@ -127,15 +154,23 @@ export class UserActor {
         const { msg, ack } = this.#queue.shift()!;
         // Only the delivery of a re-sendable stanza carries its key: other turns (a presence that
         // flushes offline storage, say) write many different stanzas to one session.
-        this.#dedupe = ack === undefined || msg.kind !== "stanza" ? undefined : `${ack.shard}:${ack.rid}`;
+        this.#dedupe =
+          msg.kind !== "stanza"
+            ? undefined
+            : (msg.key ?? (ack === undefined ? undefined : `${ack.shard}:${ack.rid}`));
+        this.#acceptFor = msg.kind === "stanza" ? ack : undefined;
         try {
+          if (this.#dedupe !== undefined && this.#finishedKeys.has(this.#dedupe)) continue;
           await this.#handle(msg);
+          if (this.#dedupe !== undefined && this.#acceptFor !== undefined) this.#finished(this.#dedupe);
         } catch (error) {
           this.#ctx.log.error({ err: error, user: this.user, kind: msg.kind }, "user actor failed a message");
           if ("reqId" in msg) this.#ctx.router.reply(msg.session.shard, msg.reqId, { ok: false, error });
         } finally {
           this.#dedupe = undefined;
-          if (ack !== undefined) this.#ctx.router.accept(ack);
+          if (msg.kind !== "stanza" && ack !== undefined) this.#ctx.router.accept(ack);
+          else if (this.#acceptFor !== undefined) this.#ctx.router.accept(this.#acceptFor);
+          this.#acceptFor = undefined;
         }
       }
     } catch (error) {
@@ -149,6 +184,14 @@ export class UserActor {
       for (const resolve of this.#quiesced.splice(0)) resolve();
       // Stanzas to names nobody registered must not pile up actors until the idle sweep.
       if (this.#known === "absent" && this.idle) this.#ctx.passivate(this);
+    }
+  }
+
+  /** Remembers that a re-sendable stanza's delivery ended here. */
+  #finished(key: string): void {
+    this.#finishedKeys.add(key);
+    if (this.#finishedKeys.size > FINISHED_KEYS) {
+      this.#finishedKeys.delete(this.#finishedKeys.values().next().value!);
     }
   }
 
@@ -190,13 +233,22 @@ export class UserActor {
         return this.#onUnbind(msg.session, msg.unavailable, msg.directed);
       case "relocate": {
         // The session's own view wins: after a worker restart this actor starts from nothing.
-        const state = { shard: msg.session.shard, sid: msg.session.sid, ...msg.state };
+        // A late registration from a place the session has moved on from is ignored.
+        const current = this.#sessions.get(msg.session.full);
+        if (current !== undefined && (current.moves ?? 0) > (msg.state.moves ?? 0)) return;
+        const state: SessionState = { shard: msg.session.shard, sid: msg.session.sid, ...msg.state };
         this.#sessions.set(msg.session.full, state);
         const waiting = this.#waitingForRelocate.get(msg.session.full);
         if (waiting !== undefined) {
           this.#waitingForRelocate.delete(msg.session.full);
-          for (const { xml: text, storable } of waiting.writes) {
-            this.#writeSession(msg.session.full, state, { kind: "write", xml: text, isMessage: storable });
+          for (const write of waiting.writes) {
+            this.#writeSession(msg.session.full, state, {
+              kind: "write",
+              xml: write.xml,
+              isMessage: write.storable,
+              ...(write.dedupe === undefined ? {} : { dedupe: write.dedupe }),
+              ...(write.accept === undefined ? {} : { accept: write.accept }),
+            });
           }
         }
         this.#announceCarbonPeers();
@@ -208,8 +260,10 @@ export class UserActor {
         this.#waitingForRelocate.delete(msg.full);
         const state = this.#sessions.get(msg.full);
         if (state !== undefined && state.sid === msg.sid) this.#forget(msg.full, state);
-        for (const { xml: text, storable } of waiting.writes)
-          if (storable) await this.#storeOffline(text, undefined);
+        for (const write of waiting.writes) {
+          if (write.storable) await this.#storeOffline(write.xml, undefined);
+          if (write.accept !== undefined) this.#ctx.router.accept(write.accept);
+        }
         return;
       }
       case "presence":
@@ -243,7 +297,12 @@ export class UserActor {
           msg.xml !== undefined
         ) {
           // Resumed elsewhere, and its re-registration is still on its way: keep the write for it.
-          this.#awaitRelocate(msg.session.full, msg.session.sid, msg.xml, msg.storable ?? false);
+          this.#awaitRelocate(msg.session.full, msg.session.sid, {
+            xml: msg.xml,
+            storable: msg.storable ?? false,
+            ...(msg.dedupe === undefined ? {} : { dedupe: msg.dedupe }),
+            ...(msg.accept === undefined ? {} : { accept: msg.accept }),
+          });
           return;
         }
         if (state !== undefined && state.sid === msg.session.sid) this.#forget(msg.session.full, state);
@@ -254,20 +313,23 @@ export class UserActor {
             kind: "write",
             xml: msg.xml,
             isMessage: msg.storable ?? false,
+            ...(msg.dedupe === undefined ? {} : { dedupe: msg.dedupe }),
+            ...(msg.accept === undefined ? {} : { accept: msg.accept }),
           });
           return;
         }
         if (msg.xml !== undefined && msg.storable) await this.#storeOffline(msg.xml, undefined);
+        if (msg.accept !== undefined) this.#ctx.router.accept(msg.accept);
         return;
       }
       case "shard-lost":
         for (const [full, state] of [...this.#sessions]) {
-          if (state.shard === msg.shard && !state.sid.startsWith(msg.keepPrefix)) this.#forget(full, state);
+          if (state.shard === msg.shard && !state.sid.startsWith(msg.keepPrefix)) this.#lose(full, state);
         }
         return;
       case "nodes-lost":
         for (const [full, state] of [...this.#sessions]) {
-          if (msg.nodeNos.includes(nodeNoOf(state.shard))) this.#forget(full, state);
+          if (msg.nodeNos.includes(nodeNoOf(state.shard))) this.#lose(full, state);
         }
         return;
       default: {
@@ -321,6 +383,18 @@ export class UserActor {
     this.#announceCarbonPeers();
   }
 
+  /**
+   * The session's worker or node died. A resumable one is kept while a replica takes it over
+   * and re-registers it: contacts see no change, and what is written to it meanwhile waits
+   * (CLUSTER.md guarantee 3). Any other is gone.
+   */
+  #lose(full: FullJid, state: SessionState): void {
+    if (state.resumable !== true) return this.#forget(full, state);
+    if (state.lost === true) return;
+    state.lost = true;
+    this.#waitFor(full, state.sid, LOST_SESSION_WAIT_MS);
+  }
+
   /** Drops a session that vanished without an unbind (its worker died or lost it). */
   #forget(full: FullJid, state: SessionState): void {
     this.#sessions.delete(full);
@@ -334,20 +408,26 @@ export class UserActor {
     this.#announceCarbonPeers();
   }
 
-  #awaitRelocate(full: FullJid, sid: string, text: string, storable: boolean): void {
+  #awaitRelocate(full: FullJid, sid: string, write: WaitingWrite): void {
+    const waiting = this.#waitFor(full, sid, RELOCATE_WAIT_MS);
+    // Bounded like a session's own unacknowledged log.
+    if (waiting.writes.length < this.#ctx.config.limits.smMaxUnackedStanzas) waiting.writes.push(write);
+    else if (write.accept !== undefined) this.#ctx.router.accept(write.accept);
+  }
+
+  /** Starts (or finds) the wait for session `sid` of `full` to re-register, bounded by `ms`. */
+  #waitFor(full: FullJid, sid: string, ms: number): { sid: string; writes: WaitingWrite[] } {
     let waiting = this.#waitingForRelocate.get(full);
     if (waiting === undefined || waiting.sid !== sid) {
       waiting = { sid, writes: [] };
       this.#waitingForRelocate.set(full, waiting);
       const timer = setTimeout(
         () => this.enqueue({ kind: "relocate-timeout", user: this.user, full, sid }),
-        RELOCATE_WAIT_MS,
+        ms,
       );
       timer.unref();
     }
-    // Bounded like a session's own unacknowledged log.
-    if (waiting.writes.length < this.#ctx.config.limits.smMaxUnackedStanzas)
-      waiting.writes.push({ xml: text, storable });
+    return waiting;
   }
 
   #announceCarbonPeers(): void {
@@ -360,25 +440,50 @@ export class UserActor {
 
   #writeSession(
     full: FullJid,
-    to: { shard: number; sid: string },
+    to: { shard: number; sid: string; lost?: boolean },
     msg:
       | { kind: "conflict" }
       | { kind: "carbon-peers"; enabled: number }
       | { kind: "blocklist"; list: string[] }
-      | { kind: "write"; xml: string; isMessage?: boolean; dedupe?: string },
+      | {
+          kind: "write";
+          xml: string;
+          isMessage?: boolean;
+          dedupe?: string;
+          accept?: { shard: number; rid: number };
+        },
   ): void {
+    if ("lost" in to && to.lost === true) {
+      // Its node died: the write waits for the replica that takes the session over.
+      if (msg.kind === "write") {
+        this.#awaitRelocate(full, to.sid, {
+          xml: msg.xml,
+          storable: msg.isMessage ?? false,
+          ...(msg.dedupe === undefined ? {} : { dedupe: msg.dedupe }),
+          ...(msg.accept === undefined ? {} : { accept: msg.accept }),
+        });
+      }
+      return;
+    }
     this.#ctx.router.send(to.shard, { t: "session", msg: { ...msg, full, sid: to.sid } });
   }
 
   #write(full: FullJid, xmlText: string, isMessage = false): boolean {
     const state = this.#sessions.get(full);
     if (state === undefined) return false;
+    if (!isMessage || this.#dedupe === undefined) {
+      this.#writeSession(full, state, { kind: "write", xml: xmlText, isMessage });
+      return true;
+    }
+    // The first write of a retained stanza takes the sender's accept request along.
+    const accept = this.#acceptFor;
+    this.#acceptFor = undefined;
     this.#writeSession(
       full,
       state,
-      isMessage && this.#dedupe !== undefined
+      accept === undefined
         ? { kind: "write", xml: xmlText, isMessage, dedupe: this.#dedupe }
-        : { kind: "write", xml: xmlText, isMessage },
+        : { kind: "write", xml: xmlText, isMessage, dedupe: this.#dedupe, accept },
     );
     return true;
   }

@@ -4,6 +4,7 @@
  * control calls.
  */
 import type { SessionMessage, UserMessage, WorkerMessage } from "../../actors/messages.ts";
+import type { SessionChange } from "../../actors/session-state.ts";
 import type { ErrorRecord } from "../errors.ts";
 
 /** One routed message. */
@@ -19,6 +20,15 @@ export type Envelope =
   | { t: "session"; msg: SessionMessage }
   /** To the destination worker itself. */
   | { t: "worker"; msg: WorkerMessage }
+  /**
+   * A change of session `token` from its owner shard, number `lsn` of its stream
+   * (session-replicas.ts); an `init` carries the owner's replica list.
+   */
+  | { t: "rep"; token: string; owner: number; lsn: number; change: SessionChange; replicas?: number[] }
+  /** The replica holds these sessions' changes up to each lsn: [token, lsn]. */
+  | { t: "rep-ack"; from: number; acks: [string, number][] }
+  /** The owner ended session `token` (or it moved): the replica drops its copy. */
+  | { t: "rep-end"; token: string; owner: number }
   /** The answer to a request that carried `reqId`. */
   | { t: "reply"; reqId: number; ok: true; value: unknown }
   | { t: "reply"; reqId: number; ok: false; error: ErrorRecord };

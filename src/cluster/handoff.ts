@@ -41,6 +41,11 @@ export interface HandoffHost {
   readonly sessions: Map<string, SessionActor>;
   readonly log: Logger;
   readonly timeoutMs: number;
+  /**
+   * The table is applied (live shards set); `deadNodes` died since the previous one. Runs before
+   * the new owners are told about this shard's sessions, so replicas promoted here count.
+   */
+  tableApplied(deadNodes: ReadonlySet<number>): void;
 }
 
 /** Counters for statistics. */
@@ -139,8 +144,9 @@ export class PartitionHandoff {
         actor.enqueue({ kind: "nodes-lost", user: actor.user, nodeNos: lost });
       }
       this.stats.resent += router.resendRetainedTo(deadNodes);
-      this.#sendRecoveries(next.epoch, recovering);
     }
+    this.#host.tableApplied(deadNodes);
+    if (deadNodes.size > 0) this.#sendRecoveries(next.epoch, recovering);
     const early = this.#early;
     this.#early = [];
     for (const msg of early) this.receive(msg);

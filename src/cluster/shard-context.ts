@@ -3,7 +3,8 @@
  * router, auth and the tables of sessions it holds. Built once in worker-main.ts and passed down.
  */
 import type { SecureContext } from "node:tls";
-import type { SessionActor } from "../../actors/session-actor.ts";
+import type { SessionActor, SessionReplicaStream } from "../../actors/session-actor.ts";
+import type { SessionSnapshot } from "../../actors/session-state.ts";
 import type { AuthProvider } from "../auth/auth-provider.ts";
 import type { LoginThrottle } from "../auth/login-throttle.ts";
 import type { Config } from "../config/defaults.ts";
@@ -56,6 +57,14 @@ export interface ShardContext {
    * and re-sends only the rest. Bounded: the oldest go first.
    */
   readonly expiredResumable: Map<string, { user: string; handledIn: number }>;
+  /** Hot replication of resumable sessions (session-replicas.ts). */
+  readonly replication: {
+    /**
+     * Starts streaming a session's changes to its replicas; `onAcked` hears the lsn every
+     * replica holds. Undefined when there is nowhere to replicate to (one worker, factor 1).
+     */
+    open(state: SessionSnapshot, onAcked: (lsn: number) => void): SessionReplicaStream | undefined;
+  };
   readonly counters: ShardCounters;
   readonly version: string;
 }

@@ -35,7 +35,21 @@ interface Retained {
   dest: number;
   /** The re-drive round that last re-sent it (0: never). */
   round: number;
+  /** Called once the message is safe (the sender's XEP-0198 `h` may count it). */
+  onAccepted?: () => void;
+  /** When it was last sent, and how long to wait before sending it again. */
+  sentAt: number;
+  retryMs: number;
 }
+
+/**
+ * A retained message not accepted this long is sent again (to the owner under the current
+ * table), then after twice as long, up to {@link RETRY_MAX_MS}: a write that went to a node that
+ * died before the sender heard of it, or an accept lost with a node, is not stuck for good.
+ * Receivers drop what they already handled (by key), so a re-send costs a duplicate check only.
+ */
+const RETRY_FIRST_MS = 3_000;
+const RETRY_MAX_MS = 30_000;
 
 /** About how many bytes a message takes on a link (its XML, plus routing fields). */
 function approximateBytes(msg: UserMessage): number {
@@ -77,7 +91,12 @@ export class ShardRouter {
   // Structures must not be shared between independently decoded batches (STYLE.md §6).
   readonly #packr = new Packr({ useRecords: false, moreTypes: false });
   #nextReqId = 1;
-  readonly #requests = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void }>();
+  readonly #requests = new Map<
+    number,
+    { resolve: (v: unknown) => void; reject: (e: Error) => void; shard?: number }
+  >();
+  /** Waiting for the next owner table (see {@link nextTable}). */
+  #tableWaiters: (() => void)[] = [];
   readonly #partitionCache = new Map<string, number>();
 
   constructor(self: number, table: OwnerTable, handler: EnvelopeHandler) {
@@ -120,6 +139,7 @@ export class ShardRouter {
     this.#future = [];
     this.#held -= future.length;
     for (const envelope of future) this.#receive(envelope);
+    for (const resolve of this.#tableWaiters.splice(0)) resolve();
   }
 
   /** The shards of every node serving now (for the rare cluster-wide question). */
@@ -147,12 +167,50 @@ export class ShardRouter {
   }
 
   /**
-   * Nodes `nodeNos` died: re-route every retained stanza that was sent to them under the
-   * current table (the new owner may already be processing; recipients drop duplicates by rid).
+   * Nodes `nodeNos` died: re-route every retained message under the current table. Those sent
+   * to the dead nodes' actors need a new owner; the others may have been passed on to a session
+   * that lived there (its accept died with it). Recipients drop what they already handled (actors
+   * by sid, sessions and actors by the stanza's key).
    */
   resendRetainedTo(nodeNos: ReadonlySet<number>): number {
     for (const nodeNo of nodeNos) this.#goneNodes.add(nodeNo);
-    return this.#resend(nodeNos);
+    // Requests to their shards will never be answered: fail them now, not at their timeout.
+    for (const [reqId, request] of this.#requests) {
+      if (request.shard === undefined || !nodeNos.has(nodeNoOf(request.shard))) continue;
+      this.#requests.delete(reqId);
+      request.reject(new Error(`shard ${request.shard} is on a node that died`));
+    }
+    return this.#resend(undefined);
+  }
+
+  /** Nodes that died or left, as this shard knows from the committed tables. */
+  goneNodes(): number[] {
+    return [...this.#goneNodes];
+  }
+
+  /** Resolves true at the next owner table, or false after `timeoutMs`. */
+  nextTable(timeoutMs: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        this.#tableWaiters = this.#tableWaiters.filter((w) => w !== done);
+        resolve(false);
+      }, timeoutMs);
+      timer.unref();
+      this.#tableWaiters.push(done);
+    });
+  }
+
+  /** Re-sends retained messages waiting longer than their retry interval (called every second). */
+  retryRetained(now = Date.now()): number {
+    return this.#resend(undefined, (entry) => {
+      if (now - entry.sentAt < entry.retryMs) return false;
+      entry.retryMs = Math.min(entry.retryMs * 2, RETRY_MAX_MS);
+      return true;
+    });
   }
 
   /**
@@ -178,13 +236,15 @@ export class ShardRouter {
     return { resent, remaining };
   }
 
-  #resend(nodeNos: ReadonlySet<number>, pick: (entry: Retained) => boolean = () => true): number {
+  #resend(nodeNos: ReadonlySet<number> | undefined, pick: (entry: Retained) => boolean = () => true): number {
     let resent = 0;
+    const now = Date.now();
     for (const [rid, entry] of this.#retained) {
-      if (!nodeNos.has(nodeNoOf(entry.dest)) || !pick(entry)) continue;
+      if ((nodeNos !== undefined && !nodeNos.has(nodeNoOf(entry.dest))) || !pick(entry)) continue;
       const partition = this.partitionOf(entry.msg.user);
       const dest = ownerShard(this.#table, partition);
       entry.dest = dest;
+      entry.sentAt = now;
       this.send(dest, {
         t: "user",
         epoch: this.#table.epoch,
@@ -246,13 +306,18 @@ export class ShardRouter {
    * {@link resendRetainedTo}): a stanza, and also a bind, a presence or a roster change, whose
    * loss would leave a client waiting or a session table wrong. Actors handle a re-sent control
    * message idempotently (same sid); message writes carry a key sessions deduplicate on.
+   *
+   * With `onAccepted`, the message is retained wherever its actor lives, and `onAccepted` runs
+   * once it is safe: written to a session whose replicas hold it, stored, or refused.
    */
-  toUser(msg: UserMessage): void {
+  toUser(msg: UserMessage, onAccepted?: () => void): void {
     const partition = this.partitionOf(msg.user);
     const shard = ownerShard(this.#table, partition);
-    if (nodeNoOf(shard) !== this.#selfNode) {
+    if (nodeNoOf(shard) !== this.#selfNode || onAccepted !== undefined) {
       const rid = this.#nextRid++;
-      this.#retained.set(rid, { msg, dest: shard, round: 0 });
+      const entry: Retained = { msg, dest: shard, round: 0, sentAt: Date.now(), retryMs: RETRY_FIRST_MS };
+      if (onAccepted !== undefined) entry.onAccepted = onAccepted;
+      this.#retained.set(rid, entry);
       this.send(shard, {
         t: "user",
         epoch: this.#table.epoch,
@@ -279,7 +344,7 @@ export class ShardRouter {
       return Promise.reject(new Error(`shard ${shard} is on a node that left the cluster`));
     }
     const reqId = this.#nextReqId++;
-    const promise = this.#awaitReply<T>(reqId, timeoutMs);
+    const promise = this.#awaitReply<T>(reqId, timeoutMs, shard);
     this.send(shard, build(reqId));
     return promise;
   }
@@ -298,7 +363,7 @@ export class ShardRouter {
     );
   }
 
-  #awaitReply<T>(reqId: number, timeoutMs: number): Promise<T> {
+  #awaitReply<T>(reqId: number, timeoutMs: number, shard?: number): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#requests.delete(reqId);
@@ -314,6 +379,7 @@ export class ShardRouter {
           clearTimeout(timer);
           reject(error);
         },
+        ...(shard === undefined ? {} : { shard }),
       });
     });
   }
@@ -381,7 +447,12 @@ export class ShardRouter {
       return;
     }
     if (envelope.t === "accepted") {
-      for (const rid of envelope.rids) this.#retained.delete(rid);
+      for (const rid of envelope.rids) {
+        const entry = this.#retained.get(rid);
+        if (entry === undefined) continue;
+        this.#retained.delete(rid);
+        entry.onAccepted?.();
+      }
       return;
     }
     if (envelope.t === "user") {

@@ -8,6 +8,9 @@ import { createSecureContext } from "node:tls";
 import { getHeapStatistics } from "node:v8";
 import { type MessagePort, workerData } from "node:worker_threads";
 import { bounceStanza } from "../../actors/bounce.ts";
+import type { WorkerMessage } from "../../actors/messages.ts";
+import { SessionActor } from "../../actors/session-actor.ts";
+import { applySessionChange, type SessionSnapshot, unackedAfter } from "../../actors/session-state.ts";
 import { UserActor } from "../../actors/user-actor.ts";
 import { InternalAuthProvider } from "../auth/internal-auth.ts";
 import type { LoginThrottle } from "../auth/login-throttle.ts";
@@ -15,12 +18,13 @@ import type { Config } from "../config/defaults.ts";
 import { createLogger } from "../log.ts";
 import { connectStore } from "../storage/remote-store.ts";
 import { type C2sListeners, startC2sListeners } from "../transport/tcp-listener.ts";
-import { takeResumable } from "../xmpp/c2s-connection.ts";
+import { type ResumeTake, takeResumable } from "../xmpp/c2s-connection.ts";
 import { type BareJid, splitFullJid } from "../xmpp/jid.ts";
 import { expose, nodeEndpoint, type Remote, wrap } from "./comlink-setup.ts";
 import type { Envelope } from "./envelope.ts";
 import { type HandoffStats, type LiveNode, PartitionHandoff } from "./handoff.ts";
-import { type OwnerTable, shardNumber } from "./ring.ts";
+import { nodeNoOf, type OwnerTable, shardNumber } from "./ring.ts";
+import { placeReplicas, ReplicaHost, type ReplicaStats, ReplicaStream } from "./session-replicas.ts";
 import type { ShardContext } from "./shard-context.ts";
 import { ShardRouter } from "./shard-router.ts";
 import type { NodeThrottles } from "./worker-pool.ts";
@@ -62,6 +66,9 @@ export interface WorkerStats {
   epoch: number;
   incomingPartitions: number;
   handoff: HandoffStats;
+  /** Sessions of this worker streaming to replicas, and the copies it holds for others. */
+  replicating: number;
+  replicas: ReplicaStats;
 }
 
 /** The control calls the supervisor makes (comlink). */
@@ -137,10 +144,65 @@ const ctx: ShardContext = {
   resumable: new Map(),
   expiredResumable: new Map(),
   movedSids: new Map(),
+  replication: {
+    open(state, onAcked) {
+      if (init.config.cluster.replicationFactor <= 1) return undefined;
+      const token = state.token;
+      const stream = new ReplicaStream(router, token, replicasFor(token), state, onAcked);
+      streams.set(token, { stream, state });
+      return {
+        push: (change) => stream.push(change),
+        get lsn() {
+          return stream.lsn;
+        },
+        get ackedLsn() {
+          return stream.ackedLsn;
+        },
+        end() {
+          stream.end();
+          if (streams.get(token)?.stream === stream) streams.delete(token);
+        },
+      };
+    },
+  },
   counters: { connections: 0, logins: 0, loginFailures: 0, stanzasIn: 0 },
   version: init.version,
 };
 let listeners: C2sListeners | undefined;
+const replicaHost = new ReplicaHost(router, log);
+/** This worker's replicated sessions by token, with their live state (for re-seating). */
+const streams = new Map<string, { stream: ReplicaStream; state: SessionSnapshot }>();
+
+/**
+ * Replicas go to members that own partitions now: a leaving node loses its share in the epoch
+ * that starts its drain, so copies move off it before it goes.
+ */
+function replicasFor(token: string): number[] {
+  return placeReplicas(shard, [...router.table.shardNos], init.config.cluster.replicationFactor, token);
+}
+
+/** Promoted replicas become detached sessions here, awaiting `<resume/>` (session-replicas.ts). */
+function promoteCopiesOf(isDead: (shard: number) => boolean): void {
+  const promoted = replicaHost.promote(isDead);
+  for (const state of promoted) {
+    const session = new SessionActor(state.full, ctx, undefined, state);
+    ctx.sessions.set(session.sid, session);
+    session.detach();
+    router.toUser({
+      kind: "relocate",
+      user: session.bare,
+      session: session.location(),
+      state: session.registration(),
+    });
+  }
+  if (promoted.length > 0)
+    log.info({ sessions: promoted.length }, "replicas promoted: sessions await resumption here");
+}
+
+/** After a change of live shards: replicas that died or moved are replaced. */
+function reseatReplicas(): void {
+  for (const { stream, state } of streams.values()) stream.reseat(replicasFor(stream.token), state);
+}
 const handoff = new PartitionHandoff({
   router,
   actors,
@@ -148,6 +210,10 @@ const handoff = new PartitionHandoff({
   sessions: ctx.sessions,
   log,
   timeoutMs: init.config.cluster.handoffTimeoutMs,
+  tableApplied(deadNodes) {
+    if (deadNodes.size > 0) promoteCopiesOf((s) => deadNodes.has(nodeNoOf(s)));
+    reseatReplicas();
+  },
 });
 
 function actorFor(user: BareJid): UserActor {
@@ -196,6 +262,8 @@ function dispatch(envelope: Envelope): void {
           session: { full: msg.full, shard, sid: msg.sid },
           xml: msg.xml,
           storable: msg.isMessage ?? false,
+          ...(msg.dedupe === undefined ? {} : { dedupe: msg.dedupe }),
+          ...(msg.accept === undefined ? {} : { accept: msg.accept }),
           moved: ctx.movedSids.has(msg.sid),
         });
       }
@@ -204,14 +272,43 @@ function dispatch(envelope: Envelope): void {
     case "worker": {
       const msg = envelope.msg;
       if (msg.kind === "handoff") return handoff.receive(msg);
-      const snapshot = takeResumable(ctx, msg.token, msg.h, msg.user);
-      router.reply(msg.toShard, msg.reqId, { ok: true, value: snapshot });
+      router.reply(msg.toShard, msg.reqId, { ok: true, value: resumeTake(msg) });
       return;
     }
+    case "rep":
+      return replicaHost.receive(
+        envelope.token,
+        envelope.owner,
+        envelope.lsn,
+        envelope.change,
+        envelope.replicas,
+      );
+    case "rep-ack":
+      for (const [token, lsn] of envelope.acks) streams.get(token)?.stream.acked(envelope.from, lsn);
+      return;
+    case "rep-end":
+      return replicaHost.end(envelope.token, envelope.owner);
     case "reply":
     case "accepted":
       return;
   }
+}
+
+/**
+ * Answers a `<resume/>` from any shard: the session if it is here (attached, detached or
+ * promoted), or this shard's replica of it when its owner's node is dead (as this shard or the
+ * asking one knows from a committed table), or "pending" while that is not known yet.
+ */
+function resumeTake(msg: Extract<WorkerMessage, { kind: "resume-take" }>): ResumeTake {
+  const here = takeResumable(ctx, msg.token, msg.h, msg.user);
+  if (here !== undefined) return here;
+  const gone = new Set([...router.goneNodes(), ...(msg.gone ?? [])]);
+  const copy = replicaHost.takeForResume(msg.token, msg.user, (s) => gone.has(nodeNoOf(s)));
+  if (copy === undefined || copy === "pending") return copy === "pending" ? { pending: true } : undefined;
+  if (unackedAfter(copy, msg.h) < 0) return undefined;
+  applySessionChange(copy, { c: "ack", h: msg.h });
+  log.info({ user: msg.user }, "replica taken over by a resumption: its owner's node is dead");
+  return copy;
 }
 
 /** Re-registers sessions with the UserActors a restarted worker hosts (their state died with it). */
@@ -234,6 +331,13 @@ const passivation = setInterval(() => {
 }, 30_000);
 passivation.unref();
 
+// Retained messages whose accept never came (a node died between hops) are sent again.
+const retry = setInterval(() => {
+  const resent = router.retryRetained();
+  if (resent > 0) log.warn({ resent }, "re-sent messages not accepted in time");
+}, 1_000);
+retry.unref();
+
 const control: WorkerControl = {
   async listen(ports) {
     listeners = await startC2sListeners(ctx, ports);
@@ -248,6 +352,9 @@ const control: WorkerControl = {
     for (const actor of actors.values())
       actor.enqueue({ kind: "shard-lost", user: actor.user, shard: restarted, keepPrefix });
     reregister(restarted);
+    // Its sessions' copies here become sessions; our sessions' copies there are sent again.
+    promoteCopiesOf((s) => s === restarted);
+    for (const { stream, state } of streams.values()) stream.reinit(restarted, state);
   },
   setTable(table, live) {
     return handoff.apply(table, live);
@@ -296,6 +403,8 @@ const control: WorkerControl = {
       epoch: router.table.epoch,
       incomingPartitions: handoff.pending,
       handoff: { ...handoff.stats },
+      replicating: streams.size,
+      replicas: replicaHost.stats,
     };
   },
   async stop() {

@@ -120,6 +120,12 @@ export interface ClusterConfig {
    * request before the client gets a retryable error (`resource-constraint`, type wait).
    */
   requestTimeoutMs: number;
+  /**
+   * Copies of every resumable session's state (XEP-0198 log, counters, presence), the session
+   * itself included: 2 keeps one replica on the next node (on a single node, the next worker),
+   * 3 survives two nodes dying at once, 1 turns replication off.
+   */
+  replicationFactor: number;
   /** How long `leave` waits for the node's clients to resume elsewhere before closing the rest. */
   drainTimeoutMs: number;
   /** A peer link holding more unacknowledged bytes than this is cut (a slow peer cannot exhaust memory). */
@@ -175,6 +181,7 @@ export const DEFAULT_CONFIG: Config = {
     pingTimeoutMs: 1_000,
     handoffTimeoutMs: 30_000,
     requestTimeoutMs: 5_000,
+    replicationFactor: 2,
     drainTimeoutMs: 10_000,
     maxPeerBufferBytes: 64 * 1024 * 1024,
   },

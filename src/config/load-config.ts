@@ -98,6 +98,7 @@ const SCHEMA: Record<string, Check> = {
   "cluster.pingTimeoutMs": positiveInt,
   "cluster.handoffTimeoutMs": positiveInt,
   "cluster.requestTimeoutMs": positiveInt,
+  "cluster.replicationFactor": positiveInt,
   "cluster.drainTimeoutMs": nonNegativeInt,
   "cluster.maxPeerBufferBytes": positiveInt,
 };

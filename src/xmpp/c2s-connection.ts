@@ -441,21 +441,31 @@ export class C2sConnection implements ClientLink {
           this.#log.warn({ err: error, shard }, "resumption request failed");
           return undefined;
         });
-      const asked = new Set<number>();
+      let pending = false;
       const note = (found: ResumeTake) => {
         if (isSnapshot(found)) snapshot = found;
-        else if (found !== undefined) expired = found.expired;
+        else if (found !== undefined && "expired" in found) expired = found.expired;
+        else if (found !== undefined) pending = true;
       };
-      for (const shard of [home, ...this.#ctx.localShards]) {
-        if (asked.has(shard)) continue;
-        asked.add(shard);
-        note(await take(shard));
-        if (snapshot !== undefined) break;
-      }
-      if (snapshot === undefined) {
+      const search = async () => {
+        const asked = new Set<number>();
+        for (const shard of [home, ...this.#ctx.localShards]) {
+          if (asked.has(shard)) continue;
+          asked.add(shard);
+          note(await take(shard));
+          if (snapshot !== undefined) return;
+        }
         const others = this.#ctx.router.liveShards().filter((shard) => !asked.has(shard));
         // At most one holder has the session, and taking it is what the request does.
         for (const found of await Promise.all(others.map(take))) note(found);
+      };
+      await search();
+      if (snapshot === undefined && pending) {
+        // A replica holds the session but its node's death is not committed yet (the client
+        // reconnected faster than the cluster decided): once it is, the replica hands it over.
+        pending = false;
+        await this.#ctx.router.nextTable(this.#ctx.config.cluster.requestTimeoutMs);
+        await search();
       }
     }
     if (snapshot === undefined) {
@@ -493,12 +503,20 @@ export class C2sConnection implements ClientLink {
 
   #takeFrom(shard: number, token: string, h: number): Promise<ResumeTake> {
     const user = this.#jid!;
-    if (shard === this.#ctx.index) return Promise.resolve(takeResumable(this.#ctx, token, h, user));
+    // This shard too answers through its router, so a replica held here is considered as well.
     return this.#ctx.router.requestShard<ResumeTake>(
       shard,
       (reqId) => ({
         t: "worker",
-        msg: { kind: "resume-take", token, h, toShard: this.#ctx.index, reqId, user },
+        msg: {
+          kind: "resume-take",
+          token,
+          h,
+          toShard: this.#ctx.index,
+          reqId,
+          user,
+          gone: this.#ctx.router.goneNodes(),
+        },
       }),
       // The holder may be a node that just died: answer the client soon, it will log in again.
       RESUME_TAKE_TIMEOUT_MS,
@@ -630,10 +648,10 @@ export function takeResumable(ctx: ShardContext, token: string, h: number, user:
 }
 
 /** What a shard answers a resumption: the session, or only its handled count when it expired. */
-export type ResumeTake = SessionSnapshot | { expired: number } | undefined;
+export type ResumeTake = SessionSnapshot | { expired: number } | { pending: true } | undefined;
 
 function isSnapshot(take: ResumeTake): take is SessionSnapshot {
-  return take !== undefined && !("expired" in take);
+  return take !== undefined && "full" in take;
 }
 
 /** Decodes a SASL payload; "=" is an empty response (RFC 6120 §6.4.2). */

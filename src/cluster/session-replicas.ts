@@ -1,0 +1,312 @@
+/**
+ * Hot replication of resumable sessions (CLUSTER.md "Hot replication", guarantee 3).
+ *
+ * A session with XEP-0198 resumption streams every change of its state (actors/session-state.ts)
+ * to `replicationFactor - 1` replicas: one worker on each of the next nodes after its own in
+ * node-number order (on a single node, the next worker). Each change carries the owner shard and
+ * a log sequence number; a replica applies it with the same pure function and acknowledges the
+ * highest number it holds, batched per turn like every envelope. The owner writes a stanza to
+ * the socket, and accepts a sender's stanza, only once every replica holds it, so a client never
+ * sees (or acknowledges) what a crash could lose.
+ *
+ * When the owner's node (or worker) dies, the first replica that survives promotes its copy into
+ * a detached session awaiting `<resume/>`, on the same token: resumption then finds it like any
+ * detached session. A replica accepts changes only from the owner it was initialised by, so once
+ * a copy is promoted (or re-initialised by a resumption elsewhere) the old owner, a zombie, gets
+ * nothing acknowledged.
+ */
+import {
+  applySessionChange,
+  cloneSessionState,
+  type SessionChange,
+  type SessionSnapshot,
+} from "../../actors/session-state.ts";
+import type { Logger } from "../log.ts";
+import { hash64, nodeNoOf } from "./ring.ts";
+
+/** Where the replicas of one owner shard's sessions go, for a token (pure, deterministic). */
+export function placeReplicas(
+  owner: number,
+  liveShards: readonly number[],
+  factor: number,
+  token: string,
+): number[] {
+  if (factor <= 1) return [];
+  const byNode = new Map<number, number[]>();
+  for (const shard of liveShards) {
+    const node = nodeNoOf(shard);
+    const list = byNode.get(node);
+    if (list === undefined) byNode.set(node, [shard]);
+    else list.push(shard);
+  }
+  const ownNode = nodeNoOf(owner);
+  const nodes = [...byNode.keys()].sort((a, b) => a - b);
+  // The nodes after ours in ring order, wrapping: each node's successor is a different node.
+  const others = [...nodes.filter((n) => n > ownNode), ...nodes.filter((n) => n < ownNode)];
+  const spread = Number(hash64(token) % 65_536n);
+  if (others.length === 0) {
+    // One node: the next worker survives a worker crash (a process crash drops every socket).
+    const local = (byNode.get(ownNode) ?? []).slice().sort((a, b) => a - b);
+    if (local.length < 2) return [];
+    const at = local.indexOf(owner);
+    return [local[(at + 1) % local.length]!];
+  }
+  return others.slice(0, factor - 1).map((node) => {
+    const shards = byNode
+      .get(node)!
+      .slice()
+      .sort((a, b) => a - b);
+    return shards[spread % shards.length]!;
+  });
+}
+
+/** What the replication sends through the router. */
+export interface ReplicationSender {
+  readonly self: number;
+  send(
+    shard: number,
+    envelope:
+      | { t: "rep"; token: string; owner: number; lsn: number; change: SessionChange; replicas?: number[] }
+      | { t: "rep-ack"; from: number; acks: [string, number][] }
+      | { t: "rep-end"; token: string; owner: number },
+  ): void;
+}
+
+/** The owner's side: one stream per replicated session. */
+export class ReplicaStream {
+  readonly token: string;
+  #replicas: number[];
+  #lsn = 0;
+  readonly #acked = new Map<number, number>();
+  readonly #sender: ReplicationSender;
+  readonly #onAcked: (lsn: number) => void;
+  #ended = false;
+
+  constructor(
+    sender: ReplicationSender,
+    token: string,
+    replicas: number[],
+    state: SessionSnapshot,
+    onAcked: (lsn: number) => void,
+  ) {
+    this.#sender = sender;
+    this.token = token;
+    this.#replicas = replicas;
+    this.#onAcked = onAcked;
+    this.#init(replicas, state);
+  }
+
+  /** The replicas now. */
+  get replicas(): readonly number[] {
+    return this.#replicas;
+  }
+
+  /** The last change pushed. */
+  get lsn(): number {
+    return this.#lsn;
+  }
+
+  /** The highest change every replica holds. */
+  get ackedLsn(): number {
+    let min = this.#lsn;
+    for (const shard of this.#replicas) min = Math.min(min, this.#acked.get(shard) ?? 0);
+    return min;
+  }
+
+  /** Streams one change (already applied by the owner); returns its number. */
+  push(change: SessionChange): number {
+    this.#lsn++;
+    this.#send(this.#replicas, change);
+    return this.#lsn;
+  }
+
+  /** A replica holds every change up to `lsn`. */
+  acked(shard: number, lsn: number): void {
+    if (!this.#replicas.includes(shard)) return;
+    if (lsn <= (this.#acked.get(shard) ?? 0)) return;
+    const before = this.ackedLsn;
+    this.#acked.set(shard, lsn);
+    const after = this.ackedLsn;
+    if (after > before) this.#onAcked(after);
+  }
+
+  /**
+   * The live shards changed: replicas that died or are no longer the successors are replaced,
+   * and every replica starts again from the whole state with the new list.
+   */
+  reseat(replicas: number[], state: SessionSnapshot): void {
+    if (this.#ended) return;
+    const added = replicas.filter((shard) => !this.#replicas.includes(shard));
+    const removed = this.#replicas.filter((shard) => !replicas.includes(shard));
+    if (added.length === 0 && removed.length === 0) return;
+    const before = this.ackedLsn;
+    for (const shard of removed) {
+      this.#acked.delete(shard);
+      this.#sender.send(shard, { t: "rep-end", token: this.token, owner: this.#sender.self });
+    }
+    this.#replicas = replicas;
+    // Every replica learns the new list, so all agree on which of them promotes the copy.
+    this.#init(replicas, state);
+    const after = this.ackedLsn;
+    if (after > before) this.#onAcked(after);
+  }
+
+  /** Re-sends the whole state to a replica that lost it (its worker restarted). */
+  reinit(shard: number, state: SessionSnapshot): void {
+    if (this.#ended || !this.#replicas.includes(shard)) return;
+    this.#init([shard], state);
+  }
+
+  /**
+   * The whole state, numbered with the current lsn (it holds every change so far), so the
+   * replicas that did not get it see no gap in what follows.
+   */
+  #init(shards: number[], state: SessionSnapshot): void {
+    if (shards.length === 0) return;
+    for (const shard of shards) this.#acked.delete(shard);
+    this.#send(shards, { c: "init", state: cloneSessionState(state) }, this.#replicas);
+  }
+
+  #send(shards: readonly number[], change: SessionChange, replicas?: number[]): void {
+    for (const shard of shards) {
+      this.#sender.send(
+        shard,
+        replicas === undefined
+          ? { t: "rep", token: this.token, owner: this.#sender.self, lsn: this.#lsn, change }
+          : { t: "rep", token: this.token, owner: this.#sender.self, lsn: this.#lsn, change, replicas },
+      );
+    }
+  }
+
+  /** The session ended here (closed, expired, or taken by a resumption): replicas drop it. */
+  end(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    for (const shard of this.#replicas) {
+      this.#sender.send(shard, { t: "rep-end", token: this.token, owner: this.#sender.self });
+    }
+  }
+}
+
+interface ReplicaEntry {
+  state: SessionSnapshot;
+  owner: number;
+  lsn: number;
+  /** The owner's replica list when it initialised this copy: the first live one promotes. */
+  replicas: number[];
+}
+
+/** Counters for statistics and tests. */
+export interface ReplicaStats {
+  held: number;
+  applied: number;
+  refused: number;
+  promoted: number;
+}
+
+/** The replica's side: copies of other shards' sessions held by this shard. */
+export class ReplicaHost {
+  readonly #entries = new Map<string, ReplicaEntry>();
+  readonly #sender: ReplicationSender;
+  readonly #log: Logger;
+  #pendingAcks = new Map<number, Map<string, number>>();
+  readonly #counts = { applied: 0, refused: 0, promoted: 0 };
+  readonly #schedule: (flush: () => void) => void;
+
+  /**
+   * `schedule` runs the per-turn flush of acknowledgements (setImmediate; a deterministic
+   * simulation passes its own scheduler).
+   */
+  constructor(sender: ReplicationSender, log: Logger, schedule: (flush: () => void) => void = setImmediate) {
+    this.#sender = sender;
+    this.#log = log;
+    this.#schedule = schedule;
+  }
+
+  get stats(): ReplicaStats {
+    return { held: this.#entries.size, ...this.#counts };
+  }
+
+  /** A change from an owner. Changes from anyone but the owner that initialised the copy are refused. */
+  receive(token: string, owner: number, lsn: number, change: SessionChange, replicas?: number[]): void {
+    let entry = this.#entries.get(token);
+    if (change.c === "init") {
+      entry = { state: cloneSessionState(change.state), owner, lsn, replicas: replicas ?? [] };
+      this.#entries.set(token, entry);
+    } else {
+      if (entry === undefined || entry.owner !== owner || lsn !== entry.lsn + 1) {
+        // A zombie owner (its copy was promoted or re-initialised by another), or a gap.
+        this.#counts.refused++;
+        if (this.#counts.refused % 1000 === 1) {
+          this.#log.warn(
+            { owner, lsn, expected: entry?.owner === owner ? entry.lsn + 1 : undefined },
+            "replication change refused (not from the session's current owner, or out of order)",
+          );
+        }
+        return;
+      }
+      applySessionChange(entry.state, change);
+      entry.lsn = lsn;
+    }
+    this.#counts.applied++;
+    let acks = this.#pendingAcks.get(owner);
+    if (acks === undefined) {
+      acks = new Map();
+      this.#pendingAcks.set(owner, acks);
+      if (this.#pendingAcks.size === 1) this.#schedule(this.#flushAcks);
+    }
+    acks.set(token, lsn);
+  }
+
+  readonly #flushAcks = (): void => {
+    const pending = this.#pendingAcks;
+    this.#pendingAcks = new Map();
+    for (const [owner, acks] of pending) {
+      this.#sender.send(owner, { t: "rep-ack", from: this.#sender.self, acks: [...acks] });
+    }
+  };
+
+  /** The owner ended the session (or it moved): drop the copy, unless another owner took it over. */
+  end(token: string, owner: number): void {
+    if (this.#entries.get(token)?.owner === owner) this.#entries.delete(token);
+  }
+
+  /**
+   * A `<resume/>` for `token` reached this shard before its copy was promoted. When the owner is
+   * dead (`isDead`, from a committed table) and this shard is the heir, the copy is taken out and
+   * returned, so the client resumes at once; "pending" when the owner is not known dead yet.
+   */
+  takeForResume(
+    token: string,
+    user: string,
+    isDead: (shard: number) => boolean,
+  ): SessionSnapshot | "pending" | undefined {
+    const entry = this.#entries.get(token);
+    if (entry === undefined || !entry.state.full.startsWith(`${user}/`)) return undefined;
+    if (!isDead(entry.owner)) return "pending";
+    if (entry.replicas.find((shard) => !isDead(shard)) !== this.#sender.self) return undefined;
+    this.#entries.delete(token);
+    this.#counts.promoted++;
+    entry.state.moves++;
+    return entry.state;
+  }
+
+  /**
+   * Owners that died (`isDead`): every copy whose first live replica is this shard is taken out
+   * and returned, to become a detached session here. Copies another live replica will promote are
+   * kept until that one re-initialises them, in case it dies too.
+   */
+  promote(isDead: (shard: number) => boolean): SessionSnapshot[] {
+    const promoted: SessionSnapshot[] = [];
+    for (const [token, entry] of this.#entries) {
+      if (!isDead(entry.owner)) continue;
+      const heir = entry.replicas.find((shard) => !isDead(shard));
+      if (heir !== this.#sender.self) continue;
+      this.#entries.delete(token);
+      entry.state.moves++;
+      promoted.push(entry.state);
+    }
+    this.#counts.promoted += promoted.length;
+    return promoted;
+  }
+}

@@ -1,0 +1,216 @@
+/**
+ * A node dies under traffic and its users do not notice (issue 10, CLUSTER.md guarantees 2 and
+ * 3): real node processes on a real PostgreSQL, SIGKILL, and exact delivery checked per
+ * sender–receiver pair. A client of the dead node resumes its XEP-0198 session on a survivor
+ * (its state was replicated there) and gets exactly what it had not acknowledged; every stanza
+ * a sender got an `<a/>` for arrives once; the victim's contact never sees it go offline.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import type { Element } from "@xmpp/xml";
+import { actorNodes, type ClusterNode, startTestCluster, waitForOwners } from "../helpers/cluster.ts";
+import { becomeContacts, goOnline, loginRaw, newUsers, type TestUser } from "../helpers/fixtures.ts";
+import { NS_SASL, NS_SM, RawClient } from "../helpers/raw-client.ts";
+
+/** A sender with stream management: numbered messages, `<r/>` every few, acks recorded. */
+class Sender {
+  sent = 0;
+  readonly #client: RawClient;
+  readonly #to: string;
+  readonly name: string;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(name: string, client: RawClient, to: string) {
+    this.name = name;
+    this.#client = client;
+    this.#to = to;
+  }
+
+  /** The highest `h` the server acknowledged. */
+  get acked(): number {
+    let h = 0;
+    for (const el of this.#client.received) if (el.is("a", NS_SM)) h = Math.max(h, Number(el.attrs.h));
+    return h;
+  }
+
+  /** Waits for an `<a/>` covering `n` messages. */
+  async waitAcked(n: number, what: string, timeoutMs: number): Promise<void> {
+    await this.#client.waitFor(
+      (el) => el.is("a", NS_SM) && Number(el.attrs.h) >= n,
+      `${this.name}: ${what}`,
+      timeoutMs,
+    );
+  }
+
+  start(everyMs: number): void {
+    this.#timer = setInterval(() => {
+      this.sent++;
+      this.#client.send(
+        `<message to='${this.#to}' type='chat' id='${this.name}-${this.sent}'><body>${this.name}-${this.sent}</body></message>`,
+      );
+      if (this.sent % 5 === 0) this.#client.send(`<r xmlns='${NS_SM}'/>`);
+    }, everyMs);
+  }
+
+  halt(): void {
+    clearInterval(this.#timer);
+  }
+
+  /** Stops sending and waits until the server acknowledged everything sent. */
+  async stop(): Promise<void> {
+    this.halt();
+    this.#client.send(`<r xmlns='${NS_SM}'/>`);
+    await this.#client.waitFor(
+      (el) => el.is("a", NS_SM) && Number(el.attrs.h) === this.sent,
+      `${this.name}: <a h='${this.sent}'/>`,
+      20_000,
+    );
+  }
+}
+
+/** Bodies of the chat messages a client received, counted. */
+function bodies(...clients: RawClient[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const client of clients) {
+    for (const el of client.received) {
+      if (!el.is("message")) continue;
+      const body = el.getChildText("body");
+      if (body !== null) counts.set(body, (counts.get(body) ?? 0) + 1);
+    }
+  }
+  return counts;
+}
+
+/** A fresh user whose UserActor lives on `node` (from the assignment in PostgreSQL). */
+async function userOwnedBy(url: string, first: ClusterNode, node: string, prefix: string): Promise<TestUser> {
+  const candidates = await newUsers(first, 16, prefix);
+  const owners = await actorNodes(
+    url,
+    candidates.map((u) => u.jid),
+  );
+  const user = candidates.find((u) => owners.get(u.jid) === node);
+  assert.ok(user, `one of 16 users is owned by ${node}`);
+  return user;
+}
+
+async function resumeOn(node: ClusterNode, user: TestUser, previd: string, h: number): Promise<RawClient> {
+  const client = await RawClient.connect({
+    host: node.host,
+    port: node.ports.c2s,
+    domain: node.domain,
+    label: "resumed",
+  });
+  await client.openStream();
+  await client.startTls();
+  const outcome = await client.authScram("SCRAM-SHA-1", user.username, user.password);
+  assert.ok(outcome.is("success", NS_SASL), outcome.toString());
+  await client.openStream();
+  const answer = await client.resumeSm(previd, h, { autoAck: true });
+  assert.ok(answer.is("resumed", NS_SM), `resumed on ${node.name}: ${answer.toString()}`);
+  return client;
+}
+
+interface Scenario {
+  /** Where the victim's socket is, and where its UserActor lives. */
+  socketOn: "n1" | "n2" | "n3";
+  ownerOn: "n1" | "n2" | "n3";
+  kill: ("n1" | "n2" | "n3")[];
+}
+
+async function nodeDeath(t: import("node:test").TestContext, scenario: Scenario): Promise<void> {
+  const cluster = await startTestCluster(t);
+  const n1 = await cluster.start("n1", { workers: 1 });
+  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr });
+  const n3 = await cluster.start("n3", { workers: 1, join: n1.peerAddr });
+  const nodes = { n1, n2, n3 };
+  await waitForOwners(n1, ["n1", "n2", "n3"]);
+  const survivors = (["n1", "n2", "n3"] as const).filter((n) => !scenario.kill.includes(n));
+  const victimUser = await userOwnedBy(cluster.url, n1, scenario.ownerOn, "victim");
+  const [aUser, bUser] = await newUsers(n1, 2, "sender");
+
+  const victim = await loginRaw(t, nodes[scenario.socketOn], victimUser, { label: "victim" });
+  const a = await loginRaw(t, nodes[survivors[0]!], aUser!, { label: "a" });
+  const b = await loginRaw(t, nodes[survivors[survivors.length - 1]!], bUser!, { label: "b" });
+  await goOnline(victim);
+  await goOnline(a);
+  await goOnline(b);
+  // a is the victim's contact: it must never see the victim go offline.
+  await becomeContacts(a, victim);
+  const enabled = await victim.enableSm({ resume: true, autoAck: true });
+  await a.enableSm({ autoAck: true });
+  await b.enableSm({ autoAck: true });
+  const senders = [new Sender("a", a, victimUser.jid), new Sender("b", b, victimUser.jid)];
+  for (const sender of senders) sender.start(15);
+  t.after(() => {
+    for (const sender of senders) sender.halt();
+  });
+  await Promise.all(senders.map((s) => s.waitAcked(20, "traffic before the kill", 10_000)));
+
+  const killedAt = Date.now();
+  for (const name of scenario.kill) nodes[name].kill("SIGKILL");
+  const ackedAtKill = senders.map((s) => s.acked);
+
+  let resumed: RawClient | undefined;
+  if (scenario.kill.includes(scenario.socketOn)) {
+    // Like a real client: it reconnects at once, before the cluster has decided the node is dead.
+    await victim.waitForClose(10_000);
+    resumed = await resumeOn(nodes[survivors[0]!], victimUser, enabled.attrs.id!, victim.smInbound ?? 0);
+    t.after(() => resumed?.destroy());
+    t.diagnostic(`resumed ${Date.now() - killedAt} ms after SIGKILL`);
+  } else {
+    await waitForOwners(nodes[survivors[0]!], [...survivors], 20_000);
+    assert.equal(victim.closed, false, "a client of a surviving node stays connected");
+  }
+  // Traffic goes on after the resumption, then every sender waits for its last <a/>.
+  await Promise.all(
+    senders.map((s, i) =>
+      s.waitAcked(ackedAtKill[i]! + 20, "traffic after the kill is acknowledged", 20_000),
+    ),
+  );
+  await Promise.all(senders.map((s) => s.stop()));
+  const receivers = resumed === undefined ? [victim] : [victim, resumed];
+  const last = receivers[receivers.length - 1]!;
+  for (const sender of senders) {
+    await last.waitFor(
+      (el: Element) => el.is("message") && el.getChildText("body") === `${sender.name}-${sender.sent}`,
+      `the last message of ${sender.name}`,
+      20_000,
+    );
+  }
+
+  const got = bodies(...receivers);
+  for (const sender of senders) {
+    const lost: number[] = [];
+    const doubled: number[] = [];
+    for (let i = 1; i <= sender.sent; i++) {
+      const n = got.get(`${sender.name}-${i}`) ?? 0;
+      if (n === 0) lost.push(i);
+      if (n > 1) doubled.push(i);
+    }
+    t.diagnostic(
+      `${sender.name} → victim: sent ${sender.sent}, lost ${lost.length}, twice ${doubled.length}`,
+    );
+    assert.deepEqual(lost, [], `${sender.name}: every acknowledged message arrived`);
+    assert.deepEqual(doubled, [], `${sender.name}: no message arrived twice`);
+  }
+  const offline = a.received.filter(
+    (el) => el.is("presence") && el.attrs.type === "unavailable" && el.attrs.from === victim.jid,
+  );
+  assert.deepEqual(
+    offline.map((el) => el.toString()),
+    [],
+    "the victim's contact never saw it go offline",
+  );
+}
+
+test("SIGKILL of the node holding the socket: the client resumes on a survivor, nothing lost or doubled", async (t) => {
+  await nodeDeath(t, { socketOn: "n3", ownerOn: "n2", kill: ["n3"] });
+});
+
+test("SIGKILL of the node owning the user's partition: the client stays, nothing lost or doubled", async (t) => {
+  await nodeDeath(t, { socketOn: "n3", ownerOn: "n2", kill: ["n2"] });
+});
+
+test("SIGKILL of the node holding both the socket and the partition: resumed, nothing lost or doubled", async (t) => {
+  await nodeDeath(t, { socketOn: "n3", ownerOn: "n3", kill: ["n3"] });
+});

@@ -1,0 +1,165 @@
+/**
+ * Session replication as plain state machines (src/cluster/session-replicas.ts): where copies
+ * go, what a replica accepts and refuses, which copy is promoted when an owner dies.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { applySessionChange, newSessionState, type SessionChange } from "../../actors/session-state.ts";
+import { shardNumber } from "../../src/cluster/ring.ts";
+import {
+  placeReplicas,
+  ReplicaHost,
+  ReplicaStream,
+  type ReplicationSender,
+} from "../../src/cluster/session-replicas.ts";
+import { createLogger } from "../../src/log.ts";
+import type { FullJid } from "../../src/xmpp/jid.ts";
+
+type Sent = Parameters<ReplicationSender["send"]>[1];
+
+/** Shards wired to each other by hand: `deliver` moves what was sent, in order. */
+function network() {
+  const queue: { from: number; to: number; envelope: Sent }[] = [];
+  const hosts = new Map<number, ReplicaHost>();
+  const streams = new Map<number, ReplicaStream>();
+  const flushes: (() => void)[] = [];
+  const sender = (self: number): ReplicationSender => ({
+    self,
+    send: (to, envelope) => queue.push({ from: self, to, envelope }),
+  });
+  const log = createLogger({ level: "silent" });
+  return {
+    queue,
+    host(shard: number) {
+      const host = new ReplicaHost(sender(shard), log, (flush) => flushes.push(flush));
+      hosts.set(shard, host);
+      return host;
+    },
+    stream(owner: number, replicas: number[], onAcked: (lsn: number) => void = () => {}) {
+      const state = newSessionState("a@x/r" as FullJid, "tok");
+      const stream = new ReplicaStream(sender(owner), "tok", replicas, state, onAcked);
+      streams.set(owner, stream);
+      return { stream, state };
+    },
+    /** Delivers everything queued (and the acks it causes), optionally dropping some. */
+    deliver(drop: (m: { from: number; to: number; envelope: Sent }) => boolean = () => false) {
+      while (queue.length > 0 || flushes.length > 0) {
+        for (const m of queue.splice(0)) {
+          if (drop(m)) continue;
+          const e = m.envelope;
+          if (e.t === "rep") hosts.get(m.to)?.receive(e.token, e.owner, e.lsn, e.change, e.replicas);
+          else if (e.t === "rep-end") hosts.get(m.to)?.end(e.token, e.owner);
+          else for (const [, lsn] of e.acks) streams.get(m.to)?.acked(e.from, lsn);
+        }
+        for (const flush of flushes.splice(0)) flush();
+      }
+    },
+  };
+}
+
+test("copies go to the next nodes in ring order, one worker each; on one node to the next worker", () => {
+  const shards = [0, 1, 2].flatMap((node) => [shardNumber(node, 0), shardNumber(node, 1)]);
+  const two = placeReplicas(shardNumber(2, 1), shards, 3, "tok");
+  assert.deepEqual(
+    two.map((s) => Math.floor(s / 1024)),
+    [0, 1],
+    "node 2's successors are nodes 0 then 1",
+  );
+  assert.deepEqual(placeReplicas(shardNumber(0, 0), shards, 1, "tok"), [], "factor 1: no copy");
+  assert.deepEqual(placeReplicas(1, [0, 1, 2], 2, "tok"), [2], "one node: the next worker");
+  assert.deepEqual(placeReplicas(0, [0], 2, "tok"), [], "one worker alone: nowhere to copy");
+});
+
+test("a replica applies the owner's changes in order and acknowledges them", () => {
+  const net = network();
+  const replica = net.host(1024);
+  const acked: number[] = [];
+  const { stream, state } = net.stream(0, [1024], (lsn) => acked.push(lsn));
+  const changes: SessionChange[] = [
+    { c: "out", xml: "<message>1</message>", storable: true, key: "k1" },
+    { c: "out", xml: "<message>2</message>", storable: true },
+    { c: "in", handledIn: 3 },
+    { c: "ack", h: 1 },
+  ];
+  for (const change of changes) stream.push(applySessionChange(state, change) && change);
+  net.deliver();
+  assert.equal(stream.ackedLsn, 4);
+  assert.equal(acked.at(-1), 4);
+  const [copy] = replica.promote((s) => s === 0);
+  assert.ok(copy);
+  assert.equal(copy.sentOut, 2);
+  assert.equal(copy.handledIn, 3);
+  assert.deepEqual(
+    copy.unacked,
+    [[2, "<message>2</message>", true]],
+    "what the client acknowledged is trimmed",
+  );
+  assert.deepEqual(copy.dedupe, ["k1"]);
+});
+
+test("a replica refuses a change after a gap, and every change of an owner that is not the copy's", () => {
+  const net = network();
+  const replica = net.host(1024);
+  const { stream, state } = net.stream(0, [1024]);
+  net.deliver();
+  const change: SessionChange = { c: "out", xml: "<m/>", storable: false };
+  applySessionChange(state, change);
+  stream.push(change);
+  net.deliver(() => true); // lost on the way
+  applySessionChange(state, change);
+  stream.push(change);
+  net.deliver();
+  assert.equal(stream.ackedLsn, 0, "lsn 2 after a missing 1 is not acknowledged");
+  assert.equal(replica.stats.refused, 1);
+  // A zombie: the same token from another owner than the one that initialised the copy.
+  replica.receive("tok", 2048, 3, change);
+  assert.equal(replica.stats.refused, 2);
+});
+
+test("re-initialising one replica does not open a gap for the others", () => {
+  const net = network();
+  const first = net.host(1024);
+  net.host(2048);
+  const { stream, state } = net.stream(0, [1024, 2048]);
+  net.deliver();
+  stream.reinit(2048, state); // that worker restarted
+  const change: SessionChange = { c: "out", xml: "<m/>", storable: true };
+  applySessionChange(state, change);
+  stream.push(change);
+  net.deliver();
+  assert.equal(first.stats.refused, 0);
+  assert.equal(stream.ackedLsn, stream.lsn, "both replicas hold the latest change");
+});
+
+test("when the owner dies, only the first live replica of the copy promotes it", () => {
+  const net = network();
+  const a = net.host(1024);
+  const b = net.host(2048);
+  net.stream(0, [1024, 2048]);
+  net.deliver();
+  const ownerDead = (s: number) => s === 0;
+  assert.equal(b.promote(ownerDead).length, 0, "the second replica waits");
+  assert.equal(a.promote(ownerDead).length, 1, "the first promotes");
+  const bothDead = (s: number) => s === 0 || s === 1024;
+  assert.equal(b.promote(bothDead).length, 1, "if the first died too, the second promotes");
+});
+
+test("a resumption may take a replica only once the owner is known dead, and only the heir's", () => {
+  const net = network();
+  const a = net.host(1024);
+  net.stream(0, [1024]);
+  net.deliver();
+  assert.equal(
+    a.takeForResume("tok", "a@x", () => false),
+    "pending",
+  );
+  assert.equal(
+    a.takeForResume("tok", "b@x", (s) => s === 0),
+    undefined,
+    "another user's id gives nothing",
+  );
+  const taken = a.takeForResume("tok", "a@x", (s) => s === 0);
+  assert.ok(taken !== undefined && taken !== "pending");
+  assert.equal(taken.moves, 1, "a move, so a stale registration from before loses");
+  assert.equal(a.stats.held, 0);
+});
