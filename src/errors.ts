@@ -26,6 +26,8 @@ export const ErrorCodes = {
   XSRV_CLUSTER_NAME_TAKEN: "another live node already uses this node name",
   XSRV_CLUSTER_STALE: "a membership change lost a race with another one (the view moved on)",
   XSRV_FENCED: "this node lost its lease or was declared down, and stopped serving",
+  XSRV_PEER_UNTRUSTED:
+    "a cluster peer's TLS certificate is not the one its member row pins, or not signed by cluster.tls.caFile",
 } as const;
 
 /** A Starling error code. */

@@ -29,7 +29,7 @@ import {
   type MembershipStore,
   SUSPICION_WINDOW_MS,
 } from "./membership/membership-store.ts";
-import { PeerNetwork, probePeer } from "./peer/peer-network.ts";
+import { PeerNetwork, type PeerTlsOptions, type PeerTrust, probePeer } from "./peer/peer-network.ts";
 import type { PeerIdentity } from "./peer/protocol.ts";
 import { PEER_PROTOCOL_VERSION } from "./peer/protocol.ts";
 import { clusterTable, nodeNoOf, type OwnerTable, RING_HASH, workerOf } from "./ring.ts";
@@ -82,6 +82,8 @@ export interface ClusterMemberOptions {
   log: Logger;
   membership: MembershipStore;
   workers: number;
+  /** TLS of the peer links (peerTlsOf() in src/tls/certificate.ts); null: `cluster.plainLinks`. */
+  peerTls: PeerTlsOptions | null;
   /** Called when the node must stop serving at once (fenced); the process should exit. */
   onFenced(reason: string): void;
 }
@@ -163,9 +165,16 @@ export class ClusterMember {
       protocol: PEER_PROTOCOL_VERSION,
       peerAddr: `${cluster.peerHost ?? config.host}:${cluster.peerPort}`,
     };
+    const { peerTls } = this.#options;
+    if (peerTls === null) {
+      this.#log.warn(
+        "cluster.plainLinks is on: peer links are not encrypted, so every stanza between nodes crosses the network in clear; use it only on a network you trust",
+      );
+    }
     this.#peers = new PeerNetwork({
       self: this.#identity,
       secret: cluster.secret!,
+      tls: peerTls,
       // The peer address others dial is also where this node listens for and dials from them
       // (a node given its own peer address keeps cluster traffic apart from client traffic).
       host: cluster.peerHost ?? config.host,
@@ -191,7 +200,7 @@ export class ClusterMember {
     if (cluster.join !== null) {
       // Fails the start with the seed's reason (wrong secret, incompatible ring) before we
       // write anything into the cluster's tables.
-      const seed = await probePeer(cluster.join, { self: this.#identity, secret: cluster.secret! });
+      const seed = await this.#probe(cluster.join, await this.#membership.read());
       this.#log.info({ seed: seed.node, addr: cluster.join }, "seed accepted us");
     }
     let view = await this.#membership.register(
@@ -200,6 +209,7 @@ export class ClusterMember {
         incarnation: this.incarnation,
         peerAddr: this.#identity.peerAddr,
         workers: this.#options.workers,
+        peerCertSha256: this.#peers.certSha256 ?? undefined,
       },
       { partitions: config.partitions, hash: RING_HASH },
       cluster.leaseMs,
@@ -597,8 +607,8 @@ export class ClusterMember {
    * different databases cannot be merged (their accounts differ), and that is said clearly.
    */
   async checkSeed(seed: string): Promise<{ seed: string; members: string[] }> {
-    const remote = await probePeer(seed, { self: this.#identity, secret: this.#cluster.secret! });
     await this.refresh();
+    const remote = await this.#probe(seed, this.#view);
     const members = (this.#view?.members ?? []).filter((m) => m.status !== "down");
     if (!members.some((m) => m.node === remote.node && m.incarnation === remote.incarnation)) {
       throw new XmppServerError(
@@ -737,8 +747,32 @@ export class ClusterMember {
     for (const member of view.members) {
       if (member.node === this.name) continue;
       if (member.status === "down") this.#peers.disconnect(member.node);
-      else this.#peers.connect(member.peerAddr);
+      else this.#peers.connect(member.peerAddr, trustOf(member));
     }
+  }
+
+  /**
+   * One handshake with the node at `addr`, trusting the certificate its member row in `view`
+   * pins. A node absent from our store has no pin: without a CA to verify it by, it cannot be
+   * shown to be a member of this cluster (XSRV_CLUSTER_STALE), and it is not dialled.
+   */
+  #probe(addr: string, view: ClusterView | undefined): Promise<PeerIdentity> {
+    const { peerTls } = this.#options;
+    const member = view?.members.find((m) => m.peerAddr === addr && m.status !== "down");
+    if (member === undefined && peerTls !== null && peerTls.ca === undefined) {
+      return Promise.reject(
+        new XmppServerError(
+          "XSRV_CLUSTER_STALE",
+          `${addr} is not a live member in this node's PostgreSQL store, so no certificate fingerprint is pinned for it: start that node with this cluster's --store, or set cluster.tls.caFile`,
+        ),
+      );
+    }
+    return probePeer(addr, {
+      self: this.#identity,
+      secret: this.#cluster.secret!,
+      tls: peerTls,
+      ...(member === undefined ? {} : { trust: trustOf(member) }),
+    });
   }
 
   #broadcastView(): void {
@@ -789,6 +823,11 @@ export class ClusterMember {
     timer.unref();
     this.#timers.push(timer);
   }
+}
+
+/** What a member's row tells a dialler about its peer certificate. */
+function trustOf(member: Member): PeerTrust {
+  return { certSha256: member.peerCertSha256 ?? null };
 }
 
 /** A member that still serves: it owns or hands off partitions itself (up, or leaving). */

@@ -10,7 +10,7 @@ import type { Config } from "../config/defaults.ts";
 import { startAdminServer } from "../http/admin-server.ts";
 import type { Logger } from "../log.ts";
 import { createStore } from "../storage/open-store.ts";
-import { ensureCertificate } from "../tls/certificate.ts";
+import { ensureCertificate, peerTlsOf } from "../tls/certificate.ts";
 import { ClusterMember } from "./cluster-member.ts";
 import { MembershipStore } from "./membership/membership-store.ts";
 import { singleNodeTable } from "./ring.ts";
@@ -61,6 +61,7 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
       log,
       membership,
       workers,
+      peerTls: await peerTlsOf(config, tls),
       onFenced: (reason) => fenced(reason),
     });
     try {

@@ -103,6 +103,24 @@ export interface ClusterConfig {
   clientHost: string | null;
   /** Shared by every node; authenticates the peer links. null = not clustered (one node). */
   secret: string | null;
+  /**
+   * Peer links without TLS: every stanza between nodes crosses the network in clear. Only for
+   * a network the operator trusts, and then on every node (a TLS node and a plain node never
+   * link). false: TLS, each dialler checking the certificate its peer's member row pins.
+   */
+  plainLinks: boolean;
+  /** TLS of the peer links (ignored, and refused when set, with `plainLinks`). */
+  tls: {
+    /**
+     * PEM CA certificate(s) every peer's certificate must chain to, besides the pinned
+     * fingerprint. null: the pin alone (each node's own, possibly self-signed, certificate).
+     */
+    caFile: string | null;
+    /** PEM certificate chain for the peer server; null: the node's client certificate (`tls.certFile` or the generated one). */
+    certFile: string | null;
+    /** PEM private key of `certFile`; given together with it. */
+    keyFile: string | null;
+  };
   /** A member's peer address ("host:port") to join at start; null forms or rejoins the cluster from PostgreSQL. */
   join: string | null;
   /** A node that cannot renew its lease in PostgreSQL within this long fences itself. */
@@ -173,6 +191,8 @@ export const DEFAULT_CONFIG: Config = {
     peerPort: 5290,
     clientHost: null,
     secret: null,
+    plainLinks: false,
+    tls: { caFile: null, certFile: null, keyFile: null },
     join: null,
     leaseMs: 10_000,
     leaseRenewMs: 2_000,

@@ -90,6 +90,10 @@ const SCHEMA: Record<string, Check> = {
   "cluster.secret": nullOr((v) =>
     typeof v === "string" && v.length >= 16 ? undefined : "must be a string of at least 16 characters",
   ),
+  "cluster.plainLinks": boolean,
+  "cluster.tls.caFile": pathOrNull,
+  "cluster.tls.certFile": pathOrNull,
+  "cluster.tls.keyFile": pathOrNull,
   "cluster.join": nullOr(hostPort),
   "cluster.leaseMs": positiveInt,
   "cluster.leaseRenewMs": positiveInt,
@@ -120,6 +124,7 @@ export const ENV_KEYS: Record<string, string> = {
   STARLING_PEER_HOST: "cluster.peerHost",
   STARLING_PEER_PORT: "cluster.peerPort",
   STARLING_SECRET: "cluster.secret",
+  STARLING_PLAIN_PEER_LINKS: "cluster.plainLinks",
   STARLING_JOIN: "cluster.join",
 };
 
@@ -240,16 +245,21 @@ export function loadConfig(options: LoadConfigOptions = {}): Readonly<Config> {
     const problem = check(value);
     if (problem !== undefined) errors.push(`${key} ${problem} (got ${JSON.stringify(value)})`);
   }
-  if (
-    ((merged.tls as Config["tls"]).certFile === null) !==
-    ((merged.tls as Config["tls"]).keyFile === null)
-  ) {
-    errors.push("tls.certFile and tls.keyFile must be given together");
-  }
   const cluster = merged.cluster as ClusterConfig;
+  for (const [prefix, files] of [
+    ["tls", merged.tls as Config["tls"]],
+    ["cluster.tls", cluster.tls],
+  ] as const) {
+    if ((files.certFile === null) !== (files.keyFile === null)) {
+      errors.push(`${prefix}.certFile and ${prefix}.keyFile must be given together`);
+    }
+  }
   const storeUrl = (merged.store as Config["store"]).url;
   if (cluster.secret !== null && storeUrl === null) {
     errors.push("cluster.secret is set but store.url is not: a cluster needs a shared PostgreSQL store");
+  }
+  if (cluster.plainLinks === true && Object.values(cluster.tls).some((file) => file !== null)) {
+    errors.push("cluster.tls.* is set but cluster.plainLinks is true: plain links use no certificate");
   }
   if (cluster.join !== null && cluster.secret === null) {
     errors.push("cluster.join needs cluster.secret (the secret every member shares)");

@@ -10,6 +10,7 @@ import { mkdir, readFile, rename, rm, writeFile } from "node:fs/promises";
 import { isIP } from "node:net";
 import { join } from "node:path";
 import { generate } from "selfsigned";
+import type { PeerTlsOptions } from "../cluster/peer/peer-tls.ts";
 import type { Config } from "../config/defaults.ts";
 import { XmppServerError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -42,16 +43,7 @@ export function selfSignedPaths(dataDir: string): { dir: string; certFile: strin
 export async function ensureCertificate(config: Readonly<Config>, log: Logger): Promise<CertificatePair> {
   const { certFile, keyFile } = config.tls;
   if (certFile !== null && keyFile !== null) {
-    const cert = await readConfigured(certFile, "tls.certFile");
-    const key = await readConfigured(keyFile, "tls.keyFile");
-    const problem = checkPair(cert, key);
-    if (problem !== undefined) {
-      throw new XmppServerError(
-        "XSRV_CONFIG_INVALID",
-        `tls.certFile ${certFile} / tls.keyFile ${keyFile}: ${problem}`,
-      );
-    }
-    return { cert, key, selfSigned: false };
+    return { ...(await readPair("tls", certFile, keyFile)), selfSigned: false };
   }
 
   const paths = selfSignedPaths(config.dataDir);
@@ -72,6 +64,53 @@ export async function ensureCertificate(config: Readonly<Config>, log: Logger): 
     "made a self-signed certificate; clients must be told to trust it, or set tls.certFile and tls.keyFile",
   );
   return { ...made, selfSigned: true };
+}
+
+/**
+ * The TLS settings of the node's peer links (docs/cluster.md, "Encrypted peer links"): null with
+ * `cluster.plainLinks`; else `cluster.tls.certFile`/`keyFile`, or the node's client certificate
+ * `client`, and the CA of `cluster.tls.caFile` if set. Unreadable or mismatched files throw
+ * `XSRV_CONFIG_INVALID`.
+ */
+export async function peerTlsOf(
+  config: Readonly<Config>,
+  client: CertificatePair,
+): Promise<PeerTlsOptions | null> {
+  const { plainLinks, tls } = config.cluster;
+  if (plainLinks) return null;
+  const pair =
+    tls.certFile !== null && tls.keyFile !== null
+      ? await readPair("cluster.tls", tls.certFile, tls.keyFile)
+      : { cert: client.cert, key: client.key };
+  if (tls.caFile === null) return pair;
+  const ca = await readConfigured(tls.caFile, "cluster.tls.caFile");
+  try {
+    new X509Certificate(ca);
+  } catch (error) {
+    throw new XmppServerError(
+      "XSRV_CONFIG_INVALID",
+      `cluster.tls.caFile ${tls.caFile}: not a PEM certificate (${(error as Error).message})`,
+    );
+  }
+  return { ...pair, ca };
+}
+
+/** Reads `<prefix>.certFile` and `<prefix>.keyFile` and checks that they belong together. */
+async function readPair(
+  prefix: string,
+  certFile: string,
+  keyFile: string,
+): Promise<{ cert: string; key: string }> {
+  const cert = await readConfigured(certFile, `${prefix}.certFile`);
+  const key = await readConfigured(keyFile, `${prefix}.keyFile`);
+  const problem = checkPair(cert, key);
+  if (problem !== undefined) {
+    throw new XmppServerError(
+      "XSRV_CONFIG_INVALID",
+      `${prefix}.certFile ${certFile} / ${prefix}.keyFile ${keyFile}: ${problem}`,
+    );
+  }
+  return { cert, key };
 }
 
 async function readConfigured(path: string, key: string): Promise<string> {

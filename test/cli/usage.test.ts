@@ -136,6 +136,25 @@ describe("starling configuration errors", () => {
     assertUsage(await run("user", "list", "--config", file), /log\.level must be one of/);
   });
 
+  it("starling start exits 2 naming bad peer-link TLS keys", async () => {
+    const file = join(cwd, "bad-peer-tls.json");
+    const cluster = { plainLinks: "yes", tls: { certFile: "peer.pem", caFile: "" } };
+    await writeFile(file, JSON.stringify({ cluster }));
+    assertUsage(
+      await run("start", "--config", file, "--data", join(cwd, "data")),
+      /cluster\.plainLinks must be true or false.*cluster\.tls\.caFile must be a path or null.*cluster\.tls\.certFile and cluster\.tls\.keyFile must be given together/,
+    );
+    const contradiction = join(cwd, "plain-with-ca.json");
+    await writeFile(
+      contradiction,
+      JSON.stringify({ cluster: { plainLinks: true, tls: { caFile: "ca.pem" } } }),
+    );
+    assertUsage(
+      await run("start", "--config", contradiction, "--data", join(cwd, "data")),
+      /cluster\.tls\.\* is set but cluster\.plainLinks is true/,
+    );
+  });
+
   it("starling start exits 2 when the config file is missing", async () => {
     assertUsage(
       await run("start", "--config", join(cwd, "nope.json")),

@@ -1,12 +1,13 @@
 /**
  * Peer links between node processes, tested with several PeerNetworks in this process over real
- * WebSockets on 127.0.0.1: authentication, versioning, order and exactly-once delivery across
- * socket loss, peer restarts, overflow and heartbeats. Faults are injected from outside the
+ * WebSockets on 127.0.0.1, over TLS unless a test says otherwise: authentication, versioning,
+ * order and exactly-once delivery across socket loss, peer restarts, overflow and heartbeats. Faults are injected from outside the
  * code under test: a TCP proxy that can cut or black-hole the link, and raw peers written with
  * the protocol helpers.
  */
 import assert from "node:assert/strict";
 import { once } from "node:events";
+import { createServer as createHttpsServer } from "node:https";
 import { createServer, type Socket, connect as tcpConnect } from "node:net";
 import { type TestContext, test } from "node:test";
 import { WebSocketServer } from "ws";
@@ -15,6 +16,7 @@ import {
   type PeerIdentity,
   PeerNetwork,
   type PeerNetworkOptions,
+  type PeerTrust,
   probePeer,
 } from "../../src/cluster/peer/peer-network.ts";
 import {
@@ -28,9 +30,12 @@ import {
 } from "../../src/cluster/peer/protocol.ts";
 import type { XmppServerError } from "../../src/errors.ts";
 import { createLogger, type Logger } from "../../src/log.ts";
+import { makeCa, makeCertificate, type TestCertificate } from "../helpers/certificates.ts";
 import { waitForEvent, waitForMatchingEvent, waitUntil, withTimeout } from "../helpers/wait-for.ts";
 
 const SECRET = "correct horse battery staple";
+/** The TLS settings of probePeer() callers (a dialler presents no certificate of its own). */
+const PROBER = await makeCertificate("prober");
 
 interface LogLine {
   level: string;
@@ -61,28 +66,37 @@ interface Started {
   addr: string;
   port: number;
   lines: LogLine[];
+  certificate: TestCertificate;
+  /** What its member row would publish: the fingerprint of its certificate (null: plain). */
+  trust: PeerTrust;
 }
 
-/** Starts a network on 127.0.0.1 (closed after the test), with test-sized timers. */
+/**
+ * Starts a network on 127.0.0.1 (closed after the test), with test-sized timers, serving TLS
+ * with `certificate` (a new self-signed one by default) unless `tls` is given.
+ */
 async function startNetwork(
   t: TestContext,
   self: PeerIdentity,
-  options: Partial<PeerNetworkOptions> = {},
+  options: Partial<PeerNetworkOptions> & { certificate?: TestCertificate } = {},
 ): Promise<Started> {
   const { log, lines } = captureLog();
+  const { certificate = await makeCertificate(self.node), ...rest } = options;
   const network = new PeerNetwork({
     self,
     secret: SECRET,
+    tls: { cert: certificate.cert, key: certificate.key },
     host: "127.0.0.1",
     port: 0,
     log,
     reconnectMinMs: 20,
     reconnectMaxMs: 200,
-    ...options,
+    ...rest,
   });
   t.after(() => network.close());
   const port = await network.listen();
-  return { network, addr: `127.0.0.1:${port}`, port, lines };
+  const trust = { certSha256: network.certSha256 };
+  return { network, addr: `127.0.0.1:${port}`, port, lines, certificate, trust };
 }
 
 /** Resolves when `network` has received `count` messages from `node`; collects them in order. */
@@ -129,13 +143,18 @@ function assertInOrder(received: unknown[], count: number): void {
   }
 }
 
-/** A TCP proxy in front of a peer server that can cut or black-hole the connections it carries. */
+/**
+ * A TCP proxy in front of a peer server that can cut or black-hole the connections it carries,
+ * and keeps every byte it carried from the dialler (what a wiretap on the link would see).
+ */
 async function startProxy(t: TestContext, targetPort: number) {
   const pairs = new Set<[Socket, Socket]>();
+  const carried: Buffer[] = [];
   const server = createServer((client) => {
     const upstream = tcpConnect(targetPort, "127.0.0.1");
     const pair: [Socket, Socket] = [client, upstream];
     pairs.add(pair);
+    client.on("data", (chunk: Buffer) => carried.push(chunk));
     client.pipe(upstream);
     upstream.pipe(client);
     const drop = () => {
@@ -166,6 +185,8 @@ async function startProxy(t: TestContext, targetPort: number) {
   return {
     addr: `127.0.0.1:${address.port}`,
     connections: () => pairs.size,
+    /** Every byte the dialler sent through the proxy so far. */
+    carried: () => Buffer.concat(carried),
     /** Destroys every carried connection (both sides see it end). */
     cut,
     /** Stops carrying bytes either way on the current connections, leaving them open. */
@@ -185,8 +206,11 @@ async function startProxy(t: TestContext, targetPort: number) {
  * never acknowledges data, and answers pings only if told to.
  */
 async function startRawPeer(t: TestContext, self: PeerIdentity, options: { answerPings: boolean }) {
-  const server = new WebSocketServer({ host: "127.0.0.1", port: 0, path: PEER_PATH });
-  await once(server, "listening");
+  const certificate = await makeCertificate(self.node);
+  const https = createHttpsServer({ cert: certificate.cert, key: certificate.key });
+  const server = new WebSocketServer({ server: https, path: PEER_PATH });
+  https.listen(0, "127.0.0.1");
+  await once(https, "listening");
   const state = { dataFrames: 0, pings: 0 };
   server.on("connection", (ws) => {
     const nonce = newNonce();
@@ -210,10 +234,11 @@ async function startRawPeer(t: TestContext, self: PeerIdentity, options: { answe
   t.after(() => {
     for (const ws of server.clients) ws.terminate();
     server.close();
+    https.close();
   });
-  const address = server.address();
+  const address = https.address();
   assert.ok(typeof address === "object" && address !== null);
-  return { addr: `127.0.0.1:${address.port}`, state };
+  return { addr: `127.0.0.1:${address.port}`, state, trust: { certSha256: certificate.certSha256 } };
 }
 
 test("peer links come up both ways and deliver 10,000 messages each way in order, exactly once", async (t) => {
@@ -221,8 +246,8 @@ test("peer links come up both ways and deliver 10,000 messages each way in order
   const b = await startNetwork(t, identity("b"));
   const aUp = waitForEvent<PeerIdentity>(a.network, "peer-up");
   const bUp = waitForEvent<PeerIdentity>(b.network, "peer-up");
-  a.network.connect(b.addr);
-  b.network.connect(a.addr);
+  a.network.connect(b.addr, b.trust);
+  b.network.connect(a.addr, a.trust);
   assert.equal((await aUp).node, "b");
   assert.equal((await bUp).node, "a");
   assert.ok(a.network.isUp("b") && b.network.isUp("a"));
@@ -271,7 +296,7 @@ test("a dialler with the wrong secret is refused on both sides and never deliver
   let delivered = 0;
   b.network.on("message", () => delivered++);
   const refused = nextEvent<[string, XmppServerError]>(a.network, "refused");
-  a.network.connect(b.addr);
+  a.network.connect(b.addr, b.trust);
   const [addr, error] = await refused;
   assert.equal(addr, b.addr);
   assert.equal(error.code, "XSRV_PEER_REFUSED");
@@ -285,10 +310,18 @@ test("a dialler with the wrong secret is refused on both sides and never deliver
   assert.match(String(serverError.msg), /127\.0\.0\.1:\d+/, "naming the remote address");
   assert.ok(a.lines.some((l) => l.level === "error" && l.code === "XSRV_PEER_REFUSED"));
 
-  await assert.rejects(probePeer(b.addr, { self: identity("a"), secret: "wrong secret" }), {
-    code: "XSRV_PEER_REFUSED",
+  await assert.rejects(
+    probePeer(b.addr, { self: identity("a"), secret: "wrong secret", tls: PROBER, trust: b.trust }),
+    {
+      code: "XSRV_PEER_REFUSED",
+    },
+  );
+  const probed = await probePeer(b.addr, {
+    self: identity("a"),
+    secret: SECRET,
+    tls: PROBER,
+    trust: b.trust,
   });
-  const probed = await probePeer(b.addr, { self: identity("a"), secret: SECRET });
   assert.equal(probed.node, "b");
   assert.equal(delivered, 0);
 });
@@ -297,23 +330,42 @@ test("a ring or protocol mismatch is refused as incompatible; a newer protocol l
   const b = await startNetwork(t, identity("b"));
   const small = await startNetwork(t, identity("small", { partitions: 1024 }));
   const refused = nextEvent<[string, XmppServerError]>(small.network, "refused");
-  small.network.connect(b.addr);
+  small.network.connect(b.addr, b.trust);
   const [, error] = await refused;
   assert.equal(error.code, "XSRV_CLUSTER_INCOMPATIBLE");
   assert.match(error.message, /partitions/);
   assert.match(error.message, /4096/);
   assert.match(error.message, /1024/);
   await assert.rejects(
-    probePeer(b.addr, { self: identity("small", { partitions: 1024 }), secret: SECRET }),
+    probePeer(b.addr, {
+      self: identity("small", { partitions: 1024 }),
+      secret: SECRET,
+      tls: PROBER,
+      trust: b.trust,
+    }),
     (e: XmppServerError) => e.code === "XSRV_CLUSTER_INCOMPATIBLE" && /partitions/.test(e.message),
   );
-  await assert.rejects(probePeer(b.addr, { self: identity("h", { hash: "xxh64" }), secret: SECRET }), {
-    code: "XSRV_CLUSTER_INCOMPATIBLE",
-    message: /hash/,
-  });
+  await assert.rejects(
+    probePeer(b.addr, {
+      self: identity("h", { hash: "xxh64" }),
+      secret: SECRET,
+      tls: PROBER,
+      trust: b.trust,
+    }),
+    {
+      code: "XSRV_CLUSTER_INCOMPATIBLE",
+      message: /hash/,
+    },
+  );
   // A release that dropped protocol 1 cannot talk to one that speaks only 1.
   await assert.rejects(
-    probePeer(b.addr, { self: identity("v2only", { protocol: 2 }), secret: SECRET, protocolMin: 2 }),
+    probePeer(b.addr, {
+      self: identity("v2only", { protocol: 2 }),
+      secret: SECRET,
+      protocolMin: 2,
+      tls: PROBER,
+      trust: b.trust,
+    }),
     { code: "XSRV_CLUSTER_INCOMPATIBLE", message: /protocol/ },
   );
 
@@ -321,8 +373,8 @@ test("a ring or protocol mismatch is refused as incompatible; a newer protocol l
   const v2 = await startNetwork(t, identity("v2", { protocol: 2 }), { protocolMin: 1 });
   const upAtV2 = nextEvent<[PeerIdentity]>(v2.network, "peer-up");
   const upAtB = nextEvent<[PeerIdentity]>(b.network, "peer-up");
-  v2.network.connect(b.addr);
-  b.network.connect(v2.addr);
+  v2.network.connect(b.addr, b.trust);
+  b.network.connect(v2.addr, v2.trust);
   assert.equal((await upAtV2)[0].protocol, 1);
   assert.equal((await upAtB)[0].protocol, 2);
   assert.equal(v2.network.protocolOf("b"), 1);
@@ -342,7 +394,7 @@ test("a link whose socket dies mid-stream reconnects and delivers every message 
   const proxy = await startProxy(t, b.port);
   const a = await startNetwork(t, identity("a"));
   const up = nextEvent(a.network, "peer-up");
-  a.network.connect(proxy.addr);
+  a.network.connect(proxy.addr, b.trust);
   await up;
 
   const N = 10_000;
@@ -376,7 +428,7 @@ test("a peer restarted with a new incarnation is reported, its old queue dropped
   const b1 = await startNetwork(t, identity("b", { incarnation: 1_000 }));
   const a = await startNetwork(t, identity("a"));
   const up = nextEvent(a.network, "peer-up");
-  a.network.connect(b1.addr);
+  a.network.connect(b1.addr, b1.trust);
   await up;
   const atB1 = collect(b1.network, "a", 1);
   a.network.send("b", "before restart");
@@ -390,7 +442,11 @@ test("a peer restarted with a new incarnation is reported, its old queue dropped
 
   const restarted = nextEvent<[PeerIdentity]>(a.network, "peer-restarted");
   const upAgain = nextEvent<[PeerIdentity]>(a.network, "peer-up");
-  const b2 = await startNetwork(t, identity("b", { incarnation: 2_000 }), { port: b1.port });
+  // Restarted on the same data, so with the same certificate (and the same pin).
+  const b2 = await startNetwork(t, identity("b", { incarnation: 2_000 }), {
+    port: b1.port,
+    certificate: b1.certificate,
+  });
   const atB2 = collect(b2.network, "a", 1);
   assert.equal((await restarted)[0].incarnation, 2_000);
   assert.equal((await upAgain)[0].incarnation, 2_000);
@@ -404,7 +460,7 @@ test("a peer that stops acknowledging makes the link overflow instead of growing
   const maxUnackedBytes = 64 * 1024;
   const a = await startNetwork(t, identity("a"), { maxUnackedBytes });
   const up = nextEvent(a.network, "peer-up");
-  a.network.connect(raw.addr);
+  a.network.connect(raw.addr, raw.trust);
   await up;
 
   const down = nextEvent<[string, string]>(a.network, "peer-down");
@@ -430,7 +486,7 @@ test("messages queued while the link is down count against the same budget", asy
   const b = await startNetwork(t, identity("b"));
   const a = await startNetwork(t, identity("a"), { maxUnackedBytes: 32 * 1024 });
   const up = nextEvent(a.network, "peer-up");
-  a.network.connect(b.addr);
+  a.network.connect(b.addr, b.trust);
   await up;
   const closed = nextEvent<[string, string]>(a.network, "peer-down");
   await b.network.close();
@@ -450,7 +506,7 @@ test("a peer that answers pings keeps its link up past the ping timeout", async 
   const downs: string[] = [];
   a.network.on("peer-down", (_node, reason) => downs.push(reason));
   const up = nextEvent(a.network, "peer-up");
-  a.network.connect(raw.addr);
+  a.network.connect(raw.addr, raw.trust);
   await up;
   // Eight answered pings span far more than one ping timeout.
   await waitUntil(() => raw.state.pings >= 8, "eight pings");
@@ -464,7 +520,7 @@ test("a peer that completes the handshake but never answers pings is declared do
   const pingTimeoutMs = 200;
   const a = await startNetwork(t, identity("a"), { pingIntervalMs, pingTimeoutMs });
   const up = nextEvent(a.network, "peer-up");
-  a.network.connect(raw.addr);
+  a.network.connect(raw.addr, raw.trust);
   await up;
   const start = performance.now();
   const [node, reason] = await nextEvent<[string, string]>(a.network, "peer-down", 3_000);
@@ -481,7 +537,7 @@ test("a black-holed link is declared down by timeout and comes back when the pat
   const proxy = await startProxy(t, b.port);
   const a = await startNetwork(t, identity("a"), { pingIntervalMs: 100, pingTimeoutMs: 200 });
   const up = nextEvent(a.network, "peer-up");
-  a.network.connect(proxy.addr);
+  a.network.connect(proxy.addr, b.trust);
   await up;
   const atB = collect(b.network, "a", 2);
   a.network.send("b", 1);
@@ -496,4 +552,174 @@ test("a black-holed link is declared down by timeout and comes back when the pat
   await nextEvent(a.network, "peer-up");
   await atB.all();
   assert.deepEqual(atB.received, [1, 2]);
+});
+
+// Encrypted links (docs/cluster.md, "Encrypted peer links").
+
+/**
+ * What a wiretap reads from a dialler's bytes: the payloads of the WebSocket frames after its
+ * HTTP upgrade request, unmasked (RFC 6455 §5.3: a client masks every frame it sends).
+ */
+function unmaskedPayloads(wire: Buffer): Buffer {
+  const payloads: Buffer[] = [];
+  let at = wire.indexOf("\r\n\r\n") + 4;
+  while (at > 3 && at + 2 <= wire.length) {
+    let length = wire[at + 1]! & 0x7f;
+    let start = at + 2;
+    if (length === 126) {
+      length = wire.readUInt16BE(start);
+      start += 2;
+    } else if (length === 127) {
+      length = Number(wire.readBigUInt64BE(start));
+      start += 8;
+    }
+    const mask = wire.subarray(start, start + 4);
+    const payload = Buffer.from(wire.subarray(start + 4, start + 4 + length));
+    for (let i = 0; i < payload.length; i++) payload[i]! ^= mask[i % 4]!;
+    payloads.push(payload);
+    at = start + 4 + length;
+  }
+  return Buffer.concat(payloads);
+}
+
+test("a TLS peer link carries a message body only encrypted; a plain link shows it on the wire", async (t) => {
+  const body = "the body of a stanza that must not cross the network in clear";
+  for (const plain of [false, true]) {
+    const tls = plain ? { tls: null } : {};
+    const b = await startNetwork(t, identity("b"), tls);
+    const proxy = await startProxy(t, b.port);
+    const a = await startNetwork(t, identity("a"), tls);
+    const atB = collect(b.network, "a", 1);
+    const up = nextEvent(a.network, "peer-up");
+    a.network.connect(proxy.addr, b.trust);
+    await up;
+    a.network.send("b", { body });
+    await atB.all();
+    assert.deepEqual(atB.received, [{ body }]);
+    const wire = proxy.carried();
+    if (plain) {
+      // The wiretap works: on a plain link it reads the upgrade request and the body.
+      assert.ok(wire.includes(`GET /starling-peer`));
+      assert.ok(unmaskedPayloads(wire).includes(body), "a plain link shows the body");
+    } else {
+      assert.equal(wire[0], 0x16, "the dialler's first byte starts a TLS handshake record");
+      assert.ok(!wire.includes("starling-peer"), "not even the HTTP upgrade is in clear");
+      assert.ok(!wire.includes(body) && !unmaskedPayloads(wire).includes(body), "a TLS link hides the body");
+    }
+  }
+});
+
+test("a dialler refuses a peer whose certificate is not the one its member row pins, and sends it nothing", async (t) => {
+  const impostor = await startNetwork(t, identity("b"));
+  const pinned = await makeCertificate("the real b");
+  let delivered = 0;
+  impostor.network.on("message", () => delivered++);
+  const a = await startNetwork(t, identity("a"));
+  const refused = nextEvent<[string, XmppServerError]>(a.network, "refused");
+  a.network.connect(impostor.addr, { certSha256: pinned.certSha256 });
+  assert.equal(a.network.send("b", "secret plans"), false);
+  const [addr, error] = await refused;
+  assert.equal(addr, impostor.addr);
+  assert.equal(error.code, "XSRV_PEER_UNTRUSTED");
+  assert.ok(error.message.includes(impostor.certificate.certSha256), "names the fingerprint presented");
+  assert.ok(error.message.includes(pinned.certSha256), "and the one pinned");
+  const logged = a.lines.find((l) => l.level === "error" && l.code === "XSRV_PEER_UNTRUSTED");
+  assert.ok(logged, "the refusal is logged as an error");
+  assert.match(String(logged.msg), /refused its certificate.*pins/);
+  assert.equal(a.network.isUp("b"), false);
+  assert.deepEqual(a.network.peers(), []);
+  // The impostor never got as far as the handshake: no inbound link, no message.
+  assert.equal(delivered, 0);
+  assert.ok(!impostor.lines.some((l) => l.msg === "peer link accepted" || /accepted/.test(String(l.msg))));
+
+  await assert.rejects(
+    probePeer(impostor.addr, {
+      self: identity("a"),
+      secret: SECRET,
+      tls: PROBER,
+      trust: { certSha256: pinned.certSha256 },
+    }),
+    { code: "XSRV_PEER_UNTRUSTED" },
+  );
+  // The right pin links.
+  const up = nextEvent<[PeerIdentity]>(a.network, "peer-up");
+  a.network.connect(impostor.addr, impostor.trust);
+  assert.equal((await up)[0].node, "b");
+});
+
+test("with a cluster CA, a peer whose certificate does not chain to it is refused; one that does links", async (t) => {
+  const ca = await makeCa();
+  const otherCa = await makeCa("another CA");
+  const signed = await startNetwork(t, identity("signed"), { certificate: await makeCertificate("s", ca) });
+  const stranger = await startNetwork(t, identity("stranger"), {
+    certificate: await makeCertificate("x", otherCa),
+  });
+  const selfSigned = await startNetwork(t, identity("self"));
+  const mine = await makeCertificate("a", ca);
+  const a = await startNetwork(t, identity("a"), { tls: { cert: mine.cert, key: mine.key, ca: ca.cert } });
+
+  // Without a pin the CA alone decides.
+  const up = nextEvent<[PeerIdentity]>(a.network, "peer-up");
+  a.network.connect(signed.addr);
+  assert.equal((await up)[0].node, "signed");
+  for (const peer of [stranger, selfSigned]) {
+    const refused = nextEvent<[string, XmppServerError]>(a.network, "refused");
+    a.network.connect(peer.addr, peer.trust);
+    const [addr, error] = await refused;
+    assert.equal(addr, peer.addr);
+    assert.equal(error.code, "XSRV_PEER_UNTRUSTED");
+    assert.match(error.message, /does not chain to cluster\.tls\.caFile/);
+  }
+  // Signed by the CA, but not the certificate pinned: the pin still counts.
+  const refused = nextEvent<[string, XmppServerError]>(a.network, "refused");
+  a.network.disconnect(signed.addr);
+  a.network.disconnect("signed");
+  a.network.connect(signed.addr, { certSha256: mine.certSha256 });
+  assert.equal((await refused)[1].code, "XSRV_PEER_UNTRUSTED");
+  assert.equal(a.network.isUp("stranger") || a.network.isUp("self") || a.network.isUp("signed"), false);
+});
+
+test("a TLS node refuses a plain dialler, and a TLS dialler fails clearly against a plain node", async (t) => {
+  // A plain dialler reaches a TLS server: the server turns it away at its first bytes, and says why.
+  const tlsNode = await startNetwork(t, identity("tls"));
+  let delivered = 0;
+  tlsNode.network.on("message", () => delivered++);
+  const plain = await startNetwork(t, identity("plain"), { tls: null });
+  plain.network.connect(tlsNode.addr);
+  const warning = await waitUntil(
+    () =>
+      tlsNode.lines.find((l) => l.level === "warn" && /refused a plain peer connection/.test(String(l.msg))),
+    "the TLS node's warning",
+  );
+  assert.match(String(warning.msg), /requires TLS on peer links/);
+  assert.equal(plain.network.isUp("tls"), false);
+  assert.equal(plain.network.send("tls", "in clear?"), false);
+  assert.equal(delivered, 0);
+
+  // A TLS dialler (with a CA, so it may dial a member that pins nothing) reaches a plain server.
+  const ca = await makeCa();
+  const mine = await makeCertificate("d", ca);
+  const dialler = await startNetwork(t, identity("d"), {
+    tls: { cert: mine.cert, key: mine.key, ca: ca.cert },
+  });
+  const refused = nextEvent<[string, XmppServerError]>(dialler.network, "refused");
+  dialler.network.connect(plain.addr);
+  const [, error] = await refused;
+  assert.equal(error.code, "XSRV_CLUSTER_INCOMPATIBLE");
+  assert.match(error.message, /does not speak TLS/);
+  await waitUntil(
+    () => plain.lines.find((l) => l.level === "warn" && /refused a TLS peer connection/.test(String(l.msg))),
+    "the plain node's warning",
+  );
+
+  // What the member rows say is enough to refuse without dialling at all.
+  const mismatch = nextEvent<[string, XmppServerError]>(plain.network, "refused");
+  plain.network.disconnect(tlsNode.addr);
+  plain.network.connect(tlsNode.addr, tlsNode.trust);
+  assert.equal((await mismatch)[1].code, "XSRV_CLUSTER_INCOMPATIBLE");
+  const noPin = nextEvent<[string, XmppServerError]>(tlsNode.network, "refused");
+  tlsNode.network.connect(plain.addr, plain.trust);
+  const [, unpinned] = await noPin;
+  assert.equal(unpinned.code, "XSRV_CLUSTER_INCOMPATIBLE");
+  assert.match(unpinned.message, /publishes no certificate fingerprint/);
 });

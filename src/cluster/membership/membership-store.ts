@@ -47,6 +47,11 @@ export interface Member {
   /** "host:port" where clients reach this node (absent until it serves, or when not known). */
   clientAddr?: string;
   /**
+   * SHA-256 fingerprint (`AB:CD:…`) of the certificate its peer server presents: dialling
+   * members accept no other (absent with plain links, or from an older release).
+   */
+  peerCertSha256?: string;
+  /**
    * The latest epoch this incarnation has applied with every partition it gained received
    * (see {@link MembershipStore.reportSettled}); 0 before its first report.
    */
@@ -128,7 +133,8 @@ const VIEW_SQL = `
         'node', m.node, 'nodeNo', m.node_no, 'incarnation', m.incarnation,
         'peerAddr', m.peer_addr, 'workers', m.workers, 'status', m.status,
         'leaseUntil', m.lease_until, 'suspicions', m.suspicions, 'settledEpoch', m.settled_epoch,
-        'silencedBy', m.silenced_by, 'clientAddr', m.client_addr))
+        'silencedBy', m.silenced_by, 'clientAddr', m.client_addr,
+        'peerCertSha256', m.peer_cert_sha256))
       FROM members m), '[]'::json) AS members
   FROM cluster c WHERE c.id = 1`;
 
@@ -147,12 +153,13 @@ function viewFromRow(row: ViewRow | undefined): ClusterView {
     // The migration inserts the row and nothing deletes it: someone edited the database.
     throw new XmppServerError("XSRV_STORE", "The cluster row (cluster.id = 1) is missing");
   }
-  const members = row.members.map(({ clientAddr, ...m }) => ({
+  const members = row.members.map(({ clientAddr, peerCertSha256, ...m }) => ({
     ...m,
     suspicions: { ...m.suspicions },
     silencedBy: { ...m.silencedBy },
     // NULL in the table is an absent field here.
     ...(clientAddr === null || clientAddr === undefined ? {} : { clientAddr }),
+    ...(peerCertSha256 === null || peerCertSha256 === undefined ? {} : { peerCertSha256 }),
   }));
   members.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
   return {
@@ -373,14 +380,22 @@ export class MembershipStore {
    * "down" and whose lease is still valid fails with XSRV_CLUSTER_NAME_TAKEN; a row already
    * holding a newer incarnation, or this very incarnation marked "down", fails with
    * XSRV_CLUSTER_STALE. Registering the same live incarnation again (a retry) refreshes its
-   * address, workers and lease and keeps its status.
+   * address, workers, certificate fingerprint and lease and keeps its status.
    */
   register(
-    member: { node: string; incarnation: number; peerAddr: string; workers: number },
+    member: {
+      node: string;
+      incarnation: number;
+      peerAddr: string;
+      workers: number;
+      /** The fingerprint its peer certificate has (omitted: plain links). */
+      peerCertSha256?: string | undefined;
+    },
     ring: RingSpec,
     leaseMs: number,
   ): Promise<ClusterView> {
     const { node, incarnation, peerAddr, workers } = member;
+    const certSha256 = member.peerCertSha256 ?? null;
     checkName("node name", node);
     checkName("peer address", peerAddr);
     checkInteger("incarnation", incarnation, 0);
@@ -406,12 +421,12 @@ export class MembershipStore {
         // The smallest number no row holds: numbers stay small, and none is reused while its
         // row exists (the cluster row lock serialises concurrent registrations).
         await client.query(
-          `INSERT INTO members (node, node_no, incarnation, peer_addr, workers, status, lease_until, suspicions, updated_at)
-           SELECT $1, n, $2, $3, $4, 'joining', $5, '{}', $6
+          `INSERT INTO members (node, node_no, incarnation, peer_addr, workers, status, lease_until, suspicions, updated_at, peer_cert_sha256)
+           SELECT $1, n, $2, $3, $4, 'joining', $5, '{}', $6, $7
            FROM generate_series(1, (SELECT count(*)::integer + 1 FROM members)) AS n
            WHERE NOT EXISTS (SELECT 1 FROM members WHERE node_no = n)
            ORDER BY n LIMIT 1`,
-          [node, incarnation, peerAddr, workers, leaseUntil, now],
+          [node, incarnation, peerAddr, workers, leaseUntil, now, certSha256],
         );
         return bump();
       }
@@ -424,8 +439,8 @@ export class MembershipStore {
           );
         }
         await client.query(
-          "UPDATE members SET peer_addr = $2, workers = $3, lease_until = GREATEST(lease_until, $4), updated_at = $5 WHERE node = $1",
-          [node, peerAddr, workers, leaseUntil, now],
+          "UPDATE members SET peer_addr = $2, workers = $3, lease_until = GREATEST(lease_until, $4), updated_at = $5, peer_cert_sha256 = $6 WHERE node = $1",
+          [node, peerAddr, workers, leaseUntil, now, certSha256],
         );
         return bump();
       }
@@ -443,8 +458,9 @@ export class MembershipStore {
       }
       await client.query(
         `UPDATE members SET incarnation = $2, peer_addr = $3, workers = $4, status = 'joining',
-           lease_until = $5, suspicions = '{}', settled_epoch = 0, silenced_by = '{}', updated_at = $6 WHERE node = $1`,
-        [node, incarnation, peerAddr, workers, leaseUntil, now],
+           lease_until = $5, suspicions = '{}', settled_epoch = 0, silenced_by = '{}', updated_at = $6,
+           peer_cert_sha256 = $7 WHERE node = $1`,
+        [node, incarnation, peerAddr, workers, leaseUntil, now, certSha256],
       );
       this.#log.info(
         { node, incarnation, previous: held, previousStatus: existing.status },

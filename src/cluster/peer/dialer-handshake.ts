@@ -9,6 +9,7 @@
 import type WebSocket from "ws";
 import type { ErrorCode } from "../../errors.ts";
 import { XmppServerError } from "../../errors.ts";
+import { tlsDialFailure } from "./peer-tls.ts";
 import {
   checkCompatibility,
   decodeFrame,
@@ -142,6 +143,12 @@ export function runDialerHandshake(
     socketError = error;
   };
   const onClose = (code: number): void => {
+    // An untrusted certificate or a peer without TLS is a configuration fault, not a lost link.
+    const fault = tlsDialFailure(socketError, addr);
+    if (fault !== undefined) {
+      finish({ kind: "failed", error: fault });
+      return;
+    }
     const why = socketError === undefined ? `connection closed (code ${code})` : socketError.message;
     fail("XSRV_CLUSTER_UNREACHABLE", `Cannot link to the peer at ${addr}: ${why}`, socketError);
   };

@@ -5,19 +5,13 @@
  * was not delivered, in order. The link pings to detect a hung peer, redials with jittered
  * exponential backoff, and gives up its queue (overflow) rather than grow without bound.
  */
-import WebSocket from "ws";
-import type { XmppServerError } from "../../errors.ts";
+import type WebSocket from "ws";
+import { XmppServerError } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
 import type { DialerHandshakeResult } from "./dialer-handshake.ts";
 import { runDialerHandshake } from "./dialer-handshake.ts";
-import {
-  decodeFrame,
-  encodeFrame,
-  MAX_PEER_FRAME_BYTES,
-  newSession,
-  type PeerIdentity,
-  peerUrl,
-} from "./protocol.ts";
+import { dialPeer, type PeerTlsOptions, type PeerTrust } from "./peer-tls.ts";
+import { decodeFrame, encodeFrame, MAX_PEER_FRAME_BYTES, newSession, type PeerIdentity } from "./protocol.ts";
 
 /** A turn's batch is flushed at once when it reaches this many messages. */
 export const MAX_BATCH_MESSAGES = 512;
@@ -50,6 +44,10 @@ export interface OutboundLinkOptions {
   handshakeTimeoutMs: number;
   /** Source address to dial from ("" = the system's choice). */
   localAddress: string;
+  /** TLS settings of this node; null: plain links. */
+  tls: PeerTlsOptions | null;
+  /** What the peer's member row publishes now; read at every dial (a restarted peer may have a new certificate). */
+  trust(): PeerTrust;
   hooks: OutboundLinkHooks;
 }
 
@@ -142,12 +140,17 @@ export class OutboundLink {
   #dial(): void {
     const options = this.#options;
     this.#status = "dialling";
-    const ws = new WebSocket(peerUrl(this.addr), {
-      perMessageDeflate: false,
+    const ws = dialPeer(this.addr, {
+      tls: options.tls,
+      trust: options.trust(),
       maxPayload: MAX_PEER_FRAME_BYTES,
-      handshakeTimeout: options.handshakeTimeoutMs,
-      ...(options.localAddress === "" ? {} : { localAddress: options.localAddress }),
+      handshakeTimeoutMs: options.handshakeTimeoutMs,
+      localAddress: options.localAddress,
     });
+    if (ws instanceof XmppServerError) {
+      this.#refused(ws);
+      return;
+    }
     this.#ws = ws;
     // Kept for the socket's whole life: an "error" without a listener would throw.
     ws.on("error", (error) => this.#log.debug({ err: error }, "peer socket error"));
@@ -175,15 +178,20 @@ export class OutboundLink {
           this.#scheduleRedial();
           return;
         }
-        // A refusal is a configuration fault (secret, ring, version): dialling again cannot fix it.
-        this.#log.error(
-          { err: outcome.error, code: outcome.error.code, peer: this.#peer?.node },
-          `the peer at ${this.addr} refused our link; not dialling it again`,
-        );
-        this.stop();
-        options.hooks.refused(this, outcome.error);
+        this.#refused(outcome.error);
       },
     );
+  }
+
+  /** A configuration fault (secret, ring, version, certificate): dialling again cannot fix it. */
+  #refused(error: XmppServerError): void {
+    const what = error.code === "XSRV_PEER_UNTRUSTED" ? "we refused its certificate" : "the link was refused";
+    this.#log.error(
+      { err: error, code: error.code, peer: this.#peer?.node },
+      `peer ${this.addr}: ${what}: ${error.message}; not dialling it again`,
+    );
+    this.stop();
+    this.#options.hooks.refused(this, error);
   }
 
   #onHandshake(ws: WebSocket, result: DialerHandshakeResult): void {

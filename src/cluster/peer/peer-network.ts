@@ -5,6 +5,8 @@
  * direction is one ordered stream.
  *
  * Guarantees, per (sender, receiver) pair:
+ * - encrypted with TLS unless plain links were asked for, the dialler checking the peer's
+ *   certificate against the fingerprint its member row pins (and a CA, if given) (peer-tls.ts);
  * - authenticated both ways with the shared secret, which never travels (protocol.ts);
  * - versioned: the link speaks the lower of both protocol versions, refused outside both ranges;
  * - ordered and exactly once to the application, across reconnects to the same incarnation
@@ -14,14 +16,24 @@
  * - a hung peer is detected by app-level pings ("timeout"), and every lost link is redialled.
  * Messages to a peer that restarted (new incarnation) are dropped: "peer-restarted" says so.
  */
-import { EventEmitter } from "node:events";
-import type { IncomingMessage } from "node:http";
-import WebSocket, { WebSocketServer } from "ws";
-import type { XmppServerError } from "../../errors.ts";
+import { EventEmitter, once } from "node:events";
+import type { Server as HttpServer, IncomingMessage } from "node:http";
+import type { Server as HttpsServer } from "node:https";
+import type WebSocket from "ws";
+import { WebSocketServer } from "ws";
+import { XmppServerError } from "../../errors.ts";
 import type { Logger } from "../../log.ts";
 import { runDialerHandshake } from "./dialer-handshake.ts";
 import { InboundLink, type ReceiverState } from "./inbound-link.ts";
 import { OutboundLink } from "./outbound-link.ts";
+import {
+  certificateSha256,
+  createPeerServer,
+  dialPeer,
+  NO_PEER_TRUST,
+  type PeerTlsOptions,
+  type PeerTrust,
+} from "./peer-tls.ts";
 import {
   HANDSHAKE_TIMEOUT_MS,
   type HelloFrame,
@@ -35,7 +47,7 @@ import {
   peerUrl,
 } from "./protocol.ts";
 
-export { PEER_PROTOCOL_MIN, PEER_PROTOCOL_VERSION, type PeerIdentity };
+export { PEER_PROTOCOL_MIN, PEER_PROTOCOL_VERSION, type PeerIdentity, type PeerTlsOptions, type PeerTrust };
 
 /** Options for {@link PeerNetwork}. */
 export interface PeerNetworkOptions {
@@ -43,6 +55,11 @@ export interface PeerNetworkOptions {
   self: PeerIdentity;
   /** The cluster secret both sides prove they know. */
   secret: string;
+  /**
+   * TLS for every link: the certificate the server presents, and the CA dialled peers must
+   * chain to (if any). null: plain links (a trusted network, by the operator's explicit choice).
+   */
+  tls: PeerTlsOptions | null;
   /** Interface the peer server listens on. */
   host: string;
   /** Port of the peer server; 0 picks a free one. */
@@ -135,8 +152,11 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
   readonly #options: ResolvedOptions;
   readonly #log: Logger;
   #server: WebSocketServer | undefined;
+  #httpServer: HttpServer | HttpsServer | undefined;
   #closed = false;
   readonly #byAddr = new Map<string, OutboundLink>();
+  /** What each dialled address's member row publishes (see connect()). */
+  readonly #trust = new Map<string, PeerTrust>();
   readonly #byNode = new Map<string, OutboundLink>();
   readonly #inbound = new Set<InboundLink>();
   /** Delivery watermarks by `${node}\n${session}`, in insertion order (oldest first). */
@@ -153,42 +173,47 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     return this.#options.self;
   }
 
+  /** The fingerprint of the certificate this node's peer server presents (null: plain links). */
+  get certSha256(): string | null {
+    const { tls } = this.#options;
+    return tls === null ? null : certificateSha256(tls.cert);
+  }
+
   /** Starts the peer server (path "/starling-peer") and resolves the bound port. */
   async listen(): Promise<number> {
     if (this.#server !== undefined || this.#closed)
       throw new Error("PeerNetwork.listen() was already called");
+    const { tls, host, handshakeTimeoutMs } = this.#options;
+    const httpServer = createPeerServer(tls, handshakeTimeoutMs, this.#log);
+    this.#httpServer = httpServer;
     const server = new WebSocketServer({
-      host: this.#options.host,
-      port: this.#options.port,
+      server: httpServer,
       path: PEER_PATH,
       perMessageDeflate: false,
       maxPayload: MAX_PEER_FRAME_BYTES,
       clientTracking: false,
     });
     this.#server = server;
-    await new Promise<void>((resolve, reject) => {
-      const onError = (error: Error): void => reject(error);
-      server.once("error", onError);
-      server.once("listening", () => {
-        server.off("error", onError);
-        resolve();
-      });
-    });
-    server.on("error", (error) => this.#log.error({ err: error }, "peer server error"));
+    httpServer.listen(this.#options.port, host);
+    await once(httpServer, "listening");
+    httpServer.on("error", (error) => this.#log.error({ err: error }, "peer server error"));
     server.on("connection", (ws, request) => this.#accept(ws, request));
-    const address = server.address();
+    const address = httpServer.address();
     const port = typeof address === "object" && address !== null ? address.port : this.#options.port;
-    this.#log.info({ host: this.#options.host, port }, "peer server listening");
+    this.#log.info({ host, port, tls: tls !== null }, "peer server listening");
     return port;
   }
 
   /**
    * Keeps an outbound link to the node at "host:port", redialling with jittered exponential
-   * backoff until disconnect() or close(), or until that node refuses us. Idempotent per addr.
+   * backoff until disconnect() or close(), or until that node refuses us. Idempotent per addr;
+   * `trust` is what that node's member row publishes, and a later call updates it (the next
+   * dial checks the new fingerprint).
    */
-  connect(addr: string): void {
+  connect(addr: string, trust: PeerTrust = NO_PEER_TRUST): void {
     if (this.#closed) throw new Error("PeerNetwork is closed");
     peerUrl(addr); // throws a TypeError on a malformed address
+    this.#trust.set(addr, trust);
     if (this.#byAddr.has(addr)) return;
     const options = this.#options;
     const link = new OutboundLink({
@@ -204,6 +229,8 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
       reconnectMaxMs: options.reconnectMaxMs,
       handshakeTimeoutMs: options.handshakeTimeoutMs,
       localAddress: options.localAddress,
+      tls: options.tls,
+      trust: () => this.#trust.get(addr) ?? NO_PEER_TRUST,
       hooks: {
         up: (l, peer, previous) => this.#onUp(l, peer, previous),
         down: (l, node, reason) => {
@@ -231,6 +258,7 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
       const wasUp = link.isUp;
       link.stop();
       this.#byAddr.delete(link.addr);
+      this.#trust.delete(link.addr);
       const name = link.peer?.node;
       if (name !== undefined && this.#byNode.get(name) === link) {
         this.#byNode.delete(name);
@@ -283,6 +311,13 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     this.#inbound.clear();
     const server = this.#server;
     if (server !== undefined) await new Promise<void>((resolve) => server.close(() => resolve()));
+    const httpServer = this.#httpServer;
+    if (httpServer !== undefined) {
+      const closed = new Promise<void>((resolve) => httpServer.close(() => resolve()));
+      // Sockets still in their TLS or HTTP handshake are not links yet: nothing to wait for.
+      httpServer.closeAllConnections();
+      await closed;
+    }
     this.#log.info("peer network closed");
   }
 
@@ -400,6 +435,10 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
 export interface ProbePeerOptions {
   self: PeerIdentity;
   secret: string;
+  /** This node's TLS settings; null: plain links. */
+  tls: PeerTlsOptions | null;
+  /** What the probed node's member row publishes (default: nothing). */
+  trust?: PeerTrust;
   /** Give up after this long (default 5000). */
   timeoutMs?: number;
   /** Oldest protocol version we speak (default PEER_PROTOCOL_MIN). */
@@ -408,17 +447,22 @@ export interface ProbePeerOptions {
 
 /**
  * One-shot handshake with the node at "host:port", then close: resolves its identity, or
- * rejects with XSRV_PEER_REFUSED, XSRV_CLUSTER_INCOMPATIBLE, XSRV_CLUSTER_NAME_TAKEN or
- * XSRV_CLUSTER_UNREACHABLE. Touches no delivery state on the remote side.
+ * rejects with XSRV_PEER_REFUSED, XSRV_CLUSTER_INCOMPATIBLE, XSRV_CLUSTER_NAME_TAKEN,
+ * XSRV_PEER_UNTRUSTED or XSRV_CLUSTER_UNREACHABLE. Touches no delivery state on the remote side.
  */
 export function probePeer(addr: string, options: ProbePeerOptions): Promise<PeerIdentity> {
   const timeoutMs = options.timeoutMs ?? HANDSHAKE_TIMEOUT_MS;
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(peerUrl(addr), {
-      perMessageDeflate: false,
+    const ws = dialPeer(addr, {
+      tls: options.tls,
+      trust: options.trust ?? NO_PEER_TRUST,
       maxPayload: 1024 * 1024,
-      handshakeTimeout: timeoutMs,
+      handshakeTimeoutMs: timeoutMs,
     });
+    if (ws instanceof XmppServerError) {
+      reject(ws);
+      return;
+    }
     ws.on("error", () => {}); // reported by the handshake, through "close"
     runDialerHandshake(
       ws,

@@ -345,13 +345,16 @@ export function checkCompatibility(local: PeerVersions, remote: PeerVersions): n
 
 const ADDR_PATTERN = /^(\[[0-9A-Fa-f:.]+\]|[^\s:/[\]@?#]+):(\d{1,5})$/;
 
-/** The ws URL of the peer endpoint at "host:port". Throws a TypeError on a malformed address. */
-export function peerUrl(addr: string): string {
+/**
+ * The ws URL (wss when `secure`) of the peer endpoint at "host:port". Throws a TypeError on a
+ * malformed address.
+ */
+export function peerUrl(addr: string, secure = false): string {
   const match = ADDR_PATTERN.exec(addr);
   if (match === null || Number(match[2]) > 65535) {
     throw new TypeError(`Invalid peer address "${addr}": expected "host:port"`);
   }
-  return `ws://${addr}${PEER_PATH}`;
+  return `${secure ? "wss" : "ws"}://${addr}${PEER_PATH}`;
 }
 
 /** Shortens a close reason to the 123 bytes a ws close frame can carry (RFC 6455 §5.5). */

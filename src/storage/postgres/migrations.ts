@@ -166,6 +166,16 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       ALTER TABLE members ADD COLUMN client_addr text;
     `,
   },
+  {
+    version: 6,
+    name: "members publish the fingerprint of their peer certificate",
+    // Peer links are TLS; a dialler accepts only the certificate whose SHA-256 fingerprint the
+    // dialled member's row pins (src/cluster/peer/peer-tls.ts). NULL: plain links, or an older
+    // release, which neither writes nor reads it.
+    sql: `
+      ALTER TABLE members ADD COLUMN peer_cert_sha256 text;
+    `,
+  },
 ]);
 
 /**
