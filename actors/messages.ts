@@ -112,6 +112,8 @@ export type UserMessage =
       accept?: { shard: number; rid: number };
       /** The session was resumed elsewhere: it will re-register (`relocate`) from there. */
       moved?: boolean;
+      /** The session died with its worker's previous incarnation (a crash): a replica may take it over. */
+      crashed?: boolean;
     }
   /** A moved session did not re-register in time: what waited for it goes offline. */
   | { kind: "relocate-timeout"; user: BareJid; full: FullJid; sid: string }

@@ -273,6 +273,8 @@ export class SessionActor {
       if (this.#stream === undefined || this.#ended) return;
       const value = this.#s.handledIn;
       this.#inPushed = [this.#stream.push({ c: "in", handledIn: value }), value];
+      // With no replica at the moment, nothing will acknowledge it: it is as safe as it gets.
+      if (this.#inPushed[0] <= this.#stream.ackedLsn) this.#onReplicated(this.#stream.ackedLsn);
     });
   }
 

@@ -305,6 +305,20 @@ export class UserActor {
           });
           return;
         }
+        if (state !== undefined && state.sid === msg.session.sid && msg.crashed === true && state.resumable) {
+          // Its worker crashed and was restarted before this actor heard of it: a replica is
+          // taking the session over, and the write waits for it like any write to a lost session.
+          this.#lose(msg.session.full, state);
+          if (msg.xml !== undefined) {
+            this.#awaitRelocate(msg.session.full, msg.session.sid, {
+              xml: msg.xml,
+              storable: msg.storable ?? false,
+              ...(msg.dedupe === undefined ? {} : { dedupe: msg.dedupe }),
+              ...(msg.accept === undefined ? {} : { accept: msg.accept }),
+            });
+          }
+          return;
+        }
         if (state !== undefined && state.sid === msg.session.sid) this.#forget(msg.session.full, state);
         else if (state !== undefined && msg.xml !== undefined) {
           // The session was resumed elsewhere after this write left: follow it there, so a

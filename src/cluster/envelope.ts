@@ -24,11 +24,19 @@ export type Envelope =
    * A change of session `token` from its owner shard, number `lsn` of its stream
    * (session-replicas.ts); an `init` carries the owner's replica list.
    */
-  | { t: "rep"; token: string; owner: number; lsn: number; change: SessionChange; replicas?: number[] }
-  /** The replica holds these sessions' changes up to each lsn: [token, lsn]. */
-  | { t: "rep-ack"; from: number; acks: [string, number][] }
-  /** The owner ended session `token` (or it moved): the replica drops its copy. */
-  | { t: "rep-end"; token: string; owner: number }
+  | {
+      t: "rep";
+      token: string;
+      owner: number;
+      stream: string;
+      lsn: number;
+      change: SessionChange;
+      replicas?: number[];
+    }
+  /** The replica holds these streams' changes up to each lsn: [token, stream, lsn]. */
+  | { t: "rep-ack"; from: number; acks: [string, string, number][] }
+  /** The owner ended session `token` (or it moved): the replica drops its copy of that stream. */
+  | { t: "rep-end"; token: string; owner: number; stream: string }
   /** The answer to a request that carried `reqId`. */
   | { t: "reply"; reqId: number; ok: true; value: unknown }
   | { t: "reply"; reqId: number; ok: false; error: ErrorRecord };

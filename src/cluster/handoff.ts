@@ -154,6 +154,32 @@ export class PartitionHandoff {
     await this.#sendHandoffs(next.epoch, outgoing);
   }
 
+  /**
+   * This worker restarted: its actors' state died with the previous incarnation. Every partition
+   * it owns is held until each of `from` (the node's other workers) has re-registered its
+   * sessions of those users ({@link recoverFor}), so a message is not stored offline for a user
+   * whose session is alive, or a resumable one whose replica was just promoted.
+   */
+  awaitRecovery(from: readonly number[]): void {
+    const { router } = this.#host;
+    if (from.length === 0) return;
+    const owned: number[] = [];
+    for (let p = 0; p < router.table.partitions; p++)
+      if (ownerShard(router.table, p) === router.self) owned.push(p);
+    router.holdIncoming(owned);
+    for (const p of owned) this.#waiting.set(p, new Set(from));
+    this.#armTimeout(router.table.epoch, owned);
+  }
+
+  /** Worker `shard` of this node restarted: tell it about our sessions of the users it hosts. */
+  recoverFor(shard: number): void {
+    const { router } = this.#host;
+    const owned: number[] = [];
+    for (let p = 0; p < router.table.partitions; p++)
+      if (ownerShard(router.table, p) === shard) owned.push(p);
+    this.#sendRecoveries(router.table.epoch, new Map([[shard, owned]]));
+  }
+
   /** A `handoff` from another shard (or an early one we kept). */
   receive(msg: HandoffMessage): void {
     const { router, log } = this.#host;

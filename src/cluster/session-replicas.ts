@@ -66,15 +66,28 @@ export interface ReplicationSender {
   send(
     shard: number,
     envelope:
-      | { t: "rep"; token: string; owner: number; lsn: number; change: SessionChange; replicas?: number[] }
-      | { t: "rep-ack"; from: number; acks: [string, number][] }
-      | { t: "rep-end"; token: string; owner: number },
+      | {
+          t: "rep";
+          token: string;
+          owner: number;
+          stream: string;
+          lsn: number;
+          change: SessionChange;
+          replicas?: number[];
+        }
+      | { t: "rep-ack"; from: number; acks: [string, string, number][] }
+      | { t: "rep-end"; token: string; owner: number; stream: string },
   ): void;
 }
 
 /** The owner's side: one stream per replicated session. */
 export class ReplicaStream {
   readonly token: string;
+  /**
+   * Unique per stream: a session resumed on the worker that held it before streams under the same
+   * token, and the old stream's late acknowledgements must not count for the new one.
+   */
+  readonly id: string;
   #replicas: number[];
   #lsn = 0;
   readonly #acked = new Map<number, number>();
@@ -85,12 +98,14 @@ export class ReplicaStream {
   constructor(
     sender: ReplicationSender,
     token: string,
+    id: string,
     replicas: number[],
     state: SessionSnapshot,
     onAcked: (lsn: number) => void,
   ) {
     this.#sender = sender;
     this.token = token;
+    this.id = id;
     this.#replicas = replicas;
     this.#onAcked = onAcked;
     this.#init(replicas, state);
@@ -142,7 +157,12 @@ export class ReplicaStream {
     const before = this.ackedLsn;
     for (const shard of removed) {
       this.#acked.delete(shard);
-      this.#sender.send(shard, { t: "rep-end", token: this.token, owner: this.#sender.self });
+      this.#sender.send(shard, {
+        t: "rep-end",
+        token: this.token,
+        owner: this.#sender.self,
+        stream: this.id,
+      });
     }
     this.#replicas = replicas;
     // Every replica learns the new list, so all agree on which of them promotes the copy.
@@ -172,8 +192,16 @@ export class ReplicaStream {
       this.#sender.send(
         shard,
         replicas === undefined
-          ? { t: "rep", token: this.token, owner: this.#sender.self, lsn: this.#lsn, change }
-          : { t: "rep", token: this.token, owner: this.#sender.self, lsn: this.#lsn, change, replicas },
+          ? { t: "rep", token: this.token, owner: this.#sender.self, stream: this.id, lsn: this.#lsn, change }
+          : {
+              t: "rep",
+              token: this.token,
+              owner: this.#sender.self,
+              stream: this.id,
+              lsn: this.#lsn,
+              change,
+              replicas,
+            },
       );
     }
   }
@@ -183,14 +211,51 @@ export class ReplicaStream {
     if (this.#ended) return;
     this.#ended = true;
     for (const shard of this.#replicas) {
-      this.#sender.send(shard, { t: "rep-end", token: this.token, owner: this.#sender.self });
+      this.#sender.send(shard, {
+        t: "rep-end",
+        token: this.token,
+        owner: this.#sender.self,
+        stream: this.id,
+      });
     }
+  }
+}
+
+/** The streams of one shard's replicated sessions, by token, with their live state. */
+export class ReplicaStreams {
+  readonly #streams = new Map<string, { stream: ReplicaStream; state: SessionSnapshot }>();
+
+  get size(): number {
+    return this.#streams.size;
+  }
+
+  add(stream: ReplicaStream, state: SessionSnapshot): void {
+    this.#streams.set(stream.token, { stream, state });
+  }
+
+  /** Forgets `stream`, unless a newer stream of the same token replaced it. */
+  remove(stream: ReplicaStream): void {
+    if (this.#streams.get(stream.token)?.stream === stream) this.#streams.delete(stream.token);
+  }
+
+  /** A replica's acknowledgements: [token, stream id, lsn]; a replaced stream's are ignored. */
+  acked(from: number, acks: readonly [string, string, number][]): void {
+    for (const [token, id, lsn] of acks) {
+      const entry = this.#streams.get(token);
+      if (entry?.stream.id === id) entry.stream.acked(from, lsn);
+    }
+  }
+
+  values(): IterableIterator<{ stream: ReplicaStream; state: SessionSnapshot }> {
+    return this.#streams.values();
   }
 }
 
 interface ReplicaEntry {
   state: SessionSnapshot;
   owner: number;
+  /** The owner's stream (ReplicaStream.id) that initialised the copy. */
+  stream: string;
   lsn: number;
   /** The owner's replica list when it initialised this copy: the first live one promotes. */
   replicas: number[];
@@ -209,6 +274,7 @@ export class ReplicaHost {
   readonly #entries = new Map<string, ReplicaEntry>();
   readonly #sender: ReplicationSender;
   readonly #log: Logger;
+  /** Owner shard → "token stream" → highest lsn to acknowledge this turn. */
   #pendingAcks = new Map<number, Map<string, number>>();
   readonly #counts = { applied: 0, refused: 0, promoted: 0 };
   readonly #schedule: (flush: () => void) => void;
@@ -227,14 +293,24 @@ export class ReplicaHost {
     return { held: this.#entries.size, ...this.#counts };
   }
 
-  /** A change from an owner. Changes from anyone but the owner that initialised the copy are refused. */
-  receive(token: string, owner: number, lsn: number, change: SessionChange, replicas?: number[]): void {
+  /**
+   * A change from an owner's stream. Changes from any stream but the one that initialised the
+   * copy are refused.
+   */
+  receive(
+    token: string,
+    owner: number,
+    stream: string,
+    lsn: number,
+    change: SessionChange,
+    replicas?: number[],
+  ): void {
     let entry = this.#entries.get(token);
     if (change.c === "init") {
-      entry = { state: cloneSessionState(change.state), owner, lsn, replicas: replicas ?? [] };
+      entry = { state: cloneSessionState(change.state), owner, stream, lsn, replicas: replicas ?? [] };
       this.#entries.set(token, entry);
     } else {
-      if (entry === undefined || entry.owner !== owner || lsn !== entry.lsn + 1) {
+      if (entry === undefined || entry.stream !== stream || entry.owner !== owner || lsn !== entry.lsn + 1) {
         // A zombie owner (its copy was promoted or re-initialised by another), or a gap.
         this.#counts.refused++;
         if (this.#counts.refused % 1000 === 1) {
@@ -250,25 +326,32 @@ export class ReplicaHost {
     }
     this.#counts.applied++;
     let acks = this.#pendingAcks.get(owner);
+    const key = `${token} ${stream}`;
     if (acks === undefined) {
       acks = new Map();
       this.#pendingAcks.set(owner, acks);
       if (this.#pendingAcks.size === 1) this.#schedule(this.#flushAcks);
     }
-    acks.set(token, lsn);
+    acks.set(key, lsn);
   }
 
   readonly #flushAcks = (): void => {
     const pending = this.#pendingAcks;
     this.#pendingAcks = new Map();
     for (const [owner, acks] of pending) {
-      this.#sender.send(owner, { t: "rep-ack", from: this.#sender.self, acks: [...acks] });
+      const list: [string, string, number][] = [];
+      for (const [key, lsn] of acks) {
+        const space = key.indexOf(" ");
+        list.push([key.slice(0, space), key.slice(space + 1), lsn]);
+      }
+      this.#sender.send(owner, { t: "rep-ack", from: this.#sender.self, acks: list });
     }
   };
 
-  /** The owner ended the session (or it moved): drop the copy, unless another owner took it over. */
-  end(token: string, owner: number): void {
-    if (this.#entries.get(token)?.owner === owner) this.#entries.delete(token);
+  /** The owner ended the session (or it moved): drop the copy, unless another stream took it over. */
+  end(token: string, owner: number, stream: string): void {
+    const entry = this.#entries.get(token);
+    if (entry?.owner === owner && entry.stream === stream) this.#entries.delete(token);
   }
 
   /**

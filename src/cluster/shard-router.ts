@@ -152,6 +152,11 @@ export class ShardRouter {
     this.#liveShards = shards;
   }
 
+  /** Holds envelopes for `partitions` until {@link completeIncoming} (a restarted worker's recovery). */
+  holdIncoming(partitions: readonly number[]): void {
+    for (const p of partitions) if (!this.#incoming.has(p)) this.#incoming.set(p, []);
+  }
+
   /** The previous owner's handoff of `partition` is applied: deliver what waited for it, in order. */
   completeIncoming(partition: number): void {
     const waiting = this.#incoming.get(partition);

@@ -10,7 +10,7 @@ import { type MessagePort, workerData } from "node:worker_threads";
 import { bounceStanza } from "../../actors/bounce.ts";
 import type { WorkerMessage } from "../../actors/messages.ts";
 import { SessionActor } from "../../actors/session-actor.ts";
-import { applySessionChange, type SessionSnapshot, unackedAfter } from "../../actors/session-state.ts";
+import { applySessionChange, unackedAfter } from "../../actors/session-state.ts";
 import { UserActor } from "../../actors/user-actor.ts";
 import { InternalAuthProvider } from "../auth/internal-auth.ts";
 import type { LoginThrottle } from "../auth/login-throttle.ts";
@@ -24,7 +24,13 @@ import { expose, nodeEndpoint, type Remote, wrap } from "./comlink-setup.ts";
 import type { Envelope } from "./envelope.ts";
 import { type HandoffStats, type LiveNode, PartitionHandoff } from "./handoff.ts";
 import { nodeNoOf, type OwnerTable, shardNumber } from "./ring.ts";
-import { placeReplicas, ReplicaHost, type ReplicaStats, ReplicaStream } from "./session-replicas.ts";
+import {
+  placeReplicas,
+  ReplicaHost,
+  type ReplicaStats,
+  ReplicaStream,
+  ReplicaStreams,
+} from "./session-replicas.ts";
 import type { ShardContext } from "./shard-context.ts";
 import { ShardRouter } from "./shard-router.ts";
 import type { NodeThrottles } from "./worker-pool.ts";
@@ -47,6 +53,8 @@ export interface WorkerInit {
   controlPort: MessagePort;
   /** The node-wide {@link NodeThrottles}, exposed by the supervisor. */
   throttlePort: MessagePort;
+  /** A restart after a crash: the other workers re-register their sessions with this one. */
+  recovering?: boolean;
 }
 
 /** Statistics one worker reports. */
@@ -148,8 +156,9 @@ const ctx: ShardContext = {
     open(state, onAcked) {
       if (init.config.cluster.replicationFactor <= 1) return undefined;
       const token = state.token;
-      const stream = new ReplicaStream(router, token, replicasFor(token), state, onAcked);
-      streams.set(token, { stream, state });
+      const id = `${sidPrefix}${nextStreamNo++}`;
+      const stream = new ReplicaStream(router, token, id, replicasFor(token), state, onAcked);
+      streams.add(stream, state);
       return {
         push: (change) => stream.push(change),
         get lsn() {
@@ -160,7 +169,7 @@ const ctx: ShardContext = {
         },
         end() {
           stream.end();
-          if (streams.get(token)?.stream === stream) streams.delete(token);
+          streams.remove(stream);
         },
       };
     },
@@ -171,7 +180,8 @@ const ctx: ShardContext = {
 let listeners: C2sListeners | undefined;
 const replicaHost = new ReplicaHost(router, log);
 /** This worker's replicated sessions by token, with their live state (for re-seating). */
-const streams = new Map<string, { stream: ReplicaStream; state: SessionSnapshot }>();
+const streams = new ReplicaStreams();
+let nextStreamNo = 1;
 
 /**
  * Replicas go to members that own partitions now: a leaving node loses its share in the epoch
@@ -215,6 +225,8 @@ const handoff = new PartitionHandoff({
     reseatReplicas();
   },
 });
+
+if (init.recovering) handoff.awaitRecovery(ctx.localShards.filter((s) => s !== shard));
 
 function actorFor(user: BareJid): UserActor {
   let actor = actors.get(user);
@@ -265,6 +277,7 @@ function dispatch(envelope: Envelope): void {
           ...(msg.dedupe === undefined ? {} : { dedupe: msg.dedupe }),
           ...(msg.accept === undefined ? {} : { accept: msg.accept }),
           moved: ctx.movedSids.has(msg.sid),
+          crashed: msg.sid.startsWith(`${shard}.`) && !msg.sid.startsWith(sidPrefix),
         });
       }
       return;
@@ -279,15 +292,15 @@ function dispatch(envelope: Envelope): void {
       return replicaHost.receive(
         envelope.token,
         envelope.owner,
+        envelope.stream,
         envelope.lsn,
         envelope.change,
         envelope.replicas,
       );
     case "rep-ack":
-      for (const [token, lsn] of envelope.acks) streams.get(token)?.stream.acked(envelope.from, lsn);
-      return;
+      return streams.acked(envelope.from, envelope.acks);
     case "rep-end":
-      return replicaHost.end(envelope.token, envelope.owner);
+      return replicaHost.end(envelope.token, envelope.owner, envelope.stream);
     case "reply":
     case "accepted":
       return;
@@ -309,19 +322,6 @@ function resumeTake(msg: Extract<WorkerMessage, { kind: "resume-take" }>): Resum
   applySessionChange(copy, { c: "ack", h: msg.h });
   log.info({ user: msg.user }, "replica taken over by a resumption: its owner's node is dead");
   return copy;
-}
-
-/** Re-registers sessions with the UserActors a restarted worker hosts (their state died with it). */
-function reregister(restarted: number): void {
-  for (const session of ctx.sessions.values()) {
-    if (router.shardOfUser(session.bare) !== restarted) continue;
-    router.toUser({
-      kind: "relocate",
-      user: session.bare,
-      session: session.location(),
-      state: session.registration(),
-    });
-  }
 }
 
 // Passivate idle actors so memory follows the active user count, not the total.
@@ -351,10 +351,11 @@ const control: WorkerControl = {
     const restarted = shardNumber(init.nodeNo, worker);
     for (const actor of actors.values())
       actor.enqueue({ kind: "shard-lost", user: actor.user, shard: restarted, keepPrefix });
-    reregister(restarted);
-    // Its sessions' copies here become sessions; our sessions' copies there are sent again.
+    // Its sessions' copies here become sessions (first, so they are re-registered below), our
+    // sessions' copies there are sent again, and it learns our sessions of the users it hosts.
     promoteCopiesOf((s) => s === restarted);
     for (const { stream, state } of streams.values()) stream.reinit(restarted, state);
+    handoff.recoverFor(restarted);
   },
   setTable(table, live) {
     return handoff.apply(table, live);

@@ -94,7 +94,7 @@ export class WorkerPool {
     return this.#ports;
   }
 
-  #spawn(index: number): WorkerSlot {
+  #spawn(index: number, recovering = false): WorkerSlot {
     const storeChannel = new MessageChannel();
     const controlChannel = new MessageChannel();
     const throttleChannel = new MessageChannel();
@@ -116,6 +116,7 @@ export class WorkerPool {
       storePort: storeChannel.port2,
       controlPort: controlChannel.port2,
       throttlePort: throttleChannel.port2,
+      recovering,
     };
     const worker = new Worker(new URL("./worker-main.ts", import.meta.url), {
       workerData: init,
@@ -157,7 +158,7 @@ export class WorkerPool {
     if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
     if (this.#stopping) return;
     try {
-      const slot = this.#spawn(index);
+      const slot = this.#spawn(index, true);
       this.#slots[index] = slot;
       for (let j = 0; j < this.#slots.length; j++) if (j !== index) await this.#connect(index, j);
       await slot.control.listen(this.#ports);

@@ -126,6 +126,7 @@ export const ENV_KEYS: Record<string, string> = {
   STARLING_SECRET: "cluster.secret",
   STARLING_PLAIN_PEER_LINKS: "cluster.plainLinks",
   STARLING_JOIN: "cluster.join",
+  STARLING_REPLICATION_FACTOR: "cluster.replicationFactor",
 };
 
 /** Options for {@link loadConfig}. */

@@ -460,11 +460,13 @@ export class C2sConnection implements ClientLink {
         for (const found of await Promise.all(others.map(take))) note(found);
       };
       await search();
-      if (snapshot === undefined && pending) {
-        // A replica holds the session but its node's death is not committed yet (the client
-        // reconnected faster than the cluster decided): once it is, the replica hands it over.
+      // A replica holds the session but its owner's death is not known yet (the client came
+      // back faster than the cluster decided, or than a crashed worker was restarted): ask
+      // again at the next owner table, or soon, until `requestTimeoutMs` has passed.
+      const deadline = Date.now() + this.#ctx.config.cluster.requestTimeoutMs;
+      for (let stepMs = 200; snapshot === undefined && pending && Date.now() < deadline; stepMs *= 2) {
         pending = false;
-        await this.#ctx.router.nextTable(this.#ctx.config.cluster.requestTimeoutMs);
+        await this.#ctx.router.nextTable(Math.min(stepMs, deadline - Date.now()));
         await search();
       }
     }

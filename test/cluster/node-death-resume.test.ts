@@ -9,8 +9,15 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import type { Element } from "@xmpp/xml";
 import { actorNodes, type ClusterNode, startTestCluster, waitForOwners } from "../helpers/cluster.ts";
-import { becomeContacts, goOnline, loginRaw, newUsers, type TestUser } from "../helpers/fixtures.ts";
-import { NS_SASL, NS_SM, RawClient } from "../helpers/raw-client.ts";
+import {
+  becomeContacts,
+  goOnline,
+  loginRaw,
+  newUsers,
+  resumeRaw,
+  type TestUser,
+} from "../helpers/fixtures.ts";
+import { NS_SM, type RawClient } from "../helpers/raw-client.ts";
 
 /** A sender with stream management: numbered messages, `<r/>` every few, acks recorded. */
 class Sender {
@@ -93,28 +100,13 @@ async function userOwnedBy(url: string, first: ClusterNode, node: string, prefix
   return user;
 }
 
-async function resumeOn(node: ClusterNode, user: TestUser, previd: string, h: number): Promise<RawClient> {
-  const client = await RawClient.connect({
-    host: node.host,
-    port: node.ports.c2s,
-    domain: node.domain,
-    label: "resumed",
-  });
-  await client.openStream();
-  await client.startTls();
-  const outcome = await client.authScram("SCRAM-SHA-1", user.username, user.password);
-  assert.ok(outcome.is("success", NS_SASL), outcome.toString());
-  await client.openStream();
-  const answer = await client.resumeSm(previd, h, { autoAck: true });
-  assert.ok(answer.is("resumed", NS_SM), `resumed on ${node.name}: ${answer.toString()}`);
-  return client;
-}
-
 interface Scenario {
   /** Where the victim's socket is, and where its UserActor lives. */
   socketOn: "n1" | "n2" | "n3";
   ownerOn: "n1" | "n2" | "n3";
   kill: ("n1" | "n2" | "n3")[];
+  /** Another user tries the victim's resumption id first. */
+  thief?: boolean;
 }
 
 async function nodeDeath(t: import("node:test").TestContext, scenario: Scenario): Promise<void> {
@@ -154,8 +146,23 @@ async function nodeDeath(t: import("node:test").TestContext, scenario: Scenario)
   if (scenario.kill.includes(scenario.socketOn)) {
     // Like a real client: it reconnects at once, before the cluster has decided the node is dead.
     await victim.waitForClose(10_000);
-    resumed = await resumeOn(nodes[survivors[0]!], victimUser, enabled.attrs.id!, victim.smInbound ?? 0);
-    t.after(() => resumed?.destroy());
+    const survivor = nodes[survivors[0]!];
+    // Another account presenting the victim's id gets nothing of it, and does not use it up.
+    if (scenario.thief) {
+      const thief = await resumeRaw(t, survivor, bUser!, enabled.attrs.id!, victim.smInbound ?? 0);
+      assert.ok(
+        thief.answer.is("failed", NS_SM) && thief.answer.getChild("item-not-found") !== undefined,
+        `a foreign resumption id: ${thief.answer.toString()}`,
+      );
+      assert.equal(
+        thief.client.received.filter((el) => el.is("message")).length,
+        0,
+        "none of the victim's stanzas",
+      );
+    }
+    const again = await resumeRaw(t, survivor, victimUser, enabled.attrs.id!, victim.smInbound ?? 0);
+    assert.ok(again.answer.is("resumed", NS_SM), `resumed on ${survivor.name}: ${again.answer.toString()}`);
+    resumed = again.client;
     t.diagnostic(`resumed ${Date.now() - killedAt} ms after SIGKILL`);
   } else {
     await waitForOwners(nodes[survivors[0]!], [...survivors], 20_000);
@@ -211,6 +218,6 @@ test("SIGKILL of the node owning the user's partition: the client stays, nothing
   await nodeDeath(t, { socketOn: "n3", ownerOn: "n2", kill: ["n2"] });
 });
 
-test("SIGKILL of the node holding both the socket and the partition: resumed, nothing lost or doubled", async (t) => {
-  await nodeDeath(t, { socketOn: "n3", ownerOn: "n3", kill: ["n3"] });
+test("SIGKILL of the node holding both the socket and the partition: resumed (not by another user), nothing lost or doubled", async (t) => {
+  await nodeDeath(t, { socketOn: "n3", ownerOn: "n3", kill: ["n3"], thief: true });
 });

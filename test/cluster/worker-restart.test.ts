@@ -2,11 +2,12 @@
  * A worker thread that dies is restarted without taking the process down: clients whose sockets
  * were on other workers keep their sessions and keep chatting, including with users whose
  * UserActors lived on the dead worker (their session tables are rebuilt by re-registration),
- * and the clients that lost their socket log in again.
+ * and the clients that lost their socket log in again, or resume their XEP-0198 session from its
+ * replica on the other worker.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { loginRaw, newUsers, useNode } from "../helpers/fixtures.ts";
+import { loginRaw, newUsers, resumeRaw, useNode } from "../helpers/fixtures.ts";
 import { esc, type RawClient } from "../helpers/raw-client.ts";
 import { waitUntil } from "../helpers/wait-for.ts";
 
@@ -95,4 +96,63 @@ test("a crashed worker is restarted; clients on the other worker keep chatting w
     (el) => el.getName() === "message" && el.getChildText("body") === "back",
     "message after re-login",
   );
+});
+
+test("a resumable session on a crashed worker resumes from its replica on the other worker", async (t) => {
+  const node = getNode();
+  const users = await newUsers(node, 8, "wr");
+  const clients: RawClient[] = [];
+  const ids: string[] = [];
+  for (const user of users) {
+    const client = await loginRaw(t, node, user, { priority: 1 });
+    ids.push((await client.enableSm({ resume: true, autoAck: true })).attrs.id!);
+    clients.push(client);
+  }
+  const closed = new Set<number>();
+  clients.forEach((client, i) => void client.whenClosed.then(() => closed.add(i)));
+  // Worker 1: the test above restarted worker 0, and a worker that dies again soon after a
+  // restart is restarted only after a back-off.
+  const restarts = (await status(node.ports.http)).workerRestarts;
+  const restartedAt = Date.now();
+  const response = await fetch(`http://127.0.0.1:${node.ports.http}/admin/workers/1/restart`, {
+    method: "POST",
+  });
+  assert.equal(response.status, 202);
+  await waitUntil(
+    async () => (await status(node.ports.http)).workerRestarts === restarts + 1,
+    "the worker restart",
+  );
+  await node.waitForLog(
+    (line) => line.msg === "worker restarted" && Date.parse(String(line.time)) >= restartedAt,
+    "the restarted worker",
+  );
+  await waitUntil(() => closed.size > 0, "worker 1's clients to drop");
+  const gone = [...closed];
+  const peer = clients.find((_, i) => !closed.has(i));
+  assert.ok(peer, "some sessions were on worker 0");
+  for (const i of gone) {
+    peer.send(
+      `<message to='${esc(users[i]!.jid)}' type='chat'><body>while the worker restarted</body></message>`,
+    );
+  }
+  for (const i of gone) {
+    const { client: again, answer } = await resumeRaw(
+      t,
+      node,
+      users[i]!,
+      ids[i]!,
+      clients[i]!.smInbound ?? 0,
+    );
+    assert.ok(answer.is("resumed", "urn:xmpp:sm:3"), `${users[i]!.jid} resumed: ${answer.toString()}`);
+    const message = await again.waitFor(
+      (el) => el.getName() === "message" && el.getChildText("body") === "while the worker restarted",
+      "the message sent while the worker restarted",
+    );
+    assert.equal(
+      message.getChild("delay", "urn:xmpp:delay"),
+      undefined,
+      "delivered live, not from offline storage",
+    );
+    again.destroy();
+  }
 });

@@ -13,6 +13,7 @@ import {
   isStanza,
   NS_CLIENT,
   NS_ROSTER,
+  NS_SASL,
   RawClient,
   type RawConnectOptions,
   type RawLoginOptions,
@@ -108,6 +109,33 @@ export async function loginRaw(
   if (options.roster !== false) await getRoster(client);
   if (options.priority !== undefined) await goOnline(client, { priority: options.priority });
   return client;
+}
+
+/**
+ * Connects as `user` (STARTTLS, SCRAM-SHA-1) and asks to resume XEP-0198 session `previd` with
+ * the client's count `h` instead of binding; resolves with the client and the server's answer
+ * (`<resumed/>` or `<failed/>`). Acknowledgements are answered automatically.
+ */
+export async function resumeRaw(
+  t: AfterHook,
+  node: StartedNode,
+  user: TestUser,
+  previd: string,
+  h: number,
+): Promise<{ client: RawClient; answer: Element }> {
+  const client = await RawClient.connect({
+    host: node.host,
+    port: node.ports.c2s,
+    domain: node.domain,
+    label: "resumed",
+  });
+  t.after(() => client.destroy());
+  await client.openStream();
+  await client.startTls();
+  const outcome = await client.authScram("SCRAM-SHA-1", user.username, user.password);
+  if (!outcome.is("success", NS_SASL)) throw new Error(`${user.jid}: login refused: ${outcome.toString()}`);
+  await client.openStream();
+  return { client, answer: await client.resumeSm(previd, h, { autoAck: true }) };
 }
 
 /** Requests the roster (RFC 6121 §2.2) and returns the result. */

@@ -10,6 +10,7 @@ import {
   placeReplicas,
   ReplicaHost,
   ReplicaStream,
+  ReplicaStreams,
   type ReplicationSender,
 } from "../../src/cluster/session-replicas.ts";
 import { createLogger } from "../../src/log.ts";
@@ -21,8 +22,9 @@ type Sent = Parameters<ReplicationSender["send"]>[1];
 function network() {
   const queue: { from: number; to: number; envelope: Sent }[] = [];
   const hosts = new Map<number, ReplicaHost>();
-  const streams = new Map<number, ReplicaStream>();
+  const streams = new Map<number, ReplicaStreams>();
   const flushes: (() => void)[] = [];
+  let streamNo = 0;
   const sender = (self: number): ReplicationSender => ({
     self,
     send: (to, envelope) => queue.push({ from: self, to, envelope }),
@@ -37,8 +39,17 @@ function network() {
     },
     stream(owner: number, replicas: number[], onAcked: (lsn: number) => void = () => {}) {
       const state = newSessionState("a@x/r" as FullJid, "tok");
-      const stream = new ReplicaStream(sender(owner), "tok", replicas, state, onAcked);
-      streams.set(owner, stream);
+      const stream = new ReplicaStream(
+        sender(owner),
+        "tok",
+        `s${owner}.${++streamNo}`,
+        replicas,
+        state,
+        onAcked,
+      );
+      const registry = streams.get(owner) ?? new ReplicaStreams();
+      streams.set(owner, registry);
+      registry.add(stream, state);
       return { stream, state };
     },
     /** Delivers everything queued (and the acks it causes), optionally dropping some. */
@@ -47,9 +58,10 @@ function network() {
         for (const m of queue.splice(0)) {
           if (drop(m)) continue;
           const e = m.envelope;
-          if (e.t === "rep") hosts.get(m.to)?.receive(e.token, e.owner, e.lsn, e.change, e.replicas);
-          else if (e.t === "rep-end") hosts.get(m.to)?.end(e.token, e.owner);
-          else for (const [, lsn] of e.acks) streams.get(m.to)?.acked(e.from, lsn);
+          if (e.t === "rep")
+            hosts.get(m.to)?.receive(e.token, e.owner, e.stream, e.lsn, e.change, e.replicas);
+          else if (e.t === "rep-end") hosts.get(m.to)?.end(e.token, e.owner, e.stream);
+          else streams.get(m.to)?.acked(e.from, e.acks);
         }
         for (const flush of flushes.splice(0)) flush();
       }
@@ -112,7 +124,7 @@ test("a replica refuses a change after a gap, and every change of an owner that 
   assert.equal(stream.ackedLsn, 0, "lsn 2 after a missing 1 is not acknowledged");
   assert.equal(replica.stats.refused, 1);
   // A zombie: the same token from another owner than the one that initialised the copy.
-  replica.receive("tok", 2048, 3, change);
+  replica.receive("tok", 2048, "s2048.9", 3, change);
   assert.equal(replica.stats.refused, 2);
 });
 
@@ -162,4 +174,29 @@ test("a resumption may take a replica only once the owner is known dead, and onl
   assert.ok(taken !== undefined && taken !== "pending");
   assert.equal(taken.moves, 1, "a move, so a stale registration from before loses");
   assert.equal(a.stats.held, 0);
+});
+
+test("a session resumed on the worker that held it: the old stream's late acknowledgements do not count", () => {
+  const net = network();
+  net.host(1024);
+  const old = net.stream(0, [1024]);
+  const change: SessionChange = { c: "out", xml: "<m/>", storable: true };
+  for (let i = 0; i < 5; i++) old.stream.push(applySessionChange(old.state, change) && change);
+  // The replica's acknowledgement of the old stream is still on its way...
+  const late: Sent[] = [];
+  net.deliver((m) => {
+    if (m.envelope.t !== "rep-ack") return false;
+    late.push(m.envelope);
+    return true;
+  });
+  old.stream.end();
+  // ...when the session, resumed on the same worker, streams again under the same token.
+  const acked: number[] = [];
+  const fresh = net.stream(0, [1024], (lsn) => acked.push(lsn));
+  for (const envelope of late) net.queue.push({ from: 1024, to: 0, envelope });
+  net.deliver();
+  for (let i = 0; i < 2; i++) fresh.stream.push(applySessionChange(fresh.state, change) && change);
+  net.deliver();
+  assert.deepEqual(acked, [2], "the new stream hears its own replica's acknowledgement");
+  assert.equal(fresh.stream.ackedLsn, 2);
 });
