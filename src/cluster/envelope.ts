@@ -6,6 +6,7 @@
 import type { SessionMessage, UserMessage, WorkerMessage } from "../../actors/messages.ts";
 import type { SessionChange } from "../../actors/session-state.ts";
 import type { ErrorRecord } from "../errors.ts";
+import type { RepAck } from "./session-replicas.ts";
 
 /** One routed message. */
 export type Envelope =
@@ -26,7 +27,7 @@ export type Envelope =
    */
   | { t: "rep"; token: string; owner: number; lsn: number; change: SessionChange; replicas?: number[] }
   /** The replica holds these sessions' changes up to each lsn: [token, lsn]. */
-  | { t: "rep-ack"; from: number; acks: [string, number][] }
+  | { t: "rep-ack"; from: number; acks: RepAck[] }
   /** The owner ended session `token` (or it moved): the replica drops its copy. */
   | { t: "rep-end"; token: string; owner: number }
   /** The answer to a request that carried `reqId`. */

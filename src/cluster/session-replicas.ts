@@ -60,6 +60,15 @@ export function placeReplicas(
   });
 }
 
+/**
+ * One acknowledgement: [token, lsn, moves]. `moves` is that of the copy acknowledged (fixed for
+ * the life of one owner's stream, since every resumption or promotion increments it), so an ack
+ * still on its way from a session's previous stream is not taken by the next stream of the same
+ * token (a resumption on the same shard): their lsns restart at 0 and are not comparable.
+ * Absent from nodes of an older release.
+ */
+export type RepAck = [token: string, lsn: number, moves?: number];
+
 /** What the replication sends through the router. */
 export interface ReplicationSender {
   readonly self: number;
@@ -67,7 +76,7 @@ export interface ReplicationSender {
     shard: number,
     envelope:
       | { t: "rep"; token: string; owner: number; lsn: number; change: SessionChange; replicas?: number[] }
-      | { t: "rep-ack"; from: number; acks: [string, number][] }
+      | { t: "rep-ack"; from: number; acks: RepAck[] }
       | { t: "rep-end"; token: string; owner: number },
   ): void;
 }
@@ -80,6 +89,8 @@ export class ReplicaStream {
   readonly #acked = new Map<number, number>();
   readonly #sender: ReplicationSender;
   readonly #onAcked: (lsn: number) => void;
+  /** The session's `moves` while this stream lives: acks of other copies are not ours. */
+  readonly #moves: number;
   #ended = false;
 
   constructor(
@@ -93,6 +104,7 @@ export class ReplicaStream {
     this.token = token;
     this.#replicas = replicas;
     this.#onAcked = onAcked;
+    this.#moves = state.moves;
     this.#init(replicas, state);
   }
 
@@ -120,9 +132,10 @@ export class ReplicaStream {
     return this.#lsn;
   }
 
-  /** A replica holds every change up to `lsn`. */
-  acked(shard: number, lsn: number): void {
+  /** A replica holds every change up to `lsn` of the copy numbered `moves` (see {@link RepAck}). */
+  acked(shard: number, lsn: number, moves?: number): void {
     if (!this.#replicas.includes(shard)) return;
+    if (moves !== undefined && moves !== this.#moves) return;
     if (lsn <= (this.#acked.get(shard) ?? 0)) return;
     const before = this.ackedLsn;
     this.#acked.set(shard, lsn);
@@ -209,7 +222,7 @@ export class ReplicaHost {
   readonly #entries = new Map<string, ReplicaEntry>();
   readonly #sender: ReplicationSender;
   readonly #log: Logger;
-  #pendingAcks = new Map<number, Map<string, number>>();
+  #pendingAcks = new Map<number, Map<string, RepAck>>();
   readonly #counts = { applied: 0, refused: 0, promoted: 0 };
   readonly #schedule: (flush: () => void) => void;
 
@@ -255,14 +268,14 @@ export class ReplicaHost {
       this.#pendingAcks.set(owner, acks);
       if (this.#pendingAcks.size === 1) this.#schedule(this.#flushAcks);
     }
-    acks.set(token, lsn);
+    acks.set(token, [token, lsn, entry.state.moves]);
   }
 
   readonly #flushAcks = (): void => {
     const pending = this.#pendingAcks;
     this.#pendingAcks = new Map();
     for (const [owner, acks] of pending) {
-      this.#sender.send(owner, { t: "rep-ack", from: this.#sender.self, acks: [...acks] });
+      this.#sender.send(owner, { t: "rep-ack", from: this.#sender.self, acks: [...acks.values()] });
     }
   };
 

@@ -284,7 +284,8 @@ function dispatch(envelope: Envelope): void {
         envelope.replicas,
       );
     case "rep-ack":
-      for (const [token, lsn] of envelope.acks) streams.get(token)?.stream.acked(envelope.from, lsn);
+      for (const [token, lsn, moves] of envelope.acks)
+        streams.get(token)?.stream.acked(envelope.from, lsn, moves);
       return;
     case "rep-end":
       return replicaHost.end(envelope.token, envelope.owner);

@@ -49,7 +49,7 @@ function network() {
           const e = m.envelope;
           if (e.t === "rep") hosts.get(m.to)?.receive(e.token, e.owner, e.lsn, e.change, e.replicas);
           else if (e.t === "rep-end") hosts.get(m.to)?.end(e.token, e.owner);
-          else for (const [, lsn] of e.acks) streams.get(m.to)?.acked(e.from, lsn);
+          else for (const [, lsn, moves] of e.acks) streams.get(m.to)?.acked(e.from, lsn, moves);
         }
         for (const flush of flushes.splice(0)) flush();
       }
@@ -162,4 +162,53 @@ test("a resumption may take a replica only once the owner is known dead, and onl
   assert.ok(taken !== undefined && taken !== "pending");
   assert.equal(taken.moves, 1, "a move, so a stale registration from before loses");
   assert.equal(a.stats.held, 0);
+});
+
+test("an ack from a session's previous stream does not count for the stream that resumed it", () => {
+  // Simulation seed 181: a session resumed on its own shard starts a new stream (lsn from 0);
+  // the replica's ack of the old stream (lsn 12) arrived afterwards and let the new owner
+  // write stanzas the replica did not hold.
+  const net = network();
+  net.host(1024);
+  const { stream: old, state } = net.stream(0, [1024]);
+  for (let i = 0; i < 12; i++) {
+    const change: SessionChange = { c: "out", xml: `<message>${i}</message>`, storable: true };
+    applySessionChange(state, change);
+    old.push(change);
+  }
+  // Replica 1024 applies them and acks lsn 12; the ack is still in flight when the session moves.
+  const inFlight: typeof net.queue = [];
+  net.deliver((m) => {
+    if (m.envelope.t !== "rep-ack") return false;
+    inFlight.push(m);
+    return true;
+  });
+  old.end();
+  const resumed = { ...state, unacked: [...state.unacked], moves: state.moves + 1 };
+  const acked: number[] = [];
+  const next = new ReplicaStream(
+    { self: 0, send: (to, envelope) => net.queue.push({ from: 0, to, envelope }) },
+    "tok",
+    [1024],
+    resumed,
+    (lsn) => acked.push(lsn),
+  );
+  next.push({ c: "out", xml: "<message>new</message>", storable: true });
+  for (const m of inFlight) {
+    if (m.envelope.t === "rep-ack")
+      for (const [, lsn, moves] of m.envelope.acks) next.acked(m.from, lsn, moves);
+  }
+  assert.equal(next.ackedLsn, 0, "the old stream's ack says nothing of the new copy");
+  assert.deepEqual(acked, []);
+  const later: typeof net.queue = [];
+  net.deliver((m) => {
+    if (m.envelope.t !== "rep-ack") return false;
+    later.push(m);
+    return true;
+  });
+  for (const m of later) {
+    if (m.envelope.t === "rep-ack")
+      for (const [, lsn, moves] of m.envelope.acks) next.acked(m.from, lsn, moves);
+  }
+  assert.equal(next.ackedLsn, 1, "the replica's own ack of the new stream counts");
 });
