@@ -826,7 +826,13 @@ export class SessionActor {
   /** Sends `<resumed/>` and re-sends every unacknowledged stanza (XEP-0198 §5). */
   resumeOn(previd: string): void {
     this.#link?.send(`<resumed xmlns="${NS_SM}" h="${this.#s.handledIn}" previd="${escapeXML(previd)}"/>`);
-    for (const [, text] of this.#s.unacked) this.#link?.send(text);
+    // The log goes out once the new replicas hold it, like any write (the old ones dropped it).
+    const lsn = this.#stream?.lsn ?? 0;
+    const gated = this.#stream !== undefined && lsn > this.#stream.ackedLsn;
+    for (const [, text] of this.#s.unacked) {
+      if (gated) this.#unreplicated.push([lsn, text, undefined]);
+      else this.#link?.send(text);
+    }
     if (this.#s.unacked.length > 0) {
       this.#ackRequested = true;
       this.#link?.send(`<r xmlns="${NS_SM}"/>`);

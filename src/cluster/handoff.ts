@@ -96,36 +96,14 @@ export class PartitionHandoff {
     const { router, log } = this.#host;
     const prev = router.table;
     if (next.epoch <= prev.epoch) return;
-    const self = router.self;
-    const liveNodes = new Set(live.map((n) => n.nodeNo));
-    const liveShards = live.flatMap((n) =>
-      Array.from({ length: n.workers }, (_, w) => shardNumber(n.nodeNo, w)),
+    const { deadNodes, liveShards, waiting, outgoing, recovering } = planTableChange(
+      router.self,
+      prev,
+      next,
+      live,
     );
-    const deadNodes = new Set<number>();
-    for (const shard of prev.shardNos) if (!liveNodes.has(nodeNoOf(shard))) deadNodes.add(nodeNoOf(shard));
-
-    const incoming: number[] = [];
-    const outgoing = new Map<number, number[]>();
-    /** New owner → partitions that move away from a dead node. */
-    const recovering = new Map<number, number[]>();
-    for (let p = 0; p < next.partitions; p++) {
-      const was = ownerShard(prev, p);
-      const now = ownerShard(next, p);
-      if (was === now) continue;
-      if (deadNodes.has(nodeNoOf(was))) {
-        push(recovering, now, p);
-        if (now === self) {
-          incoming.push(p);
-          this.#waiting.set(p, new Set(liveShards.filter((s) => s !== self)));
-        }
-      } else {
-        if (now === self) {
-          incoming.push(p);
-          this.#waiting.set(p, new Set([was]));
-        }
-        if (was === self) push(outgoing, now, p);
-      }
-    }
+    for (const [p, from] of waiting) this.#waiting.set(p, from);
+    const incoming = [...waiting.keys()];
     router.setTable(next, incoming);
     router.setLiveShards(liveShards);
     log.info(
@@ -314,6 +292,54 @@ export class PartitionHandoff {
     }, this.#host.timeoutMs);
     timer.unref();
   }
+}
+
+/** What one shard must do when it applies `next` over `prev` (pure: the simulation uses it too). */
+export interface TableChange {
+  /** Nodes of `prev` that are not in `live`. */
+  deadNodes: Set<number>;
+  liveShards: number[];
+  /** Partitions this shard gains → the shards it waits for (ascending by partition). */
+  waiting: Map<number, Set<number>>;
+  /** New owner → partitions this shard hands off to it (planned moves). */
+  outgoing: Map<number, number[]>;
+  /** New owner → partitions that move away from a dead node (every survivor answers them). */
+  recovering: Map<number, number[]>;
+}
+
+/**
+ * The partitions shard `self` gains, loses and must help recover when it moves from table
+ * `prev` to `next` with the nodes `live`: a gained partition whose previous owner is alive waits
+ * for that owner's handoff; one whose owner died waits for every other live shard's sessions.
+ */
+export function planTableChange(
+  self: number,
+  prev: OwnerTable,
+  next: OwnerTable,
+  live: readonly LiveNode[],
+): TableChange {
+  const liveNodes = new Set(live.map((n) => n.nodeNo));
+  const liveShards = live.flatMap((n) =>
+    Array.from({ length: n.workers }, (_, w) => shardNumber(n.nodeNo, w)),
+  );
+  const deadNodes = new Set<number>();
+  for (const shard of prev.shardNos) if (!liveNodes.has(nodeNoOf(shard))) deadNodes.add(nodeNoOf(shard));
+  const waiting = new Map<number, Set<number>>();
+  const outgoing = new Map<number, number[]>();
+  const recovering = new Map<number, number[]>();
+  for (let p = 0; p < next.partitions; p++) {
+    const was = ownerShard(prev, p);
+    const now = ownerShard(next, p);
+    if (was === now) continue;
+    if (deadNodes.has(nodeNoOf(was))) {
+      push(recovering, now, p);
+      if (now === self) waiting.set(p, new Set(liveShards.filter((s) => s !== self)));
+    } else {
+      if (now === self) waiting.set(p, new Set([was]));
+      if (was === self) push(outgoing, now, p);
+    }
+  }
+  return { deadNodes, liveShards, waiting, outgoing, recovering };
 }
 
 function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {

@@ -102,12 +102,18 @@ export class ReplicaStream {
     replicas: number[],
     state: SessionSnapshot,
     onAcked: (lsn: number) => void,
+    clock: () => number = Date.now,
   ) {
+    this.#clock = clock;
+    this.#progressAt = clock();
     this.#sender = sender;
     this.token = token;
     this.id = id;
     this.#replicas = replicas;
     this.#onAcked = onAcked;
+    // The initial state is change 1, so until the replicas acknowledge it nothing counts as held
+    // (a resumed session's re-sent log waits for it like any write).
+    this.#lsn = 1;
     this.#init(replicas, state);
   }
 
@@ -135,10 +141,24 @@ export class ReplicaStream {
     return this.#lsn;
   }
 
+  /**
+   * Replicas behind the owner with no acknowledgement for `ms`: what was sent to them was lost
+   * (a peer link that overflowed drops its queue) or refused after a gap. {@link reinit} them.
+   */
+  lagging(now: number, ms: number): number[] {
+    if (now - this.#progressAt < ms) return [];
+    return this.#replicas.filter((shard) => (this.#acked.get(shard) ?? 0) < this.#lsn);
+  }
+
+  /** When a replica last acknowledged something, or was last (re)initialised. */
+  #progressAt: number;
+  readonly #clock: () => number;
+
   /** A replica holds every change up to `lsn`. */
   acked(shard: number, lsn: number): void {
     if (!this.#replicas.includes(shard)) return;
     if (lsn <= (this.#acked.get(shard) ?? 0)) return;
+    this.#progressAt = this.#clock();
     const before = this.ackedLsn;
     this.#acked.set(shard, lsn);
     const after = this.ackedLsn;
@@ -171,9 +191,10 @@ export class ReplicaStream {
     if (after > before) this.#onAcked(after);
   }
 
-  /** Re-sends the whole state to a replica that lost it (its worker restarted). */
-  reinit(shard: number, state: SessionSnapshot): void {
+  /** Re-sends the whole state to a replica that lost it (its worker restarted, a link dropped it). */
+  reinit(shard: number, state: SessionSnapshot, now = this.#clock()): void {
     if (this.#ended || !this.#replicas.includes(shard)) return;
+    this.#progressAt = now;
     this.#init([shard], state);
   }
 
@@ -251,6 +272,9 @@ export class ReplicaStreams {
   }
 }
 
+/** Promoted or taken copies remembered per shard, to refuse their old stream's re-init. */
+const MAX_RETIRED = 10_000;
+
 interface ReplicaEntry {
   state: SessionSnapshot;
   owner: number;
@@ -272,6 +296,11 @@ export interface ReplicaStats {
 /** The replica's side: copies of other shards' sessions held by this shard. */
 export class ReplicaHost {
   readonly #entries = new Map<string, ReplicaEntry>();
+  /**
+   * Copies promoted or taken here, with the stream they came from: that stream is a zombie now,
+   * and must not start a copy again (a re-init after its node woke up). Bounded, oldest first.
+   */
+  readonly #retired = new Map<string, string>();
   readonly #sender: ReplicationSender;
   readonly #log: Logger;
   /** Owner shard → "token stream" → highest lsn to acknowledge this turn. */
@@ -306,6 +335,10 @@ export class ReplicaHost {
     replicas?: number[],
   ): void {
     let entry = this.#entries.get(token);
+    if (change.c === "init" && this.#retired.get(token) === stream) {
+      this.#counts.refused++;
+      return;
+    }
     if (change.c === "init") {
       entry = { state: cloneSessionState(change.state), owner, stream, lsn, replicas: replicas ?? [] };
       this.#entries.set(token, entry);
@@ -369,9 +402,15 @@ export class ReplicaHost {
     if (!isDead(entry.owner)) return "pending";
     if (entry.replicas.find((shard) => !isDead(shard)) !== this.#sender.self) return undefined;
     this.#entries.delete(token);
+    this.#retire(token, entry.stream);
     this.#counts.promoted++;
     entry.state.moves++;
     return entry.state;
+  }
+
+  #retire(token: string, stream: string): void {
+    this.#retired.set(token, stream);
+    if (this.#retired.size > MAX_RETIRED) this.#retired.delete(this.#retired.keys().next().value!);
   }
 
   /**
@@ -386,6 +425,7 @@ export class ReplicaHost {
       const heir = entry.replicas.find((shard) => !isDead(shard));
       if (heir !== this.#sender.self) continue;
       this.#entries.delete(token);
+      this.#retire(token, entry.stream);
       entry.state.moves++;
       promoted.push(entry.state);
     }

@@ -331,10 +331,24 @@ const passivation = setInterval(() => {
 }, 30_000);
 passivation.unref();
 
-// Retained messages whose accept never came (a node died between hops) are sent again.
+/** A replica silent this long while behind gets the whole state again (see ReplicaStream.lagging). */
+const REPLICA_STALL_MS = 3_000;
+
+// Retained messages whose accept never came (a node died between hops) are sent again, and
+// replicas that stopped acknowledging (a dropped queue, a gap) start again from the state.
 const retry = setInterval(() => {
   const resent = router.retryRetained();
   if (resent > 0) log.warn({ resent }, "re-sent messages not accepted in time");
+  const now = Date.now();
+  let reinitialised = 0;
+  for (const { stream, state } of streams.values()) {
+    for (const replica of stream.lagging(now, REPLICA_STALL_MS)) {
+      stream.reinit(replica, state, now);
+      reinitialised++;
+    }
+  }
+  if (reinitialised > 0)
+    log.warn({ replicas: reinitialised }, "replicas silent while behind; sent the state again");
 }, 1_000);
 retry.unref();
 

@@ -95,8 +95,8 @@ test("a replica applies the owner's changes in order and acknowledges them", () 
   ];
   for (const change of changes) stream.push(applySessionChange(state, change) && change);
   net.deliver();
-  assert.equal(stream.ackedLsn, 4);
-  assert.equal(acked.at(-1), 4);
+  assert.equal(stream.ackedLsn, 5, "the initial state (1) and four changes");
+  assert.equal(acked.at(-1), 5);
   const [copy] = replica.promote((s) => s === 0);
   assert.ok(copy);
   assert.equal(copy.sentOut, 2);
@@ -121,10 +121,10 @@ test("a replica refuses a change after a gap, and every change of an owner that 
   applySessionChange(state, change);
   stream.push(change);
   net.deliver();
-  assert.equal(stream.ackedLsn, 0, "lsn 2 after a missing 1 is not acknowledged");
+  assert.equal(stream.ackedLsn, 1, "lsn 3 after a missing 2 is not acknowledged");
   assert.equal(replica.stats.refused, 1);
   // A zombie: the same token from another owner than the one that initialised the copy.
-  replica.receive("tok", 2048, "s2048.9", 3, change);
+  replica.receive("tok", 2048, "s2048.9", 4, change);
   assert.equal(replica.stats.refused, 2);
 });
 
@@ -197,6 +197,38 @@ test("a session resumed on the worker that held it: the old stream's late acknow
   net.deliver();
   for (let i = 0; i < 2; i++) fresh.stream.push(applySessionChange(fresh.state, change) && change);
   net.deliver();
-  assert.deepEqual(acked, [2], "the new stream hears its own replica's acknowledgement");
-  assert.equal(fresh.stream.ackedLsn, 2);
+  assert.deepEqual(acked, [1, 3], "the new stream hears its own replica's acknowledgements");
+  assert.equal(fresh.stream.ackedLsn, 3);
+});
+
+test("a replica that stopped acknowledging (a change lost with a dropped link queue) gets the state again", () => {
+  const net = network();
+  const replica = net.host(1024);
+  const { stream, state } = net.stream(0, [1024]);
+  net.deliver();
+  const change: SessionChange = { c: "out", xml: "<m/>", storable: true };
+  stream.push(applySessionChange(state, change) && change);
+  net.deliver(() => true); // the link's queue overflowed and was dropped
+  stream.push(applySessionChange(state, change) && change);
+  net.deliver();
+  assert.equal(stream.ackedLsn, 1, "refused after the gap");
+  const later = Date.now() + 5_000;
+  assert.deepEqual(stream.lagging(later, 3_000), [1024], "behind and silent for 3 s");
+  for (const shard of stream.lagging(later, 3_000)) stream.reinit(shard, state, later);
+  net.deliver();
+  assert.equal(stream.ackedLsn, stream.lsn, "the replica holds everything again");
+  const [copy] = replica.promote((s) => s === 0);
+  assert.equal(copy?.sentOut, 2);
+});
+
+test("a copy promoted here refuses a re-initialisation from its old owner's stream (a zombie that woke up)", () => {
+  const net = network();
+  const replica = net.host(1024);
+  const { stream, state } = net.stream(0, [1024]);
+  net.deliver();
+  assert.equal(replica.promote((s) => s === 0).length, 1);
+  stream.reinit(1024, state);
+  net.deliver();
+  assert.equal(replica.stats.held, 0, "no copy started again");
+  assert.equal(stream.ackedLsn, 0, "the zombie's state is not acknowledged");
 });

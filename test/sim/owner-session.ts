@@ -1,0 +1,158 @@
+/**
+ * The owner's side of a replicated session, as actors/session-actor.ts runs it, reduced to the
+ * rules that matter for replication and XEP-0198 (no XML routing, no presence). It drives the
+ * real ReplicaStream and the real session-state functions; what it mirrors from
+ * SessionActor is cited by method:
+ * - `write`: apply `out`, push it; write to the socket only once `ackedLsn >= lsn` (`write`).
+ * - `onReplicated`: release what waited, in order (`#onReplicated`).
+ * - inbound: count, accept possibly out of order, `h` is the accepted prefix; one `in` change
+ *   per turn (`handle`, `#acceptIn`); `<a h>` only when all received are accepted and the `in`
+ *   change carrying that count is replicated (`#answerAck`).
+ * - `takeForResume`, `resumeOn`, `onLinkClosed` as in SessionActor.
+ */
+import {
+  applySessionChange,
+  cloneSessionState,
+  type SessionChange,
+  type SessionSnapshot,
+  unackedAfter,
+} from "../../actors/session-state.ts";
+import type { ReplicaStream } from "../../src/cluster/session-replicas.ts";
+
+/** The socket side, provided by the world. */
+export interface SimClientLink {
+  readonly id: number;
+  send(kind: "stanza" | "a" | "resumed", value: string | number): void;
+  close(reason: string): void;
+}
+
+export class OwnerSession {
+  readonly state: SessionSnapshot;
+  stream: ReplicaStream | undefined;
+  link: SimClientLink | undefined;
+  ended = false;
+  received: number;
+  inPending: number[] = [];
+  unreplicated: [number, string | undefined][] = [];
+  inPushed: [number, number] = [0, 0];
+  inReplicated: number;
+  inPushScheduled = false;
+  ackWanted = false;
+  /** Deliberate break for the sim's own test: write before the replicas hold it. */
+  static writeBeforeAck = false;
+  readonly endOfTurn: (run: () => void) => void;
+
+  constructor(
+    state: SessionSnapshot,
+    link: SimClientLink | undefined,
+    openStream: (session: OwnerSession) => ReplicaStream,
+    endOfTurn: (run: () => void) => void,
+  ) {
+    this.endOfTurn = endOfTurn;
+    this.state = state;
+    this.link = link;
+    this.received = state.handledIn;
+    this.inReplicated = state.handledIn;
+    this.stream = openStream(this);
+  }
+
+  change(change: SessionChange): number {
+    applySessionChange(this.state, change);
+    return this.stream?.push(change) ?? 0;
+  }
+
+  onReplicated(lsn: number): void {
+    let done = 0;
+    for (const [at, text] of this.unreplicated) {
+      if (at > lsn) break;
+      done++;
+      if (text !== undefined) this.link?.send("stanza", text);
+    }
+    if (done > 0) this.unreplicated.splice(0, done);
+    if (this.inPushed[0] <= lsn) this.inReplicated = this.inPushed[1];
+    this.answerAck();
+  }
+
+  write(text: string): void {
+    if (this.ended) return;
+    const lsn = this.change({ c: "out", xml: text, storable: true });
+    if (this.stream !== undefined && lsn > this.stream.ackedLsn && !OwnerSession.writeBeforeAck) {
+      this.unreplicated.push([lsn, this.link === undefined ? undefined : text]);
+      return;
+    }
+    this.link?.send("stanza", text);
+  }
+
+  /** A stanza from the client; `accept` is called back when its recipient took it. */
+  handle(acceptLater: (run: () => void) => void): number {
+    this.received++;
+    const seq = this.received;
+    this.inPending.push(seq);
+    acceptLater(() => this.acceptIn(seq));
+    return seq;
+  }
+
+  acceptIn(seq: number): void {
+    const at = this.inPending.indexOf(seq);
+    if (at < 0 || this.ended) return;
+    this.inPending.splice(at, 1);
+    const accepted = this.inPending.length === 0 ? this.received : this.inPending[0]! - 1;
+    if (accepted === this.state.handledIn) return;
+    this.state.handledIn = accepted;
+    if (this.inPushScheduled) return;
+    this.inPushScheduled = true;
+    this.endOfTurn(() => {
+      this.inPushScheduled = false;
+      if (this.stream === undefined || this.ended) return;
+      const value = this.state.handledIn;
+      this.inPushed = [this.stream.push({ c: "in", handledIn: value }), value];
+    });
+  }
+
+  answerAck(): void {
+    if (!this.ackWanted || this.link === undefined) return;
+    if (this.inReplicated !== this.received) return;
+    this.ackWanted = false;
+    this.link.send("a", this.inReplicated);
+  }
+
+  /** The client's `<a h>`; false when `h` is impossible (the product closes the stream). */
+  clientAck(h: number): boolean {
+    if (unackedAfter(this.state, h) < 0) return false;
+    this.change({ c: "ack", h });
+    return true;
+  }
+
+  onLinkClosed(): void {
+    if (this.ended) return;
+    this.link = undefined;
+    for (const entry of this.unreplicated) entry[1] = undefined;
+    this.ackWanted = false;
+  }
+
+  takeForResume(h: number): SessionSnapshot | undefined {
+    if (this.ended || unackedAfter(this.state, h) < 0) return undefined;
+    this.change({ c: "ack", h });
+    const old = this.link;
+    this.link = undefined;
+    this.ended = true;
+    this.stream?.end();
+    this.stream = undefined;
+    this.unreplicated = [];
+    old?.close("conflict");
+    const snapshot = cloneSessionState(this.state);
+    snapshot.moves++;
+    return snapshot;
+  }
+
+  /** As SessionActor.resumeOn: the log goes out once the new replicas hold the snapshot. */
+  resumeOn(): void {
+    this.link?.send("resumed", this.state.handledIn);
+    const lsn = this.stream?.lsn ?? 0;
+    const gated = this.stream !== undefined && lsn > this.stream.ackedLsn && !OwnerSession.writeBeforeAck;
+    for (const [, text] of this.state.unacked) {
+      if (gated) this.unreplicated.push([lsn, text]);
+      else this.link?.send("stanza", text);
+    }
+  }
+}
