@@ -10,7 +10,8 @@
  * - The coordinator is the first `up` member by name; it writes a new assignment (epoch e+1)
  *   with compare-and-set on the view version, so a second coordinator with a stale view loses.
  * - A member whose links reset (its process is gone) is suspected after it stays unreachable
- *   for pingInterval + pingTimeout, and marked down when min(2, up - 1) members suspect it.
+ *   for pingInterval + pingTimeout, or at once when a redial is refused (nothing listens on its
+ *   peer port), and marked down when min(2, up - 1) members suspect it.
  *   A member that goes silent (pings unanswered, links still open) is taken over only when its
  *   lease has expired plus a margin: it may be a paused process that could still write.
  * - A node that learns it is down, or whose lease expired while it reaches neither PostgreSQL
@@ -335,7 +336,15 @@ export class ClusterMember {
   #onPeerDown(node: string, reason: string): void {
     // The link dropped its queue: what it held is re-sent once the link is back.
     if (reason === "overflow") this.#overflowed.add(node);
-    if (this.#unreachable.has(node)) return;
+    const known = this.#unreachable.get(node);
+    if (known !== undefined) {
+      // A link that reset and whose redial is refused: the process is gone, no need to wait.
+      if (reason === "refused" && known.reason === "closed") {
+        known.reason = "refused";
+        this.#checkUnreachable();
+      }
+      return;
+    }
     const incarnation = this.#view?.members.find((m) => m.node === node)?.incarnation ?? 0;
     this.#unreachable.set(node, { since: Date.now(), reason, incarnation });
   }
@@ -358,7 +367,8 @@ export class ClusterMember {
         this.#reportSilent(view, node, incarnation, votesNeeded);
         continue;
       }
-      if (Date.now() - since < grace) continue;
+      // A refused redial is as good as an answer; a reset alone may be a restart in progress.
+      if (Date.now() - since < (reason === "refused" ? 0 : grace)) continue;
       const member = view.members.find((m) => m.node === node);
       if (member === undefined || this.#peers.isUp(node)) continue;
       // A restarted node under the same name is a new member: what we knew of its old

@@ -188,6 +188,11 @@ export class ShardRouter {
     return this.#resend(undefined);
   }
 
+  /** Whether `shard` is on a node that died or left. */
+  isOnGoneNode(shard: number): boolean {
+    return this.#goneNodes.has(nodeNoOf(shard));
+  }
+
   /** Nodes that died or left, as this shard knows from the committed tables. */
   goneNodes(): number[] {
     return [...this.#goneNodes];

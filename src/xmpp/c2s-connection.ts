@@ -438,7 +438,10 @@ export class C2sConnection implements ClientLink {
       // then, at once, every other shard of the cluster (a rare path: after a drain, say).
       const take = (shard: number) =>
         this.#takeFrom(shard, previd, h).catch((error: unknown) => {
-          this.#log.warn({ err: error, shard }, "resumption request failed");
+          // A shard of a node that died is expected after a crash (its replica answers instead).
+          if (this.#ctx.router.isOnGoneNode(shard))
+            this.#log.debug({ err: error, shard }, "resumption request to a dead node failed");
+          else this.#log.warn({ err: error, shard }, "resumption request failed");
           return undefined;
         });
       let pending = false;

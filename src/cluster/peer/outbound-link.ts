@@ -175,6 +175,12 @@ export class OutboundLink {
         this.#ws = undefined;
         if (outcome.error.code === "XSRV_CLUSTER_UNREACHABLE") {
           this.#log.debug({ err: outcome.error, attempt: this.#attempt }, "peer dial failed; retrying");
+          // Nothing listens on the peer port any more: its process is gone (a paused process
+          // still accepts connections, and a cut network drops them rather than refusing).
+          const cause = outcome.error.cause as NodeJS.ErrnoException | undefined;
+          if (cause?.code === "ECONNREFUSED" && this.#peer !== undefined) {
+            this.#options.hooks.down(this, this.#peer.node, "refused");
+          }
           this.#scheduleRedial();
           return;
         }
