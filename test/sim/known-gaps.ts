@@ -13,7 +13,7 @@ export const KNOWN_GAPS: Record<string, string> = {
   "late-take-reply":
     "resume-take is destructive: the old owner ends the session and replies with the snapshot; a reply that comes back after RESUME_TAKE_TIMEOUT_MS (a paused node, a slow or cut link) or is lost is dropped, and the session with it (c2s-connection.ts #takeFrom, worker-main.ts resumeTake)",
   "overflow-drops-replication":
-    "a peer link that overflows drops its queue: replication changes and acks are recovered (a replica silent while behind gets the state again), but a dropped take reply loses the session and a dropped rep-end leaves a copy that a later death promotes beside the live session",
+    "a peer link that overflows drops its queue: replication changes and acks are recovered (a replica silent while behind gets the state again), but a dropped take reply loses the session, and a dropped rep-end leaves a copy that a later death promotes beside the live session (a ghost the UserActor ends as stale, but only once its registration arrives)",
   "epoch-skipped":
     "a dead owner's partitions move without waiting for every member to settle, so a lagging member skips an epoch (cluster-member.ts #coordinate); no safety violation seen from it so far",
 };
@@ -40,34 +40,32 @@ export function unexplained(result: SeedResult) {
  * one with `SIM_SEED=<n> node --test test/sim/simulation.test.ts`. The list is tied to the exact
  * code: a change in how the product or the sim consumes random numbers reshuffles it.
  *
- * Triaged so far: 1009 (one-owner) is a rep-end queued on a cut link and lost when its node
- * died; the copy it should have dropped is promoted beside the session that was resumed from it
- * (a ghost). Product fix to make: a UserActor must refuse a registration whose move count is not
- * above the live session's and tell the ghost to end quietly.
+ * Fixed: 1009 (one-owner) was a rep-end queued on a cut link and lost when its node died; the
+ * copy it should have dropped was promoted beside the session resumed from it (a ghost). The
+ * UserActor now keeps one registration per full JID (user-actor.ts `supersedes`) and tells the
+ * other it is stale; the sim models that (World.register) and its one-owner check ignores a copy
+ * that another live owner supersedes.
  */
 export const UNTRIAGED_SEEDS = new Set([
-  97, // session-lost: c2 (2048.2) could not resume after 2 node failure(s), factor 3
-  214, // session-lost: c1 (1025.1) could not resume after 1 node failure(s), factor 2
-  1009, // one-owner: 2048.2 is owned by 3072 and 4096
-  1628, // session-lost: c2 (4096.2) could not resume after 2 node failure(s), factor 3
-  1675, // session-lost: c2 (4096.2) could not resume after 2 node failure(s), factor 3
-  1838, // session-lost: c2 (1025.2) could not resume after 2 node failure(s), factor 3
-  2196, // one-owner: 4096.2 is owned by 3073 and 5121
-  2359, // inbound-count: c3: server counts stanza 10 as 9
+  123, // session-lost: c3 (4097.3) could not resume after 2 node failure(s), factor 3
+  1018, // inbound-count: c3: server counts stanza 12 as 8
+  1226, // session-lost: c1 (3072.1) could not resume after 1 node failure(s), factor 2
+  1749, // session-lost: c2 (2048.2) could not resume after 1 node failure(s), factor 2
   2430, // inbound-count: c3: server counts stanza 6 as 1
-  2835, // session-lost: c2 (1024.2) could not resume after 2 node failure(s), factor 3
-  3801, // session-lost: c3 (2048.3) could not resume after 1 node failure(s), factor 2
+  3274, // session-lost: c1 (4096.1) could not resume after 1 node failure(s), factor 2
+  3596, // session-lost: c2 (3072.2) could not resume after 1 node failure(s), factor 2
   4091, // one-owner: 4096.1 is owned by 1025 and 5121
-  4327, // one-owner: 1024.2 is owned by 2048 and 3072
+  4372, // session-lost: c2 (2048.2) could not resume after 1 node failure(s), factor 2
   4428, // inbound-count: c3: server counts stanza 13 as 1
-  4564, // one-owner: 2049.3 is owned by 1024 and 3072
-  5165, // session-lost: c1 (1024.1) could not resume after 1 node failure(s), factor 2
-  5809, // one-owner: 3072.1 is owned by 1024 and 4096
-  7052, // session-lost: c1 (2048.1) could not resume after 1 node failure(s), factor 2
-  7057, // session-lost: c1 (1025.1) could not resume after 1 node failure(s), factor 2
-  7160, // one-owner: 4097.2 is owned by 1025 and 2048
+  4916, // session-lost: c2 (1024.2) could not resume after 1 node failure(s), factor 2
+  5369, // session-lost: c1 (2048.1) could not resume after 1 node failure(s), factor 2
+  5704, // one-owner: 4096.2 is owned by 1024 and 5121
+  6636, // session-lost: c1 (1025.1) could not resume after 2 node failure(s), factor 3
+  7314, // copy-behind-client: 1024 holds out 3 < client h 7
   8160, // one-owner: 2048.1 is owned by 1025 and 3073
+  8303, // inbound-count: c1: server counts stanza 12 as 10
   8412, // session-lost: c2 (2048.2) could not resume after 1 node failure(s), factor 2
-  8438, // one-owner: 1024.2 is owned by 2048 and 3073
-  9616, // session-lost: c1 (1024.1) could not resume after 2 node failure(s), factor 3
+  8526, // session-lost: c1 (2048.1) could not resume after 1 node failure(s), factor 2
+  8577, // session-lost: c3 (3073.3) could not resume after 2 node failure(s), factor 3
+  9302, // session-lost: c3 (1024.3) could not resume after 2 node failure(s), factor 3
 ]);
