@@ -462,6 +462,18 @@ export class World {
   }
 
   #die(node: SimNode): void {
+    // A session that moved here (resumption or promotion) whose new replicas never held its
+    // state: the old holder let it go at the take, so it dies with this node (KNOWN_GAPS).
+    for (const shard of node.shards) {
+      for (const session of shard.sessions.values()) {
+        if (session.ended || session.state.moves === 0 || session.stream === undefined) continue;
+        if (session.stream.ackedLsn >= 1) continue;
+        this.sched.log(
+          `  KNOWN GAP ${session.state.token} dies with ${node.name} before any replica held it`,
+        );
+        this.knownGaps.add("moved-unreplicated");
+      }
+    }
     node.proc.alive = false;
     node.proc.incarnation++;
     for (const client of this.clients) {
@@ -476,6 +488,15 @@ export class World {
       const here = shard.sessions.get(state.token);
       if (here !== undefined && !here.ended) continue;
       this.sched.log(`  ${shard.self} promotes ${state.token} (out ${state.sentOut}, in ${state.handledIn})`);
+      const twin = this.liveOwners(state.token).find(
+        ([s]) => s.promotedAt !== undefined && s.state.moves === state.moves,
+      );
+      if (twin !== undefined) {
+        this.sched.log(
+          `  KNOWN GAP ${state.token} promoted twice (a replica dropped by a re-seat kept its copy)`,
+        );
+        this.knownGaps.add("dropped-replica-promotes");
+      }
       const session = shard.openSession(state, undefined);
       session.promotedAt = state.sentOut;
       session.onLinkClosed();
