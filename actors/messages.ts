@@ -43,6 +43,18 @@ export interface SessionRegistration {
   resumable?: boolean;
   /** How many times the session moved (resumption, promotion): a stale registration loses. */
   moves?: number;
+  /**
+   * A replica promoted after its owner died, not adopted by a client yet. At an equal move
+   * count a session a client resumed wins over it: both came from the same owner, and a copy
+   * promoted beside a resumed session is a ghost (its owner's rep-end was lost).
+   */
+  promoted?: boolean;
+  /**
+   * With `promoted`: the nodes its promoter knew dead. A registered session on one of them (or
+   * one known lost) is not a live sibling: the promoted copy is its heir even at an equal count
+   * (the session resumed on a node that then died before its new replicas held anything).
+   */
+  deadNodes?: number[];
 }
 
 /** Messages handled by a UserActor (keyed by `user`). */
@@ -141,7 +153,12 @@ export type SessionMessage =
   /** How many of the user's sessions have carbons enabled (XEP-0280). */
   | { kind: "carbon-peers"; full: FullJid; sid: string; enabled: number }
   /** The user's blocklist changed (XEP-0191); sessions refuse to send to blocked JIDs. */
-  | { kind: "blocklist"; full: FullJid; sid: string; list: string[] };
+  | { kind: "blocklist"; full: FullJid; sid: string; list: string[] }
+  /**
+   * The UserActor holds a newer registration of this full JID (a higher move count, or a
+   * resumed session beside this promoted copy): this session is a ghost and ends quietly.
+   */
+  | { kind: "stale"; full: FullJid; sid: string };
 
 /** Requests between workers (XEP-0198 resumption, partition handoff). */
 export type WorkerMessage =

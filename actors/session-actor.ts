@@ -133,6 +133,11 @@ export class SessionActor {
   #dedupe: Set<string> | undefined;
   #ended = false;
   #iqsInFlight = 0;
+  /**
+   * For a replica promoted after its owner died and not adopted by a client yet: its outbound
+   * count at promotion. What it logged after that reached no one if it turns out a ghost.
+   */
+  #promotedAt: number | undefined;
   /** Writes waiting for {@link release} (while binding). */
   #held: [string, boolean, string | undefined, AcceptRequest | undefined][] | undefined;
 
@@ -145,9 +150,10 @@ export class SessionActor {
     ctx: ShardContext,
     link: ClientLink | undefined,
     snapshot?: SessionSnapshot,
-    options: { hold?: boolean } = {},
+    options: { hold?: boolean; promoted?: boolean } = {},
   ) {
     if (options.hold) this.#held = [];
+    if (options.promoted) this.#promotedAt = snapshot?.sentOut ?? 0;
     this.full = full;
     this.bare = bareOf(parseJid(full)!);
     this.sid = ctx.nextSid();
@@ -161,7 +167,9 @@ export class SessionActor {
       this.#received = snapshot.handledIn;
       this.#inReplicated = snapshot.handledIn;
       this.#blocklist = new Set(snapshot.blocklist);
-      ctx.resumable.set(snapshot.token, this);
+      // A copy promoted beside a live session of the same id here is a ghost: it stays out.
+      if (options.promoted !== true || !ctx.resumable.has(snapshot.token))
+        ctx.resumable.set(snapshot.token, this);
       this.#startReplication();
     }
   }
@@ -176,6 +184,7 @@ export class SessionActor {
       blocklistInterest: this.#s.blocklistInterest,
       resumable: this.#token !== undefined,
       moves: this.#s.moves,
+      ...(this.#promotedAt === undefined ? {} : { promoted: true }),
     };
   }
 
@@ -598,6 +607,9 @@ export class SessionActor {
         this.#link?.closeWithError("conflict", "Replaced by new connection");
         this.#finish(false);
         return;
+      case "stale":
+        this.#endStale();
+        return;
       case "carbon-peers":
         if (msg.enabled !== this.#s.carbonPeers) this.#change({ c: "flags", carbonPeers: msg.enabled });
         return;
@@ -784,6 +796,44 @@ export class SessionActor {
       unavailable,
       directed: [],
     });
+  }
+
+  /**
+   * The UserActor holds a newer registration of this full JID: this session is a ghost (a copy
+   * promoted beside the session a client resumed from the same owner) or was left behind by a
+   * move. It ends quietly: the live session speaks for the resource, so no unavailable presence
+   * and no unbind, and its log is not stored offline (the live session holds or delivered it).
+   * Only what a promoted ghost logged after its promotion reached no client: that goes back to
+   * the UserActor, which follows the live session with it.
+   */
+  #endStale(): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#log.info({ sid: this.sid }, "a newer registration of this session exists; ending quietly");
+    if (this.#resumeTimer !== undefined) clearTimeout(this.#resumeTimer);
+    if (this.#ackTimer !== undefined) clearTimeout(this.#ackTimer);
+    if (this.#token !== undefined && this.#ctx.resumable.get(this.#token) === this)
+      this.#ctx.resumable.delete(this.#token);
+    this.#ctx.sessions.delete(this.sid);
+    this.#stream?.end();
+    this.#stream = undefined;
+    for (const [, , accept] of this.#unreplicated) if (accept !== undefined) this.#ctx.router.accept(accept);
+    this.#unreplicated = [];
+    if (this.#promotedAt !== undefined) {
+      const after = (this.#s.sentOut - this.#promotedAt + SEQ_MOD) % SEQ_MOD;
+      for (const [, text, storable] of this.#s.unacked.slice(Math.max(0, this.#s.unacked.length - after))) {
+        this.#ctx.router.toUser({
+          kind: "session-gone",
+          user: this.bare,
+          session: this.location(),
+          xml: text,
+          storable,
+        });
+      }
+    }
+    this.#s.unacked = [];
+    this.#link?.closeWithError("conflict", "this session continues on another connection");
+    this.#link = undefined;
   }
 
   /** Ends the session on server shutdown or connection teardown without resumption. */

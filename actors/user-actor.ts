@@ -18,7 +18,7 @@ import { NS_BLOCKING, NS_CARBONS, NS_CLIENT, NS_DELAY, NS_FORWARD, NS_ROSTER } f
 import { errorReply, iqResult, readdress } from "../src/xmpp/stanza.ts";
 import { parseElement } from "../src/xmpp/stream-parser.ts";
 import { bounceStanza } from "./bounce.ts";
-import type { RoutedStanza, SessionLocation, UserMessage } from "./messages.ts";
+import type { RoutedStanza, SessionLocation, SessionRegistration, UserMessage } from "./messages.ts";
 
 /** What a UserActor needs from its shard. */
 export interface UserActorContext {
@@ -79,6 +79,8 @@ export interface SessionState {
   lost?: boolean;
   /** How many times the session moved (resumption, promotion): older registrations are stale. */
   moves?: number;
+  /** A promoted replica no client adopted yet (see SessionRegistration.promoted). */
+  promoted?: boolean;
 }
 
 type SubscriptionType = "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed";
@@ -233,9 +235,24 @@ export class UserActor {
         return this.#onUnbind(msg.session, msg.unavailable, msg.directed);
       case "relocate": {
         // The session's own view wins: after a worker restart this actor starts from nothing.
-        // A late registration from a place the session has moved on from is ignored.
         const current = this.#sessions.get(msg.session.full);
-        if (current !== undefined && (current.moves ?? 0) > (msg.state.moves ?? 0)) return;
+        const gone = new Set([...this.#ctx.router.goneNodes(), ...(msg.state.deadNodes ?? [])]);
+        if (current !== undefined && !supersedes(current, msg.session.sid, msg.state, gone)) {
+          // A late registration from a place the session has moved on from, or a ghost (a copy
+          // promoted beside the session resumed from the same owner): it ends quietly.
+          this.#writeSession(
+            msg.session.full,
+            { shard: msg.session.shard, sid: msg.session.sid },
+            {
+              kind: "stale",
+            },
+          );
+          return;
+        }
+        // A replaced registration of another session of this full JID is a ghost or gone.
+        if (current !== undefined && current.sid !== msg.session.sid) {
+          this.#writeSession(msg.session.full, current, { kind: "stale" });
+        }
         const state: SessionState = { shard: msg.session.shard, sid: msg.session.sid, ...msg.state };
         this.#sessions.set(msg.session.full, state);
         const waiting = this.#waitingForRelocate.get(msg.session.full);
@@ -457,6 +474,7 @@ export class UserActor {
     to: { shard: number; sid: string; lost?: boolean },
     msg:
       | { kind: "conflict" }
+      | { kind: "stale" }
       | { kind: "carbon-peers"; enabled: number }
       | { kind: "blocklist"; list: string[] }
       | {
@@ -1051,6 +1069,28 @@ export class UserActor {
       }
     }
   }
+}
+
+/**
+ * Whether a registration of session `sid` replaces `current` for the same full JID: the same
+ * session again (a worker restart, `<enable resume>`), a strictly higher move count (a
+ * resumption or a promotion moved it on), or, at an equal count, one of two sessions that came
+ * from the same owner: a session a client adopted beats a promoted copy (a ghost whose owner's
+ * rep-end was lost) unless the adopted one is dead itself (lost, or on a node in `gone`): then
+ * the copy is all that is left of it.
+ */
+export function supersedes(
+  current: SessionState,
+  sid: string,
+  state: SessionRegistration,
+  gone: ReadonlySet<number>,
+): boolean {
+  if (current.sid === sid) return true;
+  const had = current.moves ?? 0;
+  const has = state.moves ?? 0;
+  if (has !== had) return has > had;
+  if (state.promoted !== true) return current.promoted === true;
+  return current.promoted !== true && (current.lost === true || gone.has(nodeNoOf(current.shard)));
 }
 
 function newSession(shard: number, sid: string): SessionState {

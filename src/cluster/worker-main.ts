@@ -194,15 +194,18 @@ function replicasFor(token: string): number[] {
 /** Promoted replicas become detached sessions here, awaiting `<resume/>` (session-replicas.ts). */
 function promoteCopiesOf(isDead: (shard: number) => boolean): void {
   const promoted = replicaHost.promote(isDead);
+  const deadNodes = router.goneNodes();
   for (const state of promoted) {
-    const session = new SessionActor(state.full, ctx, undefined, state);
+    // A live session of this token here was resumed from the same owner: the copy is a ghost.
+    if (ctx.resumable.has(state.token)) continue;
+    const session = new SessionActor(state.full, ctx, undefined, state, { promoted: true });
     ctx.sessions.set(session.sid, session);
     session.detach();
     router.toUser({
       kind: "relocate",
       user: session.bare,
       session: session.location(),
-      state: session.registration(),
+      state: { ...session.registration(), deadNodes },
     });
   }
   if (promoted.length > 0)

@@ -38,6 +38,11 @@ export class OwnerSession {
   inReplicated: number;
   inPushScheduled = false;
   ackWanted = false;
+  /**
+   * A replica promoted after its owner died, not adopted by a client: its outbound count at
+   * promotion (SessionActor `#promotedAt`), undefined otherwise.
+   */
+  promotedAt: number | undefined;
   /** Deliberate break for the sim's own test: write before the replicas hold it. */
   static writeBeforeAck = false;
   readonly endOfTurn: (run: () => void) => void;
@@ -143,6 +148,28 @@ export class OwnerSession {
     const snapshot = cloneSessionState(this.state);
     snapshot.moves++;
     return snapshot;
+  }
+
+  /**
+   * As SessionActor `#endStale`: the UserActor holds a newer registration, so this session ends
+   * quietly; returns what it logged after its promotion, for the UserActor to pass on.
+   */
+  endStale(): string[] {
+    if (this.ended) return [];
+    this.ended = true;
+    this.stream?.end();
+    this.stream = undefined;
+    this.unreplicated = [];
+    const after =
+      this.promotedAt === undefined
+        ? 0
+        : Math.min(this.state.sentOut - this.promotedAt, this.state.unacked.length);
+    const handBack = this.state.unacked.slice(this.state.unacked.length - after).map(([, text]) => text);
+    this.state.unacked = [];
+    const old = this.link;
+    this.link = undefined;
+    old?.close("conflict");
+    return handBack;
   }
 
   /** As SessionActor.resumeOn: the log goes out once the new replicas hold the snapshot. */

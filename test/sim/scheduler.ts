@@ -123,7 +123,9 @@ export class Scheduler {
   release(node: number): void {
     const held = this.#held.get(node) ?? [];
     this.#held.delete(node);
-    for (const event of held) this.#push({ ...event, at: this.now, seq: this.#seq++ });
+    // Ahead of anything else due now: what reached the node while it was paused (a socket's
+    // bytes, say) was queued before, and a FIFO link must not be overtaken by later input.
+    for (const event of held) this.#push({ ...event, at: this.now, seq: this.#seq++ - HELD_FIRST });
   }
 
   #push(event: SimEvent): void {
@@ -291,3 +293,6 @@ export class Network {
     return this.#links.get(`${a}>${b}`)?.cut ?? false;
   }
 }
+
+/** Subtracted from a released event's sequence number so that it sorts before events due at the same time. */
+const HELD_FIRST = 2 ** 40;

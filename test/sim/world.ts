@@ -210,6 +210,8 @@ export class World {
    * new failure; every other violation fails the seed.
    */
   readonly knownGaps = new Set<string>();
+  /** The session each client's UserActor has registered, by token (see {@link register}). */
+  readonly registered = new Map<string, [OwnerSession, Shard]>();
   #nextConn = 1;
   #nextId = 1;
   #nextNodeNo: number;
@@ -460,6 +462,18 @@ export class World {
   }
 
   #die(node: SimNode): void {
+    // A session that moved here (resumption or promotion) whose new replicas never held its
+    // state: the old holder let it go at the take, so it dies with this node (KNOWN_GAPS).
+    for (const shard of node.shards) {
+      for (const session of shard.sessions.values()) {
+        if (session.ended || session.state.moves === 0 || session.stream === undefined) continue;
+        if (session.stream.ackedLsn >= 1) continue;
+        this.sched.log(
+          `  KNOWN GAP ${session.state.token} dies with ${node.name} before any replica held it`,
+        );
+        this.knownGaps.add("moved-unreplicated");
+      }
+    }
     node.proc.alive = false;
     node.proc.incarnation++;
     for (const client of this.clients) {
@@ -470,10 +484,67 @@ export class World {
 
   #promote(shard: Shard, isDead: (s: number) => boolean): void {
     for (const state of shard.host.promote(isDead)) {
+      // worker-main.ts promoteCopiesOf: a live session of this id here makes the copy a ghost.
+      const here = shard.sessions.get(state.token);
+      if (here !== undefined && !here.ended) continue;
       this.sched.log(`  ${shard.self} promotes ${state.token} (out ${state.sentOut}, in ${state.handledIn})`);
+      const twin = this.liveOwners(state.token).find(
+        ([s]) => s.promotedAt !== undefined && s.state.moves === state.moves,
+      );
+      if (twin !== undefined) {
+        this.sched.log(
+          `  KNOWN GAP ${state.token} promoted twice (a replica dropped by a re-seat kept its copy)`,
+        );
+        this.knownGaps.add("dropped-replica-promotes");
+      }
       const session = shard.openSession(state, undefined);
+      session.promotedAt = state.sentOut;
       session.onLinkClosed();
+      this.register(session, shard, this.sched.rng.int(1, 50), [...shard.goneNodes]);
     }
+  }
+
+  // --- the UserActor's registration of each client's session (user-actor.ts `relocate`) ---
+
+  /**
+   * A session tells the user's actor where it lives (`relocate`), which keeps it only if it
+   * supersedes the registered one (user-actor.ts `supersedes`) and tells the other it is stale.
+   * The UserActor is not otherwise modelled: the message arrives after a short delay.
+   */
+  register(
+    session: OwnerSession,
+    shard: Shard,
+    delayMs = this.sched.rng.int(1, 50),
+    deadNodes: number[] = [],
+  ): void {
+    const token = session.state.token;
+    this.sched.at(delayMs, undefined, "", () => {
+      const current = this.registered.get(token);
+      // The registered session is `lost` once its node is declared down (nodes-lost).
+      const node = current === undefined ? undefined : current[1].node.nodeNo;
+      const dead = node !== undefined && (deadNodes.includes(node) || this.isDeclaredDown(node));
+      if (current === undefined || current[0] === session || supersedes(session, current[0], dead)) {
+        this.registered.set(token, [session, shard]);
+        if (current !== undefined && current[0] !== session) this.#tellStale(current[0], current[1]);
+      } else {
+        this.#tellStale(session, shard);
+      }
+    });
+  }
+
+  #tellStale(session: OwnerSession, shard: Shard): void {
+    this.sched.at(this.sched.rng.int(1, 50), shard.node.nodeNo, "", () => {
+      if (session.ended) return;
+      this.sched.log(`  ${shard.self} ends its stale copy of ${session.state.token} quietly`);
+      const handBack = session.endStale();
+      // session-gone: the UserActor writes them to the registered session.
+      const live = this.registered.get(session.state.token);
+      for (const text of handBack) {
+        if (live === undefined || live[0].ended) continue;
+        const [token, , id] = text.split("|");
+        live[0].write(`${token}|${live[0].state.sentOut + 1}|${id}`);
+      }
+    });
   }
 
   // --- faults --------------------------------------------------------------------------
@@ -538,7 +609,7 @@ export class World {
     const conn = this.#openConn(client, shard);
     client.token = `${shard.self}.${client.id}`;
     const state = newSessionState(client.full, client.token);
-    shard.openSession(state, conn);
+    this.register(shard.openSession(state, conn), shard, 0);
     client.online = true;
     this.sched.log(`c${client.id} binds at ${shard.self} (${client.token})`);
   }
@@ -651,7 +722,9 @@ export class World {
 
   /** The owner writes a stanza to the session, wherever it lives (the UserActor knows). */
   generate(client: SimClient): void {
-    const owner = this.liveOwners(client.token)[0];
+    // The UserActor writes to the registered session; one that is gone or lost makes it wait.
+    const registered = this.registered.get(client.token);
+    const owner = this.liveOwners(client.token).find(([s]) => s === registered?.[0]);
     if (owner === undefined) return;
     const [session, shard] = owner;
     const seq = session.state.sentOut + 1;
@@ -723,6 +796,7 @@ export class World {
         return;
       }
       const session = entry.openSession(snapshot, conn.open ? conn : undefined);
+      this.register(session, entry);
       this.sched.log(
         `  ${entry.self} resumes ${snapshot.token} (out ${snapshot.sentOut}, in ${snapshot.handledIn})`,
       );
@@ -903,4 +977,16 @@ function describeTake(found: SessionSnapshot | "pending" | undefined): string {
 
 function fmtTable(table: OwnerTable): string {
   return Array.from({ length: table.partitions }, (_, p) => ownerShard(table, p)).join(",");
+}
+
+/**
+ * user-actor.ts `supersedes`, for two sessions of one token with different ids; `currentDead`:
+ * the registered one is lost or on a node the promoter knows dead.
+ */
+export function supersedes(next: OwnerSession, current: OwnerSession, currentDead = false): boolean {
+  const had = current.state.moves;
+  const has = next.state.moves;
+  if (has !== had) return has > had;
+  if (next.promotedAt === undefined) return current.promotedAt !== undefined;
+  return current.promotedAt === undefined && currentDead;
 }

@@ -1,0 +1,184 @@
+/**
+ * Which registration of a full JID a UserActor keeps (`relocate`), and how a session it refuses
+ * ends (`stale`). The ghost case: a rep-end lost on a cut link leaves a copy that is promoted
+ * after its owner's node dies, beside the session a client already resumed from that owner;
+ * both carry the same move count (test/sim seed 1009 before the fix).
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import type {
+  SessionLocation,
+  SessionMessage,
+  SessionRegistration,
+  UserMessage,
+} from "../../actors/messages.ts";
+import { SessionActor } from "../../actors/session-actor.ts";
+import { newSessionState } from "../../actors/session-state.ts";
+import { UserActor } from "../../actors/user-actor.ts";
+import type { ShardContext } from "../../src/cluster/shard-context.ts";
+import type { ShardRouter } from "../../src/cluster/shard-router.ts";
+import { DEFAULT_CONFIG } from "../../src/config/defaults.ts";
+import { createLogger } from "../../src/log.ts";
+import type { Store } from "../../src/storage/store.ts";
+import type { BareJid, FullJid } from "../../src/xmpp/jid.ts";
+
+const log = createLogger({ level: "silent" });
+const USER = "alice@example.com" as BareJid;
+const FULL = "alice@example.com/phone" as FullJid;
+
+/** A UserActor with a router that records what it sends to sessions. */
+function userActor() {
+  const sent: { shard: number; msg: SessionMessage }[] = [];
+  const router = {
+    send(shard: number, envelope: { t: string; msg: SessionMessage }) {
+      if (envelope.t === "session") sent.push({ shard, msg: envelope.msg });
+    },
+    toUser() {},
+    reply() {},
+    accept() {},
+    goneNodes: () => [],
+  } as unknown as ShardRouter;
+  const store = {
+    getRoster: async () => ({ items: [], version: 0 }),
+    getBlocklist: async () => [],
+  } as unknown as Store;
+  const actor = new UserActor(USER, { store, router, config: DEFAULT_CONFIG, log, passivate() {} });
+  const relocate = async (shard: number, sid: string, state: Partial<SessionRegistration>) => {
+    const session: SessionLocation = { full: FULL, shard, sid };
+    const msg: UserMessage = {
+      kind: "relocate",
+      user: USER,
+      session,
+      state: {
+        presence: undefined,
+        priority: 0,
+        carbons: false,
+        rosterInterest: false,
+        blocklistInterest: false,
+        resumable: true,
+        ...state,
+      },
+    };
+    actor.enqueue(msg);
+    await actor.quiesce();
+  };
+  const registered = () => actor.snapshot().sessions.find(([full]) => full === FULL)?.[1].sid;
+  const stale = () => sent.filter((s) => s.msg.kind === "stale").map((s) => s.msg.sid);
+  return { relocate, registered, stale };
+}
+
+test("a copy promoted beside the session resumed from the same owner is told it is stale", async () => {
+  const u = userActor();
+  await u.relocate(1, "owner", { moves: 3 });
+  await u.relocate(2, "resumed", { moves: 4 }); // take: +1
+  await u.relocate(3, "ghost", { moves: 4, promoted: true }); // promotion: +1 over the dead owner
+  assert.equal(u.registered(), "resumed");
+  assert.deepEqual(u.stale(), ["owner", "ghost"]);
+});
+
+test("the resumed session wins even when the ghost registered first", async () => {
+  const u = userActor();
+  await u.relocate(3, "ghost", { moves: 4, promoted: true });
+  await u.relocate(2, "resumed", { moves: 4 });
+  assert.equal(u.registered(), "resumed");
+  assert.deepEqual(u.stale(), ["ghost"]);
+});
+
+test("every legitimate re-registration still wins", async () => {
+  const u = userActor();
+  // <enable resume> after bind: the same sid, no moves yet.
+  await u.relocate(1, "s1", {});
+  assert.equal(u.registered(), "s1");
+  // Re-registration after a worker restart (handoff recovery): the same sid, same count.
+  await u.relocate(1, "s1", { moves: 0 });
+  // A promotion after the owner died: one move more than the owner's count.
+  await u.relocate(2, "p1", { moves: 1, promoted: true });
+  assert.equal(u.registered(), "p1");
+  // The promoted copy re-registered after its own worker restarted: same sid.
+  await u.relocate(2, "p1", { moves: 1, promoted: true });
+  // A client resumes it: one more.
+  await u.relocate(3, "r1", { moves: 2 });
+  assert.equal(u.registered(), "r1");
+  assert.deepEqual(u.stale(), ["s1", "p1"]);
+});
+
+test("a copy promoted after the resumed session's node died too is its heir", async () => {
+  const u = userActor();
+  // Resumed on shard 4097 (node 4), which died before its new replicas held anything; the
+  // copy of the session before the resumption (same move count once promoted) is all there is.
+  await u.relocate(4097, "resumed", { moves: 1 });
+  await u.relocate(1024, "heir", { moves: 1, promoted: true, deadNodes: [4] });
+  assert.equal(u.registered(), "heir");
+  await u.relocate(2048, "ghost", { moves: 1, promoted: true, deadNodes: [4] });
+  assert.equal(u.registered(), "heir");
+  assert.deepEqual(u.stale(), ["resumed", "ghost"]);
+});
+
+test("a late or equal registration from another session loses, and that session is told", async () => {
+  const u = userActor();
+  await u.relocate(1, "new", { moves: 5 });
+  await u.relocate(2, "old", { moves: 4 });
+  await u.relocate(3, "twin", { moves: 5 });
+  await u.relocate(4, "twin-copy", { moves: 5, promoted: true });
+  assert.equal(u.registered(), "new");
+  assert.deepEqual(u.stale(), ["old", "twin", "twin-copy"]);
+});
+
+/** A ShardContext with only what a detached SessionActor uses. */
+function shardContext() {
+  const toUser: UserMessage[] = [];
+  let sid = 0;
+  const ctx = {
+    index: 7,
+    config: DEFAULT_CONFIG,
+    log,
+    router: { toUser: (m: UserMessage) => toUser.push(m), accept() {}, send() {} },
+    sessions: new Map(),
+    resumable: new Map(),
+    expiredResumable: new Map(),
+    movedSids: new Map(),
+    nextSid: () => `7.x.${++sid}`,
+    replication: { open: () => undefined },
+  } as unknown as ShardContext;
+  return { ctx, toUser };
+}
+
+test("a stale promoted session ends quietly and hands back only what it logged after promotion", () => {
+  const { ctx, toUser } = shardContext();
+  const state = newSessionState(FULL, "7.token");
+  state.presence = "<presence/>";
+  state.sentOut = 2;
+  state.unacked = [
+    [1, "<message id='inherited-1'/>", true],
+    [2, "<message id='inherited-2'/>", true],
+  ];
+  const session = new SessionActor(FULL, ctx, undefined, state, { promoted: true });
+  ctx.sessions.set(session.sid, session);
+  session.detach();
+  assert.equal(session.registration().promoted, true);
+  session.write("<message id='after'/>", true);
+  session.deliver({ kind: "stale", full: FULL, sid: session.sid });
+  assert.equal(ctx.resumable.has("7.token"), false);
+  assert.equal(ctx.sessions.has(session.sid), false);
+  // No unbind, no unavailable presence, no store-offline of the inherited log.
+  assert.deepEqual(
+    toUser.map((m) => m.kind),
+    ["session-gone"],
+  );
+  const gone = toUser[0] as Extract<UserMessage, { kind: "session-gone" }>;
+  assert.equal(gone.xml, "<message id='after'/>");
+  assert.equal(gone.storable, true);
+  assert.equal(gone.session.sid, session.sid);
+  // Ended: a later write or resumption finds nothing.
+  session.write("<message id='later'/>", true);
+  assert.equal(session.takeForResume(0), undefined);
+  assert.equal(toUser.length, 1);
+});
+
+test("a promoted copy does not take the resumption id of a live session on the same shard", () => {
+  const { ctx } = shardContext();
+  const live = new SessionActor(FULL, ctx, undefined, newSessionState(FULL, "7.token"));
+  const ghost = new SessionActor(FULL, ctx, undefined, newSessionState(FULL, "7.token"), { promoted: true });
+  ghost.deliver({ kind: "stale", full: FULL, sid: ghost.sid });
+  assert.equal(ctx.resumable.get("7.token"), live);
+});
