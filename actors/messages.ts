@@ -55,6 +55,11 @@ export interface SessionRegistration {
    * (the session resumed on a node that then died before its new replicas held anything).
    */
   deadNodes?: number[];
+  /**
+   * Lent to a resumption that never confirmed it (the taker gave up or died): resumable here
+   * again. With `deadNodes`, it wins over a registration on a dead node or one known lost.
+   */
+  restored?: boolean;
 }
 
 /** Messages handled by a UserActor (keyed by `user`). */
@@ -172,6 +177,11 @@ export type WorkerMessage =
       /** Nodes the asking shard knows are dead: a replica of a session they held may promote it. */
       gone?: number[];
     }
+  /**
+   * The taker of a lent session (see `resume-take`) holds it now, its replicas too (`ok`), or
+   * gave up (`ok` false): the lender ends quietly, or becomes resumable again.
+   */
+  | { kind: "resume-done"; sid: string; ok: boolean }
   /**
    * The partitions' previous owner (or, after a node died, a surviving shard) hands over what it
    * knows of them at `epoch`: actor snapshots from a previous owner, session registrations from

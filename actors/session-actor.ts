@@ -91,8 +91,19 @@ export interface SessionReplicaStream {
   /** The last change pushed. */
   readonly lsn: number;
   readonly ackedLsn: number;
+  /** Sends the whole state to every replica again (their copy may have been replaced). */
+  resync(): void;
+  /** Lent: no re-initialisation of silent replicas meanwhile (they may hold the taker's copy). */
+  quiet: boolean;
   end(): void;
 }
+
+/**
+ * How long a session lent to a resumption elsewhere waits for the taker to confirm before it
+ * becomes resumable here again (the taker asks for RESUME_TAKE_TIMEOUT_MS, 3 s, and confirms
+ * once its own replicas hold the session).
+ */
+const LEND_TIMEOUT_MS = 10_000;
 
 /** A bound session. */
 export class SessionActor {
@@ -138,6 +149,10 @@ export class SessionActor {
    * count at promotion. What it logged after that reached no one if it turns out a ghost.
    */
   #promotedAt: number | undefined;
+  /** Lent to a resumption on another connection until it confirms ({@link lendForResume}). */
+  #lentTimer: NodeJS.Timeout | undefined;
+  /** Called once the replicas hold what was pushed by then: [lsn, callback]. */
+  #replicatedWaiters: [number, () => void][] = [];
   /** Writes waiting for {@link release} (while binding). */
   #held: [string, boolean, string | undefined, AcceptRequest | undefined][] | undefined;
 
@@ -211,6 +226,16 @@ export class SessionActor {
     if (done > 0) this.#unreplicated.splice(0, done);
     if (this.#inPushed[0] <= lsn) this.#inReplicated = this.#inPushed[1];
     this.#answerAck();
+    while (this.#replicatedWaiters.length > 0 && this.#replicatedWaiters[0]![0] <= lsn) {
+      this.#replicatedWaiters.shift()![1]();
+    }
+  }
+
+  /** Runs `then` once every replica holds everything pushed so far (at once without replicas). */
+  whenReplicated(then: () => void): void {
+    const stream = this.#stream;
+    if (stream === undefined || stream.ackedLsn >= stream.lsn) return then();
+    this.#replicatedWaiters.push([stream.lsn, then]);
   }
 
   /** Applies the blocklist sent with the bind reply. */
@@ -807,7 +832,9 @@ export class SessionActor {
    * the UserActor, which follows the live session with it.
    */
   #endStale(): void {
-    if (this.#ended) return;
+    // Lent to a resumption: the taker's registration superseding this one is the expected
+    // outcome; this session ends when the taker confirms, its log travelled with the snapshot.
+    if (this.#ended || this.#lentTimer !== undefined) return;
     this.#ended = true;
     this.#log.info({ sid: this.sid }, "a newer registration of this session exists; ending quietly");
     if (this.#resumeTimer !== undefined) clearTimeout(this.#resumeTimer);
@@ -844,33 +871,82 @@ export class SessionActor {
   }
 
   /**
-   * Hands the session over for resumption: trims what the client acknowledged with `h` and
-   * returns the state; this instance goes quiet. Returns undefined when `h` is impossible.
+   * Lends the session to a resumption on another connection (XEP-0198 §5): trims what the
+   * client acknowledged with `h` and returns the state; this instance goes quiet but keeps its
+   * replicas until the taker confirms that it (and its own replicas) hold the session
+   * ({@link confirmMoved}), and becomes resumable here again if the taker gives up or never
+   * answers ({@link restore}): a reply lost with a paused node or a cut link loses nothing.
+   * Returns undefined when `h` is impossible or the session is lent already.
    */
-  takeForResume(h: number): SessionSnapshot | undefined {
-    if (this.#ended || this.#token === undefined) return undefined;
+  lendForResume(h: number): SessionSnapshot | undefined {
+    if (this.#ended || this.#token === undefined || this.#lentTimer !== undefined) return undefined;
     if (unackedAfter(this.#s, h) < 0) return undefined;
     this.#change({ c: "ack", h });
     const old = this.#link;
     this.#link = undefined;
-    this.#ended = true;
     if (this.#resumeTimer !== undefined) clearTimeout(this.#resumeTimer);
     if (this.#ackTimer !== undefined) clearTimeout(this.#ackTimer);
+    this.#ackTimer = undefined;
+    this.#ackWanted = false;
     this.#ctx.resumable.delete(this.#token);
     this.#ctx.sessions.delete(this.sid);
+    this.#ctx.lent.set(this.sid, this);
     rememberMoved(this.#ctx.movedSids, this.sid);
-    // The new owner starts its own replicas from the snapshot.
-    this.#stream?.end();
-    this.#stream = undefined;
-    // Writes still waiting for replicas travel in the snapshot's log; their senders are answered
-    // now, since the new owner holds them from here on.
-    for (const [, , accept] of this.#unreplicated) if (accept !== undefined) this.#ctx.router.accept(accept);
-    this.#unreplicated = [];
+    // Writes still waiting for replicas travel in the snapshot's log; their senders are
+    // answered once the taker's replicas (or, if it comes back, ours) hold them.
+    for (const entry of this.#unreplicated) entry[1] = undefined;
+    if (this.#stream !== undefined) this.#stream.quiet = true;
+    this.#lentTimer = setTimeout(() => this.restore(), LEND_TIMEOUT_MS);
+    this.#lentTimer.unref();
     // XEP-0198 §5: a resumed session replaces a connection the server still believed alive.
     old?.closeWithError("conflict", "resumed on another connection");
     const snapshot = cloneSessionState(this.#s);
     snapshot.moves++;
     return snapshot;
+  }
+
+  /** The taker holds the session now, its replicas too: this one ends quietly. */
+  confirmMoved(): void {
+    if (this.#lentTimer === undefined) return;
+    clearTimeout(this.#lentTimer);
+    this.#lentTimer = undefined;
+    this.#ctx.lent.delete(this.sid);
+    this.#ended = true;
+    this.#stream?.end();
+    this.#stream = undefined;
+    for (const [, , accept] of this.#unreplicated) if (accept !== undefined) this.#ctx.router.accept(accept);
+    this.#unreplicated = [];
+  }
+
+  /**
+   * The resumption that took this session gave up or never confirmed: it is resumable here
+   * again, registered with its actor as `restored` (it wins over a taker on a dead node), its
+   * replicas re-initialised (the taker's may have replaced their copy).
+   */
+  restore(): void {
+    if (this.#lentTimer === undefined) return;
+    clearTimeout(this.#lentTimer);
+    this.#lentTimer = undefined;
+    this.#ctx.lent.delete(this.sid);
+    if (this.#ended || this.#token === undefined) return;
+    this.#log.warn(
+      { sid: this.sid },
+      "a resumption took this session but never confirmed; resumable here again",
+    );
+    // Its log went with the snapshot: if the taker turns out alive, nothing is handed back.
+    this.#promotedAt = undefined;
+    this.#ctx.sessions.set(this.sid, this);
+    if (!this.#ctx.resumable.has(this.#token)) this.#ctx.resumable.set(this.#token, this);
+    this.#ctx.movedSids.delete(this.sid);
+    if (this.#stream !== undefined) this.#stream.quiet = false;
+    this.#stream?.resync();
+    this.#ctx.router.toUser({
+      kind: "relocate",
+      user: this.bare,
+      session: this.location(),
+      state: { ...this.registration(), restored: true, deadNodes: this.#ctx.router.goneNodes() },
+    });
+    this.onLinkClosed(false);
   }
 
   /** Sends `<resumed/>` and re-sends every unacknowledged stanza (XEP-0198 §5). */

@@ -1086,11 +1086,15 @@ export function supersedes(
   gone: ReadonlySet<number>,
 ): boolean {
   if (current.sid === sid) return true;
+  // A lent session that came back: the resumption that took it died before confirming.
+  if (state.restored === true && (current.lost === true || gone.has(nodeNoOf(current.shard)))) return true;
   const had = current.moves ?? 0;
   const has = state.moves ?? 0;
   if (has !== had) return has > had;
   if (state.promoted !== true) return current.promoted === true;
-  return current.promoted !== true && (current.lost === true || gone.has(nodeNoOf(current.shard)));
+  // A promoted copy at an equal count: the heir of a registered session that is gone (whether
+  // that one was resumed or promoted itself), a ghost beside a live one.
+  return current.lost === true || gone.has(nodeNoOf(current.shard));
 }
 
 function newSession(shard: number, sid: string): SessionState {

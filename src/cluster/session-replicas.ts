@@ -146,9 +146,12 @@ export class ReplicaStream {
    * (a peer link that overflowed drops its queue) or refused after a gap. {@link reinit} them.
    */
   lagging(now: number, ms: number): number[] {
-    if (now - this.#progressAt < ms) return [];
+    if (this.quiet || now - this.#progressAt < ms) return [];
     return this.#replicas.filter((shard) => (this.#acked.get(shard) ?? 0) < this.#lsn);
   }
+
+  /** The session is lent to a resumption: it pushes nothing, and its replicas are left alone. */
+  quiet = false;
 
   /** When a replica last acknowledged something, or was last (re)initialised. */
   #progressAt: number;
@@ -336,6 +339,17 @@ export class ReplicaHost {
   ): void {
     let entry = this.#entries.get(token);
     if (change.c === "init" && this.#retired.get(token) === stream) {
+      this.#counts.refused++;
+      return;
+    }
+    // A copy only moves forward: a session lent to a resumption (or left behind by one) must not
+    // replace the copy of the session that took it over.
+    if (
+      change.c === "init" &&
+      entry !== undefined &&
+      entry.stream !== stream &&
+      entry.state.moves > change.state.moves
+    ) {
       this.#counts.refused++;
       return;
     }

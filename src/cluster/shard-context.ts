@@ -49,6 +49,8 @@ export interface ShardContext {
    * reaches one is reported to its UserActor as moved, to follow the session once it re-registers.
    */
   readonly movedSids: Map<string, number>;
+  /** Sessions lent to a resumption on another shard, by sid, until it confirms or gives up. */
+  readonly lent: Map<string, SessionActor>;
   /** Sessions that can be resumed, by XEP-0198 token (attached or detached). */
   readonly resumable: Map<string, SessionActor>;
   /**

@@ -152,6 +152,7 @@ const ctx: ShardContext = {
   resumable: new Map(),
   expiredResumable: new Map(),
   movedSids: new Map(),
+  lent: new Map(),
   replication: {
     open(state, onAcked) {
       if (init.config.cluster.replicationFactor <= 1) return undefined;
@@ -166,6 +167,15 @@ const ctx: ShardContext = {
         },
         get ackedLsn() {
           return stream.ackedLsn;
+        },
+        resync() {
+          for (const replica of stream.replicas) stream.reinit(replica, state);
+        },
+        get quiet() {
+          return stream.quiet;
+        },
+        set quiet(value: boolean) {
+          stream.quiet = value;
         },
         end() {
           stream.end();
@@ -224,7 +234,9 @@ const handoff = new PartitionHandoff({
   log,
   timeoutMs: init.config.cluster.handoffTimeoutMs,
   tableApplied(deadNodes) {
-    if (deadNodes.size > 0) promoteCopiesOf((s) => deadNodes.has(nodeNoOf(s)));
+    // Every node known dead, not only this table's: a copy whose heir died in an earlier table
+    // (two nodes dying a moment apart) falls to the next replica now.
+    if (deadNodes.size > 0) promoteCopiesOf((s) => router.isOnGoneNode(s));
     reseatReplicas();
   },
 });
@@ -288,6 +300,12 @@ function dispatch(envelope: Envelope): void {
     case "worker": {
       const msg = envelope.msg;
       if (msg.kind === "handoff") return handoff.receive(msg);
+      if (msg.kind === "resume-done") {
+        const lent = ctx.lent.get(msg.sid);
+        if (msg.ok) lent?.confirmMoved();
+        else lent?.restore();
+        return;
+      }
       router.reply(msg.toShard, msg.reqId, { ok: true, value: resumeTake(msg) });
       return;
     }
@@ -324,7 +342,7 @@ function resumeTake(msg: Extract<WorkerMessage, { kind: "resume-take" }>): Resum
   if (unackedAfter(copy, msg.h) < 0) return undefined;
   applySessionChange(copy, { c: "ack", h: msg.h });
   log.info({ user: msg.user }, "replica taken over by a resumption: its owner's node is dead");
-  return copy;
+  return { snapshot: copy };
 }
 
 // Passivate idle actors so memory follows the active user count, not the total.

@@ -431,6 +431,7 @@ export class C2sConnection implements ClientLink {
     const h = Number(el.attrs.h);
     const home = Number.parseInt(previd.split(".")[0] ?? "", 10);
     let snapshot: SessionSnapshot | undefined;
+    let lender: { shard: number; sid: string } | undefined;
     let expired: number | undefined;
     if (Number.isInteger(home) && home >= 0 && Number.isInteger(h)) {
       // The id names the shard (of any node) that issued it; a session resumed before may live
@@ -446,8 +447,12 @@ export class C2sConnection implements ClientLink {
         });
       let pending = false;
       const note = (found: ResumeTake) => {
-        if (isSnapshot(found)) snapshot = found;
-        else if (found !== undefined && "expired" in found) expired = found.expired;
+        if (found !== undefined && "snapshot" in found) {
+          if (snapshot === undefined) {
+            snapshot = found.snapshot;
+            lender = found.lender;
+          } else if (found.lender !== undefined) this.#answerLender(found.lender, false);
+        } else if (found !== undefined && "expired" in found) expired = found.expired;
         else if (found !== undefined) pending = true;
       };
       const search = async () => {
@@ -497,6 +502,9 @@ export class C2sConnection implements ClientLink {
       session: session.location(),
       state: session.registration(),
     });
+    // The lender keeps its copy (and its replicas) until ours hold the session.
+    const from = lender;
+    if (from !== undefined) session.whenReplicated(() => this.#answerLender(from, true));
     if (this.#closed) {
       // The new socket died while the session moved: keep it resumable rather than lose it.
       session.onLinkClosed(false);
@@ -504,6 +512,11 @@ export class C2sConnection implements ClientLink {
     }
     this.#attach(session);
     session.resumeOn(previd);
+  }
+
+  /** Tells the shard that lent a session whether this resumption holds it (`ok`) or gave it back. */
+  #answerLender(lender: { shard: number; sid: string }, ok: boolean): void {
+    this.#ctx.router.send(lender.shard, { t: "worker", msg: { kind: "resume-done", sid: lender.sid, ok } });
   }
 
   #takeFrom(shard: number, token: string, h: number): Promise<ResumeTake> {
@@ -649,15 +662,20 @@ export function takeResumable(ctx: ShardContext, token: string, h: number, user:
   }
   // The session must belong to the user who authenticated the new stream.
   if (session.bare !== user) return undefined;
-  return session.takeForResume(h);
+  const snapshot = session.lendForResume(h);
+  return snapshot === undefined ? undefined : { snapshot, lender: { shard: ctx.index, sid: session.sid } };
 }
 
-/** What a shard answers a resumption: the session, or only its handled count when it expired. */
-export type ResumeTake = SessionSnapshot | { expired: number } | { pending: true } | undefined;
-
-function isSnapshot(take: ResumeTake): take is SessionSnapshot {
-  return take !== undefined && "full" in take;
-}
+/**
+ * What a shard answers a resumption: the session (lent by `lender`, which waits for a
+ * `resume-done`; a replica taken over has none), only its handled count when it expired, or
+ * "pending" while the death of the node that held it is not known yet.
+ */
+export type ResumeTake =
+  | { snapshot: SessionSnapshot; lender?: { shard: number; sid: string } }
+  | { expired: number }
+  | { pending: true }
+  | undefined;
 
 /** Decodes a SASL payload; "=" is an empty response (RFC 6120 §6.4.2). */
 function decodeBase64(text: string): Buffer | null {

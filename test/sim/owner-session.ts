@@ -8,7 +8,9 @@
  * - inbound: count, accept possibly out of order, `h` is the accepted prefix; one `in` change
  *   per turn (`handle`, `#acceptIn`); `<a h>` only when all received are accepted and the `in`
  *   change carrying that count is replicated (`#answerAck`).
- * - `takeForResume`, `resumeOn`, `onLinkClosed` as in SessionActor.
+ * - `lendForResume` (two-phase take: quiet but keeping its replicas until `confirmMoved`, or
+ *   `restore` when the taker gives up), `whenReplicated`, `resumeOn`, `onLinkClosed` as in
+ *   SessionActor.
  */
 import {
   applySessionChange,
@@ -76,6 +78,9 @@ export class OwnerSession {
     if (done > 0) this.unreplicated.splice(0, done);
     if (this.inPushed[0] <= lsn) this.inReplicated = this.inPushed[1];
     this.answerAck();
+    while (this.#replicatedWaiters.length > 0 && this.#replicatedWaiters[0]![0] <= lsn) {
+      this.#replicatedWaiters.shift()![1]();
+    }
   }
 
   write(text: string): void {
@@ -135,19 +140,53 @@ export class OwnerSession {
     this.ackWanted = false;
   }
 
-  takeForResume(h: number): SessionSnapshot | undefined {
-    if (this.ended || unackedAfter(this.state, h) < 0) return undefined;
+  /** Lent to a resumption until it confirms (SessionActor.lendForResume). */
+  lent = false;
+  /** Came back after a lend that was never confirmed (registers as `restored`). */
+  restored = false;
+  #replicatedWaiters: [number, () => void][] = [];
+
+  lendForResume(h: number): SessionSnapshot | undefined {
+    if (this.ended || this.lent || unackedAfter(this.state, h) < 0) return undefined;
     this.change({ c: "ack", h });
     const old = this.link;
     this.link = undefined;
-    this.ended = true;
-    this.stream?.end();
-    this.stream = undefined;
-    this.unreplicated = [];
+    this.lent = true;
+    this.ackWanted = false;
+    if (this.stream !== undefined) this.stream.quiet = true;
+    for (const entry of this.unreplicated) entry[1] = undefined;
     old?.close("conflict");
     const snapshot = cloneSessionState(this.state);
     snapshot.moves++;
     return snapshot;
+  }
+
+  confirmMoved(): void {
+    if (!this.lent) return;
+    this.lent = false;
+    this.ended = true;
+    this.stream?.end();
+    this.stream = undefined;
+    this.unreplicated = [];
+  }
+
+  /** Returns whether it is resumable again (it must then register as restored). */
+  restore(): boolean {
+    if (!this.lent) return false;
+    this.lent = false;
+    if (this.ended) return false;
+    this.restored = true;
+    this.promotedAt = undefined;
+    const stream = this.stream;
+    if (stream !== undefined) stream.quiet = false;
+    if (stream !== undefined) for (const replica of stream.replicas) stream.reinit(replica, this.state);
+    return true;
+  }
+
+  whenReplicated(then: () => void): void {
+    const stream = this.stream;
+    if (stream === undefined || stream.ackedLsn >= stream.lsn) return then();
+    this.#replicatedWaiters.push([stream.lsn, then]);
   }
 
   /**
@@ -155,7 +194,7 @@ export class OwnerSession {
    * quietly; returns what it logged after its promotion, for the UserActor to pass on.
    */
   endStale(): string[] {
-    if (this.ended) return [];
+    if (this.ended || this.lent) return [];
     this.ended = true;
     this.stream?.end();
     this.stream = undefined;

@@ -369,7 +369,7 @@ export class World {
       for (const [p, from] of plan.waiting) shard.waiting.set(p, from);
       for (const n of plan.deadNodes) shard.goneNodes.add(n);
       // tableApplied (worker-main.ts): promote copies of dead owners, then re-seat replicas.
-      if (plan.deadNodes.size > 0) this.#promote(shard, (s) => plan.deadNodes.has(nodeNoOf(s)));
+      if (plan.deadNodes.size > 0) this.#promote(shard, (s) => shard.goneNodes.has(nodeNoOf(s)));
       for (const session of shard.sessions.values()) {
         if (!session.ended) session.stream?.reseat(shard.replicasFor(session.state.token), session.state);
       }
@@ -462,18 +462,6 @@ export class World {
   }
 
   #die(node: SimNode): void {
-    // A session that moved here (resumption or promotion) whose new replicas never held its
-    // state: the old holder let it go at the take, so it dies with this node (KNOWN_GAPS).
-    for (const shard of node.shards) {
-      for (const session of shard.sessions.values()) {
-        if (session.ended || session.state.moves === 0 || session.stream === undefined) continue;
-        if (session.stream.ackedLsn >= 1) continue;
-        this.sched.log(
-          `  KNOWN GAP ${session.state.token} dies with ${node.name} before any replica held it`,
-        );
-        this.knownGaps.add("moved-unreplicated");
-      }
-    }
     node.proc.alive = false;
     node.proc.incarnation++;
     for (const client of this.clients) {
@@ -797,6 +785,15 @@ export class World {
       }
       const session = entry.openSession(snapshot, conn.open ? conn : undefined);
       this.register(session, entry);
+      // c2s-connection.ts: the lender keeps its copy until our replicas hold the session.
+      const lender = this.#lenders.get(snapshot);
+      if (lender !== undefined) {
+        session.whenReplicated(() =>
+          this.post(entry.self, lender[1].self, `${entry.self}→${lender[1].self} resume-done`, () =>
+            lender[0].confirmMoved(),
+          ),
+        );
+      }
       this.sched.log(
         `  ${entry.self} resumes ${snapshot.token} (out ${snapshot.sentOut}, in ${snapshot.handledIn})`,
       );
@@ -825,8 +822,14 @@ export class World {
           this.#take(entry, shard, client, h, (found) => {
             if (found === "pending") pending = true;
             else if (found !== undefined) {
-              if (snapshot !== undefined) this.violate("one-owner", `${client.token} taken twice on resume`);
-              snapshot = found;
+              const lender = this.#lenders.get(found);
+              if (snapshot === undefined) snapshot = found;
+              else if (lender !== undefined) {
+                // A second holder (c2s-connection.ts `note`): it gets its session back.
+                this.post(entry.self, lender[1].self, `${entry.self}→${lender[1].self} resume-done no`, () =>
+                  this.#restore(lender[0], lender[1]),
+                );
+              }
             }
             if (--left === 0) then(snapshot, pending);
           });
@@ -861,9 +864,9 @@ export class World {
     let answered = false;
     const answer = (found: SessionSnapshot | "pending" | undefined) => {
       if (answered) {
+        // The router drops a late reply; the lender restores the session at its timeout.
         if (found !== undefined && found !== "pending") {
-          this.sched.log(`  KNOWN GAP late take reply from ${target}: session ${found.token} discarded`);
-          this.knownGaps.add("late-take-reply");
+          this.sched.log(`  late take reply from ${target}: ${found.token} dropped; its lender keeps it`);
         }
         return;
       }
@@ -880,6 +883,18 @@ export class World {
     });
   }
 
+  /** Lent sessions by the snapshot they gave (the reply's `lender`). */
+  readonly #lenders = new WeakMap<SessionSnapshot, [OwnerSession, Shard]>();
+
+  /** SessionActor.restore: resumable again, registered as restored. */
+  #restore(session: OwnerSession, shard: Shard): void {
+    if (!session.restore()) return;
+    this.sched.log(`  ${shard.self} restores its lent ${session.state.token}: never confirmed`);
+    const current = shard.sessions.get(session.state.token);
+    if (current === undefined || current.ended) shard.sessions.set(session.state.token, session);
+    this.register(session, shard, this.sched.rng.int(1, 50), [...shard.goneNodes]);
+  }
+
   /** worker-main.ts `resumeTake`. */
   #resumeTake(
     shard: Shard,
@@ -893,7 +908,12 @@ export class World {
       // refused, harmless. A copy behind what the client received is a loss.
       if (h > here.state.sentOut)
         this.violate("copy-behind-client", `${shard.self} holds out ${here.state.sentOut} < client h ${h}`);
-      return here.takeForResume(h);
+      const snapshot = here.lendForResume(h);
+      if (snapshot === undefined) return undefined;
+      this.#lenders.set(snapshot, [here, shard]);
+      // SessionActor LEND_TIMEOUT_MS: unconfirmed, it is resumable here again.
+      this.sched.at(10_000, shard.node.nodeNo, "", () => this.#restore(here, shard));
+      return snapshot;
     }
     const gone = new Set([...shard.goneNodes, ...msgGone]);
     const copy = shard.host.takeForResume(client.token, client.user, (s) => gone.has(nodeNoOf(s)));
@@ -922,7 +942,7 @@ export class World {
       if (!node.serving || this.isDeclaredDown(node.nodeNo)) continue;
       for (const shard of node.shards) {
         const session = shard.sessions.get(token);
-        if (session !== undefined && !session.ended) found.push([session, shard]);
+        if (session !== undefined && !session.ended && !session.lent) found.push([session, shard]);
       }
     }
     return found;
@@ -984,9 +1004,10 @@ function fmtTable(table: OwnerTable): string {
  * the registered one is lost or on a node the promoter knows dead.
  */
 export function supersedes(next: OwnerSession, current: OwnerSession, currentDead = false): boolean {
+  if (next.restored && currentDead) return true;
   const had = current.state.moves;
   const has = next.state.moves;
   if (has !== had) return has > had;
   if (next.promotedAt === undefined) return current.promotedAt !== undefined;
-  return current.promotedAt === undefined && currentDead;
+  return currentDead;
 }

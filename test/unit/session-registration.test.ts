@@ -132,11 +132,12 @@ function shardContext() {
     index: 7,
     config: DEFAULT_CONFIG,
     log,
-    router: { toUser: (m: UserMessage) => toUser.push(m), accept() {}, send() {} },
+    router: { toUser: (m: UserMessage) => toUser.push(m), accept() {}, send() {}, goneNodes: () => [] },
     sessions: new Map(),
     resumable: new Map(),
     expiredResumable: new Map(),
     movedSids: new Map(),
+    lent: new Map(),
     nextSid: () => `7.x.${++sid}`,
     replication: { open: () => undefined },
   } as unknown as ShardContext;
@@ -171,7 +172,7 @@ test("a stale promoted session ends quietly and hands back only what it logged a
   assert.equal(gone.session.sid, session.sid);
   // Ended: a later write or resumption finds nothing.
   session.write("<message id='later'/>", true);
-  assert.equal(session.takeForResume(0), undefined);
+  assert.equal(session.lendForResume(0), undefined);
   assert.equal(toUser.length, 1);
 });
 
@@ -181,4 +182,54 @@ test("a promoted copy does not take the resumption id of a live session on the s
   const ghost = new SessionActor(FULL, ctx, undefined, newSessionState(FULL, "7.token"), { promoted: true });
   ghost.deliver({ kind: "stale", full: FULL, sid: ghost.sid });
   assert.equal(ctx.resumable.get("7.token"), live);
+});
+
+test("a session lent to a resumption ends quietly when the taker confirms", () => {
+  const { ctx, toUser } = shardContext();
+  const session = new SessionActor(FULL, ctx, undefined, newSessionState(FULL, "7.token"));
+  ctx.sessions.set(session.sid, session);
+  session.detach();
+  const snapshot = session.lendForResume(0);
+  assert.equal(snapshot?.moves, 1, "a move");
+  assert.equal(ctx.resumable.has("7.token"), false, "no second resumption while lent");
+  assert.equal(ctx.lent.get(session.sid), session);
+  assert.equal(session.lendForResume(0), undefined, "lent once");
+  session.confirmMoved();
+  assert.equal(ctx.lent.size, 0);
+  session.restore();
+  assert.equal(ctx.resumable.has("7.token"), false, "confirmed: it does not come back");
+  assert.deepEqual(toUser, [], "no unbind, no offline storage");
+});
+
+test("a session lent to a resumption that never confirms is resumable again and registers as restored", () => {
+  const { ctx, toUser } = shardContext();
+  const session = new SessionActor(FULL, ctx, undefined, newSessionState(FULL, "7.token"));
+  ctx.sessions.set(session.sid, session);
+  session.detach();
+  assert.ok(session.lendForResume(0));
+  session.restore(); // the taker gave up, or its timer ran out
+  assert.equal(ctx.resumable.get("7.token"), session);
+  assert.equal(ctx.sessions.get(session.sid), session);
+  assert.equal(ctx.movedSids.has(session.sid), false, "writes come here again");
+  const relocate = toUser.find((m) => m.kind === "relocate") as Extract<UserMessage, { kind: "relocate" }>;
+  assert.equal(relocate?.state.restored, true);
+  assert.ok(session.lendForResume(0), "and can be resumed again");
+});
+
+test("a restored session wins over the taker that died before confirming, not over a live one", async () => {
+  const u = userActor();
+  await u.relocate(4097, "taker", { moves: 2 });
+  await u.relocate(1024, "lender", { moves: 1, restored: true, deadNodes: [] });
+  assert.equal(u.registered(), "taker", "the taker is alive: the lender is stale");
+  await u.relocate(4097, "taker", { moves: 2 });
+  await u.relocate(1024, "lender", { moves: 1, restored: true, deadNodes: [4] });
+  assert.equal(u.registered(), "lender", "the taker's node died before it confirmed");
+});
+
+test("when a promoted session's node dies too, the next copy promoted at the same count takes over", async () => {
+  const u = userActor();
+  await u.relocate(2048, "first-heir", { moves: 1, promoted: true, deadNodes: [1] });
+  await u.relocate(3072, "second-heir", { moves: 1, promoted: true, deadNodes: [1, 2] });
+  assert.equal(u.registered(), "second-heir");
+  assert.deepEqual(u.stale(), ["first-heir"]);
 });
