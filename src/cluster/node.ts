@@ -108,6 +108,9 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
       connections: sum("connections"),
       sessions: sum("sessions"),
       actors: sum("actors"),
+      /** Resumable sessions of this node streaming to replicas, and copies held for other nodes. */
+      replicating: stats.reduce((n, s) => n + s.replicating, 0),
+      replicasHeld: stats.reduce((n, s) => n + s.replicas.held, 0),
       users: await store.countAccounts(),
       memory: process.memoryUsage(),
     };

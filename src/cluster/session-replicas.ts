@@ -414,7 +414,9 @@ export class ReplicaHost {
     const entry = this.#entries.get(token);
     if (entry === undefined || !entry.state.full.startsWith(`${user}/`)) return undefined;
     if (!isDead(entry.owner)) return "pending";
-    if (entry.replicas.find((shard) => !isDead(shard)) !== this.#sender.self) return undefined;
+    // Another replica comes first: it answers itself, or it died too and the asker learns so at
+    // a later table (two nodes dying a moment apart), when this copy is the heir.
+    if (entry.replicas.find((shard) => !isDead(shard)) !== this.#sender.self) return "pending";
     this.#entries.delete(token);
     this.#retire(token, entry.stream);
     this.#counts.promoted++;

@@ -18,6 +18,7 @@ import {
   type TestUser,
 } from "../helpers/fixtures.ts";
 import { NS_SM, type RawClient } from "../helpers/raw-client.ts";
+import { waitUntil } from "../helpers/wait-for.ts";
 
 /** A sender with stream management: numbered messages, `<r/>` every few, acks recorded. */
 class Sender {
@@ -100,35 +101,63 @@ async function userOwnedBy(url: string, first: ClusterNode, node: string, prefix
   return user;
 }
 
+type NodeName = "n1" | "n2" | "n3" | "n4";
+
 interface Scenario {
   /** Where the victim's socket is, and where its UserActor lives. */
-  socketOn: "n1" | "n2" | "n3";
-  ownerOn: "n1" | "n2" | "n3";
-  kill: ("n1" | "n2" | "n3")[];
+  socketOn: NodeName;
+  ownerOn: NodeName;
+  kill: NodeName[];
   /** Another user tries the victim's resumption id first. */
   thief?: boolean;
+  /** Four nodes instead of three, with this replication factor. */
+  fourNodes?: { replicationFactor: number };
+  /** Also kill a node that holds a replica of the victim's session. */
+  killReplica?: boolean;
 }
 
 async function nodeDeath(t: import("node:test").TestContext, scenario: Scenario): Promise<void> {
   const cluster = await startTestCluster(t);
-  const n1 = await cluster.start("n1", { workers: 1 });
-  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr });
-  const n3 = await cluster.start("n3", { workers: 1, join: n1.peerAddr });
-  const nodes = { n1, n2, n3 };
-  await waitForOwners(n1, ["n1", "n2", "n3"]);
-  const survivors = (["n1", "n2", "n3"] as const).filter((n) => !scenario.kill.includes(n));
+  const clusterOptions =
+    scenario.fourNodes === undefined ? {} : { replicationFactor: scenario.fourNodes.replicationFactor };
+  const n1 = await cluster.start("n1", { workers: 1, cluster: clusterOptions });
+  const nodes: Partial<Record<NodeName, ClusterNode>> = { n1 };
+  const names: NodeName[] = scenario.fourNodes === undefined ? ["n1", "n2", "n3"] : ["n1", "n2", "n3", "n4"];
+  // One at a time: node numbers follow the join order, and with them where replicas go.
+  for (const name of names.slice(1)) {
+    nodes[name] = await cluster.start(name, { workers: 1, join: n1.peerAddr, cluster: clusterOptions });
+    await waitForOwners(n1, names.slice(0, names.indexOf(name) + 1));
+  }
+  const node = (name: NodeName) => nodes[name]!;
   const victimUser = await userOwnedBy(cluster.url, n1, scenario.ownerOn, "victim");
   const [aUser, bUser] = await newUsers(n1, 2, "sender");
-
-  const victim = await loginRaw(t, nodes[scenario.socketOn], victimUser, { label: "victim" });
-  const a = await loginRaw(t, nodes[survivors[0]!], aUser!, { label: "a" });
-  const b = await loginRaw(t, nodes[survivors[survivors.length - 1]!], bUser!, { label: "b" });
+  const victim = await loginRaw(t, node(scenario.socketOn), victimUser, { label: "victim" });
   await goOnline(victim);
+  const enabled = await victim.enableSm({ resume: true, autoAck: true });
+  const kill = [...scenario.kill];
+  if (scenario.killReplica === true) {
+    // Only the victim resumes: the nodes holding a copy of its session are its replicas. Kill
+    // the socket's node and one of them (with factor 2, the only one).
+    const copies = scenario.fourNodes!.replicationFactor - 1;
+    const holders = await waitUntil(async () => {
+      const held = await Promise.all(
+        names.map(async (name) => {
+          const response = await fetch(`http://127.0.0.1:${node(name).ports.http}/admin/status`);
+          return [name, ((await response.json()) as { replicasHeld: number }).replicasHeld] as const;
+        }),
+      );
+      const found = held.filter(([, n]) => n > 0).map(([name]) => name);
+      return found.length === copies ? found : undefined;
+    }, `${copies} replica(s) of the victim's session`, 15_000);
+    kill.push(holders[0]!);
+  }
+  const survivors = names.filter((n) => !kill.includes(n));
+  const a = await loginRaw(t, node(survivors[0]!), aUser!, { label: "a" });
+  const b = await loginRaw(t, node(survivors[survivors.length - 1]!), bUser!, { label: "b" });
   await goOnline(a);
   await goOnline(b);
   // a is the victim's contact: it must never see the victim go offline.
   await becomeContacts(a, victim);
-  const enabled = await victim.enableSm({ resume: true, autoAck: true });
   await a.enableSm({ autoAck: true });
   await b.enableSm({ autoAck: true });
   const senders = [new Sender("a", a, victimUser.jid), new Sender("b", b, victimUser.jid)];
@@ -139,14 +168,14 @@ async function nodeDeath(t: import("node:test").TestContext, scenario: Scenario)
   await Promise.all(senders.map((s) => s.waitAcked(20, "traffic before the kill", 10_000)));
 
   const killedAt = Date.now();
-  for (const name of scenario.kill) nodes[name].kill("SIGKILL");
+  for (const name of kill) node(name).kill("SIGKILL");
   const ackedAtKill = senders.map((s) => s.acked);
 
   let resumed: RawClient | undefined;
-  if (scenario.kill.includes(scenario.socketOn)) {
+  if (kill.includes(scenario.socketOn)) {
     // Like a real client: it reconnects at once, before the cluster has decided the node is dead.
     await victim.waitForClose(10_000);
-    const survivor = nodes[survivors[0]!];
+    const survivor = node(survivors[0]!);
     // Another account presenting the victim's id gets nothing of it, and does not use it up.
     if (scenario.thief) {
       const thief = await resumeRaw(t, survivor, bUser!, enabled.attrs.id!, victim.smInbound ?? 0);
@@ -165,7 +194,7 @@ async function nodeDeath(t: import("node:test").TestContext, scenario: Scenario)
     resumed = again.client;
     t.diagnostic(`resumed ${Date.now() - killedAt} ms after SIGKILL`);
   } else {
-    await waitForOwners(nodes[survivors[0]!], [...survivors], 20_000);
+    await waitForOwners(node(survivors[0]!), [...survivors], 20_000);
     assert.equal(victim.closed, false, "a client of a surviving node stays connected");
   }
   // Traffic goes on after the resumption, then every sender waits for its last <a/>.
@@ -220,4 +249,14 @@ test("SIGKILL of the node owning the user's partition: the client stays, nothing
 
 test("SIGKILL of the node holding both the socket and the partition: resumed (not by another user), nothing lost or doubled", async (t) => {
   await nodeDeath(t, { socketOn: "n3", ownerOn: "n3", kill: ["n3"], thief: true });
+});
+
+test("SIGKILL of two nodes at once, the socket's and one holding its replica, with replication factor 3: resumed from the other replica", async (t) => {
+  // Node numbers follow the join order: n3's sessions are copied to n4, then n1 (ring order).
+  await nodeDeath(t, {
+    socketOn: "n3",
+    ownerOn: "n2",
+    kill: ["n3", "n4"],
+    fourNodes: { replicationFactor: 3 },
+  });
 });
