@@ -139,16 +139,20 @@ async function nodeDeath(t: import("node:test").TestContext, scenario: Scenario)
     // Only the victim resumes: the nodes holding a copy of its session are its replicas. Kill
     // the socket's node and one of them (with factor 2, the only one).
     const copies = scenario.fourNodes!.replicationFactor - 1;
-    const holders = await waitUntil(async () => {
-      const held = await Promise.all(
-        names.map(async (name) => {
-          const response = await fetch(`http://127.0.0.1:${node(name).ports.http}/admin/status`);
-          return [name, ((await response.json()) as { replicasHeld: number }).replicasHeld] as const;
-        }),
-      );
-      const found = held.filter(([, n]) => n > 0).map(([name]) => name);
-      return found.length === copies ? found : undefined;
-    }, `${copies} replica(s) of the victim's session`, 15_000);
+    const holders = await waitUntil(
+      async () => {
+        const held = await Promise.all(
+          names.map(async (name) => {
+            const response = await fetch(`http://127.0.0.1:${node(name).ports.http}/admin/status`);
+            return [name, ((await response.json()) as { replicasHeld: number }).replicasHeld] as const;
+          }),
+        );
+        const found = held.filter(([, n]) => n > 0).map(([name]) => name);
+        return found.length === copies ? found : undefined;
+      },
+      `${copies} replica(s) of the victim's session`,
+      15_000,
+    );
     kill.push(holders[0]!);
   }
   const survivors = names.filter((n) => !kill.includes(n));
