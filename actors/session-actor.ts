@@ -189,6 +189,11 @@ export class SessionActor {
     }
   }
 
+  /** The XEP-0198 resumption id, when resumption is enabled. */
+  get token(): string | undefined {
+    return this.#token;
+  }
+
   /** What the UserActor must know to rebuild its entry for this session. */
   registration(): SessionRegistration {
     return {

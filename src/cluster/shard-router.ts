@@ -84,6 +84,8 @@ export class ShardRouter {
   #accepted: Map<number, number[]> = new Map();
   /** Called when held envelopes overflow, so the worker can log it. */
   onDrop: ((count: number) => void) | undefined;
+  /** A reply that came after its request gave up (a late resumption take must be given back). */
+  onLateReply: ((value: unknown) => void) | undefined;
   readonly #ports: (MessagePort | undefined)[] = [];
   readonly #pending = new Map<number, Envelope[]>();
   #flushScheduled = false;
@@ -450,7 +452,10 @@ export class ShardRouter {
   #receive(envelope: Envelope): void {
     if (envelope.t === "reply") {
       const request = this.#requests.get(envelope.reqId);
-      if (request === undefined) return;
+      if (request === undefined) {
+        if (envelope.ok) this.onLateReply?.(envelope.value);
+        return;
+      }
       this.#requests.delete(envelope.reqId);
       if (envelope.ok) request.resolve(envelope.value);
       else request.reject(fromErrorRecord(envelope.error));

@@ -128,6 +128,12 @@ const router = new ShardRouter(shard, init.table, (envelope) => dispatch(envelop
 router.setUplink(init.uplinkPort);
 init.uplinkPort.on("message", (bytes: Uint8Array) => router.receiveBatch(bytes));
 router.onDrop = (count) => log.warn({ count }, "held envelopes over the limit; dropped");
+// A session lent to a resumption that gave up waiting: its holder gets it back at once.
+router.onLateReply = (value) => {
+  const lender = (value as { lender?: { shard: number; sid: string } } | null)?.lender;
+  if (lender === undefined) return;
+  router.send(lender.shard, { t: "worker", msg: { kind: "resume-done", sid: lender.sid, ok: false } });
+};
 const auth = new InternalAuthProvider(store);
 // Session ids carry this worker incarnation's prefix, so a restarted worker never reuses one.
 const sidPrefix = `${shard}.${randomBytes(4).toString("hex")}.`;

@@ -656,6 +656,9 @@ export class C2sConnection implements ClientLink {
 export function takeResumable(ctx: ShardContext, token: string, h: number, user: BareJid): ResumeTake {
   const session = ctx.resumable.get(token);
   if (session === undefined) {
+    // Lent to another resumption that has not confirmed yet: ask again shortly.
+    for (const lent of ctx.lent.values())
+      if (lent.token === token && lent.bare === user) return { pending: true };
     const expired = ctx.expiredResumable.get(token);
     // Only the session's own user learns anything of it.
     return expired !== undefined && expired.user === user ? { expired: expired.handledIn } : undefined;

@@ -864,9 +864,13 @@ export class World {
     let answered = false;
     const answer = (found: SessionSnapshot | "pending" | undefined) => {
       if (answered) {
-        // The router drops a late reply; the lender restores the session at its timeout.
-        if (found !== undefined && found !== "pending") {
-          this.sched.log(`  late take reply from ${target}: ${found.token} dropped; its lender keeps it`);
+        // worker-main.ts onLateReply: the lender gets its session back at once.
+        const lender = found !== undefined && found !== "pending" ? this.#lenders.get(found) : undefined;
+        if (lender !== undefined) {
+          this.sched.log(`  late take reply from ${target}: ${lender[0].state.token} given back`);
+          this.post(from.self, lender[1].self, `${from.self}→${lender[1].self} resume-done no`, () =>
+            this.#restore(lender[0], lender[1]),
+          );
         }
         return;
       }
@@ -903,6 +907,8 @@ export class World {
     msgGone: number[],
   ): SessionSnapshot | "pending" | undefined {
     const here = shard.sessions.get(client.token);
+    // c2s-connection.ts takeResumable: a session lent to another resumption is "pending".
+    if (here !== undefined && !here.ended && here.lent) return "pending";
     if (here !== undefined && !here.ended) {
       // A stale resumption (its connection gone) may carry an h the session has trimmed past:
       // refused, harmless. A copy behind what the client received is a loss.

@@ -20,7 +20,8 @@ import type { ShardRouter } from "../../src/cluster/shard-router.ts";
 import { DEFAULT_CONFIG } from "../../src/config/defaults.ts";
 import { createLogger } from "../../src/log.ts";
 import type { Store } from "../../src/storage/store.ts";
-import type { BareJid, FullJid } from "../../src/xmpp/jid.ts";
+import { takeResumable } from "../../src/xmpp/c2s-connection.ts";
+import { type BareJid, bareOf, type FullJid, parseJid } from "../../src/xmpp/jid.ts";
 
 const log = createLogger({ level: "silent" });
 const USER = "alice@example.com" as BareJid;
@@ -232,4 +233,14 @@ test("when a promoted session's node dies too, the next copy promoted at the sam
   await u.relocate(3072, "second-heir", { moves: 1, promoted: true, deadNodes: [1, 2] });
   assert.equal(u.registered(), "second-heir");
   assert.deepEqual(u.stale(), ["first-heir"]);
+});
+
+test("a resumption that finds the session lent to another one is told to ask again, not that it is unknown", () => {
+  const { ctx } = shardContext();
+  const session = new SessionActor(FULL, ctx, undefined, newSessionState(FULL, "7.token"));
+  ctx.sessions.set(session.sid, session);
+  session.detach();
+  assert.ok(session.lendForResume(0));
+  assert.deepEqual(takeResumable(ctx, "7.token", 0, bareOf(parseJid(FULL)!)), { pending: true });
+  assert.equal(takeResumable(ctx, "7.token", 0, "someone@else" as BareJid), undefined, "not to another user");
 });
