@@ -114,6 +114,8 @@ interface Scenario {
   fourNodes?: { replicationFactor: number };
   /** Also kill a node that holds a replica of the victim's session. */
   killReplica?: boolean;
+  /** SIGSTOP instead of SIGKILL: a zombie that wakes up after the cluster moved on. */
+  pause?: boolean;
 }
 
 async function nodeDeath(t: import("node:test").TestContext, scenario: Scenario): Promise<void> {
@@ -172,13 +174,15 @@ async function nodeDeath(t: import("node:test").TestContext, scenario: Scenario)
   await Promise.all(senders.map((s) => s.waitAcked(20, "traffic before the kill", 10_000)));
 
   const killedAt = Date.now();
-  for (const name of kill) node(name).kill("SIGKILL");
+  for (const name of kill) node(name).kill(scenario.pause ? "SIGSTOP" : "SIGKILL");
   const ackedAtKill = senders.map((s) => s.acked);
 
   let resumed: RawClient | undefined;
   if (kill.includes(scenario.socketOn)) {
-    // Like a real client: it reconnects at once, before the cluster has decided the node is dead.
-    await victim.waitForClose(10_000);
+    // Like a real client: it reconnects at once, before the cluster has decided the node is dead
+    // (a paused node's socket stays open: the client gives up on it, as on an ack timeout).
+    if (scenario.pause) victim.destroy();
+    else await victim.waitForClose(10_000);
     const survivor = node(survivors[0]!);
     // Another account presenting the victim's id gets nothing of it, and does not use it up.
     if (scenario.thief) {
@@ -196,7 +200,14 @@ async function nodeDeath(t: import("node:test").TestContext, scenario: Scenario)
     const again = await resumeRaw(t, survivor, victimUser, enabled.attrs.id!, victim.smInbound ?? 0);
     assert.ok(again.answer.is("resumed", NS_SM), `resumed on ${survivor.name}: ${again.answer.toString()}`);
     resumed = again.client;
-    t.diagnostic(`resumed ${Date.now() - killedAt} ms after SIGKILL`);
+    t.diagnostic(`resumed ${Date.now() - killedAt} ms after ${scenario.pause ? "SIGSTOP" : "SIGKILL"}`);
+    if (scenario.pause) {
+      // The zombie wakes up: it gets nothing accepted (peers refuse its batches, replicas its
+      // changes) and fences itself.
+      const zombie = node(scenario.socketOn);
+      zombie.kill("SIGCONT");
+      assert.equal((await zombie.exited).code, 3, "the woken node fences itself (exit code 3)");
+    }
   } else {
     await waitForOwners(node(survivors[0]!), [...survivors], 20_000);
     assert.equal(victim.closed, false, "a client of a surviving node stays connected");
@@ -263,4 +274,8 @@ test("SIGKILL of two nodes at once, the socket's and one holding its replica, wi
     kill: ["n3", "n4"],
     fourNodes: { replicationFactor: 3 },
   });
+});
+
+test("SIGSTOP of the node holding the socket past its lease: the client resumes on a survivor, the zombie fences itself, nothing lost or doubled", async (t) => {
+  await nodeDeath(t, { socketOn: "n3", ownerOn: "n2", kill: ["n3"], pause: true });
 });
