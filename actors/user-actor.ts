@@ -259,13 +259,7 @@ export class UserActor {
         if (waiting !== undefined) {
           this.#waitingForRelocate.delete(msg.session.full);
           for (const write of waiting.writes) {
-            this.#writeSession(msg.session.full, state, {
-              kind: "write",
-              xml: write.xml,
-              isMessage: write.storable,
-              ...(write.dedupe === undefined ? {} : { dedupe: write.dedupe }),
-              ...(write.accept === undefined ? {} : { accept: write.accept }),
-            });
+            this.#writeSession(msg.session.full, state, writeOf(write));
           }
         }
         this.#announceCarbonPeers();
@@ -314,12 +308,7 @@ export class UserActor {
           msg.xml !== undefined
         ) {
           // Resumed elsewhere, and its re-registration is still on its way: keep the write for it.
-          this.#awaitRelocate(msg.session.full, msg.session.sid, {
-            xml: msg.xml,
-            storable: msg.storable ?? false,
-            ...(msg.dedupe === undefined ? {} : { dedupe: msg.dedupe }),
-            ...(msg.accept === undefined ? {} : { accept: msg.accept }),
-          });
+          this.#awaitRelocate(msg.session.full, msg.session.sid, waitingOf(msg.xml, msg));
           return;
         }
         if (state !== undefined && state.sid === msg.session.sid && msg.crashed === true && state.resumable) {
@@ -327,12 +316,7 @@ export class UserActor {
           // taking the session over, and the write waits for it like any write to a lost session.
           this.#lose(msg.session.full, state);
           if (msg.xml !== undefined) {
-            this.#awaitRelocate(msg.session.full, msg.session.sid, {
-              xml: msg.xml,
-              storable: msg.storable ?? false,
-              ...(msg.dedupe === undefined ? {} : { dedupe: msg.dedupe }),
-              ...(msg.accept === undefined ? {} : { accept: msg.accept }),
-            });
+            this.#awaitRelocate(msg.session.full, msg.session.sid, waitingOf(msg.xml, msg));
           }
           return;
         }
@@ -340,13 +324,7 @@ export class UserActor {
         else if (state !== undefined && msg.xml !== undefined) {
           // The session was resumed elsewhere after this write left: follow it there, so a
           // resumed client gets it now rather than at its next login.
-          this.#writeSession(msg.session.full, state, {
-            kind: "write",
-            xml: msg.xml,
-            isMessage: msg.storable ?? false,
-            ...(msg.dedupe === undefined ? {} : { dedupe: msg.dedupe }),
-            ...(msg.accept === undefined ? {} : { accept: msg.accept }),
-          });
+          this.#writeSession(msg.session.full, state, writeOf(waitingOf(msg.xml, msg)));
           return;
         }
         if (msg.xml !== undefined && msg.storable) await this.#storeOffline(msg.xml, undefined);
@@ -491,8 +469,7 @@ export class UserActor {
         this.#awaitRelocate(full, to.sid, {
           xml: msg.xml,
           storable: msg.isMessage ?? false,
-          ...(msg.dedupe === undefined ? {} : { dedupe: msg.dedupe }),
-          ...(msg.accept === undefined ? {} : { accept: msg.accept }),
+          ...carried(msg),
         });
       }
       return;
@@ -1095,6 +1072,30 @@ export function supersedes(
   // A promoted copy at an equal count: the heir of a registered session that is gone (whether
   // that one was resumed or promoted itself), a ghost beside a live one.
   return current.lost === true || gone.has(nodeNoOf(current.shard));
+}
+
+/** A write's dedupe key and its sender's accept request, when it has them. */
+function carried(m: { dedupe?: string; accept?: { shard: number; rid: number } }): {
+  dedupe?: string;
+  accept?: { shard: number; rid: number };
+} {
+  return {
+    ...(m.dedupe === undefined ? {} : { dedupe: m.dedupe }),
+    ...(m.accept === undefined ? {} : { accept: m.accept }),
+  };
+}
+
+/** A write handed back by a worker (session-gone), to keep for the session or send on. */
+function waitingOf(
+  xml: string,
+  m: { storable?: boolean; dedupe?: string; accept?: { shard: number; rid: number } },
+): WaitingWrite {
+  return { xml, storable: m.storable ?? false, ...carried(m) };
+}
+
+/** The session write for a kept write. */
+function writeOf(w: WaitingWrite) {
+  return { kind: "write" as const, xml: w.xml, isMessage: w.storable, ...carried(w) };
 }
 
 function newSession(shard: number, sid: string): SessionState {

@@ -22,6 +22,7 @@ import {
   type SessionSnapshot,
 } from "../../actors/session-state.ts";
 import type { Logger } from "../log.ts";
+import type { Envelope } from "./envelope.ts";
 import { hash64, nodeNoOf } from "./ring.ts";
 
 /** Where the replicas of one owner shard's sessions go, for a token (pure, deterministic). */
@@ -63,21 +64,7 @@ export function placeReplicas(
 /** What the replication sends through the router. */
 export interface ReplicationSender {
   readonly self: number;
-  send(
-    shard: number,
-    envelope:
-      | {
-          t: "rep";
-          token: string;
-          owner: number;
-          stream: string;
-          lsn: number;
-          change: SessionChange;
-          replicas?: number[];
-        }
-      | { t: "rep-ack"; from: number; acks: [string, string, number][] }
-      | { t: "rep-end"; token: string; owner: number; stream: string },
-  ): void;
+  send(shard: number, envelope: Extract<Envelope, { t: "rep" | "rep-ack" | "rep-end" }>): void;
 }
 
 /** The owner's side: one stream per replicated session. */
