@@ -2,15 +2,14 @@
  * Returning an undeliverable stanza to its sender as a stanza error (RFC 6120 §8.3), routed
  * like any other stanza to the sender's UserActor.
  */
-import type { ShardRouter } from "../src/cluster/shard-router.ts";
 import type { StanzaErrorCondition } from "../src/errors.ts";
 import { bareOf, parseJid } from "../src/xmpp/jid.ts";
 import { errorReplyXml } from "../src/xmpp/stanza.ts";
-import type { RoutedStanza } from "./messages.ts";
+import type { ActorRouter, RoutedStanza } from "./messages.ts";
 
 /** Sends `condition` back to the sender of `stanza`; errors and results are never answered. */
 export function bounceStanza(
-  router: ShardRouter,
+  router: Pick<ActorRouter, "toUser">,
   stanza: RoutedStanza,
   condition: StanzaErrorCondition,
 ): void {

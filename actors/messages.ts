@@ -4,7 +4,7 @@
  * stanzas as serialised XML plus the few attributes routing needs.
  */
 import type { BareJid, FullJid } from "../src/xmpp/jid.ts";
-import type { UserActorSnapshot } from "./user-actor.ts";
+import type { Ack } from "./actor.ts";
 
 /** A stanza on its way to a user, with what delivery rules need, so nobody re-parses it. */
 export interface RoutedStanza {
@@ -192,6 +192,30 @@ export type WorkerMessage =
       epoch: number;
       from: number;
       partitions: number[];
-      actors: UserActorSnapshot[];
+      /** Actor states moving with `partitions` (ActorHost.release). */
+      actors: { key: `${string}:${string}`; state: unknown }[];
       sessions: { session: SessionLocation; state: SessionRegistration }[];
     };
+
+/**
+ * What actors reach of the cluster (src/cluster/shard-router.ts implements it): messages to
+ * other actors and to sessions, answers and accepts. Actors never see envelopes or tables.
+ */
+export interface ActorRouter {
+  /** To the UserActor of `msg.user`; `onAccepted` makes the router retain it until it is safe. */
+  toUser(msg: UserMessage, onAccepted?: () => void): void;
+  /** To session `msg.sid` on `shard`. */
+  toSession(shard: number, msg: SessionMessage): void;
+  /** The answer to a request that carried `reqId`, to the shard that asked. */
+  reply(
+    shard: number,
+    reqId: number,
+    result: { ok: true; value: unknown } | { ok: false; error: unknown },
+  ): void;
+  /** Tells a retaining sender that its message is safe. */
+  accept(ack: Ack): void;
+  /** Nodes that died or left, as the committed tables say. */
+  goneNodes(): number[];
+  /** The node a shard number is on. */
+  nodeOf(shard: number): number;
+}

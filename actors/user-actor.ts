@@ -1,15 +1,15 @@
 /**
- * UserActor: the home of one user (a bare JID), living on the shard that owns its partition.
- * It knows the user's sessions and their presence, caches the roster and blocklist, runs the
- * RFC 6121 subscription state machine, applies the delivery rules to everything addressed to
- * the user, and stores messages offline when nobody is there to receive them.
+ * UserActor: the home of one user (a bare JID, key `user:<jid>`), living on the shard that owns
+ * its partition. It knows the user's sessions and their presence, caches the roster and
+ * blocklist, runs the RFC 6121 subscription state machine, applies the delivery rules to
+ * everything addressed to the user, and stores messages offline when nobody is there to
+ * receive them.
  *
- * Messages are processed one at a time in arrival order; store reads and writes are awaited
- * inside the turn, so the roster never sees interleaved updates.
+ * The actor host (src/cluster/actor-host.ts) runs it: one message at a time in arrival order,
+ * store reads and writes awaited inside the turn, so the roster never sees interleaved updates.
+ * Its volatile state is user-state.ts, changed only through named changes.
  */
 import { type Element, escapeXML, xml } from "@xmpp/xml";
-import { nodeNoOf } from "../src/cluster/ring.ts";
-import type { ShardRouter } from "../src/cluster/shard-router.ts";
 import type { Config } from "../src/config/defaults.ts";
 import type { Logger } from "../src/log.ts";
 import type { RosterItem, Store, Subscription } from "../src/storage/store.ts";
@@ -17,17 +17,31 @@ import { type BareJid, bareOf, type FullJid, parseJid } from "../src/xmpp/jid.ts
 import { NS_BLOCKING, NS_CARBONS, NS_CLIENT, NS_DELAY, NS_FORWARD, NS_ROSTER } from "../src/xmpp/ns.ts";
 import { errorReply, iqResult, readdress } from "../src/xmpp/stanza.ts";
 import { parseElement } from "../src/xmpp/stream-parser.ts";
+import type { Ack, Actor, ActorKind, ActorSelf, Turn } from "./actor.ts";
 import { bounceStanza } from "./bounce.ts";
-import type { RoutedStanza, SessionLocation, SessionRegistration, UserMessage } from "./messages.ts";
+import type {
+  ActorRouter,
+  RoutedStanza,
+  SessionLocation,
+  SessionRegistration,
+  UserMessage,
+} from "./messages.ts";
+import {
+  type AccountKnown,
+  applyUserChange,
+  newUserState,
+  type SessionState,
+  type UserChange,
+  type UserState,
+  userStateEntries,
+} from "./user-state.ts";
 
 /** What a UserActor needs from its shard. */
 export interface UserActorContext {
   store: Store;
-  router: ShardRouter;
+  router: ActorRouter;
   config: Readonly<Config>;
   log: Logger;
-  /** Drops an actor that has nothing to keep (see {@link UserActor.disposable}). */
-  passivate(actor: UserActor): void;
 }
 
 /** How long writes wait for a session resumed elsewhere to re-register before going offline. */
@@ -39,9 +53,6 @@ const RELOCATE_WAIT_MS = 10_000;
  */
 const LOST_SESSION_WAIT_MS = 30_000;
 
-/** Keys of re-sendable stanzas whose delivery ended here (offline, bounced): a re-sent copy is dropped. */
-const FINISHED_KEYS = 1024;
-
 /** A write waiting for a session to re-register from its new place. */
 interface WaitingWrite {
   xml: string;
@@ -50,38 +61,14 @@ interface WaitingWrite {
   accept?: { shard: number; rid: number };
 }
 
-interface QueuedMessage {
-  msg: UserMessage;
-  ack?: { shard: number; rid: number };
-}
-
 /** What a UserActor hands to its partition's next owner. */
 export interface UserActorSnapshot {
   user: BareJid;
   sessions: [FullJid, SessionState][];
-  known: "unknown" | "exists" | "absent";
+  known: AccountKnown;
 }
 
-/** One session as its UserActor knows it. */
-export interface SessionState {
-  shard: number;
-  sid: string;
-  /** Last broadcast presence, serialised, when the session is available. */
-  presence: string | undefined;
-  priority: number;
-  /** The session asked for the roster, so it gets roster pushes (RFC 6121 §2.1.6). */
-  rosterInterest: boolean;
-  blocklistInterest: boolean;
-  carbons: boolean;
-  /** XEP-0198 resumption is on: if the session's node dies, a replica takes it over. */
-  resumable?: boolean;
-  /** Its node died; a replica is expected to re-register it (writes wait meanwhile). */
-  lost?: boolean;
-  /** How many times the session moved (resumption, promotion): older registrations are stale. */
-  moves?: number;
-  /** A promoted replica no client adopted yet (see SessionRegistration.promoted). */
-  promoted?: boolean;
-}
+export type { SessionState } from "./user-state.ts";
 
 type SubscriptionType = "subscribe" | "subscribed" | "unsubscribe" | "unsubscribed";
 
@@ -90,131 +77,105 @@ export interface BindReply {
   blocklist: string[];
 }
 
+/** The key of a user's actor. */
+export function userKey(user: BareJid): `user:${string}` {
+  return `user:${user}`;
+}
+
+/** The user actor kind, for the actor host. */
+export function userActorKind(ctx: UserActorContext): ActorKind<UserMessage, UserActorSnapshot> {
+  return {
+    kind: "user",
+    create: (name, self) => new UserActor(name as BareJid, ctx, self),
+    // Only stanzas are refused: control messages (bind, unbind, presence, relocate...) are
+    // bounded by the user's sessions, and losing one would corrupt the session table.
+    refusable: (msg) => msg.kind === "stanza",
+    // Only the delivery of a re-sendable stanza carries its key: other turns (a presence that
+    // flushes offline storage, say) write many different stanzas to one session.
+    dedupeKey: (msg, ack: Ack | undefined) =>
+      msg.kind !== "stanza"
+        ? undefined
+        : (msg.key ?? (ack === undefined ? undefined : `${ack.shard}:${ack.rid}`)),
+    nodesLost: (name, nodeNos) => ({ kind: "nodes-lost", user: name as BareJid, nodeNos }),
+    shardLost: (name, shard, keepPrefix) => ({
+      kind: "shard-lost",
+      user: name as BareJid,
+      shard,
+      keepPrefix,
+    }),
+  };
+}
+
 /** One user's actor. */
-export class UserActor {
+export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
   readonly user: BareJid;
   readonly #ctx: UserActorContext;
-  readonly #sessions = new Map<FullJid, SessionState>();
+  readonly #self: Pick<ActorSelf<UserMessage>, "tell">;
+  readonly #state: UserState = newUserState();
   #roster = new Map<BareJid, RosterItem>();
   #rosterVersion = 0;
   #blocklist = new Set<string>();
-  #queue: QueuedMessage[] = [];
-  /** Set while a retained stanza is handled: its writes carry it so sessions drop a re-sent copy. */
-  #dedupe: string | undefined;
   /**
-   * The sender's request to hear the stanza being handled is safe. The first session write
-   * of it takes it along (the session accepts once its replicas hold the write); otherwise the
-   * actor accepts at the end of the turn (stored offline, bounced, or nothing to do).
+   * The turn of the retained stanza being handled: its writes carry the stanza's re-send key
+   * so sessions drop a re-sent copy, and the first session write takes the sender's accept
+   * along (the session accepts once its replicas hold the write). Undefined in other turns.
    */
-  #acceptFor: { shard: number; rid: number } | undefined;
-  readonly #finishedKeys = new Set<string>();
-  #quiesced: (() => void)[] = [];
+  #turn: Turn | undefined;
   /** Writes for sessions resumed elsewhere whose re-registration has not arrived yet, by full JID. */
   readonly #waitingForRelocate = new Map<FullJid, { sid: string; writes: WaitingWrite[] }>();
-  #running = false;
-  #activated = false;
   #pushId = 0;
-  /** What the store said about the account, once asked. */
-  #known: "unknown" | "exists" | "absent" = "unknown";
-  /** Last time the actor did anything; idle actors without sessions are passivated. */
-  lastActive = Date.now();
 
-  constructor(user: BareJid, ctx: UserActorContext) {
+  constructor(user: BareJid, ctx: UserActorContext, self: Pick<ActorSelf<UserMessage>, "tell">) {
     this.user = user;
     this.#ctx = ctx;
+    this.#self = self;
   }
 
   /** Sessions currently bound, for statistics. */
   get sessionCount(): number {
-    return this.#sessions.size;
+    return this.#state.sessions.size;
   }
 
-  /** Whether the actor can be dropped without losing anything. */
-  get idle(): boolean {
-    return this.#sessions.size === 0 && this.#queue.length === 0 && !this.#running;
+  /** Nothing lives only in memory: no session, no write waiting for one. */
+  get empty(): boolean {
+    return this.#state.sessions.size === 0 && this.#waitingForRelocate.size === 0;
   }
 
-  /**
-   * Queues a message; returns false when the mailbox is full. `ack` is the sender's request to
-   * hear when the message has been handled (see ShardRouter.toUser).
-   */
-  enqueue(msg: UserMessage, ack?: { shard: number; rid: number }): boolean {
-    // Only stanzas are refused: control messages (bind, unbind, presence, relocate...) are
-    // bounded by the user's sessions, and losing one would corrupt the session table.
-    if (msg.kind === "stanza" && this.#queue.length >= this.#ctx.config.limits.maxMailboxSize) return false;
-    this.#queue.push(ack === undefined ? { msg } : { msg, ack });
-    this.lastActive = Date.now();
-    if (!this.#running) void this.#drain();
-    return true;
+  /** Stanzas to names nobody registered must not pile up actors until the idle sweep. */
+  get disposable(): boolean {
+    return this.#state.known === "absent";
   }
 
-  async #drain(): Promise<void> {
-    this.#running = true;
-    try {
-      if (!this.#activated) await this.#activate();
-      while (this.#queue.length > 0) {
-        const { msg, ack } = this.#queue.shift()!;
-        // Only the delivery of a re-sendable stanza carries its key: other turns (a presence that
-        // flushes offline storage, say) write many different stanzas to one session.
-        this.#dedupe =
-          msg.kind !== "stanza"
-            ? undefined
-            : (msg.key ?? (ack === undefined ? undefined : `${ack.shard}:${ack.rid}`));
-        this.#acceptFor = msg.kind === "stanza" ? ack : undefined;
-        try {
-          if (this.#dedupe !== undefined && this.#finishedKeys.has(this.#dedupe)) continue;
-          await this.#handle(msg);
-          if (this.#dedupe !== undefined && this.#acceptFor !== undefined) this.#finished(this.#dedupe);
-        } catch (error) {
-          this.#ctx.log.error({ err: error, user: this.user, kind: msg.kind }, "user actor failed a message");
-          if ("reqId" in msg) this.#ctx.router.reply(msg.session.shard, msg.reqId, { ok: false, error });
-        } finally {
-          this.#dedupe = undefined;
-          if (msg.kind !== "stanza" && ack !== undefined) this.#ctx.router.accept(ack);
-          else if (this.#acceptFor !== undefined) this.#ctx.router.accept(this.#acceptFor);
-          this.#acceptFor = undefined;
-        }
-      }
-    } catch (error) {
-      // Activation failed: fail the queued requests, keep the actor inactive so the next message retries.
-      this.#ctx.log.error({ err: error, user: this.user }, "user actor activation failed");
-      for (const { msg } of this.#queue.splice(0)) {
-        if ("reqId" in msg) this.#ctx.router.reply(msg.session.shard, msg.reqId, { ok: false, error });
-      }
-    } finally {
-      this.#running = false;
-      for (const resolve of this.#quiesced.splice(0)) resolve();
-      // Stanzas to names nobody registered must not pile up actors until the idle sweep.
-      if (this.#known === "absent" && this.idle) this.#ctx.passivate(this);
-    }
-  }
-
-  /** Remembers that a re-sendable stanza's delivery ended here. */
-  #finished(key: string): void {
-    this.#finishedKeys.add(key);
-    if (this.#finishedKeys.size > FINISHED_KEYS) {
-      this.#finishedKeys.delete(this.#finishedKeys.values().next().value!);
-    }
-  }
-
-  /** Resolves when the mailbox is empty and no message is being handled (before a handoff). */
-  quiesce(): Promise<void> {
-    if (!this.#running && this.#queue.length === 0) return Promise.resolve();
-    return new Promise((resolve) => this.#quiesced.push(resolve));
+  /** Applies one named change to the volatile state. */
+  #change(change: UserChange): void {
+    applyUserChange(this.#state, change);
   }
 
   /** The state that lives only in memory, for the partition's next owner (handoff). */
   snapshot(): UserActorSnapshot {
-    return { user: this.user, sessions: [...this.#sessions], known: this.#known };
+    return { user: this.user, sessions: userStateEntries(this.#state), known: this.#state.known };
   }
 
   /** Takes over a previous owner's state; the roster and blocklist are re-read from the store. */
   restore(snapshot: UserActorSnapshot): void {
-    for (const [full, state] of snapshot.sessions) this.#sessions.set(full, { ...state });
-    if (snapshot.known !== "unknown") this.#known = snapshot.known;
+    for (const [full, session] of snapshot.sessions) this.#change({ c: "registered", full, session });
+    if (snapshot.known !== "unknown") this.#change({ c: "known", known: snapshot.known });
   }
 
-  async #activate(): Promise<void> {
+  failed(msg: UserMessage, error: unknown): void {
+    if ("reqId" in msg) this.#ctx.router.reply(msg.session.shard, msg.reqId, { ok: false, error });
+  }
+
+  async handle(msg: UserMessage, turn: Turn): Promise<void> {
+    this.#turn = msg.kind === "stanza" ? turn : undefined;
+    try {
+      await this.#handle(msg);
+    } finally {
+      this.#turn = undefined;
+    }
+  }
+
+  async activate(): Promise<void> {
     const [roster, blocklist] = await Promise.all([
       this.#ctx.store.getRoster(this.user),
       this.#ctx.store.getBlocklist(this.user),
@@ -222,7 +183,6 @@ export class UserActor {
     this.#roster = new Map(roster.items.map((item) => [item.jid, item]));
     this.#rosterVersion = roster.version;
     this.#blocklist = new Set(blocklist);
-    this.#activated = true;
   }
 
   async #handle(msg: UserMessage): Promise<void> {
@@ -235,9 +195,10 @@ export class UserActor {
         return this.#onUnbind(msg.session, msg.unavailable, msg.directed);
       case "relocate": {
         // The session's own view wins: after a worker restart this actor starts from nothing.
-        const current = this.#sessions.get(msg.session.full);
+        const current = this.#state.sessions.get(msg.session.full);
         const gone = new Set([...this.#ctx.router.goneNodes(), ...(msg.state.deadNodes ?? [])]);
-        if (current !== undefined && !supersedes(current, msg.session.sid, msg.state, gone)) {
+        const isGone = (shard: number) => gone.has(this.#ctx.router.nodeOf(shard));
+        if (current !== undefined && !supersedes(current, msg.session.sid, msg.state, isGone)) {
           // A late registration from a place the session has moved on from, or a ghost (a copy
           // promoted beside the session resumed from the same owner): it ends quietly.
           this.#writeSession(
@@ -254,7 +215,7 @@ export class UserActor {
           this.#writeSession(msg.session.full, current, { kind: "stale" });
         }
         const state: SessionState = { shard: msg.session.shard, sid: msg.session.sid, ...msg.state };
-        this.#sessions.set(msg.session.full, state);
+        this.#change({ c: "registered", full: msg.session.full, session: state });
         const waiting = this.#waitingForRelocate.get(msg.session.full);
         if (waiting !== undefined) {
           this.#waitingForRelocate.delete(msg.session.full);
@@ -269,7 +230,7 @@ export class UserActor {
         const waiting = this.#waitingForRelocate.get(msg.full);
         if (waiting === undefined || waiting.sid !== msg.sid) return;
         this.#waitingForRelocate.delete(msg.full);
-        const state = this.#sessions.get(msg.full);
+        const state = this.#state.sessions.get(msg.full);
         if (state !== undefined && state.sid === msg.sid) this.#forget(msg.full, state);
         for (const write of waiting.writes) {
           if (write.storable) await this.#storeOffline(write.xml, undefined);
@@ -288,8 +249,10 @@ export class UserActor {
       case "iq":
         return this.#onOwnIq(msg.session, parseElement(msg.xml));
       case "carbons": {
-        const state = this.#sessions.get(msg.session.full);
-        if (state !== undefined && state.sid === msg.session.sid) state.carbons = msg.enabled;
+        const state = this.#state.sessions.get(msg.session.full);
+        if (state !== undefined && state.sid === msg.session.sid) {
+          this.#change({ c: "carbons", full: msg.session.full, enabled: msg.enabled });
+        }
         this.#announceCarbonPeers();
         this.#ctx.router.reply(msg.session.shard, msg.reqId, { ok: true, value: null });
         return;
@@ -300,7 +263,7 @@ export class UserActor {
         for (const stanza of msg.stanzas) await this.#storeOffline(stanza, undefined);
         return;
       case "session-gone": {
-        const state = this.#sessions.get(msg.session.full);
+        const state = this.#state.sessions.get(msg.session.full);
         if (
           state !== undefined &&
           state.sid === msg.session.sid &&
@@ -332,13 +295,13 @@ export class UserActor {
         return;
       }
       case "shard-lost":
-        for (const [full, state] of [...this.#sessions]) {
+        for (const [full, state] of [...this.#state.sessions]) {
           if (state.shard === msg.shard && !state.sid.startsWith(msg.keepPrefix)) this.#lose(full, state);
         }
         return;
       case "nodes-lost":
-        for (const [full, state] of [...this.#sessions]) {
-          if (msg.nodeNos.includes(nodeNoOf(state.shard))) this.#lose(full, state);
+        for (const [full, state] of [...this.#state.sessions]) {
+          if (msg.nodeNos.includes(this.#ctx.router.nodeOf(state.shard))) this.#lose(full, state);
         }
         return;
       default: {
@@ -351,7 +314,7 @@ export class UserActor {
   // --- sessions -------------------------------------------------------------------------
 
   async #onBind(session: SessionLocation, reqId: number): Promise<void> {
-    const existing = this.#sessions.get(session.full);
+    const existing = this.#state.sessions.get(session.full);
     if (existing !== undefined && existing.sid === session.sid) {
       // The same bind again (re-sent after a node died before answering): answer it again.
       this.#ctx.router.reply(session.shard, reqId, { ok: true, value: { blocklist: [...this.#blocklist] } });
@@ -361,14 +324,13 @@ export class UserActor {
       // RFC 6120 §7.7.2.2: the existing session is terminated with <conflict/>, and its
       // contacts see that resource go unavailable before the new one announces itself.
       this.#writeSession(session.full, existing, { kind: "conflict" });
+      this.#change({ c: "ended", full: session.full });
       if (existing.presence !== undefined) {
-        existing.presence = undefined;
         const unavailable = `<presence xmlns="${NS_CLIENT}" type="unavailable" from="${escapeXML(session.full)}"/>`;
-        this.#sessions.delete(session.full);
         this.#broadcastPresence(session.full, unavailable, []);
       }
     }
-    this.#sessions.set(session.full, newSession(session.shard, session.sid));
+    this.#change({ c: "bound", full: session.full, shard: session.shard, sid: session.sid });
     const reply: BindReply = { blocklist: [...this.#blocklist] };
     this.#ctx.router.reply(session.shard, reqId, { ok: true, value: reply });
     this.#announceCarbonPeers();
@@ -379,10 +341,10 @@ export class UserActor {
     unavailable: string | undefined,
     directed: string[],
   ): Promise<void> {
-    const state = this.#sessions.get(session.full);
+    const state = this.#state.sessions.get(session.full);
     // A newer session with the same resource may already have replaced this one.
     if (state === undefined || state.sid !== session.sid) return;
-    this.#sessions.delete(session.full);
+    this.#change({ c: "ended", full: session.full });
     if (state.presence !== undefined) {
       const xmlText =
         unavailable ??
@@ -400,13 +362,13 @@ export class UserActor {
   #lose(full: FullJid, state: SessionState): void {
     if (state.resumable !== true) return this.#forget(full, state);
     if (state.lost === true) return;
-    state.lost = true;
+    this.#change({ c: "lost", full });
     this.#waitFor(full, state.sid, LOST_SESSION_WAIT_MS);
   }
 
   /** Drops a session that vanished without an unbind (its worker died or lost it). */
   #forget(full: FullJid, state: SessionState): void {
-    this.#sessions.delete(full);
+    this.#change({ c: "ended", full });
     if (state.presence !== undefined) {
       this.#broadcastPresence(
         full,
@@ -431,7 +393,7 @@ export class UserActor {
       waiting = { sid, writes: [] };
       this.#waitingForRelocate.set(full, waiting);
       const timer = setTimeout(
-        () => this.enqueue({ kind: "relocate-timeout", user: this.user, full, sid }),
+        () => this.#self.tell({ kind: "relocate-timeout", user: this.user, full, sid }),
         ms,
       );
       timer.unref();
@@ -441,8 +403,8 @@ export class UserActor {
 
   #announceCarbonPeers(): void {
     let enabled = 0;
-    for (const state of this.#sessions.values()) if (state.carbons) enabled++;
-    for (const [full, state] of this.#sessions) {
+    for (const state of this.#state.sessions.values()) if (state.carbons) enabled++;
+    for (const [full, state] of this.#state.sessions) {
       this.#writeSession(full, state, { kind: "carbon-peers", enabled });
     }
   }
@@ -474,50 +436,49 @@ export class UserActor {
       }
       return;
     }
-    this.#ctx.router.send(to.shard, { t: "session", msg: { ...msg, full, sid: to.sid } });
+    this.#ctx.router.toSession(to.shard, { ...msg, full, sid: to.sid });
   }
 
   #write(full: FullJid, xmlText: string, isMessage = false): boolean {
-    const state = this.#sessions.get(full);
+    const state = this.#state.sessions.get(full);
     if (state === undefined) return false;
-    if (!isMessage || this.#dedupe === undefined) {
+    const dedupe = this.#turn?.dedupe;
+    if (!isMessage || dedupe === undefined) {
       this.#writeSession(full, state, { kind: "write", xml: xmlText, isMessage });
       return true;
     }
     // The first write of a retained stanza takes the sender's accept request along.
-    const accept = this.#acceptFor;
-    this.#acceptFor = undefined;
+    const accept = this.#turn?.takeAccept();
     this.#writeSession(
       full,
       state,
       accept === undefined
-        ? { kind: "write", xml: xmlText, isMessage, dedupe: this.#dedupe }
-        : { kind: "write", xml: xmlText, isMessage, dedupe: this.#dedupe, accept },
+        ? { kind: "write", xml: xmlText, isMessage, dedupe }
+        : { kind: "write", xml: xmlText, isMessage, dedupe, accept },
     );
     return true;
   }
 
   #availableSessions(): [FullJid, SessionState][] {
-    return [...this.#sessions].filter(([, s]) => s.presence !== undefined);
+    return [...this.#state.sessions].filter(([, s]) => s.presence !== undefined);
   }
 
   // --- presence ---------------------------------------------------------------------------
 
   async #onOwnPresence(session: SessionLocation, xmlText: string, priority: number, available: boolean) {
-    const state = this.#sessions.get(session.full);
+    const state = this.#state.sessions.get(session.full);
     // A replaced session's late presence must not touch its successor's entry.
     if (state === undefined || state.sid !== session.sid) return;
     const initial = available && state.presence === undefined;
     // RFC 6121 §8.5.2.1.1: offline messages wait for a resource with non-negative priority.
     const becameDeliverable = available && priority >= 0 && (initial || state.priority < 0);
-    state.priority = priority;
+    const wasAvailable = state.presence !== undefined;
+    this.#change({ c: "presence", full: session.full, presence: available ? xmlText : undefined, priority });
     if (!available) {
-      if (state.presence === undefined) return;
-      state.presence = undefined;
+      if (!wasAvailable) return;
       this.#broadcastPresence(session.full, xmlText, []);
       return;
     }
-    state.presence = xmlText;
     this.#broadcastPresence(session.full, xmlText, []);
     if (!initial) {
       if (becameDeliverable) await this.#deliverOffline(session.full);
@@ -569,8 +530,8 @@ export class UserActor {
     // The sender itself, if it has just gone unavailable, no longer counts as available.
     if (
       type === "unavailable" &&
-      this.#sessions.has(from) &&
-      this.#sessions.get(from)!.presence === undefined
+      this.#state.sessions.has(from) &&
+      this.#state.sessions.get(from)!.presence === undefined
     ) {
       this.#write(from, readdress(xmlText, from));
     }
@@ -600,7 +561,7 @@ export class UserActor {
     // Routed stanzas carry normalised JIDs (the sender's session parsed them): a slash means a resource.
     if (stanza.to.includes("/")) {
       const full = stanza.to as FullJid;
-      if (this.#sessions.has(full)) {
+      if (this.#state.sessions.has(full)) {
         if (stanza.name === "presence" && stanza.type === "") {
           // Directed or broadcast available presence reaching an available session.
         }
@@ -668,10 +629,11 @@ export class UserActor {
    * again, since the account may be registered meanwhile.
    */
   async #accountExists(): Promise<boolean> {
-    if (this.#known !== "exists") {
-      this.#known = (await this.#ctx.store.getAccount(this.user)) !== undefined ? "exists" : "absent";
+    if (this.#state.known !== "exists") {
+      const exists = (await this.#ctx.store.getAccount(this.user)) !== undefined;
+      this.#change({ c: "known", known: exists ? "exists" : "absent" });
     }
-    return this.#known === "exists";
+    return this.#state.known === "exists";
   }
 
   async #storeOffline(stanzaXml: string, stanza: RoutedStanza | undefined): Promise<void> {
@@ -705,14 +667,14 @@ export class UserActor {
   // --- carbons (XEP-0280) -----------------------------------------------------------------
 
   #carbonReceived(stanza: RoutedStanza, delivered: Set<FullJid>): void {
-    for (const [full, state] of this.#sessions) {
+    for (const [full, state] of this.#state.sessions) {
       if (!state.carbons || delivered.has(full)) continue;
       this.#write(full, wrapCarbon("received", this.user, full, stanza.xml), true);
     }
   }
 
   #onCarbonSent(sender: FullJid, stanzaXml: string): void {
-    for (const [full, state] of this.#sessions) {
+    for (const [full, state] of this.#state.sessions) {
       if (!state.carbons || full === sender) continue;
       this.#write(full, wrapCarbon("sent", this.user, full, stanzaXml), true);
     }
@@ -721,13 +683,13 @@ export class UserActor {
   // --- roster (RFC 6121 §2) and blocking (XEP-0191) ----------------------------------------------
 
   async #onOwnIq(session: SessionLocation, iq: Element): Promise<void> {
-    const state = this.#sessions.get(session.full);
+    const state = this.#state.sessions.get(session.full);
     const query = iq.getChild("query", NS_ROSTER);
     const reply = (el: Element) =>
       this.#writeSession(session.full, session, { kind: "write", xml: el.toString() });
     if (query !== undefined) {
       if (iq.attrs.type === "get") {
-        if (state !== undefined) state.rosterInterest = true;
+        if (state !== undefined) this.#change({ c: "interest", full: session.full, roster: true });
         // RFC 6121 §2.6.3: an up-to-date client gets an empty result and later pushes.
         const clientVer = query.attrs.ver;
         const result = iqResult(iq);
@@ -740,7 +702,7 @@ export class UserActor {
       return reply(await this.#rosterSet(iq, query));
     }
     if (iq.getChild("blocklist", NS_BLOCKING) !== undefined && iq.attrs.type === "get") {
-      if (state !== undefined) state.blocklistInterest = true;
+      if (state !== undefined) this.#change({ c: "interest", full: session.full, blocklist: true });
       const list = xml("blocklist", { xmlns: NS_BLOCKING });
       for (const jid of [...this.#blocklist].sort()) list.c("item", { jid });
       return reply(iqResult(iq, undefined, list));
@@ -810,7 +772,7 @@ export class UserActor {
 
   /** RFC 6121 §2.1.6: push the changed item to every session that asked for the roster. */
   #pushRoster(item: Element): void {
-    for (const [full, state] of this.#sessions) {
+    for (const [full, state] of this.#state.sessions) {
       if (!state.rosterInterest) continue;
       const push = xml(
         "iq",
@@ -852,7 +814,7 @@ export class UserActor {
       this.#sendCurrentPresence(item.jid, item.jid);
     }
     // Push the change to every session that asked for the blocklist.
-    for (const [full, state] of this.#sessions) {
+    for (const [full, state] of this.#state.sessions) {
       this.#writeSession(full, state, { kind: "blocklist", list: [...this.#blocklist] });
       if (!state.blocklistInterest) continue;
       const push = xml("iq", { xmlns: NS_CLIENT, type: "set", id: `push${++this.#pushId}`, to: full });
@@ -1053,25 +1015,25 @@ export class UserActor {
  * session again (a worker restart, `<enable resume>`), a strictly higher move count (a
  * resumption or a promotion moved it on), or, at an equal count, one of two sessions that came
  * from the same owner: a session a client adopted beats a promoted copy (a ghost whose owner's
- * rep-end was lost) unless the adopted one is dead itself (lost, or on a node in `gone`): then
+ * rep-end was lost) unless the adopted one is dead itself (lost, or on a gone node): then
  * the copy is all that is left of it.
  */
 export function supersedes(
   current: SessionState,
   sid: string,
   state: SessionRegistration,
-  gone: ReadonlySet<number>,
+  isGone: (shard: number) => boolean,
 ): boolean {
   if (current.sid === sid) return true;
   // A lent session that came back: the resumption that took it died before confirming.
-  if (state.restored === true && (current.lost === true || gone.has(nodeNoOf(current.shard)))) return true;
+  if (state.restored === true && (current.lost === true || isGone(current.shard))) return true;
   const had = current.moves ?? 0;
   const has = state.moves ?? 0;
   if (has !== had) return has > had;
   if (state.promoted !== true) return current.promoted === true;
   // A promoted copy at an equal count: the heir of a registered session that is gone (whether
   // that one was resumed or promoted itself), a ghost beside a live one.
-  return current.lost === true || gone.has(nodeNoOf(current.shard));
+  return current.lost === true || isGone(current.shard);
 }
 
 /** A write's dedupe key and its sender's accept request, when it has them. */
@@ -1096,18 +1058,6 @@ function waitingOf(
 /** The session write for a kept write. */
 function writeOf(w: WaitingWrite) {
   return { kind: "write" as const, xml: w.xml, isMessage: w.storable, ...carried(w) };
-}
-
-function newSession(shard: number, sid: string): SessionState {
-  return {
-    shard,
-    sid,
-    presence: undefined,
-    priority: 0,
-    rosterInterest: false,
-    blocklistInterest: false,
-    carbons: false,
-  };
 }
 
 function itemElement(item: RosterItem): Element {

@@ -3,17 +3,21 @@
  * event-loop turn and encoded with msgpackr (see shard-router.ts); comlink carries only
  * control calls.
  */
+import type { Ack, ActorKey } from "../../actors/actor.ts";
 import type { SessionMessage, UserMessage, WorkerMessage } from "../../actors/messages.ts";
 import type { SessionChange } from "../../actors/session-state.ts";
 import type { ErrorRecord } from "../errors.ts";
 
+/** A message to an actor: every actor kind's message union. */
+export type ActorMessage = UserMessage;
+
 /** One routed message. */
 export type Envelope =
   /**
-   * To the UserActor of `msg.user`, routed by partition under `epoch`. With `ack`, the sender
-   * keeps the message until the actor has handled it and answers `accepted` to `ack.shard`.
+   * To the actor of `key` (actors/actor.ts), routed by its partition under `epoch`. With `ack`,
+   * the sender keeps the message until it is safe and hears `accepted` at `ack.shard`.
    */
-  | { t: "user"; epoch: number; partition: number; msg: UserMessage; ack?: { shard: number; rid: number } }
+  | { t: "actor"; key: ActorKey; epoch: number; partition: number; msg: ActorMessage; ack?: Ack }
   /** The actor handled these retained messages of the destination shard (see `ack`). */
   | { t: "accepted"; rids: number[] }
   /** To a session on the destination worker. */

@@ -17,11 +17,13 @@
  * Both waits end after `timeoutMs` whatever happened, with a warning: a partition must not stay
  * unavailable because one message went missing.
  */
+
+import { type ActorKey, actorKey } from "../../actors/actor.ts";
 import type { WorkerMessage } from "../../actors/messages.ts";
 import type { SessionActor } from "../../actors/session-actor.ts";
-import type { UserActor, UserActorSnapshot } from "../../actors/user-actor.ts";
 import type { Logger } from "../log.ts";
 import type { BareJid } from "../xmpp/jid.ts";
+import type { ActorHost, ActorSnapshot } from "./actor-host.ts";
 import { nodeNoOf, type OwnerTable, ownerShard, shardNumber } from "./ring.ts";
 import type { ShardRouter } from "./shard-router.ts";
 
@@ -36,8 +38,7 @@ export interface LiveNode {
 /** What the handoff needs from its shard. */
 export interface HandoffHost {
   readonly router: ShardRouter;
-  readonly actors: Map<BareJid, UserActor>;
-  actorFor(user: BareJid): UserActor;
+  readonly actors: ActorHost;
   readonly sessions: Map<string, SessionActor>;
   readonly log: Logger;
   readonly timeoutMs: number;
@@ -118,9 +119,7 @@ export class PartitionHandoff {
 
     if (deadNodes.size > 0) {
       const lost = [...deadNodes];
-      for (const actor of this.#host.actors.values()) {
-        actor.enqueue({ kind: "nodes-lost", user: actor.user, nodeNos: lost });
-      }
+      this.#host.actors.nodesLost(lost);
       this.stats.resent += router.resendRetainedTo(deadNodes);
     }
     this.#host.tableApplied(deadNodes);
@@ -167,18 +166,18 @@ export class PartitionHandoff {
     }
     this.stats.received++;
     /** State of partitions that moved on before it arrived: it follows them, never dropped. */
-    const onward = new Map<number, UserActorSnapshot[]>();
+    const onward = new Map<number, ActorSnapshot[]>();
     for (const snapshot of msg.actors) {
-      const owner = router.shardOfUser(snapshot.user);
+      const owner = router.shardOfKey(snapshot.key);
       if (owner !== router.self) {
         log.warn(
-          { user: snapshot.user, epoch: msg.epoch, owner },
+          { actor: snapshot.key, epoch: msg.epoch, owner },
           "handoff for a partition that moved on; forwarded to its owner",
         );
         push(onward, owner, snapshot);
         continue;
       }
-      this.#host.actorFor(snapshot.user).restore(snapshot);
+      this.#host.actors.restore(snapshot);
     }
     for (const [owner, actors] of onward) {
       router.send(owner, {
@@ -197,7 +196,7 @@ export class PartitionHandoff {
       const user = session.full.slice(0, session.full.indexOf("/")) as BareJid;
       const relocate = { kind: "relocate", user, session, state } as const;
       // Ahead of whatever waits for the partition, so held writes find the session registered.
-      if (router.shardOfUser(user) === router.self) this.#host.actorFor(user).enqueue(relocate);
+      if (router.shardOfUser(user) === router.self) this.#host.actors.tell(actorKey("user", user), relocate);
       else router.toUser(relocate);
     }
     for (const p of msg.partitions) {
@@ -217,16 +216,15 @@ export class PartitionHandoff {
     if (outgoing.size === 0) return;
     const destOf = new Map<number, number>();
     for (const [dest, partitions] of outgoing) for (const p of partitions) destOf.set(p, dest);
-    const byDest = new Map<number, UserActor[]>();
-    for (const actor of actors.values()) {
-      const dest = destOf.get(router.partitionOf(actor.user));
-      if (dest !== undefined) push(byDest, dest, actor);
+    const byDest = new Map<number, ActorKey[]>();
+    for (const key of actors.keys()) {
+      const dest = destOf.get(router.partitionOfKey(key));
+      if (dest !== undefined) push(byDest, dest, key);
     }
     // The router already forwards new arrivals; what is queued must finish here first.
-    await Promise.all([...byDest.values()].flat().map((actor) => actor.quiesce()));
+    await actors.quiesce([...byDest.values()].flat());
     for (const [dest, partitions] of outgoing) {
-      const moving = byDest.get(dest) ?? [];
-      for (const actor of moving) if (actors.get(actor.user) === actor) actors.delete(actor.user);
+      const moving = actors.release(byDest.get(dest) ?? []);
       router.send(dest, {
         t: "worker",
         msg: {
@@ -234,7 +232,7 @@ export class PartitionHandoff {
           epoch,
           from: router.self,
           partitions,
-          actors: moving.map((actor) => actor.snapshot()),
+          actors: moving,
           sessions: [],
         },
       });
@@ -266,7 +264,7 @@ export class PartitionHandoff {
         // Our own sessions count as one answer we do not wait for.
         for (const { session, state } of msg.sessions) {
           const user = session.full.slice(0, session.full.indexOf("/")) as BareJid;
-          this.#host.actorFor(user).enqueue({ kind: "relocate", user, session, state });
+          this.#host.actors.tell(actorKey("user", user), { kind: "relocate", user, session, state });
         }
         continue;
       }

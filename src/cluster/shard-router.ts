@@ -11,9 +11,10 @@
  */
 import type { MessagePort } from "node:worker_threads";
 import { Packr } from "msgpackr";
-import type { UserMessage } from "../../actors/messages.ts";
+import { type ActorKey, actorKey, splitActorKey } from "../../actors/actor.ts";
+import type { ActorRouter, SessionMessage, UserMessage } from "../../actors/messages.ts";
 import { fromErrorRecord, toErrorRecord } from "../errors.ts";
-import type { Envelope } from "./envelope.ts";
+import type { ActorMessage, Envelope } from "./envelope.ts";
 import { nodeNoOf, type OwnerTable, ownerShard, partitionOf, workerOf } from "./ring.ts";
 
 /** Batches larger than this are flushed at once instead of waiting for the end of the turn. */
@@ -31,7 +32,8 @@ export interface Uplink {
 }
 
 interface Retained {
-  msg: UserMessage;
+  key: ActorKey;
+  msg: ActorMessage;
   dest: number;
   /** The re-drive round that last re-sent it (0: never). */
   round: number;
@@ -52,7 +54,7 @@ const RETRY_FIRST_MS = 3_000;
 const RETRY_MAX_MS = 30_000;
 
 /** About how many bytes a message takes on a link (its XML, plus routing fields). */
-function approximateBytes(msg: UserMessage): number {
+function approximateBytes(msg: ActorMessage): number {
   let bytes = 128;
   if ("xml" in msg && typeof msg.xml === "string") bytes += msg.xml.length;
   if (msg.kind === "stanza") bytes += msg.stanza.xml.length;
@@ -63,7 +65,7 @@ function approximateBytes(msg: UserMessage): number {
  * The router of one worker. Peer ports are MessagePorts to every other worker of the node;
  * a port can be replaced when that worker restarts.
  */
-export class ShardRouter {
+export class ShardRouter implements ActorRouter {
   /** This shard's cluster-wide number. */
   readonly self: number;
   readonly #selfNode: number;
@@ -253,12 +255,13 @@ export class ShardRouter {
     const now = Date.now();
     for (const [rid, entry] of this.#retained) {
       if ((nodeNos !== undefined && !nodeNos.has(nodeNoOf(entry.dest))) || !pick(entry)) continue;
-      const partition = this.partitionOf(entry.msg.user);
+      const partition = this.partitionOfKey(entry.key);
       const dest = ownerShard(this.#table, partition);
       entry.dest = dest;
       entry.sentAt = now;
       this.send(dest, {
-        t: "user",
+        t: "actor",
+        key: entry.key,
         epoch: this.#table.epoch,
         partition,
         msg: entry.msg,
@@ -307,9 +310,29 @@ export class ShardRouter {
     return p;
   }
 
+  /** The partition of an actor: its name's, whatever its kind (ring.ts partitionOf). */
+  partitionOfKey(key: ActorKey): number {
+    return this.partitionOf(splitActorKey(key).name);
+  }
+
   /** The shard that hosts a user's actor. */
   shardOfUser(user: string): number {
     return ownerShard(this.#table, this.partitionOf(user));
+  }
+
+  /** The shard that hosts the actor of `key`. */
+  shardOfKey(key: ActorKey): number {
+    return ownerShard(this.#table, this.partitionOfKey(key));
+  }
+
+  /** The node a shard number is on. */
+  nodeOf(shard: number): number {
+    return nodeNoOf(shard);
+  }
+
+  /** Sends a message to session `msg.sid` on `shard`. */
+  toSession(shard: number, msg: SessionMessage): void {
+    this.send(shard, { t: "session", msg });
   }
 
   /**
@@ -323,23 +346,30 @@ export class ShardRouter {
    * once it is safe: written to a session whose replicas hold it, stored, or refused.
    */
   toUser(msg: UserMessage, onAccepted?: () => void): void {
-    const partition = this.partitionOf(msg.user);
+    this.toActor(actorKey("user", msg.user), msg, onAccepted);
+  }
+
+  /** Sends a message to the actor of `key`, of any kind, on the terms of {@link toUser}. */
+  toActor(key: ActorKey, msg: ActorMessage, onAccepted?: () => void): void {
+    const partition = this.partitionOfKey(key);
     const shard = ownerShard(this.#table, partition);
+    const epoch = this.#table.epoch;
     if (nodeNoOf(shard) !== this.#selfNode || onAccepted !== undefined) {
       const rid = this.#nextRid++;
-      const entry: Retained = { msg, dest: shard, round: 0, sentAt: Date.now(), retryMs: RETRY_FIRST_MS };
+      const entry: Retained = {
+        key,
+        msg,
+        dest: shard,
+        round: 0,
+        sentAt: Date.now(),
+        retryMs: RETRY_FIRST_MS,
+      };
       if (onAccepted !== undefined) entry.onAccepted = onAccepted;
       this.#retained.set(rid, entry);
-      this.send(shard, {
-        t: "user",
-        epoch: this.#table.epoch,
-        partition,
-        msg,
-        ack: { shard: this.self, rid },
-      });
+      this.send(shard, { t: "actor", key, epoch, partition, msg, ack: { shard: this.self, rid } });
       return;
     }
-    this.send(shard, { t: "user", epoch: this.#table.epoch, partition, msg });
+    this.send(shard, { t: "actor", key, epoch, partition, msg });
   }
 
   /** Sends a request to a UserActor and waits for its reply. */
@@ -470,7 +500,7 @@ export class ShardRouter {
       }
       return;
     }
-    if (envelope.t === "user") {
+    if (envelope.t === "actor") {
       if (envelope.epoch > this.#table.epoch) return this.#hold(this.#future, envelope);
       const owner = ownerShard(this.#table, envelope.partition);
       if (owner !== this.self) {

@@ -1,6 +1,6 @@
 /**
- * Entry of one worker thread (a shard): builds the shard context, hosts the UserActors of the
- * partitions it owns and the sessions whose sockets it accepted, listens on the shared c2s
+ * Entry of one worker thread (a shard): builds the shard context, hosts the actors (ActorHost)
+ * of the partitions it owns and the sessions whose sockets it accepted, listens on the shared c2s
  * ports, and exposes its control surface to the supervisor over comlink.
  */
 import { randomBytes } from "node:crypto";
@@ -11,7 +11,7 @@ import { bounceStanza } from "../../actors/bounce.ts";
 import type { WorkerMessage } from "../../actors/messages.ts";
 import { SessionActor } from "../../actors/session-actor.ts";
 import { applySessionChange, unackedAfter } from "../../actors/session-state.ts";
-import { UserActor } from "../../actors/user-actor.ts";
+import { userActorKind } from "../../actors/user-actor.ts";
 import { InternalAuthProvider } from "../auth/internal-auth.ts";
 import type { LoginThrottle } from "../auth/login-throttle.ts";
 import type { Config } from "../config/defaults.ts";
@@ -19,7 +19,8 @@ import { createLogger } from "../log.ts";
 import { connectStore } from "../storage/remote-store.ts";
 import { type C2sListeners, startC2sListeners } from "../transport/tcp-listener.ts";
 import { type ResumeTake, takeResumable } from "../xmpp/c2s-connection.ts";
-import { type BareJid, splitFullJid } from "../xmpp/jid.ts";
+import { splitFullJid } from "../xmpp/jid.ts";
+import { ActorHost } from "./actor-host.ts";
 import { expose, nodeEndpoint, type Remote, wrap } from "./comlink-setup.ts";
 import type { Envelope } from "./envelope.ts";
 import { type HandoffStats, type LiveNode, PartitionHandoff } from "./handoff.ts";
@@ -122,9 +123,14 @@ export interface WorkerControl {
 const init = workerData as WorkerInit;
 const log = createLogger({ level: init.config.log.level, bindings: { worker: init.index } });
 const store = connectStore(init.storePort);
-const actors = new Map<BareJid, UserActor>();
 const shard = shardNumber(init.nodeNo, init.index);
 const router = new ShardRouter(shard, init.table, (envelope) => dispatch(envelope));
+const actors = new ActorHost({
+  log,
+  accept: (ack) => router.accept(ack),
+  maxMailbox: () => init.config.limits.maxMailboxSize,
+});
+actors.define(userActorKind({ store, router, config: init.config, log }));
 router.setUplink(init.uplinkPort);
 init.uplinkPort.on("message", (bytes: Uint8Array) => router.receiveBatch(bytes));
 router.onDrop = (count) => log.warn({ count }, "held envelopes over the limit; dropped");
@@ -235,7 +241,6 @@ function reseatReplicas(): void {
 const handoff = new PartitionHandoff({
   router,
   actors,
-  actorFor,
   sessions: ctx.sessions,
   log,
   timeoutMs: init.config.cluster.handoffTimeoutMs,
@@ -249,29 +254,12 @@ const handoff = new PartitionHandoff({
 
 if (init.recovering) handoff.awaitRecovery(ctx.localShards.filter((s) => s !== shard));
 
-function actorFor(user: BareJid): UserActor {
-  let actor = actors.get(user);
-  if (actor === undefined) {
-    actor = new UserActor(user, {
-      store,
-      router,
-      config: init.config,
-      log,
-      passivate: (idle) => {
-        if (actors.get(idle.user) === idle) actors.delete(idle.user);
-      },
-    });
-    actors.set(user, actor);
-  }
-  return actor;
-}
-
 function dispatch(envelope: Envelope): void {
   switch (envelope.t) {
-    case "user": {
+    case "actor": {
       const msg = envelope.msg;
-      if (actorFor(msg.user).enqueue(msg, envelope.ack)) return;
-      log.warn({ user: msg.user, kind: msg.kind }, "mailbox full; message refused");
+      if (actors.deliver(envelope.key, msg, envelope.ack)) return;
+      log.warn({ actor: envelope.key, kind: msg.kind }, "mailbox full; message refused");
       // Refused is an answer too: the sender must not keep (and later re-send) it.
       if (envelope.ack !== undefined) router.accept(envelope.ack);
       // The sender learns it should retry later rather than have the stanza vanish.
@@ -353,8 +341,7 @@ function resumeTake(msg: Extract<WorkerMessage, { kind: "resume-take" }>): Resum
 
 // Passivate idle actors so memory follows the active user count, not the total.
 const passivation = setInterval(() => {
-  const cutoff = Date.now() - 60_000;
-  for (const [user, actor] of actors) if (actor.idle && actor.lastActive < cutoff) actors.delete(user);
+  actors.passivateIdle(Date.now() - 60_000);
 }, 30_000);
 passivation.unref();
 
@@ -390,8 +377,7 @@ const control: WorkerControl = {
   peerRestarted(worker, keepPrefix) {
     // Sessions our actors still believe live on the restarted worker died with it.
     const restarted = shardNumber(init.nodeNo, worker);
-    for (const actor of actors.values())
-      actor.enqueue({ kind: "shard-lost", user: actor.user, shard: restarted, keepPrefix });
+    actors.shardLost(restarted, keepPrefix);
     // Its sessions' copies here become sessions (first, so they are re-registered below), our
     // sessions' copies there are sent again, and it learns our sessions of the users it hosts.
     promoteCopiesOf((s) => s === restarted);
@@ -460,7 +446,7 @@ const control: WorkerControl = {
     // Let the router send this turn's batches, then wait for every mailbox to empty, so that a
     // graceful stop does not cut an offline write or a roster change in half.
     await new Promise((resolve) => setImmediate(resolve));
-    await Promise.all([...actors.values()].map((actor) => actor.quiesce()));
+    await actors.quiesce();
   },
 };
 

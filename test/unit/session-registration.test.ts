@@ -7,6 +7,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import type {
+  ActorRouter,
   SessionLocation,
   SessionMessage,
   SessionRegistration,
@@ -14,9 +15,10 @@ import type {
 } from "../../actors/messages.ts";
 import { SessionActor } from "../../actors/session-actor.ts";
 import { newSessionState } from "../../actors/session-state.ts";
-import { UserActor } from "../../actors/user-actor.ts";
+import { type UserActor, userActorKind, userKey } from "../../actors/user-actor.ts";
+import { ActorHost } from "../../src/cluster/actor-host.ts";
+import { nodeNoOf } from "../../src/cluster/ring.ts";
 import type { ShardContext } from "../../src/cluster/shard-context.ts";
-import type { ShardRouter } from "../../src/cluster/shard-router.ts";
 import { DEFAULT_CONFIG } from "../../src/config/defaults.ts";
 import { createLogger } from "../../src/log.ts";
 import type { Store } from "../../src/storage/store.ts";
@@ -27,23 +29,26 @@ const log = createLogger({ level: "silent" });
 const USER = "alice@example.com" as BareJid;
 const FULL = "alice@example.com/phone" as FullJid;
 
-/** A UserActor with a router that records what it sends to sessions. */
+/** A UserActor in an actor host, with a router that records what it sends to sessions. */
 function userActor() {
   const sent: { shard: number; msg: SessionMessage }[] = [];
-  const router = {
-    send(shard: number, envelope: { t: string; msg: SessionMessage }) {
-      if (envelope.t === "session") sent.push({ shard, msg: envelope.msg });
+  const router: ActorRouter = {
+    toSession(shard, msg) {
+      sent.push({ shard, msg });
     },
     toUser() {},
     reply() {},
     accept() {},
     goneNodes: () => [],
-  } as unknown as ShardRouter;
+    nodeOf: nodeNoOf,
+  };
   const store = {
     getRoster: async () => ({ items: [], version: 0 }),
     getBlocklist: async () => [],
   } as unknown as Store;
-  const actor = new UserActor(USER, { store, router, config: DEFAULT_CONFIG, log, passivate() {} });
+  const host = new ActorHost({ log, accept() {}, maxMailbox: () => 100 });
+  host.define(userActorKind({ store, router, config: DEFAULT_CONFIG, log }));
+  const key = userKey(USER);
   const relocate = async (shard: number, sid: string, state: Partial<SessionRegistration>) => {
     const session: SessionLocation = { full: FULL, shard, sid };
     const msg: UserMessage = {
@@ -60,10 +65,14 @@ function userActor() {
         ...state,
       },
     };
-    actor.enqueue(msg);
-    await actor.quiesce();
+    host.deliver(key, msg);
+    await host.quiesce([key]);
   };
-  const registered = () => actor.snapshot().sessions.find(([full]) => full === FULL)?.[1].sid;
+  const registered = () =>
+    host
+      .peek<UserActor>(key)
+      ?.snapshot()
+      .sessions.find(([full]) => full === FULL)?.[1].sid;
   const stale = () => sent.filter((s) => s.msg.kind === "stale").map((s) => s.msg.sid);
   return { relocate, registered, stale };
 }
