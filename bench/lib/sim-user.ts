@@ -80,6 +80,8 @@ export class SimUser {
   #host: SimUserHost;
   #timer: NodeJS.Timeout | undefined;
   #attempt = 0;
+  /** Addresses that refused a connection since this user was last online (see #failed). */
+  readonly #refused = new Set<number>();
   #open: DisconnectRecord | undefined;
   /** An address the server pointed the user at, tried first on the next attempt. */
   #redirect: string | undefined;
@@ -143,6 +145,7 @@ export class SimUser {
         this.state = "online";
         this.everOnline = true;
         this.#attempt = 0;
+        this.#refused.clear();
         this.#redirect = undefined;
         const record = this.#open;
         this.#open = undefined;
@@ -167,7 +170,30 @@ export class SimUser {
     this.#host.attemptFailed(this, error);
     this.#noteRedirect(error);
     this.#settleFirst(false);
+    if (isRefused(error)) {
+      // RFC 6120 §3.2.1: a client whose connection to one SRV target fails tries the next
+      // target at once; it backs off only when every target has failed.
+      this.#refused.add(this.node);
+      const next = this.#untriedAfter(this.node);
+      if (next !== undefined) {
+        this.state = "waiting";
+        clearTimeout(this.#timer);
+        this.#timer = setTimeout(() => this.#connect(next), 0);
+        return;
+      }
+      this.#refused.clear();
+    }
     this.#schedule(this.#attempt++);
+  }
+
+  /** The next known address after `node` that has not refused a connection in this round. */
+  #untriedAfter(node: number): number | undefined {
+    const addresses = this.#host.addresses();
+    for (let step = 1; step < addresses.length; step++) {
+      const candidate = (node + step) % addresses.length;
+      if (this.#host.isActive(candidate) && !this.#refused.has(candidate)) return candidate;
+    }
+    return undefined;
   }
 
   /** Called by the client's onClose; only a close while online is a disconnect. */
@@ -229,4 +255,10 @@ export class SimUser {
     this.#firstLogin = undefined;
     first?.resolve(ok);
   }
+}
+
+/** Whether a connection attempt failed because nothing listens at the address. */
+function isRefused(error: unknown): boolean {
+  const cause = error instanceof Error ? (error.cause as { code?: string } | undefined) : undefined;
+  return cause?.code === "ECONNREFUSED";
 }

@@ -97,7 +97,18 @@ test("a node that hangs past its lease is replaced, and fences itself when it wa
 
   const wokeAt = Date.now();
   n3.kill("SIGCONT");
-  const exit = await n3.exited;
+  // Bounded, so a zombie that keeps running fails with its log rather than the test's timeout.
+  let bound: NodeJS.Timeout | undefined;
+  const exit = await Promise.race([
+    n3.exited,
+    new Promise<never>((_, reject) => {
+      bound = setTimeout(
+        () => reject(new Error(`the zombie still runs 20 s after waking:\n${n3.logText(60)}`)),
+        20_000,
+      );
+    }),
+  ]);
+  clearTimeout(bound);
   const exitMs = Date.now() - wokeAt;
   t.diagnostic(`sigstop: the zombie exited ${exitMs} ms after waking, code ${exit.code}`);
   assert.equal(exit.code, 3, "the zombie exits with the code that says it was fenced");
