@@ -50,6 +50,13 @@ export interface SessionRegistration {
    */
   promoted?: boolean;
   /**
+   * With `promoted`: the owner's replication stream and the lsn the copy held. A replica that
+   * a re-seat replaced is kept until the new ones hold the session (make before break); if the
+   * owner dies before it learns it may drop its copy, both copies are promoted, and of two from
+   * the same stream at an equal count the one that holds more (the higher lsn) wins.
+   */
+  copyOf?: { stream: string; lsn: number };
+  /**
    * With `promoted`: the nodes its promoter knew dead. A registered session on one of them (or
    * one known lost) is not a live sibling: the promoted copy is its heir even at an equal count
    * (the session resumed on a node that then died before its new replicas held anything).
@@ -163,7 +170,13 @@ export type SessionMessage =
    * The UserActor holds a newer registration of this full JID (a higher move count, or a
    * resumed session beside this promoted copy): this session is a ghost and ends quietly.
    */
-  | { kind: "stale"; full: FullJid; sid: string };
+  | { kind: "stale"; full: FullJid; sid: string }
+  /**
+   * This restored lender is the registered session of its full JID (its taker died, or never
+   * registered): it may be resumed again. Until then it answers a resumption "pending", so a
+   * client does not take the lender's copy while the taker holds the session.
+   */
+  | { kind: "active"; full: FullJid; sid: string };
 
 /** Requests between workers (XEP-0198 resumption, partition handoff). */
 export type WorkerMessage =

@@ -149,6 +149,8 @@ export class SessionActor {
    * count at promotion. What it logged after that reached no one if it turns out a ghost.
    */
   #promotedAt: number | undefined;
+  /** For a promoted replica: the owner's stream and the lsn its copy held (SessionRegistration.copyOf). */
+  #copyOf: { stream: string; lsn: number } | undefined;
   /** Lent to a resumption on another connection until it confirms ({@link lendForResume}). */
   #lentTimer: NodeJS.Timeout | undefined;
   /** Called once the replicas hold what was pushed by then: [lsn, callback]. */
@@ -165,10 +167,11 @@ export class SessionActor {
     ctx: ShardContext,
     link: ClientLink | undefined,
     snapshot?: SessionSnapshot,
-    options: { hold?: boolean; promoted?: boolean } = {},
+    options: { hold?: boolean; promoted?: boolean; copyOf?: { stream: string; lsn: number } } = {},
   ) {
     if (options.hold) this.#held = [];
     if (options.promoted) this.#promotedAt = snapshot?.sentOut ?? 0;
+    this.#copyOf = options.copyOf;
     this.full = full;
     this.bare = bareOf(parseJid(full)!);
     this.sid = ctx.nextSid();
@@ -194,6 +197,17 @@ export class SessionActor {
     return this.#token;
   }
 
+  /**
+   * Restored after a lend that was never confirmed, and not registered yet as the session of its
+   * full JID: a resumption is told "pending" (the taker may hold the session), and its end, if
+   * it comes to that, is quiet (what it held went with the snapshot). See UserActor standby.
+   */
+  get standby(): boolean {
+    return this.#standby;
+  }
+
+  #standby = false;
+
   /** What the UserActor must know to rebuild its entry for this session. */
   registration(): SessionRegistration {
     return {
@@ -204,7 +218,10 @@ export class SessionActor {
       blocklistInterest: this.#s.blocklistInterest,
       resumable: this.#token !== undefined,
       moves: this.#s.moves,
-      ...(this.#promotedAt === undefined ? {} : { promoted: true }),
+      ...(this.#promotedAt === undefined
+        ? {}
+        : { promoted: true, ...(this.#copyOf === undefined ? {} : { copyOf: this.#copyOf }) }),
+      ...(this.#standby ? { restored: true } : {}),
     };
   }
 
@@ -216,7 +233,11 @@ export class SessionActor {
 
   /** Starts streaming to replicas (once resumption is enabled, or on a resumed session). */
   #startReplication(): void {
-    this.#stream = this.#ctx.replication.open(this.#s, (lsn) => this.#onReplicated(lsn));
+    this.#stream = this.#ctx.replication.open(
+      this.#s,
+      (lsn) => this.#onReplicated(lsn),
+      this.#promotedAt === undefined ? undefined : this.#copyOf,
+    );
   }
 
   /** Every replica holds the changes up to `lsn`: what waited for them goes out. */
@@ -640,6 +661,9 @@ export class SessionActor {
       case "stale":
         this.#endStale();
         return;
+      case "active":
+        this.#standby = false;
+        return;
       case "carbon-peers":
         if (msg.enabled !== this.#s.carbonPeers) this.#change({ c: "flags", carbonPeers: msg.enabled });
         return;
@@ -795,6 +819,7 @@ export class SessionActor {
   }
 
   #expire(): void {
+    if (this.#standby) return this.#endStale();
     if (this.#ended) return;
     this.#ended = true;
     if (this.#token !== undefined) rememberExpired(this.#ctx, this.#token, this.bare, this.#s.handledIn);
@@ -940,6 +965,7 @@ export class SessionActor {
     );
     // Its log went with the snapshot: if the taker turns out alive, nothing is handed back.
     this.#promotedAt = undefined;
+    this.#standby = true;
     this.#ctx.sessions.set(this.sid, this);
     if (!this.#ctx.resumable.has(this.#token)) this.#ctx.resumable.set(this.#token, this);
     this.#ctx.movedSids.delete(this.sid);

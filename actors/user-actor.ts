@@ -31,9 +31,9 @@ import {
   applyUserChange,
   newUserState,
   type SessionState,
+  sessionEntries,
   type UserChange,
   type UserState,
-  userStateEntries,
 } from "./user-state.ts";
 
 /** What a UserActor needs from its shard. */
@@ -65,6 +65,7 @@ interface WaitingWrite {
 export interface UserActorSnapshot {
   user: BareJid;
   sessions: [FullJid, SessionState][];
+  standby?: [FullJid, SessionState][];
   known: AccountKnown;
 }
 
@@ -138,7 +139,9 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
 
   /** Nothing lives only in memory: no session, no write waiting for one. */
   get empty(): boolean {
-    return this.#state.sessions.size === 0 && this.#waitingForRelocate.size === 0;
+    return (
+      this.#state.sessions.size === 0 && this.#state.standby.size === 0 && this.#waitingForRelocate.size === 0
+    );
   }
 
   /** Stanzas to names nobody registered must not pile up actors until the idle sweep. */
@@ -153,12 +156,18 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
 
   /** The state that lives only in memory, for the partition's next owner (handoff). */
   snapshot(): UserActorSnapshot {
-    return { user: this.user, sessions: userStateEntries(this.#state), known: this.#state.known };
+    return {
+      user: this.user,
+      sessions: sessionEntries(this.#state.sessions),
+      standby: sessionEntries(this.#state.standby),
+      known: this.#state.known,
+    };
   }
 
   /** Takes over a previous owner's state; the roster and blocklist are re-read from the store. */
   restore(snapshot: UserActorSnapshot): void {
     for (const [full, session] of snapshot.sessions) this.#change({ c: "registered", full, session });
+    for (const [full, session] of snapshot.standby ?? []) this.#change({ c: "standby", full, session });
     if (snapshot.known !== "unknown") this.#change({ c: "known", known: snapshot.known });
   }
 
@@ -198,24 +207,29 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
         const current = this.#state.sessions.get(msg.session.full);
         const gone = new Set([...this.#ctx.router.goneNodes(), ...(msg.state.deadNodes ?? [])]);
         const isGone = (shard: number) => gone.has(this.#ctx.router.nodeOf(shard));
+        const state: SessionState = { shard: msg.session.shard, sid: msg.session.sid, ...msg.state };
         if (current !== undefined && !supersedes(current, msg.session.sid, msg.state, isGone)) {
+          if (msg.state.restored === true) {
+            // A lender whose taker never confirmed, while the taker is alive as far as we know:
+            // it waits where it is (a resumption is told "pending") in case the taker's node
+            // dies with the session; then it is adopted.
+            this.#dropStandby(msg.session.full, msg.session.sid);
+            this.#change({ c: "standby", full: msg.session.full, session: state });
+            return;
+          }
           // A late registration from a place the session has moved on from, or a ghost (a copy
           // promoted beside the session resumed from the same owner): it ends quietly.
-          this.#writeSession(
-            msg.session.full,
-            { shard: msg.session.shard, sid: msg.session.sid },
-            {
-              kind: "stale",
-            },
-          );
+          this.#writeSession(msg.session.full, state, { kind: "stale" });
           return;
         }
-        // A replaced registration of another session of this full JID is a ghost or gone.
-        if (current !== undefined && current.sid !== msg.session.sid) {
-          this.#writeSession(msg.session.full, current, { kind: "stale" });
+        // A replaced registration of another session of this full JID is a ghost or gone, and
+        // so is a standby that is not the one registering.
+        if (current === undefined || current.sid !== msg.session.sid) {
+          if (current !== undefined) this.#writeSession(msg.session.full, current, { kind: "stale" });
+          this.#dropStandby(msg.session.full, msg.session.sid);
         }
-        const state: SessionState = { shard: msg.session.shard, sid: msg.session.sid, ...msg.state };
         this.#change({ c: "registered", full: msg.session.full, session: state });
+        if (msg.state.restored === true) this.#writeSession(msg.session.full, state, { kind: "active" });
         const waiting = this.#waitingForRelocate.get(msg.session.full);
         if (waiting !== undefined) {
           this.#waitingForRelocate.delete(msg.session.full);
@@ -330,6 +344,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
         this.#broadcastPresence(session.full, unavailable, []);
       }
     }
+    this.#dropStandby(session.full);
     this.#change({ c: "bound", full: session.full, shard: session.shard, sid: session.sid });
     const reply: BindReply = { blocklist: [...this.#blocklist] };
     this.#ctx.router.reply(session.shard, reqId, { ok: true, value: reply });
@@ -345,6 +360,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
     // A newer session with the same resource may already have replaced this one.
     if (state === undefined || state.sid !== session.sid) return;
     this.#change({ c: "ended", full: session.full });
+    this.#dropStandby(session.full);
     if (state.presence !== undefined) {
       const xmlText =
         unavailable ??
@@ -364,6 +380,29 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
     if (state.lost === true) return;
     this.#change({ c: "lost", full });
     this.#waitFor(full, state.sid, LOST_SESSION_WAIT_MS);
+    this.#adoptStandby(full);
+  }
+
+  /** The registered session died: a standby lender takes over (it registers as it would). */
+  #adoptStandby(full: FullJid): void {
+    const standby = this.#state.standby.get(full);
+    if (standby === undefined) return;
+    this.#change({ c: "standby", full, session: undefined });
+    const { shard, sid, ...registration } = standby;
+    this.#self.tell({
+      kind: "relocate",
+      user: this.user,
+      session: { full, shard, sid },
+      state: { ...registration, restored: true },
+    });
+  }
+
+  /** Tells a standby of `full` (other than `keep`) that it is stale, and forgets it. */
+  #dropStandby(full: FullJid, keep?: string): void {
+    const standby = this.#state.standby.get(full);
+    if (standby === undefined) return;
+    this.#change({ c: "standby", full, session: undefined });
+    if (standby.sid !== keep) this.#writeSession(full, standby, { kind: "stale" });
   }
 
   /** Drops a session that vanished without an unbind (its worker died or lost it). */
@@ -415,6 +454,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
     msg:
       | { kind: "conflict" }
       | { kind: "stale" }
+      | { kind: "active" }
       | { kind: "carbon-peers"; enabled: number }
       | { kind: "blocklist"; list: string[] }
       | {
@@ -1012,11 +1052,14 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
 
 /**
  * Whether a registration of session `sid` replaces `current` for the same full JID: the same
- * session again (a worker restart, `<enable resume>`), a strictly higher move count (a
- * resumption or a promotion moved it on), or, at an equal count, one of two sessions that came
- * from the same owner: a session a client adopted beats a promoted copy (a ghost whose owner's
- * rep-end was lost) unless the adopted one is dead itself (lost, or on a gone node): then
- * the copy is all that is left of it.
+ * session again (a worker restart, `<enable resume>`); any session when the registered one is
+ * dead (lost, or on a gone node), whatever the move counts: whatever that one did after the
+ * registering copy was never replicated, or its own heir registers later with a higher count
+ * and wins in turn, and nothing it did not replicate was acknowledged to anyone (sim seeds
+ * 1028, 1909); a strictly higher move count (a resumption or a promotion moved it on); at an
+ * equal count, of two sessions that came from the same owner, the one a client adopted over a
+ * promoted copy (a ghost whose owner's rep-end was lost), and of two promoted copies of one
+ * replication stream, the one that holds more.
  */
 export function supersedes(
   current: SessionState,
@@ -1025,15 +1068,15 @@ export function supersedes(
   isGone: (shard: number) => boolean,
 ): boolean {
   if (current.sid === sid) return true;
-  // A lent session that came back: the resumption that took it died before confirming.
-  if (state.restored === true && (current.lost === true || isGone(current.shard))) return true;
+  if (current.lost === true || isGone(current.shard)) return true;
   const had = current.moves ?? 0;
   const has = state.moves ?? 0;
   if (has !== had) return has > had;
-  if (state.promoted !== true) return current.promoted === true;
-  // A promoted copy at an equal count: the heir of a registered session that is gone (whether
-  // that one was resumed or promoted itself), a ghost beside a live one.
-  return current.lost === true || isGone(current.shard);
+  // Two promoted copies of one stream (a replaced replica kept until its successor held the
+  // session, and that successor): the one that holds more.
+  if (state.promoted === true && current.promoted === true && state.copyOf?.stream === current.copyOf?.stream)
+    return (state.copyOf?.lsn ?? 0) > (current.copyOf?.lsn ?? 0);
+  return state.promoted !== true && current.promoted === true;
 }
 
 /** A write's dedupe key and its sender's accept request, when it has them. */

@@ -28,6 +28,8 @@ export interface SessionState {
   moves?: number;
   /** A promoted replica no client adopted yet (see SessionRegistration.promoted). */
   promoted?: boolean;
+  /** With `promoted`: the stream and lsn its copy held (see SessionRegistration.copyOf). */
+  copyOf?: { stream: string; lsn: number };
 }
 
 /** What the store said about the account, once asked. */
@@ -36,6 +38,12 @@ export type AccountKnown = "unknown" | "exists" | "absent";
 /** The volatile state of one user's actor. */
 export interface UserState {
   readonly sessions: Map<FullJid, SessionState>;
+  /**
+   * A lent session whose taker never confirmed, refused while the taker's registration is
+   * alive: it stays resumable where it is and takes over if the taker's node dies (sim seed
+   * 4494: the taker's replicas never got the session, so the lender's copy is all there is).
+   */
+  readonly standby: Map<FullJid, SessionState>;
   known: AccountKnown;
 }
 
@@ -56,11 +64,13 @@ export type UserChange =
   /** Its node or worker died; a replica is expected to re-register it. */
   | { c: "lost"; full: FullJid }
   /** What the store said about the account. */
-  | { c: "known"; known: AccountKnown };
+  | { c: "known"; known: AccountKnown }
+  /** A restored lender waits as the registered session's standby (undefined: none any more). */
+  | { c: "standby"; full: FullJid; session: SessionState | undefined };
 
 /** A state with no session, the account not looked up yet. */
 export function newUserState(): UserState {
-  return { sessions: new Map(), known: "unknown" };
+  return { sessions: new Map(), standby: new Map(), known: "unknown" };
 }
 
 /** A freshly bound session's entry. */
@@ -91,6 +101,10 @@ export function applyUserChange(state: UserState, change: UserChange): UserState
     case "known":
       state.known = change.known;
       return state;
+    case "standby":
+      if (change.session === undefined) state.standby.delete(change.full);
+      else state.standby.set(change.full, { ...change.session });
+      return state;
   }
   const session = state.sessions.get(change.full);
   if (session === undefined) return state;
@@ -116,7 +130,7 @@ export function applyUserChange(state: UserState, change: UserChange): UserState
   }
 }
 
-/** The state as plain entries, for a handoff (a copy: later changes do not reach it). */
-export function userStateEntries(state: UserState): [FullJid, SessionState][] {
-  return [...state.sessions].map(([full, session]) => [full, { ...session }]);
+/** Sessions as plain entries, for a handoff (a copy: later changes do not reach it). */
+export function sessionEntries(sessions: Map<FullJid, SessionState>): [FullJid, SessionState][] {
+  return [...sessions].map(([full, session]) => [full, { ...session }]);
 }

@@ -36,6 +36,8 @@ export type Envelope =
       lsn: number;
       change: SessionChange;
       replicas?: number[];
+      /** On an init from a promoted copy's stream: the stream and lsn the copy came from. */
+      origin?: { stream: string; lsn: number };
     }
   /** The replica holds these streams' changes up to each lsn: [token, stream, lsn]. */
   | { t: "rep-ack"; from: number; acks: [string, string, number][] }

@@ -76,6 +76,18 @@ export class ReplicaStream {
    */
   readonly id: string;
   #replicas: number[];
+  /**
+   * Replicas a re-seat replaced, kept (make before break) until every replica of the new list
+   * holds the state: they go on receiving changes, keep the list they had (so, should the owner
+   * die meanwhile, the copy that holds everything promotes), and their acknowledgements count,
+   * so whatever is acknowledged is on them too (sim seed 7603: ended at once, the old replica
+   * dropped the only copy while the new one was behind a cut link).
+   */
+  #leaving: number[] = [];
+  /** For a promoted copy's stream: the stream and lsn the copy came from (sent with every init). */
+  readonly #origin: { stream: string; lsn: number } | undefined;
+  /** The lsn of the last re-seat: once every replica holds it, the leaving ones end. */
+  #reseatLsn = 0;
   #lsn = 0;
   readonly #acked = new Map<number, number>();
   readonly #sender: ReplicationSender;
@@ -90,7 +102,9 @@ export class ReplicaStream {
     state: SessionSnapshot,
     onAcked: (lsn: number) => void,
     clock: () => number = Date.now,
+    origin?: { stream: string; lsn: number },
   ) {
+    this.#origin = origin;
     this.#clock = clock;
     this.#progressAt = clock();
     this.#sender = sender;
@@ -114,10 +128,16 @@ export class ReplicaStream {
     return this.#lsn;
   }
 
-  /** The highest change every replica holds. */
+  /** Replicas being replaced by a re-seat, until the new ones hold the state. */
+  get leaving(): readonly number[] {
+    return this.#leaving;
+  }
+
+  /** The highest change every replica (and every leaving one) holds. */
   get ackedLsn(): number {
     let min = this.#lsn;
     for (const shard of this.#replicas) min = Math.min(min, this.#acked.get(shard) ?? 0);
+    for (const shard of this.#leaving) min = Math.min(min, this.#acked.get(shard) ?? 0);
     return min;
   }
 
@@ -125,6 +145,7 @@ export class ReplicaStream {
   push(change: SessionChange): number {
     this.#lsn++;
     this.#send(this.#replicas, change);
+    this.#send(this.#leaving, change);
     return this.#lsn;
   }
 
@@ -146,26 +167,57 @@ export class ReplicaStream {
 
   /** A replica holds every change up to `lsn`. */
   acked(shard: number, lsn: number): void {
-    if (!this.#replicas.includes(shard)) return;
+    if (!this.#replicas.includes(shard) && !this.#leaving.includes(shard)) return;
     if (lsn <= (this.#acked.get(shard) ?? 0)) return;
     this.#progressAt = this.#clock();
     const before = this.ackedLsn;
     this.#acked.set(shard, lsn);
+    if (
+      this.#leaving.length > 0 &&
+      this.#replicas.every((r) => (this.#acked.get(r) ?? 0) >= this.#reseatLsn)
+    ) {
+      // The new replicas hold the state: the replaced ones may drop their copies now.
+      this.#endReplicas(this.#leaving);
+      this.#leaving = [];
+    }
     const after = this.ackedLsn;
     if (after > before) this.#onAcked(after);
   }
 
   /**
-   * The live shards changed: replicas that died or are no longer the successors are replaced,
-   * and every replica starts again from the whole state with the new list.
+   * The live shards changed: replicas that died (`isGone`) are dropped, the others that are no
+   * longer the successors stay as leaving replicas until the new list holds the state (make
+   * before break), and every replica of the new list starts again from the whole state with it.
    */
-  reseat(replicas: number[], state: SessionSnapshot): void {
+  reseat(replicas: number[], state: SessionSnapshot, isGone: (shard: number) => boolean = () => false): void {
     if (this.#ended) return;
     const added = replicas.filter((shard) => !this.#replicas.includes(shard));
     const removed = this.#replicas.filter((shard) => !replicas.includes(shard));
-    if (added.length === 0 && removed.length === 0) return;
+    const goneLeaving = this.#leaving.filter((shard) => isGone(shard) || replicas.includes(shard));
+    if (added.length === 0 && removed.length === 0 && goneLeaving.length === 0) return;
     const before = this.ackedLsn;
-    for (const shard of removed) {
+    this.#leaving = this.#leaving.filter((shard) => !goneLeaving.includes(shard));
+    // A leaving replica back in the list is a replica again (the init below).
+    this.#endReplicas(goneLeaving.filter((shard) => !replicas.includes(shard)));
+    this.#endReplicas(removed.filter(isGone));
+    for (const shard of removed)
+      if (!isGone(shard) && !this.#leaving.includes(shard)) this.#leaving.push(shard);
+    this.#replicas = replicas;
+    this.#reseatLsn = this.#lsn;
+    // Every replica learns the new list, so all agree on which of them promotes the copy.
+    this.#init(replicas, state);
+    if (this.#leaving.length > 0 && replicas.length === 0) {
+      // Nowhere to replicate to any more (factor 1, or one worker left): nothing to wait for.
+      this.#endReplicas(this.#leaving);
+      this.#leaving = [];
+    }
+    const after = this.ackedLsn;
+    if (after > before) this.#onAcked(after);
+  }
+
+  /** Tells `shards` to drop their copy of this stream. */
+  #endReplicas(shards: readonly number[]): void {
+    for (const shard of shards) {
       this.#acked.delete(shard);
       this.#sender.send(shard, {
         t: "rep-end",
@@ -174,11 +226,6 @@ export class ReplicaStream {
         stream: this.id,
       });
     }
-    this.#replicas = replicas;
-    // Every replica learns the new list, so all agree on which of them promotes the copy.
-    this.#init(replicas, state);
-    const after = this.ackedLsn;
-    if (after > before) this.#onAcked(after);
   }
 
   /** Re-sends the whole state to a replica that lost it (its worker restarted, a link dropped it). */
@@ -198,6 +245,11 @@ export class ReplicaStream {
     this.#send(shards, { c: "init", state: cloneSessionState(state) }, this.#replicas);
   }
 
+  /** The init envelope's extra fields: the replica list, and where a promoted copy came from. */
+  #initFields(replicas: number[]): { replicas: number[]; origin?: { stream: string; lsn: number } } {
+    return this.#origin === undefined ? { replicas } : { replicas, origin: this.#origin };
+  }
+
   #send(shards: readonly number[], change: SessionChange, replicas?: number[]): void {
     for (const shard of shards) {
       this.#sender.send(
@@ -211,7 +263,7 @@ export class ReplicaStream {
               stream: this.id,
               lsn: this.#lsn,
               change,
-              replicas,
+              ...this.#initFields(replicas),
             },
       );
     }
@@ -221,14 +273,8 @@ export class ReplicaStream {
   end(): void {
     if (this.#ended) return;
     this.#ended = true;
-    for (const shard of this.#replicas) {
-      this.#sender.send(shard, {
-        t: "rep-end",
-        token: this.token,
-        owner: this.#sender.self,
-        stream: this.id,
-      });
-    }
+    this.#endReplicas([...this.#replicas, ...this.#leaving]);
+    this.#leaving = [];
   }
 }
 
@@ -275,6 +321,13 @@ interface ReplicaEntry {
   replicas: number[];
 }
 
+/** A copy promoted after its owner died: its state, and the stream and lsn it was copied to. */
+export interface PromotedCopy {
+  state: SessionSnapshot;
+  stream: string;
+  lsn: number;
+}
+
 /** Counters for statistics and tests. */
 export interface ReplicaStats {
   held: number;
@@ -312,18 +365,17 @@ export class ReplicaHost {
     return { held: this.#entries.size, ...this.#counts };
   }
 
+  /** The copy of session `token` held here, if any (read only: for inspection and checks). */
+  copyOf(token: string): Readonly<SessionSnapshot> | undefined {
+    return this.#entries.get(token)?.state;
+  }
+
   /**
    * A change from an owner's stream. Changes from any stream but the one that initialised the
    * copy are refused.
    */
-  receive(
-    token: string,
-    owner: number,
-    stream: string,
-    lsn: number,
-    change: SessionChange,
-    replicas?: number[],
-  ): void {
+  receive(rep: Extract<Envelope, { t: "rep" }>): void {
+    const { token, owner, stream, lsn, change, replicas, origin } = rep;
     let entry = this.#entries.get(token);
     if (change.c === "init" && this.#retired.get(token) === stream) {
       this.#counts.refused++;
@@ -336,6 +388,19 @@ export class ReplicaHost {
       entry !== undefined &&
       entry.stream !== stream &&
       entry.state.moves > change.state.moves
+    ) {
+      this.#counts.refused++;
+      return;
+    }
+    // A copy promoted from the stream this one holds, but from less of it (a replica a re-seat
+    // replaced, promoted when the owner died before it learned it could drop its copy): this
+    // copy holds more, and promotes itself when its owner's death is applied here.
+    if (
+      change.c === "init" &&
+      entry !== undefined &&
+      origin !== undefined &&
+      origin.stream === entry.stream &&
+      origin.lsn < entry.lsn
     ) {
       this.#counts.refused++;
       return;
@@ -421,8 +486,8 @@ export class ReplicaHost {
    * and returned, to become a detached session here. Copies another live replica will promote are
    * kept until that one re-initialises them, in case it dies too.
    */
-  promote(isDead: (shard: number) => boolean): SessionSnapshot[] {
-    const promoted: SessionSnapshot[] = [];
+  promote(isDead: (shard: number) => boolean): PromotedCopy[] {
+    const promoted: PromotedCopy[] = [];
     for (const [token, entry] of this.#entries) {
       if (!isDead(entry.owner)) continue;
       const heir = entry.replicas.find((shard) => !isDead(shard));
@@ -430,7 +495,7 @@ export class ReplicaHost {
       this.#entries.delete(token);
       this.#retire(token, entry.stream);
       entry.state.moves++;
-      promoted.push(entry.state);
+      promoted.push({ state: entry.state, stream: entry.stream, lsn: entry.lsn });
     }
     this.#counts.promoted += promoted.length;
     return promoted;

@@ -63,9 +63,14 @@ export interface ShardContext {
   readonly replication: {
     /**
      * Starts streaming a session's changes to its replicas; `onAcked` hears the lsn every
-     * replica holds. Undefined when there is nowhere to replicate to (one worker, factor 1).
+     * replica holds; `origin`, for a promoted copy, says which stream and lsn it came from.
+     * Undefined when there is nowhere to replicate to (one worker, factor 1).
      */
-    open(state: SessionSnapshot, onAcked: (lsn: number) => void): SessionReplicaStream | undefined;
+    open(
+      state: SessionSnapshot,
+      onAcked: (lsn: number) => void,
+      origin?: { stream: string; lsn: number },
+    ): SessionReplicaStream | undefined;
   };
   readonly counters: ShardCounters;
   readonly version: string;

@@ -166,11 +166,20 @@ const ctx: ShardContext = {
   movedSids: new Map(),
   lent: new Map(),
   replication: {
-    open(state, onAcked) {
+    open(state, onAcked, origin) {
       if (init.config.cluster.replicationFactor <= 1) return undefined;
       const token = state.token;
       const id = `${sidPrefix}${nextStreamNo++}`;
-      const stream = new ReplicaStream(router, token, id, replicasFor(token), state, onAcked);
+      const stream = new ReplicaStream(
+        router,
+        token,
+        id,
+        replicasFor(token),
+        state,
+        onAcked,
+        Date.now,
+        origin,
+      );
       streams.add(stream, state);
       return {
         push: (change) => stream.push(change),
@@ -217,10 +226,13 @@ function replicasFor(token: string): number[] {
 function promoteCopiesOf(isDead: (shard: number) => boolean): void {
   const promoted = replicaHost.promote(isDead);
   const deadNodes = router.goneNodes();
-  for (const state of promoted) {
+  for (const { state, stream, lsn } of promoted) {
     // A live session of this token here was resumed from the same owner: the copy is a ghost.
     if (ctx.resumable.has(state.token)) continue;
-    const session = new SessionActor(state.full, ctx, undefined, state, { promoted: true });
+    const session = new SessionActor(state.full, ctx, undefined, state, {
+      promoted: true,
+      copyOf: { stream, lsn },
+    });
     ctx.sessions.set(session.sid, session);
     session.detach();
     router.toUser({
@@ -236,7 +248,8 @@ function promoteCopiesOf(isDead: (shard: number) => boolean): void {
 
 /** After a change of live shards: replicas that died or moved are replaced. */
 function reseatReplicas(): void {
-  for (const { stream, state } of streams.values()) stream.reseat(replicasFor(stream.token), state);
+  const isGone = (shard: number) => router.isOnGoneNode(shard);
+  for (const { stream, state } of streams.values()) stream.reseat(replicasFor(stream.token), state, isGone);
 }
 const handoff = new PartitionHandoff({
   router,
@@ -304,14 +317,7 @@ function dispatch(envelope: Envelope): void {
       return;
     }
     case "rep":
-      return replicaHost.receive(
-        envelope.token,
-        envelope.owner,
-        envelope.stream,
-        envelope.lsn,
-        envelope.change,
-        envelope.replicas,
-      );
+      return replicaHost.receive(envelope);
     case "rep-ack":
       return streams.acked(envelope.from, envelope.acks);
     case "rep-end":

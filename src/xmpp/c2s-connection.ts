@@ -665,6 +665,8 @@ export function takeResumable(ctx: ShardContext, token: string, h: number, user:
   }
   // The session must belong to the user who authenticated the new stream.
   if (session.bare !== user) return undefined;
+  // A lender's copy waiting to learn whether its taker lives: ask again shortly.
+  if (session.standby) return { pending: true };
   const snapshot = session.lendForResume(h);
   return snapshot === undefined ? undefined : { snapshot, lender: { shard: ctx.index, sid: session.sid } };
 }

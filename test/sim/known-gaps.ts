@@ -12,8 +12,6 @@ import type { SeedResult } from "./simulation.ts";
 export const KNOWN_GAPS: Record<string, string> = {
   "overflow-drops-replication":
     "a peer link that overflows drops its queue: replication changes and acks are recovered (a replica silent while behind gets the state again), and a dropped take reply only delays the session (its lender restores it), but a dropped rep-end leaves a copy that a later death promotes beside the live session (a ghost the UserActor ends as stale, but only once its registration arrives)",
-  "dropped-replica-promotes":
-    "a re-seat drops a replica from a stream's list, but the rep-end (or the new list) is lost on a cut link: the dropped replica keeps an older copy that names itself heir, and when the owner dies both it and the current replica promote, at an equal move count; the UserActor keeps whichever registers first, possibly the older (sim seed 4091). Proposed fix: carry the copy's stream id and lsn in a promoted registration and let the higher lsn of the same stream win an equal count (user-actor.ts supersedes), ending the other as stale",
   "epoch-skipped":
     "a dead owner's partitions move without waiting for every member to settle, so a lagging member skips an epoch (cluster-member.ts #coordinate); no safety violation seen from it so far",
 };
@@ -26,7 +24,7 @@ export function unexplained(result: SeedResult) {
     explained.add("session-lost").add("replication-stalled");
   }
   // A rep-end lost in an overflow leaves a copy that is promoted beside the resumed session.
-  if (gaps.includes("overflow-drops-replication") || gaps.includes("dropped-replica-promotes")) {
+  if (gaps.includes("overflow-drops-replication")) {
     explained.add("one-owner");
     explained.add("copy-behind-client").add("client-sequence").add("accepted-lost").add("session-lost");
   }
@@ -54,23 +52,23 @@ export function unexplained(result: SeedResult) {
  * UserActor now keeps one registration per full JID (user-actor.ts `supersedes`) and tells the
  * other it is stale; the sim models that (World.register) and its one-owner check ignores a copy
  * that another live owner supersedes.
+ *
+ * Fixed (11 of the 13 seeds left before, and the 6 of dropped-replica-promotes):
+ * - a registration on a dead node gives way to whatever registers from a live shard, whatever
+ *   the move counts (1028, 1909: a session resumed while its replicas were cut off, then its node
+ *   died; the older copy, all there was, was refused for its lower count);
+ * - a lender whose taker never confirmed waits as the registration's standby instead of ending
+ *   when the taker's registration lives, and takes over if the taker's node dies (4494); until
+ *   its actor says it is registered, a resumption is told "pending" (40: a client took the
+ *   lender's copy while the taker still held the session);
+ * - a re-seat keeps the replaced replica until the new one holds the session (make before
+ *   break; 7603, 8526: the only copy was dropped while the new replica sat behind a cut link);
+ *   if the owner dies first both copies are promoted, and of two promoted copies of one stream
+ *   the one with the higher lsn wins (user-actor.ts supersedes), and a replica holding more of
+ *   a stream refuses the init of a copy promoted from less of it (338).
  */
 export const UNTRIAGED_SEEDS = new Set([
-  // After the two-phase take, and a lent session answering "pending" and given back at once on
-  // a late reply, 13 seeds of 10,000 remain, not replayed yet. 8526, before, was a re-seat that
-  // ends the old replica before the new one holds the state (docs/cluster.md known limits); the
-  // session-lost seeds after one node failure with factor 2 are likely the same.
-  897, // session-lost: c2 (1024.2) could not resume after 2 node failure(s), factor 3
-  1028, // session-lost: c2 (2049.2) could not resume after 1 node failure(s), factor 2
-  1483, // accepted-lost: c2 resumed with h=0 below its acknowledged 3
-  1909, // session-lost: c1 (1024.1) could not resume after 1 node failure(s), factor 2
-  2349, // session-lost: c3 (1025.3) could not resume after 2 node failure(s), factor 3
+  // 2 seeds of 10,000 remain, not replayed yet.
   3231, // accepted-lost: c3 resumed with h=1 below its acknowledged 4
-  4494, // session-lost: c2 (1024.2) could not resume after 1 node failure(s), factor 2
-  4565, // session-lost: c3 (1024.3) could not resume after 1 node failure(s), factor 2
-  4910, // session-lost: c1 (1025.1) could not resume after 1 node failure(s), factor 2
   7170, // session-lost: c2 (4096.2) could not resume after 2 node failure(s), factor 3
-  7603, // session-lost: c1 (2048.1) could not resume after 1 node failure(s), factor 2
-  7777, // accepted-lost: c3 resumed with h=5 below its acknowledged 6
-  9786, // copy-behind-client: 1024 holds out 2 < client h 8
 ]);

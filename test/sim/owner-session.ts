@@ -45,6 +45,8 @@ export class OwnerSession {
    * promotion (SessionActor `#promotedAt`), undefined otherwise.
    */
   promotedAt: number | undefined;
+  /** With `promotedAt`: the stream and lsn its copy held (SessionActor `#copyOf`). */
+  copyOf: { stream: string; lsn: number } | undefined;
   /** Deliberate break for the sim's own test: write before the replicas hold it. */
   static writeBeforeAck = false;
   readonly endOfTurn: (run: () => void) => void;
@@ -142,7 +144,10 @@ export class OwnerSession {
 
   /** Lent to a resumption until it confirms (SessionActor.lendForResume). */
   lent = false;
-  /** Came back after a lend that was never confirmed (registers as `restored`). */
+  /**
+   * Came back after a lend that was never confirmed (registers as `restored`) and not told
+   * `active` yet: a resumption is told "pending" (SessionActor.standby).
+   */
   restored = false;
   #replicatedWaiters: [number, () => void][] = [];
 

@@ -88,7 +88,7 @@ export class Shard implements ReplicationSender {
   onRep(e: RepEnvelope): void {
     if (e.t === "rep") {
       const before = this.host.stats.applied;
-      this.host.receive(e.token, e.owner, e.stream, e.lsn, e.change, e.replicas);
+      this.host.receive(e);
       if (this.host.stats.applied > before) this.world.checkZombieApplied(this, e.token, e.owner);
     } else if (e.t === "rep-ack") {
       // As ReplicaStreams.acked: an acknowledgement counts only for the stream it names.
@@ -105,7 +105,11 @@ export class Shard implements ReplicationSender {
     return placeReplicas(this.self, [...this.table.shardNos], this.world.factor, token);
   }
 
-  openSession(state: SessionSnapshot, link: SimClientLink | undefined): OwnerSession {
+  openSession(
+    state: SessionSnapshot,
+    link: SimClientLink | undefined,
+    origin?: { stream: string; lsn: number },
+  ): OwnerSession {
     const session = new OwnerSession(
       state,
       link,
@@ -118,6 +122,7 @@ export class Shard implements ReplicationSender {
           state,
           (lsn: number) => s.onReplicated(lsn),
           () => this.world.sched.now,
+          origin,
         ),
       (run) => this.world.sched.at(0, this.node.nodeNo, "", run),
     );
@@ -212,6 +217,8 @@ export class World {
   readonly knownGaps = new Set<string>();
   /** The session each client's UserActor has registered, by token (see {@link register}). */
   readonly registered = new Map<string, [OwnerSession, Shard]>();
+  /** Restored lenders refused while their taker's registration lived (user-actor.ts standby). */
+  readonly standby = new Map<string, [OwnerSession, Shard]>();
   #nextConn = 1;
   #nextId = 1;
   #nextNodeNo: number;
@@ -370,8 +377,19 @@ export class World {
       for (const n of plan.deadNodes) shard.goneNodes.add(n);
       // tableApplied (worker-main.ts): promote copies of dead owners, then re-seat replicas.
       if (plan.deadNodes.size > 0) this.#promote(shard, (s) => shard.goneNodes.has(nodeNoOf(s)));
+      // nodes-lost (user-actor.ts #lose): a standby lender takes over from a dead registration.
+      for (const [token, standby] of plan.deadNodes.size > 0 ? [...this.standby] : []) {
+        const current = this.registered.get(token);
+        if (current === undefined || !plan.deadNodes.has(current[1].node.nodeNo)) continue;
+        this.standby.delete(token);
+        this.register(standby[0], standby[1], this.sched.rng.int(1, 50), [...plan.deadNodes]);
+      }
       for (const session of shard.sessions.values()) {
-        if (!session.ended) session.stream?.reseat(shard.replicasFor(session.state.token), session.state);
+        if (!session.ended) {
+          session.stream?.reseat(shard.replicasFor(session.state.token), session.state, (s) =>
+            shard.goneNodes.has(nodeNoOf(s)),
+          );
+        }
       }
       if (plan.deadNodes.size > 0) {
         for (const [dest, partitions] of plan.recovering) {
@@ -471,22 +489,14 @@ export class World {
   }
 
   #promote(shard: Shard, isDead: (s: number) => boolean): void {
-    for (const state of shard.host.promote(isDead)) {
+    for (const { state, stream, lsn } of shard.host.promote(isDead)) {
       // worker-main.ts promoteCopiesOf: a live session of this id here makes the copy a ghost.
       const here = shard.sessions.get(state.token);
       if (here !== undefined && !here.ended) continue;
       this.sched.log(`  ${shard.self} promotes ${state.token} (out ${state.sentOut}, in ${state.handledIn})`);
-      const twin = this.liveOwners(state.token).find(
-        ([s]) => s.promotedAt !== undefined && s.state.moves === state.moves,
-      );
-      if (twin !== undefined) {
-        this.sched.log(
-          `  KNOWN GAP ${state.token} promoted twice (a replica dropped by a re-seat kept its copy)`,
-        );
-        this.knownGaps.add("dropped-replica-promotes");
-      }
-      const session = shard.openSession(state, undefined);
+      const session = shard.openSession(state, undefined, { stream, lsn });
       session.promotedAt = state.sentOut;
+      session.copyOf = { stream, lsn };
       session.onLinkClosed();
       this.register(session, shard, this.sched.rng.int(1, 50), [...shard.goneNodes]);
     }
@@ -511,9 +521,24 @@ export class World {
       // The registered session is `lost` once its node is declared down (nodes-lost).
       const node = current === undefined ? undefined : current[1].node.nodeNo;
       const dead = node !== undefined && (deadNodes.includes(node) || this.isDeclaredDown(node));
+      const standby = this.standby.get(token);
       if (current === undefined || current[0] === session || supersedes(session, current[0], dead)) {
         this.registered.set(token, [session, shard]);
         if (current !== undefined && current[0] !== session) this.#tellStale(current[0], current[1]);
+        if (standby !== undefined && current?.[0] !== session) {
+          this.standby.delete(token);
+          if (standby[0] !== session) this.#tellStale(standby[0], standby[1]);
+        }
+        // user-actor.ts: a restored registration that wins is told `active`.
+        if (session.restored) {
+          this.sched.at(this.sched.rng.int(1, 50), shard.node.nodeNo, "", () => {
+            session.restored = false;
+          });
+        }
+      } else if (session.restored) {
+        if (standby !== undefined && standby[0] !== session) this.#tellStale(standby[0], standby[1]);
+        this.standby.set(token, [session, shard]);
+        this.sched.log(`  the UserActor keeps ${shard.self}'s restored ${token} as standby`);
       } else {
         this.#tellStale(session, shard);
       }
@@ -899,6 +924,20 @@ export class World {
     this.register(session, shard, this.sched.rng.int(1, 50), [...shard.goneNodes]);
   }
 
+  /** Whether another live copy of `session`'s stream holds what a client at `h` received. */
+  #hasAdvancedTwin(session: OwnerSession, h: number): boolean {
+    const stream = session.copyOf?.stream;
+    if (stream === undefined) return false;
+    const others = this.liveOwners(session.state.token).filter(([s]) => s !== session);
+    if (others.some(([s]) => s.copyOf?.stream === stream && s.state.sentOut >= h)) return true;
+    // Or a replica on a live node not promoted yet (the death is not applied there yet).
+    return [...this.nodes.values()].some(
+      (node) =>
+        node.proc.alive &&
+        node.shards.some((shard) => (shard.host.copyOf(session.state.token)?.sentOut ?? -1) >= h),
+    );
+  }
+
   /** worker-main.ts `resumeTake`. */
   #resumeTake(
     shard: Shard,
@@ -909,10 +948,16 @@ export class World {
     const here = shard.sessions.get(client.token);
     // c2s-connection.ts takeResumable: a session lent to another resumption is "pending".
     if (here !== undefined && !here.ended && here.lent) return "pending";
+    // c2s-connection.ts takeResumable: a restored lender not told `active` yet is "pending".
+    if (here !== undefined && !here.ended && here.restored) return "pending";
     if (here !== undefined && !here.ended) {
       // A stale resumption (its connection gone) may carry an h the session has trimmed past:
-      // refused, harmless. A copy behind what the client received is a loss.
-      if (h > here.state.sentOut)
+      // refused, harmless. A copy behind what the client received is a loss, unless it is a
+      // promoted copy of a replica a re-seat replaced (make before break) that never learned
+      // it could drop it: its successor's copy, promoted too, holds more, and the search goes on
+      // to it (a loss there shows as session-lost or accepted-lost).
+      const twin = here.promotedAt !== undefined && this.#hasAdvancedTwin(here, h);
+      if (h > here.state.sentOut && !twin)
         this.violate("copy-behind-client", `${shard.self} holds out ${here.state.sentOut} < client h ${h}`);
       const snapshot = here.lendForResume(h);
       if (snapshot === undefined) return undefined;
@@ -1010,10 +1055,15 @@ function fmtTable(table: OwnerTable): string {
  * the registered one is lost or on a node the promoter knows dead.
  */
 export function supersedes(next: OwnerSession, current: OwnerSession, currentDead = false): boolean {
-  if (next.restored && currentDead) return true;
+  if (currentDead) return true;
   const had = current.state.moves;
   const has = next.state.moves;
   if (has !== had) return has > had;
-  if (next.promotedAt === undefined) return current.promotedAt !== undefined;
-  return currentDead;
+  if (
+    next.promotedAt !== undefined &&
+    current.promotedAt !== undefined &&
+    next.copyOf?.stream === current.copyOf?.stream
+  )
+    return (next.copyOf?.lsn ?? 0) > (current.copyOf?.lsn ?? 0);
+  return next.promotedAt === undefined && current.promotedAt !== undefined;
 }

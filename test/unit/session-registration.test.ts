@@ -73,8 +73,15 @@ function userActor() {
       .peek<UserActor>(key)
       ?.snapshot()
       .sessions.find(([full]) => full === FULL)?.[1].sid;
-  const stale = () => sent.filter((s) => s.msg.kind === "stale").map((s) => s.msg.sid);
-  return { relocate, registered, stale };
+  const told = (kind: SessionMessage["kind"]) =>
+    sent.filter((s) => s.msg.kind === kind).map((s) => s.msg.sid);
+  const stale = () => told("stale");
+  /** Nodes `nodeNos` died (handoff.ts tells every actor). */
+  const nodesLost = async (nodeNos: number[]) => {
+    host.nodesLost(nodeNos);
+    await host.quiesce([key]);
+  };
+  return { relocate, registered, stale, told, nodesLost };
 }
 
 test("a copy promoted beside the session resumed from the same owner is told it is stale", async () => {
@@ -252,4 +259,78 @@ test("a resumption that finds the session lent to another one is told to ask aga
   assert.ok(session.lendForResume(0));
   assert.deepEqual(takeResumable(ctx, "7.token", 0, bareOf(parseJid(FULL)!)), { pending: true });
   assert.equal(takeResumable(ctx, "7.token", 0, "someone@else" as BareJid), undefined, "not to another user");
+});
+
+test("a dead registration gives way to whatever registers from a live shard, even with fewer moves", async () => {
+  const u = userActor();
+  // Resumed twice on node 2 while its replicas were cut off, then node 2 died: the copy from
+  // before (one move, promoted) is all there is, and nothing the newer one did was acknowledged.
+  await u.relocate(2048, "resumed-twice", { moves: 2 });
+  await u.nodesLost([2]);
+  await u.relocate(1024, "older-copy", { moves: 1, promoted: true, deadNodes: [2] });
+  assert.equal(u.registered(), "older-copy", "sim seed 1028");
+  // A client's resumption of an older copy, after the registered one's node died (sim seed 1909).
+  const v = userActor();
+  await v.relocate(1024, "resumed", { moves: 1 });
+  await v.relocate(3072, "taken", { moves: 1, deadNodes: [1] });
+  assert.equal(v.registered(), "taken");
+});
+
+test("of two promoted copies of one stream, the one that holds more wins, in either order", async () => {
+  for (const order of [
+    ["behind", "ahead"],
+    ["ahead", "behind"],
+  ] as const) {
+    const u = userActor();
+    const copy = {
+      behind: { shard: 1024, lsn: 21 },
+      ahead: { shard: 3072, lsn: 28 },
+    };
+    for (const name of order) {
+      await u.relocate(copy[name].shard, name, {
+        moves: 1,
+        promoted: true,
+        copyOf: { stream: "2048.1.1", lsn: copy[name].lsn },
+        deadNodes: [2],
+      });
+    }
+    assert.equal(u.registered(), "ahead", `registered ${order.join(" then ")}`);
+    assert.deepEqual(u.stale(), ["behind"]);
+  }
+});
+
+test("a lender restored while its taker lives waits as standby, and takes over when the taker's node dies", async () => {
+  const u = userActor();
+  await u.relocate(4097, "taker", { moves: 2 });
+  await u.relocate(1024, "lender", { moves: 1, restored: true, deadNodes: [] });
+  assert.equal(u.registered(), "taker");
+  assert.deepEqual(u.stale(), [], "the lender is not told to end: the taker may be gone with the session");
+  await u.relocate(4097, "taker", { moves: 2 }); // the taker re-registers (a recovery): no change
+  assert.deepEqual(u.stale(), []);
+  await u.nodesLost([4]);
+  assert.equal(u.registered(), "lender", "sim seed 4494: the taker's replicas never held the session");
+  assert.deepEqual(u.told("active"), ["lender"], "and it may be resumed again");
+  // A standby is dropped when another session replaces the registration.
+  const v = userActor();
+  await v.relocate(4097, "taker", { moves: 2 });
+  await v.relocate(1024, "lender", { moves: 1, restored: true });
+  await v.relocate(2048, "moved-on", { moves: 3 });
+  assert.deepEqual(v.stale(), ["taker", "lender"]);
+});
+
+test("a restored lender answers a resumption 'pending' until its actor says it is the registered session", () => {
+  const { ctx } = shardContext();
+  const session = new SessionActor(FULL, ctx, undefined, newSessionState(FULL, "7.token"));
+  ctx.sessions.set(session.sid, session);
+  session.detach();
+  assert.ok(session.lendForResume(0));
+  session.restore();
+  const user = bareOf(parseJid(FULL)!);
+  assert.deepEqual(
+    takeResumable(ctx, "7.token", 0, user),
+    { pending: true },
+    "sim seed 40: not while the taker may hold it",
+  );
+  session.deliver({ kind: "active", full: FULL, sid: session.sid });
+  assert.ok("snapshot" in (takeResumable(ctx, "7.token", 0, user) ?? {}));
 });

@@ -58,8 +58,7 @@ function network() {
         for (const m of queue.splice(0)) {
           if (drop(m)) continue;
           const e = m.envelope;
-          if (e.t === "rep")
-            hosts.get(m.to)?.receive(e.token, e.owner, e.stream, e.lsn, e.change, e.replicas);
+          if (e.t === "rep") hosts.get(m.to)?.receive(e);
           else if (e.t === "rep-end") hosts.get(m.to)?.end(e.token, e.owner, e.stream);
           else streams.get(m.to)?.acked(e.from, e.acks);
         }
@@ -97,8 +96,11 @@ test("a replica applies the owner's changes in order and acknowledges them", () 
   net.deliver();
   assert.equal(stream.ackedLsn, 5, "the initial state (1) and four changes");
   assert.equal(acked.at(-1), 5);
-  const [copy] = replica.promote((s) => s === 0);
-  assert.ok(copy);
+  const [promoted] = replica.promote((s) => s === 0);
+  assert.ok(promoted);
+  assert.equal(promoted.stream, stream.id);
+  assert.equal(promoted.lsn, 5, "the copy says how much of the stream it holds");
+  const copy = promoted.state;
   assert.equal(copy.sentOut, 2);
   assert.equal(copy.handledIn, 3);
   assert.deepEqual(
@@ -124,7 +126,7 @@ test("a replica refuses a change after a gap, and every change of an owner that 
   assert.equal(stream.ackedLsn, 1, "lsn 3 after a missing 2 is not acknowledged");
   assert.equal(replica.stats.refused, 1);
   // A zombie: the same token from another owner than the one that initialised the copy.
-  replica.receive("tok", 2048, "s2048.9", 4, change);
+  replica.receive({ t: "rep", token: "tok", owner: 2048, stream: "s2048.9", lsn: 4, change });
   assert.equal(replica.stats.refused, 2);
 });
 
@@ -218,7 +220,7 @@ test("a replica that stopped acknowledging (a change lost with a dropped link qu
   net.deliver();
   assert.equal(stream.ackedLsn, stream.lsn, "the replica holds everything again");
   const [copy] = replica.promote((s) => s === 0);
-  assert.equal(copy?.sentOut, 2);
+  assert.equal(copy?.state.sentOut, 2);
 });
 
 test("a copy promoted here refuses a re-initialisation from its old owner's stream (a zombie that woke up)", () => {
@@ -231,4 +233,93 @@ test("a copy promoted here refuses a re-initialisation from its old owner's stre
   net.deliver();
   assert.equal(replica.stats.held, 0, "no copy started again");
   assert.equal(stream.ackedLsn, 0, "the zombie's state is not acknowledged");
+});
+
+test("a re-seat keeps the replaced replica until the new one holds the session (make before break)", () => {
+  const net = network();
+  const old = net.host(1024);
+  net.host(2048);
+  const { stream, state } = net.stream(0, [1024]);
+  net.deliver();
+  const write = (xml: string) => {
+    const change: SessionChange = { c: "out", xml, storable: true };
+    applySessionChange(state, change);
+    return stream.push(change);
+  };
+  write("<message>1</message>");
+  net.deliver();
+  // A node joins: the successor is now 2048, whose link is cut for a while.
+  stream.reseat([2048], state);
+  assert.deepEqual(stream.leaving, [1024]);
+  const lsn = write("<message>2</message>");
+  net.deliver((m) => m.to === 2048);
+  assert.ok(stream.ackedLsn < lsn, "not acknowledged until the new replica holds it too");
+  assert.equal(old.copyOf("tok")?.sentOut, 2, "the replaced replica still follows the stream");
+  // The owner dies now: the replaced replica's copy, the only one, is promoted.
+  const [promoted] = old.promote((s) => s === 0);
+  assert.equal(promoted?.state.sentOut, 2);
+});
+
+test("the replaced replica drops its copy once the new one holds the session", () => {
+  const net = network();
+  const old = net.host(1024);
+  const next = net.host(2048);
+  const { stream, state } = net.stream(0, [1024]);
+  net.deliver();
+  stream.reseat([2048], state);
+  net.deliver();
+  assert.deepEqual(stream.leaving, [], "ended once 2048 acknowledged the state");
+  assert.equal(old.copyOf("tok"), undefined);
+  assert.ok(next.copyOf("tok"));
+  assert.equal(stream.ackedLsn, stream.lsn);
+  // Without make before break the copy was ended at the re-seat: a death before 2048 held it
+  // left no copy anywhere (sim seed 7603).
+});
+
+test("a replaced replica on a node that died is dropped at once, not waited for", () => {
+  const net = network();
+  net.host(1024);
+  net.host(2048);
+  const { stream, state } = net.stream(0, [1024]);
+  net.deliver();
+  stream.reseat([2048], state, (s) => s === 1024);
+  assert.deepEqual(stream.leaving, []);
+  net.deliver();
+  assert.equal(stream.ackedLsn, stream.lsn);
+});
+
+test("a copy promoted from less of a stream does not overwrite a replica that holds more", () => {
+  const net = network();
+  const stale = net.host(1024);
+  const heir = net.host(2048);
+  const { stream, state } = net.stream(0, [1024]);
+  net.deliver();
+  stream.reseat([2048], state);
+  net.deliver((m) => m.to === 1024); // the rep-end to the replaced replica is lost
+  const change: SessionChange = { c: "out", xml: "<message>1</message>", storable: true };
+  applySessionChange(state, change);
+  stream.push(change);
+  net.deliver((m) => m.to === 1024);
+  assert.equal(heir.copyOf("tok")?.sentOut, 1);
+  // The owner dies; the stale replica applies the death first and promotes its copy, whose new
+  // stream initialises its own replica: the heir, which holds more of the same stream.
+  const [promoted] = stale.promote((s) => s === 0);
+  assert.ok(promoted);
+  assert.equal(promoted.state.sentOut, 0);
+  const promotedStream = new ReplicaStream(
+    { self: 1024, send: (to, envelope) => net.queue.push({ from: 1024, to, envelope }) },
+    "tok",
+    "s1024.1",
+    [2048],
+    promoted.state,
+    () => {},
+    Date.now,
+    { stream: promoted.stream, lsn: promoted.lsn },
+  );
+  net.deliver();
+  assert.equal(heir.copyOf("tok")?.sentOut, 1, "refused: the heir keeps the copy that holds more");
+  assert.equal(heir.stats.refused, 1);
+  assert.ok(promotedStream.ackedLsn < promotedStream.lsn);
+  const [better] = heir.promote((s) => s === 0);
+  assert.equal(better?.state.sentOut, 1, "and promotes it itself");
 });
