@@ -489,6 +489,10 @@ export class C2sConnection implements ClientLink {
           { user: this.#jid, handled: expired },
           "resumption after its window; told the client what was handled",
         );
+      } else {
+        // Its holder and every replica died with it (or the id was never this user's): nobody
+        // alive knows how many of the client's stanzas were handled, so `h` is left out.
+        this.#log.info({ user: this.#jid }, "resumption of a session no live node holds; failed without h");
       }
       return this.send(
         `<failed xmlns="${NS_SM}"${handled}><item-not-found xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`,

@@ -191,6 +191,7 @@ async function nodeDeath(t: import("node:test").TestContext, scenario: Scenario)
         thief.answer.is("failed", NS_SM) && thief.answer.getChild("item-not-found") !== undefined,
         `a foreign resumption id: ${thief.answer.toString()}`,
       );
+      assert.equal(thief.answer.attrs.h, undefined, "not even how many stanzas the victim sent");
       assert.equal(
         thief.client.received.filter((el) => el.is("message")).length,
         0,
