@@ -184,6 +184,10 @@ export class SessionActor {
       this.#token = snapshot.token;
       this.#received = snapshot.handledIn;
       this.#inReplicated = snapshot.handledIn;
+      // What the snapshot's count stands for once the new replicas hold it: an acknowledgement
+      // of the initial state must not take the count back to 0 (h went back after a resumption
+      // until the client's next stanza; sim seed 3231).
+      this.#inPushed = [0, snapshot.handledIn];
       this.#blocklist = new Set(snapshot.blocklist);
       // A copy promoted beside a live session of the same id here is a ghost: it stays out.
       if (options.promoted !== true || !ctx.resumable.has(snapshot.token))
@@ -932,6 +936,12 @@ export class SessionActor {
     old?.closeWithError("conflict", "resumed on another connection");
     const snapshot = cloneSessionState(this.#s);
     snapshot.moves++;
+    // The taker tells the client `<resumed h>` from this count, and its fallback if it dies is
+    // our replicas: only what they hold may be claimed, or h would go back (sim seed 3231: a
+    // replica paused while the client sent; h=4 claimed, then 1 from the promoted copy). The
+    // stanzas above it were handled; the client sends them again under the same numbers, and
+    // their recipients drop the copies by key.
+    if (this.#stream !== undefined) snapshot.handledIn = this.#inReplicated;
     return snapshot;
   }
 

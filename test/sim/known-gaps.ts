@@ -66,9 +66,11 @@ export function unexplained(result: SeedResult) {
  *   if the owner dies first both copies are promoted, and of two promoted copies of one stream
  *   the one with the higher lsn wins (user-actor.ts supersedes), and a replica holding more of
  *   a stream refuses the init of a copy promoted from less of it (338).
+ *
+ * Fixed (the last 2): a session lent to a resumption claimed its local inbound count, more than
+ * its replicas held when one was paused, so `<resumed h>` could go back at the next failover
+ * (3231; 7170 lost the session over it); it now claims what its replicas hold, and the client
+ * re-sends the rest under the same numbers. And a resumed session's count went back to 0 at its
+ * replicas' first acknowledgement until the client's next stanza (3231).
  */
-export const UNTRIAGED_SEEDS = new Set([
-  // 2 seeds of 10,000 remain, not replayed yet.
-  3231, // accepted-lost: c3 resumed with h=1 below its acknowledged 4
-  7170, // session-lost: c2 (4096.2) could not resume after 2 node failure(s), factor 3
-]);
+export const UNTRIAGED_SEEDS = new Set<number>([]);

@@ -62,6 +62,7 @@ export class OwnerSession {
     this.link = link;
     this.received = state.handledIn;
     this.inReplicated = state.handledIn;
+    this.inPushed = [0, state.handledIn];
     this.stream = openStream(this);
   }
 
@@ -163,6 +164,8 @@ export class OwnerSession {
     old?.close("conflict");
     const snapshot = cloneSessionState(this.state);
     snapshot.moves++;
+    // SessionActor.lendForResume: only the count the replicas hold (sim seed 3231).
+    if (this.stream !== undefined) snapshot.handledIn = this.inReplicated;
     return snapshot;
   }
 

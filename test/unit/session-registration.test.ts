@@ -24,6 +24,7 @@ import { createLogger } from "../../src/log.ts";
 import type { Store } from "../../src/storage/store.ts";
 import { takeResumable } from "../../src/xmpp/c2s-connection.ts";
 import { type BareJid, bareOf, type FullJid, parseJid } from "../../src/xmpp/jid.ts";
+import { parseElement } from "../../src/xmpp/stream-parser.ts";
 
 const log = createLogger({ level: "silent" });
 const USER = "alice@example.com" as BareJid;
@@ -333,4 +334,41 @@ test("a restored lender answers a resumption 'pending' until its actor says it i
   );
   session.deliver({ kind: "active", full: FULL, sid: session.sid });
   assert.ok("snapshot" in (takeResumable(ctx, "7.token", 0, user) ?? {}));
+});
+
+test("a session resumed from a snapshot never acknowledges fewer stanzas than it resumed with", () => {
+  const { ctx } = shardContext();
+  let lsn = 1;
+  let ackedLsn = 0;
+  let onAcked: (lsn: number) => void = () => {};
+  (ctx as { replication: ShardContext["replication"] }).replication = {
+    open: (_state, acked) => {
+      onAcked = acked;
+      return {
+        push: () => ++lsn,
+        get lsn() {
+          return lsn;
+        },
+        get ackedLsn() {
+          return ackedLsn;
+        },
+        resync() {},
+        quiet: false,
+        end() {},
+      };
+    },
+  };
+  const sent: string[] = [];
+  const link = { send: (text: string) => sent.push(text), closeWithError() {} };
+  const state = newSessionState(FULL, "7.token");
+  state.handledIn = 5;
+  const session = new SessionActor(FULL, ctx, link as never, state);
+  ackedLsn = 1;
+  onAcked(1); // the new replicas hold the initial state
+  session.handle(parseElement("<r xmlns='urn:xmpp:sm:3'/>"));
+  assert.deepEqual(
+    sent.filter((s) => s.startsWith("<a ")),
+    ['<a xmlns="urn:xmpp:sm:3" h="5"/>'],
+    "sim seed 3231: h went back to 0 until the client's next stanza",
+  );
 });
