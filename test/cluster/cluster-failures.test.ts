@@ -15,7 +15,7 @@ import { FAST_CLUSTER_TIMING, startTestCluster, TEST_SECRET, waitForOwners } fro
 import { assertCleanTraffic, chatters } from "../helpers/cluster-traffic.ts";
 import { goOnline, isMessageWithBody, loginRaw, newUsers } from "../helpers/fixtures.ts";
 import { freePort } from "../helpers/postgres.ts";
-import { REPO_ROOT } from "../helpers/start-node.ts";
+import { describeStuckNode, REPO_ROOT } from "../helpers/start-node.ts";
 
 const run = promisify(execFile);
 
@@ -102,10 +102,11 @@ test("a node that hangs past its lease is replaced, and fences itself when it wa
   const exit = await Promise.race([
     n3.exited,
     new Promise<never>((_, reject) => {
-      bound = setTimeout(
-        () => reject(new Error(`the zombie still runs 20 s after waking:\n${n3.logText(60)}`)),
-        20_000,
-      );
+      bound = setTimeout(() => {
+        void describeStuckNode(n3).then((what) =>
+          reject(new Error(`the zombie still runs 20 s after waking (${what}):\n${n3.logText(60)}`)),
+        );
+      }, 20_000);
     }),
   ]);
   clearTimeout(bound);

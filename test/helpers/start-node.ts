@@ -177,7 +177,9 @@ export async function startNode(t?: AfterHook, options: StartNodeOptions = {}): 
   ];
   if (options.allowRegistration) args.push("--allow-registration");
 
-  const child = spawn(process.execPath, args, {
+  // SIGUSR2 makes the node write a diagnostic report (its JavaScript stack, its handles) to
+  // its data directory: describeStuckNode uses it when a node does not do what a test waits for.
+  const child = spawn(process.execPath, ["--report-on-signal", `--report-directory=${dataDir}`, ...args], {
     cwd: dataDir,
     env: { ...childEnv(), ...options.env },
     stdio: ["ignore", "pipe", "pipe"],
@@ -481,4 +483,39 @@ export async function readGeneratedCertificate(dataDir: string): Promise<string 
     if (text.includes("BEGIN CERTIFICATE")) return text;
   }
   return undefined;
+}
+
+/**
+ * What a node that does not do what a test waits for is doing: whether it burns CPU (from
+ * /proc over half a second) and its main thread's JavaScript stack (a diagnostic report asked
+ * for with SIGUSR2, written to its data directory). For failure messages.
+ */
+export async function describeStuckNode(node: StartedNode): Promise<string> {
+  const pid = node.process.pid;
+  if (pid === undefined) return "no process";
+  const ticks = async () => {
+    const stat = await readFile(`/proc/${pid}/stat`, "utf8").catch(() => "");
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return Number(fields[11]) + Number(fields[12]);
+  };
+  const before = await ticks();
+  const existing = new Set(await readdir(node.dataDir));
+  node.kill("SIGUSR2");
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const cpu = `${(await ticks()) - before} CPU ticks in 0.5 s`;
+  for (let i = 0; i < 20; i++) {
+    const report = (await readdir(node.dataDir)).find((f) => f.startsWith("report.") && !existing.has(f));
+    if (report !== undefined) {
+      const text = await readFile(join(node.dataDir, report), "utf8").catch(() => "");
+      try {
+        const parsed = JSON.parse(text) as { javascriptStack?: { message?: string; stack?: string[] } };
+        const stack = parsed.javascriptStack?.stack ?? [];
+        return `${cpu}; main thread: ${parsed.javascriptStack?.message ?? "?"}\n  ${stack.slice(0, 25).join("\n  ")}`;
+      } catch {
+        // Still being written: try again.
+      }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
+  }
+  return `${cpu}; no diagnostic report`;
 }
