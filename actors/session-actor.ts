@@ -342,6 +342,11 @@ export class SessionActor {
     });
   }
 
+  /** The client's stanzas that are accepted and, with replicas, whose count they hold. */
+  get #safeIn(): number {
+    return this.#stream === undefined ? this.#s.handledIn : this.#inReplicated;
+  }
+
   /**
    * Answers a pending `<r/>` once every stanza received so far is accepted and replicated, so
    * an acknowledged stanza survives any single failure (CLUSTER.md "Hot replication"); after
@@ -349,15 +354,14 @@ export class SessionActor {
    */
   #answerAck(): void {
     if (!this.#ackWanted || this.#link === undefined) return;
-    const safe = this.#stream === undefined ? this.#s.handledIn : this.#inReplicated;
+    const safe = this.#safeIn;
     if (safe !== this.#received) {
       if (this.#ackTimer === undefined) {
         this.#ackTimer = setTimeout(() => {
           this.#ackTimer = undefined;
           if (!this.#ackWanted) return;
           this.#ackWanted = false;
-          const h = this.#stream === undefined ? this.#s.handledIn : this.#inReplicated;
-          this.#link?.send(`<a xmlns="${NS_SM}" h="${h}"/>`);
+          this.#link?.send(`<a xmlns="${NS_SM}" h="${this.#safeIn}"/>`);
         }, this.#ctx.config.cluster.requestTimeoutMs);
         this.#ackTimer.unref();
       }

@@ -34,6 +34,8 @@ interface Queued {
 
 interface Hosted {
   readonly key: ActorKey;
+  /** The key without its kind (a bare JID for a user). */
+  readonly name: string;
   readonly kind: ActorKind<unknown, unknown>;
   readonly actor: Actor<unknown, unknown>;
   queue: Queued[];
@@ -106,16 +108,18 @@ export class ActorHost {
 
   /** Sends a kind's `nodesLost` message to every actor of every kind that defines one. */
   nodesLost(nodeNos: number[]): void {
-    for (const hosted of this.#actors.values()) {
-      const msg = hosted.kind.nodesLost?.(splitActorKey(hosted.key).name, nodeNos);
-      if (msg !== undefined) this.#push(hosted, msg, undefined);
-    }
+    this.#broadcast((kind, name) => kind.nodesLost?.(name, nodeNos));
   }
 
   /** Sends a kind's `shardLost` message to every actor of every kind that defines one. */
   shardLost(shard: number, keepPrefix: string): void {
+    this.#broadcast((kind, name) => kind.shardLost?.(name, shard, keepPrefix));
+  }
+
+  /** Queues, for every actor, the message its kind makes of an event (none: it does not care). */
+  #broadcast(messageOf: (kind: ActorKind<unknown, unknown>, name: string) => unknown): void {
     for (const hosted of this.#actors.values()) {
-      const msg = hosted.kind.shardLost?.(splitActorKey(hosted.key).name, shard, keepPrefix);
+      const msg = messageOf(hosted.kind, hosted.name);
       if (msg !== undefined) this.#push(hosted, msg, undefined);
     }
   }
@@ -172,6 +176,7 @@ export class ActorHost {
     const self: ActorSelf<unknown> = { key, tell: (msg) => this.tell(key, msg) };
     hosted = {
       key,
+      name,
       kind,
       actor: kind.create(name, self),
       queue: [],

@@ -245,28 +245,20 @@ export class ReplicaStream {
     this.#send(shards, { c: "init", state: cloneSessionState(state) }, this.#replicas);
   }
 
-  /** The init envelope's extra fields: the replica list, and where a promoted copy came from. */
-  #initFields(replicas: number[]): { replicas: number[]; origin?: { stream: string; lsn: number } } {
-    return this.#origin === undefined ? { replicas } : { replicas, origin: this.#origin };
-  }
-
   #send(shards: readonly number[], change: SessionChange, replicas?: number[]): void {
-    for (const shard of shards) {
-      this.#sender.send(
-        shard,
-        replicas === undefined
-          ? { t: "rep", token: this.token, owner: this.#sender.self, stream: this.id, lsn: this.#lsn, change }
-          : {
-              t: "rep",
-              token: this.token,
-              owner: this.#sender.self,
-              stream: this.id,
-              lsn: this.#lsn,
-              change,
-              ...this.#initFields(replicas),
-            },
-      );
-    }
+    if (shards.length === 0) return;
+    // One envelope for every replica: the router encodes it per destination.
+    const envelope: Extract<Envelope, { t: "rep" }> = {
+      t: "rep",
+      token: this.token,
+      owner: this.#sender.self,
+      stream: this.id,
+      lsn: this.#lsn,
+      change,
+    };
+    if (replicas !== undefined) envelope.replicas = replicas;
+    if (replicas !== undefined && this.#origin !== undefined) envelope.origin = this.#origin;
+    for (const shard of shards) this.#sender.send(shard, envelope);
   }
 
   /** The session ended here (closed, expired, or taken by a resumption): replicas drop it. */

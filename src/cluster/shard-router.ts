@@ -116,6 +116,11 @@ export class ShardRouter implements ActorRouter {
   }
 
   /** Retained stanzas not yet accepted (for statistics and tests). */
+  /** Envelopes held for a newer table or a partition's handoff. */
+  get heldCount(): number {
+    return this.#held;
+  }
+
   get retainedCount(): number {
     return this.#retained.size;
   }
@@ -310,9 +315,14 @@ export class ShardRouter implements ActorRouter {
     return p;
   }
 
-  /** The partition of an actor: its name's, whatever its kind (ring.ts partitionOf). */
+  /** The partition of an actor: its name's, whatever its kind (ring.ts partitionOf); cached by key. */
   partitionOfKey(key: ActorKey): number {
-    return this.partitionOf(splitActorKey(key).name);
+    let p = this.#partitionCache.get(key);
+    if (p === undefined) {
+      p = this.partitionOf(splitActorKey(key).name);
+      this.#partitionCache.set(key, p);
+    }
+    return p;
   }
 
   /** The shard that hosts a user's actor. */

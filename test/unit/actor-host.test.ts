@@ -17,6 +17,7 @@ import type { ActorMessage, Envelope } from "../../src/cluster/envelope.ts";
 import type { OwnerTable } from "../../src/cluster/ring.ts";
 import { ShardRouter } from "../../src/cluster/shard-router.ts";
 import { createLogger } from "../../src/log.ts";
+import { waitUntil } from "../helpers/wait-for.ts";
 
 const log = createLogger({ level: "silent" });
 
@@ -333,11 +334,6 @@ function post(from: ShardRouter, text: string): Promise<void> {
   );
 }
 
-/** Resolves after `n` event-loop turns (port messages need a few). */
-async function turns(n: number): Promise<void> {
-  for (let i = 0; i < n; i++) await new Promise((resolve) => setImmediate(resolve));
-}
-
 describe("Routing to an actor kind while the owner changes", () => {
   it("a message routed under an older table is forwarded to the new owner, and its sender hears it is accepted", async (t) => {
     const c = cluster(table(1, 1));
@@ -354,13 +350,13 @@ describe("Routing to an actor kind while the owner changes", () => {
   it("a message routed under a newer table waits until the receiver learns it", async (t) => {
     const c = cluster(table(1, 0));
     t.after(c.close);
-    const [, sender, owner] = c.shards as [(typeof c.shards)[0], (typeof c.shards)[0], (typeof c.shards)[0]];
+    const [, sender, owner] = c.shards;
     sender.router.setTable(table(2, 2), []);
     let accepted = false;
     const done = post(sender.router, "early").then(() => {
       accepted = true;
     });
-    await turns(20);
+    await waitUntil(() => owner.router.heldCount === 1, "the receiver holds the envelope");
     assert.equal(owner.actors.has(ROOM), false, "not delivered under a table the receiver does not know");
     assert.equal(accepted, false);
     owner.router.setTable(table(2, 2), []);
@@ -378,7 +374,7 @@ describe("Routing to an actor kind while the owner changes", () => {
     const done = post(sender.router, "two").then(() => {
       accepted = true;
     });
-    await turns(20);
+    await waitUntil(() => newOwner.router.heldCount === 1, "the new owner holds the envelope");
     assert.equal(newOwner.actors.has(ROOM), false, "held until the previous owner's state arrives");
     assert.equal(accepted, false);
     await oldOwner.actors.quiesce([ROOM]);

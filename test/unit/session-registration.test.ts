@@ -142,6 +142,14 @@ test("a late or equal registration from another session loses, and that session 
   assert.deepEqual(u.stale(), ["old", "twin", "twin-copy"]);
 });
 
+/** A detached session (its client gone, resumable) of FULL on `ctx`, token "7.token". */
+function detachedSession(ctx: ShardContext): SessionActor {
+  const session = new SessionActor(FULL, ctx, undefined, newSessionState(FULL, "7.token"));
+  ctx.sessions.set(session.sid, session);
+  session.detach();
+  return session;
+}
+
 /** A ShardContext with only what a detached SessionActor uses. */
 function shardContext() {
   const toUser: UserMessage[] = [];
@@ -204,9 +212,7 @@ test("a promoted copy does not take the resumption id of a live session on the s
 
 test("a session lent to a resumption ends quietly when the taker confirms", () => {
   const { ctx, toUser } = shardContext();
-  const session = new SessionActor(FULL, ctx, undefined, newSessionState(FULL, "7.token"));
-  ctx.sessions.set(session.sid, session);
-  session.detach();
+  const session = detachedSession(ctx);
   const snapshot = session.lendForResume(0);
   assert.equal(snapshot?.moves, 1, "a move");
   assert.equal(ctx.resumable.has("7.token"), false, "no second resumption while lent");
@@ -221,9 +227,7 @@ test("a session lent to a resumption ends quietly when the taker confirms", () =
 
 test("a session lent to a resumption that never confirms is resumable again and registers as restored", () => {
   const { ctx, toUser } = shardContext();
-  const session = new SessionActor(FULL, ctx, undefined, newSessionState(FULL, "7.token"));
-  ctx.sessions.set(session.sid, session);
-  session.detach();
+  const session = detachedSession(ctx);
   assert.ok(session.lendForResume(0));
   session.restore(); // the taker gave up, or its timer ran out
   assert.equal(ctx.resumable.get("7.token"), session);
@@ -238,7 +242,7 @@ test("a restored session wins over the taker that died before confirming, not ov
   const u = userActor();
   await u.relocate(4097, "taker", { moves: 2 });
   await u.relocate(1024, "lender", { moves: 1, restored: true, deadNodes: [] });
-  assert.equal(u.registered(), "taker", "the taker is alive: the lender is stale");
+  assert.equal(u.registered(), "taker", "the taker is alive: the lender waits as its standby");
   await u.relocate(4097, "taker", { moves: 2 });
   await u.relocate(1024, "lender", { moves: 1, restored: true, deadNodes: [4] });
   assert.equal(u.registered(), "lender", "the taker's node died before it confirmed");
@@ -254,9 +258,7 @@ test("when a promoted session's node dies too, the next copy promoted at the sam
 
 test("a resumption that finds the session lent to another one is told to ask again, not that it is unknown", () => {
   const { ctx } = shardContext();
-  const session = new SessionActor(FULL, ctx, undefined, newSessionState(FULL, "7.token"));
-  ctx.sessions.set(session.sid, session);
-  session.detach();
+  const session = detachedSession(ctx);
   assert.ok(session.lendForResume(0));
   assert.deepEqual(takeResumable(ctx, "7.token", 0, bareOf(parseJid(FULL)!)), { pending: true });
   assert.equal(takeResumable(ctx, "7.token", 0, "someone@else" as BareJid), undefined, "not to another user");
@@ -321,9 +323,7 @@ test("a lender restored while its taker lives waits as standby, and takes over w
 
 test("a restored lender answers a resumption 'pending' until its actor says it is the registered session", () => {
   const { ctx } = shardContext();
-  const session = new SessionActor(FULL, ctx, undefined, newSessionState(FULL, "7.token"));
-  ctx.sessions.set(session.sid, session);
-  session.detach();
+  const session = detachedSession(ctx);
   assert.ok(session.lendForResume(0));
   session.restore();
   const user = bareOf(parseJid(FULL)!);
