@@ -19,10 +19,7 @@ function rememberMoved(moved: Map<string, number>, sid: string): void {
  */
 import { randomBytes } from "node:crypto";
 import { type Element, escapeXML, xml } from "@xmpp/xml";
-import type { ShardContext } from "../src/cluster/shard-context.ts";
-import type { StreamErrorCondition } from "../src/errors.ts";
 import type { Logger } from "../src/log.ts";
-import { handleAccountIq, handleOtherUserIq, handleServerIq } from "../src/xmpp/iq-handlers.ts";
 import { type BareJid, bareOf, type FullJid, parseJid } from "../src/xmpp/jid.ts";
 import {
   NS_BLOCKING,
@@ -34,7 +31,10 @@ import {
   NS_SM,
 } from "../src/xmpp/ns.ts";
 import { errorReply, readdress, serializeStanza } from "../src/xmpp/stanza.ts";
+import type { ClientLink } from "../src/xmpp/stream-host.ts";
 import type { RoutedStanza, SessionLocation, SessionMessage, SessionRegistration } from "./messages.ts";
+import type { SessionContext } from "./session-context.ts";
+import { handleAccountIq, handleOtherUserIq, handleServerIq } from "./session-iq.ts";
 import {
   applySessionChange,
   cloneSessionState,
@@ -65,16 +65,7 @@ const MAX_DIRECTED_PRESENCES = 1000;
 const MAX_IQS_IN_FLIGHT = 16;
 
 /** The socket side of a session, provided by the c2s connection (TCP or, later, WebSocket). */
-export interface ClientLink {
-  send(xmlText: string): void;
-  closeWithError(condition: StreamErrorCondition, text?: string): void;
-  /** Closes the stream without an error (`</stream:stream>`). */
-  close(): void;
-  /** Stops reading the socket (inbound flow control) until {@link resumeReading}. */
-  pauseReading(): void;
-  resumeReading(): void;
-  readonly remoteAddress: string;
-}
+export type { ClientLink };
 
 /** A sender's request to hear that a stanza is safe (see ShardRouter.toUser). */
 export interface AcceptRequest {
@@ -111,7 +102,7 @@ export class SessionActor {
   readonly bare: BareJid;
   /** This session's id on its worker (see SessionLocation.sid). */
   readonly sid: string;
-  readonly #ctx: ShardContext;
+  readonly #ctx: SessionContext;
   readonly #log: Logger;
   #link: ClientLink | undefined;
   /**
@@ -164,7 +155,7 @@ export class SessionActor {
    */
   constructor(
     full: FullJid,
-    ctx: ShardContext,
+    ctx: SessionContext,
     link: ClientLink | undefined,
     snapshot?: SessionSnapshot,
     options: { hold?: boolean; promoted?: boolean; copyOf?: { stream: string; lsn: number } } = {},
@@ -1024,7 +1015,7 @@ function formatTo(jid: NonNullable<ReturnType<typeof parseJid>>): string {
 /** Expired resumption ids remembered per shard for `<failed h=…/>`; the oldest go first. */
 const MAX_EXPIRED_RESUMABLE = 10_000;
 
-function rememberExpired(ctx: ShardContext, token: string, user: string, handledIn: number): void {
+function rememberExpired(ctx: SessionContext, token: string, user: string, handledIn: number): void {
   ctx.expiredResumable.set(token, { user, handledIn });
   if (ctx.expiredResumable.size > MAX_EXPIRED_RESUMABLE) {
     ctx.expiredResumable.delete(ctx.expiredResumable.keys().next().value!);

@@ -14,14 +14,14 @@ import { applySessionChange, unackedAfter } from "../../actors/session-state.ts"
 import { userActorKind } from "../../actors/user-actor.ts";
 import { InternalAuthProvider } from "../auth/internal-auth.ts";
 import type { LoginThrottle } from "../auth/login-throttle.ts";
+import { expose, nodeEndpoint, type Remote, wrap } from "../comlink-setup.ts";
 import type { Config } from "../config/defaults.ts";
 import { createLogger } from "../log.ts";
 import { connectStore } from "../storage/remote-store.ts";
 import { type C2sListeners, startC2sListeners } from "../transport/tcp-listener.ts";
-import { type ResumeTake, takeResumable } from "../xmpp/c2s-connection.ts";
 import { splitFullJid } from "../xmpp/jid.ts";
 import { ActorHost } from "./actor-host.ts";
-import { expose, nodeEndpoint, type Remote, wrap } from "./comlink-setup.ts";
+import { clientStreamHost, type ResumeTake, takeResumable } from "./client-stream-host.ts";
 import type { Envelope } from "./envelope.ts";
 import { type HandoffStats, type LiveNode, PartitionHandoff } from "./handoff.ts";
 import { nodeNoOf, type OwnerTable, shardNumber } from "./ring.ts";
@@ -374,7 +374,16 @@ retry.unref();
 
 const control: WorkerControl = {
   async listen(ports) {
-    listeners = await startC2sListeners(ctx, ports);
+    listeners = await startC2sListeners(
+      {
+        host: clientStreamHost(ctx),
+        config: ctx.config,
+        log,
+        tlsCredentials: ctx.tlsCredentials,
+        tlsContext: ctx.tlsContext,
+      },
+      ports,
+    );
     return listeners.ports;
   },
   setPeerPort(shard, port) {

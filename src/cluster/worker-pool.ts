@@ -6,11 +6,11 @@
  */
 import { MessageChannel, type MessagePort, Worker } from "node:worker_threads";
 import { LoginThrottle } from "../auth/login-throttle.ts";
+import { expose, nodeEndpoint, type Remote, transfer, wrap } from "../comlink-setup.ts";
 import type { Config } from "../config/defaults.ts";
 import type { Logger } from "../log.ts";
 import { exposeStore } from "../storage/remote-store.ts";
 import type { Store } from "../storage/store.ts";
-import { expose, nodeEndpoint, type Remote, transfer, wrap } from "./comlink-setup.ts";
 import type { LiveNode } from "./handoff.ts";
 import type { OwnerTable } from "./ring.ts";
 import type { WorkerControl, WorkerInit, WorkerStats } from "./worker-main.ts";

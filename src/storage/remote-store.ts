@@ -12,7 +12,7 @@
  * ```
  */
 import type { MessagePort } from "node:worker_threads";
-import { expose, nodeEndpoint, type Remote, wrap } from "../cluster/comlink-setup.ts";
+import { expose, nodeEndpoint, type Remote, wrap } from "../comlink-setup.ts";
 import { XmppServerError } from "../errors.ts";
 import type { BareJid } from "../xmpp/jid.ts";
 import type { Account, OfflineMessage, PendingSubscription, Roster, RosterItem, Store } from "./store.ts";

@@ -8,16 +8,9 @@
  */
 import type { BareJid } from "../xmpp/jid.ts";
 
-/** SCRAM keys for one hash function (RFC 5802 §3); the password itself is never stored. */
-export interface ScramCredential {
-  /** Base64 salt. */
-  salt: string;
-  iterations: number;
-  /** Base64 H(ClientKey). */
-  storedKey: string;
-  /** Base64 HMAC(SaltedPassword, "Server Key"). */
-  serverKey: string;
-}
+import type { ScramCredential } from "../xmpp/sasl/scram-credential.ts";
+
+export type { ScramCredential };
 
 /** An account. */
 export interface Account {

@@ -1,19 +1,37 @@
 /**
  * The TCP listeners of one worker: the STARTTLS port (RFC 6120) and the direct-TLS port
  * (XEP-0368). Every worker listens on the same ports with SO_REUSEPORT, so the kernel spreads
- * new connections over all cores with no gateway thread.
+ * new connections over all cores with no gateway thread. Each connection becomes a
+ * {@link TcpTransport} under an {@link XmppStream} served by the worker's stream host.
  */
-import { createServer, type Server } from "node:net";
-import { createServer as createTlsServer, type TLSSocket } from "node:tls";
-import type { ShardContext } from "../cluster/shard-context.ts";
-import { C2sConnection } from "../xmpp/c2s-connection.ts";
+import { createServer, type Server, type Socket } from "node:net";
+import { createServer as createTlsServer, type SecureContext, type TLSSocket } from "node:tls";
+import type { Config } from "../config/defaults.ts";
+import type { Logger } from "../log.ts";
+import type { StreamHost } from "../xmpp/stream-host.ts";
+import { XmppStream } from "../xmpp/xmpp-stream.ts";
+import { TcpTransport } from "./tcp-transport.ts";
+
+let nextConnectionId = 1;
 
 /** The listeners of one worker. */
 export interface C2sListeners {
   readonly ports: { c2s: number; tls: number };
-  readonly connections: Set<C2sConnection>;
+  /** The streams open now. */
+  readonly connections: Set<XmppStream>;
   /** Stops accepting; existing connections stay. */
   close(): Promise<void>;
+}
+
+/** What the listeners need besides the stream host. */
+export interface C2sListenerOptions {
+  host: StreamHost;
+  config: Readonly<Config>;
+  log: Logger;
+  /** PEM certificate chain and key, for the direct-TLS port. */
+  tlsCredentials: { cert: string; key: string };
+  /** For STARTTLS on the plain port. */
+  tlsContext: SecureContext;
 }
 
 function listen(server: Server, host: string, port: number): Promise<number> {
@@ -29,23 +47,28 @@ function listen(server: Server, host: string, port: number): Promise<number> {
 
 /** Starts the c2s listeners on `ports` (0 lets the OS choose, for the first worker). */
 export async function startC2sListeners(
-  ctx: ShardContext,
+  options: C2sListenerOptions,
   ports: { c2s: number; tls: number },
 ): Promise<C2sListeners> {
-  const connections = new Set<C2sConnection>();
-  const track = (connection: C2sConnection, socket: { once(e: "close", f: () => void): unknown }) => {
-    connections.add(connection);
-    socket.once("close", () => connections.delete(connection));
+  const { config, log } = options;
+  const connections = new Set<XmppStream>();
+  const open = (socket: Socket, directTls: boolean) => {
+    const connectionLog = log.child({ conn: nextConnectionId++, remote: socket.remoteAddress ?? "unknown" });
+    const transport = new TcpTransport(socket, {
+      directTls,
+      tlsContext: options.tlsContext,
+      limits: config.limits,
+      log: connectionLog,
+    });
+    const stream = new XmppStream(transport, options.host, connectionLog);
+    connections.add(stream);
+    socket.once("close", () => connections.delete(stream));
   };
-  const plain = createServer({ noDelay: true }, (socket) => {
-    track(new C2sConnection(socket, ctx, { directTls: false }), socket);
-  });
-  const secure = createTlsServer({ ...ctx.tlsCredentials }, (socket: TLSSocket) => {
-    track(new C2sConnection(socket, ctx, { directTls: true }), socket);
-  });
-  secure.on("tlsClientError", (error) => ctx.log.debug({ err: error }, "TLS handshake failed"));
-  const c2s = await listen(plain, ctx.config.host, ports.c2s);
-  const tls = await listen(secure, ctx.config.host, ports.tls);
+  const plain = createServer({ noDelay: true }, (socket) => open(socket, false));
+  const secure = createTlsServer({ ...options.tlsCredentials }, (socket: TLSSocket) => open(socket, true));
+  secure.on("tlsClientError", (error) => log.debug({ err: error }, "TLS handshake failed"));
+  const c2s = await listen(plain, config.host, ports.c2s);
+  const tls = await listen(secure, config.host, ports.tls);
   return {
     ports: { c2s, tls },
     connections,

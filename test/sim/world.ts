@@ -3,8 +3,8 @@
  * (ReplicaStream, ReplicaHost, session-state), the membership/handoff model of
  * membership-model.ts over the real assignment and owner table, XEP-0198 clients, and the
  * faults. Wiring follows src/cluster/worker-main.ts (replicasFor, promoteCopiesOf,
- * reseatReplicas, resumeTake, the rep/rep-ack/rep-end dispatch), src/xmpp/c2s-connection.ts
- * (`#onResume`: home shard, local shards, then every live shard; "pending" waits for the next
+ * reseatReplicas, resumeTake, the rep/rep-ack/rep-end dispatch), src/cluster/client-stream-host.ts
+ * (`resume`: home shard, local shards, then every live shard; "pending" waits for the next
  * table) and src/cluster/cluster-member.ts (views, leases, fencing, dropping batches from a
  * member declared down).
  */
@@ -781,7 +781,7 @@ export class World {
     }
   }
 
-  /** The client reconnects somewhere and sends `<resume previd h>` (c2s-connection.ts `#onResume`). */
+  /** The client reconnects somewhere and sends `<resume previd h>` (src/xmpp/negotiation/resume.ts, client-stream-host.ts `resume`). */
   resume(client: SimClient): void {
     if (client.online || client.resuming || client.conn !== undefined) return;
     const entry = this.#liveEntry();
@@ -810,7 +810,7 @@ export class World {
       }
       const session = entry.openSession(snapshot, conn.open ? conn : undefined);
       this.register(session, entry);
-      // c2s-connection.ts: the lender keeps its copy until our replicas hold the session.
+      // client-stream-host.ts: the lender keeps its copy until our replicas hold the session.
       const lender = this.#lenders.get(snapshot);
       if (lender !== undefined) {
         session.whenReplicated(() =>
@@ -850,7 +850,7 @@ export class World {
               const lender = this.#lenders.get(found);
               if (snapshot === undefined) snapshot = found;
               else if (lender !== undefined) {
-                // A second holder (c2s-connection.ts `note`): it gets its session back.
+                // A second holder (client-stream-host.ts `note`): it gets its session back.
                 this.post(entry.self, lender[1].self, `${entry.self}→${lender[1].self} resume-done no`, () =>
                   this.#restore(lender[0], lender[1]),
                 );
@@ -946,9 +946,9 @@ export class World {
     msgGone: number[],
   ): SessionSnapshot | "pending" | undefined {
     const here = shard.sessions.get(client.token);
-    // c2s-connection.ts takeResumable: a session lent to another resumption is "pending".
+    // client-stream-host.ts takeResumable: a session lent to another resumption is "pending".
     if (here !== undefined && !here.ended && here.lent) return "pending";
-    // c2s-connection.ts takeResumable: a restored lender not told `active` yet is "pending".
+    // client-stream-host.ts takeResumable: a restored lender not told `active` yet is "pending".
     if (here !== undefined && !here.ended && here.restored) return "pending";
     if (here !== undefined && !here.ended) {
       // A stale resumption (its connection gone) may carry an h the session has trimmed past:

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, describe, it, type TestContext } from "node:test";
 import { MessageChannel, Worker } from "node:worker_threads";
-import { nodeEndpoint, type Remote, wrap } from "../../src/cluster/comlink-setup.ts";
+import { nodeEndpoint, type Remote, wrap } from "../../src/comlink-setup.ts";
 import { StanzaError, XmppServerError } from "../../src/errors.ts";
 import { LevelStore } from "../../src/storage/level-store.ts";
 import { connectStore, exposeStore } from "../../src/storage/remote-store.ts";

@@ -17,12 +17,12 @@ import { SessionActor } from "../../actors/session-actor.ts";
 import { newSessionState } from "../../actors/session-state.ts";
 import { type UserActor, userActorKind, userKey } from "../../actors/user-actor.ts";
 import { ActorHost } from "../../src/cluster/actor-host.ts";
+import { takeResumable } from "../../src/cluster/client-stream-host.ts";
 import { nodeNoOf } from "../../src/cluster/ring.ts";
 import type { ShardContext } from "../../src/cluster/shard-context.ts";
 import { DEFAULT_CONFIG } from "../../src/config/defaults.ts";
 import { createLogger } from "../../src/log.ts";
 import type { Store } from "../../src/storage/store.ts";
-import { takeResumable } from "../../src/xmpp/c2s-connection.ts";
 import { type BareJid, bareOf, type FullJid, parseJid } from "../../src/xmpp/jid.ts";
 import { parseElement } from "../../src/xmpp/stream-parser.ts";
 

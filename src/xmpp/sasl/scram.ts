@@ -16,11 +16,11 @@
 import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import type { ScramHash } from "../../auth/auth-provider.ts";
 import { DEFAULT_SCRAM_ITERATIONS } from "../../auth/scram.ts";
-import type { ScramCredential } from "../../storage/store.ts";
 import type { BareJid } from "../jid.ts";
 import { decodeBase64, decodeUtf8 } from "./encoding.ts";
 import { isAuthzidAllowed, resolveAuthcid } from "./identity.ts";
 import type { SaslContext, SaslFailureCondition, SaslServerMechanism, SaslStep } from "./mechanism.ts";
+import type { ScramCredential } from "./scram-credential.ts";
 
 /** The longest SCRAM message accepted from a client; real ones are a few hundred bytes. */
 export const MAX_SCRAM_MESSAGE_BYTES = 4096;

@@ -5,10 +5,8 @@
  * anything unknown) live here, so handlers only see requests they understand.
  */
 import { type Element, xml } from "@xmpp/xml";
-import type { SessionActor } from "../../actors/session-actor.ts";
-import { createAccountRecordAsync } from "../auth/scram.ts";
-import type { ShardContext } from "../cluster/shard-context.ts";
-import type { BareJid } from "./jid.ts";
+import { createAccountRecordAsync } from "../src/auth/scram.ts";
+import type { BareJid } from "../src/xmpp/jid.ts";
 import {
   NS_BLOCKING,
   NS_CARBONS,
@@ -20,12 +18,14 @@ import {
   NS_SESSION,
   NS_VCARD,
   NS_VERSION,
-} from "./ns.ts";
-import { errorReply, iqResult } from "./stanza.ts";
-import { parseElement } from "./stream-parser.ts";
+} from "../src/xmpp/ns.ts";
+import { errorReply, iqResult } from "../src/xmpp/stanza.ts";
+import { parseElement } from "../src/xmpp/stream-parser.ts";
+import type { SessionActor } from "./session-actor.ts";
+import type { SessionContext } from "./session-context.ts";
 
 /** Features the server advertises in disco#info (XEP-0030). */
-function serverFeatures(ctx: ShardContext): string[] {
+function serverFeatures(ctx: SessionContext): string[] {
   const features = [
     NS_DISCO_INFO,
     NS_DISCO_ITEMS,
@@ -50,7 +50,7 @@ function discoInfo(identity: { category: string; type: string; name?: string }, 
 }
 
 /** disco#info of the server (XEP-0030). */
-function serverInfo(ctx: ShardContext): Element {
+function serverInfo(ctx: SessionContext): Element {
   return discoInfo({ category: "server", type: "im", name: "Starling" }, serverFeatures(ctx));
 }
 
@@ -61,7 +61,7 @@ function accountInfo(): Element {
 
 /** iq addressed to the server's domain. */
 export async function handleServerIq(
-  ctx: ShardContext,
+  ctx: SessionContext,
   session: SessionActor,
   iq: Element,
 ): Promise<Element> {
@@ -97,7 +97,7 @@ export async function handleServerIq(
 
 /** XEP-0077 §3.3: an authenticated user changes its password. */
 async function handleRegistrationChange(
-  ctx: ShardContext,
+  ctx: SessionContext,
   session: SessionActor,
   iq: Element,
   query: Element,
@@ -128,7 +128,7 @@ async function handleRegistrationChange(
 
 /** iq with no 'to' or to the user's own bare JID (RFC 6120 §10.3.3). */
 export async function handleAccountIq(
-  ctx: ShardContext,
+  ctx: SessionContext,
   session: SessionActor,
   iq: Element,
 ): Promise<Element> {
@@ -169,7 +169,7 @@ function isSessionRequest(iq: Element, payload: Element): boolean {
 
 /** iq to another user's bare JID, answered by the server on that user's behalf. */
 export async function handleOtherUserIq(
-  ctx: ShardContext,
+  ctx: SessionContext,
   _session: SessionActor,
   iq: Element,
   target: BareJid,
@@ -190,7 +190,7 @@ export async function handleOtherUserIq(
   return errorReply(iq, "service-unavailable");
 }
 
-async function vcardResult(ctx: ShardContext, iq: Element, owner: BareJid): Promise<Element> {
+async function vcardResult(ctx: SessionContext, iq: Element, owner: BareJid): Promise<Element> {
   const stored = await ctx.store.getVCard(owner);
   // XEP-0054 §3.1: no vCard yet is an empty <vCard/>.
   return iqResult(
@@ -202,7 +202,7 @@ async function vcardResult(ctx: ShardContext, iq: Element, owner: BareJid): Prom
 
 /** XEP-0049: one child element per request, in a namespace of the client's choosing. */
 async function handlePrivate(
-  ctx: ShardContext,
+  ctx: SessionContext,
   owner: BareJid,
   iq: Element,
   query: Element,

@@ -11,7 +11,7 @@
  */
 import { type TransferHandler, transferHandlers } from "comlink";
 import nodeEndpoint from "comlink/dist/esm/node-adapter.mjs";
-import { type ErrorRecord, fromErrorRecord, toErrorRecord } from "../errors.ts";
+import { type ErrorRecord, fromErrorRecord, toErrorRecord } from "./errors.ts";
 
 export type { Endpoint, Remote } from "comlink";
 export { expose, proxy, releaseProxy, transfer, wrap } from "comlink";

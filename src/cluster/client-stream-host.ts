@@ -1,0 +1,181 @@
+/**
+ * What a worker gives its client streams (src/xmpp/stream-host.ts): accounts, the node-wide
+ * throttles, and sessions. Binding creates a SessionActor here and registers it with its user's
+ * actor wherever that lives; resumption finds a session anywhere in the cluster: the shard its
+ * id names, this node's workers, then every live shard, and a replica of a dead node's session.
+ */
+import { SessionActor } from "../../actors/session-actor.ts";
+import type { SessionSnapshot } from "../../actors/session-state.ts";
+import type { BindReply } from "../../actors/user-actor.ts";
+import { createAccountRecordAsync } from "../auth/scram.ts";
+import type { BareJid, FullJid } from "../xmpp/jid.ts";
+import type { ClientLink, ResumeOutcome, StreamHost } from "../xmpp/stream-host.ts";
+import type { ShardContext } from "./shard-context.ts";
+
+/** How long a `<resume/>` waits for the shard that holds the session. */
+const RESUME_TAKE_TIMEOUT_MS = 3_000;
+
+/**
+ * What a shard answers a resumption: the session (lent by `lender`, which waits for a
+ * `resume-done`; a replica taken over has none), only its handled count when it expired, or
+ * "pending" while the death of the node that held it is not known yet.
+ */
+export type ResumeTake =
+  | { snapshot: SessionSnapshot; lender?: { shard: number; sid: string } }
+  | { expired: number }
+  | { pending: true }
+  | undefined;
+
+/** The stream host of one worker. */
+export function clientStreamHost(ctx: ShardContext): StreamHost {
+  return {
+    config: ctx.config,
+    log: ctx.log,
+    counters: ctx.counters,
+    auth: ctx.auth,
+    loginThrottle: ctx.loginThrottle,
+    registrationThrottle: ctx.registrationThrottle,
+    async register(jid, password) {
+      return ctx.store.createAccount(await createAccountRecordAsync(jid, password));
+    },
+    bind: (full, link) => bind(ctx, full, link),
+    resume: (user, previd, h, link) => resume(ctx, user, previd, h, link),
+  };
+}
+
+async function bind(ctx: ShardContext, full: FullJid, link: ClientLink): Promise<SessionActor | undefined> {
+  // Registered before the UserActor hears of it, so nothing it sends right after binding is
+  // lost; held until the bind result has gone out, so nothing precedes it.
+  const session = new SessionActor(full, ctx, link, undefined, { hold: true });
+  ctx.sessions.set(session.sid, session);
+  const user = session.bare;
+  try {
+    const reply = await ctx.router.requestUser<BindReply>(
+      (reqId) => ({ kind: "bind", user, session: session.location(), reqId }),
+      ctx.config.cluster.requestTimeoutMs,
+    );
+    session.setBlocklist(reply.blocklist);
+    return session;
+  } catch (error) {
+    ctx.log.warn({ err: error, user }, "bind not answered; the client may retry");
+    ctx.sessions.delete(session.sid);
+    // The actor may still register the bind later: tell it this session never came to be.
+    ctx.router.toUser({ kind: "unbind", user, session: session.location(), directed: [] });
+    return undefined;
+  }
+}
+
+async function resume(
+  ctx: ShardContext,
+  user: BareJid,
+  previd: string,
+  h: number,
+  link: ClientLink,
+): Promise<ResumeOutcome> {
+  const home = Number.parseInt(previd.split(".")[0] ?? "", 10);
+  if (!Number.isInteger(home) || home < 0) return { failed: "unknown" };
+  let snapshot: SessionSnapshot | undefined;
+  let lender: { shard: number; sid: string } | undefined;
+  let expired: number | undefined;
+  // The id names the shard (of any node) that issued it; a session resumed before may live
+  // elsewhere now (the id survives resumptions), so this node's workers are asked next and
+  // then, at once, every other shard of the cluster (a rare path: after a drain, say).
+  const take = (shard: number) =>
+    takeFrom(ctx, shard, user, previd, h).catch((error: unknown) => {
+      // A shard of a node that died is expected after a crash (its replica answers instead).
+      if (ctx.router.isOnGoneNode(shard))
+        ctx.log.debug({ err: error, shard }, "resumption request to a dead node failed");
+      else ctx.log.warn({ err: error, shard }, "resumption request failed");
+      return undefined;
+    });
+  let pending = false;
+  const note = (found: ResumeTake) => {
+    if (found !== undefined && "snapshot" in found) {
+      if (snapshot === undefined) {
+        snapshot = found.snapshot;
+        lender = found.lender;
+      } else if (found.lender !== undefined) answerLender(ctx, found.lender, false);
+    } else if (found !== undefined && "expired" in found) expired = found.expired;
+    else if (found !== undefined) pending = true;
+  };
+  const search = async () => {
+    const asked = new Set<number>();
+    for (const shard of [home, ...ctx.localShards]) {
+      if (asked.has(shard)) continue;
+      asked.add(shard);
+      note(await take(shard));
+      if (snapshot !== undefined) return;
+    }
+    const others = ctx.router.liveShards().filter((shard) => !asked.has(shard));
+    // At most one holder has the session, and taking it is what the request does.
+    for (const found of await Promise.all(others.map(take))) note(found);
+  };
+  await search();
+  // A replica holds the session but its owner's death is not known yet (the client came back
+  // faster than the cluster decided, or than a crashed worker was restarted): ask again at the
+  // next owner table, or soon, until `requestTimeoutMs` has passed.
+  const deadline = Date.now() + ctx.config.cluster.requestTimeoutMs;
+  for (let stepMs = 200; snapshot === undefined && pending && Date.now() < deadline; stepMs *= 2) {
+    pending = false;
+    await ctx.router.nextTable(Math.min(stepMs, deadline - Date.now()));
+    await search();
+  }
+  if (snapshot === undefined) {
+    return expired === undefined ? { failed: "unknown" } : { failed: "expired", handled: expired };
+  }
+  const session = new SessionActor(snapshot.full, ctx, link, snapshot);
+  ctx.sessions.set(session.sid, session);
+  ctx.router.toUser({
+    kind: "relocate",
+    user: session.bare,
+    session: session.location(),
+    state: session.registration(),
+  });
+  // The lender keeps its copy (and its replicas) until ours hold the session.
+  const from = lender;
+  if (from !== undefined) session.whenReplicated(() => answerLender(ctx, from, true));
+  return { session };
+}
+
+/** Tells the shard that lent a session whether this resumption holds it (`ok`) or gave it back. */
+function answerLender(ctx: ShardContext, lender: { shard: number; sid: string }, ok: boolean): void {
+  ctx.router.send(lender.shard, { t: "worker", msg: { kind: "resume-done", sid: lender.sid, ok } });
+}
+
+function takeFrom(
+  ctx: ShardContext,
+  shard: number,
+  user: BareJid,
+  token: string,
+  h: number,
+): Promise<ResumeTake> {
+  // This shard too answers through its router, so a replica held here is considered as well.
+  return ctx.router.requestShard<ResumeTake>(
+    shard,
+    (reqId) => ({
+      t: "worker",
+      msg: { kind: "resume-take", token, h, toShard: ctx.index, reqId, user, gone: ctx.router.goneNodes() },
+    }),
+    // The holder may be a node that just died: answer the client soon, it will log in again.
+    RESUME_TAKE_TIMEOUT_MS,
+  );
+}
+
+/** Takes a resumable session held by this shard, for a `<resume/>` that arrived anywhere. */
+export function takeResumable(ctx: ShardContext, token: string, h: number, user: BareJid): ResumeTake {
+  const session = ctx.resumable.get(token);
+  if (session === undefined) {
+    // Lent to another resumption that has not confirmed yet: ask again shortly.
+    for (const lent of ctx.lent.values())
+      if (lent.token === token && lent.bare === user) return { pending: true };
+    const expired = ctx.expiredResumable.get(token);
+    // Only the session's own user learns anything of it.
+    return expired !== undefined && expired.user === user ? { expired: expired.handledIn } : undefined;
+  }
+  // The session must belong to the user who authenticated the new stream.
+  if (session.bare !== user) return undefined;
+  // A lender's copy waiting to learn whether its taker lives: ask again shortly.
+  if (session.standby) return { pending: true };
+  const snapshot = session.lendForResume(h);
+  return snapshot === undefined ? undefined : { snapshot, lender: { shard: ctx.index, sid: session.sid } };
+}

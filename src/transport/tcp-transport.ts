@@ -1,0 +1,166 @@
+/**
+ * A client stream over TCP (RFC 6120 §3), plain with STARTTLS or TLS from the first byte
+ * (XEP-0368): bytes in through a UTF-8 decoder and the stream parser (with its limits), elements
+ * out to the stream; output coalesced into one write per event-loop turn, with a bound on what a
+ * client that does not read may make us buffer.
+ */
+import type { Socket } from "node:net";
+import { StringDecoder } from "node:string_decoder";
+import { type SecureContext, TLSSocket } from "node:tls";
+import { escapeXML } from "@xmpp/xml";
+import type { Config } from "../config/defaults.ts";
+import type { Logger } from "../log.ts";
+import { NS_CLIENT, NS_STREAM } from "../xmpp/ns.ts";
+import { StreamParser } from "../xmpp/stream-parser.ts";
+import type { StreamEvents, StreamTransport } from "../xmpp/stream-transport.ts";
+
+/** How long a closed stream waits for the client to close its side before the socket is cut. */
+const CLOSE_GRACE_MS = 5_000;
+
+/** Options for {@link TcpTransport}. */
+export interface TcpTransportOptions {
+  /** XEP-0368: TLS from the first byte (the socket is a TLSSocket already). */
+  directTls: boolean;
+  /** For STARTTLS. */
+  tlsContext: SecureContext;
+  limits: Readonly<Config["limits"]>;
+  log: Logger;
+}
+
+/** One TCP connection's transport. */
+export class TcpTransport implements StreamTransport {
+  readonly remoteAddress: string;
+  readonly footer = "</stream:stream>";
+  readonly #raw: Socket;
+  #socket: Socket;
+  readonly #options: TcpTransportOptions;
+  #events: StreamEvents | undefined;
+  #parser: StreamParser | undefined;
+  #decoder = new StringDecoder("utf8");
+  #out: string[] = [];
+  #flushScheduled = false;
+  #secure: boolean;
+  #closed = false;
+
+  constructor(socket: Socket, options: TcpTransportOptions) {
+    this.#raw = socket;
+    this.#socket = socket;
+    this.#options = options;
+    this.#secure = options.directTls;
+    this.remoteAddress = socket.remoteAddress ?? "unknown";
+    socket.setNoDelay(true);
+  }
+
+  get secure(): boolean {
+    return this.#secure;
+  }
+
+  get canStartTls(): boolean {
+    return !this.#secure;
+  }
+
+  attach(events: StreamEvents): void {
+    this.#events = events;
+    this.#listen(this.#raw);
+    this.#raw.on("close", () => this.#onClosed());
+    this.restart();
+  }
+
+  header(from: string, id: string | undefined): string {
+    const idAttr = id === undefined ? "" : ` id="${id}"`;
+    return `<?xml version="1.0"?><stream:stream xmlns="${NS_CLIENT}" xmlns:stream="${NS_STREAM}"${idAttr} from="${escapeXML(from)}" version="1.0" xml:lang="en">`;
+  }
+
+  #listen(socket: Socket): void {
+    socket.on("data", (chunk: Buffer) => this.#onData(chunk));
+    socket.on("error", (error) => this.#options.log.debug({ err: error }, "socket error"));
+  }
+
+  restart(): void {
+    const events = this.#events!;
+    this.#decoder = new StringDecoder("utf8");
+    this.#parser = new StreamParser(
+      {
+        onStreamOpen: (attrs, name) => events.opened(attrs, name),
+        onStanza: (el) => events.element(el),
+        onStreamClose: () => events.closedByPeer(),
+      },
+      this.#options.limits,
+    );
+  }
+
+  #onData(chunk: Buffer): void {
+    const events = this.#events!;
+    events.active();
+    try {
+      this.#parser?.write(this.#decoder.write(chunk));
+    } catch (error) {
+      events.failed(error);
+    }
+  }
+
+  send(text: string): void {
+    if (this.#closed) return;
+    this.#out.push(text);
+    if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(() => this.flush());
+    }
+  }
+
+  flush(): void {
+    this.#flushScheduled = false;
+    if (this.#closed || this.#out.length === 0) return;
+    const data = this.#out.length === 1 ? this.#out[0]! : this.#out.join("");
+    this.#out = [];
+    this.#socket.write(data);
+    // A client that does not read must not make the server hold its output forever.
+    if (this.#socket.writableLength > this.#options.limits.maxOutboundBufferBytes) {
+      this.#options.log.warn(
+        { buffered: this.#socket.writableLength },
+        "client is not reading; disconnecting",
+      );
+      this.destroy();
+    }
+  }
+
+  startTls(): void {
+    // Nothing is parsed during the handshake; the client opens a new stream once it is secure.
+    this.#parser = undefined;
+    this.#raw.removeAllListeners("data");
+    const secure = new TLSSocket(this.#raw, { isServer: true, secureContext: this.#options.tlsContext });
+    this.#socket = secure;
+    this.#secure = true;
+    secure.on("secure", () => {
+      this.restart();
+      this.#events?.secured();
+    });
+    this.#listen(secure);
+    secure.on("close", () => this.#onClosed());
+  }
+
+  end(): void {
+    if (this.#closed) return;
+    this.#socket.end();
+    setTimeout(() => this.destroy(), CLOSE_GRACE_MS).unref();
+  }
+
+  destroy(): void {
+    this.#socket.destroy();
+    this.#raw.destroy();
+  }
+
+  pause(): void {
+    this.#socket.pause();
+  }
+
+  resume(): void {
+    this.#socket.resume();
+  }
+
+  #onClosed(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#events?.gone();
+  }
+}

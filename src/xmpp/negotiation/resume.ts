@@ -1,0 +1,56 @@
+/**
+ * XEP-0198 resumption (§5): `<resume previd h/>` instead of binding takes over a detached
+ * session, wherever in the cluster it (or its replica) is: StreamHost.resume finds it. When it
+ * cannot be resumed the client gets `<failed/>`, with `h` when the server knows how many of the
+ * client's stanzas it handled (XEP-0198 1.6), so that it re-sends only the others.
+ */
+import type { Element } from "@xmpp/xml";
+import { NS_SM } from "../ns.ts";
+import type { NegotiatingStream } from "./negotiating-stream.ts";
+
+const UNEXPECTED = `<failed xmlns="${NS_SM}"><unexpected-request xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`;
+
+/** `<enable/>` before binding: XEP-0198 §3 allows it only after. */
+export function onEnableBeforeBind(stream: NegotiatingStream): void {
+  stream.send(UNEXPECTED);
+}
+
+/** Answers `<resume/>`. */
+export async function onResume(stream: NegotiatingStream, el: Element): Promise<void> {
+  // One bind or resume per stream (XEP-0198 §5: resume instead of binding).
+  if (stream.binding) return stream.send(UNEXPECTED);
+  stream.binding = true;
+  const previd = el.attrs.previd ?? "";
+  const h = Number(el.attrs.h);
+  const outcome =
+    Number.isInteger(h) && h >= 0
+      ? await stream.host.resume(stream.jid!, previd, h, stream)
+      : ({ failed: "unknown" } as const);
+  if ("failed" in outcome) {
+    stream.binding = false;
+    // XEP-0198 §5: an unknown or expired session is <item-not-found/>.
+    let handled = "";
+    if (outcome.failed === "expired") {
+      handled = ` h="${outcome.handled}"`;
+      stream.log.info(
+        { user: stream.jid, handled: outcome.handled },
+        "resumption after its window; told the client what was handled",
+      );
+    } else {
+      // Its holder and every replica died with it (or the id was never this user's): nobody
+      // alive knows how many of the client's stanzas were handled, so `h` is left out.
+      stream.log.info({ user: stream.jid }, "resumption of a session no live node holds; failed without h");
+    }
+    return stream.send(
+      `<failed xmlns="${NS_SM}"${handled}><item-not-found xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`,
+    );
+  }
+  const { session } = outcome;
+  if (stream.closed) {
+    // The new socket died while the session moved: keep it resumable rather than lose it.
+    session.onLinkClosed(false);
+    return;
+  }
+  stream.attach(session);
+  session.resumeOn(previd);
+}

@@ -1,0 +1,103 @@
+/**
+ * SASL (RFC 6120 §6): `<auth/>`, challenges and responses, `<success/>` or `<failure/>`. The
+ * mechanisms are socket-free state machines (../sasl/); this step drives one, checks the
+ * node-wide throttle before an attempt and after a success, and counts failures.
+ */
+import type { Element } from "@xmpp/xml";
+import { escapeXML } from "@xmpp/xml";
+import { NS_SASL } from "../ns.ts";
+import {
+  createSaslMechanism,
+  SASL_MECHANISMS,
+  type SaslServerMechanism,
+  type SaslStep,
+} from "../sasl/mechanism.ts";
+import type { NegotiatingStream } from "./negotiating-stream.ts";
+
+/** The mechanisms feature (RFC 6120 §6.4.1). */
+export function saslFeature(): string {
+  return `<mechanisms xmlns="${NS_SASL}">${SASL_MECHANISMS.map((m) => `<mechanism>${m}</mechanism>`).join("")}</mechanisms>`;
+}
+
+/** One stream's SASL negotiation: the mechanism in progress, if any. */
+export class SaslNegotiation {
+  readonly #stream: NegotiatingStream;
+  #mechanism: SaslServerMechanism | undefined;
+
+  constructor(stream: NegotiatingStream) {
+    this.#stream = stream;
+  }
+
+  /** Handles one element of the SASL namespace. */
+  async handle(el: Element): Promise<void> {
+    const stream = this.#stream;
+    const { host } = stream;
+    if (!stream.secure && host.config.tls.requireBeforeAuth) return this.#failure("encryption-required");
+    if (el.name === "abort") {
+      this.#mechanism = undefined;
+      return this.#failure("aborted");
+    }
+    let step: SaslStep;
+    if (el.name === "auth") {
+      const throttled = await host.loginThrottle.check(stream.remoteAddress);
+      if (!throttled.allowed)
+        return this.#failure("temporary-auth-failure", "too many failed attempts; try later");
+      const mechanism = createSaslMechanism(el.attrs.mechanism ?? "", {
+        domain: host.config.domain,
+        auth: host.auth,
+      });
+      if (mechanism === undefined) return this.#failure("invalid-mechanism");
+      this.#mechanism = mechanism;
+      const text = el.text();
+      const initial = text === "" ? undefined : decodeBase64(text);
+      if (initial === null) return this.#failure("incorrect-encoding");
+      step = await mechanism.start(initial);
+    } else if (el.name === "response" && this.#mechanism !== undefined) {
+      const data = decodeBase64(el.text());
+      if (data === null) return this.#failure("incorrect-encoding");
+      step = await this.#mechanism.next(data ?? Buffer.alloc(0));
+    } else {
+      return this.#failure("malformed-request");
+    }
+    if (stream.closing) return;
+    switch (step.kind) {
+      case "challenge":
+        return stream.send(
+          `<challenge xmlns="${NS_SASL}">${step.data.toString("base64") || "="}</challenge>`,
+        );
+      case "failure": {
+        this.#mechanism = undefined;
+        host.counters.loginFailures++;
+        void Promise.resolve(host.loginThrottle.recordFailure(stream.remoteAddress, step.jid)).catch(
+          () => {},
+        );
+        return this.#failure(step.condition, step.text);
+      }
+      case "success": {
+        this.#mechanism = undefined;
+        const admitted = await host.loginThrottle.admit(stream.remoteAddress, step.jid);
+        if (!admitted.allowed)
+          return this.#failure("temporary-auth-failure", "too many failed attempts; try later");
+        host.counters.logins++;
+        const data = step.data === undefined ? "" : step.data.toString("base64");
+        stream.send(`<success xmlns="${NS_SASL}">${data}</success>`);
+        // RFC 6120 §6.4.6: the stream restarts after success.
+        stream.authenticated(step.jid);
+        return;
+      }
+    }
+  }
+
+  #failure(condition: string, text?: string): void {
+    const textXml = text === undefined ? "" : `<text xml:lang="en">${escapeXML(text)}</text>`;
+    this.#stream.send(`<failure xmlns="${NS_SASL}"><${condition}/>${textXml}</failure>`);
+  }
+}
+
+/** Decodes a SASL payload; "=" is an empty response (RFC 6120 §6.4.2). */
+function decodeBase64(text: string): Buffer | null {
+  const trimmed = text.trim();
+  if (trimmed === "=") return Buffer.alloc(0);
+  if (!/^[A-Za-z0-9+/]*={0,2}$/.test(trimmed) || trimmed.length % 4 !== 0) return null;
+  return Buffer.from(trimmed, "base64");
+}

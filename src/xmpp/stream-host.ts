@@ -1,0 +1,87 @@
+/**
+ * What a client stream needs from the server it runs in (accounts, throttles, sessions), and
+ * what it offers the session bound to it. The protocol layer defines these; the worker that hosts
+ * the streams implements them (src/cluster/client-stream-host.ts), so this folder imports
+ * nothing of the actors, the cluster or the store.
+ */
+import type { Element } from "@xmpp/xml";
+import type { AuthProvider } from "../auth/auth-provider.ts";
+import type { Config } from "../config/defaults.ts";
+import type { StreamErrorCondition } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { BareJid, FullJid } from "./jid.ts";
+
+/** The client's end of a stream, as the session bound to it sees it. */
+export interface ClientLink {
+  send(xmlText: string): void;
+  closeWithError(condition: StreamErrorCondition, text?: string): void;
+  /** Closes the stream without an error (`</stream:stream>`). */
+  close(): void;
+  /** Stops reading the socket (inbound flow control) until {@link resumeReading}. */
+  pauseReading(): void;
+  resumeReading(): void;
+  readonly remoteAddress: string;
+}
+
+/** The session a stream hands its stanzas to once bound or resumed. */
+export interface StreamSession {
+  readonly full: string;
+  /** One stanza or XEP-0198 element from the client. */
+  handle(el: Element): void;
+  /** The stream ended: cleanly (`</stream:stream>`) or not (the connection dropped). */
+  onLinkClosed(clean: boolean): void;
+}
+
+/** A session just bound: it holds what it would send until the bind result has gone out. */
+export interface BoundSession extends StreamSession {
+  /** Sends what it held; called once the bind result is written. */
+  release(): void;
+  /** The stream died while binding: the session ends at once. */
+  end(): void;
+}
+
+/** A session taken over by `<resume/>`. */
+export interface ResumedSession extends StreamSession {
+  /** Answers `<resumed/>` and re-sends what the client had not acknowledged (XEP-0198 §5). */
+  resumeOn(previd: string): void;
+}
+
+/** What a resumption found: the session, or why not (with the handled count when it is known). */
+export type ResumeOutcome =
+  | { session: ResumedSession }
+  | { failed: "expired"; handled: number }
+  | { failed: "unknown" };
+
+/** A node-wide login or registration throttle (src/auth/login-throttle.ts), possibly remote. */
+export interface ThrottleClient {
+  check(address: string, account?: BareJid): Promise<{ allowed: boolean }> | { allowed: boolean };
+  recordFailure(address: string, account?: BareJid): Promise<void> | void;
+  admit(address: string, account: BareJid): Promise<{ allowed: boolean }> | { allowed: boolean };
+}
+
+/** Counters the server reports. */
+export interface StreamCounters {
+  connections: number;
+  logins: number;
+  loginFailures: number;
+  stanzasIn: number;
+}
+
+/** What a client stream needs from the server. */
+export interface StreamHost {
+  readonly config: Readonly<Config>;
+  readonly log: Logger;
+  readonly counters: StreamCounters;
+  readonly auth: AuthProvider;
+  readonly loginThrottle: ThrottleClient;
+  readonly registrationThrottle: ThrottleClient;
+  /** XEP-0077: creates the account; false when it exists already. */
+  register(jid: BareJid, password: string): Promise<boolean>;
+  /**
+   * RFC 6120 §7: binds `full` to the stream behind `link`; undefined when the server cannot now
+   * (its partitions are moving): the client is told to retry.
+   */
+  bind(full: FullJid, link: ClientLink): Promise<BoundSession | undefined>;
+  /** XEP-0198 §5: takes over the session `previd` of `user`, which the client had acknowledged up to `h`. */
+  resume(user: BareJid, previd: string, h: number, link: ClientLink): Promise<ResumeOutcome>;
+}
