@@ -126,6 +126,8 @@ export async function startStarling(options: StartStarlingOptions): Promise<Star
     String(options.ports?.tls ?? 0),
     "--http-port",
     String(options.ports?.http ?? 0),
+    "--web-port",
+    "0",
     "--workers",
     String(options.workers),
     ...(options.allowRegistration === false ? [] : ["--allow-registration"]),

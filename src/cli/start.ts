@@ -31,6 +31,8 @@ Options:
   --c2s-port N           client port with STARTTLS (default: 5222; 0 = any free port)
   --tls-port N           client port with direct TLS (default: 5223; 0 = any free port)
   --http-port N          loopback admin HTTP port (default: 5280; 0 = any free port)
+  --web-port N           client web port with TLS: WebSocket, host-meta (default: 5443; 0 = any)
+  --web-plain-port N     the same without TLS, for a reverse proxy in front (default: off)
   --data DIR             data directory: store and generated certificate (default: ./data)
   --store URL            postgres:// URL of a shared PostgreSQL store (default: LevelDB in --data)
   --workers N            worker threads, 0 = one per core (default: 0)
@@ -51,6 +53,8 @@ const OPTIONS = {
   "c2s-port": { type: "string" },
   "tls-port": { type: "string" },
   "http-port": { type: "string" },
+  "web-port": { type: "string" },
+  "web-plain-port": { type: "string" },
   data: { type: "string" },
   store: { type: "string" },
   workers: { type: "string" },
@@ -80,6 +84,8 @@ export async function run(args: readonly string[], context: CommandContext): Pro
   set("ports.c2s", parsePortFlag("c2s-port", values["c2s-port"]));
   set("ports.tls", parsePortFlag("tls-port", values["tls-port"]));
   set("ports.http", parsePortFlag("http-port", values["http-port"]));
+  set("ports.web", parsePortFlag("web-port", values["web-port"]));
+  set("ports.webPlain", parsePortFlag("web-plain-port", values["web-plain-port"]));
   set("dataDir", stringFlag(values.data));
   set("store.url", stringFlag(values.store));
   set("workers", parseCountFlag("workers", values.workers));

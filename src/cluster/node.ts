@@ -14,11 +14,12 @@ import { ensureCertificate, peerTlsOf } from "../tls/certificate.ts";
 import { ClusterMember } from "./cluster-member.ts";
 import { MembershipStore } from "./membership/membership-store.ts";
 import { singleNodeTable } from "./ring.ts";
+import type { ClientPorts } from "./worker-main.ts";
 import { WorkerPool } from "./worker-pool.ts";
 
 /** A started node. */
 export interface RunningNode {
-  readonly ports: { c2s: number; tls: number; http: number };
+  readonly ports: ClientPorts & { http: number };
   readonly pool: WorkerPool;
   /** This node as a cluster member (absent for a single node). */
   readonly member: ClusterMember | undefined;
@@ -84,7 +85,7 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
     table,
     onRemoteBatch: (dest, bytes) => member?.sendBatch(dest, bytes),
   });
-  let ports: { c2s: number; tls: number };
+  let ports: ClientPorts;
   try {
     ports = await pool.start();
     await member?.activate(pool, ports.c2s);

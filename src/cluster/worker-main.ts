@@ -19,6 +19,7 @@ import type { Config } from "../config/defaults.ts";
 import { createLogger } from "../log.ts";
 import { connectStore } from "../storage/remote-store.ts";
 import { type C2sListeners, startC2sListeners } from "../transport/tcp-listener.ts";
+import { startWebListener, type WebListener } from "../transport/web-listener.ts";
 import { splitFullJid } from "../xmpp/jid.ts";
 import { ActorHost } from "./actor-host.ts";
 import { clientStreamHost, type ResumeTake, takeResumable } from "./client-stream-host.ts";
@@ -80,9 +81,17 @@ export interface WorkerStats {
   replicas: ReplicaStats;
 }
 
+/** The client-facing ports of a node (0: any free port; webPlain null: off). */
+export interface ClientPorts {
+  c2s: number;
+  tls: number;
+  web: number;
+  webPlain: number | null;
+}
+
 /** The control calls the supervisor makes (comlink). */
 export interface WorkerControl {
-  listen(ports: { c2s: number; tls: number }): Promise<{ c2s: number; tls: number }>;
+  listen(ports: ClientPorts): Promise<ClientPorts>;
   setPeerPort(shard: number, port: MessagePort): void;
   /** A newer owner table; `live` are the nodes serving now. Resolves when our outgoing handoffs are sent. */
   setTable(table: OwnerTable, live: LiveNode[]): Promise<void>;
@@ -209,6 +218,7 @@ const ctx: ShardContext = {
   version: init.version,
 };
 let listeners: C2sListeners | undefined;
+let web: WebListener | undefined;
 const replicaHost = new ReplicaHost(router, log);
 /** This worker's replicated sessions by token, with their live state (for re-seating). */
 const streams = new ReplicaStreams();
@@ -374,17 +384,22 @@ retry.unref();
 
 const control: WorkerControl = {
   async listen(ports) {
+    const host = clientStreamHost(ctx);
     listeners = await startC2sListeners(
+      { host, config: ctx.config, log, tlsCredentials: ctx.tlsCredentials, tlsContext: ctx.tlsContext },
+      ports,
+    );
+    web = await startWebListener(
       {
-        host: clientStreamHost(ctx),
+        host,
         config: ctx.config,
         log,
         tlsCredentials: ctx.tlsCredentials,
-        tlsContext: ctx.tlsContext,
+        connections: listeners.connections,
       },
       ports,
     );
-    return listeners.ports;
+    return { ...listeners.ports, ...web.ports };
   },
   setPeerPort(shard, port) {
     router.setPort(shard, port);
@@ -412,6 +427,7 @@ const control: WorkerControl = {
   },
   fence() {
     void listeners?.close();
+    void web?.close();
     for (const connection of listeners?.connections ?? []) {
       connection.closeWithError("system-shutdown", "this node was fenced; reconnect to the cluster");
     }
@@ -419,6 +435,7 @@ const control: WorkerControl = {
   drain(seeOtherHosts) {
     // Stop accepting; the close resolves only when every connection is gone, which stop() awaits.
     void listeners?.close();
+    void web?.close();
     // Spread over the members that stay, starting at this worker's index (the others start at theirs).
     let next = init.index;
     for (const connection of listeners?.connections ?? []) {
@@ -452,7 +469,7 @@ const control: WorkerControl = {
   },
   async stop() {
     // Stop accepting first; a net server's close callback waits for every connection to end.
-    const closed = listeners?.close();
+    const closed = Promise.all([listeners?.close(), web?.close()]);
     for (const connection of listeners?.connections ?? []) connection.shutdown();
     for (const session of ctx.resumable.values()) session.end();
     await closed;

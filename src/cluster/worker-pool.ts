@@ -13,7 +13,7 @@ import { exposeStore } from "../storage/remote-store.ts";
 import type { Store } from "../storage/store.ts";
 import type { LiveNode } from "./handoff.ts";
 import type { OwnerTable } from "./ring.ts";
-import type { WorkerControl, WorkerInit, WorkerStats } from "./worker-main.ts";
+import type { ClientPorts, WorkerControl, WorkerInit, WorkerStats } from "./worker-main.ts";
 
 /** How long a graceful stop waits for the actors' mailboxes to empty, per round. */
 const QUIESCE_TIMEOUT_MS = 5_000;
@@ -52,7 +52,7 @@ export interface WorkerPoolOptions {
 export class WorkerPool {
   readonly #options: WorkerPoolOptions;
   readonly #slots: WorkerSlot[] = [];
-  #ports = { c2s: 0, tls: 0 };
+  #ports: ClientPorts = { c2s: 0, tls: 0, web: 0, webPlain: null };
   #stopping = false;
   readonly #lastRestart: number[] = [];
   readonly #quickRestarts: number[] = [];
@@ -81,14 +81,15 @@ export class WorkerPool {
   }
 
   /** Starts every worker and its listeners; returns the ports actually bound. */
-  async start(): Promise<{ c2s: number; tls: number }> {
+  async start(): Promise<ClientPorts> {
     const { config, workers } = this.#options;
     for (let i = 0; i < workers; i++) this.#slots.push(this.#spawn(i));
     for (let i = 0; i < workers; i++) {
       for (let j = i + 1; j < workers; j++) await this.#connect(i, j);
     }
     // The first worker may bind port 0; the others then share the port it got.
-    this.#ports = await this.#slots[0]!.control.listen({ c2s: config.ports.c2s, tls: config.ports.tls });
+    const { c2s, tls, web, webPlain } = config.ports;
+    this.#ports = await this.#slots[0]!.control.listen({ c2s, tls, web, webPlain });
     for (let i = 1; i < workers; i++) await this.#slots[i]!.control.listen(this.#ports);
     for (const slot of this.#slots) slot.ready = true;
     return this.#ports;

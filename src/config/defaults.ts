@@ -15,8 +15,27 @@ export interface Config {
     c2s: number;
     /** Client connections with direct TLS (XEP-0368). */
     tls: number;
-    /** Admin HTTP API (loopback only) and, later, WebSocket. */
+    /** Admin HTTP API (loopback only). */
     http: number;
+    /**
+     * Client web listener with TLS (the node's certificate): XMPP over WebSocket (RFC 7395) at
+     * `/xmpp-websocket` and XEP-0156 host-meta.
+     */
+    web: number;
+    /**
+     * The same without TLS, for a reverse proxy in front that terminates TLS; null: off. Streams
+     * on it count as encrypted only when `host` is a loopback address (the proxy's side).
+     */
+    webPlain: number | null;
+  };
+  /** The client web listener. */
+  web: {
+    /**
+     * Origins (`https://example.org`) whose pages may open WebSocket streams here; empty: any.
+     * XMPP authenticates with SASL, not cookies, so a foreign page gains nothing it could not
+     * get by connecting directly; set this to keep other sites' pages off your server.
+     */
+    origins: string[];
   };
   /** Where the LevelDB store, the generated certificate and other state live. */
   dataDir: string;
@@ -154,7 +173,8 @@ export interface ClusterConfig {
 export const DEFAULT_CONFIG: Config = {
   domain: "localhost",
   host: "127.0.0.1",
-  ports: { c2s: 5222, tls: 5223, http: 5280 },
+  ports: { c2s: 5222, tls: 5223, http: 5280, web: 5443, webPlain: null },
+  web: { origins: [] },
   dataDir: "./data",
   store: { url: null },
   workers: 0,

@@ -25,6 +25,10 @@ const pathOrNull: Check = (v) =>
   v === null || (typeof v === "string" && v.length > 0) ? undefined : "must be a path or null";
 const stringList: Check = (v) =>
   Array.isArray(v) && v.every((x) => typeof x === "string") ? undefined : "must be a list of strings";
+const originList: Check = (v) =>
+  Array.isArray(v) && v.every((x) => typeof x === "string" && /^https?:\/\/[^/\s]+$/.test(x))
+    ? undefined
+    : 'must be a list of origins such as "https://example.org" (scheme and host, no path)';
 const oneOf =
   (...values: string[]): Check =>
   (v) =>
@@ -52,6 +56,9 @@ const SCHEMA: Record<string, Check> = {
   "ports.c2s": port,
   "ports.tls": port,
   "ports.http": port,
+  "ports.web": port,
+  "ports.webPlain": nullOr(port),
+  "web.origins": originList,
   dataDir: nonEmptyString,
   "store.url": (v) =>
     v === null || (typeof v === "string" && /^postgres(ql)?:\/\/./.test(v))
@@ -114,6 +121,7 @@ export const ENV_KEYS: Record<string, string> = {
   STARLING_C2S_PORT: "ports.c2s",
   STARLING_TLS_PORT: "ports.tls",
   STARLING_HTTP_PORT: "ports.http",
+  STARLING_WEB_PORT: "ports.web",
   STARLING_DATA: "dataDir",
   STARLING_STORE: "store.url",
   STARLING_WORKERS: "workers",

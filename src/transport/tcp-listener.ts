@@ -4,12 +4,13 @@
  * new connections over all cores with no gateway thread. Each connection becomes a
  * {@link TcpTransport} under an {@link XmppStream} served by the worker's stream host.
  */
-import { createServer, type Server, type Socket } from "node:net";
+import { createServer, type Socket } from "node:net";
 import { createServer as createTlsServer, type SecureContext, type TLSSocket } from "node:tls";
 import type { Config } from "../config/defaults.ts";
 import type { Logger } from "../log.ts";
 import type { StreamHost } from "../xmpp/stream-host.ts";
 import { XmppStream } from "../xmpp/xmpp-stream.ts";
+import { listenShared } from "./listen.ts";
 import { TcpTransport } from "./tcp-transport.ts";
 
 let nextConnectionId = 1;
@@ -34,17 +35,6 @@ export interface C2sListenerOptions {
   tlsContext: SecureContext;
 }
 
-function listen(server: Server, host: string, port: number): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once("error", reject);
-    server.listen({ host, port, reusePort: true, backlog: 4096 }, () => {
-      server.off("error", reject);
-      const address = server.address();
-      resolve(typeof address === "object" && address !== null ? address.port : port);
-    });
-  });
-}
-
 /** Starts the c2s listeners on `ports` (0 lets the OS choose, for the first worker). */
 export async function startC2sListeners(
   options: C2sListenerOptions,
@@ -67,8 +57,8 @@ export async function startC2sListeners(
   const plain = createServer({ noDelay: true }, (socket) => open(socket, false));
   const secure = createTlsServer({ ...options.tlsCredentials }, (socket: TLSSocket) => open(socket, true));
   secure.on("tlsClientError", (error) => log.debug({ err: error }, "TLS handshake failed"));
-  const c2s = await listen(plain, config.host, ports.c2s);
-  const tls = await listen(secure, config.host, ports.tls);
+  const c2s = await listenShared(plain, config.host, ports.c2s);
+  const tls = await listenShared(secure, config.host, ports.tls);
   return {
     ports: { c2s, tls },
     connections,

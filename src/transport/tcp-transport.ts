@@ -31,6 +31,7 @@ export interface TcpTransportOptions {
 export class TcpTransport implements StreamTransport {
   readonly remoteAddress: string;
   readonly footer = "</stream:stream>";
+  readonly canRedirect = true;
   readonly #raw: Socket;
   #socket: Socket;
   readonly #options: TcpTransportOptions;

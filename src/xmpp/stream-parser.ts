@@ -75,6 +75,14 @@ export class StreamParser {
     saxes.on("cdata", (text) => this.#text(text));
   }
 
+  /**
+   * Characters fed since the last top-level element (or the stream header) ended: a framing
+   * that carries whole elements (RFC 7395) checks that only whitespace is left over.
+   */
+  get sinceLastElement(): number {
+    return this.#written - this.#mark;
+  }
+
   /** Feeds a chunk; throws a StreamError on the first violation. */
   write(chunk: string): void {
     if (this.#closed) return;

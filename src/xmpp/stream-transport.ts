@@ -34,6 +34,11 @@ export interface StreamTransport {
   readonly secure: boolean;
   /** Whether STARTTLS (RFC 6120 §5) can upgrade this transport. */
   readonly canStartTls: boolean;
+  /**
+   * Whether `<see-other-host/>` (RFC 6120 §4.9.3.19, a host and port) can send the client
+   * elsewhere; a WebSocket client needs a URI instead (RFC 7395 §3.3.2).
+   */
+  readonly canRedirect: boolean;
   /** Starts delivering to `events`. */
   attach(events: StreamEvents): void;
   /** The stream header we send (RFC 6120 §4.7), with our stream id when we answer an open. */

@@ -288,7 +288,8 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
    */
   moveAway(seeOtherHost?: string): void {
     const text = "this node is leaving the cluster; reconnect (and resume) elsewhere";
-    if (seeOtherHost === undefined) return this.closeWithError("system-shutdown", text);
+    if (seeOtherHost === undefined || !this.#transport.canRedirect)
+      return this.closeWithError("system-shutdown", text);
     // RFC 6120 §4.9.3.19: the client reconnects there (and resumes its XEP-0198 session).
     this.#closeWithErrorXml(seeOtherHostXml(seeOtherHost, text));
   }

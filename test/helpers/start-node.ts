@@ -25,6 +25,9 @@ export interface NodePorts {
   c2s: number;
   tls: number;
   http: number;
+  /** The client web listener with TLS, and without (for ws:// from tests); absent for Prosody. */
+  web?: number;
+  webPlain?: number | null;
 }
 
 /** One log line of the node: the parsed JSON object, or `{ raw }` when it was not JSON. */
@@ -169,6 +172,10 @@ export async function startNode(t?: AfterHook, options: StartNodeOptions = {}): 
     "--tls-port",
     "0",
     "--http-port",
+    "0",
+    "--web-port",
+    "0",
+    "--web-plain-port",
     "0",
     "--workers",
     String(options.workers ?? 2),

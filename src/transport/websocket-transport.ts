@@ -1,0 +1,194 @@
+/**
+ * A client stream over WebSocket (RFC 7395): subprotocol `xmpp`, one complete XML element per
+ * text message, `<open/>` and `<close/>` in the framing namespace instead of the stream
+ * element's start and end tags.
+ *
+ * Input goes through the same stream parser as TCP (the same size, depth and restricted-XML
+ * rules), primed with a stream header so that each message is parsed as one element of a
+ * stream: `<open/>` becomes the stream's open (the header in its own clothes, §3.3.2),
+ * `<close/>` its close, anything else a stanza or negotiation element. A message that is not
+ * exactly one element is `<not-well-formed/>` (§3.3.3).
+ *
+ * Output: every element is its own message. Stanzas carry `xmlns="jabber:client"` and stream
+ * elements declare the `stream` prefix, since a message has no enclosing stream element
+ * (§3.3.3, §3.4).
+ */
+import { escapeXML } from "@xmpp/xml";
+import type WebSocket from "ws";
+import type { Config } from "../config/defaults.ts";
+import { StreamError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import { NS_CLIENT, NS_FRAMING, NS_STREAM } from "../xmpp/ns.ts";
+import { StreamParser } from "../xmpp/stream-parser.ts";
+import type { StreamEvents, StreamTransport } from "../xmpp/stream-transport.ts";
+
+/** The header the parser is primed with: a stream whose elements are the messages. */
+const PRIMER = `<stream:stream xmlns="${NS_CLIENT}" xmlns:stream="${NS_STREAM}">`;
+
+/** How long a closed stream waits before the WebSocket is closed (our `<close/>` leaves first). */
+const CLOSE_DELAY_MS = 100;
+
+/** Options for {@link WebSocketTransport}. */
+export interface WebSocketTransportOptions {
+  remoteAddress: string;
+  /** Encrypted: the listener has TLS, or is the loopback side of a proxy that has. */
+  secure: boolean;
+  limits: Readonly<Config["limits"]>;
+  log: Logger;
+}
+
+/** One WebSocket connection's transport. */
+export class WebSocketTransport implements StreamTransport {
+  readonly remoteAddress: string;
+  readonly secure: boolean;
+  readonly canStartTls = false;
+  /** Other nodes' WebSocket URIs are not known here: a leaving node's clients reconnect as configured. */
+  readonly canRedirect = false;
+  readonly footer = `<close xmlns="${NS_FRAMING}"/>`;
+  readonly #ws: WebSocket;
+  readonly #options: WebSocketTransportOptions;
+  #events: StreamEvents | undefined;
+  #parser: StreamParser | undefined;
+  /** Elements the message being parsed has produced so far. */
+  #elements = 0;
+  #closed = false;
+
+  constructor(ws: WebSocket, options: WebSocketTransportOptions) {
+    this.#ws = ws;
+    this.#options = options;
+    this.remoteAddress = options.remoteAddress;
+    this.secure = options.secure;
+  }
+
+  attach(events: StreamEvents): void {
+    this.#events = events;
+    this.#parser = new StreamParser(
+      {
+        onStreamOpen: () => {},
+        onStanza: (el) => {
+          this.#elements++;
+          if (el.attrs.xmlns !== NS_FRAMING) return events.element(el);
+          if (el.name === "open") {
+            // The stream's open, as RFC 6120 §4.7 would see it: the checks are the stream's.
+            const { xmlns: _framing, ...attrs } = el.attrs as Record<string, string>;
+            return events.opened({ ...attrs, xmlns: NS_CLIENT, "xmlns:stream": NS_STREAM }, "stream:stream");
+          }
+          if (el.name === "close") return events.closedByPeer();
+          events.failed(
+            new StreamError(
+              "XSRV_XML_NOT_WELL_FORMED",
+              "not-well-formed",
+              `<${el.name}/> is not a framing element`,
+            ),
+          );
+        },
+        onStreamClose: () => {},
+      },
+      this.#options.limits,
+    );
+    this.#parser.write(PRIMER);
+    this.#ws.on("message", (data, isBinary) => this.#onMessage(data, isBinary));
+    this.#ws.on("error", (error) => this.#options.log.debug({ err: error }, "websocket error"));
+    this.#ws.on("close", () => this.#onClosed());
+  }
+
+  #onMessage(data: WebSocket.RawData, isBinary: boolean): void {
+    const events = this.#events!;
+    events.active();
+    try {
+      // RFC 7395 §3.2: XMPP travels in text messages.
+      if (isBinary) throw new StreamError("XSRV_XML_NOT_WELL_FORMED", "not-well-formed", "a binary message");
+      this.#elements = 0;
+      const text = data.toString();
+      this.#parser!.write(text);
+      // §3.3.3: each message is exactly one complete element (whitespace alone is a keepalive).
+      const leftover = text.slice(Math.max(0, text.length - this.#parser!.sinceLastElement));
+      if (leftover.trim() !== "" || this.#elements > 1) {
+        throw new StreamError(
+          "XSRV_XML_NOT_WELL_FORMED",
+          "not-well-formed",
+          "a message must hold one complete element",
+        );
+      }
+    } catch (error) {
+      events.failed(error);
+    }
+  }
+
+  header(from: string, id: string | undefined): string {
+    const idAttr = id === undefined ? "" : ` id="${id}"`;
+    return `<open xmlns="${NS_FRAMING}"${idAttr} from="${escapeXML(from)}" version="1.0" xml:lang="en"/>`;
+  }
+
+  send(text: string): void {
+    if (this.#closed) return;
+    this.#ws.send(frameOutput(text));
+    // A client that does not read must not make the server hold its output forever.
+    if (this.#ws.bufferedAmount > this.#options.limits.maxOutboundBufferBytes) {
+      this.#options.log.warn({ buffered: this.#ws.bufferedAmount }, "client is not reading; disconnecting");
+      this.destroy();
+    }
+  }
+
+  /** Each element is sent as its own message already. */
+  flush(): void {}
+
+  /** Nothing to reset: every message is parsed as one element of the primed stream. */
+  restart(): void {}
+
+  startTls(): void {
+    throw new Error("STARTTLS is not offered over WebSocket");
+  }
+
+  end(): void {
+    if (this.#closed) return;
+    // RFC 7395 §3.6: after the stream's close, the server closes the WebSocket connection.
+    setTimeout(() => {
+      if (!this.#closed) this.#ws.close(1000);
+    }, CLOSE_DELAY_MS).unref();
+    setTimeout(() => this.destroy(), 5_000).unref();
+  }
+
+  destroy(): void {
+    this.#ws.terminate();
+  }
+
+  pause(): void {
+    this.#ws.pause();
+  }
+
+  resume(): void {
+    this.#ws.resume();
+  }
+
+  #onClosed(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#events?.gone();
+  }
+}
+
+/**
+ * One element as a message: a stanza without a namespace gets the client namespace, a stream
+ * element the `stream` prefix's declaration (what the enclosing stream element gives on TCP).
+ */
+export function frameOutput(text: string): string {
+  const match = /^<([A-Za-z:]+)([\s/>])/.exec(text);
+  if (match === null) return text;
+  const name = match[1]!;
+  const at = 1 + name.length;
+  if (name.startsWith("stream:")) {
+    if (text.slice(0, text.indexOf(">")).includes("xmlns:stream=")) return text;
+    return `${text.slice(0, at)} xmlns:stream="${NS_STREAM}"${text.slice(at)}`;
+  }
+  if ((name === "message" || name === "presence" || name === "iq") && !hasXmlns(text)) {
+    return `${text.slice(0, at)} xmlns="${NS_CLIENT}"${text.slice(at)}`;
+  }
+  return text;
+}
+
+/** Whether the first tag of `text` declares a default namespace. */
+function hasXmlns(text: string): boolean {
+  const end = text.indexOf(">");
+  return /\sxmlns=["']/.test(end < 0 ? text : text.slice(0, end));
+}

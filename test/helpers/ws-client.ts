@@ -1,0 +1,130 @@
+/**
+ * A raw XMPP-over-WebSocket client (RFC 7395) for the protocol edges: every text message is
+ * parsed on its own, as a browser client does (here with ltx, independent of the server's
+ * saxes-based parser), and kept with its raw text, so tests can check the framing itself.
+ */
+import { Buffer } from "node:buffer";
+import type { Element } from "@xmpp/xml";
+import Parser from "@xmpp/xml/lib/Parser.js";
+import WebSocket from "ws";
+import { DEFAULT_TIMEOUT_MS } from "./wait-for.ts";
+
+export const NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing";
+
+/** Parses one message as a standalone XML document. */
+export function parseMessage(text: string): Element {
+  const parser = new Parser();
+  let root: Element | undefined;
+  let failure: Error | undefined;
+  parser.on("element", (el: Element) => {
+    root = el;
+  });
+  parser.on("start", () => {});
+  parser.on("error", (error: Error) => {
+    failure = error;
+  });
+  // ltx emits top-level elements through "start"/"element" on a document root; wrap it.
+  parser.write(`<root>${text}</root>`);
+  if (failure !== undefined) throw failure;
+  if (root === undefined) throw new Error(`no element in ${JSON.stringify(text)}`);
+  return root;
+}
+
+/** One WebSocket connection with everything it received. */
+export class WsClient {
+  readonly ws: WebSocket;
+  /** Every text message, raw. */
+  readonly messages: string[] = [];
+  /** Every message parsed. */
+  readonly received: Element[] = [];
+  closeCode: number | undefined;
+  readonly #waiters = new Set<() => void>();
+
+  private constructor(ws: WebSocket) {
+    this.ws = ws;
+    ws.on("message", (data) => {
+      const text = Buffer.from(data as Buffer).toString("utf8");
+      this.messages.push(text);
+      this.received.push(parseMessage(text));
+      for (const wake of this.#waiters) wake();
+    });
+    ws.on("close", (code) => {
+      this.closeCode = code;
+      for (const wake of this.#waiters) wake();
+    });
+    ws.on("error", () => {});
+  }
+
+  /** Opens a connection with the `xmpp` subprotocol (or `protocols`). */
+  static async connect(
+    url: string,
+    options: { protocols?: string[]; origin?: string } = {},
+  ): Promise<WsClient> {
+    const ws = new WebSocket(url, options.protocols ?? ["xmpp"], {
+      rejectUnauthorized: false,
+      ...(options.origin === undefined ? {} : { origin: options.origin }),
+    });
+    await new Promise<void>((resolve, reject) => {
+      ws.once("open", () => resolve());
+      ws.once("error", reject);
+      ws.once("unexpected-response", (_request, response) =>
+        reject(new Error(`HTTP ${response.statusCode}`)),
+      );
+    });
+    return new WsClient(ws);
+  }
+
+  send(text: string): void {
+    this.ws.send(text);
+  }
+
+  /** Sends the framing `<open/>` for `domain`. */
+  open(domain: string): void {
+    this.send(`<open xmlns="${NS_FRAMING}" to="${domain}" version="1.0"/>`);
+  }
+
+  /** Resolves with the first received element (from index `from`) that matches. */
+  async waitFor(
+    predicate: (el: Element) => boolean,
+    what: string,
+    from = 0,
+    timeoutMs = DEFAULT_TIMEOUT_MS,
+  ): Promise<Element> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const found = this.received.slice(from).find(predicate);
+      if (found !== undefined) return found;
+      if (this.closeCode !== undefined)
+        throw new Error(
+          `connection closed (${this.closeCode}) before ${what}; got ${this.messages.join(" | ")}`,
+        );
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`timed out waiting for ${what}; got ${this.messages.join(" | ")}`);
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          this.#waiters.delete(wake);
+          clearTimeout(timer);
+          resolve();
+        };
+        const timer = setTimeout(wake, left);
+        this.#waiters.add(wake);
+      });
+    }
+  }
+
+  /** Resolves once the server closed the WebSocket connection. */
+  async closed(timeoutMs = DEFAULT_TIMEOUT_MS): Promise<number> {
+    if (this.closeCode !== undefined) return this.closeCode;
+    const [code] = (await Promise.race([
+      new Promise((resolve) => this.ws.once("close", (c) => resolve([c]))),
+      new Promise((_, reject) =>
+        setTimeout(() => reject(new Error("the server did not close the connection")), timeoutMs),
+      ),
+    ])) as [number];
+    return code;
+  }
+
+  terminate(): void {
+    this.ws.terminate();
+  }
+}
