@@ -154,6 +154,16 @@ export class StreamParser {
       return;
     }
     if (this.#stack.length === 0) {
+      // A whole stanza can arrive in one chunk (a large TCP read, a WebSocket message): the
+      // size is checked at its end too, not only between chunks.
+      if (this.#saxes.position - this.#mark > this.#limits.maxStanzaBytes) {
+        this.#pendingError = new StreamError(
+          "XSRV_STANZA_TOO_LARGE",
+          "policy-violation",
+          `stanza exceeds maxStanzaBytes (${this.#limits.maxStanzaBytes})`,
+        );
+        return;
+      }
       this.#mark = this.#saxes.position;
       this.#events.onStanza(element);
     }

@@ -24,9 +24,10 @@ import _streamManagement, { type StreamManagement } from "@xmpp/stream-managemen
 import _tcp from "@xmpp/tcp";
 import ConnectionTLS from "@xmpp/tls/lib/Connection.js";
 import TlsSocket from "@xmpp/tls/lib/Socket.js";
+import _websocket from "@xmpp/websocket";
 import type { Element } from "@xmpp/xml";
 import SASLFactory from "saslmechanisms";
-import { NS_TLS } from "./raw-client.ts";
+import { NS_TLS, suiteTransport } from "./raw-client.ts";
 import { ScramSha256Mechanism } from "./scram.ts";
 import type { AfterHook, StartedNode } from "./start-node.ts";
 import { DEFAULT_TIMEOUT_MS, waitForMatchingEvent, withTimeout } from "./wait-for.ts";
@@ -97,11 +98,14 @@ export async function connectClient(
 ): Promise<XmppClient> {
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const domain = node.domain;
-  const service = options.directTls
-    ? `xmpps://${node.host}:${node.ports.tls}`
-    : `xmpp://${node.host}:${node.ports.c2s}`;
+  const { websocket } = suiteTransport(node, options.directTls);
+  const service =
+    websocket ??
+    (options.directTls ? `xmpps://${node.host}:${node.ports.tls}` : `xmpp://${node.host}:${node.ports.c2s}`);
   const entity = new Client({ service, domain, timeout: timeoutMs });
   _tcp({ entity });
+  // XMPP over WebSocket (RFC 7395) with the runtime's WebSocket, as in a browser.
+  _websocket({ entity });
   entity.transports.push(selfSignedTlsTransport(domain));
 
   const middleware = _middleware({ entity });

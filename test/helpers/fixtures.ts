@@ -14,9 +14,11 @@ import {
   NS_CLIENT,
   NS_ROSTER,
   NS_SASL,
+  NS_TLS,
   RawClient,
   type RawConnectOptions,
   type RawLoginOptions,
+  suiteTransport,
 } from "./raw-client.ts";
 import { type AfterHook, type StartedNode, type StartNodeOptions, startNode } from "./start-node.ts";
 
@@ -101,6 +103,7 @@ export async function loginRaw(
     domain: node.domain,
     directTls: options.directTls ?? false,
     label: options.label ?? options.resource ?? user.username,
+    ...suiteTransport(node, options.directTls),
   } satisfies RawConnectOptions);
   t.after(() => client.destroy());
   client.autoReply.rosterPush = true;
@@ -128,10 +131,11 @@ export async function resumeRaw(
     port: node.ports.c2s,
     domain: node.domain,
     label: "resumed",
+    ...suiteTransport(node),
   });
   t.after(() => client.destroy());
-  await client.openStream();
-  await client.startTls();
+  const features = await client.openStream();
+  if (features.getChild("starttls", NS_TLS) !== undefined) await client.startTls();
   const outcome = await client.authScram("SCRAM-SHA-1", user.username, user.password);
   if (!outcome.is("success", NS_SASL)) throw new Error(`${user.jid}: login refused: ${outcome.toString()}`);
   await client.openStream();

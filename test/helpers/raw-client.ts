@@ -12,6 +12,7 @@ import Parser from "@xmpp/xml/lib/Parser.js";
 import { ScramClient, type ScramMechanism } from "./scram.ts";
 import type { StartedNode } from "./start-node.ts";
 import { DEFAULT_TIMEOUT_MS, WaitTimeoutError, withTimeout } from "./wait-for.ts";
+import { connectWebSocket, overWebSocket } from "./ws-bridge.ts";
 
 export const NS_CLIENT = "jabber:client";
 export const NS_STREAM = "http://etherx.jabber.org/streams";
@@ -35,6 +36,8 @@ export interface RawConnectOptions {
   domain?: string;
   /** Label used in failure messages, e.g. "alice". */
   label?: string;
+  /** XMPP over WebSocket at this URL (RFC 7395) instead of TCP; `port` and `directTls` are ignored. */
+  websocket?: string;
 }
 
 /** Options for {@link RawClient.login}. */
@@ -95,6 +98,15 @@ export function esc(text: string): string {
 export function bareJid(jid: string): string {
   const slash = jid.indexOf("/");
   return slash < 0 ? jid : jid.slice(0, slash);
+}
+
+/**
+ * The transport the suite runs over: TCP, or with `STARLING_TEST_TRANSPORT=websocket` the
+ * node's plain WebSocket listener for every connection that does not ask for direct TLS.
+ */
+export function suiteTransport(node: StartedNode, directTls?: boolean): { websocket?: string } {
+  if (!overWebSocket() || directTls === true || node.ports.webPlain == null) return {};
+  return { websocket: `ws://${node.host}:${node.ports.webPlain}/xmpp-websocket` };
 }
 
 let idCounter = 0;
@@ -169,7 +181,10 @@ export class RawClient {
     const host = options.host ?? "127.0.0.1";
     const domain = options.domain ?? "localhost";
     let socket: net.Socket;
-    if (options.directTls) {
+    if (options.websocket !== undefined) {
+      // The bridge is socket-like for everything this client does with a socket.
+      socket = (await connectWebSocket(options.websocket)) as unknown as net.Socket;
+    } else if (options.directTls) {
       // The node's certificate is self-signed; tests pin nothing here, the stream tests check it.
       socket = tls.connect({ port: options.port, host, servername: domain, rejectUnauthorized: false });
       await withTimeout(once(socket, "secureConnect"), `TLS handshake with ${host}:${options.port}`);
@@ -178,7 +193,9 @@ export class RawClient {
       await withTimeout(once(socket, "connect"), `TCP connect to ${host}:${options.port}`);
     }
     socket.setNoDelay(true);
-    return new RawClient(socket, domain, options.label ?? "client");
+    const client = new RawClient(socket, domain, options.label ?? "client");
+    client.#overWebSocket = options.websocket !== undefined;
+    return client;
   }
 
   /** Connects to a started node's STARTTLS port (or its direct TLS port). */
@@ -192,6 +209,7 @@ export class RawClient {
       domain: node.domain,
       directTls: options.directTls ?? false,
       label: options.label ?? "client",
+      ...suiteTransport(node, options.directTls),
     });
   }
 
@@ -200,10 +218,15 @@ export class RawClient {
     return this.#socket;
   }
 
-  /** True when the connection is TLS (direct or after STARTTLS). */
+  /**
+   * True when the connection is TLS (direct or after STARTTLS), or WebSocket through the node's
+   * loopback proxy port (the proxy's side of a TLS connection, as the server counts it).
+   */
   get secure(): boolean {
-    return this.#socket instanceof tls.TLSSocket;
+    return this.#overWebSocket || this.#socket instanceof tls.TLSSocket;
   }
+
+  #overWebSocket = false;
 
   /** Resolves when the socket has closed. */
   get whenClosed(): Promise<void> {
@@ -457,6 +480,13 @@ export class RawClient {
 
   /** Negotiates STARTTLS (RFC 6120 §5) and reopens the stream; resolves with the new features. */
   async startTls(): Promise<Element> {
+    if (this.#overWebSocket) {
+      // TLS is below the WebSocket (wss://, or the proxy in front): the stream goes on as if
+      // STARTTLS had been negotiated, with the features it has.
+      const features = this.received.findLast((el) => el.is("features", NS_STREAM));
+      if (features === undefined) throw new Error(`${this.label}: no stream features yet`);
+      return features;
+    }
     this.send(`<starttls xmlns='${NS_TLS}'/>`);
     const answer = await this.waitFor(
       (el) => el.getNS() === NS_TLS && (el.getName() === "proceed" || el.getName() === "failure"),
@@ -657,7 +687,8 @@ export class RawClient {
    * being awaited. Either way the server sees the transport end without `</stream:stream>`.
    */
   reset(): void {
-    if (this.#socket instanceof tls.TLSSocket) this.#socket.destroy();
+    if (this.#socket instanceof tls.TLSSocket || !(this.#socket instanceof net.Socket))
+      this.#socket.destroy();
     else this.#socket.resetAndDestroy();
   }
 }

@@ -114,6 +114,11 @@ declare module "@xmpp/tcp" {
   export default function tcp(args: { entity: Client }): void;
 }
 
+declare module "@xmpp/websocket" {
+  import type { Client } from "@xmpp/client-core";
+  export default function tcp(args: { entity: Client }): void;
+}
+
 declare module "@xmpp/tls/lib/Connection.js" {
   /** The direct-TLS transport class; its `socketParameters()` is what `tls.connect()` receives. */
   export default class ConnectionTLS {

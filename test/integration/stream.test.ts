@@ -22,6 +22,7 @@ import {
   type RawClient,
 } from "../helpers/raw-client.ts";
 import { readGeneratedCertificate, startNode } from "../helpers/start-node.ts";
+import { tcpOnly } from "../helpers/ws-bridge.ts";
 
 const getNode = useNode();
 
@@ -47,6 +48,7 @@ async function plainOutcome(client: RawClient, username: string, password: strin
 
 describe("stream negotiation", () => {
   test("c2s opens a stream with its own header and requires STARTTLS before anything else", async (t) => {
+    if (tcpOnly(t, "STARTTLS (RFC 7395 carries TLS below the WebSocket)")) return;
     const node = getNode();
     const client = await connectRaw(t, node);
     const features = await client.openStream();
@@ -67,6 +69,7 @@ describe("stream negotiation", () => {
   });
 
   test("c2s refuses SASL before TLS when TLS is required", async (t) => {
+    if (tcpOnly(t, "STARTTLS")) return;
     const node = getNode();
     const user = await newUser(node);
     const client = await connectRaw(t, node);
@@ -98,6 +101,7 @@ describe("stream negotiation", () => {
   });
 
   test("c2s negotiates STARTTLS, then SASL, then bind, with the right features at each stage", async (t) => {
+    if (tcpOnly(t, "STARTTLS")) return;
     const node = getNode();
     const user = await newUser(node);
     const client = await connectRaw(t, node);
@@ -131,6 +135,7 @@ describe("stream negotiation", () => {
   });
 
   test("with tls.requireBeforeAuth false, STARTTLS is optional and SASL works over plain TCP", async (t) => {
+    if (tcpOnly(t, "STARTTLS")) return;
     const node = await startNode(t, { config: { tls: { requireBeforeAuth: false } } });
     const user = await newUser(node);
     const client = await connectRaw(t, node);
@@ -163,6 +168,7 @@ describe("stream negotiation", () => {
   });
 
   test("the TLS certificate is the self-signed one generated in the data dir, for the domain", async (t) => {
+    if (tcpOnly(t, "the c2s TLS handshake")) return;
     const node = getNode();
     const pem =
       node.kind === "prosody"
@@ -440,6 +446,7 @@ describe("keepalive and close", () => {
   });
 
   test("a stream with the wrong content namespace gets <invalid-namespace/>", async (t) => {
+    if (tcpOnly(t, "the <stream:stream> element (WebSocket frames the stream with <open/>)")) return;
     const node = getNode();
     const client = await connectRaw(t, node);
     client.write(
@@ -450,6 +457,7 @@ describe("keepalive and close", () => {
   });
 
   test("a stream header in the wrong stream namespace gets <invalid-namespace/>", async (t) => {
+    if (tcpOnly(t, "the <stream:stream> element (WebSocket frames the stream with <open/>)")) return;
     const node = getNode();
     const client = await connectRaw(t, node);
     client.write(

@@ -104,6 +104,24 @@ describe("StreamParser", () => {
     assert.equal(error?.code, "XSRV_STANZA_TOO_LARGE");
   });
 
+  it("StreamParser refuses a stanza over maxStanzaBytes that arrives whole in one chunk", () => {
+    // A large TCP read or one WebSocket message: the check between chunks never sees it open.
+    const { parser, events } = collect({ maxStanzaBytes: 200, maxStanzaDepth: 5 });
+    parser.write(HEADER);
+    const error = violation(parser, `<message><body>${"x".repeat(500)}</body></message>`);
+    assert.equal(error.condition, "policy-violation");
+    assert.equal(events.stanzas.length, 0, "nothing of it is handed on");
+  });
+
+  it("StreamParser counts a stanza of many small children as a whole", () => {
+    // 100 children of 20 characters each: every element is small, the stanza is not.
+    const { parser, events } = collect({ maxStanzaBytes: 200, maxStanzaDepth: 5 });
+    parser.write(HEADER);
+    const error = violation(parser, `<message>${"<x>aaaaaaaaaaaaa</x>".repeat(100)}</message>`);
+    assert.equal(error.condition, "policy-violation");
+    assert.equal(events.stanzas.length, 0);
+  });
+
   it("StreamParser bounds text between stanzas", () => {
     const { parser } = collect({ maxStanzaBytes: 100, maxStanzaDepth: 5 });
     parser.write(HEADER);
