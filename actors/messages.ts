@@ -196,6 +196,11 @@ export type WorkerMessage =
    */
   | { kind: "resume-done"; sid: string; ok: boolean }
   /**
+   * A BOSH request (XEP-0124) for a session this worker holds, which reached another worker of
+   * the node; the answer (a `<body/>`) is the reply, up to the session's `wait` later.
+   */
+  | { kind: "bosh"; body: string; secure: boolean; remoteAddress: string; toShard: number; reqId: number }
+  /**
    * The partitions' previous owner (or, after a node died, a surviving shard) hands over what it
    * knows of them at `epoch`: actor snapshots from a previous owner, session registrations from
    * a survivor. `from` is the sending shard.

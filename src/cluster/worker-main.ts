@@ -18,6 +18,7 @@ import { expose, nodeEndpoint, type Remote, wrap } from "../comlink-setup.ts";
 import type { Config } from "../config/defaults.ts";
 import { createLogger } from "../log.ts";
 import { connectStore } from "../storage/remote-store.ts";
+import { terminateBody } from "../transport/bosh.ts";
 import { type C2sListeners, startC2sListeners } from "../transport/tcp-listener.ts";
 import { startWebListener, type WebListener } from "../transport/web-listener.ts";
 import { splitFullJid } from "../xmpp/jid.ts";
@@ -323,6 +324,15 @@ function dispatch(envelope: Envelope): void {
         else lent?.restore();
         return;
       }
+      if (msg.kind === "bosh") {
+        const { toShard, reqId } = msg;
+        const answered = web?.bosh.handle(msg.body, msg) ?? Promise.resolve(terminateBody("item-not-found"));
+        void answered.then(
+          (value) => router.reply(toShard, reqId, { ok: true, value }),
+          (error: unknown) => router.reply(toShard, reqId, { ok: false, error }),
+        );
+        return;
+      }
       router.reply(msg.toShard, msg.reqId, { ok: true, value: resumeTake(msg) });
       return;
     }
@@ -396,6 +406,17 @@ const control: WorkerControl = {
         log,
         tlsCredentials: ctx.tlsCredentials,
         connections: listeners.connections,
+        shard,
+        forwardBosh: (to, body, secure, remoteAddress) =>
+          router.requestShard<string>(
+            to,
+            (reqId) => ({
+              t: "worker",
+              msg: { kind: "bosh", body, secure, remoteAddress, toShard: shard, reqId },
+            }),
+            // The holder answers within the session's wait (at most 60 s).
+            75_000,
+          ),
       },
       ports,
     );

@@ -23,11 +23,15 @@ import type { Config } from "../config/defaults.ts";
 import type { Logger } from "../log.ts";
 import type { StreamHost } from "../xmpp/stream-host.ts";
 import { XmppStream } from "../xmpp/xmpp-stream.ts";
+import { BoshSessions, terminateBody } from "./bosh.ts";
 import { listenShared } from "./listen.ts";
 import { WebSocketTransport } from "./websocket-transport.ts";
 
 /** Where XMPP over WebSocket is served. */
 export const WEBSOCKET_PATH = "/xmpp-websocket";
+
+/** Where BOSH is served (XEP-0206). */
+export const BOSH_PATH = "/http-bind";
 
 /** Options for {@link startWebListener}. */
 export interface WebListenerOptions {
@@ -37,11 +41,20 @@ export interface WebListenerOptions {
   tlsCredentials: { cert: string; key: string };
   /** Streams are added here while open (the worker's fence, drain and stop reach them). */
   connections: Set<XmppStream>;
+  /** This worker's number: the BOSH sessions it holds have ids that start with it. */
+  shard: number;
+  /**
+   * Hands a BOSH request for a session another worker of the node holds to that worker;
+   * resolves with its answer (up to `wait` seconds later).
+   */
+  forwardBosh(shard: number, body: string, secure: boolean, remoteAddress: string): Promise<string>;
 }
 
 /** The web listeners of one worker. */
 export interface WebListener {
   readonly ports: { web: number; webPlain: number | null };
+  /** The BOSH sessions this worker holds (requests forwarded by other workers go here too). */
+  readonly bosh: BoshSessions;
   close(): Promise<void>;
 }
 
@@ -101,16 +114,78 @@ export async function startWebListener(
     });
   };
 
+  const bosh = new BoshSessions({
+    host: options.host,
+    config,
+    log,
+    shard: options.shard,
+    connections: options.connections,
+  });
+  const maxBoshBytes = config.limits.maxStanzaBytes * 2 + 8192;
+
+  /** XEP-0124 §6 over HTTP: POST bodies, CORS for the configured origins (§20.1 of the spec's notes). */
+  const answerBosh = (request: IncomingMessage, response: ServerResponse, secure: boolean) => {
+    const origin = request.headers.origin;
+    const cors: Record<string, string> =
+      origin !== undefined && config.web.origins.includes(origin)
+        ? { "access-control-allow-origin": origin, vary: "Origin" }
+        : {};
+    if (request.method === "OPTIONS") {
+      response.writeHead(204, {
+        ...cors,
+        "access-control-allow-methods": "POST, OPTIONS",
+        "access-control-allow-headers": "Content-Type",
+        "access-control-max-age": "86400",
+      });
+      return response.end();
+    }
+    if (request.method !== "POST") {
+      return reply(
+        response,
+        405,
+        "application/json",
+        JSON.stringify({ error: "method-not-allowed", message: "BOSH takes POST" }),
+        cors,
+      );
+    }
+    const chunks: Buffer[] = [];
+    let size = 0;
+    request.on("data", (chunk: Buffer) => {
+      size += chunk.length;
+      if (size <= maxBoshBytes) chunks.push(chunk);
+    });
+    request.on("end", () => {
+      const xmlReply = (body: string) => reply(response, 200, "text/xml; charset=utf-8", body, cors);
+      if (size > maxBoshBytes) return xmlReply(terminateBody("policy-violation"));
+      const text = Buffer.concat(chunks).toString("utf8");
+      const remoteAddress = request.socket.remoteAddress ?? "unknown";
+      const connectionSecure = secure || isLoopback(config.host);
+      const sid = /\ssid=["']([^"']+)["']/.exec(text)?.[1];
+      const shard = sid === undefined ? options.shard : BoshSessions.shardOf(sid);
+      if (shard === undefined) return xmlReply(terminateBody("item-not-found"));
+      const answered =
+        shard === options.shard
+          ? bosh.handle(text, { secure: connectionSecure, remoteAddress })
+          : options.forwardBosh(shard, text, connectionSecure, remoteAddress);
+      answered.then(xmlReply, (error: unknown) => {
+        log.warn({ err: error, shard }, "BOSH request failed");
+        xmlReply(terminateBody("item-not-found"));
+      });
+    });
+  };
+
   const answer = (request: IncomingMessage, response: ServerResponse, secure: boolean) => {
     const path = pathOf(request);
+    if (path === BOSH_PATH) return answerBosh(request, response, secure);
     const host = request.headers.host ?? `${config.host}`;
     const wsUrl = `${secure ? "wss" : "ws"}://${host}${WEBSOCKET_PATH}`;
+    const boshUrl = `${secure ? "https" : "http"}://${host}${BOSH_PATH}`;
     if (request.method === "GET" && path === "/.well-known/host-meta") {
       return reply(
         response,
         200,
         "application/xrd+xml",
-        `<?xml version="1.0" encoding="UTF-8"?>\n<XRD xmlns="http://docs.oasis-open.org/ns/xri/xrd-1.0">\n  <Link rel="urn:xmpp:alt-connections:websocket" href="${escapeXML(wsUrl)}"/>\n</XRD>\n`,
+        `<?xml version="1.0" encoding="UTF-8"?>\n<XRD xmlns="http://docs.oasis-open.org/ns/xri/xrd-1.0">\n  <Link rel="urn:xmpp:alt-connections:websocket" href="${escapeXML(wsUrl)}"/>\n  <Link rel="urn:xmpp:alt-connections:xbosh" href="${escapeXML(boshUrl)}"/>\n</XRD>\n`,
       );
     }
     if (request.method === "GET" && path === "/.well-known/host-meta.json") {
@@ -118,7 +193,12 @@ export async function startWebListener(
         response,
         200,
         "application/json",
-        JSON.stringify({ links: [{ rel: "urn:xmpp:alt-connections:websocket", href: wsUrl }] }),
+        JSON.stringify({
+          links: [
+            { rel: "urn:xmpp:alt-connections:websocket", href: wsUrl },
+            { rel: "urn:xmpp:alt-connections:xbosh", href: boshUrl },
+          ],
+        }),
       );
     }
     reply(
@@ -138,6 +218,7 @@ export async function startWebListener(
   }
   return {
     ports: { web, webPlain },
+    bosh,
     async close() {
       await Promise.all(
         servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))),
@@ -152,12 +233,17 @@ function pathOf(request: IncomingMessage): string {
   return query < 0 ? url : url.slice(0, query);
 }
 
-function reply(response: ServerResponse, status: number, type: string, body: string): void {
-  response.writeHead(status, {
-    "content-type": type,
-    "content-length": Buffer.byteLength(body),
-    // XEP-0156 §3.3: host-meta is public; a web client on another origin must be able to read it.
-    "access-control-allow-origin": "*",
-  });
+/**
+ * Writes a whole answer. Without `headers`, readable from any origin: XEP-0156 §3.3 host-meta is
+ * public, and a web client on another origin must be able to read it.
+ */
+function reply(
+  response: ServerResponse,
+  status: number,
+  type: string,
+  body: string,
+  headers: Record<string, string> = { "access-control-allow-origin": "*" },
+): void {
+  response.writeHead(status, { "content-type": type, "content-length": Buffer.byteLength(body), ...headers });
   response.end(body);
 }

@@ -21,6 +21,7 @@ import type { Logger } from "../log.ts";
 import { NS_CLIENT, NS_FRAMING, NS_STREAM } from "../xmpp/ns.ts";
 import { StreamParser } from "../xmpp/stream-parser.ts";
 import type { StreamEvents, StreamTransport } from "../xmpp/stream-transport.ts";
+import { standaloneElement } from "./standalone-element.ts";
 
 /** The header the parser is primed with: a stream whose elements are the messages. */
 const PRIMER = `<stream:stream xmlns="${NS_CLIENT}" xmlns:stream="${NS_STREAM}">`;
@@ -122,7 +123,7 @@ export class WebSocketTransport implements StreamTransport {
 
   send(text: string): void {
     if (this.#closed) return;
-    this.#ws.send(frameOutput(text));
+    this.#ws.send(standaloneElement(text));
     // A client that does not read must not make the server hold its output forever.
     if (this.#ws.bufferedAmount > this.#options.limits.maxOutboundBufferBytes) {
       this.#options.log.warn({ buffered: this.#ws.bufferedAmount }, "client is not reading; disconnecting");
@@ -166,29 +167,4 @@ export class WebSocketTransport implements StreamTransport {
     this.#closed = true;
     this.#events?.gone();
   }
-}
-
-/**
- * One element as a message: a stanza without a namespace gets the client namespace, a stream
- * element the `stream` prefix's declaration (what the enclosing stream element gives on TCP).
- */
-export function frameOutput(text: string): string {
-  const match = /^<([A-Za-z:]+)([\s/>])/.exec(text);
-  if (match === null) return text;
-  const name = match[1]!;
-  const at = 1 + name.length;
-  if (name.startsWith("stream:")) {
-    if (text.slice(0, text.indexOf(">")).includes("xmlns:stream=")) return text;
-    return `${text.slice(0, at)} xmlns:stream="${NS_STREAM}"${text.slice(at)}`;
-  }
-  if ((name === "message" || name === "presence" || name === "iq") && !hasXmlns(text)) {
-    return `${text.slice(0, at)} xmlns="${NS_CLIENT}"${text.slice(at)}`;
-  }
-  return text;
-}
-
-/** Whether the first tag of `text` declares a default namespace. */
-function hasXmlns(text: string): boolean {
-  const end = text.indexOf(">");
-  return /\sxmlns=["']/.test(end < 0 ? text : text.slice(0, end));
 }

@@ -1,0 +1,254 @@
+/**
+ * BOSH (XEP-0124, XEP-0206) on a real node: session creation with the stream features, SASL and
+ * the stream restart, binding, a held request answered by a message from a TCP client, rid
+ * retransmission and window, terminate, unknown sessions, requests that land on another worker
+ * of the node (every request on a new connection), and CORS for the configured origins. Raw
+ * HTTP through node:http; the other side is xmpp.js over TCP.
+ */
+import assert from "node:assert/strict";
+import http from "node:http";
+import { describe, it } from "node:test";
+import { type Element, xml } from "@xmpp/xml";
+import { connectClient } from "../helpers/client.ts";
+import { newUser, newUsers, type TestUser, useNode } from "../helpers/fixtures.ts";
+import { startNode } from "../helpers/start-node.ts";
+import { parseMessage } from "../helpers/ws-client.ts";
+
+const NS_HTTPBIND = "http://jabber.org/protocol/httpbind";
+const NS_STREAM = "http://etherx.jabber.org/streams";
+const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
+const NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind";
+
+/** POSTs `body` on a new connection (so consecutive requests may reach different workers). */
+function post(
+  port: number,
+  body: string,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string }> {
+  return new Promise((resolve, reject) => {
+    const request = http.request(
+      {
+        host: "127.0.0.1",
+        port,
+        path: "/http-bind",
+        method: "POST",
+        agent: false,
+        headers: { "content-type": "text/xml; charset=utf-8", ...headers },
+      },
+      (response) => {
+        const chunks: Buffer[] = [];
+        response.on("data", (c: Buffer) => chunks.push(c));
+        response.on("end", () =>
+          resolve({
+            status: response.statusCode ?? 0,
+            headers: response.headers,
+            text: Buffer.concat(chunks).toString("utf8"),
+          }),
+        );
+      },
+    );
+    request.on("error", reject);
+    request.end(body);
+  });
+}
+
+/** A BOSH session driven by hand. */
+class BoshClient {
+  rid = 1000 + Math.floor(Math.random() * 1000);
+  sid = "";
+  readonly port: number;
+  constructor(port: number) {
+    this.port = port;
+  }
+
+  /** Sends the next request with `payload` and `attrs`; resolves with the parsed answer. */
+  async send(payload = "", attrs = ""): Promise<Element> {
+    this.rid++;
+    const answer = await post(
+      this.port,
+      `<body rid="${this.rid}" sid="${this.sid}" xmlns="${NS_HTTPBIND}"${attrs}>${payload}</body>`,
+    );
+    assert.equal(answer.status, 200, answer.text);
+    return parseMessage(answer.text);
+  }
+
+  async create(domain: string, wait = 10): Promise<Element> {
+    const answer = await post(
+      this.port,
+      `<body content="text/xml; charset=utf-8" hold="1" rid="${this.rid}" to="${domain}" ver="1.6" wait="${wait}" xml:lang="en" xmpp:version="1.0" xmlns="${NS_HTTPBIND}" xmlns:xmpp="urn:xmpp:xbosh"/>`,
+    );
+    const body = parseMessage(answer.text);
+    this.sid = body.attrs.sid ?? "";
+    return body;
+  }
+
+  /** Logs in with PLAIN, restarts and binds; resolves with the full JID. */
+  async login(domain: string, user: TestUser): Promise<string> {
+    await this.create(domain);
+    const auth = Buffer.from(`\0${user.username}\0${user.password}`).toString("base64");
+    const success = await this.send(`<auth xmlns="${NS_SASL}" mechanism="PLAIN">${auth}</auth>`);
+    assert.ok(success.getChild("success", NS_SASL), success.toString());
+    const restarted = await this.send("", ` xmpp:restart="true" xmlns:xmpp="urn:xmpp:xbosh" to="${domain}"`);
+    assert.ok(restarted.getChild("features")?.getChild("bind", NS_BIND), restarted.toString());
+    const bound = await this.send(
+      `<iq xmlns="jabber:client" type="set" id="b1"><bind xmlns="${NS_BIND}"/></iq>`,
+    );
+    const jid = bound.getChild("iq")?.getChild("bind")?.getChildText("jid");
+    assert.ok(jid, bound.toString());
+    return jid;
+  }
+}
+
+describe("BOSH (XEP-0124, XEP-0206)", () => {
+  const node = useNode();
+  const port = () => node().ports.webPlain!;
+
+  it("the creation answer carries the session's parameters and the stream features", async () => {
+    const client = new BoshClient(port());
+    const body = await client.create(node().domain);
+    assert.match(body.attrs.sid ?? "", /^\d+\.[0-9a-f]+$/);
+    assert.equal(body.attrs.wait, "10");
+    assert.equal(body.attrs.hold, "1");
+    assert.equal(body.attrs.requests, "2");
+    assert.equal(body.attrs.ver, "1.6");
+    assert.equal(body.attrs["xmpp:version"], "1.0");
+    assert.equal(body.attrs.from, node().domain);
+    assert.ok((body.attrs.authid ?? "").length > 0, "the stream id");
+    const features = body.getChild("features", NS_STREAM) ?? body.getChild("stream:features");
+    assert.ok(features?.getChild("mechanisms", NS_SASL), body.toString());
+  });
+
+  it("logs in, binds, and a held request is answered by a TCP client's message; it chats back", async (t) => {
+    const [web, tcp] = await newUsers(node(), 2, "bosh");
+    const client = new BoshClient(port());
+    const full = await client.login(node().domain, web!);
+    const other = await connectClient(node(), { username: tcp!.username, password: tcp!.password }, t);
+
+    const held = client.send(); // nothing to say: the server holds it until there is something
+    await other.send(xml("message", { to: full, type: "chat", id: "t1" }, xml("body", {}, "to the page")));
+    const answer = await held;
+    const message = answer.getChild("message");
+    assert.equal(message?.getChildText("body"), "to the page", answer.toString());
+    assert.equal(message?.attrs.xmlns, "jabber:client", "a stanza names its namespace");
+
+    await client.send(
+      `<message xmlns="jabber:client" to="${other.jid}" type="chat" id="w1"><body>from the page</body></message>`,
+    );
+    const got = await other.waitForStanza(
+      (el) => el.is("message") && el.getChildText("body") === "from the page",
+    );
+    assert.equal(got.attrs.from, full);
+  });
+
+  it("a request with nothing to answer is answered empty after wait", async () => {
+    const client = new BoshClient(port());
+    await client.create(node().domain, 1);
+    const started = Date.now();
+    const empty = await client.send();
+    assert.equal(empty.children.length, 0, empty.toString());
+    assert.ok(Date.now() - started >= 900, "held for wait");
+  });
+
+  it("a retransmitted rid gets the same answer; one too far ahead ends the session", async () => {
+    const client = new BoshClient(port());
+    const created = await client.create(node().domain);
+    const again = await post(
+      port(),
+      `<body rid="${client.rid}" sid="${client.sid}" xmlns="${NS_HTTPBIND}"/>`,
+    );
+    assert.equal(parseMessage(again.text).toString(), created.toString(), "the same answer again");
+    const far = await post(
+      port(),
+      `<body rid="${client.rid + 10}" sid="${client.sid}" xmlns="${NS_HTTPBIND}"/>`,
+    );
+    const ended = parseMessage(far.text);
+    assert.equal(ended.attrs.type, "terminate");
+    assert.equal(ended.attrs.condition, "item-not-found");
+  });
+
+  it("an unknown session and a malformed body get terminate answers", async () => {
+    const unknown = parseMessage(
+      (await post(port(), `<body rid="1" sid="0.nope" xmlns="${NS_HTTPBIND}"/>`)).text,
+    );
+    assert.equal(unknown.attrs.condition, "item-not-found");
+    const malformed = parseMessage((await post(port(), "<body rid='1' xmlns='wrong'/>")).text);
+    assert.equal(malformed.attrs.condition, "bad-request");
+  });
+
+  it("terminate closes the stream: the contact sees the user go offline", async (t) => {
+    const [web, tcp] = await newUsers(node(), 2, "bosht");
+    const client = new BoshClient(port());
+    await client.login(node().domain, web!);
+    await client.send(`<presence xmlns="jabber:client"/>`);
+    const other = await connectClient(node(), { username: tcp!.username, password: tcp!.password }, t);
+    void other;
+    const ended = await client.send(
+      `<presence xmlns="jabber:client" type="unavailable"/>`,
+      ` type="terminate"`,
+    );
+    assert.equal(ended.attrs.type, "terminate", ended.toString());
+    const after = parseMessage(
+      (await post(port(), `<body rid="${client.rid + 1}" sid="${client.sid}" xmlns="${NS_HTTPBIND}"/>`)).text,
+    );
+    assert.equal(after.attrs.condition, "item-not-found", "the session is gone");
+  });
+
+  it("requests that reach another worker of the node are handed to the one holding the session", async (t) => {
+    // Every request is on a new connection, so SO_REUSEPORT spreads them over both workers.
+    const [web, tcp] = await newUsers(node(), 2, "boshw");
+    const client = new BoshClient(port());
+    const full = await client.login(node().domain, web!);
+    const other = await connectClient(node(), { username: tcp!.username, password: tcp!.password }, t);
+    for (let i = 0; i < 8; i++) {
+      const held = client.send();
+      await other.send(xml("message", { to: full, type: "chat", id: `x${i}` }, xml("body", {}, `n${i}`)));
+      const answer = await held;
+      assert.equal(answer.getChild("message")?.getChildText("body"), `n${i}`, answer.toString());
+    }
+  });
+
+  it("XEP-0156: host-meta names the BOSH endpoint too", async () => {
+    const json = (await (await fetch(`http://127.0.0.1:${port()}/.well-known/host-meta.json`)).json()) as {
+      links: { rel: string; href: string }[];
+    };
+    assert.ok(
+      json.links.some(
+        (l) =>
+          l.rel === "urn:xmpp:alt-connections:xbosh" && l.href === `http://127.0.0.1:${port()}/http-bind`,
+      ),
+      JSON.stringify(json),
+    );
+  });
+});
+
+describe("BOSH CORS (web.origins)", () => {
+  it("a configured origin may call it from a page; another origin gets no CORS headers", async (t) => {
+    const node = await startNode(t, { config: { web: { origins: ["https://chat.example.org"] } } });
+    const allowed = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      const request = http.request(
+        {
+          host: "127.0.0.1",
+          port: node.ports.webPlain!,
+          path: "/http-bind",
+          method: "OPTIONS",
+          agent: false,
+          headers: { origin: "https://chat.example.org", "access-control-request-method": "POST" },
+        },
+        resolve,
+      );
+      request.on("error", reject);
+      request.end();
+    });
+    assert.equal(allowed.statusCode, 204);
+    assert.equal(allowed.headers["access-control-allow-origin"], "https://chat.example.org");
+    assert.match(String(allowed.headers["access-control-allow-methods"]), /POST/);
+    const user = await newUser(node, "cors");
+    void user;
+    const foreign = await post(
+      node.ports.webPlain!,
+      `<body rid="1" to="${node.domain}" wait="1" hold="1" xmlns="${NS_HTTPBIND}"/>`,
+      { origin: "https://evil.example.com" },
+    );
+    assert.equal(foreign.headers["access-control-allow-origin"], undefined);
+  });
+});
