@@ -75,6 +75,17 @@ export class ActorHost {
     return this.#actors.size;
   }
 
+  /** Messages waiting in every mailbox now, and the longest single mailbox. */
+  mailboxes(): { queued: number; deepest: number } {
+    let queued = 0;
+    let deepest = 0;
+    for (const hosted of this.#actors.values()) {
+      queued += hosted.queue.length;
+      if (hosted.queue.length > deepest) deepest = hosted.queue.length;
+    }
+    return { queued, deepest };
+  }
+
   /** Keys of the actors held now. */
   keys(): IterableIterator<ActorKey> {
     return this.#actors.keys();

@@ -13,6 +13,7 @@ import { createStore } from "../storage/open-store.ts";
 import { ensureCertificate, peerTlsOf } from "../tls/certificate.ts";
 import { ClusterMember } from "./cluster-member.ts";
 import { MembershipStore } from "./membership/membership-store.ts";
+import { nodeMetrics } from "./node-metrics.ts";
 import { singleNodeTable } from "./ring.ts";
 import type { ClientPorts } from "./worker-main.ts";
 import { WorkerPool } from "./worker-pool.ts";
@@ -116,6 +117,8 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
       memory: process.memoryUsage(),
     };
   };
+  let stopping: Promise<void> | undefined;
+  let onLeft: (() => void) | undefined;
   const admin = await startAdminServer({
     host: "127.0.0.1",
     port: config.ports.http,
@@ -124,6 +127,18 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
     log,
     status,
     restartWorker: (index) => pool.killWorker(index),
+    metrics: async () =>
+      nodeMetrics({
+        workers: await pool.stats(),
+        workerRestarts: pool.restarts,
+        rssBytes: process.memoryUsage.rss(),
+        ...(member === undefined ? {} : { cluster: member.status() }),
+      }),
+    // A cluster member serves while up (joining, leaving or fenced, clients belong elsewhere).
+    health: () =>
+      member === undefined
+        ? { serving: stopping === undefined, state: stopping === undefined ? "up" : "stopping" }
+        : { serving: member.state === "up" && stopping === undefined, state: member.state },
     cluster:
       member === undefined
         ? undefined
@@ -154,8 +169,6 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
   };
   const allPorts = { ...ports, http: admin.port };
   log.info({ ports: allPorts, workers, domain: config.domain, dataDir: config.dataDir }, "node ready");
-  let stopping: Promise<void> | undefined;
-  let onLeft: (() => void) | undefined;
   const running: RunningNode = {
     ports: allPorts,
     pool,

@@ -15,6 +15,7 @@ export interface ShardCounters {
   logins: number;
   loginFailures: number;
   stanzasIn: number;
+  stanzasOut: number;
 }
 
 /** The shared state of one shard: what its sessions see, and what its streams and router need. */

@@ -69,6 +69,7 @@ export interface WorkerStats {
   logins: number;
   loginFailures: number;
   stanzasIn: number;
+  stanzasOut: number;
   /** V8 heap in use by this worker's isolate. */
   heapUsedBytes: number;
   /** Stanzas sent to other nodes' actors and not yet accepted. */
@@ -80,6 +81,8 @@ export interface WorkerStats {
   /** Sessions of this worker streaming to replicas, and the copies it holds for others. */
   replicating: number;
   replicas: ReplicaStats;
+  /** Messages waiting in the actors' mailboxes, and the longest mailbox. */
+  mailboxes: { queued: number; deepest: number };
 }
 
 /** The client-facing ports of a node (0: any free port; webPlain null: off). */
@@ -215,7 +218,7 @@ const ctx: ShardContext = {
       };
     },
   },
-  counters: { connections: 0, logins: 0, loginFailures: 0, stanzasIn: 0 },
+  counters: { connections: 0, logins: 0, loginFailures: 0, stanzasIn: 0, stanzasOut: 0 },
   version: init.version,
 };
 let listeners: C2sListeners | undefined;
@@ -479,6 +482,7 @@ const control: WorkerControl = {
       logins: ctx.counters.logins,
       loginFailures: ctx.counters.loginFailures,
       stanzasIn: ctx.counters.stanzasIn,
+      stanzasOut: ctx.counters.stanzasOut,
       heapUsedBytes: getHeapStatistics().used_heap_size,
       retained: router.retainedCount,
       epoch: router.table.epoch,
@@ -486,6 +490,7 @@ const control: WorkerControl = {
       handoff: { ...handoff.stats },
       replicating: streams.size,
       replicas: replicaHost.stats,
+      mailboxes: actors.mailboxes(),
     };
   },
   async stop() {

@@ -4,6 +4,8 @@
  *
  * Routes:
  * - `GET /admin/status` → whatever the node's `status()` returns
+ * - `GET /metrics` → the Prometheus text format (metrics.ts), every worker's figures
+ * - `GET /health` → 200 `{ "status": "up" }` while the node serves, 503 with its state otherwise
  * - `GET /admin/users` → `{ users: [jid, …] }`
  * - `POST /admin/users` `{ jid, password }` → 201 `{ jid }`; 409 when it exists
  * - `POST /admin/users/bulk` `{ users: [{ jid, password }, …] }` → `{ created, existing }`
@@ -21,6 +23,7 @@ import { type ErrorCode, ErrorCodes, XmppServerError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Store } from "../storage/store.ts";
 import { type BareJid, normalizeDomain, parseUserJid } from "../xmpp/jid.ts";
+import { METRICS_CONTENT_TYPE, type MetricFamily, renderMetrics } from "./metrics.ts";
 
 /** Largest request body accepted; a larger one gets 413. */
 export const MAX_ADMIN_BODY_BYTES = 1_048_576;
@@ -45,6 +48,10 @@ export interface AdminServerOptions {
   log: Logger;
   /** The body of `GET /admin/status`. */
   status: () => Promise<unknown>;
+  /** The families of `GET /metrics`. */
+  metrics?: () => Promise<MetricFamily[]>;
+  /** `GET /health`: whether the node serves clients now, and its state. */
+  health?: () => { serving: boolean; state: string };
   /**
    * Restarts worker `index` abruptly, as a crash would (`POST /admin/workers/:index/restart`);
    * resolves false when there is no such worker.
@@ -160,6 +167,22 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
         });
       }
     };
+    if (path === "/metrics" && options.metrics !== undefined) {
+      allow("GET");
+      const text = renderMetrics(await options.metrics());
+      res.statusCode = 200;
+      res.setHeader("content-type", METRICS_CONTENT_TYPE);
+      res.setHeader("cache-control", "no-store");
+      res.setHeader("content-length", Buffer.byteLength(text));
+      res.end(text);
+      return;
+    }
+    if (path === "/health" && options.health !== undefined) {
+      allow("GET");
+      const { serving, state } = options.health();
+      send(res, serving ? 200 : 503, { status: serving ? "up" : state });
+      return;
+    }
     if (path === "/admin/status") {
       allow("GET");
       send(res, 200, (await options.status()) ?? null);

@@ -65,6 +65,8 @@ export interface StreamCounters {
   logins: number;
   loginFailures: number;
   stanzasIn: number;
+  /** Top-level elements sent (stanzas, negotiation and XEP-0198 elements). */
+  stanzasOut: number;
 }
 
 /** What a client stream needs from the server. */

@@ -80,6 +80,7 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
   /** Queues XML for the client. */
   send(text: string): void {
     if (this.#closed) return;
+    this.host.counters.stanzasOut++;
     this.#transport.send(text);
   }
 
