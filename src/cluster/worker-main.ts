@@ -410,16 +410,20 @@ const control: WorkerControl = {
         tlsCredentials: ctx.tlsCredentials,
         connections: listeners.connections,
         shard,
+        // Only to this node's workers: a session id naming another node's shard is not ours to
+        // chase (a load balancer keeps a session's requests on its node).
         forwardBosh: (to, body, secure, remoteAddress) =>
-          router.requestShard<string>(
-            to,
-            (reqId) => ({
-              t: "worker",
-              msg: { kind: "bosh", body, secure, remoteAddress, toShard: shard, reqId },
-            }),
-            // The holder answers within the session's wait (at most 60 s).
-            75_000,
-          ),
+          !ctx.localShards.includes(to)
+            ? Promise.resolve(terminateBody("item-not-found"))
+            : router.requestShard<string>(
+                to,
+                (reqId) => ({
+                  t: "worker",
+                  msg: { kind: "bosh", body, secure, remoteAddress, toShard: shard, reqId },
+                }),
+                // The holder answers within the session's wait (at most 60 s).
+                75_000,
+              ),
       },
       ports,
     );

@@ -171,6 +171,13 @@ describe("BOSH (XEP-0124, XEP-0206)", () => {
       (await post(port(), `<body rid="1" sid="0.nope" xmlns="${NS_HTTPBIND}"/>`)).text,
     );
     assert.equal(unknown.attrs.condition, "item-not-found");
+    // A session id naming a shard of no worker of this node is not chased across the cluster.
+    const started = Date.now();
+    const elsewhere = parseMessage(
+      (await post(port(), `<body rid="1" sid="70000.nope" xmlns="${NS_HTTPBIND}"/>`)).text,
+    );
+    assert.equal(elsewhere.attrs.condition, "item-not-found");
+    assert.ok(Date.now() - started < 3_000, "answered at once");
     const malformed = parseMessage((await post(port(), "<body rid='1' xmlns='wrong'/>")).text);
     assert.equal(malformed.attrs.condition, "bad-request");
   });
