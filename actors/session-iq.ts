@@ -119,6 +119,9 @@ async function handleRegistrationChange(
     return errorReply(iq, "not-allowed", { text: "Ask an administrator to remove the account" });
   }
   if (password === null || password === "") return errorReply(iq, "bad-request");
+  if (!ctx.auth.managesAccounts) {
+    return errorReply(iq, "not-allowed", { text: "Passwords are changed on the web site" });
+  }
   const existing = await ctx.store.getAccount(session.bare);
   if (existing === undefined) return errorReply(iq, "item-not-found");
   const record = await createAccountRecordAsync(session.bare, password);

@@ -42,6 +42,8 @@ export interface UserActorContext {
   router: ActorRouter;
   config: Readonly<Config>;
   log: Logger;
+  /** Whether an account exists, as the authentication provider knows it (the site's, or ours). */
+  accountExists(jid: BareJid): Promise<boolean>;
 }
 
 /** How long writes wait for a session resumed elsewhere to re-register before going offline. */
@@ -670,7 +672,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
    */
   async #accountExists(): Promise<boolean> {
     if (this.#state.known !== "exists") {
-      const exists = (await this.#ctx.store.getAccount(this.user)) !== undefined;
+      const exists = await this.#ctx.accountExists(this.user);
       this.#change({ c: "known", known: exists ? "exists" : "absent" });
     }
     return this.#state.known === "exists";

@@ -18,6 +18,7 @@ export const ErrorCodes = {
   XSRV_USER_EXISTS: "the account already exists",
   XSRV_USER_NOT_FOUND: "the account does not exist",
   XSRV_AUTH: "authentication failed",
+  XSRV_AUTH_UNAVAILABLE: "the authentication backend (the web site, its database) did not answer",
   XSRV_WORKER: "a worker thread failed",
   XSRV_ADMIN: "the admin endpoint refused a request",
   XSRV_CLUSTER_UNREACHABLE: "a cluster peer could not be reached",

@@ -14,6 +14,8 @@ const UNKNOWN_USER_KEY = randomBytes(32);
 
 /** Authenticates against the accounts in a {@link Store}. */
 export class InternalAuthProvider implements AuthProvider {
+  readonly scram = true;
+  readonly managesAccounts = true;
   readonly #store: Pick<Store, "getAccount">;
 
   /** Creates a provider over `store`; it only ever reads accounts. */

@@ -12,7 +12,7 @@ import type { WorkerMessage } from "../../actors/messages.ts";
 import { SessionActor } from "../../actors/session-actor.ts";
 import { applySessionChange, unackedAfter } from "../../actors/session-state.ts";
 import { userActorKind } from "../../actors/user-actor.ts";
-import { InternalAuthProvider } from "../auth/internal-auth.ts";
+import { createAuthProvider } from "../auth/create-provider.ts";
 import type { LoginThrottle } from "../auth/login-throttle.ts";
 import { expose, nodeEndpoint, type Remote, wrap } from "../comlink-setup.ts";
 import type { Config } from "../config/defaults.ts";
@@ -143,7 +143,10 @@ const actors = new ActorHost({
   accept: (ack) => router.accept(ack),
   maxMailbox: () => init.config.limits.maxMailboxSize,
 });
-actors.define(userActorKind({ store, router, config: init.config, log }));
+const auth = createAuthProvider(init.config, store, log);
+actors.define(
+  userActorKind({ store, router, config: init.config, log, accountExists: (jid) => auth.userExists(jid) }),
+);
 router.setUplink(init.uplinkPort);
 init.uplinkPort.on("message", (bytes: Uint8Array) => router.receiveBatch(bytes));
 router.onDrop = (count) => log.warn({ count }, "held envelopes over the limit; dropped");
@@ -153,7 +156,6 @@ router.onLateReply = (value) => {
   if (lender === undefined) return;
   router.send(lender.shard, { t: "worker", msg: { kind: "resume-done", sid: lender.sid, ok: false } });
 };
-const auth = new InternalAuthProvider(store);
 // Session ids carry this worker incarnation's prefix, so a restarted worker never reuses one.
 const sidPrefix = `${shard}.${randomBytes(4).toString("hex")}.`;
 let nextSidNumber = 1;

@@ -83,6 +83,21 @@ export interface Config {
     /** ...and is disconnected if it stays silent this long after the ping. */
     clientPingTimeoutMs: number;
   };
+  /** Where users and passwords come from (docs/auth.md). */
+  auth: {
+    /** `internal`: Starling's own store (SCRAM); `http`: the web site checks passwords (PLAIN over TLS). */
+    provider: "internal" | "http";
+    http: {
+      /** The site's endpoint that answers `{"action": "auth" | "exists", …}` with `{"ok": …}`. */
+      url: string | null;
+      /** Sent as a Bearer token so the site knows the caller; null: none. */
+      token: string | null;
+      /** No answer by then: the login fails with temporary-auth-failure. */
+      timeoutMs: number;
+      /** How long a confirmed password is remembered (0: ask every time). */
+      cacheTtlMs: number;
+    };
+  };
   registration: {
     /** XEP-0077 in-band registration. */
     allow: boolean;
@@ -197,6 +212,7 @@ export const DEFAULT_CONFIG: Config = {
     clientPingIntervalMs: 60_000,
     clientPingTimeoutMs: 30_000,
   },
+  auth: { provider: "internal", http: { url: null, token: null, timeoutMs: 3_000, cacheTtlMs: 60_000 } },
   registration: {
     allow: false,
     perAddressPerWindow: 5,

@@ -84,6 +84,13 @@ const SCHEMA: Record<string, Check> = {
   "limits.maxMailboxSize": positiveInt,
   "limits.clientPingIntervalMs": positiveInt,
   "limits.clientPingTimeoutMs": positiveInt,
+  "auth.provider": oneOf("internal", "http"),
+  "auth.http.url": nullOr((v) =>
+    typeof v === "string" && /^https?:\/\/\S+$/.test(v) ? undefined : "must be an http:// or https:// URL",
+  ),
+  "auth.http.token": nullOr(nonEmptyString),
+  "auth.http.timeoutMs": positiveInt,
+  "auth.http.cacheTtlMs": nonNegativeInt,
   "registration.allow": boolean,
   "registration.perAddressPerWindow": nonNegativeInt,
   "registration.windowMs": positiveInt,
@@ -126,6 +133,7 @@ export const ENV_KEYS: Record<string, string> = {
   STARLING_STORE: "store.url",
   STARLING_WORKERS: "workers",
   STARLING_ALLOW_REGISTRATION: "registration.allow",
+  STARLING_AUTH_PROVIDER: "auth.provider",
   STARLING_LOG_LEVEL: "log.level",
   STARLING_OPTIMIZE_FOR_SIZE: "runtime.optimizeForSize",
   STARLING_NODE: "cluster.node",
@@ -269,6 +277,12 @@ export function loadConfig(options: LoadConfigOptions = {}): Readonly<Config> {
   }
   if (cluster.plainLinks === true && Object.values(cluster.tls).some((file) => file !== null)) {
     errors.push("cluster.tls.* is set but cluster.plainLinks is true: plain links use no certificate");
+  }
+  const auth = merged.auth as Config["auth"];
+  if (auth.provider === "http" && auth.http.url === null) {
+    errors.push(
+      "auth.provider is http but auth.http.url is not set (the site's endpoint that checks passwords)",
+    );
   }
   if (cluster.join !== null && cluster.secret === null) {
     errors.push("cluster.join needs cluster.secret (the secret every member shares)");

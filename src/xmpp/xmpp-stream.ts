@@ -142,8 +142,8 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
       const required = config.tls.requireBeforeAuth;
       if (!this.secure && this.#transport.canStartTls) parts.push(startTlsFeature(required));
       if (this.secure || !required) {
-        parts.push(saslFeature());
-        if (config.registration.allow) parts.push(registerFeature());
+        parts.push(saslFeature(this.host.auth));
+        if (config.registration.allow && this.host.auth.managesAccounts) parts.push(registerFeature());
       }
     } else {
       parts.push(bindFeatures());
@@ -182,7 +182,7 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
     if (this.#jid === undefined) {
       if (el.name === "starttls" && ns === NS_TLS) return onStartTls(this);
       if (ns === NS_SASL) return this.#guard(this.#sasl.handle(el));
-      if (isRegisterRequest(el) && this.host.config.registration.allow)
+      if (isRegisterRequest(el) && this.host.config.registration.allow && this.host.auth.managesAccounts)
         return this.#guard(onRegister(this, el));
       // RFC 6120 §6.4.7 / §7.1: nothing but negotiation before authentication.
       return this.closeWithError("not-authorized", "authenticate first");

@@ -155,6 +155,27 @@ describe("starling configuration errors", () => {
     );
   });
 
+  it("starling start exits 2 naming bad auth and web keys", async () => {
+    const file = join(cwd, "bad-auth.json");
+    await writeFile(
+      file,
+      JSON.stringify({
+        auth: { provider: "ldap", http: { url: "ftp://x", timeoutMs: 0 } },
+        web: { origins: ["example.org/"] },
+      }),
+    );
+    assertUsage(
+      await run("start", "--config", file, "--data", join(cwd, "data")),
+      /web\.origins must be a list of origins.*auth\.provider must be one of internal, http.*auth\.http\.url must be an http:\/\/ or https:\/\/ URL.*auth\.http\.timeoutMs must be a positive integer/,
+    );
+    const missing = join(cwd, "http-without-url.json");
+    await writeFile(missing, JSON.stringify({ auth: { provider: "http" } }));
+    assertUsage(
+      await run("start", "--config", missing, "--data", join(cwd, "data")),
+      /auth\.provider is http but auth\.http\.url is not set/,
+    );
+  });
+
   it("starling start exits 2 when the config file is missing", async () => {
     assertUsage(
       await run("start", "--config", join(cwd, "nope.json")),

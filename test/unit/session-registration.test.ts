@@ -48,7 +48,7 @@ function userActor() {
     getBlocklist: async () => [],
   } as unknown as Store;
   const host = new ActorHost({ log, accept() {}, maxMailbox: () => 100 });
-  host.define(userActorKind({ store, router, config: DEFAULT_CONFIG, log }));
+  host.define(userActorKind({ store, router, config: DEFAULT_CONFIG, log, accountExists: async () => true }));
   const key = userKey(USER);
   const relocate = async (shard: number, sid: string, state: Partial<SessionRegistration>) => {
     const session: SessionLocation = { full: FULL, shard, sid };

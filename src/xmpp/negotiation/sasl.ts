@@ -5,18 +5,22 @@
  */
 import type { Element } from "@xmpp/xml";
 import { escapeXML } from "@xmpp/xml";
+import type { AuthProvider } from "../../auth/auth-provider.ts";
+import { XmppServerError } from "../../errors.ts";
 import { NS_SASL } from "../ns.ts";
 import {
   createSaslMechanism,
-  SASL_MECHANISMS,
+  offeredMechanisms,
   type SaslServerMechanism,
   type SaslStep,
 } from "../sasl/mechanism.ts";
 import type { NegotiatingStream } from "./negotiating-stream.ts";
 
-/** The mechanisms feature (RFC 6120 §6.4.1). */
-export function saslFeature(): string {
-  return `<mechanisms xmlns="${NS_SASL}">${SASL_MECHANISMS.map((m) => `<mechanism>${m}</mechanism>`).join("")}</mechanisms>`;
+/** The mechanisms feature (RFC 6120 §6.4.1): what the authentication provider supports. */
+export function saslFeature(auth: Pick<AuthProvider, "scram">): string {
+  return `<mechanisms xmlns="${NS_SASL}">${offeredMechanisms(auth)
+    .map((m) => `<mechanism>${m}</mechanism>`)
+    .join("")}</mechanisms>`;
 }
 
 /** One stream's SASL negotiation: the mechanism in progress, if any. */
@@ -30,6 +34,23 @@ export class SaslNegotiation {
 
   /** Handles one element of the SASL namespace. */
   async handle(el: Element): Promise<void> {
+    try {
+      await this.#handle(el);
+    } catch (error) {
+      // RFC 6120 §6.5.12: the backend did not answer; the client may try again later. Its
+      // password is not judged wrong and nothing counts against the throttle.
+      if (!(error instanceof XmppServerError && error.code === "XSRV_AUTH_UNAVAILABLE")) throw error;
+      this.#mechanism = undefined;
+      this.#stream.log.warn(
+        { err: error },
+        "the authentication backend did not answer; login refused for now",
+      );
+      if (!this.#stream.closing)
+        this.#failure("temporary-auth-failure", "the account service is unavailable; try again later");
+    }
+  }
+
+  async #handle(el: Element): Promise<void> {
     const stream = this.#stream;
     const { host } = stream;
     if (!stream.secure && host.config.tls.requireBeforeAuth) return this.#failure("encryption-required");

@@ -72,6 +72,11 @@ export const SASL_MECHANISMS = ["SCRAM-SHA-256", "SCRAM-SHA-1", "PLAIN"] as cons
 /** A name from {@link SASL_MECHANISMS}. */
 export type SaslMechanismName = (typeof SASL_MECHANISMS)[number];
 
+/** The mechanisms a provider supports: SCRAM only with its keys, PLAIN always. */
+export function offeredMechanisms(auth: Pick<AuthProvider, "scram">): readonly SaslMechanismName[] {
+  return auth.scram ? SASL_MECHANISMS : ["PLAIN"];
+}
+
 /** Whether `name` is a mechanism this server implements. */
 export function isSaslMechanismName(name: string): name is SaslMechanismName {
   return (SASL_MECHANISMS as readonly string[]).includes(name);
@@ -82,7 +87,7 @@ export function isSaslMechanismName(name: string): name is SaslMechanismName {
  * not implement it (the caller answers `invalid-mechanism`, RFC 6120 §6.5.6).
  */
 export function createSaslMechanism(name: string, context: SaslContext): SaslServerMechanism | undefined {
-  if (!isSaslMechanismName(name)) return undefined;
+  if (!isSaslMechanismName(name) || !offeredMechanisms(context.auth).includes(name)) return undefined;
   switch (name) {
     case "SCRAM-SHA-256":
       return new ScramServerMechanism("sha256", context);

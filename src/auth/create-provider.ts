@@ -1,0 +1,29 @@
+/** Picks the AuthProvider the configuration names (`auth.provider`); one file per provider. */
+import type { Config } from "../config/defaults.ts";
+import type { Logger } from "../log.ts";
+import type { Store } from "../storage/store.ts";
+import type { AuthProvider } from "./auth-provider.ts";
+import { HttpAuthProvider } from "./http-auth.ts";
+import { InternalAuthProvider } from "./internal-auth.ts";
+
+/** The provider of `config.auth`. */
+export function createAuthProvider(
+  config: Readonly<Config>,
+  store: Pick<Store, "getAccount">,
+  log: Logger,
+): AuthProvider {
+  switch (config.auth.provider) {
+    case "http": {
+      const { url, token, timeoutMs, cacheTtlMs } = config.auth.http;
+      return new HttpAuthProvider({
+        url: url!,
+        token,
+        timeoutMs,
+        cacheTtlMs,
+        log: log.child({ component: "auth-http" }),
+      });
+    }
+    case "internal":
+      return new InternalAuthProvider(store);
+  }
+}

@@ -1,0 +1,150 @@
+/**
+ * The `http` AuthProvider: the web site checks its own users' passwords. Starling POSTs JSON to
+ * `auth.http.url` and the site answers; nothing of the site's user table is copied here.
+ *
+ *   POST auth.http.url   Authorization: Bearer <auth.http.token>   (when a token is set)
+ *   {"action": "auth",   "user": "alice", "domain": "example.org", "jid": "alice@example.org", "password": "…"}
+ *   {"action": "exists", "user": "alice", "domain": "example.org", "jid": "alice@example.org"}
+ *   → 200 {"ok": true} or {"ok": false}   (401, 403 and 404 also mean "no")
+ *
+ * Any other status, a network error or no answer within `timeoutMs` rejects with
+ * XSRV_AUTH_UNAVAILABLE: the client gets `<temporary-auth-failure/>` at once, never a hang, and
+ * its password is not judged wrong. A positive answer is remembered for `cacheTtlMs` (as a
+ * salted hash of the password, never the password) so a reconnecting client does not cost the
+ * site a request; a negative one is not. The site can only check plaintext passwords, so only
+ * PLAIN is offered, and only over TLS (docs/auth.md). Accounts are the site's: in-band
+ * registration and password changes are refused.
+ */
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { XmppServerError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { BareJid } from "../xmpp/jid.ts";
+import type { ScramCredential } from "../xmpp/sasl/scram-credential.ts";
+import type { AuthProvider } from "./auth-provider.ts";
+
+/** The `auth.http` settings. */
+export interface HttpAuthOptions {
+  url: string;
+  /** Sent as `Authorization: Bearer …` so the site knows the caller; null: none. */
+  token: string | null;
+  timeoutMs: number;
+  cacheTtlMs: number;
+  log: Logger;
+  /** The clock, for the cache. */
+  now?: () => number;
+}
+
+/** Cached positive answers beyond this are dropped, oldest first. */
+const MAX_CACHED = 10_000;
+
+/** Authenticates against the web site over HTTP. */
+export class HttpAuthProvider implements AuthProvider {
+  readonly scram = false;
+  readonly managesAccounts = false;
+  readonly #options: HttpAuthOptions;
+  readonly #now: () => number;
+  /** Per-process salt of the cached password hashes. */
+  readonly #salt = randomBytes(16);
+  readonly #passwords = new Map<BareJid, { hash: Buffer; until: number }>();
+  readonly #exists = new Map<BareJid, number>();
+
+  constructor(options: HttpAuthOptions) {
+    this.#options = options;
+    this.#now = options.now ?? Date.now;
+  }
+
+  /** The site holds no SCRAM keys for us. */
+  async getScramCredential(): Promise<ScramCredential | undefined> {
+    return undefined;
+  }
+
+  async verifyPassword(jid: BareJid, password: string): Promise<boolean> {
+    const hash = this.#hash(jid, password);
+    const cached = this.#passwords.get(jid);
+    if (cached !== undefined && cached.until > this.#now() && timingSafeEqual(cached.hash, hash)) return true;
+    const ok = await this.#ask("auth", jid, password);
+    if (ok) {
+      this.#remember(this.#passwords, jid, { hash, until: this.#now() + this.#options.cacheTtlMs });
+      this.#remember(this.#exists, jid, this.#now() + this.#options.cacheTtlMs);
+    } else this.#passwords.delete(jid);
+    return ok;
+  }
+
+  async userExists(jid: BareJid): Promise<boolean> {
+    const until = this.#exists.get(jid);
+    if (until !== undefined && until > this.#now()) return true;
+    const ok = await this.#ask("exists", jid);
+    if (ok) this.#remember(this.#exists, jid, this.#now() + this.#options.cacheTtlMs);
+    return ok;
+  }
+
+  #hash(jid: BareJid, password: string): Buffer {
+    return createHash("sha256").update(this.#salt).update(jid).update("\0").update(password).digest();
+  }
+
+  #remember<V>(map: Map<BareJid, V>, jid: BareJid, value: V): void {
+    map.delete(jid);
+    map.set(jid, value);
+    if (map.size > MAX_CACHED) map.delete(map.keys().next().value!);
+  }
+
+  async #ask(action: "auth" | "exists", jid: BareJid, password?: string): Promise<boolean> {
+    const { url, token, timeoutMs, log } = this.#options;
+    const at = jid.indexOf("@");
+    const body = JSON.stringify({
+      action,
+      user: jid.slice(0, at),
+      domain: jid.slice(at + 1),
+      jid,
+      ...(password === undefined ? {} : { password }),
+    });
+    let response: Response;
+    try {
+      response = await fetch(url, {
+        method: "POST",
+        headers: {
+          "content-type": "application/json",
+          ...(token === null ? {} : { authorization: `Bearer ${token}` }),
+        },
+        body,
+        signal: AbortSignal.timeout(timeoutMs),
+        redirect: "error",
+      });
+    } catch (error) {
+      const reason =
+        (error as Error).name === "TimeoutError"
+          ? `no answer within ${timeoutMs} ms`
+          : (error as Error).message;
+      throw new XmppServerError("XSRV_AUTH_UNAVAILABLE", `auth.http.url ${url}: ${reason}`, { cause: error });
+    }
+    if (response.status === 401 || response.status === 403 || response.status === 404) {
+      await response.body?.cancel();
+      return false;
+    }
+    if (response.status !== 200) {
+      await response.body?.cancel();
+      throw new XmppServerError(
+        "XSRV_AUTH_UNAVAILABLE",
+        `auth.http.url ${url} answered HTTP ${response.status}`,
+      );
+    }
+    let answer: unknown;
+    try {
+      answer = await response.json();
+    } catch (error) {
+      throw new XmppServerError(
+        "XSRV_AUTH_UNAVAILABLE",
+        `auth.http.url ${url} answered something that is not JSON`,
+        {
+          cause: error,
+        },
+      );
+    }
+    const ok = (answer as { ok?: unknown } | null)?.ok;
+    if (typeof ok !== "boolean") {
+      log.warn({ url, action }, 'the auth endpoint answered without a boolean "ok"; taken as no');
+      return false;
+    }
+    return ok;
+  }
+}
