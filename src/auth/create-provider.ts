@@ -5,9 +5,18 @@ import type { Store } from "../storage/store.ts";
 import type { AuthProvider } from "./auth-provider.ts";
 import { HttpAuthProvider } from "./http-auth.ts";
 import { InternalAuthProvider } from "./internal-auth.ts";
+import { TokenAuthProvider } from "./login-tokens.ts";
 
-/** The provider of `config.auth`. */
+/** The provider of `config.auth`, which also takes one-time login tokens (login-tokens.ts). */
 export function createAuthProvider(
+  config: Readonly<Config>,
+  store: Pick<Store, "getAccount" | "takeLoginToken">,
+  log: Logger,
+): AuthProvider {
+  return new TokenAuthProvider(configuredProvider(config, store, log), store);
+}
+
+function configuredProvider(
   config: Readonly<Config>,
   store: Pick<Store, "getAccount">,
   log: Logger,

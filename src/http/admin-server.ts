@@ -11,6 +11,8 @@
  * - `POST /admin/users/bulk` `{ users: [{ jid, password }, …] }` → `{ created, existing }`
  * - `PUT /admin/users/:jid/password` `{ password }` → 204; 404 when absent
  * - `DELETE /admin/users/:jid` → 204; 404 when absent
+ * - `POST /admin/tokens` `{ jid, ttlSeconds? }` → 201 `{ jid, token, expiresAt }`: a one-time
+ *   login token (PLAIN password) for the user, valid 60 s by default
  *
  * Every error is a 4xx/5xx with `{ "error": { "code", "message" } }`, `code` being an `XSRV_*`
  * code from `errors.ts`.
@@ -18,6 +20,7 @@
 import { once } from "node:events";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { isIP } from "node:net";
+import { DEFAULT_TOKEN_TTL_S, issueLoginToken, MAX_TOKEN_TTL_S } from "../auth/login-tokens.ts";
 import { createAccountRecordAsync } from "../auth/scram.ts";
 import { type ErrorCode, ErrorCodes, XmppServerError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -234,6 +237,25 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
         log.info({ jid }, "password changed");
       }
       send(res, 204, undefined);
+      return;
+    }
+    if (path === "/admin/tokens") {
+      // A one-time login token for a user the site has signed in (src/auth/login-tokens.ts).
+      allow("POST");
+      const body = asObject(await readJson(req), "the body");
+      const jid = requireJid(body.jid, "jid");
+      const ttl = body.ttlSeconds ?? DEFAULT_TOKEN_TTL_S;
+      if (typeof ttl !== "number" || !Number.isInteger(ttl) || ttl < 1 || ttl > MAX_TOKEN_TTL_S) {
+        throw new AdminHttpError(
+          400,
+          "XSRV_ADMIN",
+          `ttlSeconds must be an integer from 1 to ${MAX_TOKEN_TTL_S}`,
+        );
+      }
+      const { token, expiresAt } = await issueLoginToken(store, jid, ttl);
+      // The token is a password: it is answered to the caller and never logged.
+      log.info({ jid, expiresAt }, "login token issued");
+      send(res, 201, { jid, token, expiresAt: new Date(expiresAt).toISOString() });
       return;
     }
     const worker = /^\/admin\/workers\/(\d+)\/restart$/.exec(path);

@@ -15,6 +15,7 @@ import type { Logger } from "../log.ts";
 import type { BareJid } from "../xmpp/jid.ts";
 import type {
   Account,
+  LoginToken,
   OfflineMessage,
   PendingSubscription,
   Roster,
@@ -91,7 +92,12 @@ interface Sublevels {
   private: Sub;
   /** jid → sorted string[] */
   blocklist: Sub;
+  /** SHA-256 of a login token → { jid, expiresAt } */
+  tokens: Sub;
 }
+
+/** The lock key of the login tokens (not a JID: no account can hold it). */
+const TOKENS_LOCK = "\0tokens";
 
 function userKey(jid: BareJid, suffix: string): string {
   return `${jid}${SEP}${suffix}`;
@@ -236,6 +242,7 @@ export class LevelStore implements Store {
       vcard: openSublevel(db, "vcard"),
       private: openSublevel(db, "private"),
       blocklist: openSublevel(db, "blocklist"),
+      tokens: openSublevel(db, "tokens"),
     };
     this.#closing = false;
     this.#log?.info({ location: this.location }, "store opened");
@@ -449,6 +456,39 @@ export class LevelStore implements Store {
     assertJid(jid);
     return this.#run(`count offline messages of "${jid}"`, async (_db, s) => {
       return ((await s.offlineMeta.get(jid)) as OfflineMeta | undefined)?.count ?? 0;
+    });
+  }
+
+  // --- one-time login tokens ------------------------------------------------------------------
+
+  async putLoginToken(token: LoginToken, now: number): Promise<void> {
+    assertJid(token.jid);
+    return this.#runTokens("put a login token", async (s) => {
+      const expired: string[] = [];
+      for await (const [hash, value] of s.tokens.iterator() as AsyncIterable<
+        [string, { expiresAt: number }]
+      >) {
+        if (value.expiresAt < now) expired.push(hash);
+      }
+      await s.tokens.batch([
+        ...expired.map((key) => ({ type: "del" as const, key })),
+        { type: "put" as const, key: token.hash, value: { jid: token.jid, expiresAt: token.expiresAt } },
+      ]);
+    });
+  }
+
+  /** Runs `fn` under the one lock of the login tokens. */
+  #runTokens<T>(what: string, fn: (subs: Sublevels) => Promise<T>): Promise<T> {
+    return this.#run(what, (_db, subs) => this.#locks.run(TOKENS_LOCK, () => fn(subs)));
+  }
+
+  async takeLoginToken(hash: string): Promise<LoginToken | undefined> {
+    // One lock for every token: a take reads then deletes, and two must not both read it.
+    return this.#runTokens("take a login token", async (s) => {
+      const value = (await s.tokens.get(hash)) as { jid: BareJid; expiresAt: number } | undefined;
+      if (value === undefined) return undefined;
+      await s.tokens.del(hash);
+      return { hash, jid: value.jid, expiresAt: value.expiresAt };
     });
   }
 

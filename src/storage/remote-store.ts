@@ -15,7 +15,15 @@ import type { MessagePort } from "node:worker_threads";
 import { expose, nodeEndpoint, type Remote, wrap } from "../comlink-setup.ts";
 import { XmppServerError } from "../errors.ts";
 import type { BareJid } from "../xmpp/jid.ts";
-import type { Account, OfflineMessage, PendingSubscription, Roster, RosterItem, Store } from "./store.ts";
+import type {
+  Account,
+  LoginToken,
+  OfflineMessage,
+  PendingSubscription,
+  Roster,
+  RosterItem,
+  Store,
+} from "./store.ts";
 
 /** The methods a worker may call; `open` and `close` stay with the thread that owns the store. */
 type ForwardedMethod = Exclude<keyof Store, "open" | "close">;
@@ -40,6 +48,8 @@ const FORWARDED_METHODS = [
   "listOffline",
   "getVCard",
   "putVCard",
+  "putLoginToken",
+  "takeLoginToken",
   "getPrivate",
   "putPrivate",
   "listPrivate",
@@ -174,6 +184,13 @@ class RemoteStore implements Store {
   }
   putVCard(jid: BareJid, vcard: string): Promise<void> {
     return this.#call("putVCard", (r) => r.putVCard(jid, vcard));
+  }
+
+  putLoginToken(token: LoginToken, now: number): Promise<void> {
+    return this.#call("putLoginToken", (r) => r.putLoginToken(token, now));
+  }
+  takeLoginToken(hash: string): Promise<LoginToken | undefined> {
+    return this.#call("takeLoginToken", (r) => r.takeLoginToken(hash));
   }
 
   getPrivate(jid: BareJid, key: string): Promise<string | undefined> {

@@ -21,6 +21,13 @@ export interface Account {
   createdAt: number;
 }
 
+/** A one-time login token as stored: its hash, the account, the expiry (ms since the epoch). */
+export interface LoginToken {
+  hash: string;
+  jid: BareJid;
+  expiresAt: number;
+}
+
 /** RFC 6121 §2.1.2.5 subscription states as stored on a roster item. */
 export type Subscription = "none" | "to" | "from" | "both";
 
@@ -103,6 +110,17 @@ export interface Store {
   putPrivate(jid: BareJid, key: string, xml: string): Promise<void>;
   /** Every private XML item of a user, sorted by key (for export and migration). */
   listPrivate(jid: BareJid): Promise<{ key: string; xml: string }[]>;
+
+  /**
+   * One-time login tokens: stored under the SHA-256 of the token (never the token), with the
+   * account they log in and when they expire. Storing also drops tokens expired before `now`.
+   */
+  putLoginToken(token: LoginToken, now: number): Promise<void>;
+  /**
+   * Removes the token stored under `hash` and returns it, or undefined when there is none: of
+   * any number of concurrent calls (on every node of a cluster) exactly one gets it.
+   */
+  takeLoginToken(hash: string): Promise<LoginToken | undefined>;
 
   /** The blocklist (XEP-0191), sorted. */
   getBlocklist(jid: BareJid): Promise<string[]>;

@@ -355,6 +355,37 @@ export function runStoreSuite(
       });
     });
 
+    describe("login tokens", () => {
+      it("a login token is taken once, with its account and expiry; an unknown one is undefined", async (t) => {
+        const store = await setup(t);
+        const token = { hash: "a".repeat(64), jid: alice, expiresAt: 2_000_000_000_000 };
+        await store.putLoginToken(token, 1_000);
+        assert.equal(await store.takeLoginToken("b".repeat(64)), undefined);
+        assert.deepEqual(await store.takeLoginToken(token.hash), token);
+        assert.equal(await store.takeLoginToken(token.hash), undefined, "used up");
+      });
+
+      it("of concurrent takes of one token exactly one gets it", async (t) => {
+        const store = await setup(t);
+        const token = { hash: "c".repeat(64), jid: bob, expiresAt: 2_000_000_000_000 };
+        await store.putLoginToken(token, 1_000);
+        const taken = await Promise.all(Array.from({ length: 8 }, () => store.takeLoginToken(token.hash)));
+        assert.equal(taken.filter((x) => x !== undefined).length, 1);
+      });
+
+      it("storing a token drops the tokens that expired before now", async (t) => {
+        const store = await setup(t);
+        await store.putLoginToken({ hash: "d".repeat(64), jid: alice, expiresAt: 5_000 }, 1_000);
+        await store.putLoginToken({ hash: "e".repeat(64), jid: alice, expiresAt: 50_000 }, 10_000);
+        assert.equal(
+          await store.takeLoginToken("d".repeat(64)),
+          undefined,
+          "expired at 5,000, dropped at 10,000",
+        );
+        assert.equal((await store.takeLoginToken("e".repeat(64)))?.expiresAt, 50_000);
+      });
+    });
+
     describe("vCard and private XML", () => {
       it("vCards are stored, replaced and read back", async (t) => {
         const store = await setup(t);

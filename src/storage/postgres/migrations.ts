@@ -176,6 +176,19 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       ALTER TABLE members ADD COLUMN peer_cert_sha256 text;
     `,
   },
+  {
+    version: 7,
+    name: "one-time login tokens",
+    // Stored hashed (SHA-256 of the token); a DELETE … RETURNING consumes one exactly once.
+    sql: `
+      CREATE TABLE login_tokens (
+        hash text PRIMARY KEY,
+        jid text NOT NULL,
+        expires_at bigint NOT NULL
+      );
+      CREATE INDEX login_tokens_expiry ON login_tokens (expires_at);
+    `,
+  },
 ]);
 
 /**

@@ -21,6 +21,7 @@ import type { Logger } from "../../log.ts";
 import type { BareJid } from "../../xmpp/jid.ts";
 import type {
   Account,
+  LoginToken,
   OfflineMessage,
   PendingSubscription,
   Roster,
@@ -480,6 +481,27 @@ export class PostgresStore implements Store {
       [jid],
     );
     return rows[0]?.vcard;
+  }
+
+  async putLoginToken(token: LoginToken, now: number): Promise<void> {
+    assertJid(token.jid);
+    await this.#query(
+      "put a login token",
+      `WITH expired AS (DELETE FROM login_tokens WHERE expires_at < $4)
+       INSERT INTO login_tokens (hash, jid, expires_at) VALUES ($1, $2, $3)`,
+      [token.hash, token.jid, token.expiresAt, now],
+    );
+  }
+
+  async takeLoginToken(hash: string): Promise<LoginToken | undefined> {
+    // One DELETE … RETURNING: of concurrent takes on any node, exactly one gets the row.
+    const { rows } = await this.#query<{ jid: BareJid; expires_at: string }>(
+      "take a login token",
+      "DELETE FROM login_tokens WHERE hash = $1 RETURNING jid, expires_at",
+      [hash],
+    );
+    const row = rows[0];
+    return row === undefined ? undefined : { hash, jid: row.jid, expiresAt: Number(row.expires_at) };
   }
 
   async putVCard(jid: BareJid, vcard: string): Promise<void> {
