@@ -9,6 +9,7 @@
  *   built from the request's Host, readable from any origin (it is public).
  * Anything else is a 404 with a JSON body.
  */
+import { readFileSync } from "node:fs";
 import {
   createServer as createHttpServer,
   type IncomingMessage,
@@ -29,6 +30,17 @@ import { WebSocketTransport } from "./websocket-transport.ts";
 
 /** Where XMPP over WebSocket is served. */
 export const WEBSOCKET_PATH = "/xmpp-websocket";
+
+/** The chat page (src/web/chat/), read once: path → its type and text. */
+const CHAT_FILES = new Map(
+  [
+    ["/chat", "index.html", "text/html; charset=utf-8"],
+    ["/chat/chat.js", "chat.js", "text/javascript; charset=utf-8"],
+  ].map(([path, file, type]) => [
+    path!,
+    { type: type!, body: readFileSync(new URL(`../web/chat/${file}`, import.meta.url), "utf8") },
+  ]),
+);
 
 /** Where BOSH is served (XEP-0206). */
 export const BOSH_PATH = "/http-bind";
@@ -177,6 +189,17 @@ export async function startWebListener(
   const answer = (request: IncomingMessage, response: ServerResponse, secure: boolean) => {
     const path = pathOf(request);
     if (path === BOSH_PATH) return answerBosh(request, response, secure);
+    const page = CHAT_FILES.get(path === "/chat/" ? "/chat" : path);
+    if (page !== undefined && request.method === "GET") {
+      // The page talks only to this server; a site may frame it.
+      return reply(response, 200, page.type, page.body, {
+        "content-security-policy":
+          "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; base-uri 'none'; form-action 'none'",
+        "x-content-type-options": "nosniff",
+        "referrer-policy": "no-referrer",
+        "cache-control": "no-cache",
+      });
+    }
     const host = request.headers.host ?? `${config.host}`;
     const wsUrl = `${secure ? "wss" : "ws"}://${host}${WEBSOCKET_PATH}`;
     const boshUrl = `${secure ? "https" : "http"}://${host}${BOSH_PATH}`;

@@ -1,0 +1,127 @@
+/**
+ * Starling's own chat page (/chat) in Debian's Chromium: sign in with a password and with a
+ * one-time token link, chat with a TCP client both ways, a wrong password's message, a phone's
+ * screen, and a dropped connection resumed (XEP-0198) with what arrived meanwhile.
+ */
+import assert from "node:assert/strict";
+import { existsSync } from "node:fs";
+import { after, before, describe, it } from "node:test";
+import { xml } from "@xmpp/xml";
+import { type Browser, chromium, type Page } from "playwright-core";
+import { connectClient } from "../helpers/client.ts";
+import { newUsers, type TestUser } from "../helpers/fixtures.ts";
+import { type StartedNode, startNode } from "../helpers/start-node.ts";
+
+const CHROMIUM = process.env.STARLING_CHROMIUM ?? "/usr/bin/chromium";
+
+describe("the chat page", {
+  skip: existsSync(CHROMIUM) ? false : `no Chromium at ${CHROMIUM} (.ci/run installs it)`,
+}, () => {
+  let node: StartedNode;
+  let browser: Browser;
+  const cleanups: (() => unknown)[] = [];
+  before(async () => {
+    node = await startNode({ after: (fn) => cleanups.push(fn) });
+    browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox"] });
+  });
+  after(async () => {
+    await browser?.close();
+    for (const fn of cleanups.reverse()) await fn();
+  });
+
+  const chatUrl = () => `http://127.0.0.1:${node.ports.webPlain}/chat`;
+
+  async function signIn(page: Page, user: TestUser, password = user.password): Promise<void> {
+    await page.goto(chatUrl());
+    await page.fill("#jid", user.jid);
+    await page.fill("#password", password);
+    await page.click("#login button[type=submit]");
+  }
+
+  async function online(page: Page, user: TestUser): Promise<void> {
+    await page.getByText(`online as ${user.jid}/`).waitFor({ timeout: 15_000 });
+  }
+
+  it("signs in with a password and chats with a TCP client both ways", async (t) => {
+    const [alice, bob] = await newUsers(node, 2, "page");
+    const page = await browser.newPage();
+    t.after(() => page.close());
+    await signIn(page, alice!);
+    await online(page, alice!);
+    const app = await connectClient(node, { username: bob!.username, password: bob!.password }, t);
+    await app.send(xml("presence"));
+    await app.send(xml("message", { to: alice!.jid, type: "chat" }, xml("body", {}, "hi from the app")));
+    // The sender shows up in the list with an unread message; the user opens it.
+    await page.locator(`nav button[data-jid="${bob!.jid}"]`).click();
+    await page.getByText("hi from the app").waitFor({ timeout: 10_000 });
+    await page.fill("#text", "hi from the page");
+    await page.press("#text", "Enter");
+    const got = await app.waitForStanza(
+      (el) => el.is("message") && el.getChildText("body") === "hi from the page",
+    );
+    assert.ok(got.attrs.from?.startsWith(`${alice!.jid}/chat-`), got.toString());
+  });
+
+  it("a site's link with a one-time token signs the user in, and the token leaves the address bar", async (t) => {
+    const [alice] = await newUsers(node, 1, "page");
+    const issued = await fetch(`http://127.0.0.1:${node.ports.http}/admin/tokens`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ jid: alice!.jid }),
+    });
+    const { token } = (await issued.json()) as { token: string };
+    const page = await browser.newPage();
+    t.after(() => page.close());
+    await page.goto(`${chatUrl()}#jid=${encodeURIComponent(alice!.jid)}&token=${token}`);
+    await online(page, alice!);
+    assert.equal(new URL(page.url()).hash, "", "the token is not left in the address bar");
+  });
+
+  it("a wrong password says so", async (t) => {
+    const [alice] = await newUsers(node, 1, "page");
+    const page = await browser.newPage();
+    t.after(() => page.close());
+    await signIn(page, alice!, "not the password");
+    await page.getByText("wrong address, password or token").waitFor({ timeout: 10_000 });
+  });
+
+  it("fits a phone's screen: the list above the chat, the message box in view", async (t) => {
+    const [alice] = await newUsers(node, 1, "page");
+    const page = await browser.newPage({ viewport: { width: 390, height: 844 } });
+    t.after(() => page.close());
+    await signIn(page, alice!);
+    await online(page, alice!);
+    const box = await page.locator("#text").boundingBox();
+    const nav = await page.locator("nav").boundingBox();
+    assert.ok(box !== null && nav !== null);
+    assert.ok(box.y + box.height <= 844 && box.x >= 0 && box.x + box.width <= 390, JSON.stringify(box));
+    assert.ok(
+      nav.y < box.y && nav.width > 300,
+      `the list spans the width above the chat: ${JSON.stringify(nav)}`,
+    );
+  });
+
+  it("a dropped connection is resumed, and what arrived meanwhile is shown once", async (t) => {
+    const [alice, bob] = await newUsers(node, 2, "page");
+    const page = await browser.newPage();
+    t.after(() => page.close());
+    await signIn(page, alice!);
+    await online(page, alice!);
+    await page.waitForFunction("window.starlingChat.sm.id !== undefined", undefined, { timeout: 10_000 });
+    const before = await page.evaluate("window.starlingChat.sm.id");
+    const app = await connectClient(node, { username: bob!.username, password: bob!.password }, t);
+    await app.send(xml("presence"));
+    await page.evaluate("window.starlingChat.ws.close()"); // the network drops
+    await app.send(xml("message", { to: alice!.jid, type: "chat" }, xml("body", {}, "while you were away")));
+    await page
+      .getByText("reconnecting")
+      .waitFor({ timeout: 10_000 })
+      .catch(() => undefined);
+    await online(page, alice!);
+    await page.locator(`nav button[data-jid="${bob!.jid}"]`).click();
+    await page.getByText("while you were away").waitFor({ timeout: 10_000 });
+    assert.equal(await page.getByText("while you were away").count(), 1, "shown once");
+    // Resumed, not a new session (which would have a new id and get the message from offline storage).
+    assert.equal(await page.evaluate("window.starlingChat.sm.id"), before, "the same XEP-0198 session");
+  });
+});
