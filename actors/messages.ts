@@ -70,6 +70,11 @@ export interface SessionRegistration {
 }
 
 /** Messages handled by a UserActor (keyed by `user`). */
+/** The shard that waits for the answer to a request (a message with `reqId`). */
+export function askerOf(msg: Extract<UserMessage, { reqId: number }>): number {
+  return "session" in msg ? msg.session.shard : msg.shard;
+}
+
 export type UserMessage =
   /**
    * A stanza addressed to the user's bare JID or one of its full JIDs. `key` names it across
@@ -116,6 +121,11 @@ export type UserMessage =
     }
   /** A presence probe from `from` (a full JID of a contact's session) (RFC 6121 §4.3). */
   | { kind: "probe"; user: BareJid; from: string }
+  /**
+   * End every session of the user, with no resumption (the site signed the user out, an
+   * operator kicked it); answers how many sessions were told, to `shard`'s request `reqId`.
+   */
+  | { kind: "kick"; user: BareJid; reason: string; shard: number; reqId: number }
   /** A roster or blocking iq from one of the user's sessions; the actor answers with `write`. */
   | { kind: "iq"; user: BareJid; session: SessionLocation; xml: string }
   /** XEP-0280 enable/disable from one session. */
@@ -162,6 +172,8 @@ export type SessionMessage =
     }
   /** Another session bound the same resource (RFC 6120 §7.7.2.2): close with `<conflict/>`. */
   | { kind: "conflict"; full: FullJid; sid: string }
+  /** The session ends now, not resumable: its stream gets `<policy-violation/>` with `reason`. */
+  | { kind: "kick"; full: FullJid; sid: string; reason: string }
   /** How many of the user's sessions have carbons enabled (XEP-0280). */
   | { kind: "carbon-peers"; full: FullJid; sid: string; enabled: number }
   /** The user's blocklist changed (XEP-0191); sessions refuse to send to blocked JIDs. */

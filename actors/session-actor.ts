@@ -657,6 +657,12 @@ export class SessionActor {
         this.#link?.closeWithError("conflict", "Replaced by new connection");
         this.#finish(false);
         return;
+      case "kick":
+        // Ended, not detached: nothing to resume (the site signed the user out).
+        this.#ended = true;
+        this.#link?.closeWithError("policy-violation", msg.reason);
+        this.#finish(false);
+        return;
       case "stale":
         this.#endStale();
         return;

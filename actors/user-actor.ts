@@ -19,12 +19,13 @@ import { errorReply, iqResult, readdress } from "../src/xmpp/stanza.ts";
 import { parseElement } from "../src/xmpp/stream-parser.ts";
 import type { Ack, Actor, ActorKind, ActorSelf, Turn } from "./actor.ts";
 import { bounceStanza } from "./bounce.ts";
-import type {
-  ActorRouter,
-  RoutedStanza,
-  SessionLocation,
-  SessionRegistration,
-  UserMessage,
+import {
+  type ActorRouter,
+  askerOf,
+  type RoutedStanza,
+  type SessionLocation,
+  type SessionRegistration,
+  type UserMessage,
 } from "./messages.ts";
 import {
   type AccountKnown,
@@ -174,7 +175,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
   }
 
   failed(msg: UserMessage, error: unknown): void {
-    if ("reqId" in msg) this.#ctx.router.reply(msg.session.shard, msg.reqId, { ok: false, error });
+    if ("reqId" in msg) this.#ctx.router.reply(askerOf(msg), msg.reqId, { ok: false, error });
   }
 
   async handle(msg: UserMessage, turn: Turn): Promise<void> {
@@ -202,6 +203,22 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
         return this.#onStanza(msg.stanza);
       case "bind":
         return this.#onBind(msg.session, msg.reqId);
+      case "kick": {
+        // As for a replaced session (conflict): each session is told to end, and contacts see
+        // each available resource go unavailable.
+        let told = 0;
+        for (const [full, session] of [...this.#state.sessions]) {
+          this.#writeSession(full, session, { kind: "kick", reason: msg.reason });
+          this.#change({ c: "ended", full });
+          if (session.presence !== undefined) {
+            const unavailable = `<presence xmlns="${NS_CLIENT}" type="unavailable" from="${escapeXML(full)}"/>`;
+            this.#broadcastPresence(full, unavailable, []);
+          }
+          told++;
+        }
+        this.#ctx.router.reply(msg.shard, msg.reqId, { ok: true, value: told });
+        return;
+      }
       case "unbind":
         return this.#onUnbind(msg.session, msg.unavailable, msg.directed);
       case "relocate": {
@@ -455,6 +472,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
     to: { shard: number; sid: string; lost?: boolean },
     msg:
       | { kind: "conflict" }
+      | { kind: "kick"; reason: string }
       | { kind: "stale" }
       | { kind: "active" }
       | { kind: "carbon-peers"; enabled: number }

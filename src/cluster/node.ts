@@ -127,6 +127,7 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
     log,
     status,
     restartWorker: (index) => pool.killWorker(index),
+    kick: (jid, reason) => pool.kickUser(jid, reason),
     metrics: async () =>
       nodeMetrics({
         workers: await pool.stats(),

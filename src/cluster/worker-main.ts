@@ -8,7 +8,7 @@ import { createSecureContext } from "node:tls";
 import { getHeapStatistics } from "node:v8";
 import { type MessagePort, workerData } from "node:worker_threads";
 import { bounceStanza } from "../../actors/bounce.ts";
-import type { WorkerMessage } from "../../actors/messages.ts";
+import { askerOf, type WorkerMessage } from "../../actors/messages.ts";
 import { SessionActor } from "../../actors/session-actor.ts";
 import { applySessionChange, unackedAfter } from "../../actors/session-state.ts";
 import { userActorKind } from "../../actors/user-actor.ts";
@@ -21,7 +21,7 @@ import { connectStore } from "../storage/remote-store.ts";
 import { terminateBody } from "../transport/bosh.ts";
 import { type C2sListeners, startC2sListeners } from "../transport/tcp-listener.ts";
 import { startWebListener, type WebListener } from "../transport/web-listener.ts";
-import { splitFullJid } from "../xmpp/jid.ts";
+import { type BareJid, splitFullJid } from "../xmpp/jid.ts";
 import { ActorHost } from "./actor-host.ts";
 import { clientStreamHost, type ResumeTake, takeResumable } from "./client-stream-host.ts";
 import type { Envelope } from "./envelope.ts";
@@ -120,6 +120,8 @@ export interface WorkerControl {
   drain(seeOtherHosts: string[]): void;
   /** Sessions still held (attached or detached). */
   sessionCount(): number;
+  /** Ends every session of `user` wherever it is, not resumable; resolves how many there were. */
+  kick(user: BareJid, reason: string): Promise<number>;
   /**
    * Worker `shard` restarted (its sessions now have sids starting `keepPrefix`): forget the
    * sessions that died with it and re-register ours whose users it hosts.
@@ -294,7 +296,7 @@ function dispatch(envelope: Envelope): void {
       // The sender learns it should retry later rather than have the stanza vanish.
       if (msg.kind === "stanza") bounceStanza(router, msg.stanza, "resource-constraint");
       else if ("reqId" in msg) {
-        router.reply(msg.session.shard, msg.reqId, { ok: false, error: new Error("mailbox full") });
+        router.reply(askerOf(msg), msg.reqId, { ok: false, error: new Error("mailbox full") });
       }
       return;
     }
@@ -475,6 +477,12 @@ const control: WorkerControl = {
   },
   sessionCount() {
     return ctx.sessions.size;
+  },
+  kick(user, reason) {
+    return router.requestUser<number>(
+      (reqId) => ({ kind: "kick", user, reason, shard, reqId }),
+      init.config.cluster.requestTimeoutMs,
+    );
   },
   sidPrefix() {
     return sidPrefix;

@@ -11,6 +11,7 @@ import type { Config } from "../config/defaults.ts";
 import type { Logger } from "../log.ts";
 import { exposeStore } from "../storage/remote-store.ts";
 import type { Store } from "../storage/store.ts";
+import type { BareJid } from "../xmpp/jid.ts";
 import type { LiveNode } from "./handoff.ts";
 import type { OwnerTable } from "./ring.ts";
 import type { ClientPorts, WorkerControl, WorkerInit, WorkerStats } from "./worker-main.ts";
@@ -245,6 +246,13 @@ export class WorkerPool {
   /** Leaving the cluster: every worker stops accepting and sends its clients elsewhere. */
   async drain(seeOtherHosts: readonly string[] = []): Promise<void> {
     await Promise.all(this.#slots.map((slot) => slot.control.drain([...seeOtherHosts])));
+  }
+
+  /** Ends every session of `user` in the cluster (the site's logout); resolves how many. */
+  kickUser(user: BareJid, reason: string): Promise<number> {
+    const slot = this.#slots.find((s) => s.ready);
+    if (slot === undefined) return Promise.reject(new Error("no worker is running"));
+    return slot.control.kick(user, reason);
   }
 
   /** Sessions held by every worker (attached or waiting for resumption). */

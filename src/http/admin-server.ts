@@ -11,6 +11,8 @@
  * - `POST /admin/users/bulk` `{ users: [{ jid, password }, …] }` → `{ created, existing }`
  * - `PUT /admin/users/:jid/password` `{ password }` → 204; 404 when absent
  * - `DELETE /admin/users/:jid` → 204; 404 when absent
+ * - `DELETE /admin/sessions/:jid` → 200 `{ jid, ended }`: every session of the user ends with
+ *   `<policy-violation/>` ("signed out"), none resumable (a site's logout)
  * - `POST /admin/tokens` `{ jid, ttlSeconds? }` → 201 `{ jid, token, expiresAt }`: a one-time
  *   login token (PLAIN password) for the user, valid 60 s by default
  *
@@ -51,6 +53,8 @@ export interface AdminServerOptions {
   log: Logger;
   /** The body of `GET /admin/status`. */
   status: () => Promise<unknown>;
+  /** `DELETE /admin/sessions/:jid`: ends every session of the user; resolves how many. */
+  kick?: (jid: BareJid, reason: string) => Promise<number>;
   /** The families of `GET /metrics`. */
   metrics?: () => Promise<MetricFamily[]>;
   /** `GET /health`: whether the node serves clients now, and its state. */
@@ -237,6 +241,16 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
         log.info({ jid }, "password changed");
       }
       send(res, 204, undefined);
+      return;
+    }
+    const sessions = /^\/admin\/sessions\/([^/]+)$/.exec(path);
+    if (sessions !== null && options.kick !== undefined) {
+      // The site's logout: every session of the user ends, none stays resumable.
+      allow("DELETE");
+      const jid = requireJid(decodeURIComponent(sessions[1]!), "the JID in the path");
+      const ended = await options.kick(jid, "signed out");
+      log.info({ jid, ended }, "sessions ended by the admin endpoint");
+      send(res, 200, { jid, ended });
       return;
     }
     if (path === "/admin/tokens") {

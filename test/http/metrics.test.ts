@@ -64,6 +64,17 @@ describe("/metrics and /health on a node", () => {
     const outcome = await wrong.authPlain(user.username, "not the password");
     assert.equal(outcome.getName(), "failure");
 
+    // A log line per login and per failed login, with the address and the account (fail2ban).
+    const failed = await node().waitForLog(
+      (line) => line.event === "login-failed" && line.user === user.jid,
+      "the failed login's line",
+    );
+    assert.equal(failed.address, "127.0.0.1");
+    const succeeded = await node().waitForLog(
+      (line) => line.event === "login" && line.user === user.jid,
+      "the login's line",
+    );
+    assert.equal(succeeded.address, "127.0.0.1");
     const after = await scrape(port);
     assert.equal(sum(after, "starling_logins_total") - sum(before, "starling_logins_total"), 1);
     assert.equal(

@@ -7,8 +7,15 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { newUsers, useNode } from "../helpers/fixtures.ts";
-import { NS_SASL, RawClient } from "../helpers/raw-client.ts";
+import {
+  becomeContacts,
+  isPresenceFrom,
+  loginRaw,
+  newUsers,
+  resumeRaw,
+  useNode,
+} from "../helpers/fixtures.ts";
+import { NS_SASL, NS_SM, RawClient } from "../helpers/raw-client.ts";
 import type { StartedNode } from "../helpers/start-node.ts";
 
 async function issue(node: StartedNode, body: Record<string, unknown>): Promise<Response> {
@@ -97,5 +104,29 @@ describe("one-time login tokens", () => {
       const answer = (await response.json()) as { error: { code: string; message: string } };
       assert.equal(answer.error.code, "XSRV_ADMIN");
     }
+  });
+
+  it("signing out of the site ends every session of the user, none resumable; contacts see it go", async (t) => {
+    const [alice, bob] = await newUsers(node(), 2, "out");
+    const a = await loginRaw(t, node(), alice!, { priority: 1 });
+    const b = await loginRaw(t, node(), bob!, { priority: 1 });
+    await becomeContacts(a, b);
+    const enabled = await a.enableSm({ resume: true, autoAck: true });
+    assert.ok(enabled.is("enabled", NS_SM));
+    const response = await fetch(
+      `http://127.0.0.1:${node().ports.http}/admin/sessions/${encodeURIComponent(alice!.jid)}`,
+      {
+        method: "DELETE",
+      },
+    );
+    assert.equal(response.status, 200);
+    assert.deepEqual(await response.json(), { jid: alice!.jid, ended: 1 });
+    assert.equal(await a.waitForStreamError(), "policy-violation");
+    await b.waitFor(isPresenceFrom(a.jid!, "unavailable"), "alice going offline");
+    const { answer } = await resumeRaw(t, node(), alice!, enabled.attrs.id!, 0);
+    assert.ok(answer.is("failed", NS_SM), `not resumable: ${answer.toString()}`);
+    // Signed out, not locked out.
+    const again = await loginRaw(t, node(), alice!);
+    assert.ok(again.jid?.startsWith(`${alice!.jid}/`));
   });
 });

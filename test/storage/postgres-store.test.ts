@@ -110,6 +110,7 @@ describe("PostgresStore on a PostgreSQL server", () => {
       "accounts",
       "blocklist",
       "cluster",
+      "login_tokens",
       "members",
       "offline_messages",
       "pending_subscriptions",

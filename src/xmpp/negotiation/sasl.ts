@@ -89,6 +89,16 @@ export class SaslNegotiation {
       case "failure": {
         this.#mechanism = undefined;
         host.counters.loginFailures++;
+        // One line per failed login, with the address and the account, for fail2ban and the like.
+        stream.log.warn(
+          {
+            event: "login-failed",
+            address: stream.remoteAddress,
+            user: step.jid ?? null,
+            condition: step.condition,
+          },
+          "login failed",
+        );
         void Promise.resolve(host.loginThrottle.recordFailure(stream.remoteAddress, step.jid)).catch(
           () => {},
         );
@@ -100,6 +110,7 @@ export class SaslNegotiation {
         if (!admitted.allowed)
           return this.#failure("temporary-auth-failure", "too many failed attempts; try later");
         host.counters.logins++;
+        stream.log.info({ event: "login", address: stream.remoteAddress, user: step.jid }, "login succeeded");
         const data = step.data === undefined ? "" : step.data.toString("base64");
         stream.send(`<success xmlns="${NS_SASL}">${data}</success>`);
         // RFC 6120 §6.4.6: the stream restarts after success.
