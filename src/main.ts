@@ -19,6 +19,8 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   status: () => import("./cli/status.ts"),
   leave: () => import("./cli/leave.ts"),
   join: () => import("./cli/join.ts"),
+  kick: () => import("./cli/kick.ts"),
+  token: () => import("./cli/token.ts"),
 };
 
 const HELP = `Usage: starling <command> [options]
@@ -35,6 +37,8 @@ Commands:
   status [--json]             show the cluster: members, epoch, partition shares
   leave                       drain this node out of the cluster and stop it
   join HOST:PORT              check this node's membership with the member at HOST:PORT
+  kick JID                    end every session of a user (a web site's logout)
+  token JID [--ttl S]         print a one-time login token for a user
 
 Run starling <command> --help for the options of each.
 Options:

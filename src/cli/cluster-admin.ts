@@ -14,6 +14,19 @@ export const ADMIN_FLAGS = {
   help: { type: "boolean", short: "h" },
 } as const;
 
+/** The options every admin command's --help lists, after its own. */
+export const ADMIN_OPTIONS_HELP = `  --http-port N       admin port of the running node (default: from the configuration)
+  --config FILE       configuration file to read the admin port from
+  -h, --help          show this help`;
+
+/** The one positional argument a command takes, or a usage error naming `what` it expected. */
+export function oneArgument(positionals: readonly string[], what: string, hint: string): string {
+  const [arg, ...rest] = positionals;
+  if (arg === undefined || rest.length > 0)
+    throw new XmppServerError("XSRV_CLI_USAGE", `expected ${what} (see ${hint})`);
+  return arg;
+}
+
 /** The admin port named by the flags or the configuration. */
 export function adminPort(values: ParsedArgs["values"]): number {
   const flag = parsePortFlag("http-port", values["http-port"]);

@@ -1,7 +1,7 @@
 /** `starling join HOST:PORT`: checks a running node's link to a member of its cluster. */
 import { XmppServerError } from "../errors.ts";
 import { type CommandContext, parseCommandArgs } from "./args.ts";
-import { ADMIN_FLAGS, adminPort, clusterRequest } from "./cluster-admin.ts";
+import { ADMIN_FLAGS, ADMIN_OPTIONS_HELP, adminPort, clusterRequest } from "./cluster-admin.ts";
 
 const HINT = "starling join --help";
 
@@ -14,9 +14,7 @@ with --secret and --store is a member as soon as it runs (start it with --join H
 this check made before it serves); this command confirms it, or says why not.
 
 Options:
-  --http-port N       admin port of the running node (default: from the configuration)
-  --config FILE       configuration file to read the admin port from
-  -h, --help          show this help
+${ADMIN_OPTIONS_HELP}
 `;
 
 /** Runs `starling join`. */

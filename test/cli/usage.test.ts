@@ -113,6 +113,9 @@ describe("starling usage errors", { concurrency: 4 }, () => {
     [["status", "--bogus"], /unknown option --bogus/],
     [["leave", "--timeout", "soon"], /--timeout must be a positive number/],
     [["join"], /expected one peer address HOST:PORT/],
+    [["token"], /expected one user JID/],
+    [["token", "a@localhost", "--ttl", "0"], /--ttl must be a whole number of seconds from 1 to 3600/],
+    [["kick", "a@localhost", "b@localhost"], /expected one user JID/],
     [["join", "a:1", "b:2"], /expected one peer address HOST:PORT/],
   ];
   for (const [args, message] of cases) {
