@@ -177,6 +177,8 @@ export class BoshTransport implements StreamTransport {
   readonly log: Logger;
   readonly #options: BoshTransportOptions;
   readonly #wait: number;
+  /** The creation request's rid: its answer carries the session's parameters. */
+  readonly #creationRid: number;
   #events: StreamEvents | undefined;
   /** The last rid handled. */
   #rid: number;
@@ -199,6 +201,7 @@ export class BoshTransport implements StreamTransport {
   constructor(sid: string, rid: number, wait: number, options: BoshTransportOptions) {
     this.sid = sid;
     this.#rid = rid;
+    this.#creationRid = rid;
     this.#wait = wait;
     this.#options = options;
     this.remoteAddress = options.remoteAddress;
@@ -339,16 +342,10 @@ export class BoshTransport implements StreamTransport {
     return `<body ${attrs.join(" ")}>${payload}</body>`;
   }
 
-  get #creationRid(): number {
-    return this.#firstRid;
-  }
-
-  #firstRid = -1;
   #from: string | undefined;
 
   header(from: string, id: string | undefined): string {
     // The stream header of BOSH is the creation answer's attributes (XEP-0206 §5).
-    if (this.#firstRid < 0) this.#firstRid = this.#rid;
     this.#from = from;
     if (id !== undefined) this.#streamId ??= id;
     return "";

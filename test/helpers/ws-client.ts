@@ -19,11 +19,10 @@ export function parseMessage(text: string): Element {
   parser.on("element", (el: Element) => {
     root = el;
   });
-  parser.on("start", () => {});
   parser.on("error", (error: Error) => {
     failure = error;
   });
-  // ltx emits top-level elements through "start"/"element" on a document root; wrap it.
+  // ltx emits the children of the document's root as "element": wrap the message in one.
   parser.write(`<root>${text}</root>`);
   if (failure !== undefined) throw failure;
   if (root === undefined) throw new Error(`no element in ${JSON.stringify(text)}`);

@@ -29,7 +29,7 @@ const state = {
   full: "",
   domain: "",
   stopped: true,
-  sm: { id: undefined, inbound: 0, outbound: [], acked: 0, sent: 0 },
+  sm: { id: undefined, inbound: 0, outbound: [], acked: 0 },
   contacts: new Map(),
   conversations: new Map(),
   active: "",
@@ -46,7 +46,6 @@ function send(xml) {
 
 /** A stanza the server must acknowledge (XEP-0198): kept until it is, re-sent after a resumption. */
 function sendStanza(xml) {
-  state.sm.sent++;
   state.sm.outbound.push(xml);
   send(xml);
   if (state.sm.id !== undefined) send(`<r xmlns="${NS.sm}"/>`);
@@ -152,7 +151,6 @@ function onSm(el) {
       acknowledge(Number(el.getAttribute("h")));
       const again = state.sm.outbound;
       state.sm.outbound = [];
-      state.sm.sent = state.sm.acked;
       for (const xml of again) sendStanza(xml);
       state.retries = 0;
       return setStatus(`online as ${state.full}`);
@@ -181,7 +179,7 @@ function onIq(el) {
     state.retries = 0;
     // The server counts what we send from <enable/> on (XEP-0198 §4): so do we.
     send(`<enable xmlns="${NS.sm}" resume="true"/>`);
-    state.sm = { id: undefined, inbound: 0, outbound: [], acked: 0, sent: 0 };
+    state.sm = { id: undefined, inbound: 0, outbound: [], acked: 0 };
     sendStanza(`<iq xmlns="${NS.client}" type="get" id="roster"><query xmlns="${NS.roster}"/></iq>`);
     return;
   }
@@ -331,7 +329,7 @@ function start(jid, secret) {
   if (!jid.includes("@")) return fail("the address looks like name@example.org");
   Object.assign(state, { jid: bare(jid), secret, usedToken: false, stopped: false, retries: 0 });
   state.domain = state.jid.slice(state.jid.indexOf("@") + 1);
-  state.sm = { id: undefined, inbound: 0, outbound: [], acked: 0, sent: 0 };
+  state.sm = { id: undefined, inbound: 0, outbound: [], acked: 0 };
   $("error").textContent = "";
   $("login").hidden = true;
   $("app").hidden = false;
