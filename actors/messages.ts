@@ -212,6 +212,8 @@ export type WorkerMessage =
    * the node; the answer (a `<body/>`) is the reply, up to the session's `wait` later.
    */
   | { kind: "bosh"; body: string; secure: boolean; remoteAddress: string; toShard: number; reqId: number }
+  /** An operator's listing: the sessions this worker holds (of `user` only, when given). */
+  | { kind: "sessions"; user?: BareJid; toShard: number; reqId: number }
   /**
    * The partitions' previous owner (or, after a node died, a surviving shard) hands over what it
    * knows of them at `epoch`: actor snapshots from a previous owner, session registrations from

@@ -96,6 +96,18 @@ export interface SessionReplicaStream {
  */
 const LEND_TIMEOUT_MS = 10_000;
 
+/** One session as an operator's listing shows it. */
+export interface SessionOverview {
+  jid: FullJid;
+  /** The client's address; absent while the session waits for resumption. */
+  address?: string;
+  /** A client is connected to it now (false: waiting for XEP-0198 resumption). */
+  connected: boolean;
+  resumable: boolean;
+  available: boolean;
+  priority: number;
+}
+
 /** A bound session. */
 export class SessionActor {
   readonly full: FullJid;
@@ -202,6 +214,18 @@ export class SessionActor {
   }
 
   #standby = false;
+
+  /** What an operator's session listing shows of this session (`GET /api/sessions`). */
+  summary(): SessionOverview {
+    return {
+      jid: this.full,
+      ...(this.#link === undefined ? {} : { address: this.#link.remoteAddress }),
+      connected: this.#link !== undefined,
+      resumable: this.#token !== undefined,
+      available: this.#s.presence !== undefined,
+      priority: this.#s.priority,
+    };
+  }
 
   /** What the UserActor must know to rebuild its entry for this session. */
   registration(): SessionRegistration {

@@ -21,6 +21,7 @@ export const ErrorCodes = {
   XSRV_AUTH_UNAVAILABLE: "the authentication backend (the web site, its database) did not answer",
   XSRV_WORKER: "a worker thread failed",
   XSRV_ADMIN: "the admin endpoint refused a request",
+  XSRV_ADMIN_UNAUTHORIZED: "an admin API call without the right Bearer key (admin.key)",
   XSRV_CLUSTER_UNREACHABLE: "a cluster peer could not be reached",
   XSRV_PEER_REFUSED: "a cluster peer refused the link (wrong secret or not a member)",
   XSRV_CLUSTER_INCOMPATIBLE: "a node's ring (partitions, hash) or peer protocol differs from the cluster's",

@@ -21,6 +21,10 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   join: () => import("./cli/join.ts"),
   kick: () => import("./cli/kick.ts"),
   token: () => import("./cli/token.ts"),
+  sessions: () => import("./cli/sessions.ts"),
+  send: () => import("./cli/send.ts"),
+  announce: () => import("./cli/announce.ts"),
+  reload: () => import("./cli/reload.ts"),
 };
 
 const HELP = `Usage: starling <command> [options]
@@ -34,11 +38,15 @@ Commands:
   user passwd JID             set an account's password
   user list                   print every account
   migrate                     copy a store into another (LevelDB to PostgreSQL)
-  status [--json]             show the cluster: members, epoch, partition shares
+  status [--json]             show the node, and the cluster: members, epoch, partition shares
   leave                       drain this node out of the cluster and stop it
   join HOST:PORT              check this node's membership with the member at HOST:PORT
   kick JID                    end every session of a user (a web site's logout)
   token JID [--ttl S]         print a one-time login token for a user
+  sessions [JID]              list the sessions of every node (or of one user)
+  send JID MESSAGE            send a message from the server to a user
+  announce MESSAGE [--all]    send a message from the server to everyone online (or every account)
+  reload                      apply the configuration file again, without a restart (as SIGHUP)
 
 Run starling <command> --help for the options of each.
 Options:

@@ -67,7 +67,7 @@ export interface ClusterDriver {
   isRunning(i: number): boolean;
   /** Server process ids by node (undefined where unknown or not running), for CPU and RSS. */
   pids(): (number | undefined)[];
-  /** The cluster's own view (`GET /admin/cluster`), or undefined when none is available. */
+  /** The cluster's own view (`GET /api/cluster`), or undefined when none is available. */
   clusterView(): Promise<unknown>;
   nodeSummaries(): NodeSummary[];
   /** Stops everything this driver started; idempotent. */

@@ -58,7 +58,7 @@ const READY_TIMEOUT_MS = 60_000;
 const LEAVE_TIMEOUT_MS = 120_000;
 const MEMBER_UP_TIMEOUT_MS = 60_000;
 
-/** Whether `view` (GET /admin/cluster) lists `name` as an up member; undefined when the shape is unknown. */
+/** Whether `view` (GET /api/cluster) lists `name` as an up member; undefined when the shape is unknown. */
 export function memberIsUp(view: unknown, name: string): boolean | undefined {
   const members = (view as { members?: unknown } | undefined)?.members;
   if (!Array.isArray(members)) return undefined;
@@ -389,7 +389,7 @@ export class StarlingCluster implements ClusterDriver {
   }
 }
 
-/** GET /admin/cluster: the parsed view, "absent" when the node has no such endpoint, undefined on errors. */
+/** GET /api/cluster: the parsed view, "absent" when the node has no such endpoint, undefined on errors. */
 /** Node i's peer address: loopback, one address per node (127.0.0.11, .12, ...). */
 function peerHostOf(i: number): string {
   return `127.0.0.${11 + i}`;
@@ -397,7 +397,7 @@ function peerHostOf(i: number): string {
 
 async function fetchView(httpPort: number, adminToken: string | undefined): Promise<unknown> {
   try {
-    const response = await fetch(`http://127.0.0.1:${httpPort}/admin/cluster`, {
+    const response = await fetch(`http://127.0.0.1:${httpPort}/api/cluster`, {
       headers: adminToken === undefined ? {} : { authorization: `Bearer ${adminToken}` },
       signal: AbortSignal.timeout(2000),
     });

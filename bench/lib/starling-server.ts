@@ -238,7 +238,7 @@ export async function startStarling(options: StartStarlingOptions): Promise<Star
 export const MAX_BULK_USERS = 10_000;
 
 /**
- * Creates users through `POST /admin/users/bulk` in batches of at most {@link MAX_BULK_USERS}.
+ * Creates users through `POST /api/users/bulk` in batches of at most {@link MAX_BULK_USERS}.
  * Returns the number of users sent; throws on the first non-2xx answer.
  */
 export async function bulkCreateUsers(
@@ -251,7 +251,7 @@ export async function bulkCreateUsers(
   if (options.adminToken !== undefined) headers.authorization = `Bearer ${options.adminToken}`;
   for (let i = 0; i < users.length; i += MAX_BULK_USERS) {
     const batch = users.slice(i, i + MAX_BULK_USERS);
-    const response = await fetch(`http://${host}:${httpPort}/admin/users/bulk`, {
+    const response = await fetch(`http://${host}:${httpPort}/api/users/bulk`, {
       method: "POST",
       headers,
       body: JSON.stringify({ users: batch }),
@@ -259,7 +259,7 @@ export async function bulkCreateUsers(
     });
     if (!response.ok) {
       const text = await response.text().catch(() => "");
-      throw new Error(`POST /admin/users/bulk answered ${response.status}: ${text.slice(0, 500)}`);
+      throw new Error(`POST /api/users/bulk answered ${response.status}: ${text.slice(0, 500)}`);
     }
     await response.body?.cancel();
   }

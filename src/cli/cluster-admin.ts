@@ -4,7 +4,7 @@
  */
 import { loadConfig } from "../config/load-config.ts";
 import { XmppServerError } from "../errors.ts";
-import { adminRequest, replyError } from "./admin-client.ts";
+import { type AdminTarget, adminRequest, adminTargetOf, replyError } from "./admin-client.ts";
 import { type ParsedArgs, parsePortFlag, stringFlag } from "./args.ts";
 
 /** Flags every cluster command takes. */
@@ -27,26 +27,28 @@ export function oneArgument(positionals: readonly string[], what: string, hint: 
   return arg;
 }
 
-/** The admin port named by the flags or the configuration. */
-export function adminPort(values: ParsedArgs["values"]): number {
-  const flag = parsePortFlag("http-port", values["http-port"]);
-  if (flag !== undefined) return flag;
+/**
+ * The running node's admin API: from the configuration (its address, key and certificate; the
+ * key may come from STARLING_ADMIN_KEY), on the port of --http-port when given.
+ */
+export function adminTarget(values: ParsedArgs["values"]): AdminTarget {
   const configFile = stringFlag(values.config);
-  return loadConfig(configFile === undefined ? {} : { configFile }).ports.http;
+  const config = loadConfig(configFile === undefined ? {} : { configFile });
+  return adminTargetOf(config, parsePortFlag("http-port", values["http-port"]));
 }
 
-/** One cluster admin call; a node that is not running or not clustered is a clear error. */
+/** One admin call; a node that is not running, or an error it answers, is a clear error. */
 export async function clusterRequest(
-  port: number,
+  target: AdminTarget,
   method: string,
   path: string,
   body?: unknown,
 ): Promise<unknown> {
-  const reply = await adminRequest(port, method, path, body);
+  const reply = await adminRequest(target, method, path, body);
   if (reply.kind === "refused") {
     throw new XmppServerError(
       "XSRV_CLUSTER_UNREACHABLE",
-      `no node answers on 127.0.0.1:${port} (is it running? pass --http-port or --config)`,
+      `no node answers on ${target.host}:${target.port} (is it running? pass --http-port or --config)`,
     );
   }
   if (reply.status >= 400) throw replyError(reply);

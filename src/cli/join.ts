@@ -1,7 +1,7 @@
 /** `starling join HOST:PORT`: checks a running node's link to a member of its cluster. */
 import { XmppServerError } from "../errors.ts";
 import { type CommandContext, parseCommandArgs } from "./args.ts";
-import { ADMIN_FLAGS, ADMIN_OPTIONS_HELP, adminPort, clusterRequest } from "./cluster-admin.ts";
+import { ADMIN_FLAGS, ADMIN_OPTIONS_HELP, adminTarget, clusterRequest } from "./cluster-admin.ts";
 
 const HINT = "starling join --help";
 
@@ -25,7 +25,7 @@ export async function run(args: readonly string[], context: CommandContext): Pro
   if (seed === undefined || rest.length > 0 || !/^[^\s:]+:\d{1,5}$/.test(seed)) {
     throw new XmppServerError("XSRV_CLI_USAGE", `expected one peer address HOST:PORT (see ${HINT})`);
   }
-  const body = (await clusterRequest(adminPort(values), "POST", "/admin/cluster/join", { seed })) as {
+  const body = (await clusterRequest(adminTarget(values), "POST", "/api/cluster/join", { seed })) as {
     seed: string;
     members: string[];
   };

@@ -1,6 +1,12 @@
 /** `starling kick JID`: ends every session of a user, as a web site's logout does. */
 import { type CommandContext, parseCommandArgs } from "./args.ts";
-import { ADMIN_FLAGS, ADMIN_OPTIONS_HELP, adminPort, clusterRequest, oneArgument } from "./cluster-admin.ts";
+import {
+  ADMIN_FLAGS,
+  ADMIN_OPTIONS_HELP,
+  adminTarget,
+  clusterRequest,
+  oneArgument,
+} from "./cluster-admin.ts";
 
 const HINT = "starling kick --help";
 
@@ -21,9 +27,9 @@ export async function run(args: readonly string[], context: CommandContext): Pro
   if (values.help === true) return context.out(help.trimEnd());
   const jid = oneArgument(positionals, "one user JID", HINT);
   const body = (await clusterRequest(
-    adminPort(values),
+    adminTarget(values),
     "DELETE",
-    `/admin/sessions/${encodeURIComponent(jid)}`,
+    `/api/sessions/${encodeURIComponent(jid)}`,
   )) as {
     jid: string;
     ended: number;

@@ -3,7 +3,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { XmppServerError } from "../errors.ts";
 import { adminRequest } from "./admin-client.ts";
 import { type CommandContext, parseCommandArgs } from "./args.ts";
-import { ADMIN_FLAGS, adminPort, clusterRequest } from "./cluster-admin.ts";
+import { ADMIN_FLAGS, adminTarget, clusterRequest } from "./cluster-admin.ts";
 
 const HINT = "starling leave --help";
 
@@ -29,13 +29,13 @@ export async function run(args: readonly string[], context: CommandContext): Pro
   if (!Number.isFinite(timeoutS) || timeoutS <= 0) {
     throw new XmppServerError("XSRV_CLI_USAGE", "--timeout must be a positive number of seconds");
   }
-  const port = adminPort(values);
-  await clusterRequest(port, "POST", "/admin/cluster/leave");
+  const target = adminTarget(values);
+  await clusterRequest(target, "POST", "/api/cluster/leave");
   context.out("leaving: handing off partitions and moving clients");
   const deadline = Date.now() + timeoutS * 1000;
   while (Date.now() < deadline) {
     if (
-      (await adminRequest(port, "GET", "/admin/status").catch(() => ({ kind: "refused" }))).kind === "refused"
+      (await adminRequest(target, "GET", "/api/status").catch(() => ({ kind: "refused" }))).kind === "refused"
     ) {
       context.out("left the cluster; the node has stopped");
       return;

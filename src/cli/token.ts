@@ -1,7 +1,13 @@
 /** `starling token JID`: a one-time login token for a user (docs/auth.md). */
 import { XmppServerError } from "../errors.ts";
 import { type CommandContext, parseCommandArgs } from "./args.ts";
-import { ADMIN_FLAGS, ADMIN_OPTIONS_HELP, adminPort, clusterRequest, oneArgument } from "./cluster-admin.ts";
+import {
+  ADMIN_FLAGS,
+  ADMIN_OPTIONS_HELP,
+  adminTarget,
+  clusterRequest,
+  oneArgument,
+} from "./cluster-admin.ts";
 
 const HINT = "starling token --help";
 
@@ -34,7 +40,7 @@ export async function run(args: readonly string[], context: CommandContext): Pro
       `--ttl must be a whole number of seconds from 1 to 3600, got "${values.ttl}"`,
     );
   }
-  const body = (await clusterRequest(adminPort(values), "POST", "/admin/tokens", {
+  const body = (await clusterRequest(adminTarget(values), "POST", "/api/tokens", {
     jid,
     ...(ttl === undefined ? {} : { ttlSeconds: ttl }),
   })) as { token: string };

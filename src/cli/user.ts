@@ -11,7 +11,7 @@ import { isStoreLocked } from "../storage/level-store.ts";
 import { createStore } from "../storage/open-store.ts";
 import type { Store } from "../storage/store.ts";
 import { type BareJid, normalizeDomain, parseUserJid } from "../xmpp/jid.ts";
-import { adminRequest, replyError } from "./admin-client.ts";
+import { adminRequest, adminTargetOf, replyError } from "./admin-client.ts";
 import { type CommandContext, parseCommandArgs, parsePortFlag, stringFlag, usageError } from "./args.ts";
 import { readPassword } from "./password.ts";
 
@@ -175,11 +175,11 @@ function requireUserJid(input: string, domain: string): BareJid {
   return jid;
 }
 
-const userPath = (jid: BareJid) => `/admin/users/${encodeURIComponent(jid)}`;
+const userPath = (jid: BareJid) => `/api/users/${encodeURIComponent(jid)}`;
 
 function addUser(jid: BareJid, password: string): UserOperation<void> {
   return {
-    request: { method: "POST", path: "/admin/users", body: { jid, password } },
+    request: { method: "POST", path: "/api/users", body: { jid, password } },
     expect: 201,
     fromReply: () => undefined,
     async viaStore(store) {
@@ -217,7 +217,7 @@ function setPassword(jid: BareJid, password: string): UserOperation<void> {
 
 function listUsers(): UserOperation<readonly string[]> {
   return {
-    request: { method: "GET", path: "/admin/users" },
+    request: { method: "GET", path: "/api/users" },
     expect: 200,
     fromReply(body) {
       const users = (body as { users?: unknown } | undefined)?.users;
@@ -236,10 +236,10 @@ function notFound(jid: BareJid): XmppServerError {
 
 /** Does `operation` through the running node if one answers, on the store otherwise. */
 async function perform<T>(config: Readonly<Config>, operation: UserOperation<T>): Promise<T> {
-  const port = config.ports.http;
-  const url = `http://127.0.0.1:${port}`;
+  const target = adminTargetOf(config);
+  const url = `${target.tls === undefined ? "http" : "https"}://${target.host}:${target.port}`;
   const { method, path, body } = operation.request;
-  const reply = await adminRequest(port, method, path, body);
+  const reply = await adminRequest(target, method, path, body);
   if (reply.kind === "reply" && reply.domain !== undefined) {
     if (reply.domain !== (normalizeDomain(config.domain) ?? config.domain)) {
       throw new XmppServerError(

@@ -83,6 +83,7 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
     version: VERSION,
     log,
     nodeNo: member?.nodeNo ?? 0,
+    nodeName: member?.name ?? "local",
     table,
     onRemoteBatch: (dest, bytes) => member?.sendBatch(dest, bytes),
   });
@@ -120,14 +121,18 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
   let stopping: Promise<void> | undefined;
   let onLeft: (() => void) | undefined;
   const admin = await startAdminServer({
-    host: "127.0.0.1",
+    host: config.admin.host,
     port: config.ports.http,
+    key: config.admin.key,
+    tls: { cert: tls.cert, key: tls.key },
     store,
     domain: config.domain,
     log,
     status,
     restartWorker: (index) => pool.killWorker(index),
     kick: (jid, reason) => pool.kickUser(jid, reason),
+    sessions: (user) => pool.sessions(user),
+    send: (messages) => pool.send(messages),
     metrics: async () =>
       nodeMetrics({
         workers: await pool.stats(),

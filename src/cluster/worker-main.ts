@@ -9,7 +9,7 @@ import { getHeapStatistics } from "node:v8";
 import { type MessagePort, workerData } from "node:worker_threads";
 import { bounceStanza } from "../../actors/bounce.ts";
 import { askerOf, type WorkerMessage } from "../../actors/messages.ts";
-import { SessionActor } from "../../actors/session-actor.ts";
+import { SessionActor, type SessionOverview } from "../../actors/session-actor.ts";
 import { applySessionChange, unackedAfter } from "../../actors/session-state.ts";
 import { userActorKind } from "../../actors/user-actor.ts";
 import { createAuthProvider } from "../auth/create-provider.ts";
@@ -46,6 +46,8 @@ export interface WorkerInit {
   workers: number;
   /** The node's number in the cluster (0 for a single node). */
   nodeNo: number;
+  /** The node's name in the cluster ("local" for a single node). */
+  nodeName: string;
   /** The owner table to start with. */
   table: OwnerTable;
   /** To and from the main thread: batches for and from shards of other nodes. */
@@ -122,6 +124,13 @@ export interface WorkerControl {
   sessionCount(): number;
   /** Ends every session of `user` wherever it is, not resumable; resolves how many there were. */
   kick(user: BareJid, reason: string): Promise<number>;
+  /** Every session on every worker of the cluster that answers in time (of `user` only, when given). */
+  sessions(user?: BareJid): Promise<SessionListing[]>;
+  /**
+   * Routes messages from the server to their users' actors; resolves how many were accepted
+   * (delivered, stored or dropped as their type says) within twice the request timeout.
+   */
+  send(messages: ServerMessage[]): Promise<number>;
   /**
    * Worker `shard` restarted (its sessions now have sids starting `keepPrefix`): forget the
    * sessions that died with it and re-register ours whose users it hosts.
@@ -133,6 +142,20 @@ export interface WorkerControl {
   stop(): Promise<void>;
   /** Resolves when this worker's actors have handled everything queued for them. */
   quiesce(): Promise<void>;
+}
+
+/** One session in an operator's listing: where it is, and what SessionActor.summary() says. */
+export type SessionListing = SessionOverview & { node: string; worker: number };
+
+/** A message the server sends to a user (an announcement, a site's notification). */
+export interface ServerMessage {
+  user: BareJid;
+  from: string;
+  to: string;
+  id: string;
+  type: string;
+  xml: string;
+  storable: boolean;
 }
 
 const init = workerData as WorkerInit;
@@ -340,6 +363,9 @@ function dispatch(envelope: Envelope): void {
         );
         return;
       }
+      if (msg.kind === "sessions") {
+        return router.reply(msg.toShard, msg.reqId, { ok: true, value: localSessions(msg.user) });
+      }
       router.reply(msg.toShard, msg.reqId, { ok: true, value: resumeTake(msg) });
       return;
     }
@@ -360,6 +386,16 @@ function dispatch(envelope: Envelope): void {
  * promoted), or this shard's replica of it when its owner's node is dead (as this shard or the
  * asking one knows from a committed table), or "pending" while that is not known yet.
  */
+/** This worker's sessions (of `user` only, when given), for an operator's listing. */
+function localSessions(user: BareJid | undefined): SessionListing[] {
+  const listing: SessionListing[] = [];
+  for (const session of ctx.sessions.values()) {
+    if (user !== undefined && session.bare !== user) continue;
+    listing.push({ ...session.summary(), node: init.nodeName, worker: init.index });
+  }
+  return listing;
+}
+
 function resumeTake(msg: Extract<WorkerMessage, { kind: "resume-take" }>): ResumeTake {
   const here = takeResumable(ctx, msg.token, msg.h, msg.user);
   if (here !== undefined) return here;
@@ -483,6 +519,46 @@ const control: WorkerControl = {
       (reqId) => ({ kind: "kick", user, reason, shard, reqId }),
       init.config.cluster.requestTimeoutMs,
     );
+  },
+  async sessions(user) {
+    const timeoutMs = init.config.cluster.requestTimeoutMs;
+    const shards = [...new Set(router.table.shardNos)];
+    const answers = await Promise.allSettled(
+      shards.map((to) =>
+        router.requestShard<SessionListing[]>(
+          to,
+          (reqId) => ({
+            t: "worker",
+            msg: { kind: "sessions", ...(user === undefined ? {} : { user }), toShard: shard, reqId },
+          }),
+          timeoutMs,
+        ),
+      ),
+    );
+    const silent = shards.filter((_, i) => answers[i]!.status === "rejected");
+    if (silent.length > 0) log.warn({ shards: silent }, "workers did not answer a session listing");
+    return answers.flatMap((answer) => (answer.status === "fulfilled" ? answer.value : []));
+  },
+  send(messages) {
+    return new Promise((resolve) => {
+      let accepted = 0;
+      let waiting = messages.length;
+      if (waiting === 0) return resolve(0);
+      const timer = setTimeout(() => resolve(accepted), 2 * init.config.cluster.requestTimeoutMs);
+      timer.unref();
+      for (const { user, from, to, id, type, xml, storable } of messages) {
+        router.toUser(
+          { kind: "stanza", user, stanza: { name: "message", type, from, to, id, xml, storable } },
+          () => {
+            accepted++;
+            if (--waiting === 0) {
+              clearTimeout(timer);
+              resolve(accepted);
+            }
+          },
+        );
+      }
+    });
   },
   sidPrefix() {
     return sidPrefix;

@@ -8,13 +8,21 @@ import { MessageChannel, type MessagePort, Worker } from "node:worker_threads";
 import { LoginThrottle } from "../auth/login-throttle.ts";
 import { expose, nodeEndpoint, type Remote, transfer, wrap } from "../comlink-setup.ts";
 import type { Config } from "../config/defaults.ts";
+import { XmppServerError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { exposeStore } from "../storage/remote-store.ts";
 import type { Store } from "../storage/store.ts";
 import type { BareJid } from "../xmpp/jid.ts";
 import type { LiveNode } from "./handoff.ts";
 import type { OwnerTable } from "./ring.ts";
-import type { ClientPorts, WorkerControl, WorkerInit, WorkerStats } from "./worker-main.ts";
+import type {
+  ClientPorts,
+  ServerMessage,
+  SessionListing,
+  WorkerControl,
+  WorkerInit,
+  WorkerStats,
+} from "./worker-main.ts";
 
 /** How long a graceful stop waits for the actors' mailboxes to empty, per round. */
 const QUIESCE_TIMEOUT_MS = 5_000;
@@ -43,6 +51,8 @@ export interface WorkerPoolOptions {
   log: Logger;
   /** This node's number in the cluster (0 alone). */
   nodeNo: number;
+  /** This node's name in the cluster ("local" alone). */
+  nodeName: string;
   /** The owner table workers start with. */
   table: OwnerTable;
   /** A worker sent a batch to shard `dest` of another node. */
@@ -111,6 +121,7 @@ export class WorkerPool {
       index,
       workers: this.#options.workers,
       nodeNo: this.#options.nodeNo,
+      nodeName: this.#options.nodeName,
       table: this.#table,
       uplinkPort: uplinkChannel.port2,
       tls: this.#options.tls,
@@ -253,6 +264,22 @@ export class WorkerPool {
     const slot = this.#slots.find((s) => s.ready);
     if (slot === undefined) return Promise.reject(new Error("no worker is running"));
     return slot.control.kick(user, reason);
+  }
+
+  /** Every session of the cluster (of `user` only, when given), as the first ready worker gathers them. */
+  sessions(user?: BareJid): Promise<SessionListing[]> {
+    return this.#anyWorker().sessions(user);
+  }
+
+  /** Routes the server's messages to their users; resolves how many were accepted. */
+  send(messages: ServerMessage[]): Promise<number> {
+    return this.#anyWorker().send(messages);
+  }
+
+  #anyWorker() {
+    const slot = this.#slots.find((s) => s.ready);
+    if (slot === undefined) throw new XmppServerError("XSRV_WORKER", "no worker is running");
+    return slot.control;
   }
 
   /** Sessions held by every worker (attached or waiting for resumption). */

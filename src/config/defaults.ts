@@ -15,7 +15,7 @@ export interface Config {
     c2s: number;
     /** Client connections with direct TLS (XEP-0368). */
     tls: number;
-    /** Admin HTTP API (loopback only). */
+    /** Admin HTTP API (`/api`, `/metrics`, `/health`); see `admin`. */
     http: number;
     /**
      * Client web listener with TLS (the node's certificate): XMPP over WebSocket (RFC 7395) at
@@ -36,6 +36,19 @@ export interface Config {
      * get by connecting directly; set this to keep other sites' pages off your server.
      */
     origins: string[];
+  };
+  /** The admin HTTP API on `ports.http` (docs/admin-api.md). */
+  admin: {
+    /**
+     * Address the API binds to. Beyond loopback it needs `key`, and serves HTTPS with the
+     * node's certificate, so the key never crosses the network in clear.
+     */
+    host: string;
+    /**
+     * Bearer key every request must carry (`Authorization: Bearer <key>`, at least 32
+     * characters), `/health` excepted; null: no key, and only loopback clients are answered.
+     */
+    key: string | null;
   };
   /** Where the LevelDB store, the generated certificate and other state live. */
   dataDir: string;
@@ -190,6 +203,7 @@ export const DEFAULT_CONFIG: Config = {
   host: "127.0.0.1",
   ports: { c2s: 5222, tls: 5223, http: 5280, web: 5443, webPlain: null },
   web: { origins: [] },
+  admin: { host: "127.0.0.1", key: null },
   dataDir: "./data",
   store: { url: null },
   workers: 0,

@@ -6,6 +6,7 @@
 import { readFileSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
 import { XmppServerError } from "../errors.ts";
+import { isLoopbackHost } from "../loopback.ts";
 import { type ClusterConfig, type Config, DEFAULT_CONFIG } from "./defaults.ts";
 
 type Check = (value: unknown) => string | undefined;
@@ -58,6 +59,12 @@ const SCHEMA: Record<string, Check> = {
   "ports.http": port,
   "ports.web": port,
   "ports.webPlain": nullOr(port),
+  "admin.host": nonEmptyString,
+  "admin.key": nullOr((v) =>
+    typeof v === "string" && v.length >= 32 && !/\s/.test(v)
+      ? undefined
+      : "must be a string of at least 32 characters without spaces (openssl rand -hex 32 makes one)",
+  ),
   "web.origins": originList,
   dataDir: nonEmptyString,
   "store.url": (v) =>
@@ -128,6 +135,8 @@ export const ENV_KEYS: Record<string, string> = {
   STARLING_C2S_PORT: "ports.c2s",
   STARLING_TLS_PORT: "ports.tls",
   STARLING_HTTP_PORT: "ports.http",
+  STARLING_ADMIN_HOST: "admin.host",
+  STARLING_ADMIN_KEY: "admin.key",
   STARLING_WEB_PORT: "ports.web",
   STARLING_DATA: "dataDir",
   STARLING_STORE: "store.url",
@@ -282,6 +291,12 @@ export function loadConfig(options: LoadConfigOptions = {}): Readonly<Config> {
   if (auth.provider === "http" && auth.http.url === null) {
     errors.push(
       "auth.provider is http but auth.http.url is not set (the site's endpoint that checks passwords)",
+    );
+  }
+  const admin = merged.admin as Config["admin"];
+  if (admin.key === null && typeof admin.host === "string" && !isLoopbackHost(admin.host)) {
+    errors.push(
+      `admin.host is ${admin.host}, beyond loopback, but admin.key is not set: the admin API answers other machines only with a key`,
     );
   }
   if (cluster.join !== null && cluster.secret === null) {

@@ -22,6 +22,7 @@ import { escapeXML } from "@xmpp/xml";
 import { WebSocketServer } from "ws";
 import type { Config } from "../config/defaults.ts";
 import type { Logger } from "../log.ts";
+import { isLoopbackHost } from "../loopback.ts";
 import type { StreamHost } from "../xmpp/stream-host.ts";
 import { XmppStream } from "../xmpp/xmpp-stream.ts";
 import { BoshSessions, terminateBody } from "./bosh.ts";
@@ -72,10 +73,6 @@ export interface WebListener {
 
 let nextConnectionId = 1;
 
-function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || host.startsWith("127.");
-}
-
 /** Starts the web listeners on `ports` (0 lets the OS choose, for the first worker). */
 export async function startWebListener(
   options: WebListenerOptions,
@@ -116,7 +113,7 @@ export async function startWebListener(
       const connectionLog = log.child({ conn: `ws${nextConnectionId++}`, remote: remoteAddress });
       const transport = new WebSocketTransport(ws, {
         remoteAddress,
-        secure: secure || isLoopback(config.host),
+        secure: secure || isLoopbackHost(config.host),
         limits: config.limits,
         log: connectionLog,
       });
@@ -171,7 +168,7 @@ export async function startWebListener(
       if (size > maxBoshBytes) return xmlReply(terminateBody("policy-violation"));
       const text = Buffer.concat(chunks).toString("utf8");
       const remoteAddress = request.socket.remoteAddress ?? "unknown";
-      const connectionSecure = secure || isLoopback(config.host);
+      const connectionSecure = secure || isLoopbackHost(config.host);
       const sid = /\ssid=["']([^"']+)["']/.exec(text)?.[1];
       const shard = sid === undefined ? options.shard : BoshSessions.shardOf(sid);
       if (shard === undefined) return xmlReply(terminateBody("item-not-found"));

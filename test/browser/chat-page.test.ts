@@ -64,7 +64,7 @@ describe("the chat page", {
 
   it("a site's link with a one-time token signs the user in, and the token leaves the address bar", async (t) => {
     const [alice] = await newUsers(node, 1, "page");
-    const issued = await fetch(`http://127.0.0.1:${node.ports.http}/admin/tokens`, {
+    const issued = await fetch(`http://127.0.0.1:${node.ports.http}/api/tokens`, {
       method: "POST",
       headers: { "content-type": "application/json" },
       body: JSON.stringify({ jid: alice!.jid }),

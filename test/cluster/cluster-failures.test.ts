@@ -191,7 +191,7 @@ test("a joiner with a wrong secret or another ring is refused, with a clear erro
   assert.match(otherRing.stderr, /4096/, otherRing.stderr);
 
   // Neither left a trace in the membership table.
-  const reply = await fetch(`http://127.0.0.1:${n1.ports.http}/admin/cluster`);
+  const reply = await fetch(`http://127.0.0.1:${n1.ports.http}/api/cluster`);
   const status = (await reply.json()) as { members: { node: string }[] };
   assert.deepEqual(
     status.members.map((m) => m.node),

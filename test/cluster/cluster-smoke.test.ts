@@ -59,4 +59,27 @@ test("a node joins at run time; users on different nodes exchange messages, each
     );
     assert.equal(got.length, 1, `message ${i} delivered once`);
   }
+
+  // The admin API of either node sees the whole cluster: every session, on the node holding it,
+  // and a message sent through one node reaches a client connected to the other.
+  for (const node of [a, b]) {
+    const reply = await fetch(`http://127.0.0.1:${node.ports.http}/api/sessions`);
+    const { sessions } = (await reply.json()) as { sessions: { jid: string; node: string }[] };
+    assert.deepEqual(
+      sessions.map((s) => [s.jid.split("/")[0], s.node]).sort(),
+      users.map((u, i) => [u.jid, i % 2 === 0 ? "n1" : "n2"]).sort(),
+      `GET /api/sessions on ${node.name}`,
+    );
+  }
+  const sent = await fetch(`http://127.0.0.1:${b.ports.http}/api/messages`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ to: users[0]!.jid, body: "from the operator" }),
+  });
+  assert.equal(sent.status, 202);
+  const notice = await clients[0]!.waitForStanza(
+    (el) => el.getChildText("body") === "from the operator",
+    "notice",
+  );
+  assert.equal(notice.attrs.from, a.domain);
 });

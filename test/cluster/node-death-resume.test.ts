@@ -145,7 +145,7 @@ async function nodeDeath(t: import("node:test").TestContext, scenario: Scenario)
       async () => {
         const held = await Promise.all(
           names.map(async (name) => {
-            const response = await fetch(`http://127.0.0.1:${node(name).ports.http}/admin/status`);
+            const response = await fetch(`http://127.0.0.1:${node(name).ports.http}/api/status`);
             return [name, ((await response.json()) as { replicasHeld: number }).replicasHeld] as const;
           }),
         );

@@ -46,9 +46,9 @@ function handoffTimeouts(nodes: StartedNode[]): LogLine[] {
   );
 }
 
-/** Partitions still waiting for a handoff on `node` (GET /admin/cluster). */
+/** Partitions still waiting for a handoff on `node` (GET /api/cluster). */
 async function waitingPartitions(node: ClusterNode): Promise<number> {
-  const reply = await adminRequest(node.ports.http, "GET", "/admin/cluster");
+  const reply = await adminRequest(node.ports.http, "GET", "/api/cluster");
   if (reply.kind !== "reply" || reply.status !== 200)
     throw new Error(`status failed: ${JSON.stringify(reply)}`);
   const body = reply.body as { nodes: Record<string, { waitingPartitions: number }> };

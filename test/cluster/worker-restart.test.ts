@@ -19,7 +19,7 @@ interface Status {
 }
 
 async function status(port: number): Promise<Status> {
-  const response = await fetch(`http://127.0.0.1:${port}/admin/status`);
+  const response = await fetch(`http://127.0.0.1:${port}/api/status`);
   assert.equal(response.status, 200);
   return (await response.json()) as Status;
 }
@@ -37,7 +37,7 @@ test("a crashed worker is restarted; clients on the other worker keep chatting w
 
   const closed = new Set<RawClient>();
   for (const client of clients) void client.whenClosed.then(() => closed.add(client));
-  const response = await fetch(`http://127.0.0.1:${node.ports.http}/admin/workers/0/restart`, {
+  const response = await fetch(`http://127.0.0.1:${node.ports.http}/api/workers/0/restart`, {
     method: "POST",
   });
   assert.equal(response.status, 202);
@@ -114,7 +114,7 @@ test("a resumable session on a crashed worker resumes from its replica on the ot
   // restart is restarted only after a back-off.
   const restarts = (await status(node.ports.http)).workerRestarts;
   const restartedAt = Date.now();
-  const response = await fetch(`http://127.0.0.1:${node.ports.http}/admin/workers/1/restart`, {
+  const response = await fetch(`http://127.0.0.1:${node.ports.http}/api/workers/1/restart`, {
     method: "POST",
   });
   assert.equal(response.status, 202);

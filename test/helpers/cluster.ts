@@ -55,7 +55,7 @@ export interface ClusterNode extends StartedNode {
   readonly peerAddr: string;
 }
 
-/** The view `GET /admin/cluster` returns. */
+/** The view `GET /api/cluster` returns. */
 export interface ClusterStatusBody {
   node: string;
   state: string;
@@ -119,7 +119,7 @@ export async function pollUntil(
 
 /** The cluster as one node sees it. */
 export async function clusterStatus(node: StartedNode): Promise<ClusterStatusBody> {
-  const reply = await adminRequest(node.ports.http, "GET", "/admin/cluster");
+  const reply = await adminRequest(node.ports.http, "GET", "/api/cluster");
   if (reply.kind !== "reply" || reply.status !== 200)
     throw new Error(`status failed: ${JSON.stringify(reply)}`);
   return reply.body as ClusterStatusBody;

@@ -276,10 +276,15 @@ export async function startNode(t?: AfterHook, options: StartNodeOptions = {}): 
     return stopping;
   };
 
+  // A node started with admin.key wants it on every API call.
+  const adminKey = (options.config?.admin as { key?: string } | undefined)?.key;
   const postAdmin = async (path: string, body: unknown) => {
     const response = await fetch(`http://${host}:${ports.http}${path}`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: {
+        "content-type": "application/json",
+        ...(adminKey === undefined ? {} : { authorization: `Bearer ${adminKey}` }),
+      },
       body: JSON.stringify(body),
     });
     if (response.status !== 201 && response.status !== 200) {
@@ -302,9 +307,9 @@ export async function startNode(t?: AfterHook, options: StartNodeOptions = {}): 
     kill: (signal = "SIGTERM") => {
       child.kill(signal);
     },
-    createUser: (jid, password) => postAdmin("/admin/users", { jid: toJid(jid), password }),
+    createUser: (jid, password) => postAdmin("/api/users", { jid: toJid(jid), password }),
     createUsers: (users) =>
-      postAdmin("/admin/users/bulk", {
+      postAdmin("/api/users/bulk", {
         users: users.map((u) => ({ jid: toJid(u.jid), password: u.password })),
       }),
     waitForLog,

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
+import { randomBytes } from "node:crypto";
 import { mkdtemp, rm } from "node:fs/promises";
 import { Agent, request } from "node:http";
+import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
@@ -8,15 +10,16 @@ import { deriveScramCredential } from "../../src/auth/scram.ts";
 import {
   type AdminServer,
   DOMAIN_HEADER,
-  isLoopbackAddress,
   MAX_ADMIN_BODY_BYTES,
   MAX_BULK_USERS,
   startAdminServer,
 } from "../../src/http/admin-server.ts";
 import { createLogger } from "../../src/log.ts";
+import { isLoopbackAddress } from "../../src/loopback.ts";
 import { LevelStore } from "../../src/storage/level-store.ts";
 import type { Account } from "../../src/storage/store.ts";
 import type { BareJid } from "../../src/xmpp/jid.ts";
+import { makeCertificate } from "../helpers/certificates.ts";
 
 const log = createLogger({ level: "silent" });
 
@@ -58,7 +61,13 @@ function call(
           resolve({
             status: res.statusCode ?? 0,
             headers: res.headers,
-            body: text === "" ? undefined : JSON.parse(text),
+            // Only JSON is parsed: /metrics answers text.
+            body:
+              text === ""
+                ? undefined
+                : /json/.test(String(res.headers["content-type"]))
+                  ? JSON.parse(text)
+                  : text,
           });
         });
       },
@@ -113,15 +122,15 @@ describe("admin server", () => {
     await rm(root, { recursive: true, force: true });
   });
 
-  it("admin server answers GET /admin/status with what status() returns", async () => {
-    const reply = await call(port, "GET", "/admin/status");
+  it("admin server answers GET /api/status with what status() returns", async () => {
+    const reply = await call(port, "GET", "/api/status");
     assert.equal(reply.status, 200);
     assert.deepEqual(reply.body, { node: "test", calls: statusCalls });
     assert.equal(reply.headers[DOMAIN_HEADER], "localhost");
   });
 
   it("admin server creates a normalised account with SCRAM keys for the password", async () => {
-    const reply = await call(port, "POST", "/admin/users", {
+    const reply = await call(port, "POST", "/api/users", {
       body: { jid: "Alice@LocalHost", password: "s3cret" },
     });
     assert.equal(reply.status, 201);
@@ -133,7 +142,7 @@ describe("admin server", () => {
   });
 
   it("admin server answers 409 when the account exists", async () => {
-    const reply = await call(port, "POST", "/admin/users", {
+    const reply = await call(port, "POST", "/api/users", {
       body: { jid: "alice@localhost", password: "other" },
     });
     assertError(reply, 409, "XSRV_USER_EXISTS", /^alice@localhost already exists$/);
@@ -153,13 +162,13 @@ describe("admin server", () => {
       [["bob@localhost", "x"], /must be a JSON object/],
     ];
     for (const [body, message] of cases) {
-      assertError(await call(port, "POST", "/admin/users", { body }), 400, "XSRV_ADMIN", message);
+      assertError(await call(port, "POST", "/api/users", { body }), 400, "XSRV_ADMIN", message);
     }
     assert.equal(await store.getAccount("bob@localhost" as BareJid), undefined);
   });
 
   it("admin server answers 400 to a body that is not JSON", async () => {
-    const reply = await call(port, "POST", "/admin/users", {
+    const reply = await call(port, "POST", "/api/users", {
       raw: '{"jid": "bob@localhost", ',
       headers: { "content-type": "application/json" },
     });
@@ -167,7 +176,7 @@ describe("admin server", () => {
   });
 
   it("admin server answers 415 to a body that is not sent as application/json", async () => {
-    const reply = await call(port, "POST", "/admin/users", {
+    const reply = await call(port, "POST", "/api/users", {
       raw: JSON.stringify({ jid: "bob@localhost", password: "x" }),
       headers: { "content-type": "text/plain" },
     });
@@ -176,7 +185,7 @@ describe("admin server", () => {
   });
 
   it("admin server answers 413 when Content-Length passes the limit", async () => {
-    const reply = await call(port, "POST", "/admin/users", {
+    const reply = await call(port, "POST", "/api/users", {
       raw: "{}",
       headers: { "content-type": "application/json", "content-length": MAX_ADMIN_BODY_BYTES + 1 },
     });
@@ -191,7 +200,7 @@ describe("admin server", () => {
           host: "127.0.0.1",
           port,
           method: "POST",
-          path: "/admin/users/bulk",
+          path: "/api/users/bulk",
           agent: false,
           headers: { "content-type": "application/json", "transfer-encoding": "chunked" },
         },
@@ -219,8 +228,8 @@ describe("admin server", () => {
   });
 
   it("admin server lists accounts sorted", async () => {
-    await call(port, "POST", "/admin/users", { body: { jid: "carol@localhost", password: "c" } });
-    const reply = await call(port, "GET", "/admin/users");
+    await call(port, "POST", "/api/users", { body: { jid: "carol@localhost", password: "c" } });
+    const reply = await call(port, "GET", "/api/users");
     assert.equal(reply.status, 200);
     assert.deepEqual(reply.body, { users: ["alice@localhost", "carol@localhost"] });
   });
@@ -228,7 +237,7 @@ describe("admin server", () => {
   it("admin server creates accounts in bulk and counts the existing ones", async () => {
     const users = Array.from({ length: 40 }, (_, i) => ({ jid: `bulk${i}@localhost`, password: `pw${i}` }));
     users.push({ jid: "alice@localhost", password: "ignored" }, { jid: "bulk0@localhost", password: "dup" });
-    const reply = await call(port, "POST", "/admin/users/bulk", { body: { users } });
+    const reply = await call(port, "POST", "/api/users/bulk", { body: { users } });
     assert.equal(reply.status, 200, JSON.stringify(reply.body));
     assert.deepEqual(reply.body, { created: 40, existing: 2 });
     const bulk7 = await store.getAccount("bulk7@localhost" as BareJid);
@@ -243,10 +252,10 @@ describe("admin server", () => {
       { jid: "good@localhost", password: "x" },
       { jid: "bad@elsewhere", password: "x" },
     ];
-    const reply = await call(port, "POST", "/admin/users/bulk", { body: { users } });
+    const reply = await call(port, "POST", "/api/users/bulk", { body: { users } });
     assertError(reply, 400, "XSRV_ADMIN", /^users\[1\]\.jid: bad@elsewhere is not on this server's domain/);
     assert.equal(await store.getAccount("good@localhost" as BareJid), undefined);
-    assertError(await call(port, "POST", "/admin/users/bulk", { body: { users: "no" } }), 400, "XSRV_ADMIN");
+    assertError(await call(port, "POST", "/api/users/bulk", { body: { users: "no" } }), 400, "XSRV_ADMIN");
   });
 
   it("admin server refuses a bulk request over the per-request limit", async () => {
@@ -254,7 +263,7 @@ describe("admin server", () => {
       jid: `m${i}@localhost`,
       password: "p",
     }));
-    const reply = await call(port, "POST", "/admin/users/bulk", { body: { users } });
+    const reply = await call(port, "POST", "/api/users/bulk", { body: { users } });
     assertError(reply, 400, "XSRV_ADMIN", new RegExp(`at most ${MAX_BULK_USERS}`));
     assert.equal(await store.getAccount("m0@localhost" as BareJid), undefined);
   });
@@ -262,7 +271,7 @@ describe("admin server", () => {
   it("admin server changes a password and keeps the creation time", async () => {
     const before = await store.getAccount("carol@localhost" as BareJid);
     assert.ok(before);
-    const reply = await call(port, "PUT", "/admin/users/carol%40localhost/password", {
+    const reply = await call(port, "PUT", "/api/users/carol%40localhost/password", {
       body: { password: "new" },
     });
     assert.equal(reply.status, 204);
@@ -273,38 +282,38 @@ describe("admin server", () => {
   });
 
   it("admin server answers 404 to a password change of a missing account and 400 to an empty one", async () => {
-    const missing = await call(port, "PUT", "/admin/users/nobody@localhost/password", {
+    const missing = await call(port, "PUT", "/api/users/nobody@localhost/password", {
       body: { password: "x" },
     });
     assertError(missing, 404, "XSRV_USER_NOT_FOUND", /^nobody@localhost does not exist$/);
-    const empty = await call(port, "PUT", "/admin/users/carol@localhost/password", {
+    const empty = await call(port, "PUT", "/api/users/carol@localhost/password", {
       body: { password: "" },
     });
     assertError(empty, 400, "XSRV_ADMIN", /password/);
   });
 
   it("admin server deletes an account, then answers 404", async () => {
-    assert.equal((await call(port, "DELETE", "/admin/users/carol%40localhost")).status, 204);
+    assert.equal((await call(port, "DELETE", "/api/users/carol%40localhost")).status, 204);
     assert.equal(await store.getAccount("carol@localhost" as BareJid), undefined);
-    const again = await call(port, "DELETE", "/admin/users/carol%40localhost");
+    const again = await call(port, "DELETE", "/api/users/carol%40localhost");
     assertError(again, 404, "XSRV_USER_NOT_FOUND", /^carol@localhost does not exist$/);
-    assertError(await call(port, "DELETE", "/admin/users/%E0%A4%A"), 400, "XSRV_ADMIN", /percent-encoded/);
-    assertError(await call(port, "DELETE", "/admin/users/carol@other"), 400, "XSRV_ADMIN", /domain/);
+    assertError(await call(port, "DELETE", "/api/users/%E0%A4%A"), 400, "XSRV_ADMIN", /percent-encoded/);
+    assertError(await call(port, "DELETE", "/api/users/carol@other"), 400, "XSRV_ADMIN", /domain/);
   });
 
   it("admin server answers 404 to an unknown route", async () => {
-    for (const path of ["/", "/admin", "/admin/users/a@localhost/other", "/admin/status/x"]) {
+    for (const path of ["/", "/admin", "/api/users/a@localhost/other", "/api/status/x"]) {
       assertError(await call(port, "GET", path), 404, "XSRV_ADMIN", /no route/);
     }
   });
 
   it("admin server answers 405 with Allow to a wrong method", async () => {
     const cases: [string, string, string][] = [
-      ["POST", "/admin/status", "GET"],
-      ["DELETE", "/admin/users", "GET, POST"],
-      ["GET", "/admin/users/bulk", "POST"],
-      ["GET", "/admin/users/a@localhost", "DELETE"],
-      ["POST", "/admin/users/a@localhost/password", "PUT"],
+      ["POST", "/api/status", "GET"],
+      ["DELETE", "/api/users", "GET, POST"],
+      ["GET", "/api/users/bulk", "POST"],
+      ["GET", "/api/users/a@localhost", "DELETE"],
+      ["POST", "/api/users/a@localhost/password", "PUT"],
     ];
     for (const [method, path, allow] of cases) {
       const reply = await call(port, method, path);
@@ -314,10 +323,10 @@ describe("admin server", () => {
   });
 
   it("admin server answers 403 to a Host that is not a loopback name (DNS rebinding)", async () => {
-    const reply = await call(port, "GET", "/admin/users", { headers: { host: `evil.example:${port}` } });
+    const reply = await call(port, "GET", "/api/users", { headers: { host: `evil.example:${port}` } });
     assertError(reply, 403, "XSRV_ADMIN", /loopback/);
     for (const host of [`localhost:${port}`, `127.0.0.1:${port}`, `[::1]:${port}`]) {
-      assert.equal((await call(port, "GET", "/admin/status", { headers: { host } })).status, 200, host);
+      assert.equal((await call(port, "GET", "/api/status", { headers: { host } })).status, 200, host);
     }
   });
 
@@ -333,7 +342,7 @@ describe("admin server", () => {
       },
     });
     try {
-      assertError(await call(failing.port, "GET", "/admin/status"), 500, "XSRV_ADMIN", /boom/);
+      assertError(await call(failing.port, "GET", "/api/status"), 500, "XSRV_ADMIN", /boom/);
     } finally {
       await failing.close();
     }
@@ -356,10 +365,10 @@ describe("admin server", () => {
     });
     const agent = new Agent({ keepAlive: true });
     try {
-      assert.equal((await call(other.port, "GET", "/admin/status", { agent })).status, 200);
+      assert.equal((await call(other.port, "GET", "/api/status", { agent })).status, 200);
       await other.close();
       await other.close();
-      await assert.rejects(call(other.port, "GET", "/admin/status"), { code: "ECONNREFUSED" });
+      await assert.rejects(call(other.port, "GET", "/api/status"), { code: "ECONNREFUSED" });
     } finally {
       agent.destroy();
     }
@@ -382,6 +391,149 @@ describe("isLoopbackAddress", () => {
       "fe80::1",
     ]) {
       assert.equal(isLoopbackAddress(address), false, String(address));
+    }
+  });
+});
+
+describe("admin server with a key (admin.key)", () => {
+  const KEY = "k".repeat(20) + randomBytes(16).toString("hex");
+  let root: string;
+  let store: LevelStore;
+  let server: AdminServer;
+  let ca: string;
+
+  before(async () => {
+    root = await mkdtemp(join(tmpdir(), "starling-admin-key-"));
+    store = new LevelStore(join(root, "store"));
+    await store.open();
+    const certificate = await makeCertificate("localhost");
+    ca = certificate.cert;
+    // HTTPS as beyond loopback, bound to loopback all the same: tests stay on this machine.
+    server = await startAdminServer({
+      host: "127.0.0.1",
+      port: 0,
+      key: KEY,
+      https: true,
+      tls: { cert: certificate.cert, key: certificate.key },
+      store,
+      domain: "localhost",
+      log,
+      status: async () => ({ node: "keyed" }),
+      health: () => ({ serving: true, state: "up" }),
+    });
+  });
+
+  after(async () => {
+    await server.close();
+    await store.close();
+    await rm(root, { recursive: true, force: true });
+  });
+
+  const secure = (path: string, headers: Record<string, string> = {}) =>
+    new Promise<Reply>((resolve, reject) => {
+      const req = httpsRequest(
+        { host: "127.0.0.1", port: server.port, path, headers, ca, servername: "localhost", agent: false },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on("data", (chunk: Buffer) => chunks.push(chunk));
+          res.on("end", () => {
+            const text = Buffer.concat(chunks).toString("utf8");
+            resolve({
+              status: res.statusCode ?? 0,
+              headers: res.headers,
+              body: text === "" ? undefined : JSON.parse(text),
+            });
+          });
+        },
+      );
+      req.on("error", reject);
+      req.end();
+    });
+
+  it("answers only a request with the right Bearer key (401 with WWW-Authenticate otherwise)", async () => {
+    const none = await secure("/api/status");
+    assertError(none, 401, "XSRV_ADMIN_UNAUTHORIZED", /Bearer/);
+    assert.equal(none.headers["www-authenticate"], 'Bearer realm="starling"');
+    assertError(
+      await secure("/api/status", { authorization: `Bearer ${KEY}x` }),
+      401,
+      "XSRV_ADMIN_UNAUTHORIZED",
+      /not this node/,
+    );
+    assertError(
+      await secure("/api/status", { authorization: `Basic ${KEY}` }),
+      401,
+      "XSRV_ADMIN_UNAUTHORIZED",
+    );
+    const ok = await secure("/api/status", { authorization: `Bearer ${KEY}` });
+    assert.equal(ok.status, 200);
+    assert.deepEqual(ok.body, { node: "keyed" });
+  });
+
+  it("with a key, the Host check gives way: a caller with the key may name the node as it likes", async () => {
+    const reply = await secure("/api/status", { authorization: `Bearer ${KEY}`, host: "chat.example.org" });
+    assert.equal(reply.status, 200);
+  });
+
+  it("/health and the OpenAPI document need no key", async () => {
+    assert.equal((await secure("/health")).status, 200);
+    const doc = (await secure("/api/openapi.json")).body as { openapi: string; servers: { url: string }[] };
+    assert.equal(doc.openapi, "3.1.0");
+    assert.match(doc.servers[0]!.url, /^https:/);
+  });
+
+  it("serves no plain HTTP on its port", async () => {
+    await assert.rejects(call(server.port, "GET", "/health"));
+  });
+});
+
+describe("the OpenAPI document", () => {
+  it("describes every route the node answers, and the node answers every route it describes", async () => {
+    const root = await mkdtemp(join(tmpdir(), "starling-openapi-"));
+    const store = new LevelStore(join(root, "store"));
+    await store.open();
+    const server = await startAdminServer({
+      host: "127.0.0.1",
+      port: 0,
+      store,
+      domain: "localhost",
+      log,
+      status: async () => ({}),
+      sessions: async () => [],
+      kick: async () => 0,
+      send: async (messages) => messages.length,
+      reload: async () => ({ changed: [] }),
+      restartWorker: async () => false,
+      metrics: async () => [],
+      health: () => ({ serving: true, state: "up" }),
+    });
+    try {
+      const doc = (await call(server.port, "GET", "/api/openapi.json")).body as {
+        paths: Record<string, Record<string, { summary: string; responses: Record<string, unknown> }>>;
+      };
+      const described = Object.entries(doc.paths).flatMap(([path, methods]) =>
+        Object.keys(methods).map((method) => [method.toUpperCase(), path] as const),
+      );
+      assert.ok(described.length >= 19, `${described.length} operations`);
+      for (const [method, path] of described) {
+        const concrete = path.replace("{jid}", "nobody%40localhost").replace("{index}", "7");
+        const reply = await call(server.port, method, concrete, { body: {} });
+        // Described routes exist: whatever they say about an empty body, it is not "no route".
+        assert.ok(
+          reply.status !== 405 && !(reply.status === 404 && /no route/.test(JSON.stringify(reply.body))),
+          `${method} ${path} answered ${reply.status} ${JSON.stringify(reply.body)}`,
+        );
+        // Every operation but /health says that it needs the key.
+        if (path !== "/health") {
+          assert.ok(Object.keys(doc.paths[path]![method.toLowerCase()]!.responses).includes("401"), path);
+        }
+      }
+      // And nothing else answers: a path beside the described ones is 404.
+      assertError(await call(server.port, "GET", "/api/undocumented"), 404, "XSRV_ADMIN", /no route/);
+    } finally {
+      await server.close();
+      await store.close();
+      await rm(root, { recursive: true, force: true });
     }
   });
 });

@@ -19,7 +19,7 @@ import { NS_SASL, NS_SM, RawClient } from "../helpers/raw-client.ts";
 import type { StartedNode } from "../helpers/start-node.ts";
 
 async function issue(node: StartedNode, body: Record<string, unknown>): Promise<Response> {
-  return fetch(`http://127.0.0.1:${node.ports.http}/admin/tokens`, {
+  return fetch(`http://127.0.0.1:${node.ports.http}/api/tokens`, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify(body),
@@ -114,7 +114,7 @@ describe("one-time login tokens", () => {
     const enabled = await a.enableSm({ resume: true, autoAck: true });
     assert.ok(enabled.is("enabled", NS_SM));
     const response = await fetch(
-      `http://127.0.0.1:${node().ports.http}/admin/sessions/${encodeURIComponent(alice!.jid)}`,
+      `http://127.0.0.1:${node().ports.http}/api/sessions/${encodeURIComponent(alice!.jid)}`,
       {
         method: "DELETE",
       },

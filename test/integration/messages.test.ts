@@ -147,7 +147,7 @@ describe("delivery to a bare JID", () => {
     const alice = await newUser(node);
     const a = await loginRaw(t, node, alice, { priority: 0 });
     const actors = async () => {
-      const response = await fetch(`http://127.0.0.1:${node.ports.http}/admin/status`);
+      const response = await fetch(`http://127.0.0.1:${node.ports.http}/api/status`);
       return ((await response.json()) as { actors: number }).actors;
     };
     const before = await actors();
