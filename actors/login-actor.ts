@@ -101,8 +101,14 @@ abstract class LoginActor<S> {
   abstract get empty(): boolean;
   abstract forget(): void;
   abstract snapshot(): S;
-  abstract restore(snapshot: S): void;
+  protected abstract restoreState(snapshot: S): void;
   protected abstract handleMessage(msg: LoginMessage): void;
+
+  /** Takes over a previous owner's state; it counts against this shard's bound like any other. */
+  restore(snapshot: S): void {
+    this.restoreState(snapshot);
+    this.#holders.touch(this.name, this, this.empty);
+  }
 
   async handle(msg: LoginMessage): Promise<void> {
     this.handleMessage(msg);
@@ -134,7 +140,7 @@ class LoginAddressActor extends LoginActor<AddressLoginState> {
     return { failures: [...this.#state.failures] };
   }
 
-  restore(snapshot: AddressLoginState): void {
+  protected restoreState(snapshot: AddressLoginState): void {
     this.#state = { failures: [...snapshot.failures] };
   }
 
@@ -173,7 +179,7 @@ class LoginAccountActor extends LoginActor<AccountLoginSnapshot> {
     return accountSnapshot(this.#state);
   }
 
-  restore(snapshot: AccountLoginSnapshot): void {
+  protected restoreState(snapshot: AccountLoginSnapshot): void {
     this.#state = accountFromSnapshot(snapshot);
   }
 
