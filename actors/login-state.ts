@@ -3,8 +3,8 @@
  * user-state.ts): deterministic, the clock passed in, so the rules are tested without sockets.
  *
  * - **Per address** (an IPv4 address or an IPv6 /64, src/auth/address-prefix.ts): attempts
- *   charged in a sliding window; at `failuresPerAddress` the address is refused, whatever
- *   account it tries. A success refunds its own charge but forgives nothing, or a client could
+ *   charged in a sliding window; at `failuresPerAddress` the address is refused on every
+ *   account that does not know it (the guard lets a known address pass over this count). A success refunds its own charge but forgives nothing, or a client could
  *   log in to an account of its own between guesses at others.
  * - **Per account and address**: at `failuresPerAccountAddress` that address is refused for
  *   that account. This is the budget of the account's own known addresses too, so no address
@@ -33,10 +33,11 @@ export interface LoginLimits {
 
 /**
  * Whether an attempt may go ahead, and if not, how long until it may. An account's verdict says
- * whether the attempt was charged to the account-wide count too (from an unknown address), so
- * that settling it takes back exactly what was charged.
+ * whether the address is one of the account's known ones: if not, the attempt was charged to
+ * the account-wide count too, and settling it takes that back; if so, the address's own count
+ * does not refuse it (see `admit` in src/cluster/client-stream-host.ts).
  */
-export type LoginVerdict = { allowed: true; account?: boolean } | { allowed: false; retryAfterMs: number };
+export type LoginVerdict = { allowed: true; known?: boolean } | { allowed: false; retryAfterMs: number };
 
 /** Addresses whose (account, address) counts one account keeps; the least recent goes first. */
 export const MAX_ADDRESSES_PER_ACCOUNT = 64;
@@ -122,9 +123,9 @@ export function chargeAccount(
   state.pairs.delete(prefix);
   state.pairs.set(prefix, pair);
   if (state.pairs.size > MAX_ADDRESSES_PER_ACCOUNT) state.pairs.delete(state.pairs.keys().next().value!);
-  if (known) return { allowed: true, account: false };
+  if (known) return { allowed: true, known: true };
   push(state.failures, limits.failuresPerAccount, now);
-  return { allowed: true, account: true };
+  return { allowed: true, known: false };
 }
 
 /**

@@ -61,6 +61,8 @@ export function clientStreamHost(ctx: ShardContext): StreamHost {
 interface GuardTicket extends LoginTicket {
   readonly prefix: string;
   readonly token: boolean;
+  /** The attempt was charged to the address's count (not when a known address passed over it). */
+  readonly addressCharged: boolean;
   /** The attempt was charged to the account-wide count (it came from an unknown address). */
   readonly accountCharged: boolean;
 }
@@ -69,13 +71,21 @@ interface GuardTicket extends LoginTicket {
  * The login throttle of docs/auth.md, "Throttling": an attempt is charged to its address's
  * actor and (unless it is a token) its account's, wherever in the cluster they live; both are
  * asked at once, so an admission costs one round trip. Settling is sent without waiting.
+ *
+ * An address the account knows is refused only by its own count for the account: neither the
+ * account-wide count (the account actor sees to that) nor the address's count over all
+ * accounts, which exists to stop one address spraying many accounts. Otherwise a busy shared
+ * address (an office, a carrier-grade NAT) whose failures reach the address's budget would
+ * lock out every owner behind it, and charging attempts when they start would cap how many of
+ * its logins may be in progress at once.
  */
 function loginGuard(ctx: ShardContext): LoginGuard {
   const timeoutMs = ctx.config.cluster.requestTimeoutMs;
   const ask = (key: `${string}:${string}`, build: (reqId: number) => LoginRequest) =>
     ctx.router.requestActor<LoginVerdict>(key, build, timeoutMs);
   const settle = (ticket: GuardTicket, succeeded: boolean) => {
-    ctx.router.toActor(loginAddressKey(ticket.prefix), { kind: "login-address-refund" });
+    if (ticket.addressCharged)
+      ctx.router.toActor(loginAddressKey(ticket.prefix), { kind: "login-address-refund" });
     ctx.router.toActor(loginAccountKey(ticket.account), {
       kind: "login-account-settle",
       prefix: ticket.prefix,
@@ -92,7 +102,7 @@ function loginGuard(ctx: ShardContext): LoginGuard {
         ask(loginAddressKey(prefix), (reqId) => ({ kind: "login-address-charge", shard: ctx.index, reqId })),
         // A token cannot be guessed: the account's counts neither refuse nor count it.
         token
-          ? Promise.resolve<LoginVerdict>({ allowed: true, account: false })
+          ? Promise.resolve<LoginVerdict>({ allowed: true })
           : ask(loginAccountKey(account), (reqId) => ({
               kind: "login-account-charge",
               prefix,
@@ -100,23 +110,22 @@ function loginGuard(ctx: ShardContext): LoginGuard {
               reqId,
             })),
       ]);
-      const addressOk = byAddress.status === "fulfilled" && byAddress.value.allowed;
-      const accountOk = byAccount.status === "fulfilled" && byAccount.value.allowed;
-      if (addressOk && accountOk) {
-        const accountCharged = byAccount.value.allowed && byAccount.value.account === true;
-        return { allowed: true, ticket: { address, account, prefix, token, accountCharged } as GuardTicket };
-      }
-      // Refused (or not answered) by one of them: the other's charge is taken back.
-      if (addressOk) ctx.router.toActor(loginAddressKey(prefix), { kind: "login-address-refund" });
-      if (accountOk && !token) {
-        ctx.router.toActor(loginAccountKey(account), {
-          kind: "login-account-settle",
-          prefix,
-          succeeded: false,
-          pair: true,
-          account: byAccount.value.allowed && byAccount.value.account === true,
-        });
-      }
+      const addressCharged = byAddress.status === "fulfilled" && byAddress.value.allowed;
+      const accountVerdict = byAccount.status === "fulfilled" ? byAccount.value : undefined;
+      const known = accountVerdict?.allowed === true && accountVerdict.known === true;
+      const ticket: GuardTicket = {
+        address,
+        account,
+        prefix,
+        token,
+        addressCharged,
+        accountCharged: accountVerdict?.allowed === true && accountVerdict.known === false,
+      };
+      if (accountVerdict?.allowed === true && (addressCharged || (known && byAddress.status === "fulfilled")))
+        return { allowed: true, ticket };
+      // Refused (or not answered) by one of them: the other's charges are taken back.
+      if (addressCharged) ctx.router.toActor(loginAddressKey(prefix), { kind: "login-address-refund" });
+      if (accountVerdict?.allowed === true && !token) settle({ ...ticket, addressCharged: false }, false);
       for (const result of [byAddress, byAccount]) {
         if (result.status === "rejected")
           throw new XmppServerError("XSRV_AUTH_UNAVAILABLE", "the login throttle did not answer", {

@@ -70,25 +70,33 @@ describe("login throttle", () => {
     );
   });
 
-  test("an address is refused after its own budget, on every account, and one account's after less", async (t) => {
+  test("an address is refused after its own budget, on every account it does not know, and one account's after less", async (t) => {
     const node = await startNode(t, { config: { limits: { ...LIMITS, loginFailuresPerAccount: 1000 } } });
-    const [victim, other, mine] = await newUsers(node, 3, "addr");
+    const [victim, other, third, colleague] = await newUsers(node, 4, "addr");
     const from = "127.0.0.2";
+    // Someone else at the same address (an office, a NAT) logged in to their account before.
+    assert.equal(await attempt(t, node, from, colleague!.username, colleague!.password), "success");
     const onVictim: string[] = [];
     for (let i = 0; i < 4; i++) onVictim.push(await attempt(t, node, from, victim!.username, `guess-${i}`));
     // Three failures on one account from one address (loginFailuresPerAccountAddress), then refused.
     assert.deepEqual(onVictim, [...Array(3).fill("not-authorized"), "temporary-auth-failure"]);
-    const onOther: string[] = [];
+    const onOthers: string[] = [];
     for (let i = 0; i < 6; i++) {
-      const user = i % 2 === 0 ? other! : mine!;
-      onOther.push(await attempt(t, node, from, user.username, `guess-${i}`));
+      const user = i % 2 === 0 ? other! : third!;
+      onOthers.push(await attempt(t, node, from, user.username, `guess-${i}`));
     }
     // The address's own budget (8) is spent after 3 + 5 failures, whatever account it tries...
-    assert.deepEqual(onOther, [...Array(5).fill("not-authorized"), "temporary-auth-failure"], onOther.join());
-    assert.equal(await attempt(t, node, from, mine!.username, mine!.password), "temporary-auth-failure");
-    // ...while other addresses, the owners' included, are not affected.
+    assert.deepEqual(
+      onOthers,
+      [...Array(5).fill("not-authorized"), "temporary-auth-failure"],
+      onOthers.join(),
+    );
+    assert.equal(await attempt(t, node, from, third!.username, third!.password), "temporary-auth-failure");
+    // ...but not on an account that knows the address: its owner there is not locked out...
+    assert.equal(await attempt(t, node, from, colleague!.username, colleague!.password), "success");
+    // ...and other addresses are not affected.
     assert.equal(await attempt(t, node, OWNER, victim!.username, victim!.password), "success");
-    assert.equal(await attempt(t, node, "127.0.0.3", mine!.username, mine!.password), "success");
+    assert.equal(await attempt(t, node, "127.0.0.3", third!.username, third!.password), "success");
   });
 
   test("a fresh address is refused only once the account's budget is spent, and a token still works", async (t) => {
@@ -114,5 +122,27 @@ describe("login throttle", () => {
       await attempt(t, node, "127.0.3.1", owner.username, `stl1_${"A".repeat(43)}`),
       "not-authorized",
     );
+  });
+
+  test("parallel guesses get no more than the budget while the owner logs in at the same time", async (t) => {
+    const node = await startNode(t, { config: { limits: LIMITS } });
+    const owner = await newUser(node, "parallel");
+    assert.equal(await attempt(t, node, OWNER, owner.username, owner.password), "success");
+    // 24 guesses from four addresses, all at once, while the owner logs in again and again.
+    const attacker = Array.from({ length: 24 }, (_, i) =>
+      attempt(t, node, `127.0.0.${2 + (i % 4)}`, owner.username, `guess-${i}`),
+    );
+    const logins: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      logins.push(
+        await attempt(t, node, OWNER, owner.username, owner.password, i % 2 ? "PLAIN" : "SCRAM-SHA-1"),
+      );
+    }
+    assert.deepEqual(logins, Array(8).fill("success"));
+    const outcomes = await Promise.all(attacker);
+    // Attempts are charged when they start, so parallel ones cannot all pass the check before
+    // the first failure is counted: the account's budget (5) holds.
+    assert.equal(outcomes.filter((o) => o === "not-authorized").length, 5, outcomes.join());
+    assert.equal(outcomes.filter((o) => o === "temporary-auth-failure").length, 19, outcomes.join());
   });
 });

@@ -69,7 +69,7 @@ describe("login actors", () => {
     const key = loginAccountKey(ALICE);
     assert.deepEqual(await from.ask(key, { kind: "login-account-charge", prefix: "owner" }), {
       allowed: true,
-      account: true,
+      known: false,
     });
     from.host.tell(key, {
       kind: "login-account-settle",
@@ -89,7 +89,7 @@ describe("login actors", () => {
     });
     assert.deepEqual(await to.ask(key, { kind: "login-account-charge", prefix: "owner" }), {
       allowed: true,
-      account: false,
+      known: true,
     });
   });
 

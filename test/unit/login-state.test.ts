@@ -41,7 +41,7 @@ function succeed(state: AccountLoginState, prefix: string, now = T0): boolean {
   settleAccount(
     state,
     prefix,
-    { succeeded: true, pair: true, account: verdict.account === true },
+    { succeeded: true, pair: true, account: verdict.known === false },
     LIMITS,
     now,
   );
@@ -133,7 +133,7 @@ describe("login state per account", () => {
   test("a withdrawn attempt takes back exactly what it was charged", () => {
     const state = newAccountLoginState();
     const verdict = chargeAccount(state, "a", LIMITS, T0);
-    assert.deepEqual(verdict, { allowed: true, account: true });
+    assert.deepEqual(verdict, { allowed: true, known: false });
     settleAccount(state, "a", { succeeded: false, pair: true, account: true }, LIMITS, T0);
     assert.deepEqual([state.failures, state.pairs.get("a")], [[], []]);
     assert.equal(isKnown(state, "a", LIMITS, T0), false);
