@@ -63,10 +63,12 @@ export interface AccountLoginSnapshot {
   known: [string, number][];
 }
 
+/** An address that has charged nothing. */
 export function newAddressLoginState(): AddressLoginState {
   return { failures: [] };
 }
 
+/** An account that has charged nothing and knows no address. */
 export function newAccountLoginState(): AccountLoginState {
   return { failures: [], pairs: new Map(), known: new Map() };
 }
@@ -164,10 +166,12 @@ export function accountEmpty(state: AccountLoginState, limits: LoginLimits, now:
   return state.pairs.size === 0 && state.known.size === 0;
 }
 
+/** The account's state as plain arrays (a copy), for a handoff. */
 export function accountSnapshot(state: AccountLoginState): AccountLoginSnapshot {
   return { failures: [...state.failures], pairs: [...state.pairs], known: [...state.known] };
 }
 
+/** The account's state from a previous owner's snapshot. */
 export function accountFromSnapshot(snapshot: AccountLoginSnapshot): AccountLoginState {
   return { failures: [...snapshot.failures], pairs: new Map(snapshot.pairs), known: new Map(snapshot.known) };
 }

@@ -100,7 +100,6 @@ export type LoginMessage =
   | { kind: "login-account-settle"; prefix: string; succeeded: boolean; pair: boolean; account: boolean };
 
 /** Messages handled by a UserActor (keyed by `user`). */
-
 export type UserMessage =
   /**
    * A stanza addressed to the user's bare JID or one of its full JIDs. `key` names it across
