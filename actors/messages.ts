@@ -69,12 +69,37 @@ export interface SessionRegistration {
   restored?: boolean;
 }
 
-/** Messages handled by a UserActor (keyed by `user`). */
 /** The shard that waits for the answer to a request (a message with `reqId`). */
-export function askerOf(msg: Extract<UserMessage, { reqId: number }>): number {
+export function askerOf(msg: Extract<ActorMessage, { reqId: number }>): number {
   return "session" in msg ? msg.session.shard : msg.shard;
 }
 
+/** Every message an actor of some kind handles. */
+export type ActorMessage = UserMessage | LoginMessage;
+
+/**
+ * Messages handled by the login throttle's actors (login-actor.ts): `login-address:<prefix>`
+ * for an address prefix, `login-account:<bare jid>` for an account (which lives on the same
+ * shard as the account's UserActor). Requests are answered with a `LoginVerdict`
+ * (login-state.ts) to `shard`'s request `reqId`.
+ */
+export type LoginMessage =
+  /** An attempt from the address: charge it, or refuse when the address's budget is spent. */
+  | { kind: "login-address-charge"; shard: number; reqId: number }
+  /** A failure that named no account (a malformed exchange): it counts against the address. */
+  | { kind: "login-address-failed" }
+  /** Takes back one charge: the attempt succeeded, or was never judged. */
+  | { kind: "login-address-refund" }
+  /** A password attempt on the account from `prefix`: charge it, or refuse (login-state.ts). */
+  | { kind: "login-account-charge"; prefix: string; shard: number; reqId: number }
+  /**
+   * An admitted attempt from `prefix` that did not fail: `succeeded` (the address becomes a
+   * known one), or withdrawn (the backend could not judge it). `pair` and `account` say what it
+   * was charged to (a token attempt to neither), so exactly that is taken back.
+   */
+  | { kind: "login-account-settle"; prefix: string; succeeded: boolean; pair: boolean; account: boolean };
+
+/** Messages handled by a UserActor (keyed by `user`). */
 export type UserMessage =
   /**
    * A stanza addressed to the user's bare JID or one of its full JIDs. `key` names it across

@@ -1,4 +1,8 @@
 /**
+ * A node-wide sliding-window throttle, used for in-band registration (NodeThrottles). Logins
+ * are throttled cluster-wide by the login actors instead (actors/login-actor.ts), which never
+ * lock an account's owner out; this class's per-account count would.
+ *
  * Slows down password guessing. Failed logins are counted per client address and per account
  * over a sliding window; once either count reaches its limit, further attempts are refused
  * until the oldest failure in the window expires. Per address stops one client from trying

@@ -19,6 +19,11 @@ const TOKEN_SHAPE = /^stl1_[A-Za-z0-9_-]{43}$/;
 export const DEFAULT_TOKEN_TTL_S = 60;
 export const MAX_TOKEN_TTL_S = 3_600;
 
+/** Whether `password` has a token's shape (it may still be used, expired or unknown). */
+export function isLoginTokenShaped(password: string): boolean {
+  return TOKEN_SHAPE.test(password);
+}
+
 function hashOf(token: string): string {
   return createHash("sha256").update(token).digest("hex");
 }
@@ -64,7 +69,7 @@ export class TokenAuthProvider implements AuthProvider {
   }
 
   async verifyPassword(jid: BareJid, password: string): Promise<boolean> {
-    if (!TOKEN_SHAPE.test(password)) return this.#inner.verifyPassword(jid, password);
+    if (!isLoginTokenShaped(password)) return this.#inner.verifyPassword(jid, password);
     const token = await this.#store.takeLoginToken(hashOf(password));
     return token !== undefined && token.jid === jid && token.expiresAt > this.#now();
   }

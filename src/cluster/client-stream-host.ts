@@ -4,12 +4,26 @@
  * actor wherever that lives; resumption finds a session anywhere in the cluster: the shard its
  * id names, this node's workers, then every live shard, and a replica of a dead node's session.
  */
+
+import { loginAccountKey, loginAddressKey } from "../../actors/login-actor.ts";
+import type { LoginVerdict } from "../../actors/login-state.ts";
+import type { LoginMessage } from "../../actors/messages.ts";
 import { SessionActor } from "../../actors/session-actor.ts";
 import type { SessionSnapshot } from "../../actors/session-state.ts";
 import type { BindReply } from "../../actors/user-actor.ts";
+import { addressPrefix } from "../auth/address-prefix.ts";
+import { isLoginTokenShaped } from "../auth/login-tokens.ts";
 import { createAccountRecordAsync } from "../auth/scram.ts";
+import { XmppServerError } from "../errors.ts";
 import type { BareJid, FullJid } from "../xmpp/jid.ts";
-import type { ClientLink, ResumeOutcome, StreamHost } from "../xmpp/stream-host.ts";
+import type {
+  ClientLink,
+  LoginAdmission,
+  LoginGuard,
+  LoginTicket,
+  ResumeOutcome,
+  StreamHost,
+} from "../xmpp/stream-host.ts";
 import type { ShardContext } from "./shard-context.ts";
 
 /** How long a `<resume/>` waits for the shard that holds the session. */
@@ -33,7 +47,7 @@ export function clientStreamHost(ctx: ShardContext): StreamHost {
     log: ctx.log,
     counters: ctx.counters,
     auth: ctx.auth,
-    loginThrottle: ctx.loginThrottle,
+    loginGuard: loginGuard(ctx),
     registrationThrottle: ctx.registrationThrottle,
     async register(jid, password) {
       return ctx.store.createAccount(await createAccountRecordAsync(jid, password));
@@ -42,6 +56,95 @@ export function clientStreamHost(ctx: ShardContext): StreamHost {
     resume: (user, previd, h, link) => resume(ctx, user, previd, h, link),
   };
 }
+
+/** What a login guard of this worker hands out with an admission. */
+interface GuardTicket extends LoginTicket {
+  readonly prefix: string;
+  readonly token: boolean;
+  /** The attempt was charged to the address's count (not when a known address passed over it). */
+  readonly addressCharged: boolean;
+  /** The attempt was charged to the account-wide count (it came from an unknown address). */
+  readonly accountCharged: boolean;
+}
+
+/**
+ * The login throttle of docs/auth.md, "Throttling": an attempt is charged to its address's
+ * actor and (unless it is a token) its account's, wherever in the cluster they live; both are
+ * asked at once, so an admission costs one round trip. Settling is sent without waiting.
+ *
+ * An address the account knows is refused only by its own count for the account: neither the
+ * account-wide count (the account actor sees to that) nor the address's count over all
+ * accounts, which exists to stop one address spraying many accounts. Otherwise a busy shared
+ * address (an office, a carrier-grade NAT) whose failures reach the address's budget would
+ * lock out every owner behind it, and charging attempts when they start would cap how many of
+ * its logins may be in progress at once.
+ */
+function loginGuard(ctx: ShardContext): LoginGuard {
+  const timeoutMs = ctx.config.cluster.requestTimeoutMs;
+  const ask = (key: `${string}:${string}`, build: (reqId: number) => LoginRequest) =>
+    ctx.router.requestActor<LoginVerdict>(key, build, timeoutMs);
+  const settle = (ticket: GuardTicket, succeeded: boolean) => {
+    if (ticket.addressCharged)
+      ctx.router.toActor(loginAddressKey(ticket.prefix), { kind: "login-address-refund" });
+    ctx.router.toActor(loginAccountKey(ticket.account), {
+      kind: "login-account-settle",
+      prefix: ticket.prefix,
+      succeeded,
+      pair: !ticket.token,
+      account: ticket.accountCharged,
+    });
+  };
+  return {
+    isToken: isLoginTokenShaped,
+    async admit(address, account, token): Promise<LoginAdmission> {
+      const prefix = addressPrefix(address);
+      const [byAddress, byAccount] = await Promise.allSettled([
+        ask(loginAddressKey(prefix), (reqId) => ({ kind: "login-address-charge", shard: ctx.index, reqId })),
+        // A token cannot be guessed: the account's counts neither refuse nor count it.
+        token
+          ? Promise.resolve<LoginVerdict>({ allowed: true })
+          : ask(loginAccountKey(account), (reqId) => ({
+              kind: "login-account-charge",
+              prefix,
+              shard: ctx.index,
+              reqId,
+            })),
+      ]);
+      const addressCharged = byAddress.status === "fulfilled" && byAddress.value.allowed;
+      const accountVerdict = byAccount.status === "fulfilled" ? byAccount.value : undefined;
+      const known = accountVerdict?.allowed === true && accountVerdict.known === true;
+      const ticket: GuardTicket = {
+        address,
+        account,
+        prefix,
+        token,
+        addressCharged,
+        accountCharged: accountVerdict?.allowed === true && accountVerdict.known === false,
+      };
+      if (accountVerdict?.allowed === true && (addressCharged || (known && byAddress.status === "fulfilled")))
+        return { allowed: true, ticket };
+      // Refused (or not answered) by one of them: the other's charges are taken back.
+      if (addressCharged) ctx.router.toActor(loginAddressKey(prefix), { kind: "login-address-refund" });
+      if (accountVerdict?.allowed === true && !token) settle({ ...ticket, addressCharged: false }, false);
+      for (const result of [byAddress, byAccount]) {
+        if (result.status === "rejected")
+          throw new XmppServerError("XSRV_AUTH_UNAVAILABLE", "the login throttle did not answer", {
+            cause: result.reason,
+          });
+      }
+      const waits = [byAddress, byAccount].map((r) =>
+        r.status === "fulfilled" && !r.value.allowed ? r.value.retryAfterMs : 0,
+      );
+      return { allowed: false, retryAfterMs: Math.max(...waits) };
+    },
+    settle: (ticket, succeeded) => settle(ticket as GuardTicket, succeeded),
+    failedWithoutAccount(address) {
+      ctx.router.toActor(loginAddressKey(addressPrefix(address)), { kind: "login-address-failed" });
+    },
+  };
+}
+
+type LoginRequest = Extract<LoginMessage, { reqId: number }>;
 
 async function bind(ctx: ShardContext, full: FullJid, link: ClientLink): Promise<SessionActor | undefined> {
   // Registered before the UserActor hears of it, so nothing it sends right after binding is

@@ -4,12 +4,12 @@
  * control calls.
  */
 import type { Ack, ActorKey } from "../../actors/actor.ts";
-import type { SessionMessage, UserMessage, WorkerMessage } from "../../actors/messages.ts";
+import type { ActorMessage, SessionMessage, WorkerMessage } from "../../actors/messages.ts";
 import type { SessionChange } from "../../actors/session-state.ts";
 import type { ErrorRecord } from "../errors.ts";
 
-/** A message to an actor: every actor kind's message union. */
-export type ActorMessage = UserMessage;
+/** A message to an actor: every actor kind's message union (actors/messages.ts). */
+export type { ActorMessage };
 
 /** One routed message. */
 export type Envelope =

@@ -1,6 +1,6 @@
 /**
  * What every part of one shard (worker thread) shares: what its sessions see (actors/
- * session-context.ts), plus the throttles, TLS and counters its client streams use. Built once in
+ * session-context.ts), plus the registration throttle, TLS and counters its client streams use. Built once in
  * worker-main.ts and passed down.
  */
 import type { SecureContext } from "node:tls";
@@ -23,8 +23,10 @@ export interface ShardContext extends SessionContext {
   readonly router: ShardRouter;
   /** The cluster-wide numbers of every worker of this node, this one included. */
   readonly localShards: readonly number[];
-  /** Node-wide throttles, kept in the main thread so every worker counts the same failures. */
-  readonly loginThrottle: Remote<LoginThrottle>;
+  /**
+   * The node-wide registration throttle, kept in the main thread so every worker counts the
+   * same attempts. (Logins are throttled cluster-wide by the login actors, actors/login-actor.ts.)
+   */
   readonly registrationThrottle: Remote<LoginThrottle>;
   readonly tlsContext: SecureContext;
   /** PEM certificate chain and key, for the direct-TLS listener. */

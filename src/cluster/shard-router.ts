@@ -390,6 +390,14 @@ export class ShardRouter implements ActorRouter {
     return promise;
   }
 
+  /** Sends a request to the actor of `key`, of any kind, and waits for its reply. */
+  requestActor<T>(key: ActorKey, build: (reqId: number) => ActorMessage, timeoutMs = 10_000): Promise<T> {
+    const reqId = this.#nextReqId++;
+    const promise = this.#awaitReply<T>(reqId, timeoutMs);
+    this.toActor(key, build(reqId));
+    return promise;
+  }
+
   /** Sends a request to a worker and waits for its reply; fails at once if its node is gone. */
   requestShard<T>(shard: number, build: (reqId: number) => Envelope, timeoutMs = 10_000): Promise<T> {
     if (this.#goneNodes.has(nodeNoOf(shard))) {

@@ -8,6 +8,7 @@ import { createSecureContext } from "node:tls";
 import { getHeapStatistics } from "node:v8";
 import { type MessagePort, workerData } from "node:worker_threads";
 import { bounceStanza } from "../../actors/bounce.ts";
+import { loginActorKinds } from "../../actors/login-actor.ts";
 import { askerOf, type WorkerMessage } from "../../actors/messages.ts";
 import { SessionActor, type SessionOverview } from "../../actors/session-actor.ts";
 import { applySessionChange, unackedAfter } from "../../actors/session-state.ts";
@@ -56,7 +57,7 @@ export interface WorkerInit {
   version: string;
   storePort: MessagePort;
   controlPort: MessagePort;
-  /** The node-wide {@link NodeThrottles}, exposed by the supervisor. */
+  /** The node-wide {@link NodeThrottles} (registration), exposed by the supervisor. */
   throttlePort: MessagePort;
   /** A restart after a crash: the other workers re-register their sessions with this one. */
   recovering?: boolean;
@@ -172,6 +173,20 @@ const auth = createAuthProvider(init.config, store, log);
 actors.define(
   userActorKind({ store, router, config: init.config, log, accountExists: (jid) => auth.userExists(jid) }),
 );
+const { limits } = init.config;
+for (const kind of loginActorKinds({
+  router,
+  limits: () => ({
+    failuresPerAddress: limits.loginFailuresPerAddress,
+    failuresPerAccount: limits.loginFailuresPerAccount,
+    failuresPerAccountAddress: limits.loginFailuresPerAccountAddress,
+    windowMs: limits.loginFailureWindowMs,
+    knownAddresses: limits.loginKnownAddresses,
+    knownAddressTtlMs: limits.loginKnownAddressTtlMs,
+  }),
+  maxEntries: limits.loginThrottleMaxEntries,
+}))
+  actors.define(kind);
 router.setUplink(init.uplinkPort);
 init.uplinkPort.on("message", (bytes: Uint8Array) => router.receiveBatch(bytes));
 router.onDrop = (count) => log.warn({ count }, "held envelopes over the limit; dropped");
@@ -194,7 +209,6 @@ const ctx: ShardContext = {
   router,
   auth,
   // comlink types a nested object as a promise, but at run time it is a proxy whose methods are remote calls.
-  loginThrottle: throttles.login as unknown as Remote<LoginThrottle>,
   registrationThrottle: throttles.registration as unknown as Remote<LoginThrottle>,
   tlsContext: createSecureContext({ cert: init.tls.cert, key: init.tls.key }),
   tlsCredentials: init.tls,

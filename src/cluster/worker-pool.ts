@@ -27,9 +27,11 @@ import type {
 /** How long a graceful stop waits for the actors' mailboxes to empty, per round. */
 const QUIESCE_TIMEOUT_MS = 5_000;
 
-/** Login and registration throttles shared by every worker of the node. */
+/**
+ * The registration throttle shared by every worker of the node. (Logins are throttled
+ * cluster-wide by the login actors, actors/login-actor.ts.)
+ */
 export interface NodeThrottles {
-  login: LoginThrottle;
   registration: LoginThrottle;
 }
 
@@ -76,13 +78,8 @@ export class WorkerPool {
   constructor(options: WorkerPoolOptions) {
     this.#options = options;
     this.#table = options.table;
-    const { limits, registration } = options.config;
+    const { registration } = options.config;
     this.#throttles = {
-      login: new LoginThrottle({
-        failuresPerAddress: limits.loginFailuresPerAddress,
-        failuresPerAccount: limits.loginFailuresPerAccount,
-        windowMs: limits.loginFailureWindowMs,
-      }),
       registration: new LoginThrottle({
         failuresPerAddress: Math.max(1, registration.perAddressPerWindow),
         failuresPerAccount: 1,

@@ -81,10 +81,25 @@ export interface Config {
     maxBlocklistItems: number;
     /** Time to finish SASL after connecting. */
     authTimeoutMs: number;
-    /** Failed logins allowed per address per window before further attempts are refused. */
+    /**
+     * Failed logins per client address (IPv4 address, IPv6 /64) per window, whatever accounts
+     * they try, before the address is refused (docs/auth.md, "Throttling").
+     */
     loginFailuresPerAddress: number;
+    /**
+     * Failed logins per account per window, from anywhere, before the account refuses addresses
+     * it was never logged in from; its known addresses and one-time tokens are never refused by it.
+     */
     loginFailuresPerAccount: number;
+    /** Failed logins per account from one address per window: every address's budget, known ones too. */
+    loginFailuresPerAccountAddress: number;
     loginFailureWindowMs: number;
+    /** Addresses an account remembers it was logged in from (the least recent is forgotten first). */
+    loginKnownAddresses: number;
+    /** How long an address stays known to an account after its last login there. */
+    loginKnownAddressTtlMs: number;
+    /** Addresses, and accounts, each worker keeps throttle state for (least recent forgotten first). */
+    loginThrottleMaxEntries: number;
     /** XEP-0198: how long a broken stream waits for `<resume/>`. */
     smResumeTimeoutSeconds: number;
     /** XEP-0198: unacked stanzas kept per session; beyond it the stream is closed. */
@@ -219,7 +234,11 @@ export const DEFAULT_CONFIG: Config = {
     authTimeoutMs: 30_000,
     loginFailuresPerAddress: 20,
     loginFailuresPerAccount: 10,
+    loginFailuresPerAccountAddress: 5,
     loginFailureWindowMs: 60_000,
+    loginKnownAddresses: 16,
+    loginKnownAddressTtlMs: 30 * 24 * 3_600_000,
+    loginThrottleMaxEntries: 100_000,
     smResumeTimeoutSeconds: 600,
     smMaxUnackedStanzas: 5000,
     maxMailboxSize: 10_000,

@@ -52,7 +52,39 @@ export type ResumeOutcome =
   | { failed: "expired"; handled: number }
   | { failed: "unknown" };
 
-/** A node-wide login or registration throttle (src/auth/login-throttle.ts), possibly remote. */
+/** A login guard's answer: go ahead (settle the attempt with `ticket`), or not for `retryAfterMs`. */
+export type LoginAdmission =
+  | { allowed: true; ticket: LoginTicket }
+  | { allowed: false; retryAfterMs: number };
+
+/** What the guard needs to settle an admitted attempt; the stream only hands it back. */
+export interface LoginTicket {
+  readonly address: string;
+  readonly account: BareJid;
+}
+
+/**
+ * The cluster-wide login throttle (docs/auth.md, "Throttling"), as a SASL negotiation sees it.
+ * An attempt that names an account is admitted (and charged as a failure) before its
+ * credentials are checked, then settled when they turn out right or could not be judged.
+ */
+export interface LoginGuard {
+  /**
+   * Whether a login attempt on `account` from `address` may go ahead; when it may, it is
+   * charged. `token`: the password is a one-time login token, which the account's own counts
+   * never refuse (it cannot be guessed). Rejects with `XSRV_AUTH_UNAVAILABLE` when the
+   * throttle cannot answer.
+   */
+  admit(address: string, account: BareJid, token: boolean): Promise<LoginAdmission>;
+  /** Ends an admitted attempt that did not fail: it succeeded, or it was not judged. */
+  settle(ticket: LoginTicket, succeeded: boolean): void;
+  /** A failed attempt that named no account counts against the address alone. */
+  failedWithoutAccount(address: string): void;
+  /** Whether `password` has the shape of a one-time login token (src/auth/login-tokens.ts). */
+  isToken(password: string): boolean;
+}
+
+/** A node-wide registration throttle (src/auth/login-throttle.ts), possibly remote. */
 export interface ThrottleClient {
   check(address: string, account?: BareJid): Promise<{ allowed: boolean }> | { allowed: boolean };
   recordFailure(address: string, account?: BareJid): Promise<void> | void;
@@ -75,7 +107,7 @@ export interface StreamHost {
   readonly log: Logger;
   readonly counters: StreamCounters;
   readonly auth: AuthProvider;
-  readonly loginThrottle: ThrottleClient;
+  readonly loginGuard: LoginGuard;
   readonly registrationThrottle: ThrottleClient;
   /** XEP-0077: creates the account; false when it exists already. */
   register(jid: BareJid, password: string): Promise<boolean>;

@@ -43,6 +43,8 @@ export interface TestCluster {
       secret?: string;
       workers?: number;
       cluster?: Record<string, unknown>;
+      /** More configuration, merged under the cluster settings (e.g. `limits`). */
+      config?: Record<string, unknown>;
       onLog?: StartNodeOptions["onLog"];
     },
   ): Promise<ClusterNode>;
@@ -76,7 +78,7 @@ export async function startTestCluster(t: AfterHook): Promise<TestCluster> {
       const node = await startNode(undefined, {
         workers: options.workers ?? 2,
         onLog: options.onLog,
-        config: {
+        config: deepMerge(options.config ?? {}, {
           store: { url },
           cluster: {
             node: name,
@@ -86,7 +88,7 @@ export async function startTestCluster(t: AfterHook): Promise<TestCluster> {
             ...FAST_CLUSTER_TIMING,
             ...options.cluster,
           },
-        },
+        }),
       });
       nodes.push(node);
       return Object.assign(node, { name, peerAddr: `127.0.0.1:${peerPort}` });

@@ -38,6 +38,11 @@ export interface RawConnectOptions {
   label?: string;
   /** XMPP over WebSocket at this URL (RFC 7395) instead of TCP; `port` and `directTls` are ignored. */
   websocket?: string;
+  /**
+   * The local address to connect from, e.g. `127.0.0.2` to be another client address on one
+   * machine (Linux routes all of 127/8 to the loopback interface). TCP and direct TLS only.
+   */
+  localAddress?: string;
 }
 
 /** Options for {@link RawClient.login}. */
@@ -186,10 +191,20 @@ export class RawClient {
       socket = (await connectWebSocket(options.websocket)) as unknown as net.Socket;
     } else if (options.directTls) {
       // The node's certificate is self-signed; tests pin nothing here, the stream tests check it.
-      socket = tls.connect({ port: options.port, host, servername: domain, rejectUnauthorized: false });
+      socket = tls.connect({
+        port: options.port,
+        host,
+        servername: domain,
+        rejectUnauthorized: false,
+        ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
+      });
       await withTimeout(once(socket, "secureConnect"), `TLS handshake with ${host}:${options.port}`);
     } else {
-      socket = net.connect(options.port, host);
+      socket = net.connect({
+        port: options.port,
+        host,
+        ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
+      });
       await withTimeout(once(socket, "connect"), `TCP connect to ${host}:${options.port}`);
     }
     socket.setNoDelay(true);
@@ -201,7 +216,7 @@ export class RawClient {
   /** Connects to a started node's STARTTLS port (or its direct TLS port). */
   static connectTo(
     node: StartedNode,
-    options: { directTls?: boolean; label?: string } = {},
+    options: { directTls?: boolean; label?: string; localAddress?: string } = {},
   ): Promise<RawClient> {
     return RawClient.connect({
       port: options.directTls ? node.ports.tls : node.ports.c2s,
@@ -209,6 +224,7 @@ export class RawClient {
       domain: node.domain,
       directTls: options.directTls ?? false,
       label: options.label ?? "client",
+      ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
       ...suiteTransport(node, options.directTls),
     });
   }

@@ -285,7 +285,7 @@ describe("SASL", () => {
       client.destroy();
     }
     // Now even the right password is refused for a while, on every connection: the limit is the
-    // node's, whichever worker accepts the socket.
+    // cluster's, whichever worker accepts the socket (the address never logged in to the account).
     for (let attempt = 0; attempt < 4; attempt++) {
       const refused = await connectRaw(t, node, { label: `attempt-${attempt}` });
       await refused.openStream();

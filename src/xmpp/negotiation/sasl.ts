@@ -1,7 +1,9 @@
 /**
  * SASL (RFC 6120 §6): `<auth/>`, challenges and responses, `<success/>` or `<failure/>`. The
- * mechanisms are socket-free state machines (../sasl/); this step drives one, checks the
- * node-wide throttle before an attempt and after a success, and counts failures.
+ * mechanisms are socket-free state machines (../sasl/); this step drives one and puts the
+ * cluster-wide login throttle (`LoginGuard`) between naming an account and checking its
+ * credentials: a refused attempt is answered `<temporary-auth-failure/>` (RFC 6120 §6.5.12)
+ * before anything is checked, so a refusal reveals nothing about the password.
  */
 import type { Element } from "@xmpp/xml";
 import { escapeXML } from "@xmpp/xml";
@@ -11,9 +13,11 @@ import { NS_SASL } from "../ns.ts";
 import {
   createSaslMechanism,
   offeredMechanisms,
+  type SaslContext,
   type SaslServerMechanism,
   type SaslStep,
 } from "../sasl/mechanism.ts";
+import type { LoginTicket } from "../stream-host.ts";
 import type { NegotiatingStream } from "./negotiating-stream.ts";
 
 /** The mechanisms feature (RFC 6120 §6.4.1): what the authentication provider supports. */
@@ -27,6 +31,10 @@ export function saslFeature(auth: Pick<AuthProvider, "scram">): string {
 export class SaslNegotiation {
   readonly #stream: NegotiatingStream;
   #mechanism: SaslServerMechanism | undefined;
+  /** The exchange's attempt, charged to the login throttle once its account was named. */
+  #admitted: LoginTicket | undefined;
+  /** The throttle refused the exchange's attempt: nothing was checked, nothing is counted. */
+  #refused = false;
 
   constructor(stream: NegotiatingStream) {
     this.#stream = stream;
@@ -41,6 +49,7 @@ export class SaslNegotiation {
       // password is not judged wrong and nothing counts against the throttle.
       if (!(error instanceof XmppServerError && error.code === "XSRV_AUTH_UNAVAILABLE")) throw error;
       this.#mechanism = undefined;
+      this.#settle(false);
       this.#stream.log.warn(
         { err: error },
         "the authentication backend did not answer; login refused for now",
@@ -48,6 +57,30 @@ export class SaslNegotiation {
       if (!this.#stream.closing)
         this.#failure("temporary-auth-failure", "the account service is unavailable; try again later");
     }
+  }
+
+  /** The SASL context of one exchange: the provider, and the throttle between naming an account and checking it. */
+  #context(): SaslContext {
+    const { host, remoteAddress } = this.#stream;
+    return {
+      domain: host.config.domain,
+      auth: host.auth,
+      isToken: (password) => host.loginGuard.isToken(password),
+      admit: async (jid, token) => {
+        const admission = await host.loginGuard.admit(remoteAddress, jid, token);
+        if (admission.allowed) this.#admitted = admission.ticket;
+        else this.#refused = true;
+        return admission.allowed;
+      },
+    };
+  }
+
+  /** Ends the exchange's admitted attempt that did not fail (see LoginGuard.settle). */
+  #settle(succeeded: boolean): void {
+    const admitted = this.#admitted;
+    this.#admitted = undefined;
+    this.#refused = false;
+    if (admitted !== undefined) this.#stream.host.loginGuard.settle(admitted, succeeded);
   }
 
   async #handle(el: Element): Promise<void> {
@@ -60,13 +93,10 @@ export class SaslNegotiation {
     }
     let step: SaslStep;
     if (el.name === "auth") {
-      const throttled = await host.loginThrottle.check(stream.remoteAddress);
-      if (!throttled.allowed)
-        return this.#failure("temporary-auth-failure", "too many failed attempts; try later");
-      const mechanism = createSaslMechanism(el.attrs.mechanism ?? "", {
-        domain: host.config.domain,
-        auth: host.auth,
-      });
+      // A new exchange: one left unfinished keeps its charge (it counts as a failure).
+      this.#admitted = undefined;
+      this.#refused = false;
+      const mechanism = createSaslMechanism(el.attrs.mechanism ?? "", this.#context());
       if (mechanism === undefined) return this.#failure("invalid-mechanism");
       this.#mechanism = mechanism;
       const text = el.text();
@@ -99,16 +129,17 @@ export class SaslNegotiation {
           },
           "login failed",
         );
-        void Promise.resolve(host.loginThrottle.recordFailure(stream.remoteAddress, step.jid)).catch(
-          () => {},
-        );
+        // An admitted attempt was charged already, a refused one is not counted; a failure
+        // before any account was admitted (a malformed exchange) counts against the address.
+        if (this.#admitted === undefined && !this.#refused)
+          host.loginGuard.failedWithoutAccount(stream.remoteAddress);
+        this.#admitted = undefined;
+        this.#refused = false;
         return this.#failure(step.condition, step.text);
       }
       case "success": {
         this.#mechanism = undefined;
-        const admitted = await host.loginThrottle.admit(stream.remoteAddress, step.jid);
-        if (!admitted.allowed)
-          return this.#failure("temporary-auth-failure", "too many failed attempts; try later");
+        this.#settle(true);
         host.counters.logins++;
         stream.log.info({ event: "login", address: stream.remoteAddress, user: step.jid }, "login succeeded");
         const data = step.data === undefined ? "" : step.data.toString("base64");

@@ -61,7 +61,19 @@ export interface SaslContext {
   /** The domain the stream is addressed to; usernames are localparts of this domain. */
   domain: string;
   auth: AuthProvider;
+  /**
+   * Called once the account is known and before its credentials are checked (the login
+   * throttle); false ends the exchange with `temporary-auth-failure` (RFC 6120 §6.5.12) without
+   * checking them, whether they were right or not, so a refusal tells a guesser nothing.
+   * `token`: the PLAIN password has the shape of a one-time login token.
+   */
+  admit?(jid: BareJid, token: boolean): Promise<boolean>;
+  /** Whether a PLAIN password has the shape of a one-time login token. */
+  isToken?(password: string): boolean;
 }
+
+/** The text of a failure the login throttle caused. */
+export const THROTTLED_TEXT = "too many failed attempts; try later";
 
 /**
  * Mechanisms the server implements, strongest first: advertise them in this order, since

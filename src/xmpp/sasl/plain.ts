@@ -5,7 +5,7 @@
 import type { BareJid } from "../jid.ts";
 import { decodeUtf8 } from "./encoding.ts";
 import { isAuthzidAllowed, resolveAuthcid } from "./identity.ts";
-import type { SaslContext, SaslServerMechanism, SaslStep } from "./mechanism.ts";
+import { type SaslContext, type SaslServerMechanism, type SaslStep, THROTTLED_TEXT } from "./mechanism.ts";
 
 /**
  * The longest message accepted. RFC 4616 §2: the server "MUST be capable of accepting authzid,
@@ -75,6 +75,10 @@ export class PlainServerMechanism implements SaslServerMechanism {
       return withJid({ kind: "failure", condition: "invalid-authzid" }, jid);
     }
     if (jid === undefined) return { kind: "failure", condition: "not-authorized" };
+    const admit = this.#context.admit;
+    if (admit !== undefined && !(await admit(jid, this.#context.isToken?.(password) ?? false))) {
+      return { kind: "failure", condition: "temporary-auth-failure", text: THROTTLED_TEXT, jid };
+    }
     if (!(await this.#context.auth.verifyPassword(jid, password))) {
       return { kind: "failure", condition: "not-authorized", jid };
     }

@@ -19,7 +19,13 @@ import { DEFAULT_SCRAM_ITERATIONS } from "../../auth/scram.ts";
 import type { BareJid } from "../jid.ts";
 import { decodeBase64, decodeUtf8 } from "./encoding.ts";
 import { isAuthzidAllowed, resolveAuthcid } from "./identity.ts";
-import type { SaslContext, SaslFailureCondition, SaslServerMechanism, SaslStep } from "./mechanism.ts";
+import {
+  type SaslContext,
+  type SaslFailureCondition,
+  type SaslServerMechanism,
+  type SaslStep,
+  THROTTLED_TEXT,
+} from "./mechanism.ts";
 import type { ScramCredential } from "./scram-credential.ts";
 
 /** The longest SCRAM message accepted from a client; real ones are a few hundred bytes. */
@@ -154,6 +160,10 @@ export class ScramServerMechanism implements SaslServerMechanism {
 
     const jid = resolveAuthcid(username, this.#context.domain);
     if (!isAuthzidAllowed(authzid, jid)) return failure("invalid-authzid", undefined, jid);
+    const admit = this.#context.admit;
+    if (jid !== undefined && admit !== undefined && !(await admit(jid, false))) {
+      return failure("temporary-auth-failure", THROTTLED_TEXT, jid);
+    }
 
     const credential =
       jid === undefined ? undefined : await this.#context.auth.getScramCredential(jid, this.#hash);

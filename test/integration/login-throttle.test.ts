@@ -1,0 +1,148 @@
+/**
+ * Login throttling (issue 11, item 8, "nobody can lock a user out"): an attacker guessing an
+ * account's password, from one address or several, never locks out the account's owner, who
+ * logs in from an address it logged in from before, or with a one-time token; the attacker's
+ * own addresses run out of attempts. Real node processes and real sockets; the attacker and the
+ * owner are told apart by their source address (127.0.0.1 and 127.0.0.2... on Linux, where
+ * all of 127/8 is the loopback interface).
+ */
+import assert from "node:assert/strict";
+import { describe, test } from "node:test";
+import { newUser, newUsers } from "../helpers/fixtures.ts";
+import { loginAttempt } from "../helpers/login-attempt.ts";
+import { type StartedNode, startNode } from "../helpers/start-node.ts";
+
+const OWNER = "127.0.0.1";
+
+const attempt = loginAttempt;
+
+/** Small budgets, so a test spends them in a few dozen connections. */
+const LIMITS = {
+  loginFailuresPerAddress: 8,
+  loginFailuresPerAccountAddress: 3,
+  loginFailuresPerAccount: 5,
+  loginFailureWindowMs: 60_000,
+};
+
+async function tokenFor(node: StartedNode, jid: string): Promise<string> {
+  const response = await fetch(`http://127.0.0.1:${node.ports.http}/admin/tokens`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ jid }),
+  });
+  assert.equal(response.status, 201, await response.clone().text());
+  return ((await response.json()) as { token: string }).token;
+}
+
+describe("login throttle", () => {
+  test("an attacker hammering an account never locks its owner out of a known address", async (t) => {
+    const node = await startNode(t, { config: { limits: LIMITS } });
+    const owner = await newUser(node, "owner");
+    // The owner has logged in from home before: that address is known to the account.
+    assert.equal(await attempt(t, node, OWNER, owner.username, owner.password), "success");
+    const attacker: string[] = [];
+    for (let round = 0; round < 3; round++) {
+      // Six guesses a round, more than the account's budget, from four addresses.
+      for (let i = 0; i < 6; i++) {
+        const from = `127.0.0.${2 + (attacker.length % 4)}`;
+        attacker.push(await attempt(t, node, from, owner.username, `guess-${attacker.length}`));
+      }
+      for (const mechanism of ["PLAIN", "SCRAM-SHA-1"] as const) {
+        assert.equal(
+          await attempt(t, node, OWNER, owner.username, owner.password, mechanism),
+          "success",
+          `the owner's login (${mechanism}) in round ${round}; the attacker got ${attacker.join(", ")}`,
+        );
+      }
+    }
+    assert.ok(
+      attacker.every((o) => o === "not-authorized" || o === "temporary-auth-failure"),
+      attacker.join(),
+    );
+    // The account's budget (5) was spent in the first round: the attacker's addresses, never
+    // logged in to the account, are refused from then on, even with the right password.
+    assert.deepEqual(attacker.slice(0, 5), Array(5).fill("not-authorized"), attacker.join());
+    assert.deepEqual(attacker.slice(5), Array(13).fill("temporary-auth-failure"), attacker.join());
+    assert.equal(
+      await attempt(t, node, "127.0.0.2", owner.username, owner.password),
+      "temporary-auth-failure",
+      "a refusal is the same whether the password is right or wrong",
+    );
+  });
+
+  test("an address is refused after its own budget, on every account it does not know, and one account's after less", async (t) => {
+    const node = await startNode(t, { config: { limits: { ...LIMITS, loginFailuresPerAccount: 1000 } } });
+    const [victim, other, third, colleague] = await newUsers(node, 4, "addr");
+    const from = "127.0.0.2";
+    // Someone else at the same address (an office, a NAT) logged in to their account before.
+    assert.equal(await attempt(t, node, from, colleague!.username, colleague!.password), "success");
+    const onVictim: string[] = [];
+    for (let i = 0; i < 4; i++) onVictim.push(await attempt(t, node, from, victim!.username, `guess-${i}`));
+    // Three failures on one account from one address (loginFailuresPerAccountAddress), then refused.
+    assert.deepEqual(onVictim, [...Array(3).fill("not-authorized"), "temporary-auth-failure"]);
+    const onOthers: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      const user = i % 2 === 0 ? other! : third!;
+      onOthers.push(await attempt(t, node, from, user.username, `guess-${i}`));
+    }
+    // The address's own budget (8) is spent after 3 + 5 failures, whatever account it tries...
+    assert.deepEqual(
+      onOthers,
+      [...Array(5).fill("not-authorized"), "temporary-auth-failure"],
+      onOthers.join(),
+    );
+    assert.equal(await attempt(t, node, from, third!.username, third!.password), "temporary-auth-failure");
+    // ...but not on an account that knows the address: its owner there is not locked out...
+    assert.equal(await attempt(t, node, from, colleague!.username, colleague!.password), "success");
+    // ...and other addresses are not affected.
+    assert.equal(await attempt(t, node, OWNER, victim!.username, victim!.password), "success");
+    assert.equal(await attempt(t, node, "127.0.0.3", third!.username, third!.password), "success");
+  });
+
+  test("a fresh address is refused only once the account's budget is spent, and a token still works", async (t) => {
+    const node = await startNode(t, { config: { limits: LIMITS } });
+    const owner = await newUser(node, "fresh");
+    const outcomes: string[] = [];
+    // Five failures from five addresses: each within its own budgets, together the account's.
+    for (let i = 0; i < 5; i++)
+      outcomes.push(await attempt(t, node, `127.0.1.${i + 1}`, owner.username, `guess-${i}`));
+    assert.deepEqual(outcomes, Array(5).fill("not-authorized"));
+    // An address that never logged in to the account, with the right password: refused now.
+    assert.equal(
+      await attempt(t, node, "127.0.2.1", owner.username, owner.password),
+      "temporary-auth-failure",
+    );
+    // A one-time token from that same fresh address is not refused by the account's count...
+    const token = await tokenFor(node, owner.jid);
+    assert.equal(await attempt(t, node, "127.0.2.1", owner.username, token), "success");
+    // ...and the address it logged in from is known to the account from then on.
+    assert.equal(await attempt(t, node, "127.0.2.1", owner.username, owner.password), "success");
+    // Guessing tokens does not spend the account's budget (the attempt is charged to the address).
+    assert.equal(
+      await attempt(t, node, "127.0.3.1", owner.username, `stl1_${"A".repeat(43)}`),
+      "not-authorized",
+    );
+  });
+
+  test("parallel guesses get no more than the budget while the owner logs in at the same time", async (t) => {
+    const node = await startNode(t, { config: { limits: LIMITS } });
+    const owner = await newUser(node, "parallel");
+    assert.equal(await attempt(t, node, OWNER, owner.username, owner.password), "success");
+    // 24 guesses from four addresses, all at once, while the owner logs in again and again.
+    const attacker = Array.from({ length: 24 }, (_, i) =>
+      attempt(t, node, `127.0.0.${2 + (i % 4)}`, owner.username, `guess-${i}`),
+    );
+    const logins: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      logins.push(
+        await attempt(t, node, OWNER, owner.username, owner.password, i % 2 ? "PLAIN" : "SCRAM-SHA-1"),
+      );
+    }
+    assert.deepEqual(logins, Array(8).fill("success"));
+    const outcomes = await Promise.all(attacker);
+    // Attempts are charged when they start, so parallel ones cannot all pass the check before
+    // the first failure is counted: the account's budget (5) holds.
+    assert.equal(outcomes.filter((o) => o === "not-authorized").length, 5, outcomes.join());
+    assert.equal(outcomes.filter((o) => o === "temporary-auth-failure").length, 19, outcomes.join());
+  });
+});
