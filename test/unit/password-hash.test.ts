@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { formatPrefixOf, passwordHashFormat, verifyPasswordHash } from "../../src/auth/password-hash.ts";
 import { createLogger } from "../../src/log.ts";
+import { HASHES, PASSWORD, PHPASS_PUBLISHED } from "../helpers/password-hashes.ts";
 
 /** A logger that keeps its lines. */
 function capturingLog() {
@@ -16,44 +17,17 @@ function capturingLog() {
   return { lines, log: createLogger({ level: "debug", write: (line) => lines.push(line) }) };
 }
 
-const PASSWORD = "correct horse";
-
 /** [format, who made it, hash of PASSWORD]. */
 const VECTORS: [string, string, string][] = [
-  // php -r 'echo password_hash("correct horse", PASSWORD_BCRYPT, ["cost"=>10]);'
-  ["bcrypt", "PHP 8.2 password_hash", "$2y$10$CPOxtCva0aqJct23NCM6Fu8D9eqsWMBqNdmpn.LfFboSOFjICH.um"],
-  // php -r 'echo password_hash("correct horse", PASSWORD_ARGON2ID);'
-  [
-    "argon2",
-    "PHP 8.2 password_hash ARGON2ID",
-    "$argon2id$v=19$m=65536,t=4,p=1$Q1g1TEVDejJGVXNnZzNQYw$cnpFb0EKG7q8v1rZKcxlCDUoxOtUGDtl9bQMkBihovU",
-  ],
-  [
-    "argon2",
-    "PHP 8.2 password_hash ARGON2I",
-    "$argon2i$v=19$m=8192,t=2,p=1$U3hOVDJhYUl6QmsyWlJ3MQ$rixtQ8CIKcAXC9MmvgA7aLjo381Zz3pIjhhr9oQ5ymo",
-  ],
-  // php: '$wp' . password_hash(base64_encode(hash_hmac('sha384', $pw, 'wp-sha384', true)), PASSWORD_BCRYPT)
-  ["wordpress-bcrypt", "WordPress 6.8", "$wp$2y$10$AeGhGRTlrTEn9/wL3MM3WO5XpmIiCIKy/Wb016rLwPP9vvMoViyp6"],
-  // Django's PBKDF2PasswordHasher: base64(hashlib.pbkdf2_hmac("sha256", pw, salt, 870000))
-  [
-    "django-pbkdf2",
-    "Django 5",
-    "pbkdf2_sha256$870000$seasalt2024abcd$ypHyGxlUkdZOYesvI4RJf3CW3g0vLc8W18Nz2r2t1cs=",
-  ],
-  [
-    "werkzeug-pbkdf2",
-    "Werkzeug 2.3",
-    "pbkdf2:sha256:600000$Zq8Yh3kLmN0pQr2S$e2218f9414db7e55427f181b5e9f1a18cbee1ff04b2e3fe36690e7a19a646308",
-  ],
-  [
-    "werkzeug-scrypt",
-    "Werkzeug 3",
-    "scrypt:32768:8:1$Zq8Yh3kLmN0pQr2S$f331093d9b82e9730b84a90ade9b090546ed25478c861525f6a864e5955eb3d73877afd6ad267b9080c74a642ee085a9ce78ae245d750380bb4dbfa905bf3c3f",
-  ],
-  // passlib.hash.phpass.using(rounds=13, ident="P", salt="Wu9i4oSp").hash("correct horse")
-  ["phpass", "WordPress before 6.8 (passlib)", "$P$BWu9i4oSphCRPby93shI2ZqGnL9LsD/"],
-  ["phpass", "phpBB 3.0 (passlib)", "$H$9Wu9i4oSqqU/1n93UcLOs8SRHeE7Cu0"],
+  ["bcrypt", "PHP 8.2 password_hash", HASHES.phpBcrypt],
+  ["argon2", "PHP 8.2 password_hash ARGON2ID", HASHES.phpArgon2id],
+  ["argon2", "PHP 8.2 password_hash ARGON2I", HASHES.phpArgon2i],
+  ["wordpress-bcrypt", "WordPress 6.8", HASHES.wordpress68],
+  ["django-pbkdf2", "Django 5", HASHES.django],
+  ["werkzeug-pbkdf2", "Werkzeug 2.3", HASHES.werkzeugPbkdf2],
+  ["werkzeug-scrypt", "Werkzeug 3", HASHES.werkzeugScrypt],
+  ["phpass", "WordPress before 6.8 (passlib)", HASHES.wordpressPhpass],
+  ["phpass", "phpBB 3.0 (passlib)", HASHES.phpbbPhpass],
 ];
 
 describe("password-hash", () => {
@@ -69,10 +43,10 @@ describe("password-hash", () => {
   }
 
   it("verifyPasswordHash checks phpass's own published vector", async () => {
-    // From phpass 0.3 test.php, also in passlib's test suite.
     const { log } = capturingLog();
-    assert.equal(await verifyPasswordHash("test12345", "$P$9IQRaTwmfeRo7ud9Fh4E2PdI0S3r.L0", log), true);
-    assert.equal(await verifyPasswordHash("test12346", "$P$9IQRaTwmfeRo7ud9Fh4E2PdI0S3r.L0", log), false);
+    const { password, hash } = PHPASS_PUBLISHED;
+    assert.equal(await verifyPasswordHash(password, hash, log), true);
+    assert.equal(await verifyPasswordHash(`${password}6`, hash, log), false);
   });
 
   it("verifyPasswordHash refuses an unknown format with a warning naming only its prefix", async () => {
