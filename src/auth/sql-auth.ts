@@ -49,7 +49,8 @@ export interface SqlAuthOptions {
 
 /** Runs one query and gives its rows as arrays of column values. */
 interface SqlDriver {
-  query(text: string, values: string[]): Promise<unknown[][]>;
+  /** `signal` aborts at the deadline: a connection still busy then is not reused. */
+  query(text: string, values: string[], signal: AbortSignal): Promise<unknown[][]>;
   close(): Promise<void>;
 }
 
@@ -172,6 +173,7 @@ export class SqlAuthProvider implements AuthProvider {
         driver.query(
           query.text,
           query.parameters.map((name) => values[name]),
+          signal,
         ),
         deadline,
       ]);
@@ -239,10 +241,27 @@ async function openDriver(options: SqlAuthOptions): Promise<SqlDriver> {
     charset: "utf8mb4",
   });
   return {
-    async query(text, values) {
-      // execute() is a server-side prepared statement: the values never enter the SQL text.
-      const [rows] = await pool.execute({ sql: text, timeout: timeoutMs, rowsAsArray: true }, values);
-      return rows as unknown[][];
+    async query(text, values, signal) {
+      const connection = await pool.getConnection();
+      if (signal.aborted) {
+        connection.release();
+        throw new Error("no connection in time");
+      }
+      // A query that times out still runs, and its reply would come to whoever used the
+      // connection next: such a connection is closed, never handed back to the pool.
+      const drop = () => connection.destroy();
+      signal.addEventListener("abort", drop, { once: true });
+      try {
+        // execute() is a server-side prepared statement: the values never enter the SQL text.
+        const [rows] = await connection.execute({ sql: text, timeout: timeoutMs, rowsAsArray: true }, values);
+        connection.release();
+        return rows as unknown[][];
+      } catch (error) {
+        connection.destroy();
+        throw error;
+      } finally {
+        signal.removeEventListener("abort", drop);
+      }
     },
     close: () => pool.end(),
   };

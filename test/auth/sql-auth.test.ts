@@ -39,7 +39,7 @@ interface Backend {
   /** Reads the hash from the site's table. */
   passwordQuery: string;
   existsQuery: string;
-  /** The password query, sleeping 2 s before it answers. */
+  /** The password query, sleeping 2 s before it answers for bob (only). */
   sleepingQuery: string;
   /** A query that fails (an unknown column). */
   brokenQuery: string;
@@ -121,14 +121,14 @@ function providerSuite(name: string, backend: () => Backend) {
       assert.equal(await b.count(), before, "the table is intact");
     });
 
-    it("a query slower than timeoutMs fails with XSRV_AUTH_UNAVAILABLE at the timeout, not later", async () => {
-      const auth = provider({ passwordQuery: backend().sleepingQuery, timeoutMs: 300 });
+    it("a query slower than timeoutMs fails with XSRV_AUTH_UNAVAILABLE at the timeout, and frees its connection", async () => {
+      // One connection: the next login must not wait behind the query that timed out.
+      const auth = provider({ passwordQuery: backend().sleepingQuery, timeoutMs: 400, poolSize: 1 });
       const started = Date.now();
-      await assert.rejects(auth.verifyPassword(jid("alice"), PASSWORD), {
-        code: "XSRV_AUTH_UNAVAILABLE",
-      });
+      await assert.rejects(auth.verifyPassword(jid("bob"), PASSWORD), { code: "XSRV_AUTH_UNAVAILABLE" });
       const elapsed = Date.now() - started;
       assert.ok(elapsed < 1_500, `answered after ${elapsed} ms`);
+      assert.equal(await auth.verifyPassword(jid("alice"), PASSWORD), true, "the next query is answered");
     });
 
     it("a frozen server fails with XSRV_AUTH_UNAVAILABLE within timeoutMs; the pool recovers after", async (t) => {
@@ -233,7 +233,8 @@ describe("auth.provider sql", () => {
       url: pg.urlOf("site"),
       passwordQuery: "SELECT password FROM auth_user WHERE username = :user AND is_active",
       existsQuery: "SELECT 1 FROM auth_user WHERE username = :user AND is_active",
-      sleepingQuery: "SELECT password FROM auth_user, pg_sleep(2) WHERE username = :user",
+      sleepingQuery:
+        "SELECT password FROM auth_user WHERE username = :user AND (:user <> 'bob' OR pg_sleep(2)::text = '')",
       brokenQuery: "SELECT no_such_column FROM auth_user WHERE username = :user",
       async count() {
         const site = new (await import("pg")).default.Client({ connectionString: pg.urlOf("site") });
@@ -263,7 +264,8 @@ describe("auth.provider sql", () => {
         url: db.url(),
         passwordQuery: "SELECT user_pass FROM wp_users WHERE user_login = :user",
         existsQuery: "SELECT 1 FROM wp_users WHERE user_login = :user",
-        sleepingQuery: "SELECT user_pass FROM wp_users WHERE user_login = :user AND SLEEP(2) = 0",
+        sleepingQuery:
+          "SELECT user_pass FROM wp_users WHERE user_login = :user AND IF(:user = 'bob', SLEEP(2), 0) = 0",
         brokenQuery: "SELECT no_such_column FROM wp_users WHERE user_login = :user",
         async count() {
           const [rows] = await db.admin.query("SELECT count(*) AS n FROM wp_users");
