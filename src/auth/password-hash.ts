@@ -8,6 +8,8 @@
  * | `$wp$2y$` (bcrypt over HMAC-SHA384)   | WordPress 6.8+                                       | `bcrypt`, node:crypto HMAC   |
  * | `$argon2id$`, `$argon2i$`, `$argon2d$`| PHP `PASSWORD_ARGON2ID`, Symfony, argon2-cffi, …     | node:crypto `argon2` (OpenSSL) |
  * | `pbkdf2_sha256$iter$salt$b64`         | Django (also `pbkdf2_sha1`)                          | node:crypto `pbkdf2`         |
+ * | `argon2$argon2id$…`                   | Django's Argon2PasswordHasher                        | node:crypto `argon2`         |
+ * | `bcrypt_sha256$$2b$…`                 | Django's BCryptSHA256PasswordHasher                  | `bcrypt` over hex SHA-256    |
  * | `pbkdf2:sha256:iter$salt$hex`         | Werkzeug / Flask (also `sha1`, `sha512`)             | node:crypto `pbkdf2`         |
  * | `scrypt:N:r:p$salt$hex`               | Werkzeug 3 / Flask (its default)                     | node:crypto `scrypt`         |
  * | `$P$`, `$H$` (phpass portable)        | WordPress before 6.8, phpBB 3.0, Drupal 7 imports    | node:crypto MD5, below       |
@@ -46,6 +48,8 @@ export type PasswordHashFormat =
   | "wordpress-bcrypt"
   | "argon2"
   | "django-pbkdf2"
+  | "django-argon2"
+  | "django-bcrypt-sha256"
   | "werkzeug-pbkdf2"
   | "werkzeug-scrypt"
   | "phpass";
@@ -66,6 +70,8 @@ export function passwordHashFormat(stored: string): PasswordHashFormat | undefin
   if (/^\$wp\$2[aby]\$\d\d\$/.test(stored)) return "wordpress-bcrypt";
   if (/^\$argon2(id|i|d)\$/.test(stored)) return "argon2";
   if (/^pbkdf2_sha(1|256)\$/.test(stored)) return "django-pbkdf2";
+  if (/^argon2\$argon2(id|i|d)\$/.test(stored)) return "django-argon2";
+  if (/^bcrypt_sha256\$\$2[aby]\$\d\d\$/.test(stored)) return "django-bcrypt-sha256";
   if (/^pbkdf2:sha(1|256|512):/.test(stored)) return "werkzeug-pbkdf2";
   if (/^scrypt:\d+:\d+:\d+\$/.test(stored)) return "werkzeug-scrypt";
   if (/^\$[PH]\$/.test(stored)) return "phpass";
@@ -131,6 +137,15 @@ function verifyAs(
       return verifyArgon2(password, stored);
     case "django-pbkdf2":
       return verifyDjangoPbkdf2(password, stored);
+    case "django-argon2":
+      // Django stores "argon2" followed by argon2-cffi's PHC string.
+      return verifyArgon2(password, stored.slice("argon2".length));
+    case "django-bcrypt-sha256":
+      // Django's BCryptSHA256PasswordHasher: bcrypt over the hex SHA-256 of the password (no 72-byte cut).
+      return verifyBcrypt(
+        createHash("sha256").update(password, "utf8").digest("hex"),
+        stored.slice("bcrypt_sha256$".length),
+      );
     case "werkzeug-pbkdf2":
       return verifyWerkzeugPbkdf2(password, stored);
     case "werkzeug-scrypt":

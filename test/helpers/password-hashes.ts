@@ -21,6 +21,11 @@ export const HASHES = {
   wordpress68: "$wp$2y$10$AeGhGRTlrTEn9/wL3MM3WO5XpmIiCIKy/Wb016rLwPP9vvMoViyp6",
   /** Django 5's PBKDF2PasswordHasher: base64(hashlib.pbkdf2_hmac("sha256", pw, salt, 870000)). */
   django: "pbkdf2_sha256$870000$seasalt2024abcd$ypHyGxlUkdZOYesvI4RJf3CW3g0vLc8W18Nz2r2t1cs=",
+  /** Django's Argon2PasswordHasher format ("argon2" + the PHC string), made with PHP 8.2's argon2id. */
+  djangoArgon2:
+    "argon2$argon2id$v=19$m=19456,t=2,p=1$QXQyNWNpYzJYWFpJa3g5SA$zncqDjjFVDQ8MeC5qL0/feIGdjT78DwqWOWKKqpuU7Q",
+  /** Django's BCryptSHA256PasswordHasher format: bcrypt of hex SHA-256, made with PHP 8.2 ($2y$ named $2b$). */
+  djangoBcryptSha256: "bcrypt_sha256$$2b$10$t5EwUu90x4OAyGFWxdBiGeKWKU6A8fYJOTgtjyH6EYN2mubYBjTQq",
   /** Werkzeug 2.3's generate_password_hash(method="pbkdf2:sha256:600000"), via hashlib. */
   werkzeugPbkdf2:
     "pbkdf2:sha256:600000$Zq8Yh3kLmN0pQr2S$e2218f9414db7e55427f181b5e9f1a18cbee1ff04b2e3fe36690e7a19a646308",

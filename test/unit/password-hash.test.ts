@@ -24,6 +24,8 @@ const VECTORS: [string, string, string][] = [
   ["argon2", "PHP 8.2 password_hash ARGON2I", HASHES.phpArgon2i],
   ["wordpress-bcrypt", "WordPress 6.8", HASHES.wordpress68],
   ["django-pbkdf2", "Django 5", HASHES.django],
+  ["django-argon2", "Django's Argon2 format", HASHES.djangoArgon2],
+  ["django-bcrypt-sha256", "Django's BCryptSHA256 format", HASHES.djangoBcryptSha256],
   ["werkzeug-pbkdf2", "Werkzeug 2.3", HASHES.werkzeugPbkdf2],
   ["werkzeug-scrypt", "Werkzeug 3", HASHES.werkzeugScrypt],
   ["phpass", "WordPress before 6.8 (passlib)", HASHES.wordpressPhpass],
