@@ -145,7 +145,7 @@ export class SqlAuthProvider implements AuthProvider {
     if (rows.length > 1) {
       this.#options.log.warn(
         { rows: rows.length },
-        "auth.sql.passwordQuery returned more than one row for a user; login refused as ambiguous",
+        "auth.sql.passwordQuery returned more than one row for a user: taken as no such user (ambiguous)",
       );
       return undefined;
     }
