@@ -1,6 +1,6 @@
 /**
- * Where credentials come from. The internal provider reads SCRAM keys from the store; later
- * providers ask the web application (HTTP) or query its user table (SQL). One file implements
+ * Where credentials come from. The internal provider reads SCRAM keys from the store; the
+ * others ask the web application (HTTP) or query its user table (SQL). One file implements
  * one provider.
  */
 
@@ -35,4 +35,6 @@ export interface AuthProvider {
   verifyPassword(jid: BareJid, password: string): Promise<boolean>;
   /** Whether the user exists. */
   userExists(jid: BareJid): Promise<boolean>;
+  /** Releases what the provider holds (a database pool) when the worker stops; optional. */
+  close?(): Promise<void>;
 }

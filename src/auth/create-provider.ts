@@ -6,6 +6,7 @@ import type { AuthProvider } from "./auth-provider.ts";
 import { HttpAuthProvider } from "./http-auth.ts";
 import { InternalAuthProvider } from "./internal-auth.ts";
 import { TokenAuthProvider } from "./login-tokens.ts";
+import { SqlAuthProvider } from "./sql-auth.ts";
 
 /** The provider of `config.auth`, which also takes one-time login tokens (login-tokens.ts). */
 export function createAuthProvider(
@@ -32,7 +33,24 @@ function configuredProvider(
         log: log.child({ component: "auth-http" }),
       });
     }
+    case "sql": {
+      const { url, passwordQuery, existsQuery, timeoutMs, poolSize, cacheTtlMs } = config.auth.sql;
+      // loadConfig refuses provider sql without the URL and the query.
+      return new SqlAuthProvider({
+        url: url!,
+        passwordQuery: passwordQuery!,
+        existsQuery,
+        timeoutMs,
+        poolSize,
+        cacheTtlMs,
+        log: log.child({ component: "auth-sql" }),
+      });
+    }
     case "internal":
       return new InternalAuthProvider(store);
+    default: {
+      const unreachable: never = config.auth.provider;
+      throw new TypeError(`Unknown auth.provider ${String(unreachable)}`);
+    }
   }
 }

@@ -15,11 +15,11 @@
  * PLAIN is offered, and only over TLS (docs/auth.md). Accounts are the site's: in-band
  * registration and password changes are refused.
  */
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import { XmppServerError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { BareJid } from "../xmpp/jid.ts";
 import type { ScramCredential } from "../xmpp/sasl/scram-credential.ts";
+import { AnswerCache } from "./answer-cache.ts";
 import type { AuthProvider } from "./auth-provider.ts";
 
 /** The `auth.http` settings. */
@@ -34,23 +34,16 @@ export interface HttpAuthOptions {
   now?: () => number;
 }
 
-/** Cached positive answers beyond this are dropped, oldest first. */
-const MAX_CACHED = 10_000;
-
 /** Authenticates against the web site over HTTP. */
 export class HttpAuthProvider implements AuthProvider {
   readonly scram = false;
   readonly managesAccounts = false;
   readonly #options: HttpAuthOptions;
-  readonly #now: () => number;
-  /** Per-process salt of the cached password hashes. */
-  readonly #salt = randomBytes(16);
-  readonly #passwords = new Map<BareJid, { hash: Buffer; until: number }>();
-  readonly #exists = new Map<BareJid, number>();
+  readonly #cache: AnswerCache;
 
   constructor(options: HttpAuthOptions) {
     this.#options = options;
-    this.#now = options.now ?? Date.now;
+    this.#cache = new AnswerCache(options.cacheTtlMs, options.now);
   }
 
   /** The site holds no SCRAM keys for us. */
@@ -59,33 +52,18 @@ export class HttpAuthProvider implements AuthProvider {
   }
 
   async verifyPassword(jid: BareJid, password: string): Promise<boolean> {
-    const hash = this.#hash(jid, password);
-    const cached = this.#passwords.get(jid);
-    if (cached !== undefined && cached.until > this.#now() && timingSafeEqual(cached.hash, hash)) return true;
+    if (this.#cache.hasPassword(jid, password)) return true;
     const ok = await this.#ask("auth", jid, password);
-    if (ok) {
-      this.#remember(this.#passwords, jid, { hash, until: this.#now() + this.#options.cacheTtlMs });
-      this.#remember(this.#exists, jid, this.#now() + this.#options.cacheTtlMs);
-    } else this.#passwords.delete(jid);
+    if (ok) this.#cache.rememberPassword(jid, password);
+    else this.#cache.forgetPassword(jid);
     return ok;
   }
 
   async userExists(jid: BareJid): Promise<boolean> {
-    const until = this.#exists.get(jid);
-    if (until !== undefined && until > this.#now()) return true;
+    if (this.#cache.hasUser(jid)) return true;
     const ok = await this.#ask("exists", jid);
-    if (ok) this.#remember(this.#exists, jid, this.#now() + this.#options.cacheTtlMs);
+    if (ok) this.#cache.rememberUser(jid);
     return ok;
-  }
-
-  #hash(jid: BareJid, password: string): Buffer {
-    return createHash("sha256").update(this.#salt).update(jid).update("\0").update(password).digest();
-  }
-
-  #remember<V>(map: Map<BareJid, V>, jid: BareJid, value: V): void {
-    map.delete(jid);
-    map.set(jid, value);
-    if (map.size > MAX_CACHED) map.delete(map.keys().next().value!);
   }
 
   async #ask(action: "auth" | "exists", jid: BareJid, password?: string): Promise<boolean> {

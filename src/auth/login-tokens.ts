@@ -77,4 +77,8 @@ export class TokenAuthProvider implements AuthProvider {
   userExists(jid: BareJid): Promise<boolean> {
     return this.#inner.userExists(jid);
   }
+
+  async close(): Promise<void> {
+    await this.#inner.close?.();
+  }
 }

@@ -603,6 +603,10 @@ const control: WorkerControl = {
     for (const connection of listeners?.connections ?? []) connection.shutdown();
     for (const session of ctx.resumable.values()) session.end();
     await closed;
+    // The site's database sees its connections end rather than drop with the thread.
+    await auth
+      .close?.()
+      .catch((error: unknown) => log.warn({ err: error }, "closing the auth provider failed"));
   },
   async quiesce() {
     // Let the router send this turn's batches, then wait for every mailbox to empty, so that a

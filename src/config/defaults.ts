@@ -113,8 +113,11 @@ export interface Config {
   };
   /** Where users and passwords come from (docs/auth.md). */
   auth: {
-    /** `internal`: Starling's own store (SCRAM); `http`: the web site checks passwords (PLAIN over TLS). */
-    provider: "internal" | "http";
+    /**
+     * `internal`: Starling's own store (SCRAM); `http`: the web site checks passwords; `sql`: a
+     * query reads the password hash from the site's database (both PLAIN over TLS only).
+     */
+    provider: "internal" | "http" | "sql";
     http: {
       /** The site's endpoint that answers `{"action": "auth" | "exists", …}` with `{"ok": …}`. */
       url: string | null;
@@ -123,6 +126,26 @@ export interface Config {
       /** No answer by then: the login fails with temporary-auth-failure. */
       timeoutMs: number;
       /** How long a confirmed password is remembered (0: ask every time). */
+      cacheTtlMs: number;
+    };
+    sql: {
+      /**
+       * The site's database: `postgres://user:pass@host:port/db`, or `mysql://…` / `mariadb://…`
+       * for MySQL and MariaDB. Required when `provider` is `sql`.
+       */
+      url: string | null;
+      /**
+       * Returns one row whose first column is the stored password hash; `:user` (the JID's local
+       * part), `:domain` and `:jid` are bound as parameters. Required when `provider` is `sql`.
+       */
+      passwordQuery: string | null;
+      /** Returns a row when the user exists; null: a hash from `passwordQuery` means it does. */
+      existsQuery: string | null;
+      /** Connecting plus querying past this: the login fails with temporary-auth-failure. */
+      timeoutMs: number;
+      /** Database connections each worker thread keeps at most. */
+      poolSize: number;
+      /** How long a confirmed password or user is remembered (0: ask every time). */
       cacheTtlMs: number;
     };
   };
@@ -245,7 +268,18 @@ export const DEFAULT_CONFIG: Config = {
     clientPingIntervalMs: 60_000,
     clientPingTimeoutMs: 30_000,
   },
-  auth: { provider: "internal", http: { url: null, token: null, timeoutMs: 3_000, cacheTtlMs: 60_000 } },
+  auth: {
+    provider: "internal",
+    http: { url: null, token: null, timeoutMs: 3_000, cacheTtlMs: 60_000 },
+    sql: {
+      url: null,
+      passwordQuery: null,
+      existsQuery: null,
+      timeoutMs: 3_000,
+      poolSize: 4,
+      cacheTtlMs: 60_000,
+    },
+  },
   registration: {
     allow: false,
     perAddressPerWindow: 5,

@@ -5,6 +5,7 @@
  */
 import { readFileSync } from "node:fs";
 import { isAbsolute, resolve } from "node:path";
+import { queryProblem } from "../auth/sql-query.ts";
 import { XmppServerError } from "../errors.ts";
 import { isLoopbackHost } from "../loopback.ts";
 import { type ClusterConfig, type Config, DEFAULT_CONFIG } from "./defaults.ts";
@@ -36,6 +37,9 @@ const oneOf =
     typeof v === "string" && values.includes(v) ? undefined : `must be one of ${values.join(", ")}`;
 const domainName: Check = (v) =>
   typeof v === "string" && /^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$/i.test(v) ? undefined : "must be a domain name";
+
+const sqlQuery: Check = (v) =>
+  typeof v === "string" && v.trim().length > 0 ? queryProblem(v) : "must be a non-empty SQL query";
 
 const nullOr =
   (check: Check): Check =>
@@ -95,13 +99,26 @@ const SCHEMA: Record<string, Check> = {
   "limits.maxMailboxSize": positiveInt,
   "limits.clientPingIntervalMs": positiveInt,
   "limits.clientPingTimeoutMs": positiveInt,
-  "auth.provider": oneOf("internal", "http"),
+  "auth.provider": oneOf("internal", "http", "sql"),
   "auth.http.url": nullOr((v) =>
     typeof v === "string" && /^https?:\/\/\S+$/.test(v) ? undefined : "must be an http:// or https:// URL",
   ),
   "auth.http.token": nullOr(nonEmptyString),
   "auth.http.timeoutMs": positiveInt,
   "auth.http.cacheTtlMs": nonNegativeInt,
+  "auth.sql.url": nullOr((v) =>
+    typeof v === "string" && /^(postgres(ql)?|mysql|mariadb):\/\/\S+$/.test(v)
+      ? undefined
+      : "must be a postgres://, mysql:// or mariadb:// URL",
+  ),
+  "auth.sql.passwordQuery": nullOr(sqlQuery),
+  "auth.sql.existsQuery": nullOr(sqlQuery),
+  "auth.sql.timeoutMs": positiveInt,
+  "auth.sql.poolSize": (v) =>
+    Number.isSafeInteger(v) && (v as number) >= 1 && (v as number) <= 100
+      ? undefined
+      : "must be an integer from 1 to 100",
+  "auth.sql.cacheTtlMs": nonNegativeInt,
   "registration.allow": boolean,
   "registration.perAddressPerWindow": nonNegativeInt,
   "registration.windowMs": positiveInt,
@@ -131,6 +148,9 @@ const SCHEMA: Record<string, Check> = {
   "cluster.drainTimeoutMs": nonNegativeInt,
   "cluster.maxPeerBufferBytes": positiveInt,
 };
+
+/** Keys whose values may hold a password: a problem with one never quotes the value. */
+const SECRET_KEYS = new Set(["auth.sql.url", "auth.http.token", "cluster.secret", "store.url", "admin.key"]);
 
 /** Environment variables that override keys, e.g. `STARLING_DOMAIN=chat.example.org`. */
 export const ENV_KEYS: Record<string, string> = {
@@ -273,7 +293,9 @@ export function loadConfig(options: LoadConfigOptions = {}): Readonly<Config> {
   for (const [key, check] of Object.entries(SCHEMA)) {
     const value = getPath(merged, key);
     const problem = check(value);
-    if (problem !== undefined) errors.push(`${key} ${problem} (got ${JSON.stringify(value)})`);
+    if (problem === undefined) continue;
+    const got = SECRET_KEYS.has(key) ? `a ${typeof value}, not shown` : JSON.stringify(value);
+    errors.push(`${key} ${problem} (got ${got})`);
   }
   const cluster = merged.cluster as ClusterConfig;
   for (const [prefix, files] of [
@@ -295,6 +317,11 @@ export function loadConfig(options: LoadConfigOptions = {}): Readonly<Config> {
   if (auth.provider === "http" && auth.http.url === null) {
     errors.push(
       "auth.provider is http but auth.http.url is not set (the site's endpoint that checks passwords)",
+    );
+  }
+  if (auth.provider === "sql" && (auth.sql.url === null || auth.sql.passwordQuery === null)) {
+    errors.push(
+      "auth.provider is sql but auth.sql.url or auth.sql.passwordQuery is not set (the site's database and the query that reads a user's password hash)",
     );
   }
   const admin = merged.admin as Config["admin"];

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
-import { NS_SASL, RawClient } from "../helpers/raw-client.ts";
+import { NS_SASL, RawClient, tryPlainOverTls as tryPlain } from "../helpers/raw-client.ts";
 import { type StartedNode, startNode } from "../helpers/start-node.ts";
 
 const NS_REGISTER = "jabber:iq:register";
@@ -60,15 +60,6 @@ class Site {
     this.#server.closeAllConnections();
     return new Promise((resolve) => this.#server.close(() => resolve()));
   }
-}
-
-/** Opens a stream with STARTTLS and tries PLAIN; resolves with the client and the SASL outcome. */
-async function tryPlain(node: StartedNode, user: string, password: string) {
-  const client = await RawClient.connectTo(node);
-  const features = await client.openStream();
-  const secured = features.getChild("starttls") === undefined ? features : await client.startTls();
-  const outcome = await client.authPlain(user, password);
-  return { client, secured, outcome };
 }
 
 describe("auth.provider http: the web site checks passwords", () => {

@@ -708,3 +708,19 @@ export class RawClient {
     else this.#socket.resetAndDestroy();
   }
 }
+
+/**
+ * Opens a stream to `node`, upgrades it with STARTTLS when offered, and tries SASL PLAIN:
+ * the client, the features offered after TLS (the mechanisms) and the SASL outcome.
+ */
+export async function tryPlainOverTls(
+  node: StartedNode,
+  user: string,
+  password: string,
+): Promise<{ client: RawClient; secured: Element; outcome: Element }> {
+  const client = await RawClient.connectTo(node);
+  const features = await client.openStream();
+  const secured = features.getChild("starttls") === undefined ? features : await client.startTls();
+  const outcome = await client.authPlain(user, password);
+  return { client, secured, outcome };
+}
