@@ -31,6 +31,8 @@ export interface Logger {
   fatal: LogFn;
   child(bindings: Record<string, unknown>): Logger;
   isLevelEnabled(level: LogLevel): boolean;
+  /** Changes the level of this logger, its parent and every child of either (a reload). */
+  setLevel(level: LogLevel): void;
 }
 
 /** Keys whose values never reach a log line. */
@@ -51,18 +53,23 @@ export interface LoggerOptions {
 }
 
 class JsonLogger implements Logger {
-  readonly #threshold: number;
+  /** Shared by a logger and all its children, so that one setLevel changes them all. */
+  readonly #threshold: { value: number };
   readonly #bindings: Record<string, unknown>;
   readonly #write: (line: string) => void;
 
-  constructor(threshold: number, bindings: Record<string, unknown>, write: (line: string) => void) {
+  constructor(
+    threshold: { value: number },
+    bindings: Record<string, unknown>,
+    write: (line: string) => void,
+  ) {
     this.#threshold = threshold;
     this.#bindings = bindings;
     this.#write = write;
   }
 
   #emit(level: Exclude<LogLevel, "silent">, fields: Record<string, unknown> | string, msg?: string): void {
-    if (LOG_LEVELS[level] < this.#threshold) return;
+    if (LOG_LEVELS[level] < this.#threshold.value) return;
     const record: Record<string, unknown> = { time: new Date().toISOString(), level, ...this.#bindings };
     if (typeof fields === "string") {
       record.msg = fields;
@@ -95,14 +102,17 @@ class JsonLogger implements Logger {
     return new JsonLogger(this.#threshold, { ...this.#bindings, ...bindings }, this.#write);
   }
   isLevelEnabled(level: LogLevel): boolean {
-    return LOG_LEVELS[level] >= this.#threshold;
+    return LOG_LEVELS[level] >= this.#threshold.value;
+  }
+  setLevel(level: LogLevel): void {
+    this.#threshold.value = LOG_LEVELS[level];
   }
 }
 
 /** Creates a JSON-lines logger writing to stderr (or `write`). */
 export function createLogger(options: LoggerOptions = {}): Logger {
   return new JsonLogger(
-    LOG_LEVELS[options.level ?? "info"],
+    { value: LOG_LEVELS[options.level ?? "info"] },
     options.bindings ?? {},
     options.write ?? ((line: string) => process.stderr.write(line)),
   );

@@ -102,7 +102,18 @@ export async function run(args: readonly string[], context: CommandContext): Pro
   const log = createLogger({ level: config.log.level });
   // Imported here so that --help and usage errors answer without loading the whole server.
   const { startNode } = await import("../cluster/node.ts");
-  const node = await startNode(config, log);
+  const node = await startNode(config, log, {
+    reloadConfig: () => loadConfig(configFile === undefined ? { overrides } : { configFile, overrides }),
+  });
+  // SIGHUP: apply the configuration file again (certificates, log level, limits, auth), as
+  // `starling reload` does; a bad file is logged and changes nothing.
+  const onHangup = () => {
+    node
+      .reload()
+      .catch((error: unknown) => log.error({ err: error }, "reload failed; the node runs as it was"));
+  };
+  process.on("SIGHUP", onHangup);
+  context.signal.addEventListener("abort", () => process.off("SIGHUP", onHangup), { once: true });
 
   const ended = await Promise.race([
     context.signal.aborted ? Promise.resolve(undefined) : once(context.signal, "abort").then(() => undefined),

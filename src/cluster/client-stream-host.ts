@@ -46,7 +46,10 @@ export function clientStreamHost(ctx: ShardContext): StreamHost {
     config: ctx.config,
     log: ctx.log,
     counters: ctx.counters,
-    auth: ctx.auth,
+    // Read at each login: a reload may replace the provider.
+    get auth() {
+      return ctx.auth;
+    },
     loginGuard: loginGuard(ctx),
     registrationThrottle: ctx.registrationThrottle,
     async register(jid, password) {

@@ -72,6 +72,16 @@ export function nodeMetrics(input: NodeMetricsInput): MetricFamily[] {
       "Sessions streaming their state to replicas.",
       (w) => w.replicating,
     ),
+    gauge(
+      "starling_replication_lag_changes",
+      "Session changes streamed to replicas and not yet held by all of them (the replication lag).",
+      (w) => w.replicationLag.changes,
+    ),
+    gauge(
+      "starling_replication_stalled_seconds",
+      "The longest time a session's replicas have gone without acknowledging while behind.",
+      (w) => w.replicationLag.stalledMs / 1000,
+    ),
     gauge("starling_replica_copies", "Copies of other shards' sessions held here.", (w) => w.replicas.held),
     counter(
       "starling_replica_changes_applied_total",

@@ -7,6 +7,8 @@ import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { setFlagsFromString } from "node:v8";
 import type { Config } from "../config/defaults.ts";
+import { configChanges, effectiveConfig } from "../config/runtime-config.ts";
+import { XmppServerError } from "../errors.ts";
 import { startAdminServer } from "../http/admin-server.ts";
 import type { Logger } from "../log.ts";
 import { createStore } from "../storage/open-store.ts";
@@ -26,6 +28,8 @@ export interface RunningNode {
   readonly member: ClusterMember | undefined;
   /** Resolves with a reason when the node ends by itself (left the cluster, or fenced). */
   readonly finished: Promise<string>;
+  /** Reads the configuration again and applies what can change while running (SIGHUP). */
+  reload(): Promise<ReloadResult>;
   stop(reason?: string): Promise<void>;
 }
 
@@ -37,8 +41,27 @@ export const VERSION: string = (
   JSON.parse(readFileSync(new URL("../../package.json", import.meta.url), "utf8")) as { version: string }
 ).version;
 
+/** Options for {@link startNode}. */
+export interface StartNodeOptions {
+  /**
+   * Reads the configuration again from where it came from (file, environment, flags), for a
+   * reload; throws `XSRV_CONFIG_INVALID` for a bad one. Without it the node cannot reload.
+   */
+  reloadConfig?: () => Readonly<Config>;
+}
+
+/** What a reload did: the keys it applied, and those that need a restart (left as they were). */
+export interface ReloadResult {
+  changed: string[];
+  needRestart: string[];
+}
+
 /** Starts a node from its configuration. */
-export async function startNode(config: Readonly<Config>, log: Logger): Promise<RunningNode> {
+export async function startNode(
+  config: Readonly<Config>,
+  log: Logger,
+  options: StartNodeOptions = {},
+): Promise<RunningNode> {
   const started = Date.now();
   // V8 flags are process-wide; workers started after this inherit them. Without this V8 grows
   // every isolate's heap far past its live data under connection churn.
@@ -120,6 +143,40 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
   };
   let stopping: Promise<void> | undefined;
   let onLeft: (() => void) | undefined;
+  /** The configuration as the node runs it: the start's, with the reloads' reloadable parts. */
+  let current = config;
+  let credentials = { cert: tls.cert, key: tls.key };
+  let reloading = Promise.resolve<unknown>(undefined);
+  const reload = (): Promise<ReloadResult> => {
+    const run = async (): Promise<ReloadResult> => {
+      if (options.reloadConfig === undefined) {
+        throw new XmppServerError(
+          "XSRV_CONFIG_INVALID",
+          "this node was started without a configuration to reload",
+        );
+      }
+      const next = options.reloadConfig();
+      const { changed, needRestart } = configChanges(current, next);
+      const effective = effectiveConfig(current, next);
+      // Read even when the paths did not change: a renewed certificate keeps its file names.
+      const pair = await ensureCertificate(effective, log);
+      const renewed = pair.cert !== credentials.cert || pair.key !== credentials.key;
+      if (renewed) {
+        credentials = { cert: pair.cert, key: pair.key };
+        changed.push("certificate");
+        admin.setCredentials(credentials);
+      }
+      log.setLevel(effective.log.level);
+      await pool.reload(effective, renewed ? credentials : undefined);
+      current = effective;
+      log.info({ changed, needRestart }, "configuration reloaded");
+      return { changed, needRestart };
+    };
+    // One reload at a time: two SIGHUPs in a row apply in order.
+    const result = reloading.then(run, run);
+    reloading = result.catch(() => {});
+    return result;
+  };
   const admin = await startAdminServer({
     host: config.admin.host,
     port: config.ports.http,
@@ -132,6 +189,7 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
     restartWorker: (index) => pool.killWorker(index),
     kick: (jid, reason) => pool.kickUser(jid, reason),
     sessions: (user) => pool.sessions(user),
+    reload,
     send: (messages) => pool.send(messages),
     metrics: async () =>
       nodeMetrics({
@@ -179,6 +237,7 @@ export async function startNode(config: Readonly<Config>, log: Logger): Promise<
     ports: allPorts,
     pool,
     member,
+    reload,
     stop(reason = "stop requested") {
       stopping ??= (async () => {
         log.info({ reason }, "node stopping");

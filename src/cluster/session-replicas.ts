@@ -158,6 +158,15 @@ export class ReplicaStream {
     return this.#replicas.filter((shard) => (this.#acked.get(shard) ?? 0) < this.#lsn);
   }
 
+  /**
+   * How far the replicas are behind: changes pushed that not all of them hold, and for how long
+   * they have gone without acknowledging anything while behind (0 when they hold everything).
+   */
+  lag(now: number): { changes: number; stalledMs: number } {
+    const changes = this.#lsn - this.ackedLsn;
+    return { changes, stalledMs: changes === 0 ? 0 : Math.max(0, now - this.#progressAt) };
+  }
+
   /** The session is lent to a resumption: it pushes nothing, and its replicas are left alone. */
   quiet = false;
 
@@ -293,6 +302,21 @@ export class ReplicaStreams {
       const entry = this.#streams.get(token);
       if (entry?.stream.id === id) entry.stream.acked(from, lsn);
     }
+  }
+
+  /**
+   * The replication lag of this shard's sessions: changes not yet on every replica, summed,
+   * and the longest time a stream's replicas have gone without acknowledging while behind.
+   */
+  lag(now: number): { changes: number; stalledMs: number } {
+    let changes = 0;
+    let stalledMs = 0;
+    for (const { stream } of this.#streams.values()) {
+      const lag = stream.lag(now);
+      changes += lag.changes;
+      stalledMs = Math.max(stalledMs, lag.stalledMs);
+    }
+    return { changes, stalledMs };
   }
 
   values(): IterableIterator<{ stream: ReplicaStream; state: SessionSnapshot }> {

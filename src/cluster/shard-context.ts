@@ -5,6 +5,7 @@
  */
 import type { SecureContext } from "node:tls";
 import type { SessionContext } from "../../actors/session-context.ts";
+import type { AuthProvider } from "../auth/auth-provider.ts";
 import type { LoginThrottle } from "../auth/login-throttle.ts";
 import type { Remote } from "../comlink-setup.ts";
 import type { ShardRouter } from "./shard-router.ts";
@@ -28,9 +29,12 @@ export interface ShardContext extends SessionContext {
    * same attempts. (Logins are throttled cluster-wide by the login actors, actors/login-actor.ts.)
    */
   readonly registrationThrottle: Remote<LoginThrottle>;
-  readonly tlsContext: SecureContext;
-  /** PEM certificate chain and key, for the direct-TLS listener. */
-  readonly tlsCredentials: { cert: string; key: string };
+  /** The auth provider, replaced when a reload changes the auth settings. */
+  auth: AuthProvider;
+  /** For STARTTLS; replaced, with the credentials, when a reload brings a new certificate. */
+  tlsContext: SecureContext;
+  /** PEM certificate chain and key, for the direct-TLS and web listeners. */
+  tlsCredentials: { cert: string; key: string };
   /** Prefix of every sid this worker incarnation hands out. */
   readonly sidPrefix: string;
   readonly counters: ShardCounters;

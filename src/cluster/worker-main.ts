@@ -17,6 +17,7 @@ import { createAuthProvider } from "../auth/create-provider.ts";
 import type { LoginThrottle } from "../auth/login-throttle.ts";
 import { expose, nodeEndpoint, type Remote, wrap } from "../comlink-setup.ts";
 import type { Config } from "../config/defaults.ts";
+import { applyReloadable } from "../config/runtime-config.ts";
 import { createLogger } from "../log.ts";
 import { connectStore } from "../storage/remote-store.ts";
 import { terminateBody } from "../transport/bosh.ts";
@@ -83,6 +84,8 @@ export interface WorkerStats {
   handoff: HandoffStats;
   /** Sessions of this worker streaming to replicas, and the copies it holds for others. */
   replicating: number;
+  /** Replication lag of this worker's sessions (ReplicaStreams.lag). */
+  replicationLag: { changes: number; stalledMs: number };
   replicas: ReplicaStats;
   /** Messages waiting in the actors' mailboxes, and the longest mailbox. */
   mailboxes: { queued: number; deepest: number };
@@ -125,6 +128,11 @@ export interface WorkerControl {
   sessionCount(): number;
   /** Ends every session of `user` wherever it is, not resumable; resolves how many there were. */
   kick(user: BareJid, reason: string): Promise<number>;
+  /**
+   * Applies a reloaded configuration's reloadable sections (src/config/runtime-config.ts) and,
+   * when given, a new certificate for new connections.
+   */
+  reload(config: Config, credentials: { cert: string; key: string } | undefined): Promise<void>;
   /** Every session on every worker of the cluster that answers in time (of `user` only, when given). */
   sessions(user?: BareJid): Promise<SessionListing[]>;
   /**
@@ -169,7 +177,7 @@ const actors = new ActorHost({
   accept: (ack) => router.accept(ack),
   maxMailbox: () => init.config.limits.maxMailboxSize,
 });
-const auth = createAuthProvider(init.config, store, log);
+let auth = createAuthProvider(init.config, store, log);
 actors.define(
   userActorKind({ store, router, config: init.config, log, accountExists: (jid) => auth.userExists(jid) }),
 );
@@ -534,6 +542,25 @@ const control: WorkerControl = {
       init.config.cluster.requestTimeoutMs,
     );
   },
+  async reload(next, credentials) {
+    const authChanged = JSON.stringify(init.config.auth) !== JSON.stringify(next.auth);
+    applyReloadable(init.config, next);
+    log.setLevel(next.log.level);
+    if (authChanged) {
+      // Logins from now on ask the new provider; one in flight finishes with the old one.
+      const previous = auth;
+      auth = createAuthProvider(init.config, store, log);
+      ctx.auth = auth;
+      await previous.close?.();
+    }
+    if (credentials !== undefined) {
+      init.tls = credentials;
+      ctx.tlsCredentials = credentials;
+      ctx.tlsContext = createSecureContext(credentials);
+      listeners?.setCredentials(credentials, ctx.tlsContext);
+      web?.setCredentials(credentials);
+    }
+  },
   async sessions(user) {
     const timeoutMs = init.config.cluster.requestTimeoutMs;
     const shards = [...new Set(router.table.shardNos)];
@@ -593,6 +620,7 @@ const control: WorkerControl = {
       incomingPartitions: handoff.pending,
       handoff: { ...handoff.stats },
       replicating: streams.size,
+      replicationLag: streams.lag(Date.now()),
       replicas: replicaHost.stats,
       mailboxes: actors.mailboxes(),
     };

@@ -78,14 +78,25 @@ export class WorkerPool {
   constructor(options: WorkerPoolOptions) {
     this.#options = options;
     this.#table = options.table;
-    const { registration } = options.config;
-    this.#throttles = {
-      registration: new LoginThrottle({
-        failuresPerAddress: Math.max(1, registration.perAddressPerWindow),
-        failuresPerAccount: 1,
-        windowMs: registration.windowMs,
-      }),
-    };
+    this.#throttles = { registration: registrationThrottle(options.config) };
+  }
+
+  /**
+   * Applies a reloaded configuration (its reloadable sections) to every worker, and to those
+   * started later; `tls`, a new certificate for new connections.
+   */
+  async reload(config: Readonly<Config>, tls: { cert: string; key: string } | undefined): Promise<void> {
+    const before = this.#options.config.registration;
+    if (
+      before.perAddressPerWindow !== config.registration.perAddressPerWindow ||
+      before.windowMs !== config.registration.windowMs
+    ) {
+      // New limits start a new count (the exposed object is read by property, so workers see it).
+      this.#throttles.registration = registrationThrottle(config);
+    }
+    this.#options.config = config;
+    if (tls !== undefined) this.#options.tls = tls;
+    await Promise.all(this.#slots.filter((s) => s.ready).map((s) => s.control.reload(config as Config, tls)));
   }
 
   /** Starts every worker and its listeners; returns the ports actually bound. */
@@ -323,4 +334,13 @@ async function settledWithin(promises: Promise<unknown>[], ms: number): Promise<
     Promise.allSettled(promises),
     new Promise((resolve) => setTimeout(resolve, ms).unref()),
   ]);
+}
+
+/** XEP-0077 registrations per address per window (registration.*), counted node-wide. */
+function registrationThrottle(config: Readonly<Config>): LoginThrottle {
+  return new LoginThrottle({
+    failuresPerAddress: Math.max(1, config.registration.perAddressPerWindow),
+    failuresPerAccount: 1,
+    windowMs: config.registration.windowMs,
+  });
 }

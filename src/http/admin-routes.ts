@@ -378,9 +378,24 @@ export function adminRoutes(services: AdminServices): AdminRoute[] {
       summary:
         "Re-read the configuration file and apply certificates, log level, limits, registration and authentication without a restart (as SIGHUP does)",
       responses: {
-        200: { description: "What changed", schema: obj({ changed: { type: "array", items: str } }) },
+        200: {
+          description: "What was applied, and what needs a restart (left as it was)",
+          schema: obj({ changed: { type: "array", items: str }, needRestart: { type: "array", items: str } }),
+        },
+        409: { description: "The configuration file is invalid; nothing was applied" },
       },
-      handle: async () => ({ status: 200, body: await needs(services.reload, "reload")() }),
+      async handle() {
+        const reload = needs(services.reload, "reload");
+        try {
+          return { status: 200, body: await reload() };
+        } catch (error) {
+          // The file on disk is wrong, not the call: the node keeps running as it was.
+          if (error instanceof XmppServerError && error.code === "XSRV_CONFIG_INVALID") {
+            throw new AdminHttpError(409, error.code, error.message);
+          }
+          throw error;
+        }
+      },
     },
     {
       method: "POST",

@@ -61,6 +61,8 @@ export interface AdminServerOptions extends AdminServices {
 export interface AdminServer {
   /** The port actually bound. */
   readonly port: number;
+  /** A new certificate (a reload), for new HTTPS connections; nothing over plain HTTP. */
+  setCredentials(credentials: { cert: string; key: string }): void;
   /** Stops accepting connections and resolves when in-flight requests have finished. */
   close(): Promise<void>;
 }
@@ -274,6 +276,9 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
 
   return {
     port,
+    setCredentials(credentials) {
+      if (https) (server as ReturnType<typeof createHttpsServer>).setSecureContext(credentials);
+    },
     close() {
       if (closed !== undefined) return closed;
       closing = true;

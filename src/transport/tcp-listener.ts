@@ -20,6 +20,8 @@ export interface C2sListeners {
   readonly ports: { c2s: number; tls: number };
   /** The streams open now. */
   readonly connections: Set<XmppStream>;
+  /** A new certificate (a reload): for direct TLS, and `context` for STARTTLS, on new connections. */
+  setCredentials(credentials: { cert: string; key: string }, context: SecureContext): void;
   /** Stops accepting; existing connections stay. */
   close(): Promise<void>;
 }
@@ -42,11 +44,12 @@ export async function startC2sListeners(
 ): Promise<C2sListeners> {
   const { config, log } = options;
   const connections = new Set<XmppStream>();
+  let tlsContext = options.tlsContext;
   const open = (socket: Socket, directTls: boolean) => {
     const connectionLog = log.child({ conn: nextConnectionId++, remote: socket.remoteAddress ?? "unknown" });
     const transport = new TcpTransport(socket, {
       directTls,
-      tlsContext: options.tlsContext,
+      tlsContext,
       limits: config.limits,
       log: connectionLog,
     });
@@ -62,6 +65,11 @@ export async function startC2sListeners(
   return {
     ports: { c2s, tls },
     connections,
+    setCredentials(credentials, context) {
+      // New connections get the new certificate; established ones keep their session.
+      secure.setSecureContext(credentials);
+      tlsContext = context;
+    },
     close: async () => {
       await Promise.all([
         new Promise<void>((resolve) => plain.close(() => resolve())),

@@ -16,7 +16,7 @@ import {
   type Server,
   type ServerResponse,
 } from "node:http";
-import { createServer as createHttpsServer } from "node:https";
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
 import type { Duplex } from "node:stream";
 import { escapeXML } from "@xmpp/xml";
 import { WebSocketServer } from "ws";
@@ -68,6 +68,8 @@ export interface WebListener {
   readonly ports: { web: number; webPlain: number | null };
   /** The BOSH sessions this worker holds (requests forwarded by other workers go here too). */
   readonly bosh: BoshSessions;
+  /** A new certificate (a reload), for new connections to the TLS port. */
+  setCredentials(credentials: { cert: string; key: string }): void;
   close(): Promise<void>;
 }
 
@@ -229,8 +231,9 @@ export async function startWebListener(
     );
   };
 
-  const servers: Server[] = [serve(true)];
-  const web = await listenShared(servers[0]!, config.host, ports.web);
+  const secureServer = serve(true) as HttpsServer;
+  const servers: Server[] = [secureServer];
+  const web = await listenShared(secureServer, config.host, ports.web);
   let webPlain: number | null = null;
   if (ports.webPlain !== null) {
     servers.push(serve(false));
@@ -239,6 +242,9 @@ export async function startWebListener(
   return {
     ports: { web, webPlain },
     bosh,
+    setCredentials(credentials) {
+      secureServer.setSecureContext(credentials);
+    },
     async close() {
       await Promise.all(
         servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))),

@@ -84,6 +84,9 @@ describe("/metrics and /health on a node", () => {
     assert.ok(sum(after, "starling_sessions") >= 1);
     assert.ok(sum(after, "starling_stanzas_in_total") > sum(before, "starling_stanzas_in_total"));
     assert.ok(sum(after, "starling_stanzas_out_total") > sum(before, "starling_stanzas_out_total"));
+    // The replication lag is published per worker.
+    assert.equal((after.match(/^starling_replication_lag_changes\{worker="\d+"\} /gm) ?? []).length, 2);
+    assert.match(after, /^starling_replication_stalled_seconds\{worker="\d+"\} /m);
     // One sample per worker (the test node has two), each family announced.
     assert.equal((after.match(/^starling_sessions\{worker="\d+"\} /gm) ?? []).length, 2);
     for (const name of after.matchAll(/^(starling_[a-z_]+)[{ ]/gm)) {

@@ -25,7 +25,7 @@ const LIMITS = {
 };
 
 async function tokenFor(node: StartedNode, jid: string): Promise<string> {
-  const response = await fetch(`http://127.0.0.1:${node.ports.http}/admin/tokens`, {
+  const response = await fetch(`http://127.0.0.1:${node.ports.http}/api/tokens`, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ jid }),

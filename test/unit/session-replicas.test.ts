@@ -323,3 +323,41 @@ test("a copy promoted from less of a stream does not overwrite a replica that ho
   const [better] = heir.promote((s) => s === 0);
   assert.equal(better?.state.sentOut, 1, "and promotes it itself");
 });
+
+test("the replication lag counts what a replica lacks, and how long it has been silent while behind", () => {
+  const net = network();
+  net.host(1024);
+  net.host(2048);
+  let now = 1_000_000;
+  const state = newSessionState("a@x/r" as FullJid, "lag");
+  const stream = new ReplicaStream(
+    { self: 0, send: (to, envelope) => net.queue.push({ from: 0, to, envelope }) },
+    "lag",
+    "s0.lag",
+    [1024, 2048],
+    state,
+    () => {},
+    () => now,
+  );
+  const streams = new ReplicaStreams();
+  streams.add(stream, state);
+  assert.deepEqual(streams.lag(now), { changes: 1, stalledMs: 0 }, "the initial state is not held yet");
+  for (const n of [1, 2, 3]) {
+    const change: SessionChange = { c: "out", xml: `<message>${n}</message>`, storable: true };
+    stream.push(applySessionChange(state, change) && change);
+  }
+  // The owner's acknowledgements are handed to its streams here (the network knows no owner 0).
+  const deliver = (drop: (to: number) => boolean) =>
+    net.deliver((m) => {
+      if (drop(m.to)) return true;
+      if (m.envelope.t === "rep-ack" && m.to === 0) streams.acked(m.envelope.from, m.envelope.acks);
+      return m.to === 0;
+    });
+  // Replica 2048 hears nothing (its link dropped what it held); 1024 acknowledges everything.
+  deliver((to) => to === 2048);
+  now += 4_500;
+  assert.deepEqual(streams.lag(now), { changes: 4, stalledMs: 4_500 }, "2048 lacks all four changes");
+  stream.reinit(2048, state);
+  deliver(() => false);
+  assert.deepEqual(streams.lag(now), { changes: 0, stalledMs: 0 }, "caught up");
+});
