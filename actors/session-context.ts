@@ -4,6 +4,7 @@
  * the worker's tables of sessions. The cluster's shard context provides it (worker-main.ts); a
  * test or the simulation can provide it alone.
  */
+import type { Accounts } from "../src/auth/accounts.ts";
 import type { AuthProvider } from "../src/auth/auth-provider.ts";
 import type { Config } from "../src/config/defaults.ts";
 import type { Logger } from "../src/log.ts";
@@ -26,6 +27,8 @@ export interface SessionContext {
   readonly log: Logger;
   readonly store: Store;
   readonly auth: AuthProvider;
+  /** Account changes (a password change over XMPP), as the provider allows them. */
+  readonly accounts: Accounts;
   readonly router: SessionRouter;
   /** Sessions whose sockets this shard holds (and detached ones awaiting resumption), by sid. */
   readonly sessions: Map<string, SessionActor>;

@@ -5,7 +5,6 @@
  * anything unknown) live here, so handlers only see requests they understand.
  */
 import { type Element, xml } from "@xmpp/xml";
-import { createAccountRecordAsync } from "../src/auth/scram.ts";
 import type { BareJid } from "../src/xmpp/jid.ts";
 import {
   NS_BLOCKING,
@@ -119,13 +118,10 @@ async function handleRegistrationChange(
     return errorReply(iq, "not-allowed", { text: "Ask an administrator to remove the account" });
   }
   if (password === null || password === "") return errorReply(iq, "bad-request");
-  if (!ctx.auth.managesAccounts) {
+  if (!ctx.accounts.managed) {
     return errorReply(iq, "not-allowed", { text: "Passwords are changed on the web site" });
   }
-  const existing = await ctx.store.getAccount(session.bare);
-  if (existing === undefined) return errorReply(iq, "item-not-found");
-  const record = await createAccountRecordAsync(session.bare, password);
-  await ctx.store.updateAccount({ ...record, createdAt: existing.createdAt });
+  if (!(await ctx.accounts.setPassword(session.bare, password))) return errorReply(iq, "item-not-found");
   return iqResult(iq, ctx.config.domain);
 }
 

@@ -17,6 +17,8 @@ export const ErrorCodes = {
   XSRV_STORE: "the store failed",
   XSRV_USER_EXISTS: "the account already exists",
   XSRV_USER_NOT_FOUND: "the account does not exist",
+  XSRV_ACCOUNTS_EXTERNAL:
+    "accounts belong to the web site (auth.provider http or sql): Starling cannot create or change them",
   XSRV_AUTH: "authentication failed",
   XSRV_AUTH_UNAVAILABLE: "the authentication backend (the web site, its database) did not answer",
   XSRV_WORKER: "a worker thread failed",

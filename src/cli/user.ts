@@ -3,13 +3,12 @@
  * runs or not. It first asks the running node's admin endpoint on 127.0.0.1 (the node holds the
  * LevelDB lock, so it must do the write); when nothing listens there it opens the store itself.
  */
-import { createAccountRecordAsync } from "../auth/scram.ts";
+import { Accounts, providerManagesAccounts } from "../auth/accounts.ts";
 import type { Config } from "../config/defaults.ts";
 import { loadConfig } from "../config/load-config.ts";
 import { XmppServerError } from "../errors.ts";
 import { isStoreLocked } from "../storage/level-store.ts";
 import { createStore } from "../storage/open-store.ts";
-import type { Store } from "../storage/store.ts";
 import { type BareJid, normalizeDomain, parseUserJid } from "../xmpp/jid.ts";
 import { adminRequest, adminTargetOf, replyError } from "./admin-client.ts";
 import { type CommandContext, parseCommandArgs, parsePortFlag, stringFlag, usageError } from "./args.ts";
@@ -93,7 +92,8 @@ interface UserOperation<T> {
   /** The status that means success. */
   expect: number;
   fromReply(body: unknown): T;
-  viaStore(store: Store): Promise<T>;
+  /** The same on the store directly, through the accounts layer (no node runs). */
+  viaStore(accounts: Accounts): Promise<T>;
 }
 
 /** Runs `starling user <subcommand> …`. */
@@ -182,8 +182,8 @@ function addUser(jid: BareJid, password: string): UserOperation<void> {
     request: { method: "POST", path: "/api/users", body: { jid, password } },
     expect: 201,
     fromReply: () => undefined,
-    async viaStore(store) {
-      if (!(await store.createAccount(await createAccountRecordAsync(jid, password)))) {
+    async viaStore(accounts) {
+      if (!(await accounts.create(jid, password))) {
         throw new XmppServerError("XSRV_USER_EXISTS", `${jid} already exists`);
       }
     },
@@ -195,8 +195,8 @@ function removeUser(jid: BareJid): UserOperation<void> {
     request: { method: "DELETE", path: userPath(jid) },
     expect: 204,
     fromReply: () => undefined,
-    async viaStore(store) {
-      if (!(await store.deleteAccount(jid))) throw notFound(jid);
+    async viaStore(accounts) {
+      if (!(await accounts.remove(jid))) throw notFound(jid);
     },
   };
 }
@@ -206,11 +206,8 @@ function setPassword(jid: BareJid, password: string): UserOperation<void> {
     request: { method: "PUT", path: `${userPath(jid)}/password`, body: { password } },
     expect: 204,
     fromReply: () => undefined,
-    async viaStore(store) {
-      const existing = await store.getAccount(jid);
-      if (existing === undefined) throw notFound(jid);
-      const fresh = await createAccountRecordAsync(jid, password);
-      if (!(await store.updateAccount({ ...fresh, createdAt: existing.createdAt }))) throw notFound(jid);
+    async viaStore(accounts) {
+      if (!(await accounts.setPassword(jid, password))) throw notFound(jid);
     },
   };
 }
@@ -226,7 +223,7 @@ function listUsers(): UserOperation<readonly string[]> {
       }
       return users;
     },
-    viaStore: (store) => store.listAccounts(),
+    viaStore: (accounts) => accounts.list(),
   };
 }
 
@@ -267,7 +264,7 @@ async function perform<T>(config: Readonly<Config>, operation: UserOperation<T>)
     );
   }
   try {
-    return await operation.viaStore(store);
+    return await operation.viaStore(new Accounts(store, () => providerManagesAccounts(config)));
   } finally {
     await store.close();
   }

@@ -13,7 +13,6 @@ import type { SessionSnapshot } from "../../actors/session-state.ts";
 import type { BindReply } from "../../actors/user-actor.ts";
 import { addressPrefix } from "../auth/address-prefix.ts";
 import { isLoginTokenShaped } from "../auth/login-tokens.ts";
-import { createAccountRecordAsync } from "../auth/scram.ts";
 import { XmppServerError } from "../errors.ts";
 import type { BareJid, FullJid } from "../xmpp/jid.ts";
 import type {
@@ -52,9 +51,7 @@ export function clientStreamHost(ctx: ShardContext): StreamHost {
     },
     loginGuard: loginGuard(ctx),
     registrationThrottle: ctx.registrationThrottle,
-    async register(jid, password) {
-      return ctx.store.createAccount(await createAccountRecordAsync(jid, password));
-    },
+    register: (jid, password) => ctx.accounts.create(jid, password),
     bind: (full, link) => bind(ctx, full, link),
     resume: (user, previd, h, link) => resume(ctx, user, previd, h, link),
   };

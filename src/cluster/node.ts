@@ -6,6 +6,7 @@
 import { readFileSync } from "node:fs";
 import { availableParallelism } from "node:os";
 import { setFlagsFromString } from "node:v8";
+import { Accounts, providerManagesAccounts } from "../auth/accounts.ts";
 import type { Config } from "../config/defaults.ts";
 import { configChanges, effectiveConfig } from "../config/runtime-config.ts";
 import { XmppServerError } from "../errors.ts";
@@ -189,6 +190,7 @@ export async function startNode(
     restartWorker: (index) => pool.killWorker(index),
     kick: (jid, reason) => pool.kickUser(jid, reason),
     sessions: (user) => pool.sessions(user),
+    accounts: new Accounts(store, () => providerManagesAccounts(current)),
     reload,
     send: (messages) => pool.send(messages),
     metrics: async () =>

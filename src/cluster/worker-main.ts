@@ -13,6 +13,7 @@ import { askerOf, type WorkerMessage } from "../../actors/messages.ts";
 import { SessionActor, type SessionOverview } from "../../actors/session-actor.ts";
 import { applySessionChange, unackedAfter } from "../../actors/session-state.ts";
 import { userActorKind } from "../../actors/user-actor.ts";
+import { Accounts } from "../auth/accounts.ts";
 import { createAuthProvider } from "../auth/create-provider.ts";
 import type { LoginThrottle } from "../auth/login-throttle.ts";
 import { expose, nodeEndpoint, type Remote, wrap } from "../comlink-setup.ts";
@@ -220,6 +221,8 @@ const ctx: ShardContext = {
   registrationThrottle: throttles.registration as unknown as Remote<LoginThrottle>,
   tlsContext: createSecureContext({ cert: init.tls.cert, key: init.tls.key }),
   tlsCredentials: init.tls,
+  // Asked at each change: a reload may replace the provider.
+  accounts: new Accounts(store, () => ctx.auth.managesAccounts),
   sessions: new Map(),
   sidPrefix,
   nextSid: () => `${sidPrefix}${nextSidNumber++}`,

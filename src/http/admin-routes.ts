@@ -9,8 +9,8 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { escapeXML } from "@xmpp/xml";
+import { Accounts } from "../auth/accounts.ts";
 import { DEFAULT_TOKEN_TTL_S, issueLoginToken, MAX_TOKEN_TTL_S } from "../auth/login-tokens.ts";
-import { createAccountRecordAsync } from "../auth/scram.ts";
 import { type ErrorCode, XmppServerError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Store } from "../storage/store.ts";
@@ -57,6 +57,11 @@ export interface OutgoingMessage {
 /** What the node offers the API; routes whose service is absent answer 409 or 404. */
 export interface AdminServices {
   store: Store;
+  /**
+   * Account changes, refused (409) when the accounts belong to the web site; default: the
+   * store's, managed by Starling (the internal provider).
+   */
+  accounts?: Accounts;
   /** The XMPP domain; accounts of other domains are refused. */
   domain: string;
   log: Logger;
@@ -151,6 +156,7 @@ const SESSION_SCHEMA = obj({
 /** The routes of a node offering `services`. */
 export function adminRoutes(services: AdminServices): AdminRoute[] {
   const { store, log, domain } = services;
+  const accounts = services.accounts ?? new Accounts(store, () => true);
 
   const requireJid = (value: unknown, what: string): BareJid => {
     if (typeof value !== "string") throw badRequest(`${what} must be a string`);
@@ -191,7 +197,7 @@ export function adminRoutes(services: AdminServices): AdminRoute[] {
       responses: {
         200: { description: "The accounts", schema: obj({ users: { type: "array", items: str } }) },
       },
-      handle: async () => ({ status: 200, body: { users: await store.listAccounts() } }),
+      handle: async () => ({ status: 200, body: { users: await accounts.list() } }),
     },
     {
       method: "POST",
@@ -206,7 +212,7 @@ export function adminRoutes(services: AdminServices): AdminRoute[] {
         const body = await call.body();
         const jid = requireJid(body.jid, "jid");
         const password = requirePassword(body.password, "password");
-        if (!(await store.createAccount(await createAccountRecordAsync(jid, password)))) {
+        if (!(await accounts.create(jid, password))) {
           throw new AdminHttpError(409, "XSRV_USER_EXISTS", `${jid} already exists`);
         }
         log.info({ jid }, "account created");
@@ -230,10 +236,7 @@ export function adminRoutes(services: AdminServices): AdminRoute[] {
       async handle(call) {
         const jid = requireJid(call.params[0], "the JID in the path");
         const password = requirePassword((await call.body()).password, "password");
-        const existing = await store.getAccount(jid);
-        if (existing === undefined) throw notFound(jid);
-        const fresh = await createAccountRecordAsync(jid, password);
-        if (!(await store.updateAccount({ ...fresh, createdAt: existing.createdAt }))) throw notFound(jid);
+        if (!(await accounts.setPassword(jid, password))) throw notFound(jid);
         log.info({ jid }, "password changed");
         return { status: 204 };
       },
@@ -245,7 +248,7 @@ export function adminRoutes(services: AdminServices): AdminRoute[] {
       responses: { 204: { description: "Deleted" }, 404: { description: "No such account" } },
       async handle(call) {
         const jid = requireJid(call.params[0], "the JID in the path");
-        if (!(await store.deleteAccount(jid))) throw notFound(jid);
+        if (!(await accounts.remove(jid))) throw notFound(jid);
         log.info({ jid }, "account deleted");
         return { status: 204 };
       },
@@ -362,7 +365,7 @@ export function adminRoutes(services: AdminServices): AdminRoute[] {
         if (typeof online !== "boolean") throw badRequest("online must be true or false");
         const users = online
           ? [...new Set((await needs(services.sessions, "sessions")()).map((s) => bareOfFull(s.jid)))]
-          : await store.listAccounts();
+          : await accounts.list();
         // RFC 6121 §5.2.2 / XEP-0160: a headline is delivered to whoever is online and never
         // stored; an announcement to every account is a normal message, stored for the absent.
         const type = online ? "headline" : "normal";
@@ -384,18 +387,7 @@ export function adminRoutes(services: AdminServices): AdminRoute[] {
         },
         409: { description: "The configuration file is invalid; nothing was applied" },
       },
-      async handle() {
-        const reload = needs(services.reload, "reload");
-        try {
-          return { status: 200, body: await reload() };
-        } catch (error) {
-          // The file on disk is wrong, not the call: the node keeps running as it was.
-          if (error instanceof XmppServerError && error.code === "XSRV_CONFIG_INVALID") {
-            throw new AdminHttpError(409, error.code, error.message);
-          }
-          throw error;
-        }
-      },
+      handle: async () => ({ status: 200, body: await needs(services.reload, "reload")() }),
     },
     {
       method: "POST",
@@ -481,33 +473,16 @@ export function adminRoutes(services: AdminServices): AdminRoute[] {
         password: requirePassword(user.password, `users[${i}].password`),
       };
     });
-    let created = 0;
-    let existing = 0;
     let stopped = false;
     call.res.once("close", () => {
       stopped = true;
     });
-    // PBKDF2 runs on the libuv threadpool, which the store shares; keeping one account per
-    // pool thread in flight keeps every thread busy without queueing thousands of jobs in
-    // front of the store's reads and writes.
-    const concurrency = Math.max(1, Number(process.env.UV_THREADPOOL_SIZE) || 4);
-    let next = 0;
-    const worker = async () => {
-      while (!stopped && next < entries.length) {
-        const { jid, password } = entries[next++]!;
-        if ((await store.getAccount(jid)) !== undefined) {
-          existing++;
-          continue;
-        }
-        if (await store.createAccount(await createAccountRecordAsync(jid, password))) created++;
-        else existing++;
-      }
-    };
-    try {
-      await Promise.all(Array.from({ length: Math.min(concurrency, entries.length) }, worker));
-    } finally {
-      stopped = true;
-    }
+    const counts = await accounts.createMany(entries, {
+      concurrency: Math.max(1, Number(process.env.UV_THREADPOOL_SIZE) || 4),
+      stopped: () => stopped,
+    });
+    stopped = true;
+    const { created, existing } = counts;
     log.info({ created, existing }, "bulk accounts created");
     return { created, existing };
   }

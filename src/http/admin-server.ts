@@ -36,6 +36,11 @@ export { MAX_BULK_USERS, MAX_PASSWORD_BYTES } from "./admin-routes.ts";
 export const MAX_ADMIN_BODY_BYTES = 1_048_576;
 /** Response header naming the domain the node serves; the CLI checks it to know it reached the right node. */
 export const DOMAIN_HEADER = "x-starling-domain";
+/**
+ * Errors that say the node's state forbids the call (409), not that it failed: the accounts
+ * belong to the web site; the configuration file on disk is invalid (a reload changed nothing).
+ */
+const CONFLICTS = new Set<ErrorCode>(["XSRV_ACCOUNTS_EXTERNAL", "XSRV_CONFIG_INVALID"]);
 /** How long `close()` lets in-flight requests finish before cutting their connections. */
 const CLOSE_GRACE_MS = 10_000;
 
@@ -131,6 +136,8 @@ export async function startAdminServer(options: AdminServerOptions): Promise<Adm
           "admin request refused",
         );
         sendError(req, res, error.status, error.code, error.message, error.headers);
+      } else if (error instanceof XmppServerError && CONFLICTS.has(error.code)) {
+        sendError(req, res, 409, error.code, error.message);
       } else {
         log.error({ err: error, method: req.method, path }, "admin request failed");
         const code = error instanceof XmppServerError ? error.code : "XSRV_ADMIN";

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import type { AddressInfo } from "node:net";
 import { after, before, describe, it } from "node:test";
+import { runStarling } from "../cli/run-starling.ts";
 import { NS_SASL, RawClient, tryPlainOverTls as tryPlain } from "../helpers/raw-client.ts";
 import { type StartedNode, startNode } from "../helpers/start-node.ts";
 
@@ -188,5 +189,35 @@ describe("auth.provider http: the web site checks passwords", () => {
       site.requests.some((r) => r.action === "exists" && r.user === "dave"),
       "the site was asked whether dave exists",
     );
+  });
+
+  it("the admin API and starling user refuse account changes: the accounts are the site's", async () => {
+    const api = (method: string, path: string, body?: unknown) =>
+      fetch(`http://127.0.0.1:${node.ports.http}${path}`, {
+        method,
+        ...(body === undefined
+          ? {}
+          : { headers: { "content-type": "application/json" }, body: JSON.stringify(body) }),
+      });
+    const jid = `erin@${node.domain}`;
+    for (const [method, path, body] of [
+      ["POST", "/api/users", { jid, password: "pw" }],
+      ["POST", "/api/users/bulk", { users: [{ jid, password: "pw" }] }],
+      ["PUT", `/api/users/${encodeURIComponent(jid)}/password`, { password: "pw" }],
+      ["DELETE", `/api/users/${encodeURIComponent(jid)}`, undefined],
+    ] as const) {
+      const reply = await api(method, path, body);
+      assert.equal(reply.status, 409, `${method} ${path}`);
+      const { error } = (await reply.json()) as { error: { code: string; message: string } };
+      assert.equal(error.code, "XSRV_ACCOUNTS_EXTERNAL");
+      assert.match(error.message, /belong to the web site/);
+    }
+    assert.equal((await api("GET", "/api/users")).status, 200, "listing still answers");
+    const cli = await runStarling(["user", "add", jid, "--http-port", String(node.ports.http)], {
+      cwd: node.dataDir,
+      input: "pw\npw\n",
+    });
+    assert.equal(cli.code, 1);
+    assert.match(cli.stderr, /^starling: accounts belong to the web site/m);
   });
 });
