@@ -206,7 +206,10 @@ export function adminRoutes(services: AdminServices): AdminRoute[] {
       requestBody: obj({ jid: str, password: str }, ["jid", "password"]),
       responses: {
         201: { description: "Created", schema: obj({ jid: str }) },
-        409: { description: "The account exists" },
+        409: {
+          description:
+            "The account exists (XSRV_USER_EXISTS), or the accounts belong to the web site (XSRV_ACCOUNTS_EXTERNAL)",
+        },
       },
       async handle(call) {
         const body = await call.body();
@@ -224,7 +227,10 @@ export function adminRoutes(services: AdminServices): AdminRoute[] {
       path: "/api/users/bulk",
       summary: `Create up to ${MAX_BULK_USERS} accounts; existing ones are left as they are`,
       requestBody: obj({ users: { type: "array", items: obj({ jid: str, password: str }) } }, ["users"]),
-      responses: { 200: { description: "Counts", schema: obj({ created: int, existing: int }) } },
+      responses: {
+        200: { description: "Counts", schema: obj({ created: int, existing: int }) },
+        409: { description: "The accounts belong to the web site (XSRV_ACCOUNTS_EXTERNAL)" },
+      },
       handle: async (call) => ({ status: 200, body: await createBulk(call, requireJid) }),
     },
     {
@@ -232,7 +238,11 @@ export function adminRoutes(services: AdminServices): AdminRoute[] {
       path: "/api/users/{jid}/password",
       summary: "Change an account's password",
       requestBody: obj({ password: str }, ["password"]),
-      responses: { 204: { description: "Changed" }, 404: { description: "No such account" } },
+      responses: {
+        204: { description: "Changed" },
+        404: { description: "No such account" },
+        409: { description: "The accounts belong to the web site (XSRV_ACCOUNTS_EXTERNAL)" },
+      },
       async handle(call) {
         const jid = requireJid(call.params[0], "the JID in the path");
         const password = requirePassword((await call.body()).password, "password");
@@ -245,7 +255,11 @@ export function adminRoutes(services: AdminServices): AdminRoute[] {
       method: "DELETE",
       path: "/api/users/{jid}",
       summary: "Delete an account",
-      responses: { 204: { description: "Deleted" }, 404: { description: "No such account" } },
+      responses: {
+        204: { description: "Deleted" },
+        404: { description: "No such account" },
+        409: { description: "The accounts belong to the web site (XSRV_ACCOUNTS_EXTERNAL)" },
+      },
       async handle(call) {
         const jid = requireJid(call.params[0], "the JID in the path");
         if (!(await accounts.remove(jid))) throw notFound(jid);

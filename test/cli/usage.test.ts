@@ -117,6 +117,10 @@ describe("starling usage errors", { concurrency: 4 }, () => {
     [["token", "a@localhost", "--ttl", "0"], /--ttl must be a whole number of seconds from 1 to 3600/],
     [["kick", "a@localhost", "b@localhost"], /expected one user JID/],
     [["join", "a:1", "b:2"], /expected one peer address HOST:PORT/],
+    [["sessions", "a@localhost", "b@localhost"], /expected at most one user JID/],
+    [["send", "a@localhost"], /expected a user JID and a message/],
+    [["announce"], /expected a message/],
+    [["reload", "now"], /unexpected argument "now"/],
   ];
   for (const [args, message] of cases) {
     it(`starling ${args.join(" ") || "(nothing)"} exits 2 with one line naming the problem`, async () => {
@@ -131,6 +135,20 @@ describe("starling configuration errors", () => {
     await writeFile(file, JSON.stringify({ domian: "x", ports: { c2s: "abc" } }));
     const result = await run("start", "--config", file, "--data", join(cwd, "data"));
     assertUsage(result, /domian: unknown key.*ports\.c2s must be a port number/);
+  });
+
+  it("an admin API beyond loopback without a key, or with a short key, is refused at start", async () => {
+    const open = join(cwd, "open-admin.json");
+    await writeFile(open, JSON.stringify({ admin: { host: "0.0.0.0" } }));
+    assertUsage(
+      await run("start", "--config", open, "--data", join(cwd, "data")),
+      /admin\.host is 0\.0\.0\.0, beyond loopback, but admin\.key is not set/,
+    );
+    const short = join(cwd, "short-key.json");
+    await writeFile(short, JSON.stringify({ admin: { key: "secret" } }));
+    const result = await run("start", "--config", short, "--data", join(cwd, "data"));
+    assertUsage(result, /admin\.key must be a string of at least 32 characters/);
+    assert.ok(!result.stderr.includes('"secret"'), "the key is not echoed");
   });
 
   it("starling user list exits 2 naming the bad key of the config file", async () => {
