@@ -106,7 +106,12 @@ export async function startWebListener(
     const offered = (request.headers["sec-websocket-protocol"] ?? "").split(",").map((p) => p.trim());
     if (!offered.includes("xmpp")) return refuse(400, "Bad Request");
     const origin = request.headers.origin;
-    if (config.web.origins.length > 0 && origin !== undefined && !config.web.origins.includes(origin)) {
+    if (
+      config.web.origins.length > 0 &&
+      origin !== undefined &&
+      !config.web.origins.includes(origin) &&
+      !isSameOrigin(origin, request.headers.host)
+    ) {
       log.info({ origin }, "websocket from an origin not in web.origins refused");
       return refuse(403, "Forbidden");
     }
@@ -190,10 +195,11 @@ export async function startWebListener(
     if (path === BOSH_PATH) return answerBosh(request, response, secure);
     const page = CHAT_FILES.get(path === "/chat/" ? "/chat" : path);
     if (page !== undefined && request.method === "GET") {
-      // The page talks only to this server; a site may frame it.
+      // The page talks to this server, and to the site's origins only (its credentials URL); a
+      // site may frame it.
+      const connect = ["'self'", "ws:", "wss:", ...config.web.origins].join(" ");
       return reply(response, 200, page.type, page.body, {
-        "content-security-policy":
-          "default-src 'self'; connect-src 'self' ws: wss:; style-src 'self' 'unsafe-inline'; base-uri 'none'; form-action 'none'",
+        "content-security-policy": `default-src 'self'; connect-src ${connect}; style-src 'self' 'unsafe-inline'; base-uri 'none'; form-action 'none'`,
         "x-content-type-options": "nosniff",
         "referrer-policy": "no-referrer",
         "cache-control": "no-cache",
@@ -251,6 +257,18 @@ export async function startWebListener(
       );
     },
   };
+}
+
+/** Whether a page's Origin is this server itself (the chat page it serves), by the Host asked for. */
+function isSameOrigin(origin: string, host: string | undefined): boolean {
+  if (host === undefined) return false;
+  try {
+    const page = new URL(origin);
+    // Parsed with the page's scheme, so that a default port written out (":443") compares equal.
+    return new URL(`${page.protocol}//${host}`).host === page.host;
+  } catch {
+    return false;
+  }
 }
 
 function pathOf(request: IncomingMessage): string {

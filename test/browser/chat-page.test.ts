@@ -1,10 +1,13 @@
 /**
  * Starling's own chat page (/chat) in Debian's Chromium: sign in with a password and with a
  * one-time token link, chat with a TCP client both ways, a wrong password's message, a phone's
- * screen, and a dropped connection resumed (XEP-0198) with what arrived meanwhile.
+ * screen, a dropped connection resumed (XEP-0198) with what arrived meanwhile, and a token
+ * sign-in that signs in again through the site's credentials URL once its session is lost.
  */
 import assert from "node:assert/strict";
+import { once } from "node:events";
 import { existsSync } from "node:fs";
+import { createServer, type Server } from "node:http";
 import { after, before, describe, it } from "node:test";
 import { xml } from "@xmpp/xml";
 import { type Browser, chromium, type Page } from "playwright-core";
@@ -20,8 +23,40 @@ describe("the chat page", {
   let node: StartedNode;
   let browser: Browser;
   const cleanups: (() => unknown)[] = [];
+  /** The web site: it answers its signed-in user's fresh token to the chat page (with CORS). */
+  const site = {
+    server: undefined as Server | undefined,
+    origin: "",
+    user: undefined as string | undefined,
+    calls: 0,
+  };
   before(async () => {
-    node = await startNode({ after: (fn) => cleanups.push(fn) });
+    site.server = createServer(async (request, response) => {
+      site.calls++;
+      // Only the chat page's origin may read it, with the site's cookies.
+      response.setHeader("access-control-allow-origin", `http://127.0.0.1:${node.ports.webPlain}`);
+      response.setHeader("access-control-allow-credentials", "true");
+      if (request.url !== "/chat-credentials" || site.user === undefined) {
+        response.statusCode = 401;
+        return response.end();
+      }
+      const issued = await fetch(`http://127.0.0.1:${node.ports.http}/api/tokens`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ jid: site.user }),
+      });
+      const { token } = (await issued.json()) as { token: string };
+      response.setHeader("content-type", "application/json");
+      response.end(JSON.stringify({ jid: site.user, token }));
+    });
+    site.server.listen(0, "127.0.0.1");
+    await once(site.server, "listening");
+    site.origin = `http://127.0.0.1:${(site.server.address() as { port: number }).port}`;
+    cleanups.push(() => site.server?.close());
+    node = await startNode(
+      { after: (fn) => cleanups.push(fn) },
+      { config: { web: { origins: [site.origin] } } },
+    );
     browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: ["--no-sandbox"] });
   });
   after(async () => {
@@ -123,5 +158,55 @@ describe("the chat page", {
     assert.equal(await page.getByText("while you were away").count(), 1, "shown once");
     // Resumed, not a new session (which would have a new id and get the message from offline storage).
     assert.equal(await page.evaluate("window.starlingChat.sm.id"), before, "the same XEP-0198 session");
+  });
+
+  it("a token sign-in whose session is lost signs in again through the site's credentials URL", async (t) => {
+    const [alice, bob] = await newUsers(node, 2, "page");
+    const issued = await fetch(`http://127.0.0.1:${node.ports.http}/api/tokens`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ jid: alice!.jid }),
+    });
+    const { token } = (await issued.json()) as { token: string };
+    site.user = alice!.jid;
+    site.calls = 0;
+    const page = await browser.newPage();
+    t.after(() => page.close());
+    const credentials = encodeURIComponent(`${site.origin}/chat-credentials`);
+    await page.goto(
+      `${chatUrl()}#jid=${encodeURIComponent(alice!.jid)}&token=${token}&credentials=${credentials}`,
+    );
+    await online(page, alice!);
+    await page.waitForFunction("window.starlingChat.sm.id !== undefined", undefined, { timeout: 10_000 });
+    assert.equal(site.calls, 0, "the link's token was enough");
+
+    // The session cannot be resumed (say the server restarted): the used token cannot sign in
+    // again, the site's URL gives a new one, and the page binds a new session.
+    const lost = (await page.evaluate("window.starlingChat.full")) as string;
+    await page.evaluate("window.starlingChat.sm.id = 'gone'; window.starlingChat.ws.close()");
+    // A function, not a string: the page's Content-Security-Policy forbids eval.
+    await page.waitForFunction(
+      (previous) => {
+        const chat = (globalThis as unknown as { starlingChat: { full: string; sm: { id?: string } } })
+          .starlingChat;
+        return chat.full !== previous && chat.sm.id !== undefined && chat.sm.id !== "gone";
+      },
+      lost,
+      { timeout: 15_000 },
+    );
+    await online(page, alice!);
+    assert.equal(site.calls, 1, "one fresh token from the site");
+    const app = await connectClient(node, { username: bob!.username, password: bob!.password }, t);
+    await app.send(xml("presence"));
+    await app.send(
+      xml("message", { to: alice!.jid, type: "chat" }, xml("body", {}, "after the new sign-in")),
+    );
+    await page.locator(`nav button[data-jid="${bob!.jid}"]`).click();
+    await page.getByText("after the new sign-in").waitFor({ timeout: 10_000 });
+
+    // Signed out of the site: the URL refuses, and the page says so instead of looping.
+    site.user = undefined;
+    await page.evaluate("window.starlingChat.sm.id = 'gone'; window.starlingChat.ws.close()");
+    await page.getByText("cannot sign in again: the site answered 401").waitFor({ timeout: 15_000 });
   });
 });

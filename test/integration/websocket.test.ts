@@ -239,5 +239,9 @@ describe("WebSocket origins (web.origins)", () => {
     const allowed = await WsClient.connect(url, { origin: "https://chat.example.org" });
     allowed.terminate();
     await assert.rejects(WsClient.connect(url, { origin: "https://evil.example.com" }), /HTTP 403/);
+    // The server's own pages (the /chat page) are always its own origin.
+    const own = await WsClient.connect(url, { origin: `http://127.0.0.1:${node.ports.webPlain}` });
+    own.terminate();
+    await assert.rejects(WsClient.connect(url, { origin: "http://127.0.0.1:1" }), /HTTP 403/);
   });
 });

@@ -2,6 +2,11 @@
 // Sign in with a password or a one-time login token (docs/auth.md; a site can link to
 // /chat#jid=alice@example.org&token=stl1_…), see the roster and who is online, chat one to one.
 // A dropped connection is resumed with XEP-0198 (nothing lost, nothing twice) when it can be.
+// A token works once: to sign in again after a lost session, the link may name the site's
+// credentials URL (…&credentials=https://example.org/chat-credentials), which answers the
+// signed-in user's JSON {jid, token} to a request with the site's cookies (as Converse.js's
+// credentials_url); the page's Content-Security-Policy lets it reach only the origins the
+// server lists in web.origins.
 
 const NS = {
   framing: "urn:ietf:params:xml:ns:xmpp-framing",
@@ -24,8 +29,10 @@ const state = {
   ws: undefined,
   jid: "",
   secret: "",
-  /** A token works once: after a token login, a new connection can only resume or give up. */
+  /** A token works once: after a token login, a new connection can only resume or give up… */
   usedToken: false,
+  /** …unless the site's credentials URL gives a fresh one. */
+  credentialsUrl: undefined,
   full: "",
   domain: "",
   stopped: true,
@@ -70,7 +77,8 @@ function connect() {
     if (state.ws !== ws) return;
     state.ws = undefined;
     if (state.stopped) return setStatus("signed out");
-    if (state.usedToken && state.sm.id === undefined) return fail("disconnected; sign in again");
+    if (state.usedToken && state.sm.id === undefined && state.credentialsUrl === undefined)
+      return fail("disconnected; sign in again");
     // Back off a little more after each failure, up to 10 s.
     const delay = Math.min(10_000, 500 * 2 ** state.retries++);
     setStatus(`reconnecting in ${Math.round(delay / 1000)} s…`);
@@ -119,11 +127,9 @@ function onFeatures(el) {
   const mechanisms = [...el.getElementsByTagName("mechanism")].map((m) => m.textContent);
   if (mechanisms.length > 0) {
     if (!mechanisms.includes("PLAIN")) return fail("the server offers no sign-in this page can do");
-    if (state.usedToken) return fail("the login token was used; sign in again");
-    const local = state.jid.slice(0, state.jid.indexOf("@"));
-    const bytes = new TextEncoder().encode(`\0${local}\0${state.secret}`);
-    const payload = btoa(String.fromCharCode(...bytes));
-    return send(`<auth xmlns="${NS.sasl}" mechanism="PLAIN">${payload}</auth>`);
+    if (!state.usedToken) return authenticate();
+    if (state.credentialsUrl === undefined) return fail("the login token was used; sign in again");
+    return freshToken().then(authenticate, (error) => fail(`cannot sign in again: ${error.message}`));
   }
   if (el.getElementsByTagName("bind").length > 0) {
     if (state.sm.id !== undefined) {
@@ -156,11 +162,28 @@ function onSm(el) {
       return setStatus(`online as ${state.full}`);
     }
     case "failed":
-      // The session could not be resumed: a new one, and the roster again.
+      // The session could not be resumed (the stream is signed in already): a new one, and the
+      // roster again.
       state.sm.id = undefined;
-      if (state.usedToken) return fail("the session ended; sign in again");
       return send(`<iq xmlns="${NS.client}" type="set" id="bind"><bind xmlns="${NS.bind}"/></iq>`);
   }
+}
+
+function authenticate() {
+  const local = state.jid.slice(0, state.jid.indexOf("@"));
+  const bytes = new TextEncoder().encode(`\0${local}\0${state.secret}`);
+  const payload = btoa(String.fromCharCode(...bytes));
+  send(`<auth xmlns="${NS.sasl}" mechanism="PLAIN">${payload}</auth>`);
+}
+
+/** A new one-time token from the site, for the same user (the site signed it out: refused). */
+async function freshToken() {
+  const response = await fetch(state.credentialsUrl, { credentials: "include", cache: "no-store" });
+  if (!response.ok) throw new Error(`the site answered ${response.status}`);
+  const { jid, token } = await response.json();
+  if (bare(jid) !== state.jid || typeof token !== "string") throw new Error("the site sent another user");
+  state.secret = token;
+  state.usedToken = false;
 }
 
 function acknowledge(h) {
@@ -325,9 +348,16 @@ $("logout").onclick = () => {
   fail("");
 };
 
-function start(jid, secret) {
+function start(jid, secret, credentialsUrl) {
   if (!jid.includes("@")) return fail("the address looks like name@example.org");
-  Object.assign(state, { jid: bare(jid), secret, usedToken: false, stopped: false, retries: 0 });
+  Object.assign(state, {
+    jid: bare(jid),
+    secret,
+    usedToken: false,
+    stopped: false,
+    retries: 0,
+    credentialsUrl,
+  });
   state.domain = state.jid.slice(state.jid.indexOf("@") + 1);
   state.sm = { id: undefined, inbound: 0, outbound: [], acked: 0 };
   $("error").textContent = "";
@@ -337,13 +367,14 @@ function start(jid, secret) {
   connect();
 }
 
-// A site signs its user in with a link: /chat#jid=alice@example.org&token=stl1_…
+// A site signs its user in with a link: /chat#jid=alice@example.org&token=stl1_…[&credentials=URL]
 const fragment = new URLSearchParams(location.hash.slice(1));
 if (fragment.get("jid") && fragment.get("token")) {
   const jid = fragment.get("jid");
   const token = fragment.get("token");
+  const credentials = fragment.get("credentials") ?? undefined;
   history.replaceState(null, "", location.pathname);
-  start(jid, token);
+  start(jid, token, credentials);
 }
 
 // For tests and debugging in the browser's console.
