@@ -22,6 +22,7 @@ import { hostname } from "node:os";
 import type { Config } from "../config/defaults.ts";
 import { XmppServerError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import type { ClientTarget } from "../xmpp/stream-transport.ts";
 import type { LiveNode } from "./handoff.ts";
 import { type Assignment, assignPartitions, shareOf } from "./membership/assignment.ts";
 import {
@@ -50,7 +51,7 @@ export interface MemberWorkers {
   /** Re-sends about `maxBytes` the workers retained for node `nodeNo`; resolves with what remains. */
   redrive(nodeNo: number, round: number, maxBytes: number): Promise<number>;
   deliverRemote(worker: number, bytes: Uint8Array): void;
-  drain(seeOtherHosts?: readonly string[]): Promise<void>;
+  drain(targets?: readonly ClientTarget[]): Promise<void>;
   sessionCount(): Promise<number>;
   /** Messages our workers sent to other nodes' actors and still keep, unaccepted. */
   retainedCount(): Promise<number>;
@@ -242,14 +243,24 @@ export class ClusterMember {
   }
 
   /** The workers run: take envelopes from peers, become `up`, start the background loops. */
-  async activate(workers: MemberWorkers, clientPort?: number): Promise<void> {
+  async activate(workers: MemberWorkers, clientPorts?: { c2s: number; web: number }): Promise<void> {
     this.#workers = workers;
     await this.#awaitLinks(10_000);
     this.#view = await this.#membership.setStatus(this.name, this.incarnation, "up");
-    const clientAddr = clientPort === undefined ? undefined : this.#clientAddr(clientPort);
-    if (clientAddr !== undefined) {
+    const clientHost = this.#clientHost();
+    if (clientHost !== undefined && clientPorts !== undefined) {
+      const bracketed = isIP(clientHost) === 6 ? `[${clientHost}]` : clientHost;
       await this.#membership
-        .advertise(this.name, this.incarnation, clientAddr)
+        .advertise(
+          this.name,
+          this.incarnation,
+          `${bracketed}:${clientPorts.c2s}`,
+          // Behind a reverse proxy (ports.webPlain set) web clients come back through the proxy,
+          // which knows the live nodes; only a node that web clients reach directly is named.
+          this.#options.config.ports.webPlain === null
+            ? `https://${bracketed}:${clientPorts.web}`
+            : undefined,
+        )
         .catch((error: unknown) => this.#log.warn({ err: error }, "could not advertise the client address"));
     }
     this.state = "up";
@@ -651,10 +662,12 @@ export class ClusterMember {
     await this.#applying;
     // Clients are sent to the members that stay (RFC 6120 §4.9.3.19), spread over them; with
     // none known, DNS tells them where to go.
-    const stays = (this.#view?.members ?? []).flatMap((m) =>
-      m.status === "up" && m.clientAddr !== undefined ? [m.clientAddr] : [],
+    const stays = (this.#view?.members ?? []).flatMap((m): ClientTarget[] =>
+      m.status === "up" && m.clientAddr !== undefined
+        ? [{ host: m.clientAddr, ...(m.clientWeb === undefined ? {} : { web: m.clientWeb }) }]
+        : [],
     );
-    this.#log.info({ seeOtherHosts: stays }, "sending clients elsewhere");
+    this.#log.info({ targets: stays }, "sending clients elsewhere");
     await this.#workers?.drain(stays);
     const drainDeadline = Date.now() + this.#cluster.drainTimeoutMs;
     while (Date.now() < drainDeadline && ((await this.#workers?.sessionCount()) ?? 0) > 0) {
@@ -732,15 +745,14 @@ export class ClusterMember {
     });
   }
 
-  /** "host:port" clients reach this node at, or undefined when only a wildcard is known. */
-  #clientAddr(port: number): string | undefined {
+  /** The host clients reach this node at, or undefined when only a wildcard is known. */
+  #clientHost(): string | undefined {
     const cluster = this.#cluster;
     const wildcard = (h: string | null) => h === null || h === "0.0.0.0" || h === "::" || h === "";
     const listen = this.#options.config.host;
     // Where the client listener is bound, unless that is every address: then the peer address.
     const host = cluster.clientHost ?? (wildcard(listen) ? cluster.peerHost : listen);
-    if (host === null || wildcard(host)) return undefined;
-    return isIP(host) === 6 ? `[${host}]:${port}` : `${host}:${port}`;
+    return host === null || wildcard(host) ? undefined : host;
   }
 
   #liveNodes(view: ClusterView): LiveNode[] {

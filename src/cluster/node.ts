@@ -114,7 +114,7 @@ export async function startNode(
   let ports: ClientPorts;
   try {
     ports = await pool.start();
-    await member?.activate(pool, ports.c2s);
+    await member?.activate(pool, { c2s: ports.c2s, web: ports.web });
   } catch (error) {
     await pool.stop();
     await member?.close().catch(() => {});

@@ -25,6 +25,7 @@ import { terminateBody } from "../transport/bosh.ts";
 import { type C2sListeners, startC2sListeners } from "../transport/tcp-listener.ts";
 import { startWebListener, type WebListener } from "../transport/web-listener.ts";
 import { type BareJid, splitFullJid } from "../xmpp/jid.ts";
+import type { ClientTarget } from "../xmpp/stream-transport.ts";
 import { ActorHost } from "./actor-host.ts";
 import { clientStreamHost, type ResumeTake, takeResumable } from "./client-stream-host.ts";
 import type { Envelope } from "./envelope.ts";
@@ -121,10 +122,10 @@ export interface WorkerControl {
   /**
    * Leaving the cluster: stop accepting clients, and close every client connection so that it
    * reconnects elsewhere — resumable sessions stay here, detached, for the resumption to take.
-   * Clients are told where to go (`<see-other-host/>`), spread over `seeOtherHosts`; with none,
-   * `<system-shutdown/>`.
+   * Clients are told where to go, spread over `targets` (`<see-other-host/>` on TCP, the web
+   * transports' see-other-uri on WebSocket and BOSH); with none, `<system-shutdown/>`.
    */
-  drain(seeOtherHosts: string[]): void;
+  drain(targets: ClientTarget[]): void;
   /** Sessions still held (attached or detached). */
   sessionCount(): number;
   /** Ends every session of `user` wherever it is, not resumable; resolves how many there were. */
@@ -525,14 +526,14 @@ const control: WorkerControl = {
       connection.closeWithError("system-shutdown", "this node was fenced; reconnect to the cluster");
     }
   },
-  drain(seeOtherHosts) {
+  drain(targets) {
     // Stop accepting; the close resolves only when every connection is gone, which stop() awaits.
     void listeners?.close();
     void web?.close();
     // Spread over the members that stay, starting at this worker's index (the others start at theirs).
     let next = init.index;
     for (const connection of listeners?.connections ?? []) {
-      const target = seeOtherHosts.length === 0 ? undefined : seeOtherHosts[next++ % seeOtherHosts.length];
+      const target = targets.length === 0 ? undefined : targets[next++ % targets.length];
       connection.moveAway(target);
     }
   },

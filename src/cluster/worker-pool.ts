@@ -13,6 +13,7 @@ import type { Logger } from "../log.ts";
 import { exposeStore } from "../storage/remote-store.ts";
 import type { Store } from "../storage/store.ts";
 import type { BareJid } from "../xmpp/jid.ts";
+import type { ClientTarget } from "../xmpp/stream-transport.ts";
 import type { LiveNode } from "./handoff.ts";
 import type { OwnerTable } from "./ring.ts";
 import type {
@@ -263,8 +264,8 @@ export class WorkerPool {
   }
 
   /** Leaving the cluster: every worker stops accepting and sends its clients elsewhere. */
-  async drain(seeOtherHosts: readonly string[] = []): Promise<void> {
-    await Promise.all(this.#slots.map((slot) => slot.control.drain([...seeOtherHosts])));
+  async drain(targets: readonly ClientTarget[] = []): Promise<void> {
+    await Promise.all(this.#slots.map((slot) => slot.control.drain([...targets])));
   }
 
   /** Ends every session of `user` in the cluster (the site's logout); resolves how many. */

@@ -19,7 +19,7 @@
  * client's address).
  */
 import { randomBytes } from "node:crypto";
-import type { Element } from "@xmpp/xml";
+import { type Element, escapeXML } from "@xmpp/xml";
 import type { Config } from "../config/defaults.ts";
 import { StreamError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -29,6 +29,7 @@ import { StreamParser } from "../xmpp/stream-parser.ts";
 import type { StreamEvents, StreamTransport } from "../xmpp/stream-transport.ts";
 import { XmppStream } from "../xmpp/xmpp-stream.ts";
 import { standaloneElement } from "./standalone-element.ts";
+import { boshUrlOf } from "./web-paths.ts";
 
 export const NS_HTTPBIND = "http://jabber.org/protocol/httpbind";
 export const NS_XBOSH = "urn:xmpp:xbosh";
@@ -313,7 +314,11 @@ export class BoshTransport implements StreamTransport {
 
   #bodyWith(payload: string, rid: number): string {
     const attrs: string[] = [`xmlns="${NS_HTTPBIND}"`];
-    if (this.#ending) {
+    if (this.#ending && this.#redirectTo !== undefined) {
+      // XEP-0124 §17: the terminal condition see-other-uri, with the URI to use instead.
+      attrs.unshift('type="terminate" condition="see-other-uri"');
+      payload = `<uri>${escapeXML(this.#redirectTo)}</uri>${payload}`;
+    } else if (this.#ending) {
       // XEP-0206 §7: a stream error travels in a terminate body of condition remote-stream-error.
       attrs.unshift(
         payload.includes("<stream:error")
@@ -367,6 +372,15 @@ export class BoshTransport implements StreamTransport {
 
   startTls(): void {
     throw new Error("STARTTLS is not offered over BOSH");
+  }
+
+  /** Where {@link redirect} sends the client; the terminating answer names it. */
+  #redirectTo: string | undefined;
+
+  /** Sends the client to another node's BOSH endpoint (XEP-0124 §17 see-other-uri). */
+  redirect(webBase: string): void {
+    this.#redirectTo = boshUrlOf(webBase);
+    this.end();
   }
 
   /** The stream closed on our side: the next answer says terminate, then the session is gone. */

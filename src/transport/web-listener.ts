@@ -27,10 +27,8 @@ import type { StreamHost } from "../xmpp/stream-host.ts";
 import { XmppStream } from "../xmpp/xmpp-stream.ts";
 import { BoshSessions, terminateBody } from "./bosh.ts";
 import { listenShared } from "./listen.ts";
+import { BOSH_PATH, boshUrlOf, WEBSOCKET_PATH, webSocketUrlOf } from "./web-paths.ts";
 import { WebSocketTransport } from "./websocket-transport.ts";
-
-/** Where XMPP over WebSocket is served. */
-export const WEBSOCKET_PATH = "/xmpp-websocket";
 
 /** The chat page (src/web/chat/), read once: path → its type and text. */
 const CHAT_FILES = new Map(
@@ -42,9 +40,6 @@ const CHAT_FILES = new Map(
     { type: type!, body: readFileSync(new URL(`../web/chat/${file}`, import.meta.url), "utf8") },
   ]),
 );
-
-/** Where BOSH is served (XEP-0206). */
-export const BOSH_PATH = "/http-bind";
 
 /** Options for {@link startWebListener}. */
 export interface WebListenerOptions {
@@ -206,8 +201,9 @@ export async function startWebListener(
       });
     }
     const host = request.headers.host ?? `${config.host}`;
-    const wsUrl = `${secure ? "wss" : "ws"}://${host}${WEBSOCKET_PATH}`;
-    const boshUrl = `${secure ? "https" : "http"}://${host}${BOSH_PATH}`;
+    const base = `${secure ? "https" : "http"}://${host}`;
+    const wsUrl = webSocketUrlOf(base);
+    const boshUrl = boshUrlOf(base);
     if (request.method === "GET" && path === "/.well-known/host-meta") {
       return reply(
         response,

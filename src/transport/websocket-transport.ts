@@ -22,6 +22,7 @@ import { NS_CLIENT, NS_FRAMING, NS_STREAM } from "../xmpp/ns.ts";
 import { StreamParser } from "../xmpp/stream-parser.ts";
 import type { StreamEvents, StreamTransport } from "../xmpp/stream-transport.ts";
 import { standaloneElement } from "./standalone-element.ts";
+import { webSocketUrlOf } from "./web-paths.ts";
 
 /** The header the parser is primed with: a stream whose elements are the messages. */
 const PRIMER = `<stream:stream xmlns="${NS_CLIENT}" xmlns:stream="${NS_STREAM}">`;
@@ -139,6 +140,12 @@ export class WebSocketTransport implements StreamTransport {
 
   startTls(): void {
     throw new Error("STARTTLS is not offered over WebSocket");
+  }
+
+  /** RFC 7395 §3.6.1: `<close see-other-uri/>` names the endpoint to reconnect to. */
+  redirect(webBase: string): void {
+    this.send(`<close xmlns="${NS_FRAMING}" see-other-uri="${escapeXML(webSocketUrlOf(webBase))}"/>`);
+    this.end();
   }
 
   end(): void {

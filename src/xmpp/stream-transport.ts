@@ -39,6 +39,12 @@ export interface StreamTransport {
    * elsewhere; a WebSocket client needs a URI instead (RFC 7395 §3.3.2).
    */
   readonly canRedirect: boolean;
+  /**
+   * Sends the client to another node's web listener (`https://host:port`) and ends the
+   * connection: a web transport's own redirection (RFC 7395 §3.6.1 `see-other-uri`, XEP-0124
+   * §17 `see-other-uri`); absent on transports that have none.
+   */
+  redirect?(webBase: string): void;
   /** Starts delivering to `events`. */
   attach(events: StreamEvents): void;
   /** The stream header we send (RFC 6120 §4.7), with our stream id when we answer an open. */
@@ -60,4 +66,12 @@ export interface StreamTransport {
   /** Stops reading (inbound flow control) until {@link resume}. */
   pause(): void;
   resume(): void;
+}
+
+/** Where a client of a leaving node should go: another member's client and web addresses. */
+export interface ClientTarget {
+  /** "host:port" of its client listener (RFC 6120 `<see-other-host/>`). */
+  host?: string;
+  /** `https://host:port` of its web listener (WebSocket and BOSH redirections). */
+  web?: string;
 }

@@ -22,7 +22,7 @@ import { onStartTls, startTlsFeature } from "./negotiation/starttls.ts";
 import { NS_CLIENT, NS_SASL, NS_SM, NS_STREAM, NS_TLS } from "./ns.ts";
 import { seeOtherHostXml, streamErrorXml } from "./stanza.ts";
 import type { StreamHost, StreamSession } from "./stream-host.ts";
-import type { StreamEvents, StreamTransport } from "./stream-transport.ts";
+import type { ClientTarget, StreamEvents, StreamTransport } from "./stream-transport.ts";
 
 /** One client stream. */
 export class XmppStream implements NegotiatingStream, StreamEvents {
@@ -284,14 +284,22 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
   }
 
   /**
-   * The node is leaving the cluster: close the stream so the client reconnects to another node.
+   * The node is leaving the cluster: close the stream so the client reconnects to another node
+   * (`target`: where a TCP client and a web client should go; none: `<system-shutdown/>`).
    * An XEP-0198 session stays here, detached, until the client resumes it there.
    */
-  moveAway(seeOtherHost?: string): void {
+  moveAway(target?: ClientTarget): void {
     const text = "this node is leaving the cluster; reconnect (and resume) elsewhere";
-    if (seeOtherHost === undefined || !this.#transport.canRedirect)
-      return this.closeWithError("system-shutdown", text);
     // RFC 6120 §4.9.3.19: the client reconnects there (and resumes its XEP-0198 session).
-    this.#closeWithErrorXml(seeOtherHostXml(seeOtherHost, text));
+    if (target?.host !== undefined && this.#transport.canRedirect) {
+      return this.#closeWithErrorXml(seeOtherHostXml(target.host, text));
+    }
+    // A web client is sent to another node's web listener the way its transport says.
+    if (target?.web !== undefined && this.#transport.redirect !== undefined && !this.#closing) {
+      this.#closing = true;
+      this.#transport.redirect(target.web);
+      return;
+    }
+    this.closeWithError("system-shutdown", text);
   }
 }

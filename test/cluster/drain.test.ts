@@ -8,10 +8,12 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
+import { BoshClient } from "../helpers/bosh-client.ts";
 import { startTestCluster, waitForOwners } from "../helpers/cluster.ts";
 import { goOnline, isMessageWithBody, loginRaw, newUsers } from "../helpers/fixtures.ts";
 import { NS_SASL, NS_SM, NS_STREAMS_ERROR, RawClient } from "../helpers/raw-client.ts";
 import { REPO_ROOT } from "../helpers/start-node.ts";
+import { NS_FRAMING, NS_STREAM, WsClient, wsLogin } from "../helpers/ws-client.ts";
 
 const run = promisify(execFile);
 
@@ -60,4 +62,108 @@ test("a leaving node sends its clients to another member with <see-other-host/>,
   assert.ok(resumed.is("resumed", NS_SM), resumed.toString());
   await again.waitFor(isMessageWithBody("while you moved"), "the message sent while moving");
   await leaving;
+});
+
+test("a leaving node sends its WebSocket clients to another member's web listener (see-other-uri), where they resume", async (t) => {
+  const cluster = await startTestCluster(t);
+  // No plain web port: web clients reach these nodes directly, so each advertises its own.
+  const direct = { ports: { webPlain: null } };
+  const n1 = await cluster.start("n1", { workers: 1, config: direct });
+  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr, config: direct });
+  await waitForOwners(n1, ["n1", "n2"]);
+  const [mover, friend] = await newUsers(n1, 2, "wsdrain");
+  const { client } = await wsLogin(`wss://127.0.0.1:${n2.ports.web}/xmpp-websocket`, n2.domain, mover!);
+  t.after(() => client.terminate());
+  client.send(`<enable xmlns="${NS_SM}" resume="true"/>`);
+  const enabled = await client.waitFor((el) => el.is("enabled", NS_SM), "<enabled/>");
+  // Available, so that a chat message to the bare JID is delivered, not stored offline.
+  client.send(`<presence xmlns="jabber:client"/>`);
+  await client.waitFor(
+    (el) => el.is("presence") && el.attrs.from?.startsWith(mover!.jid) === true,
+    "own presence",
+  );
+  const other = await loginRaw(t, n1, friend!, { label: "friend" });
+
+  const leaving = run(
+    process.execPath,
+    [join(REPO_ROOT, "src", "main.ts"), "leave", "--http-port", String(n2.ports.http)],
+    { timeout: 60_000 },
+  );
+  t.after(() => leaving.catch(() => {}));
+  // RFC 7395 §3.6.1: <close see-other-uri/> names the endpoint, then the server closes.
+  const close = await client.waitFor((el) => el.is("close", NS_FRAMING), "<close/>", 0, 20_000);
+  const uri = close.attrs["see-other-uri"];
+  assert.equal(uri, `wss://127.0.0.1:${n1.ports.web}/xmpp-websocket`, close.toString());
+  await client.closed(10_000);
+
+  other.send(`<message to='${mover!.jid}' type='chat'><body>while you moved over the web</body></message>`);
+  const again = await WsClient.connect(uri!);
+  t.after(() => again.terminate());
+  again.open(n1.domain);
+  await again.waitFor((el) => el.is("features", NS_STREAM), "stream features");
+  const auth = Buffer.from(`\0${mover!.username}\0${mover!.password}`).toString("base64");
+  again.send(`<auth xmlns="${NS_SASL}" mechanism="PLAIN">${auth}</auth>`);
+  await again.waitFor((el) => el.is("success", NS_SASL), "<success/>");
+  const mark = again.received.length;
+  again.open(n1.domain);
+  await again.waitFor((el) => el.is("features", NS_STREAM), "features after SASL", mark);
+  again.send(`<resume xmlns="${NS_SM}" previd="${enabled.attrs.id}" h="0"/>`);
+  const resumed = await again.waitFor(
+    (el) => el.is("resumed", NS_SM) || el.is("failed", NS_SM),
+    "the answer",
+  );
+  assert.ok(resumed.is("resumed", NS_SM), resumed.toString());
+  await again.waitFor(
+    (el) => el.is("message") && el.getChildText("body") === "while you moved over the web",
+    "the message sent while it moved",
+  );
+});
+
+test("a leaving node sends its BOSH clients to another member's BOSH endpoint (see-other-uri), where they resume", async (t) => {
+  const cluster = await startTestCluster(t);
+  const direct = { ports: { webPlain: null } };
+  const n1 = await cluster.start("n1", { workers: 1, config: direct });
+  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr, config: direct });
+  await waitForOwners(n1, ["n1", "n2"]);
+  const [mover, friend] = await newUsers(n1, 2, "boshdrain");
+  const bosh = new BoshClient(`https://127.0.0.1:${n2.ports.web}/http-bind`);
+  await bosh.login(n2.domain, mover!);
+  const enabled = (await bosh.send(`<enable xmlns="${NS_SM}" resume="true"/>`)).getChild("enabled", NS_SM);
+  assert.ok(enabled, "XEP-0198 enabled");
+  await bosh.send(`<presence xmlns="jabber:client"/>`);
+  const other = await loginRaw(t, n1, friend!, { label: "friend" });
+
+  const held = bosh.send(); // the long poll the node answers when it leaves
+  const leaving = run(
+    process.execPath,
+    [join(REPO_ROOT, "src", "main.ts"), "leave", "--http-port", String(n2.ports.http)],
+    { timeout: 60_000 },
+  );
+  t.after(() => leaving.catch(() => {}));
+  // XEP-0124 §17: the terminal condition see-other-uri names the endpoint in <uri/>.
+  let answer = await held;
+  while (answer.attrs.type !== "terminate") answer = await bosh.send();
+  assert.equal(answer.attrs.condition, "see-other-uri", answer.toString());
+  const uri = answer.getChildText("uri");
+  assert.equal(uri, `https://127.0.0.1:${n1.ports.web}/http-bind`);
+
+  other.send(`<message to='${mover!.jid}' type='chat'><body>while you moved over BOSH</body></message>`);
+  const again = new BoshClient(uri!);
+  await again.create(n1.domain);
+  const auth = Buffer.from(`\0${mover!.username}\0${mover!.password}`).toString("base64");
+  assert.ok(
+    (await again.send(`<auth xmlns="${NS_SASL}" mechanism="PLAIN">${auth}</auth>`)).getChild("success"),
+  );
+  await again.send("", ` xmpp:restart="true" xmlns:xmpp="urn:xmpp:xbosh" to="${n1.domain}"`);
+  let resumed = await again.send(`<resume xmlns="${NS_SM}" previd="${enabled.attrs.id}" h="0"/>`);
+  const seen = [resumed];
+  while (!seen.some((b) => b.getChildText("body") !== null || b.getChild("message") !== undefined)) {
+    resumed = await again.send();
+    seen.push(resumed);
+  }
+  assert.ok(seen[0]!.getChild("resumed", NS_SM), seen[0]!.toString());
+  const message = seen
+    .flatMap((b) => b.getChildren("message"))
+    .find((m) => m.getChildText("body") === "while you moved over BOSH");
+  assert.ok(message, seen.map((b) => b.toString()).join(" | "));
 });

@@ -175,8 +175,11 @@ export async function startNode(t?: AfterHook, options: StartNodeOptions = {}): 
     "0",
     "--web-port",
     "0",
-    "--web-plain-port",
-    "0",
+    // A plain web port (for ws:// from tests) unless the config turns it off (a node that web
+    // clients reach directly, as without a reverse proxy).
+    ...((options.config?.ports as { webPlain?: unknown } | undefined)?.webPlain === null
+      ? []
+      : ["--web-plain-port", "0"]),
     "--workers",
     String(options.workers ?? 2),
     "--config",

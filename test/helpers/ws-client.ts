@@ -3,13 +3,18 @@
  * parsed on its own, as a browser client does (here with ltx, independent of the server's
  * saxes-based parser), and kept with its raw text, so tests can check the framing itself.
  */
+import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import type { Element } from "@xmpp/xml";
 import Parser from "@xmpp/xml/lib/Parser.js";
 import WebSocket from "ws";
+import type { TestUser } from "./fixtures.ts";
 import { DEFAULT_TIMEOUT_MS } from "./wait-for.ts";
 
 export const NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing";
+export const NS_STREAM = "http://etherx.jabber.org/streams";
+export const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
+const NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind";
 
 /** Parses one message as a standalone XML document. */
 export function parseMessage(text: string): Element {
@@ -126,4 +131,28 @@ export class WsClient {
   terminate(): void {
     this.ws.terminate();
   }
+}
+
+/** Logs in over WebSocket with PLAIN and binds `resource`; returns the client and its full JID. */
+export async function wsLogin(
+  url: string,
+  domain: string,
+  user: TestUser,
+  resource = "web",
+): Promise<{ client: WsClient; full: string }> {
+  const client = await WsClient.connect(url);
+  client.open(domain);
+  await client.waitFor((el) => el.is("features", NS_STREAM), "stream features");
+  const auth = Buffer.from(`\0${user.username}\0${user.password}`).toString("base64");
+  client.send(`<auth xmlns="${NS_SASL}" mechanism="PLAIN">${auth}</auth>`);
+  await client.waitFor((el) => el.is("success", NS_SASL), "<success/>");
+  const mark = client.received.length;
+  client.open(domain);
+  await client.waitFor((el) => el.is("features", NS_STREAM), "features after SASL", mark);
+  client.send(
+    `<iq xmlns="jabber:client" type="set" id="b1"><bind xmlns="${NS_BIND}"><resource>${resource}</resource></bind></iq>`,
+  );
+  const bound = await client.waitFor((el) => el.is("iq") && el.attrs.id === "b1", "the bind result");
+  assert.equal(bound.attrs.type, "result", bound.toString());
+  return { client, full: bound.getChild("bind")!.getChildText("jid")! };
 }

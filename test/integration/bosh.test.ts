@@ -8,96 +8,15 @@
 import assert from "node:assert/strict";
 import http from "node:http";
 import { describe, it } from "node:test";
-import { type Element, xml } from "@xmpp/xml";
+import { xml } from "@xmpp/xml";
+import { BoshClient, NS_HTTPBIND, post } from "../helpers/bosh-client.ts";
 import { connectClient } from "../helpers/client.ts";
-import { newUsers, type TestUser, useNode } from "../helpers/fixtures.ts";
+import { newUsers, useNode } from "../helpers/fixtures.ts";
 import { startNode } from "../helpers/start-node.ts";
 import { parseMessage } from "../helpers/ws-client.ts";
 
-const NS_HTTPBIND = "http://jabber.org/protocol/httpbind";
 const NS_STREAM = "http://etherx.jabber.org/streams";
 const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
-const NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind";
-
-/** POSTs `body` on a new connection (so consecutive requests may reach different workers). */
-function post(
-  port: number,
-  body: string,
-  headers: Record<string, string> = {},
-): Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string }> {
-  return new Promise((resolve, reject) => {
-    const request = http.request(
-      {
-        host: "127.0.0.1",
-        port,
-        path: "/http-bind",
-        method: "POST",
-        agent: false,
-        headers: { "content-type": "text/xml; charset=utf-8", ...headers },
-      },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on("data", (c: Buffer) => chunks.push(c));
-        response.on("end", () =>
-          resolve({
-            status: response.statusCode ?? 0,
-            headers: response.headers,
-            text: Buffer.concat(chunks).toString("utf8"),
-          }),
-        );
-      },
-    );
-    request.on("error", reject);
-    request.end(body);
-  });
-}
-
-/** A BOSH session driven by hand. */
-class BoshClient {
-  rid = 1000 + Math.floor(Math.random() * 1000);
-  sid = "";
-  readonly port: number;
-  constructor(port: number) {
-    this.port = port;
-  }
-
-  /** Sends the next request with `payload` and `attrs`; resolves with the parsed answer. */
-  async send(payload = "", attrs = ""): Promise<Element> {
-    this.rid++;
-    const answer = await post(
-      this.port,
-      `<body rid="${this.rid}" sid="${this.sid}" xmlns="${NS_HTTPBIND}"${attrs}>${payload}</body>`,
-    );
-    assert.equal(answer.status, 200, answer.text);
-    return parseMessage(answer.text);
-  }
-
-  async create(domain: string, wait = 10): Promise<Element> {
-    const answer = await post(
-      this.port,
-      `<body content="text/xml; charset=utf-8" hold="1" rid="${this.rid}" to="${domain}" ver="1.6" wait="${wait}" xml:lang="en" xmpp:version="1.0" xmlns="${NS_HTTPBIND}" xmlns:xmpp="urn:xmpp:xbosh"/>`,
-    );
-    const body = parseMessage(answer.text);
-    this.sid = body.attrs.sid ?? "";
-    return body;
-  }
-
-  /** Logs in with PLAIN, restarts and binds; resolves with the full JID. */
-  async login(domain: string, user: TestUser): Promise<string> {
-    await this.create(domain);
-    const auth = Buffer.from(`\0${user.username}\0${user.password}`).toString("base64");
-    const success = await this.send(`<auth xmlns="${NS_SASL}" mechanism="PLAIN">${auth}</auth>`);
-    assert.ok(success.getChild("success", NS_SASL), success.toString());
-    const restarted = await this.send("", ` xmpp:restart="true" xmlns:xmpp="urn:xmpp:xbosh" to="${domain}"`);
-    assert.ok(restarted.getChild("features")?.getChild("bind", NS_BIND), restarted.toString());
-    const bound = await this.send(
-      `<iq xmlns="jabber:client" type="set" id="b1"><bind xmlns="${NS_BIND}"/></iq>`,
-    );
-    const jid = bound.getChild("iq")?.getChild("bind")?.getChildText("jid");
-    assert.ok(jid, bound.toString());
-    return jid;
-  }
-}
 
 describe("BOSH (XEP-0124, XEP-0206)", () => {
   const node = useNode();

@@ -46,6 +46,8 @@ export interface Member {
   silencedBy: Record<string, number>;
   /** "host:port" where clients reach this node (absent until it serves, or when not known). */
   clientAddr?: string;
+  /** `https://host:port` of its client web listener (absent until it serves, or when not known). */
+  clientWeb?: string;
   /**
    * SHA-256 fingerprint (`AB:CD:…`) of the certificate its peer server presents: dialling
    * members accept no other (absent with plain links, or from an older release).
@@ -133,7 +135,7 @@ const VIEW_SQL = `
         'node', m.node, 'nodeNo', m.node_no, 'incarnation', m.incarnation,
         'peerAddr', m.peer_addr, 'workers', m.workers, 'status', m.status,
         'leaseUntil', m.lease_until, 'suspicions', m.suspicions, 'settledEpoch', m.settled_epoch,
-        'silencedBy', m.silenced_by, 'clientAddr', m.client_addr,
+        'silencedBy', m.silenced_by, 'clientAddr', m.client_addr, 'clientWeb', m.client_web,
         'peerCertSha256', m.peer_cert_sha256))
       FROM members m), '[]'::json) AS members
   FROM cluster c WHERE c.id = 1`;
@@ -153,12 +155,13 @@ function viewFromRow(row: ViewRow | undefined): ClusterView {
     // The migration inserts the row and nothing deletes it: someone edited the database.
     throw new XmppServerError("XSRV_STORE", "The cluster row (cluster.id = 1) is missing");
   }
-  const members = row.members.map(({ clientAddr, peerCertSha256, ...m }) => ({
+  const members = row.members.map(({ clientAddr, clientWeb, peerCertSha256, ...m }) => ({
     ...m,
     suspicions: { ...m.suspicions },
     silencedBy: { ...m.silencedBy },
     // NULL in the table is an absent field here.
     ...(clientAddr === null || clientAddr === undefined ? {} : { clientAddr }),
+    ...(clientWeb === null || clientWeb === undefined ? {} : { clientWeb }),
     ...(peerCertSha256 === null || peerCertSha256 === undefined ? {} : { peerCertSha256 }),
   }));
   members.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
@@ -530,18 +533,22 @@ export class MembershipStore {
   }
 
   /**
-   * Records where clients reach (node, incarnation): "host:port". Bumps the version when it
-   * changes. Returns false, changing nothing, for another incarnation or a member that is down.
+   * Records where clients reach (node, incarnation): "host:port", and `https://host:port` of its
+   * web listener when known. Bumps the version when it changes. Returns false, changing nothing,
+   * for another incarnation or a member that is down.
    */
-  advertise(node: string, incarnation: number, clientAddr: string): Promise<boolean> {
+  advertise(node: string, incarnation: number, clientAddr: string, clientWeb?: string): Promise<boolean> {
     checkName("node name", node);
     checkInteger("incarnation", incarnation, 0);
     checkName("client address", clientAddr);
+    if (clientWeb !== undefined) checkName("client web address", clientWeb);
+    const web = clientWeb ?? null;
     return this.#change(`record where clients reach node "${node}"`, async ({ client, now, bump }) => {
       const { rowCount } = await client.query(
-        `UPDATE members SET client_addr = $3, updated_at = $4
-         WHERE node = $1 AND incarnation = $2 AND status <> 'down' AND client_addr IS DISTINCT FROM $3`,
-        [node, incarnation, clientAddr, now],
+        `UPDATE members SET client_addr = $3, client_web = $5, updated_at = $4
+         WHERE node = $1 AND incarnation = $2 AND status <> 'down'
+           AND (client_addr IS DISTINCT FROM $3 OR client_web IS DISTINCT FROM $5)`,
+        [node, incarnation, clientAddr, now, web],
       );
       return this.#changedOrLive(client, bump, node, incarnation, rowCount);
     });

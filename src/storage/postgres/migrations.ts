@@ -189,6 +189,15 @@ export const MIGRATIONS: readonly Migration[] = Object.freeze([
       CREATE INDEX login_tokens_expiry ON login_tokens (expires_at);
     `,
   },
+  {
+    version: 8,
+    name: "members advertise the web address clients reach them at",
+    // A leaving node sends its WebSocket and BOSH clients to another member's web listener
+    // (RFC 7395 §3.6.1, XEP-0124 §17 see-other-uri), as it sends TCP clients to client_addr.
+    sql: `
+      ALTER TABLE members ADD COLUMN client_web text;
+    `,
+  },
 ]);
 
 /**
