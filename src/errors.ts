@@ -32,6 +32,8 @@ export const ErrorCodes = {
   XSRV_FENCED: "this node lost its lease or was declared down, and stopped serving",
   XSRV_PEER_UNTRUSTED:
     "a cluster peer's TLS certificate is not the one its member row pins, or not signed by cluster.tls.caFile",
+  XSRV_CHECK_FAILED:
+    "starling check found at least one error in the deployment (configuration, certificate, DNS)",
 } as const;
 
 /** A Starling error code. */

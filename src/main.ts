@@ -25,6 +25,7 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   send: () => import("./cli/send.ts"),
   announce: () => import("./cli/announce.ts"),
   reload: () => import("./cli/reload.ts"),
+  check: () => import("./cli/check.ts"),
 };
 
 const HELP = `Usage: starling <command> [options]
@@ -47,6 +48,8 @@ Commands:
   send JID MESSAGE            send a message from the server to a user
   announce MESSAGE [--all]    send a message from the server to everyone online (or every account)
   reload                      apply the configuration file again, without a restart (as SIGHUP)
+  check [config|certs|dns]    check the configuration, the certificate and the DNS records;
+                              exits 1 on an error, 2 for an invalid configuration
 
 Run starling <command> --help for the options of each.
 Options:

@@ -25,7 +25,10 @@ function assertUsage(result: RunResult, message: RegExp): void {
 
 describe("starling --help", { concurrency: 4 }, () => {
   const cases: [string[], RegExp[]][] = [
-    [["--help"], [/^Usage: starling <command>/, /start/, /user add JID/, /user list/]],
+    [
+      ["--help"],
+      [/^Usage: starling <command>/, /start/, /user add JID/, /user list/, /check \[config\|certs\|dns\]/],
+    ],
     [["-h"], [/^Usage: starling <command>/]],
     [
       ["start", "--help"],
@@ -41,6 +44,15 @@ describe("starling --help", { concurrency: 4 }, () => {
         /--workers N/,
         /--allow-registration/,
         /--log-level L/,
+      ],
+    ],
+    [
+      ["check", "--help"],
+      [
+        /^Usage: starling check \[config\|certs\|dns\]/,
+        /--config FILE/,
+        /--dns-server HOST:PORT/,
+        /Exits 0 /,
       ],
     ],
     [
@@ -121,6 +133,9 @@ describe("starling usage errors", { concurrency: 4 }, () => {
     [["send", "a@localhost"], /expected a user JID and a message/],
     [["announce"], /expected a message/],
     [["reload", "now"], /unexpected argument "now"/],
+    [["check", "everything"], /unknown check "everything" \(expected config, certs or dns\)/],
+    [["check", "dns", "--dns-server", "ns.example.org"], /--dns-server must be an address/],
+    [["check", "--timeout", "5"], /unknown option --timeout/],
   ];
   for (const [args, message] of cases) {
     it(`starling ${args.join(" ") || "(nothing)"} exits 2 with one line naming the problem`, async () => {

@@ -17,12 +17,15 @@ async function generateCertificate(
   name: string,
   extensions: NonNullable<NonNullable<Parameters<typeof generate>[1]>["extensions"]>,
   ca?: TestCertificate,
+  validity: { notBefore?: Date; notAfter?: Date } = {},
 ): Promise<TestCertificate> {
   const pems = await generate([{ name: "commonName", value: name }], {
     keyType: "ec",
     algorithm: "sha256",
     extensions,
     ...(ca === undefined ? {} : { ca: { key: ca.key, cert: ca.cert } }),
+    ...(validity.notBefore === undefined ? {} : { notBeforeDate: validity.notBefore }),
+    ...(validity.notAfter === undefined ? {} : { notAfterDate: validity.notAfter }),
   });
   return { cert: pems.cert, key: pems.private, certSha256: certificateSha256(pems.cert) };
 }
@@ -46,5 +49,31 @@ export function makeCertificate(name: string, ca?: TestCertificate): Promise<Tes
       { name: "subjectAltName", altNames: [{ type: 7, ip: "127.0.0.1" }] },
     ],
     ca,
+  );
+}
+
+/** Options for {@link makeDomainCertificate}. */
+export interface DomainCertificateOptions {
+  /** Signed by this CA; self-signed without it. */
+  ca?: TestCertificate;
+  notBefore?: Date;
+  notAfter?: Date;
+}
+
+/** A server certificate whose subjectAltName lists `domain` as a DNS name (and its CN is it too). */
+export function makeDomainCertificate(
+  domain: string,
+  options: DomainCertificateOptions = {},
+): Promise<TestCertificate> {
+  return generateCertificate(
+    domain,
+    [
+      { name: "basicConstraints", cA: false, critical: true },
+      { name: "keyUsage", digitalSignature: true, critical: true },
+      { name: "extKeyUsage", serverAuth: true },
+      { name: "subjectAltName", altNames: [{ type: 2, value: domain }] },
+    ],
+    options.ca,
+    options,
   );
 }
