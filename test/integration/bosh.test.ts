@@ -85,6 +85,32 @@ describe("BOSH (XEP-0124, XEP-0206)", () => {
     assert.equal(ended.attrs.condition, "item-not-found");
   });
 
+  it("overlapping polls: a second held request answers the first at once (hold 1); beyond the window ends it", async () => {
+    const client = new BoshClient(port());
+    await client.create(node().domain, 20);
+    const base = client.rid;
+    const poll = (rid: number) =>
+      post(port(), `<body rid="${rid}" sid="${client.sid}" xmlns="${NS_HTTPBIND}"/>`).then((a) =>
+        parseMessage(a.text),
+      );
+    const started = Date.now();
+    const first = poll(base + 1);
+    const second = poll(base + 2);
+    // XEP-0124 §10: with hold 1, the connection manager answers the older request when a newer
+    // one arrives, and keeps the newer; it does not wait out the 20 s.
+    const firstAnswer = await first;
+    assert.equal(firstAnswer.attrs.type, undefined, firstAnswer.toString());
+    assert.ok(Date.now() - started < 10_000, "the first poll came back at once");
+    // A third beyond requests=2 while one is held: §11 allows at most `requests` at once.
+    const third = await poll(base + 4);
+    assert.equal(third.attrs.type, "terminate", third.toString());
+    const secondAnswer = await second;
+    assert.ok(
+      secondAnswer.attrs.type === "terminate" || secondAnswer.children.length === 0,
+      secondAnswer.toString(),
+    );
+  });
+
   it("an unknown session and a malformed body get terminate answers", async () => {
     const unknown = parseMessage(
       (await post(port(), `<body rid="1" sid="0.nope" xmlns="${NS_HTTPBIND}"/>`)).text,

@@ -103,6 +103,32 @@ describe("XMPP over WebSocket (RFC 7395)", () => {
     }
   });
 
+  it("a malformed WebSocket frame or invalid UTF-8 closes that connection only, with its RFC 6455 code", async (t) => {
+    const [user] = await newUsers(node(), 1, "wsf");
+    const { client: bystander } = await wsLogin(plainUrl(), node().domain, user!, "bystander");
+    t.after(() => bystander.terminate());
+    // RFC 6455 §5.1: a client's frames are masked; an unmasked one is a protocol error (1002).
+    // §8.1: a text message that is not UTF-8 fails the connection with 1007.
+    const frames = [Buffer.from([0x81, 0x02, 0x68, 0x69]), Buffer.from([0x81, 0x82, 0, 0, 0, 0, 0xc3, 0x28])];
+    const codes: number[] = [];
+    for (const frame of frames) {
+      const bad = await WsClient.connect(plainUrl());
+      t.after(() => bad.terminate());
+      (bad.ws as unknown as { _socket: { write(b: Buffer): void } })._socket.write(frame);
+      codes.push(await bad.closed());
+    }
+    assert.deepEqual(codes, [1002, 1007]);
+    // Nothing else was disturbed: the other client's stream still answers.
+    const mark = bystander.received.length;
+    bystander.send(`<iq xmlns="jabber:client" type="get" id="still"><ping xmlns="urn:xmpp:ping"/></iq>`);
+    const pong = await bystander.waitFor(
+      (el) => el.is("iq") && el.attrs.id === "still",
+      "the ping's answer",
+      mark,
+    );
+    assert.equal(pong.attrs.type, "result");
+  });
+
   it("a stanza before authentication closes the stream with <not-authorized/>, as on TCP", async (t) => {
     const client = await WsClient.connect(plainUrl());
     t.after(() => client.terminate());
