@@ -2,7 +2,8 @@
  * Starling's own chat page (/chat) in Debian's Chromium: sign in with a password and with a
  * one-time token link, chat with a TCP client both ways, a wrong password's message, a phone's
  * screen, a dropped connection resumed (XEP-0198) with what arrived meanwhile, and a token
- * sign-in that signs in again through the site's credentials URL once its session is lost.
+ * sign-in that signs in again through the site's credentials URL once its session is lost; and a
+ * page on one node of a cluster chatting with a TCP client on the other.
  */
 import assert from "node:assert/strict";
 import { once } from "node:events";
@@ -12,6 +13,7 @@ import { after, before, describe, it } from "node:test";
 import { xml } from "@xmpp/xml";
 import { type Browser, chromium, type Page } from "playwright-core";
 import { connectClient } from "../helpers/client.ts";
+import { startTestCluster, waitForOwners } from "../helpers/cluster.ts";
 import { newUsers, type TestUser } from "../helpers/fixtures.ts";
 import { type StartedNode, startNode } from "../helpers/start-node.ts";
 
@@ -95,6 +97,47 @@ describe("the chat page", {
       (el) => el.is("message") && el.getChildText("body") === "hi from the page",
     );
     assert.ok(got.attrs.from?.startsWith(`${alice!.jid}/chat-`), got.toString());
+  });
+
+  it("two pages chat with each other, each seeing the other come online", async (t) => {
+    const [alice, bob] = await newUsers(node, 2, "pages");
+    const app = await connectClient(node, { username: alice!.username, password: alice!.password }, t);
+    // Contacts, so that each page lists the other with its presence.
+    for (const [from, to] of [
+      [alice!, bob!],
+      [bob!, alice!],
+    ] as const) {
+      const client = await connectClient(node, { username: from.username, password: from.password }, t);
+      await client.send(
+        xml(
+          "iq",
+          { type: "set", id: "add" },
+          xml("query", { xmlns: "jabber:iq:roster" }, xml("item", { jid: to.jid })),
+        ),
+      );
+      await client.send(xml("presence", { to: to.jid, type: "subscribe" }));
+      await client.send(xml("presence", { to: to.jid, type: "subscribed" }));
+      await client.stop();
+    }
+    await app.stop();
+    const pageA = await browser.newPage();
+    const pageB = await browser.newPage();
+    t.after(() => pageA.close());
+    t.after(() => pageB.close());
+    await signIn(pageA, alice!);
+    await online(pageA, alice!);
+    await signIn(pageB, bob!);
+    await online(pageB, bob!);
+    // Bob's page comes online: Alice's list shows him available.
+    await pageA.locator(`nav button[data-jid="${bob!.jid}"] .dot.online`).waitFor({ timeout: 10_000 });
+    await pageA.locator(`nav button[data-jid="${bob!.jid}"]`).click();
+    await pageA.fill("#text", "hello bob, from a page");
+    await pageA.press("#text", "Enter");
+    await pageB.locator(`nav button[data-jid="${alice!.jid}"]`).click();
+    await pageB.getByText("hello bob, from a page").waitFor({ timeout: 10_000 });
+    await pageB.fill("#text", "hello alice, from another page");
+    await pageB.press("#text", "Enter");
+    await pageA.getByText("hello alice, from another page").waitFor({ timeout: 10_000 });
   });
 
   it("a site's link with a one-time token signs the user in, and the token leaves the address bar", async (t) => {
@@ -208,5 +251,40 @@ describe("the chat page", {
     site.user = undefined;
     await page.evaluate("window.starlingChat.sm.id = 'gone'; window.starlingChat.ws.close()");
     await page.getByText("cannot sign in again: the site answered 401").waitFor({ timeout: 15_000 });
+  });
+});
+
+describe("the chat page across a cluster", {
+  skip: existsSync(CHROMIUM) ? false : `no Chromium at ${CHROMIUM} (.ci/run installs it)`,
+}, () => {
+  it("a page on one node chats with a TCP client on the other", async (t) => {
+    const cluster = await startTestCluster(t);
+    const n1 = await cluster.start("n1", { workers: 1 });
+    const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr });
+    await waitForOwners(n1, ["n1", "n2"]);
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: ["--no-sandbox"],
+    });
+    t.after(() => browser.close());
+    const [alice, bob] = await newUsers(n1, 2, "xpage");
+    const page = await browser.newPage();
+    await page.goto(`http://127.0.0.1:${n1.ports.webPlain}/chat`);
+    await page.fill("#jid", alice!.jid);
+    await page.fill("#password", alice!.password);
+    await page.click("#login button[type=submit]");
+    await page.getByText(`online as ${alice!.jid}/`).waitFor({ timeout: 15_000 });
+    const app = await connectClient(n2, { username: bob!.username, password: bob!.password }, t);
+    await app.send(xml("presence"));
+    await app.send(xml("message", { to: alice!.jid, type: "chat" }, xml("body", {}, "from the other node")));
+    await page.locator(`nav button[data-jid="${bob!.jid}"]`).click();
+    await page.getByText("from the other node").waitFor({ timeout: 10_000 });
+    await page.fill("#text", "back across the cluster");
+    await page.press("#text", "Enter");
+    const got = await app.waitForStanza(
+      (el) => el.is("message") && el.getChildText("body") === "back across the cluster",
+    );
+    assert.ok(got.attrs.from?.startsWith(`${alice!.jid}/chat-`), got.toString());
   });
 });
