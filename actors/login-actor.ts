@@ -28,6 +28,7 @@ import {
   chargeAccount,
   chargeAddress,
   failAddress,
+  isKnown,
   type LoginLimits,
   newAccountLoginState,
   newAddressLoginState,
@@ -153,6 +154,7 @@ class LoginAddressActor extends LoginActor<AddressLoginState> {
       case "login-address-refund":
         return refund(this.#state.failures);
       case "login-account-charge":
+      case "login-account-known":
       case "login-account-settle":
         throw new TypeError(`${msg.kind} sent to the address actor ${this.name}`);
       default: {
@@ -187,6 +189,11 @@ class LoginAccountActor extends LoginActor<AccountLoginSnapshot> {
     switch (msg.kind) {
       case "login-account-charge":
         return this.answer(msg, chargeAccount(this.#state, msg.prefix, this.ctx.limits(), this.now));
+      case "login-account-known":
+        return this.answer(msg, {
+          allowed: true,
+          known: isKnown(this.#state, msg.prefix, this.ctx.limits(), this.now),
+        });
       case "login-account-settle":
         return settleAccount(this.#state, msg.prefix, msg, this.ctx.limits(), this.now);
       case "login-address-charge":

@@ -93,6 +93,11 @@ export type LoginMessage =
   /** A password attempt on the account from `prefix`: charge it, or refuse (login-state.ts). */
   | { kind: "login-account-charge"; prefix: string; shard: number; reqId: number }
   /**
+   * A token attempt on the account from `prefix`: charges nothing (a token cannot be guessed),
+   * answers only whether the address is one the account knows (always allowed).
+   */
+  | { kind: "login-account-known"; prefix: string; shard: number; reqId: number }
+  /**
    * An admitted attempt from `prefix` that did not fail: `succeeded` (the address becomes a
    * known one), or withdrawn (the backend could not judge it). `pair` and `account` say what it
    * was charged to (a token attempt to neither), so exactly that is taken back.

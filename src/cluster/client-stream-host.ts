@@ -100,9 +100,15 @@ function loginGuard(ctx: ShardContext): LoginGuard {
       const prefix = addressPrefix(address);
       const [byAddress, byAccount] = await Promise.allSettled([
         ask(loginAddressKey(prefix), (reqId) => ({ kind: "login-address-charge", shard: ctx.index, reqId })),
-        // A token cannot be guessed: the account's counts neither refuse nor count it.
+        // A token cannot be guessed: the account's counts neither refuse nor count it; the
+        // account only says whether the address is one of its owner's.
         token
-          ? Promise.resolve<LoginVerdict>({ allowed: true })
+          ? ask(loginAccountKey(account), (reqId) => ({
+              kind: "login-account-known",
+              prefix,
+              shard: ctx.index,
+              reqId,
+            }))
           : ask(loginAccountKey(account), (reqId) => ({
               kind: "login-account-charge",
               prefix,

@@ -94,6 +94,11 @@ describe("login throttle", () => {
     assert.equal(await attempt(t, node, from, third!.username, third!.password), "temporary-auth-failure");
     // ...but not on an account that knows the address: its owner there is not locked out...
     assert.equal(await attempt(t, node, from, colleague!.username, colleague!.password), "success");
+    // ...with a one-time token either (a token asks the account whether it knows the address)...
+    assert.equal(
+      await attempt(t, node, from, colleague!.username, await tokenFor(node, colleague!.jid)),
+      "success",
+    );
     // ...and other addresses are not affected.
     assert.equal(await attempt(t, node, OWNER, victim!.username, victim!.password), "success");
     assert.equal(await attempt(t, node, "127.0.0.3", third!.username, third!.password), "success");

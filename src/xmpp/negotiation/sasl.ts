@@ -35,6 +35,8 @@ export class SaslNegotiation {
   #admitted: LoginTicket | undefined;
   /** The throttle refused the exchange's attempt: nothing was checked, nothing is counted. */
   #refused = false;
+  /** An element is being handled (a provider or the throttle is being asked). */
+  #busy = false;
 
   constructor(stream: NegotiatingStream) {
     this.#stream = stream;
@@ -42,6 +44,16 @@ export class SaslNegotiation {
 
   /** Handles one element of the SASL namespace. */
   async handle(el: Element): Promise<void> {
+    // RFC 6120 §6.4: the client waits for the server's answer before it sends the next SASL
+    // element. One sent meanwhile would run beside the first, and the throttle's charge of one
+    // account could be settled by another account's success: the stream ends instead.
+    if (this.#busy) {
+      return this.#stream.closeWithError(
+        "policy-violation",
+        "a SASL element before the answer to the previous one",
+      );
+    }
+    this.#busy = true;
     try {
       await this.#handle(el);
     } catch (error) {
@@ -56,6 +68,8 @@ export class SaslNegotiation {
       );
       if (!this.#stream.closing)
         this.#failure("temporary-auth-failure", "the account service is unavailable; try again later");
+    } finally {
+      this.#busy = false;
     }
   }
 
