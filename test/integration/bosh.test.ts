@@ -8,95 +8,25 @@
 import assert from "node:assert/strict";
 import http from "node:http";
 import { describe, it } from "node:test";
-import { type Element, xml } from "@xmpp/xml";
+import { xml } from "@xmpp/xml";
+import {
+  BoshClient,
+  type BoshHttpAnswer,
+  boshPost,
+  NS_HTTPBIND,
+  plainBoshEndpoint,
+} from "../helpers/bosh-client.ts";
 import { connectClient } from "../helpers/client.ts";
-import { newUsers, type TestUser, useNode } from "../helpers/fixtures.ts";
+import { newUsers, useNode } from "../helpers/fixtures.ts";
 import { startNode } from "../helpers/start-node.ts";
 import { parseMessage } from "../helpers/ws-client.ts";
 
-const NS_HTTPBIND = "http://jabber.org/protocol/httpbind";
 const NS_STREAM = "http://etherx.jabber.org/streams";
 const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
-const NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind";
 
-/** POSTs `body` on a new connection (so consecutive requests may reach different workers). */
-function post(
-  port: number,
-  body: string,
-  headers: Record<string, string> = {},
-): Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string }> {
-  return new Promise((resolve, reject) => {
-    const request = http.request(
-      {
-        host: "127.0.0.1",
-        port,
-        path: "/http-bind",
-        method: "POST",
-        agent: false,
-        headers: { "content-type": "text/xml; charset=utf-8", ...headers },
-      },
-      (response) => {
-        const chunks: Buffer[] = [];
-        response.on("data", (c: Buffer) => chunks.push(c));
-        response.on("end", () =>
-          resolve({
-            status: response.statusCode ?? 0,
-            headers: response.headers,
-            text: Buffer.concat(chunks).toString("utf8"),
-          }),
-        );
-      },
-    );
-    request.on("error", reject);
-    request.end(body);
-  });
-}
-
-/** A BOSH session driven by hand. */
-class BoshClient {
-  rid = 1000 + Math.floor(Math.random() * 1000);
-  sid = "";
-  readonly port: number;
-  constructor(port: number) {
-    this.port = port;
-  }
-
-  /** Sends the next request with `payload` and `attrs`; resolves with the parsed answer. */
-  async send(payload = "", attrs = ""): Promise<Element> {
-    this.rid++;
-    const answer = await post(
-      this.port,
-      `<body rid="${this.rid}" sid="${this.sid}" xmlns="${NS_HTTPBIND}"${attrs}>${payload}</body>`,
-    );
-    assert.equal(answer.status, 200, answer.text);
-    return parseMessage(answer.text);
-  }
-
-  async create(domain: string, wait = 10): Promise<Element> {
-    const answer = await post(
-      this.port,
-      `<body content="text/xml; charset=utf-8" hold="1" rid="${this.rid}" to="${domain}" ver="1.6" wait="${wait}" xml:lang="en" xmpp:version="1.0" xmlns="${NS_HTTPBIND}" xmlns:xmpp="urn:xmpp:xbosh"/>`,
-    );
-    const body = parseMessage(answer.text);
-    this.sid = body.attrs.sid ?? "";
-    return body;
-  }
-
-  /** Logs in with PLAIN, restarts and binds; resolves with the full JID. */
-  async login(domain: string, user: TestUser): Promise<string> {
-    await this.create(domain);
-    const auth = Buffer.from(`\0${user.username}\0${user.password}`).toString("base64");
-    const success = await this.send(`<auth xmlns="${NS_SASL}" mechanism="PLAIN">${auth}</auth>`);
-    assert.ok(success.getChild("success", NS_SASL), success.toString());
-    const restarted = await this.send("", ` xmpp:restart="true" xmlns:xmpp="urn:xmpp:xbosh" to="${domain}"`);
-    assert.ok(restarted.getChild("features")?.getChild("bind", NS_BIND), restarted.toString());
-    const bound = await this.send(
-      `<iq xmlns="jabber:client" type="set" id="b1"><bind xmlns="${NS_BIND}"/></iq>`,
-    );
-    const jid = bound.getChild("iq")?.getChild("bind")?.getChildText("jid");
-    assert.ok(jid, bound.toString());
-    return jid;
-  }
+/** POSTs `body` to the node's plain port on a new connection. */
+function post(port: number, body: string, headers: Record<string, string> = {}): Promise<BoshHttpAnswer> {
+  return boshPost(plainBoshEndpoint(port), body, headers);
 }
 
 describe("BOSH (XEP-0124, XEP-0206)", () => {
@@ -104,7 +34,7 @@ describe("BOSH (XEP-0124, XEP-0206)", () => {
   const port = () => node().ports.webPlain!;
 
   it("the creation answer carries the session's parameters and the stream features", async () => {
-    const client = new BoshClient(port());
+    const client = new BoshClient(plainBoshEndpoint(port()));
     const body = await client.create(node().domain);
     assert.match(body.attrs.sid ?? "", /^\d+\.[0-9a-f]+$/);
     assert.equal(body.attrs.wait, "10");
@@ -120,7 +50,7 @@ describe("BOSH (XEP-0124, XEP-0206)", () => {
 
   it("logs in, binds, and a held request is answered by a TCP client's message; it chats back", async (t) => {
     const [web, tcp] = await newUsers(node(), 2, "bosh");
-    const client = new BoshClient(port());
+    const client = new BoshClient(plainBoshEndpoint(port()));
     const full = await client.login(node().domain, web!);
     const other = await connectClient(node(), { username: tcp!.username, password: tcp!.password }, t);
 
@@ -141,7 +71,7 @@ describe("BOSH (XEP-0124, XEP-0206)", () => {
   });
 
   it("a request with nothing to answer is answered empty after wait", async () => {
-    const client = new BoshClient(port());
+    const client = new BoshClient(plainBoshEndpoint(port()));
     await client.create(node().domain, 1);
     const started = Date.now();
     const empty = await client.send();
@@ -150,7 +80,7 @@ describe("BOSH (XEP-0124, XEP-0206)", () => {
   });
 
   it("a retransmitted rid gets the same answer; one too far ahead ends the session", async () => {
-    const client = new BoshClient(port());
+    const client = new BoshClient(plainBoshEndpoint(port()));
     const created = await client.create(node().domain);
     const again = await post(
       port(),
@@ -184,7 +114,7 @@ describe("BOSH (XEP-0124, XEP-0206)", () => {
 
   it("terminate closes the stream and ends the session", async () => {
     const [web] = await newUsers(node(), 1, "bosht");
-    const client = new BoshClient(port());
+    const client = new BoshClient(plainBoshEndpoint(port()));
     await client.login(node().domain, web!);
     await client.send(`<presence xmlns="jabber:client"/>`);
     const ended = await client.send(
@@ -201,7 +131,7 @@ describe("BOSH (XEP-0124, XEP-0206)", () => {
   it("requests that reach another worker of the node are handed to the one holding the session", async (t) => {
     // Every request is on a new connection, so SO_REUSEPORT spreads them over both workers.
     const [web, tcp] = await newUsers(node(), 2, "boshw");
-    const client = new BoshClient(port());
+    const client = new BoshClient(plainBoshEndpoint(port()));
     const full = await client.login(node().domain, web!);
     const other = await connectClient(node(), { username: tcp!.username, password: tcp!.password }, t);
     for (let i = 0; i < 8; i++) {

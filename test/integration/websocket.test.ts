@@ -8,38 +8,13 @@ import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import { xml } from "@xmpp/xml";
 import { connectClient } from "../helpers/client.ts";
-import { newUser, newUsers, type TestUser, useNode } from "../helpers/fixtures.ts";
+import { newUser, newUsers, useNode } from "../helpers/fixtures.ts";
 import { NS_SM } from "../helpers/raw-client.ts";
 import { startNode } from "../helpers/start-node.ts";
-import { NS_FRAMING, WsClient } from "../helpers/ws-client.ts";
+import { NS_FRAMING, WsClient, wsLogin } from "../helpers/ws-client.ts";
 
 const NS_STREAM = "http://etherx.jabber.org/streams";
 const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
-const NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind";
-
-/** Logs in over WebSocket with PLAIN and binds `resource`; returns the client and its full JID. */
-async function wsLogin(
-  url: string,
-  domain: string,
-  user: TestUser,
-  resource = "web",
-): Promise<{ client: WsClient; full: string }> {
-  const client = await WsClient.connect(url);
-  client.open(domain);
-  await client.waitFor((el) => el.is("features", NS_STREAM), "stream features");
-  const auth = Buffer.from(`\0${user.username}\0${user.password}`).toString("base64");
-  client.send(`<auth xmlns="${NS_SASL}" mechanism="PLAIN">${auth}</auth>`);
-  await client.waitFor((el) => el.is("success", NS_SASL), "<success/>");
-  const mark = client.received.length;
-  client.open(domain);
-  await client.waitFor((el) => el.is("features", NS_STREAM), "features after SASL", mark);
-  client.send(
-    `<iq xmlns="jabber:client" type="set" id="b1"><bind xmlns="${NS_BIND}"><resource>${resource}</resource></bind></iq>`,
-  );
-  const bound = await client.waitFor((el) => el.is("iq") && el.attrs.id === "b1", "the bind result");
-  assert.equal(bound.attrs.type, "result", bound.toString());
-  return { client, full: bound.getChild("bind")!.getChildText("jid")! };
-}
 
 describe("XMPP over WebSocket (RFC 7395)", () => {
   const node = useNode();
