@@ -6,7 +6,8 @@
  * - `GET /xmpp-websocket` with the `xmpp` subprotocol: XMPP over WebSocket (RFC 7395), a
  *   {@link WebSocketTransport} under an {@link XmppStream}, so every rule of the TCP streams holds.
  * - `GET /.well-known/host-meta` and `/.well-known/host-meta.json`: where to connect (XEP-0156),
- *   built from the request's Host, readable from any origin (it is public).
+ *   built from the request's Host (and `X-Forwarded-Proto: https` from a proxy that terminates
+ *   TLS), readable from any origin (it is public).
  * Anything else is a 404 with a JSON body.
  */
 import { readFileSync } from "node:fs";
@@ -200,8 +201,12 @@ export async function startWebListener(
       });
     }
     const host = request.headers.host ?? `${config.host}`;
-    const wsUrl = `${secure ? "wss" : "ws"}://${host}${WEBSOCKET_PATH}`;
-    const boshUrl = `${secure ? "https" : "http"}://${host}${BOSH_PATH}`;
+    // Behind a proxy that terminates TLS (docs/web-chat.md) the browser's scheme is the proxy's;
+    // naming ws:// to an https page would be mixed content. The header only shapes these URLs,
+    // which the client could build itself from its own Host anyway.
+    const external = secure || request.headers["x-forwarded-proto"] === "https";
+    const wsUrl = `${external ? "wss" : "ws"}://${host}${WEBSOCKET_PATH}`;
+    const boshUrl = `${external ? "https" : "http"}://${host}${BOSH_PATH}`;
     if (request.method === "GET" && path === "/.well-known/host-meta") {
       return reply(
         response,

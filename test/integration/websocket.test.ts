@@ -191,6 +191,18 @@ describe("XMPP over WebSocket (RFC 7395)", () => {
     assert.equal(((await missing.json()) as { error: string }).error, "not-found");
   });
 
+  it("XEP-0156: behind a proxy that says X-Forwarded-Proto: https, host-meta names wss:// and https://", async () => {
+    const at = `127.0.0.1:${node().ports.webPlain}`;
+    const answer = await fetch(`http://${at}/.well-known/host-meta.json`, {
+      headers: { "x-forwarded-proto": "https" },
+    });
+    const json = (await answer.json()) as { links: { rel: string; href: string }[] };
+    assert.deepEqual(
+      json.links.map((link) => link.href),
+      [`wss://${at}/xmpp-websocket`, `https://${at}/http-bind`],
+    );
+  });
+
   it("the TLS listener serves the same streams (wss://, the node's certificate)", async (t) => {
     const user = await newUser(node(), "wss");
     const { client } = await wsLogin(
