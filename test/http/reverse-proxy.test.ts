@@ -6,14 +6,19 @@
  * rather than a file the page includes: Markdown has no include, and operators copy the block
  * from the page as it renders). The test supplies only what is the operator's own: the listen
  * address, the certificate and the upstream's port. Clients trust only the site's CA, as a
- * browser trusts only the site's certificate.
+ * browser trusts only the site's certificate. The two Chromium tests (the /chat page, and
+ * Converse.js discovering the WebSocket through host-meta) skip without Debian's chromium.
  */
 import assert from "node:assert/strict";
-import { readFile } from "node:fs/promises";
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import https from "node:https";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
 import { xml } from "@xmpp/xml";
+import { chromium } from "playwright-core";
 import { BoshClient } from "../helpers/bosh-client.ts";
 import { makeCa, makeCertificate, type TestCertificate } from "../helpers/certificates.ts";
 import { connectClient } from "../helpers/client.ts";
@@ -24,6 +29,11 @@ import { waitUntil } from "../helpers/wait-for.ts";
 import { NS_FRAMING, WsClient, wsLogin } from "../helpers/ws-client.ts";
 
 const DOC = `${REPO_ROOT}/docs/web-chat.md`;
+const CHROMIUM = process.env.STARLING_CHROMIUM ?? "/usr/bin/chromium";
+const CONVERSE_DIST = join(REPO_ROOT, "node_modules", "converse.js", "dist");
+const BROWSER = { executablePath: CHROMIUM, headless: true, args: ["--no-sandbox"] };
+/** The throwaway CA is not the browser's: its errors are ignored, and the pages stay https. */
+const CONTEXT = { ignoreHTTPSErrors: true };
 const BEGIN = "# --- begin starling locations ---";
 const END = "# --- end starling locations ---";
 
@@ -192,6 +202,86 @@ describe("web chat behind nginx terminating TLS (docs/web-chat.md)", { skip: mis
     const page = await get(`https://${origin()}/chat`);
     assert.equal(page.status, 200);
     assert.match(page.type, /^text\/html/);
+  });
+
+  it("Starling's /chat page, loaded through the proxy in Chromium, signs in over wss://", async (t) => {
+    if (!existsSync(CHROMIUM)) {
+      t.skip(`no Chromium at ${CHROMIUM} (Debian package chromium; .ci/run installs it)`);
+      return;
+    }
+    const [alice] = await newUsers(node, 1, "proxiedpage");
+    const browser = await chromium.launch(BROWSER);
+    t.after(() => browser.close());
+    const page = await (await browser.newContext(CONTEXT)).newPage();
+    await page.goto(`https://${origin()}/chat`);
+    await page.fill("#jid", alice!.jid);
+    await page.fill("#password", alice!.password);
+    await page.click("#login button[type=submit]");
+    await page.getByText(`online as ${alice!.jid}/`).waitFor({ timeout: 15_000 });
+    assert.equal(await page.evaluate("window.starlingChat.ws.url"), `wss://${origin()}/xmpp-websocket`);
+  });
+
+  it("Converse.js on a page of the site finds the WebSocket through host-meta and logs in", async (t) => {
+    if (!existsSync(CHROMIUM)) {
+      t.skip(`no Chromium at ${CHROMIUM} (Debian package chromium; .ci/run installs it)`);
+      return;
+    }
+    const [alice] = await newUsers(node, 1, "discovered");
+    // The site's own page and Converse's files, beside the page's locations ("the site's own").
+    const siteDir = await mkdtemp(join(tmpdir(), "starling-site-"));
+    // The browser goes first: Converse would rediscover through a stopped nginx and fail.
+    const cleanups: (() => Promise<unknown>)[] = [() => rm(siteDir, { recursive: true, force: true })];
+    t.after(async () => {
+      for (const fn of cleanups.reverse()) await fn();
+    });
+    const settings = {
+      jid: alice!.jid,
+      password: alice!.password,
+      auto_login: true,
+      discover_connection_methods: true,
+      view_mode: "fullscreen",
+      assets_path: "/dist/",
+      loglevel: "warn",
+    };
+    await writeFile(
+      join(siteDir, "index.html"),
+      `<!doctype html><html><head><meta charset="utf-8"><link rel="stylesheet" href="/dist/converse.min.css">
+<script type="module" src="/dist/converse.min.js"></script></head>
+<body><script type="module">converse.initialize(${JSON.stringify(settings)});</script></body></html>`,
+    );
+    const withSite = await proxy(
+      node,
+      site,
+      `${locations}
+    location = /converse.html { alias ${siteDir}/index.html; default_type text/html; }
+    location /dist/ {
+        alias ${CONVERSE_DIST}/;
+        types { text/javascript js mjs; text/css css; application/wasm wasm; application/json json map; }
+    }
+`,
+    );
+    cleanups.push(() => withSite.stop());
+    const at = `127.0.0.1:${withSite.port}`;
+
+    const browser = await chromium.launch(BROWSER);
+    cleanups.push(() => browser.close());
+    const page = await (await browser.newContext(CONTEXT)).newPage();
+    // Converse asks https://<the JID's domain>/.well-known/host-meta, port 443; the domain here
+    // is "localhost" and the site is on another port, so that one request is sent to the site.
+    let discovered = "";
+    await page.route("https://localhost/.well-known/host-meta", async (route) => {
+      const response = await route.fetch({ url: `https://${at}/.well-known/host-meta` });
+      discovered = await response.text();
+      await route.fulfill({ response });
+    });
+    await page.goto(`https://${at}/converse.html`);
+    await page.getByText("I am online").first().waitFor({ timeout: 20_000 });
+    assert.ok(discovered.includes(`href="wss://${at}/xmpp-websocket"`), discovered);
+    const login = await node.waitForLog(
+      (line) => line.event === "login" && line.user === alice!.jid,
+      "the page's login",
+    );
+    assert.equal(login.address, "127.0.0.1");
   });
 
   it("proxied to the TLS listener (ports.web) instead, a WebSocket client logs in and host-meta says wss://", async (t) => {
