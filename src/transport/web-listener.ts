@@ -6,7 +6,8 @@
  * - `GET /xmpp-websocket` with the `xmpp` subprotocol: XMPP over WebSocket (RFC 7395), a
  *   {@link WebSocketTransport} under an {@link XmppStream}, so every rule of the TCP streams holds.
  * - `GET /.well-known/host-meta` and `/.well-known/host-meta.json`: where to connect (XEP-0156),
- *   built from the request's Host, readable from any origin (it is public).
+ *   built from the request's Host (and `X-Forwarded-Proto: https` from a proxy that terminates
+ *   TLS), readable from any origin (it is public).
  * Anything else is a 404 with a JSON body.
  */
 import { readFileSync } from "node:fs";
@@ -201,7 +202,11 @@ export async function startWebListener(
       });
     }
     const host = request.headers.host ?? `${config.host}`;
-    const base = `${secure ? "https" : "http"}://${host}`;
+    // Behind a proxy that terminates TLS (docs/web-chat.md) the browser's scheme is the proxy's;
+    // naming ws:// to an https page would be mixed content. The header only shapes these URLs,
+    // which the client could build itself from its own Host anyway.
+    const external = secure || request.headers["x-forwarded-proto"] === "https";
+    const base = `${external ? "https" : "http"}://${host}`;
     const wsUrl = webSocketUrlOf(base);
     const boshUrl = boshUrlOf(base);
     if (request.method === "GET" && path === "/.well-known/host-meta") {

@@ -126,7 +126,7 @@ test("a leaving node sends its BOSH clients to another member's BOSH endpoint (s
   const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr, config: direct });
   await waitForOwners(n1, ["n1", "n2"]);
   const [mover, friend] = await newUsers(n1, 2, "boshdrain");
-  const bosh = new BoshClient(`https://127.0.0.1:${n2.ports.web}/http-bind`);
+  const bosh = new BoshClient({ url: `https://127.0.0.1:${n2.ports.web}/http-bind` });
   await bosh.login(n2.domain, mover!);
   const enabled = (await bosh.send(`<enable xmlns="${NS_SM}" resume="true"/>`)).getChild("enabled", NS_SM);
   assert.ok(enabled, "XEP-0198 enabled");
@@ -148,7 +148,7 @@ test("a leaving node sends its BOSH clients to another member's BOSH endpoint (s
   assert.equal(uri, `https://127.0.0.1:${n1.ports.web}/http-bind`);
 
   other.send(`<message to='${mover!.jid}' type='chat'><body>while you moved over BOSH</body></message>`);
-  const again = new BoshClient(uri!);
+  const again = new BoshClient({ url: uri! });
   await again.create(n1.domain);
   const auth = Buffer.from(`\0${mover!.username}\0${mover!.password}`).toString("base64");
   assert.ok(

@@ -1,6 +1,7 @@
 /**
- * A BOSH client driven by hand (XEP-0124, XEP-0206), over HTTP or HTTPS (any certificate), every
- * request on a new connection so that consecutive requests may reach different workers.
+ * A BOSH client driven by hand (XEP-0124, XEP-0206): raw HTTP(S) POSTs through node:http, each
+ * on a new connection (so consecutive requests may reach different workers of a node), and
+ * the answers parsed on their own. Nothing runs at import.
  */
 import assert from "node:assert/strict";
 import http from "node:http";
@@ -13,28 +14,40 @@ export const NS_HTTPBIND = "http://jabber.org/protocol/httpbind";
 const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
 const NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind";
 
-/** Where a BOSH endpoint is: a plain port on 127.0.0.1, or a whole http(s):// URL. */
-export type BoshEndpoint = number | string;
+/** Where BOSH is served: `http://…/http-bind` or `https://…/http-bind`, checked against `ca` alone (without it, not checked). */
+export interface BoshEndpoint {
+  url: string;
+  ca?: string;
+}
 
-/** POSTs `body` on a new connection (so consecutive requests may reach different workers). */
-export function post(
+/** The plain BOSH endpoint of a node's `ports.webPlain`. */
+export function plainBoshEndpoint(port: number): BoshEndpoint {
+  return { url: `http://127.0.0.1:${port}/http-bind` };
+}
+
+/** An answer: its status, headers and body text. */
+export interface BoshHttpAnswer {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  text: string;
+}
+
+/** POSTs `body` on a new connection. */
+export function boshPost(
   endpoint: BoshEndpoint,
   body: string,
   headers: Record<string, string> = {},
-): Promise<{ status: number; headers: http.IncomingHttpHeaders; text: string }> {
-  const url = new URL(typeof endpoint === "number" ? `http://127.0.0.1:${endpoint}/http-bind` : endpoint);
-  const secure = url.protocol === "https:";
+): Promise<BoshHttpAnswer> {
+  const secure = endpoint.url.startsWith("https:");
   return new Promise((resolve, reject) => {
     const request = (secure ? https : http).request(
+      endpoint.url,
       {
-        host: url.hostname,
-        port: url.port,
-        path: url.pathname,
         method: "POST",
         agent: false,
         headers: { "content-type": "text/xml; charset=utf-8", ...headers },
-        // The node's own self-signed certificate.
-        ...(secure ? { rejectUnauthorized: false } : {}),
+        // Without a CA, any certificate (a node's own self-signed one).
+        ...(endpoint.ca === undefined ? { rejectUnauthorized: false } : { ca: endpoint.ca }),
       },
       (response) => {
         const chunks: Buffer[] = [];
@@ -65,7 +78,7 @@ export class BoshClient {
   /** Sends the next request with `payload` and `attrs`; resolves with the parsed answer. */
   async send(payload = "", attrs = ""): Promise<Element> {
     this.rid++;
-    const answer = await post(
+    const answer = await boshPost(
       this.endpoint,
       `<body rid="${this.rid}" sid="${this.sid}" xmlns="${NS_HTTPBIND}"${attrs}>${payload}</body>`,
     );
@@ -74,18 +87,19 @@ export class BoshClient {
   }
 
   async create(domain: string, wait = 10): Promise<Element> {
-    const answer = await post(
+    const answer = await boshPost(
       this.endpoint,
       `<body content="text/xml; charset=utf-8" hold="1" rid="${this.rid}" to="${domain}" ver="1.6" wait="${wait}" xml:lang="en" xmpp:version="1.0" xmlns="${NS_HTTPBIND}" xmlns:xmpp="urn:xmpp:xbosh"/>`,
     );
+    assert.equal(answer.status, 200, answer.text);
     const body = parseMessage(answer.text);
     this.sid = body.attrs.sid ?? "";
     return body;
   }
 
-  /** Logs in with PLAIN, restarts and binds; resolves with the full JID. */
-  async login(domain: string, user: TestUser): Promise<string> {
-    await this.create(domain);
+  /** Logs in with PLAIN, restarts and binds (asking for `wait` seconds); resolves with the full JID. */
+  async login(domain: string, user: TestUser, wait = 10): Promise<string> {
+    await this.create(domain, wait);
     const auth = Buffer.from(`\0${user.username}\0${user.password}`).toString("base64");
     const success = await this.send(`<auth xmlns="${NS_SASL}" mechanism="PLAIN">${auth}</auth>`);
     assert.ok(success.getChild("success", NS_SASL), success.toString());

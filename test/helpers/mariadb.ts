@@ -11,16 +11,16 @@ import { once } from "node:events";
 import { access, chown, constants, mkdir, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
-import { createInterface } from "node:readline";
 import { promisify } from "node:util";
 import mysql from "mysql2/promise";
 import { freePort } from "./postgres.ts";
+import { waitForReadyLine } from "./wait-for.ts";
 
 const run = promisify(execFile);
 const isRoot = process.getuid?.() === 0;
 
 /** The first executable `name` on PATH or in the sbin folders Debian puts servers in. */
-async function findBinary(name: string): Promise<string | undefined> {
+export async function findBinary(name: string): Promise<string | undefined> {
   const dirs = [...(process.env.PATH ?? "").split(delimiter), "/usr/sbin", "/usr/local/sbin", "/sbin"];
   for (const dir of dirs) {
     if (dir === "") continue;
@@ -105,24 +105,12 @@ async function launch(
     ],
     { stdio: ["ignore", "ignore", "pipe"] },
   );
-  const output: string[] = [];
-  const exited = once(child, "exit");
-  const ready = new Promise<void>((resolve) => {
-    createInterface({ input: child.stderr! }).on("line", (line) => {
-      output.push(line);
-      if (line.includes("ready for connections")) resolve();
-    });
-  });
-  const timeout = AbortSignal.timeout(30_000);
-  const outcome = await Promise.race([
-    ready.then(() => "ready" as const),
-    exited.then(() => "exited" as const),
-    once(timeout, "abort").then(() => "timeout" as const),
-  ]);
-  if (outcome !== "ready") {
-    child.kill("SIGKILL");
-    throw new Error(`The test MariaDB did not start on port ${port} (${outcome}):\n${output.join("\n")}`);
-  }
+  const output = await waitForReadyLine(
+    child,
+    "ready for connections",
+    `The test MariaDB on port ${port}`,
+    30_000,
+  );
   return { child, output };
 }
 

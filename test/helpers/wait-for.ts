@@ -3,8 +3,10 @@
  * into a failure that says what was awaited.
  */
 
+import type { ChildProcess } from "node:child_process";
 import type { EventEmitter } from "node:events";
 import { once } from "node:events";
+import { createInterface } from "node:readline";
 
 /** Default deadline for one awaited protocol step. */
 export const DEFAULT_TIMEOUT_MS = 5_000;
@@ -93,4 +95,36 @@ export async function waitUntil<T>(
     if (Date.now() >= deadline) throw new WaitTimeoutError(what, timeoutMs);
     await new Promise((resolve) => setTimeout(resolve, delayMs));
   }
+}
+
+/**
+ * Collects the stderr lines of a server started as `child` until one includes `marker` (its
+ * "ready" line); resolves with every line so far, which keeps growing. Kills the child and
+ * rejects with them when it exits first or `timeoutMs` passes: `what` names it in the message.
+ */
+export async function waitForReadyLine(
+  child: ChildProcess,
+  marker: string,
+  what: string,
+  timeoutMs: number,
+): Promise<string[]> {
+  const output: string[] = [];
+  const exited = once(child, "exit");
+  const ready = new Promise<void>((resolve) => {
+    createInterface({ input: child.stderr! }).on("line", (line) => {
+      output.push(line);
+      if (line.includes(marker)) resolve();
+    });
+  });
+  const timeout = AbortSignal.timeout(timeoutMs);
+  const outcome = await Promise.race([
+    ready.then(() => "ready" as const),
+    exited.then(() => "exited" as const),
+    once(timeout, "abort").then(() => "timeout" as const),
+  ]);
+  if (outcome !== "ready") {
+    child.kill("SIGKILL");
+    throw new Error(`${what} did not start (${outcome}):\n${output.join("\n")}`);
+  }
+  return output;
 }

@@ -12,9 +12,6 @@ import type { TestUser } from "./fixtures.ts";
 import { DEFAULT_TIMEOUT_MS } from "./wait-for.ts";
 
 export const NS_FRAMING = "urn:ietf:params:xml:ns:xmpp-framing";
-export const NS_STREAM = "http://etherx.jabber.org/streams";
-export const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
-const NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind";
 
 /** Parses one message as a standalone XML document. */
 export function parseMessage(text: string): Element {
@@ -32,6 +29,17 @@ export function parseMessage(text: string): Element {
   if (failure !== undefined) throw failure;
   if (root === undefined) throw new Error(`no element in ${JSON.stringify(text)}`);
   return root;
+}
+
+/** How {@link WsClient.connect} connects. */
+export interface WsConnectOptions {
+  /** Subprotocols offered; default `["xmpp"]`. */
+  protocols?: string[];
+  origin?: string;
+  /** The only CA a `wss://` server's certificate is checked against; without it, not checked. */
+  ca?: string;
+  /** The client's own address (127.0.0.2 tells a proxied client apart from the proxy). */
+  localAddress?: string;
 }
 
 /** One WebSocket connection with everything it received. */
@@ -60,13 +68,11 @@ export class WsClient {
   }
 
   /** Opens a connection with the `xmpp` subprotocol (or `protocols`). */
-  static async connect(
-    url: string,
-    options: { protocols?: string[]; origin?: string } = {},
-  ): Promise<WsClient> {
+  static async connect(url: string, options: WsConnectOptions = {}): Promise<WsClient> {
     const ws = new WebSocket(url, options.protocols ?? ["xmpp"], {
-      rejectUnauthorized: false,
+      ...(options.ca === undefined ? { rejectUnauthorized: false } : { ca: options.ca }),
       ...(options.origin === undefined ? {} : { origin: options.origin }),
+      ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
     });
     await new Promise<void>((resolve, reject) => {
       ws.once("open", () => resolve());
@@ -133,14 +139,19 @@ export class WsClient {
   }
 }
 
+export const NS_STREAM = "http://etherx.jabber.org/streams";
+export const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
+const NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind";
+
 /** Logs in over WebSocket with PLAIN and binds `resource`; returns the client and its full JID. */
 export async function wsLogin(
   url: string,
   domain: string,
   user: TestUser,
   resource = "web",
+  options: WsConnectOptions = {},
 ): Promise<{ client: WsClient; full: string }> {
-  const client = await WsClient.connect(url);
+  const client = await WsClient.connect(url, options);
   client.open(domain);
   await client.waitFor((el) => el.is("features", NS_STREAM), "stream features");
   const auth = Buffer.from(`\0${user.username}\0${user.password}`).toString("base64");

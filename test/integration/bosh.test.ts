@@ -9,7 +9,13 @@ import assert from "node:assert/strict";
 import http from "node:http";
 import { describe, it } from "node:test";
 import { xml } from "@xmpp/xml";
-import { BoshClient, NS_HTTPBIND, post } from "../helpers/bosh-client.ts";
+import {
+  BoshClient,
+  type BoshHttpAnswer,
+  boshPost,
+  NS_HTTPBIND,
+  plainBoshEndpoint,
+} from "../helpers/bosh-client.ts";
 import { connectClient } from "../helpers/client.ts";
 import { newUsers, useNode } from "../helpers/fixtures.ts";
 import { startNode } from "../helpers/start-node.ts";
@@ -18,12 +24,17 @@ import { parseMessage } from "../helpers/ws-client.ts";
 const NS_STREAM = "http://etherx.jabber.org/streams";
 const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
 
+/** POSTs `body` to the node's plain port on a new connection. */
+function post(port: number, body: string, headers: Record<string, string> = {}): Promise<BoshHttpAnswer> {
+  return boshPost(plainBoshEndpoint(port), body, headers);
+}
+
 describe("BOSH (XEP-0124, XEP-0206)", () => {
   const node = useNode();
   const port = () => node().ports.webPlain!;
 
   it("the creation answer carries the session's parameters and the stream features", async () => {
-    const client = new BoshClient(port());
+    const client = new BoshClient(plainBoshEndpoint(port()));
     const body = await client.create(node().domain);
     assert.match(body.attrs.sid ?? "", /^\d+\.[0-9a-f]+$/);
     assert.equal(body.attrs.wait, "10");
@@ -39,7 +50,7 @@ describe("BOSH (XEP-0124, XEP-0206)", () => {
 
   it("logs in, binds, and a held request is answered by a TCP client's message; it chats back", async (t) => {
     const [web, tcp] = await newUsers(node(), 2, "bosh");
-    const client = new BoshClient(port());
+    const client = new BoshClient(plainBoshEndpoint(port()));
     const full = await client.login(node().domain, web!);
     const other = await connectClient(node(), { username: tcp!.username, password: tcp!.password }, t);
 
@@ -60,7 +71,7 @@ describe("BOSH (XEP-0124, XEP-0206)", () => {
   });
 
   it("a request with nothing to answer is answered empty after wait", async () => {
-    const client = new BoshClient(port());
+    const client = new BoshClient(plainBoshEndpoint(port()));
     await client.create(node().domain, 1);
     const started = Date.now();
     const empty = await client.send();
@@ -69,7 +80,7 @@ describe("BOSH (XEP-0124, XEP-0206)", () => {
   });
 
   it("a retransmitted rid gets the same answer; one too far ahead ends the session", async () => {
-    const client = new BoshClient(port());
+    const client = new BoshClient(plainBoshEndpoint(port()));
     const created = await client.create(node().domain);
     const again = await post(
       port(),
@@ -86,7 +97,7 @@ describe("BOSH (XEP-0124, XEP-0206)", () => {
   });
 
   it("overlapping polls: a second held request answers the first at once (hold 1); beyond the window ends it", async () => {
-    const client = new BoshClient(port());
+    const client = new BoshClient(plainBoshEndpoint(port()));
     await client.create(node().domain, 20);
     const base = client.rid;
     const poll = (rid: number) =>
@@ -129,7 +140,7 @@ describe("BOSH (XEP-0124, XEP-0206)", () => {
 
   it("terminate closes the stream and ends the session", async () => {
     const [web] = await newUsers(node(), 1, "bosht");
-    const client = new BoshClient(port());
+    const client = new BoshClient(plainBoshEndpoint(port()));
     await client.login(node().domain, web!);
     await client.send(`<presence xmlns="jabber:client"/>`);
     const ended = await client.send(
@@ -146,7 +157,7 @@ describe("BOSH (XEP-0124, XEP-0206)", () => {
   it("requests that reach another worker of the node are handed to the one holding the session", async (t) => {
     // Every request is on a new connection, so SO_REUSEPORT spreads them over both workers.
     const [web, tcp] = await newUsers(node(), 2, "boshw");
-    const client = new BoshClient(port());
+    const client = new BoshClient(plainBoshEndpoint(port()));
     const full = await client.login(node().domain, web!);
     const other = await connectClient(node(), { username: tcp!.username, password: tcp!.password }, t);
     for (let i = 0; i < 8; i++) {

@@ -11,7 +11,10 @@ import { connectClient } from "../helpers/client.ts";
 import { newUser, newUsers, useNode } from "../helpers/fixtures.ts";
 import { NS_SM } from "../helpers/raw-client.ts";
 import { startNode } from "../helpers/start-node.ts";
-import { NS_FRAMING, NS_SASL, NS_STREAM, WsClient, wsLogin } from "../helpers/ws-client.ts";
+import { NS_FRAMING, WsClient, wsLogin } from "../helpers/ws-client.ts";
+
+const NS_STREAM = "http://etherx.jabber.org/streams";
+const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
 
 describe("XMPP over WebSocket (RFC 7395)", () => {
   const node = useNode();
@@ -212,6 +215,18 @@ describe("XMPP over WebSocket (RFC 7395)", () => {
     const missing = await fetch(`${base}/nothing-here`);
     assert.equal(missing.status, 404);
     assert.equal(((await missing.json()) as { error: string }).error, "not-found");
+  });
+
+  it("XEP-0156: behind a proxy that says X-Forwarded-Proto: https, host-meta names wss:// and https://", async () => {
+    const at = `127.0.0.1:${node().ports.webPlain}`;
+    const answer = await fetch(`http://${at}/.well-known/host-meta.json`, {
+      headers: { "x-forwarded-proto": "https" },
+    });
+    const json = (await answer.json()) as { links: { rel: string; href: string }[] };
+    assert.deepEqual(
+      json.links.map((link) => link.href),
+      [`wss://${at}/xmpp-websocket`, `https://${at}/http-bind`],
+    );
   });
 
   it("the TLS listener serves the same streams (wss://, the node's certificate)", async (t) => {
