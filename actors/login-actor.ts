@@ -26,13 +26,12 @@ import {
   accountSnapshot,
   addressEmpty,
   chargeAccount,
-  chargeAddress,
+  checkAddress,
   failAddress,
   isKnown,
   type LoginLimits,
   newAccountLoginState,
   newAddressLoginState,
-  refund,
   settleAccount,
 } from "./login-state.ts";
 import type { ActorRouter, LoginMessage } from "./messages.ts";
@@ -57,22 +56,29 @@ export function loginAccountKey(account: BareJid): `login-account:${string}` {
   return `login-account:${account}`;
 }
 
-/** The actors of one kind that hold something, least recently touched first. */
+/**
+ * The actors of one kind that hold something, least recently touched first, in two tiers: those
+ * that hold known addresses (an owner's way in) are forgotten only when no actor holding
+ * failures alone is left, so spraying failures at many names cannot evict the owners' addresses.
+ */
 class Holders {
   readonly #max: number;
-  readonly #held = new Map<string, { forget(): void }>();
+  readonly #failuresOnly = new Map<string, { forget(): void }>();
+  readonly #precious = new Map<string, { forget(): void }>();
 
   constructor(max: number) {
     this.#max = max;
   }
 
-  touch(name: string, actor: { forget(): void }, empty: boolean): void {
-    this.#held.delete(name);
+  touch(name: string, actor: { forget(): void }, empty: boolean, precious: boolean): void {
+    this.#failuresOnly.delete(name);
+    this.#precious.delete(name);
     if (empty) return;
-    this.#held.set(name, actor);
-    if (this.#held.size > this.#max) {
-      const [oldest, holder] = this.#held.entries().next().value!;
-      this.#held.delete(oldest);
+    (precious ? this.#precious : this.#failuresOnly).set(name, actor);
+    if (this.#failuresOnly.size + this.#precious.size > this.#max) {
+      const tier = this.#failuresOnly.size > 0 ? this.#failuresOnly : this.#precious;
+      const [oldest, holder] = tier.entries().next().value!;
+      tier.delete(oldest);
       holder.forget();
     }
   }
@@ -100,6 +106,8 @@ abstract class LoginActor<S> {
   }
 
   abstract get empty(): boolean;
+  /** It holds what an owner needs (known addresses), not only failures. */
+  abstract get precious(): boolean;
   abstract forget(): void;
   abstract snapshot(): S;
   protected abstract restoreState(snapshot: S): void;
@@ -108,12 +116,12 @@ abstract class LoginActor<S> {
   /** Takes over a previous owner's state; it counts against this shard's bound like any other. */
   restore(snapshot: S): void {
     this.restoreState(snapshot);
-    this.#holders.touch(this.name, this, this.empty);
+    this.#holders.touch(this.name, this, this.empty, this.precious);
   }
 
   async handle(msg: LoginMessage): Promise<void> {
     this.handleMessage(msg);
-    this.#holders.touch(this.name, this, this.empty);
+    this.#holders.touch(this.name, this, this.empty, this.precious);
   }
 
   failed(msg: LoginMessage, error: unknown): void {
@@ -133,6 +141,10 @@ class LoginAddressActor extends LoginActor<AddressLoginState> {
     return addressEmpty(this.#state, this.ctx.limits(), this.now);
   }
 
+  get precious(): boolean {
+    return false;
+  }
+
   forget(): void {
     this.#state = newAddressLoginState();
   }
@@ -147,12 +159,10 @@ class LoginAddressActor extends LoginActor<AddressLoginState> {
 
   protected handleMessage(msg: LoginMessage): void {
     switch (msg.kind) {
-      case "login-address-charge":
-        return this.answer(msg, chargeAddress(this.#state, this.ctx.limits(), this.now));
+      case "login-address-check":
+        return this.answer(msg, checkAddress(this.#state, this.ctx.limits(), this.now));
       case "login-address-failed":
         return failAddress(this.#state, this.ctx.limits(), this.now);
-      case "login-address-refund":
-        return refund(this.#state.failures);
       case "login-account-charge":
       case "login-account-known":
       case "login-account-settle":
@@ -171,6 +181,10 @@ class LoginAccountActor extends LoginActor<AccountLoginSnapshot> {
 
   get empty(): boolean {
     return accountEmpty(this.#state, this.ctx.limits(), this.now);
+  }
+
+  get precious(): boolean {
+    return this.#state.known.size > 0;
   }
 
   forget(): void {
@@ -196,9 +210,8 @@ class LoginAccountActor extends LoginActor<AccountLoginSnapshot> {
         });
       case "login-account-settle":
         return settleAccount(this.#state, msg.prefix, msg, this.ctx.limits(), this.now);
-      case "login-address-charge":
+      case "login-address-check":
       case "login-address-failed":
-      case "login-address-refund":
         throw new TypeError(`${msg.kind} sent to the account actor ${this.name}`);
       default: {
         const unreachable: never = msg;

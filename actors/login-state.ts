@@ -2,10 +2,11 @@
  * What the login throttle remembers, as plain data changed by named functions (like
  * user-state.ts): deterministic, the clock passed in, so the rules are tested without sockets.
  *
- * - **Per address** (an IPv4 address or an IPv6 /64, src/auth/address-prefix.ts): attempts
- *   charged in a sliding window; at `failuresPerAddress` the address is refused on every
- *   account that does not know it (the guard lets a known address pass over this count). A success refunds its own charge but forgives nothing, or a client could
- *   log in to an account of its own between guesses at others.
+ * - **Per address** (an IPv4 address or an IPv6 /64, src/auth/address-prefix.ts): failures
+ *   in a sliding window, counted when they happen; at `failuresPerAddress` the address is
+ *   refused on every account that does not know it (the guard lets a known address pass over
+ *   this count). A success forgives nothing, or a client could log in to an account of its own
+ *   between guesses at others.
  * - **Per account and address**: at `failuresPerAccountAddress` that address is refused for
  *   that account. This is the budget of the account's own known addresses too, so no address
  *   can guess one account's password for ever. A success from the address clears it.
@@ -16,9 +17,11 @@
  *   address it used before, is never refused by the account's count. A success does not clear
  *   it (the owner logging in must not hand the attacker a fresh budget).
  *
- * An attempt is charged when it is admitted, before the credentials are checked, and refunded
- * when they turn out right (or the backend could not judge them): so parallel attempts cannot
- * all pass the check before any failure is counted.
+ * An attempt on an account is charged to the account's counts when it is admitted, before the
+ * credentials are checked, and refunded when they turn out right (or the backend could not judge
+ * them): so parallel attempts at one account cannot all pass before any failure is counted. The
+ * address's count is not charged at the start (any number of users behind one address may log
+ * in at once); each worker caps its attempts in progress per address instead.
  */
 
 /** The limits of the login throttle (`limits.login*` in the configuration). */
@@ -73,15 +76,13 @@ export function newAccountLoginState(): AccountLoginState {
   return { failures: [], pairs: new Map(), known: new Map() };
 }
 
-/** Charges an attempt to an address unless its budget is spent. */
-export function chargeAddress(state: AddressLoginState, limits: LoginLimits, now: number): LoginVerdict {
+/** Whether an address may attempt a login now; charges nothing (its failures count when they happen). */
+export function checkAddress(state: AddressLoginState, limits: LoginLimits, now: number): LoginVerdict {
   const wait = retryAfter(state.failures, limits.failuresPerAddress, limits.windowMs, now);
-  if (wait > 0) return { allowed: false, retryAfterMs: wait };
-  push(state.failures, limits.failuresPerAddress, now);
-  return { allowed: true };
+  return wait > 0 ? { allowed: false, retryAfterMs: wait } : { allowed: true };
 }
 
-/** Counts a failure that no admission charged (no account was named) against an address. */
+/** Counts a failure against an address (an admitted attempt that failed, or one that named no account). */
 export function failAddress(state: AddressLoginState, limits: LoginLimits, now: number): void {
   live(state.failures, limits.windowMs, now);
   push(state.failures, limits.failuresPerAddress, now);

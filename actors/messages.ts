@@ -84,12 +84,13 @@ export type ActorMessage = UserMessage | LoginMessage;
  * (login-state.ts) to `shard`'s request `reqId`.
  */
 export type LoginMessage =
-  /** An attempt from the address: charge it, or refuse when the address's budget is spent. */
-  | { kind: "login-address-charge"; shard: number; reqId: number }
-  /** A failure that named no account (a malformed exchange): it counts against the address. */
+  /**
+   * Whether the address may attempt a login now, charging nothing: its failures are counted when
+   * they happen (a node caps how many of its attempts run at once, client-stream-host.ts).
+   */
+  | { kind: "login-address-check"; shard: number; reqId: number }
+  /** A failed attempt from the address (with or without an account named): it counts. */
   | { kind: "login-address-failed" }
-  /** Takes back one charge: the attempt succeeded, or was never judged. */
-  | { kind: "login-address-refund" }
   /** A password attempt on the account from `prefix`: charge it, or refuse (login-state.ts). */
   | { kind: "login-account-charge"; prefix: string; shard: number; reqId: number }
   /**

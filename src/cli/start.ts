@@ -27,10 +27,10 @@ SIGTERM or SIGINT stops it gracefully; a second signal exits at once.
 Options:
   --config FILE          configuration file (default: ./cluster.config.json if present)
   --domain D             XMPP domain served (default: localhost)
-  --host ADDR            address every listener binds to (default: 127.0.0.1)
+  --host ADDR            address the client listeners bind to (default: 127.0.0.1)
   --c2s-port N           client port with STARTTLS (default: 5222; 0 = any free port)
   --tls-port N           client port with direct TLS (default: 5223; 0 = any free port)
-  --http-port N          loopback admin HTTP port (default: 5280; 0 = any free port)
+  --http-port N          admin API port, on admin.host (default: 5280; 0 = any free port)
   --web-port N           client web port with TLS: WebSocket, host-meta (default: 5443; 0 = any)
   --web-plain-port N     the same without TLS, for a reverse proxy in front (default: off)
   --data DIR             data directory: store and generated certificate (default: ./data)
@@ -110,7 +110,9 @@ export async function run(args: readonly string[], context: CommandContext): Pro
   const onHangup = () => {
     node
       .reload()
-      .catch((error: unknown) => log.error({ err: error }, "reload failed; the node runs as it was"));
+      .catch((error: unknown) =>
+        log.error({ err: error }, "reload failed (an invalid file changes nothing; the error says what)"),
+      );
   };
   process.on("SIGHUP", onHangup);
   context.signal.addEventListener("abort", () => process.off("SIGHUP", onHangup), { once: true });

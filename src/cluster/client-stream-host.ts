@@ -13,7 +13,6 @@ import type { SessionSnapshot } from "../../actors/session-state.ts";
 import type { BindReply } from "../../actors/user-actor.ts";
 import { addressPrefix } from "../auth/address-prefix.ts";
 import { isLoginTokenShaped } from "../auth/login-tokens.ts";
-import { XmppServerError } from "../errors.ts";
 import type { BareJid, FullJid } from "../xmpp/jid.ts";
 import type {
   ClientLink,
@@ -61,31 +60,43 @@ export function clientStreamHost(ctx: ShardContext): StreamHost {
 interface GuardTicket extends LoginTicket {
   readonly prefix: string;
   readonly token: boolean;
-  /** The attempt was charged to the address's count (not when a known address passed over it). */
-  readonly addressCharged: boolean;
   /** The attempt was charged to the account-wide count (it came from an unknown address). */
   readonly accountCharged: boolean;
 }
 
+/** How long an admitted attempt holds its place in a worker's in-flight count at most. */
+const IN_FLIGHT_MS = 30_000;
+
 /**
- * The login throttle of docs/auth.md, "Throttling": an attempt is charged to its address's
- * actor and (unless it is a token) its account's, wherever in the cluster they live; both are
- * asked at once, so an admission costs one round trip. Settling is sent without waiting.
+ * The login throttle of docs/auth.md, "Throttling": an attempt is checked against its
+ * address's actor and (unless it is a token) charged to its account's, wherever in the cluster
+ * they live; both are asked at once, so an admission costs one round trip. Settling is sent
+ * without waiting.
+ *
+ * The account's counts are charged when an attempt starts, so parallel guesses at one account
+ * get no more than its budget. The address's count over all accounts, which exists to stop one
+ * address spraying many accounts, counts failures when they happen: charged at the start, it
+ * capped how many logins one address (an office behind a NAT, a proxy, a load test) may have in
+ * progress at once. What parallel spraying could gain instead is capped by each worker's
+ * in-flight attempts per address (`limits.loginAttemptsInFlightPerAddress`).
  *
  * An address the account knows is refused only by its own count for the account: neither the
- * account-wide count (the account actor sees to that) nor the address's count over all
- * accounts, which exists to stop one address spraying many accounts. Otherwise a busy shared
- * address (an office, a carrier-grade NAT) whose failures reach the address's budget would
- * lock out every owner behind it, and charging attempts when they start would cap how many of
- * its logins may be in progress at once.
+ * account-wide count (the account actor sees to that) nor the address's count, or a busy shared
+ * address whose failures reach its budget would lock out every owner behind it.
  */
 function loginGuard(ctx: ShardContext): LoginGuard {
   const timeoutMs = ctx.config.cluster.requestTimeoutMs;
   const ask = (key: `${string}:${string}`, build: (reqId: number) => LoginRequest) =>
     ctx.router.requestActor<LoginVerdict>(key, build, timeoutMs);
+  /** Admitted attempts not yet settled, per address prefix: their start times, oldest first. */
+  const inFlight = new Map<string, number[]>();
+  const release = (prefix: string) => {
+    const starts = inFlight.get(prefix);
+    starts?.shift();
+    if (starts?.length === 0) inFlight.delete(prefix);
+  };
   const settle = (ticket: GuardTicket, succeeded: boolean) => {
-    if (ticket.addressCharged)
-      ctx.router.toActor(loginAddressKey(ticket.prefix), { kind: "login-address-refund" });
+    release(ticket.prefix);
     ctx.router.toActor(loginAccountKey(ticket.account), {
       kind: "login-account-settle",
       prefix: ticket.prefix,
@@ -98,8 +109,14 @@ function loginGuard(ctx: ShardContext): LoginGuard {
     isToken: isLoginTokenShaped,
     async admit(address, account, token): Promise<LoginAdmission> {
       const prefix = addressPrefix(address);
+      // Attempts abandoned mid-exchange (the client went away) leave after IN_FLIGHT_MS.
+      const now = Date.now();
+      const starts = (inFlight.get(prefix) ?? []).filter((at) => now - at < IN_FLIGHT_MS);
+      if (starts.length >= ctx.config.limits.loginAttemptsInFlightPerAddress) {
+        return { allowed: false, retryAfterMs: 1_000 };
+      }
       const [byAddress, byAccount] = await Promise.allSettled([
-        ask(loginAddressKey(prefix), (reqId) => ({ kind: "login-address-charge", shard: ctx.index, reqId })),
+        ask(loginAddressKey(prefix), (reqId) => ({ kind: "login-address-check", shard: ctx.index, reqId })),
         // A token cannot be guessed: the account's counts neither refuse nor count it; the
         // account only says whether the address is one of its owner's.
         token
@@ -116,34 +133,60 @@ function loginGuard(ctx: ShardContext): LoginGuard {
               reqId,
             })),
       ]);
-      const addressCharged = byAddress.status === "fulfilled" && byAddress.value.allowed;
+      // A throttle actor that does not answer in time (its node paused or dying before the
+      // cluster notices) does not hold logins up for everyone whose actors it hosts: that count
+      // is skipped for this attempt, and the password is still checked.
+      const addressVerdict = byAddress.status === "fulfilled" ? byAddress.value : undefined;
       const accountVerdict = byAccount.status === "fulfilled" ? byAccount.value : undefined;
+      for (const result of [byAddress, byAccount]) {
+        if (result.status === "rejected") {
+          ctx.log.warn(
+            { err: result.reason, address },
+            "the login throttle did not answer; its count is skipped",
+          );
+        }
+      }
       const known = accountVerdict?.allowed === true && accountVerdict.known === true;
       const ticket: GuardTicket = {
         address,
         account,
         prefix,
         token,
-        addressCharged,
-        accountCharged: accountVerdict?.allowed === true && accountVerdict.known === false,
+        accountCharged: !token && accountVerdict?.allowed === true && accountVerdict.known === false,
       };
-      if (accountVerdict?.allowed === true && (addressCharged || (known && byAddress.status === "fulfilled")))
+      const accountAllows = accountVerdict === undefined || accountVerdict.allowed;
+      // A known address passes over the address's count (see above).
+      const addressAllows = addressVerdict === undefined || addressVerdict.allowed || known;
+      if (accountAllows && addressAllows) {
+        const current = inFlight.get(prefix) ?? [];
+        current.push(Date.now());
+        inFlight.set(
+          prefix,
+          current.filter((at) => Date.now() - at < IN_FLIGHT_MS),
+        );
         return { allowed: true, ticket };
-      // Refused (or not answered) by one of them: the other's charges are taken back.
-      if (addressCharged) ctx.router.toActor(loginAddressKey(prefix), { kind: "login-address-refund" });
-      if (accountVerdict?.allowed === true && !token) settle({ ...ticket, addressCharged: false }, false);
-      for (const result of [byAddress, byAccount]) {
-        if (result.status === "rejected")
-          throw new XmppServerError("XSRV_AUTH_UNAVAILABLE", "the login throttle did not answer", {
-            cause: result.reason,
-          });
       }
-      const waits = [byAddress, byAccount].map((r) =>
-        r.status === "fulfilled" && !r.value.allowed ? r.value.retryAfterMs : 0,
+      // Refused by the address: the account's charge is taken back.
+      if (ticket.accountCharged) {
+        ctx.router.toActor(loginAccountKey(account), {
+          kind: "login-account-settle",
+          prefix,
+          succeeded: false,
+          pair: true,
+          account: true,
+        });
+      }
+      const waits = [addressVerdict, accountVerdict].map((v) =>
+        v !== undefined && !v.allowed ? v.retryAfterMs : 0,
       );
       return { allowed: false, retryAfterMs: Math.max(...waits) };
     },
     settle: (ticket, succeeded) => settle(ticket as GuardTicket, succeeded),
+    failed(ticket) {
+      const { prefix } = ticket as GuardTicket;
+      release(prefix);
+      ctx.router.toActor(loginAddressKey(prefix), { kind: "login-address-failed" });
+    },
     failedWithoutAccount(address) {
       ctx.router.toActor(loginAddressKey(addressPrefix(address)), { kind: "login-address-failed" });
     },

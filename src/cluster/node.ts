@@ -166,10 +166,16 @@ export async function startNode(
         credentials = { cert: pair.cert, key: pair.key };
         changed.push("certificate");
         admin.setCredentials(credentials);
+        // Peer links pin each member's certificate in its row: a link's certificate changes
+        // with the node's next start, when the row is written again.
+        const { secret, plainLinks, tls: peerTls } = current.cluster;
+        if (secret !== null && !plainLinks && peerTls.certFile === null)
+          needRestart.push("certificate (peer links)");
       }
       log.setLevel(effective.log.level);
-      await pool.reload(effective, renewed ? credentials : undefined);
+      // The workers that applied it run with it even if another failed: `current` follows them.
       current = effective;
+      await pool.reload(effective, renewed ? credentials : undefined);
       log.info({ changed, needRestart }, "configuration reloaded");
       return { changed, needRestart };
     };

@@ -97,7 +97,18 @@ export class WorkerPool {
     }
     this.#options.config = config;
     if (tls !== undefined) this.#options.tls = tls;
-    await Promise.all(this.#slots.filter((s) => s.ready).map((s) => s.control.reload(config as Config, tls)));
+    // Every worker is asked even when one fails (a worker that dies now restarts with this
+    // config); the failures are then reported together.
+    const results = await Promise.allSettled(
+      this.#slots.filter((s) => s.ready).map((s) => s.control.reload(config as Config, tls)),
+    );
+    const failed = results.filter((r) => r.status === "rejected");
+    if (failed.length > 0) {
+      throw new XmppServerError(
+        "XSRV_WORKER",
+        `${failed.length} worker(s) could not apply the reload: ${String((failed[0] as PromiseRejectedResult).reason)}`,
+      );
+    }
   }
 
   /** Starts every worker and its listeners; returns the ports actually bound. */
@@ -180,11 +191,16 @@ export class WorkerPool {
     if (delayMs > 0) await new Promise((resolve) => setTimeout(resolve, delayMs));
     if (this.#stopping) return;
     try {
+      const spawnedWith = this.#options.config;
       const slot = this.#spawn(index, true);
       this.#slots[index] = slot;
       for (let j = 0; j < this.#slots.length; j++) if (j !== index) await this.#connect(index, j);
       await slot.control.listen(this.#ports);
       slot.ready = true;
+      // A reload while it was starting passed it by: it catches up now.
+      if (this.#options.config !== spawnedWith) {
+        await slot.control.reload(this.#options.config as Config, this.#options.tls);
+      }
       const keepPrefix = await slot.control.sidPrefix();
       for (let j = 0; j < this.#slots.length; j++) {
         if (j !== index) await this.#slots[j]!.control.peerRestarted(index, keepPrefix);

@@ -36,6 +36,12 @@ export interface Config {
      * get by connecting directly; set this to keep other sites' pages off your server.
      */
     origins: string[];
+    /**
+     * Reverse proxies whose `X-Forwarded-For` names the client (docs/web-chat.md): the login
+     * throttle, registration limits and log lines then see each browser's address, not the
+     * proxy's. Loopback by default, as Prosody's `trusted_proxies`; empty: believe no header.
+     */
+    trustedProxies: string[];
   };
   /** The admin HTTP API on `ports.http` (docs/admin-api.md). */
   admin: {
@@ -92,6 +98,11 @@ export interface Config {
      */
     loginFailuresPerAccount: number;
     /** Failed logins per account from one address per window: every address's budget, known ones too. */
+    /**
+     * Logins from one address being checked at once on one worker; beyond it the client is told
+     * to try again shortly. Caps what parallel guessing gains before its failures are counted.
+     */
+    loginAttemptsInFlightPerAddress: number;
     loginFailuresPerAccountAddress: number;
     loginFailureWindowMs: number;
     /** Addresses an account remembers it was logged in from (the least recent is forgotten first). */
@@ -240,7 +251,7 @@ export const DEFAULT_CONFIG: Config = {
   domain: "localhost",
   host: "127.0.0.1",
   ports: { c2s: 5222, tls: 5223, http: 5280, web: 5443, webPlain: null },
-  web: { origins: [] },
+  web: { origins: [], trustedProxies: ["127.0.0.1", "::1"] },
   admin: { host: "127.0.0.1", key: null },
   dataDir: "./data",
   store: { url: null },
@@ -258,6 +269,7 @@ export const DEFAULT_CONFIG: Config = {
     loginFailuresPerAddress: 20,
     loginFailuresPerAccount: 10,
     loginFailuresPerAccountAddress: 5,
+    loginAttemptsInFlightPerAddress: 50,
     loginFailureWindowMs: 60_000,
     loginKnownAddresses: 16,
     loginKnownAddressTtlMs: 30 * 24 * 3_600_000,

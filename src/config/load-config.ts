@@ -4,6 +4,7 @@
  * and reported at once with the key that holds it; the result is deep-frozen.
  */
 import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
 import { isAbsolute, resolve } from "node:path";
 import { queryProblem } from "../auth/sql-query.ts";
 import { XmppServerError } from "../errors.ts";
@@ -63,6 +64,10 @@ const SCHEMA: Record<string, Check> = {
   "ports.http": port,
   "ports.web": port,
   "ports.webPlain": nullOr(port),
+  "web.trustedProxies": (v) =>
+    Array.isArray(v) && v.every((x) => typeof x === "string" && isIP(x) !== 0)
+      ? undefined
+      : 'must be a list of IP addresses such as ["127.0.0.1", "::1"]',
   "admin.host": nonEmptyString,
   "admin.key": nullOr((v) =>
     typeof v === "string" && v.length >= 32 && !/\s/.test(v)
@@ -90,6 +95,7 @@ const SCHEMA: Record<string, Check> = {
   "limits.loginFailuresPerAddress": positiveInt,
   "limits.loginFailuresPerAccount": positiveInt,
   "limits.loginFailuresPerAccountAddress": positiveInt,
+  "limits.loginAttemptsInFlightPerAddress": positiveInt,
   "limits.loginFailureWindowMs": positiveInt,
   "limits.loginKnownAddresses": positiveInt,
   "limits.loginKnownAddressTtlMs": positiveInt,

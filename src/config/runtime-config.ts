@@ -8,7 +8,21 @@
 import type { Config } from "./defaults.ts";
 
 /** Keys (or key prefixes, ending in a dot) a reload applies. */
-export const RELOADABLE = ["tls.", "limits.", "registration.", "auth.", "log.level", "web.origins"] as const;
+export const RELOADABLE = [
+  "tls.",
+  "limits.",
+  "registration.",
+  "auth.",
+  "log.level",
+  "web.origins",
+  "web.trustedProxies",
+] as const;
+
+/**
+ * Keys under a reloadable prefix that are bound at start all the same: the login throttle's
+ * memory bound sizes its tables when the worker starts.
+ */
+const BOUND_AT_START = ["limits.loginThrottleMaxEntries"];
 
 /** The leaf keys whose values differ between two configurations, by reloadability. */
 export function configChanges(
@@ -18,7 +32,9 @@ export function configChanges(
   const changed: string[] = [];
   const needRestart: string[] = [];
   for (const key of differingKeys(before, after, "")) {
-    const reloadable = RELOADABLE.some((r) => (r.endsWith(".") ? key.startsWith(r) : key === r));
+    const reloadable =
+      !BOUND_AT_START.includes(key) &&
+      RELOADABLE.some((r) => (r.endsWith(".") ? key.startsWith(r) : key === r));
     (reloadable ? changed : needRestart).push(key);
   }
   return { changed, needRestart };
@@ -31,11 +47,15 @@ export function configChanges(
  */
 export function applyReloadable(target: Config, next: Readonly<Config>): void {
   Object.assign(target.tls, next.tls);
-  Object.assign(target.limits, next.limits);
+  Object.assign(target.limits, {
+    ...next.limits,
+    loginThrottleMaxEntries: target.limits.loginThrottleMaxEntries,
+  });
   Object.assign(target.registration, structuredClone(next.registration));
   Object.assign(target.auth, structuredClone(next.auth));
   target.log.level = next.log.level;
   target.web.origins = [...next.web.origins];
+  target.web.trustedProxies = [...next.web.trustedProxies];
 }
 
 /** The reloaded configuration as the node runs it: `next`'s reloadable parts, `current`'s others. */

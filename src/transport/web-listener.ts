@@ -27,6 +27,7 @@ import { isLoopbackHost } from "../loopback.ts";
 import type { StreamHost } from "../xmpp/stream-host.ts";
 import { XmppStream } from "../xmpp/xmpp-stream.ts";
 import { BoshSessions, terminateBody } from "./bosh.ts";
+import { clientAddressOf } from "./client-address.ts";
 import { listenShared } from "./listen.ts";
 import { BOSH_PATH, boshUrlOf, WEBSOCKET_PATH, webSocketUrlOf } from "./web-paths.ts";
 import { WebSocketTransport } from "./websocket-transport.ts";
@@ -78,6 +79,8 @@ export async function startWebListener(
 ): Promise<WebListener> {
   const { config, log } = options;
   // The parser enforces maxStanzaBytes in characters; a frame far beyond it is cut by ws itself.
+  // ws fixes its frame ceiling when the server is made: a reload that raises maxStanzaBytes
+  // reaches WebSocket frames after a restart (runtime-config.ts says so).
   const wss = new WebSocketServer({
     noServer: true,
     perMessageDeflate: false,
@@ -112,7 +115,11 @@ export async function startWebListener(
       return refuse(403, "Forbidden");
     }
     wss.handleUpgrade(request, socket, head, (ws) => {
-      const remoteAddress = request.socket.remoteAddress ?? "unknown";
+      const remoteAddress = clientAddressOf(
+        request.socket.remoteAddress,
+        request.headers["x-forwarded-for"],
+        config.web.trustedProxies,
+      );
       const connectionLog = log.child({ conn: `ws${nextConnectionId++}`, remote: remoteAddress });
       const transport = new WebSocketTransport(ws, {
         remoteAddress,
@@ -133,7 +140,6 @@ export async function startWebListener(
     shard: options.shard,
     connections: options.connections,
   });
-  const maxBoshBytes = config.limits.maxStanzaBytes * 2 + 8192;
 
   /** XEP-0124 §6 over HTTP: POST bodies, CORS for the configured origins (§20.1 of the spec's notes). */
   const answerBosh = (request: IncomingMessage, response: ServerResponse, secure: boolean) => {
@@ -162,6 +168,8 @@ export async function startWebListener(
     }
     const chunks: Buffer[] = [];
     let size = 0;
+    // Read per request: a reload may change the limit.
+    const maxBoshBytes = config.limits.maxStanzaBytes * 2 + 8192;
     request.on("data", (chunk: Buffer) => {
       size += chunk.length;
       if (size <= maxBoshBytes) chunks.push(chunk);
@@ -170,7 +178,11 @@ export async function startWebListener(
       const xmlReply = (body: string) => reply(response, 200, "text/xml; charset=utf-8", body, cors);
       if (size > maxBoshBytes) return xmlReply(terminateBody("policy-violation"));
       const text = Buffer.concat(chunks).toString("utf8");
-      const remoteAddress = request.socket.remoteAddress ?? "unknown";
+      const remoteAddress = clientAddressOf(
+        request.socket.remoteAddress,
+        request.headers["x-forwarded-for"],
+        config.web.trustedProxies,
+      );
       const connectionSecure = secure || isLoopbackHost(config.host);
       const sid = /\ssid=["']([^"']+)["']/.exec(text)?.[1];
       const shard = sid === undefined ? options.shard : BoshSessions.shardOf(sid);

@@ -78,6 +78,8 @@ export interface LoginGuard {
   admit(address: string, account: BareJid, token: boolean): Promise<LoginAdmission>;
   /** Ends an admitted attempt that did not fail: it succeeded, or it was not judged. */
   settle(ticket: LoginTicket, succeeded: boolean): void;
+  /** Ends an admitted attempt that failed (wrong credentials): it counts against the address. */
+  failed(ticket: LoginTicket): void;
   /** A failed attempt that named no account counts against the address alone. */
   failedWithoutAccount(address: string): void;
   /** Whether `password` has the shape of a one-time login token (src/auth/login-tokens.ts). */

@@ -141,12 +141,13 @@ describe("web chat behind nginx terminating TLS (docs/web-chat.md)", { skip: mis
     await other.send(xml("message", { to: full, type: "chat", id: "t1" }, xml("body", {}, "and back")));
     await client.waitFor((el) => el.getChildText("body") === "and back", "the TCP client's message", mark);
 
-    // What the node takes for the client's address: the proxy's, not X-Forwarded-For's.
+    // What the node takes for the client's address: what its trusted proxy (loopback, by
+    // default) forwarded for, not the proxy's own.
     const login = await node.waitForLog(
       (line) => line.event === "login" && line.user === web!.jid,
       "the login's log line",
     );
-    assert.equal(login.address, "127.0.0.1", JSON.stringify(login));
+    assert.equal(login.address, "127.0.0.2", JSON.stringify(login));
     // nginx knew the client's (it logs a WebSocket request once the connection has ended).
     client.send(`<close xmlns="${NS_FRAMING}"/>`);
     await client.closed();

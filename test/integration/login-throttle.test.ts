@@ -129,6 +129,30 @@ describe("login throttle", () => {
     );
   });
 
+  test("many users behind one address log in at once; only a worker's cap on attempts in progress holds some back", async (t) => {
+    const node = await startNode(t, { config: { limits: LIMITS } });
+    const users = await newUsers(node, 20, "nat");
+    // More than the address's failure budget (8) at once, all right: none is refused.
+    const outcomes = await Promise.all(
+      users.map((u) => attempt(t, node, "127.0.0.9", u.username, u.password)),
+    );
+    assert.deepEqual(outcomes, Array(20).fill("success"));
+    // With at most 2 in progress per address on each worker (the node has two), some of 20 at
+    // once are told to try again, and the rest get in.
+    const capped = await startNode(t, {
+      config: { limits: { ...LIMITS, loginAttemptsInFlightPerAddress: 2 } },
+    });
+    const more = await newUsers(capped, 20, "cap");
+    const results = await Promise.all(
+      more.map((u) => attempt(t, capped, "127.0.0.9", u.username, u.password)),
+    );
+    assert.ok(results.includes("temporary-auth-failure"), results.join());
+    assert.ok(
+      results.every((r) => r === "success" || r === "temporary-auth-failure"),
+      results.join(),
+    );
+  });
+
   test("parallel guesses get no more than the budget while the owner logs in at the same time", async (t) => {
     const node = await startNode(t, { config: { limits: LIMITS } });
     const owner = await newUser(node, "parallel");

@@ -51,17 +51,22 @@ function shard(maxEntries = 100) {
 const ALICE = "alice@example.com" as BareJid;
 
 describe("login actors", () => {
-  it("an address actor charges until its budget is spent, and a refund gives one back", async () => {
+  it("an address actor lets attempts through until its failures reach the budget", async () => {
     const { host, ask } = shard();
     const key = loginAddressKey("192.0.2.1");
-    assert.deepEqual(await ask(key, { kind: "login-address-charge" }), { allowed: true });
-    assert.deepEqual(await ask(key, { kind: "login-address-charge" }), { allowed: true });
-    assert.deepEqual(await ask(key, { kind: "login-address-charge" }), {
+    for (let i = 0; i < 5; i++) {
+      assert.deepEqual(
+        await ask(key, { kind: "login-address-check" }),
+        { allowed: true },
+        "checking charges nothing",
+      );
+    }
+    host.tell(key, { kind: "login-address-failed" });
+    host.tell(key, { kind: "login-address-failed" });
+    assert.deepEqual(await ask(key, { kind: "login-address-check" }), {
       allowed: false,
       retryAfterMs: 60_000,
     });
-    host.tell(key, { kind: "login-address-refund" });
-    assert.deepEqual(await ask(key, { kind: "login-address-charge" }), { allowed: true });
   });
 
   it("an account actor's known addresses and counts move with a handoff", async () => {
@@ -96,20 +101,45 @@ describe("login actors", () => {
   it("each kind holds state for at most maxEntries keys per shard, the least recent forgotten", async () => {
     const { host, ask } = shard(2);
     for (const address of ["a", "b", "c"]) {
-      await ask(loginAddressKey(address), { kind: "login-address-charge" });
-      await ask(loginAddressKey(address), { kind: "login-address-charge" });
+      host.tell(loginAddressKey(address), { kind: "login-address-failed" });
+      host.tell(loginAddressKey(address), { kind: "login-address-failed" });
+      await ask(loginAddressKey(address), { kind: "login-address-check" });
     }
     // "a" forgot its charges when "c" came; "b" and "c" still refuse.
     const refused = { allowed: false, retryAfterMs: 60_000 };
-    assert.deepEqual(await ask(loginAddressKey("c"), { kind: "login-address-charge" }), refused);
-    assert.deepEqual(await ask(loginAddressKey("b"), { kind: "login-address-charge" }), refused);
-    assert.deepEqual(await ask(loginAddressKey("a"), { kind: "login-address-charge" }), { allowed: true });
-    // "a" coming back pushed out "c", the least recent: it holds nothing now, and the idle
-    // sweep drops it.
+    assert.deepEqual(await ask(loginAddressKey("c"), { kind: "login-address-check" }), refused);
+    assert.deepEqual(await ask(loginAddressKey("b"), { kind: "login-address-check" }), refused);
+    assert.deepEqual(await ask(loginAddressKey("a"), { kind: "login-address-check" }), { allowed: true });
+    // "a", forgotten, holds nothing (checking charges nothing): the idle sweep drops it, and
+    // "b" and "c" keep theirs.
     host.passivateIdle(Number.POSITIVE_INFINITY);
     assert.deepEqual(
       ["a", "b", "c"].map((address) => host.has(loginAddressKey(address))),
-      [true, true, false],
+      [false, true, true],
     );
+  });
+
+  it("spraying failures at many accounts does not push out an owner's known address", async () => {
+    const { ask, host } = shard(3);
+    const owner = loginAccountKey(ALICE);
+    await ask(owner, { kind: "login-account-charge", prefix: "home" });
+    host.tell(owner, {
+      kind: "login-account-settle",
+      prefix: "home",
+      succeeded: true,
+      pair: true,
+      account: true,
+    });
+    // Failures on many other accounts, far more than the bound: they push out one another.
+    for (let i = 0; i < 10; i++) {
+      await ask(loginAccountKey(`sprayed${i}@example.com` as BareJid), {
+        kind: "login-account-charge",
+        prefix: "x",
+      });
+    }
+    assert.deepEqual(await ask(owner, { kind: "login-account-known", prefix: "home" }), {
+      allowed: true,
+      known: true,
+    });
   });
 });

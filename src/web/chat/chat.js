@@ -129,7 +129,16 @@ function onFeatures(el) {
     if (!mechanisms.includes("PLAIN")) return fail("the server offers no sign-in this page can do");
     if (!state.usedToken) return authenticate();
     if (state.credentialsUrl === undefined) return fail("the login token was used; sign in again");
-    return freshToken().then(authenticate, (error) => fail(`cannot sign in again: ${error.message}`));
+    // Only for this connection: if it closed meanwhile, the next one asks again.
+    const ws = state.ws;
+    return freshToken().then(
+      () => {
+        if (state.ws === ws) authenticate();
+      },
+      (error) => {
+        if (state.ws === ws) fail(`cannot sign in again: ${error.message}`);
+      },
+    );
   }
   if (el.getElementsByTagName("bind").length > 0) {
     if (state.sm.id !== undefined) {

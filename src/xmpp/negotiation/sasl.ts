@@ -143,10 +143,11 @@ export class SaslNegotiation {
           },
           "login failed",
         );
-        // An admitted attempt was charged already, a refused one is not counted; a failure
-        // before any account was admitted (a malformed exchange) counts against the address.
-        if (this.#admitted === undefined && !this.#refused)
-          host.loginGuard.failedWithoutAccount(stream.remoteAddress);
+        // An admitted attempt's failure counts now (the account's counts were charged when it
+        // was admitted); a refused one is not counted; a failure before any account was
+        // admitted (a malformed exchange) counts against the address.
+        if (this.#admitted !== undefined) host.loginGuard.failed(this.#admitted);
+        else if (!this.#refused) host.loginGuard.failedWithoutAccount(stream.remoteAddress);
         this.#admitted = undefined;
         this.#refused = false;
         return this.#failure(step.condition, step.text);
