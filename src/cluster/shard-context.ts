@@ -6,7 +6,7 @@
 import type { SecureContext } from "node:tls";
 import type { SessionContext } from "../../actors/session-context.ts";
 import type { AuthProvider } from "../auth/auth-provider.ts";
-import type { LoginThrottle } from "../auth/login-throttle.ts";
+import type { RegistrationThrottle } from "../auth/registration-throttle.ts";
 import type { Remote } from "../comlink-setup.ts";
 import type { ShardRouter } from "./shard-router.ts";
 
@@ -28,7 +28,7 @@ export interface ShardContext extends SessionContext {
    * The node-wide registration throttle, kept in the main thread so every worker counts the
    * same attempts. (Logins are throttled cluster-wide by the login actors, actors/login-actor.ts.)
    */
-  readonly registrationThrottle: Remote<LoginThrottle>;
+  readonly registrationThrottle: Remote<RegistrationThrottle>;
   /** The auth provider, replaced when a reload changes the auth settings. */
   auth: AuthProvider;
   /** For STARTTLS; replaced, with the credentials, when a reload brings a new certificate. */

@@ -15,7 +15,7 @@ import { applySessionChange, unackedAfter } from "../../actors/session-state.ts"
 import { userActorKind } from "../../actors/user-actor.ts";
 import { Accounts } from "../auth/accounts.ts";
 import { createAuthProvider } from "../auth/create-provider.ts";
-import type { LoginThrottle } from "../auth/login-throttle.ts";
+import type { RegistrationThrottle } from "../auth/registration-throttle.ts";
 import { expose, nodeEndpoint, type Remote, wrap } from "../comlink-setup.ts";
 import type { Config } from "../config/defaults.ts";
 import { applyReloadable } from "../config/runtime-config.ts";
@@ -219,7 +219,7 @@ const ctx: ShardContext = {
   router,
   auth,
   // comlink types a nested object as a promise, but at run time it is a proxy whose methods are remote calls.
-  registrationThrottle: throttles.registration as unknown as Remote<LoginThrottle>,
+  registrationThrottle: throttles.registration as unknown as Remote<RegistrationThrottle>,
   tlsContext: createSecureContext({ cert: init.tls.cert, key: init.tls.key }),
   tlsCredentials: init.tls,
   // Asked at each change: a reload may replace the provider.

@@ -5,7 +5,7 @@
  * same index; the others reconnect to it and re-register the sessions whose users it hosts.
  */
 import { MessageChannel, type MessagePort, Worker } from "node:worker_threads";
-import { LoginThrottle } from "../auth/login-throttle.ts";
+import { RegistrationThrottle } from "../auth/registration-throttle.ts";
 import { expose, nodeEndpoint, type Remote, transfer, wrap } from "../comlink-setup.ts";
 import type { Config } from "../config/defaults.ts";
 import { XmppServerError } from "../errors.ts";
@@ -33,7 +33,7 @@ const QUIESCE_TIMEOUT_MS = 5_000;
  * cluster-wide by the login actors, actors/login-actor.ts.)
  */
 export interface NodeThrottles {
-  registration: LoginThrottle;
+  registration: RegistrationThrottle;
 }
 
 interface WorkerSlot {
@@ -354,8 +354,8 @@ async function settledWithin(promises: Promise<unknown>[], ms: number): Promise<
 }
 
 /** XEP-0077 registrations per address per window (registration.*), counted node-wide. */
-function registrationThrottle(config: Readonly<Config>): LoginThrottle {
-  return new LoginThrottle({
+function registrationThrottle(config: Readonly<Config>): RegistrationThrottle {
+  return new RegistrationThrottle({
     failuresPerAddress: Math.max(1, config.registration.perAddressPerWindow),
     failuresPerAccount: 1,
     windowMs: config.registration.windowMs,

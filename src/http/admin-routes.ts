@@ -9,7 +9,7 @@
  */
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { escapeXML } from "@xmpp/xml";
-import { Accounts } from "../auth/accounts.ts";
+import type { Accounts } from "../auth/accounts.ts";
 import { DEFAULT_TOKEN_TTL_S, issueLoginToken, MAX_TOKEN_TTL_S } from "../auth/login-tokens.ts";
 import { type ErrorCode, XmppServerError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -57,11 +57,8 @@ export interface OutgoingMessage {
 /** What the node offers the API; routes whose service is absent answer 409 or 404. */
 export interface AdminServices {
   store: Store;
-  /**
-   * Account changes, refused (409) when the accounts belong to the web site; default: the
-   * store's, managed by Starling (the internal provider).
-   */
-  accounts?: Accounts;
+  /** Account changes, refused (409) when the accounts belong to the web site. */
+  accounts: Accounts;
   /** The XMPP domain; accounts of other domains are refused. */
   domain: string;
   log: Logger;
@@ -155,8 +152,7 @@ const SESSION_SCHEMA = obj({
 
 /** The routes of a node offering `services`. */
 export function adminRoutes(services: AdminServices): AdminRoute[] {
-  const { store, log, domain } = services;
-  const accounts = services.accounts ?? new Accounts(store, () => true);
+  const { store, accounts, log, domain } = services;
 
   const requireJid = (value: unknown, what: string): BareJid => {
     if (typeof value !== "string") throw badRequest(`${what} must be a string`);

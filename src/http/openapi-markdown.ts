@@ -32,6 +32,7 @@ type Schema = Record<string, unknown>;
 function describedRoutes(): AdminRoute[] {
   return adminRoutes({
     store: undefined as never,
+    accounts: undefined as never,
     domain: "example.org",
     log: createLogger({ level: "silent" }),
     status: async () => null,

@@ -86,7 +86,7 @@ export interface LoginGuard {
   isToken(password: string): boolean;
 }
 
-/** A node-wide registration throttle (src/auth/login-throttle.ts), possibly remote. */
+/** A node-wide registration throttle (src/auth/registration-throttle.ts), possibly remote. */
 export interface ThrottleClient {
   check(address: string, account?: BareJid): Promise<{ allowed: boolean }> | { allowed: boolean };
   recordFailure(address: string, account?: BareJid): Promise<void> | void;

@@ -5,6 +5,7 @@ import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { Accounts } from "../../src/auth/accounts.ts";
 import { deriveScramCredential } from "../../src/auth/scram.ts";
 import { type AdminServer, startAdminServer } from "../../src/http/admin-server.ts";
 import { createLogger } from "../../src/log.ts";
@@ -221,6 +222,7 @@ describe("starling user against a node's admin endpoint", () => {
       host: "127.0.0.1",
       port: 0,
       store,
+      accounts: new Accounts(store, () => true),
       domain: "localhost",
       log: createLogger({ level: "silent" }),
       status: async () => ({}),

@@ -6,6 +6,7 @@ import { request as httpsRequest } from "node:https";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, describe, it } from "node:test";
+import { Accounts } from "../../src/auth/accounts.ts";
 import { deriveScramCredential } from "../../src/auth/scram.ts";
 import {
   type AdminServer,
@@ -109,6 +110,7 @@ describe("admin server", () => {
       host: "127.0.0.1",
       port: 0,
       store,
+      accounts: new Accounts(store, () => true),
       domain: "localhost",
       log,
       status: async () => ({ node: "test", calls: ++statusCalls }),
@@ -335,6 +337,7 @@ describe("admin server", () => {
       host: "127.0.0.1",
       port: 0,
       store,
+      accounts: new Accounts(store, () => true),
       domain: "localhost",
       log,
       status: async () => {
@@ -349,7 +352,14 @@ describe("admin server", () => {
   });
 
   it("admin server refuses to bind to a non-loopback address", async () => {
-    const options = { port: 0, store, domain: "localhost", log, status: async () => null };
+    const options = {
+      port: 0,
+      store,
+      accounts: new Accounts(store, () => true),
+      domain: "localhost",
+      log,
+      status: async () => null,
+    };
     await assert.rejects(startAdminServer({ ...options, host: "0.0.0.0" }), TypeError);
     await assert.rejects(startAdminServer({ ...options, host: "192.0.2.1" }), TypeError);
   });
@@ -359,6 +369,7 @@ describe("admin server", () => {
       host: "127.0.0.1",
       port: 0,
       store,
+      accounts: new Accounts(store, () => true),
       domain: "localhost",
       log,
       status: async () => ({}),
@@ -416,6 +427,7 @@ describe("admin server with a key (admin.key)", () => {
       https: true,
       tls: { cert: certificate.cert, key: certificate.key },
       store,
+      accounts: new Accounts(store, () => true),
       domain: "localhost",
       log,
       status: async () => ({ node: "keyed" }),
@@ -496,6 +508,7 @@ describe("the OpenAPI document", () => {
       host: "127.0.0.1",
       port: 0,
       store,
+      accounts: new Accounts(store, () => true),
       domain: "localhost",
       log,
       status: async () => ({}),

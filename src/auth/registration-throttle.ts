@@ -1,21 +1,17 @@
 /**
- * A node-wide sliding-window throttle, used for in-band registration (NodeThrottles). Logins
- * are throttled cluster-wide by the login actors instead (actors/login-actor.ts), which never
- * lock an account's owner out; this class's per-account count would.
- *
- * Slows down password guessing. Failed logins are counted per client address and per account
- * over a sliding window; once either count reaches its limit, further attempts are refused
- * until the oldest failure in the window expires. Per address stops one client from trying
- * many passwords or many accounts; per account stops many clients from sharing the guessing
- * of one password.
+ * A node-wide sliding-window throttle of in-band registrations (XEP-0077; NodeThrottles in
+ * worker-pool.ts): events are counted per client address (and, for a caller that wants it, per
+ * account) over a sliding window; once a count reaches its limit, further attempts are refused
+ * until the oldest event in the window expires. Logins are throttled cluster-wide by the login
+ * actors instead (actors/login-actor.ts), whose rules never lock an account's owner out.
  *
  * Memory is bounded: each table holds at most `maxEntries` keys, each with at most `limit`
  * timestamps, and the key touched least recently is forgotten first.
  */
 import type { BareJid } from "../xmpp/jid.ts";
 
-/** Options for {@link LoginThrottle}. */
-export interface LoginThrottleOptions {
+/** Options for {@link RegistrationThrottle}. */
+export interface RegistrationThrottleOptions {
   /** Failures one address may have within the window before it is refused. */
   failuresPerAddress: number;
   /** Failures one account may have within the window before it is refused. */
@@ -29,19 +25,19 @@ export interface LoginThrottleOptions {
 }
 
 /** Whether a login attempt may go ahead, and if not, when it may be tried again. */
-export type LoginThrottleDecision = { allowed: true } | { allowed: false; retryAfterMs: number };
+export type RegistrationThrottleDecision = { allowed: true } | { allowed: false; retryAfterMs: number };
 
-/** Default for {@link LoginThrottleOptions.maxEntries}. */
+/** Default for {@link RegistrationThrottleOptions.maxEntries}. */
 export const DEFAULT_THROTTLE_MAX_ENTRIES = 100_000;
 
 /** Counts failed logins per address and per account; see the module comment. */
-export class LoginThrottle {
+export class RegistrationThrottle {
   readonly #addresses: FailureTable;
   readonly #accounts: FailureTable;
   readonly #now: () => number;
 
   /** Creates a throttle; throws RangeError on a limit that is not a positive integer. */
-  constructor(options: LoginThrottleOptions) {
+  constructor(options: RegistrationThrottleOptions) {
     const maxEntries = options.maxEntries ?? DEFAULT_THROTTLE_MAX_ENTRIES;
     requirePositiveInteger("failuresPerAddress", options.failuresPerAddress);
     requirePositiveInteger("failuresPerAccount", options.failuresPerAccount);
@@ -58,7 +54,7 @@ export class LoginThrottle {
    * Whether `address` (and `account`, when known) may attempt a login now. Checking records
    * nothing, so it costs no memory.
    */
-  check(address: string, account?: BareJid): LoginThrottleDecision {
+  check(address: string, account?: BareJid): RegistrationThrottleDecision {
     const now = this.#now();
     const wait = Math.max(
       this.#addresses.retryAfter(address, now),
@@ -87,7 +83,7 @@ export class LoginThrottle {
    * After credentials checked out: {@link check} for the address and account, and when the
    * login may proceed, {@link recordSuccess} — one call, so one round trip from a worker.
    */
-  admit(address: string, account: BareJid): LoginThrottleDecision {
+  admit(address: string, account: BareJid): RegistrationThrottleDecision {
     const decision = this.check(address, account);
     if (decision.allowed) this.recordSuccess(address, account);
     return decision;

@@ -1,18 +1,21 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
-import { LoginThrottle, type LoginThrottleOptions } from "../../src/auth/login-throttle.ts";
+import {
+  RegistrationThrottle,
+  type RegistrationThrottleOptions,
+} from "../../src/auth/registration-throttle.ts";
 import type { BareJid } from "../../src/xmpp/jid.ts";
 
 const ALICE = "alice@example.com" as BareJid;
 const BOB = "bob@example.com" as BareJid;
 
 /** A throttle on a hand-driven clock: the window logic is pure, so time is just a number here. */
-function throttle(options: Partial<LoginThrottleOptions> = {}): {
-  throttle: LoginThrottle;
+function throttle(options: Partial<RegistrationThrottleOptions> = {}): {
+  throttle: RegistrationThrottle;
   clock: { now: number };
 } {
   const clock = { now: 1_000_000 };
-  const instance = new LoginThrottle({
+  const instance = new RegistrationThrottle({
     failuresPerAddress: 5,
     failuresPerAccount: 3,
     windowMs: 60_000,
@@ -22,8 +25,8 @@ function throttle(options: Partial<LoginThrottleOptions> = {}): {
   return { throttle: instance, clock };
 }
 
-describe("LoginThrottle", () => {
-  test("LoginThrottle refuses an address after failuresPerAddress failures", () => {
+describe("RegistrationThrottle", () => {
+  test("RegistrationThrottle refuses an address after failuresPerAddress failures", () => {
     const { throttle: t } = throttle();
     for (let i = 0; i < 5; i++) {
       assert.deepEqual(t.check("192.0.2.1"), { allowed: true }, `attempt ${i}`);
@@ -33,7 +36,7 @@ describe("LoginThrottle", () => {
     assert.deepEqual(t.check("192.0.2.2"), { allowed: true });
   });
 
-  test("LoginThrottle refuses an account after failuresPerAccount failures from any address", () => {
+  test("RegistrationThrottle refuses an account after failuresPerAccount failures from any address", () => {
     const { throttle: t } = throttle();
     t.recordFailure("192.0.2.1", ALICE);
     t.recordFailure("192.0.2.2", ALICE);
@@ -45,14 +48,14 @@ describe("LoginThrottle", () => {
     assert.deepEqual(t.check("192.0.2.4", BOB), { allowed: true });
   });
 
-  test("LoginThrottle counts address failures whether or not the account was known", () => {
+  test("RegistrationThrottle counts address failures whether or not the account was known", () => {
     const { throttle: t } = throttle({ failuresPerAddress: 2 });
     t.recordFailure("192.0.2.1");
     t.recordFailure("192.0.2.1", BOB);
     assert.equal(t.check("192.0.2.1", ALICE).allowed, false);
   });
 
-  test("LoginThrottle lets a failure expire when the sliding window passes it", () => {
+  test("RegistrationThrottle lets a failure expire when the sliding window passes it", () => {
     const { throttle: t, clock } = throttle({ failuresPerAddress: 3 });
     t.recordFailure("192.0.2.1");
     clock.now += 20_000;
@@ -70,7 +73,7 @@ describe("LoginThrottle", () => {
     assert.deepEqual(t.check("192.0.2.1"), { allowed: false, retryAfterMs: 20_000 });
   });
 
-  test("LoginThrottle answers with the longer wait when address and account are both refused", () => {
+  test("RegistrationThrottle answers with the longer wait when address and account are both refused", () => {
     const { throttle: t, clock } = throttle({ failuresPerAddress: 1, failuresPerAccount: 1 });
     t.recordFailure("192.0.2.1", ALICE);
     clock.now += 10_000;
@@ -80,7 +83,7 @@ describe("LoginThrottle", () => {
     assert.deepEqual(t.check("192.0.2.1", ALICE), { allowed: false, retryAfterMs: 50_000 });
   });
 
-  test("LoginThrottle forgives an account's failures on success but keeps the address's", () => {
+  test("RegistrationThrottle forgives an account's failures on success but keeps the address's", () => {
     const { throttle: t } = throttle({ failuresPerAddress: 4 });
     for (let i = 0; i < 3; i++) t.recordFailure("192.0.2.1", ALICE);
     assert.equal(t.check("192.0.2.9", ALICE).allowed, false);
@@ -90,13 +93,13 @@ describe("LoginThrottle", () => {
     assert.equal(t.check("192.0.2.1").allowed, false);
   });
 
-  test("LoginThrottle does not store anything on check", () => {
+  test("RegistrationThrottle does not store anything on check", () => {
     const { throttle: t } = throttle();
     for (let i = 0; i < 100; i++) t.check(`198.51.100.${i}`, `user${i}@example.com` as BareJid);
     assert.deepEqual(t.size, { addresses: 0, accounts: 0 });
   });
 
-  test("LoginThrottle forgets keys whose failures have all expired", () => {
+  test("RegistrationThrottle forgets keys whose failures have all expired", () => {
     const { throttle: t, clock } = throttle();
     t.recordFailure("192.0.2.1", ALICE);
     clock.now += 60_000;
@@ -104,7 +107,7 @@ describe("LoginThrottle", () => {
     assert.deepEqual(t.size, { addresses: 0, accounts: 0 });
   });
 
-  test("LoginThrottle holds at most maxEntries keys and evicts the least recently failed", () => {
+  test("RegistrationThrottle holds at most maxEntries keys and evicts the least recently failed", () => {
     const { throttle: t } = throttle({ failuresPerAddress: 1, maxEntries: 3 });
     for (const address of ["a", "b", "c"]) t.recordFailure(address);
     t.recordFailure("a"); // a is now the most recent.
@@ -116,7 +119,7 @@ describe("LoginThrottle", () => {
     assert.deepEqual(t.size, { addresses: 3, accounts: 3 });
   });
 
-  test("LoginThrottle rejects limits that are not positive integers", () => {
+  test("RegistrationThrottle rejects limits that are not positive integers", () => {
     const base = { failuresPerAddress: 1, failuresPerAccount: 1, windowMs: 1 };
     for (const bad of [
       { failuresPerAddress: 0 },
@@ -125,15 +128,15 @@ describe("LoginThrottle", () => {
       { windowMs: Number.POSITIVE_INFINITY },
       { maxEntries: -1 },
     ]) {
-      assert.throws(() => new LoginThrottle({ ...base, ...bad }), RangeError, JSON.stringify(bad));
+      assert.throws(() => new RegistrationThrottle({ ...base, ...bad }), RangeError, JSON.stringify(bad));
     }
   });
 });
 
-describe("LoginThrottle.admit", () => {
+describe("RegistrationThrottle.admit", () => {
   test("admit refuses a throttled account and clears an allowed account's failures", () => {
     let now = 1_000;
-    const throttle = new LoginThrottle({
+    const throttle = new RegistrationThrottle({
       failuresPerAddress: 100,
       failuresPerAccount: 2,
       windowMs: 60_000,
