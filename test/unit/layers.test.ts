@@ -39,6 +39,11 @@ export const RULES: readonly Rule[] = [
     never: ["actors/", "src/cluster/", "src/storage/"],
     why: "a transport moves bytes and elements; what a stream means is the protocol's, what it does the actors'",
   },
+  {
+    from: "src/auth/",
+    never: ["actors/", "src/cluster/", "src/transport/", "src/http/"],
+    why: "providers, tokens and the accounts layer serve the stream and the admin API; they know neither",
+  },
 ];
 
 /** Every import specifier of a TypeScript source: static, re-exports, dynamic. */
@@ -98,6 +103,7 @@ test("the check catches each kind of forbidden import", () => {
     ["actors/x.ts", `const m = await import("../src/cluster/ring.ts");`],
     ["src/storage/x.ts", `import {\n  wrap,\n} from "../cluster/comlink-setup.ts";`],
     ["src/transport/x.ts", `import type { ShardContext } from "../cluster/shard-context.ts";`],
+    ["src/auth/x.ts", `import { loginAccountKey } from "../../actors/login-actor.ts";`],
   ];
   for (const [file, source] of planted) {
     assert.equal(violations(file, importsOf(source)).length, 1, `${file}: ${source}`);
