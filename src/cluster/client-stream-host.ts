@@ -66,6 +66,8 @@ interface GuardTicket extends LoginTicket {
 
 /** How long an admitted attempt holds its place in a worker's in-flight count at most. */
 const IN_FLIGHT_MS = 30_000;
+/** Address prefixes with attempts in progress a worker tracks before sweeping abandoned ones. */
+const MAX_TRACKED_PREFIXES = 10_000;
 
 /**
  * The login throttle of docs/auth.md, "Throttling": an attempt is checked against its
@@ -90,6 +92,22 @@ function loginGuard(ctx: ShardContext): LoginGuard {
     ctx.router.requestActor<LoginVerdict>(key, build, timeoutMs);
   /** Admitted attempts not yet settled, per address prefix: their start times, oldest first. */
   const inFlight = new Map<string, number[]>();
+  /**
+   * The prefix's attempts in progress, without those abandoned past IN_FLIGHT_MS (a client that
+   * went away mid-exchange settles nothing). Past MAX_TRACKED_PREFIXES prefixes, every prefix's
+   * abandoned attempts are dropped, so the map cannot grow with clients that never come back.
+   */
+  const inProgress = (prefix: string, now: number): number[] => {
+    if (inFlight.size > MAX_TRACKED_PREFIXES) {
+      for (const [other, starts] of inFlight) {
+        if (starts.every((at) => now - at >= IN_FLIGHT_MS)) inFlight.delete(other);
+      }
+    }
+    const starts = (inFlight.get(prefix) ?? []).filter((at) => now - at < IN_FLIGHT_MS);
+    if (starts.length === 0) inFlight.delete(prefix);
+    else inFlight.set(prefix, starts);
+    return starts;
+  };
   const release = (prefix: string) => {
     const starts = inFlight.get(prefix);
     starts?.shift();
@@ -111,8 +129,7 @@ function loginGuard(ctx: ShardContext): LoginGuard {
       const prefix = addressPrefix(address);
       // Attempts abandoned mid-exchange (the client went away) leave after IN_FLIGHT_MS.
       const now = Date.now();
-      const starts = (inFlight.get(prefix) ?? []).filter((at) => now - at < IN_FLIGHT_MS);
-      if (starts.length >= ctx.config.limits.loginAttemptsInFlightPerAddress) {
+      if (inProgress(prefix, now).length >= ctx.config.limits.loginAttemptsInFlightPerAddress) {
         return { allowed: false, retryAfterMs: 1_000 };
       }
       const [byAddress, byAccount] = await Promise.allSettled([
@@ -158,12 +175,10 @@ function loginGuard(ctx: ShardContext): LoginGuard {
       // A known address passes over the address's count (see above).
       const addressAllows = addressVerdict === undefined || addressVerdict.allowed || known;
       if (accountAllows && addressAllows) {
-        const current = inFlight.get(prefix) ?? [];
-        current.push(Date.now());
-        inFlight.set(
-          prefix,
-          current.filter((at) => Date.now() - at < IN_FLIGHT_MS),
-        );
+        const at = Date.now();
+        const starts = inProgress(prefix, at);
+        starts.push(at);
+        inFlight.set(prefix, starts);
         return { allowed: true, ticket };
       }
       // Refused by the address: the account's charge is taken back.

@@ -14,7 +14,15 @@ import { DEFAULT_TOKEN_TTL_S, issueLoginToken, MAX_TOKEN_TTL_S } from "../auth/l
 import { type ErrorCode, XmppServerError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { Store } from "../storage/store.ts";
-import { type BareJid, formatJid, parseJid, parseUserJid } from "../xmpp/jid.ts";
+import {
+  type BareJid,
+  bareOf,
+  type FullJid,
+  formatJid,
+  parseJid,
+  parseUserJid,
+  splitFullJid,
+} from "../xmpp/jid.ts";
 
 /** Most accounts one `POST /api/users/bulk` may create. */
 export const MAX_BULK_USERS = 10_000;
@@ -353,7 +361,11 @@ export function adminRoutes(services: AdminServices): AdminRoute[] {
           throw badRequest('type must be "chat", "normal" or "headline"');
         }
         const recipient = formatJid(to);
-        const message = messageXml(messageContent(body), { from: from as string, to: recipient, type });
+        const message = messageXml(
+          messageContent(body),
+          { from: from as string, to: recipient, type },
+          bareOf(to),
+        );
         const accepted = await needs(services.send, "messages")([message]);
         if (accepted !== 1)
           throw new AdminHttpError(503, "XSRV_ADMIN", "the message was not accepted in time");
@@ -374,12 +386,20 @@ export function adminRoutes(services: AdminServices): AdminRoute[] {
         const online = body.online ?? true;
         if (typeof online !== "boolean") throw badRequest("online must be true or false");
         const users = online
-          ? [...new Set((await needs(services.sessions, "sessions")()).map((s) => bareOfFull(s.jid)))]
+          ? [
+              ...new Set(
+                (await needs(services.sessions, "sessions")()).map(
+                  (s) => splitFullJid(s.jid as FullJid).bare,
+                ),
+              ),
+            ]
           : await accounts.list();
         // RFC 6121 §5.2.2 / XEP-0160: a headline is delivered to whoever is online and never
         // stored; an announcement to every account is a normal message, stored for the absent.
         const type = online ? "headline" : "normal";
-        const messages = users.map((user) => messageXml(content, { from: domain, to: user, type }));
+        const messages = users.map((user) =>
+          messageXml(content, { from: domain, to: user, type }, user as BareJid),
+        );
         const recipients = await needs(services.send, "messages")(messages);
         log.info({ recipients, online }, "announcement sent by the admin API");
         return { status: 202, body: { recipients } };
@@ -523,6 +543,8 @@ let nextMessageId = 1;
 function messageXml(
   content: MessageContent,
   address: { from: string; to: string; type: string },
+  /** The recipient's bare JID, whose actor delivers it. */
+  user: BareJid,
 ): OutgoingMessage {
   const id = `api-${Date.now().toString(36)}-${nextMessageId++}`;
   const xml =
@@ -532,19 +554,13 @@ function messageXml(
     `<body>${escapeXML(content.text)}</body></message>`;
   return {
     id,
-    user: bareOfFull(address.to),
+    user,
     from: address.from,
     to: address.to,
     xml,
     type: address.type,
     storable: address.type !== "headline",
   };
-}
-
-/** The bare JID of a full (or bare) JID string. */
-function bareOfFull(jid: string): BareJid {
-  const slash = jid.indexOf("/");
-  return (slash === -1 ? jid : jid.slice(0, slash)) as BareJid;
 }
 
 function notFound(jid: BareJid): AdminHttpError {

@@ -290,6 +290,7 @@ export class BoshTransport implements StreamTransport {
         timer: setTimeout(() => this.#answer(held), this.#wait * 1000),
       };
       this.#held.push(held);
+      if (this.log.isLevelEnabled("debug")) this.log.debug({ sid: this.sid, rid }, "BOSH request held");
       // §11: never more than `hold` held; the oldest is answered (empty if nothing is queued).
       while (this.#held.length > HOLD) this.#answer(this.#held[0]!);
       // Output already queued (or due this turn) goes out at once.

@@ -13,7 +13,7 @@ import { startTestCluster, waitForOwners } from "../helpers/cluster.ts";
 import { goOnline, isMessageWithBody, loginRaw, newUsers } from "../helpers/fixtures.ts";
 import { NS_SASL, NS_SM, NS_STREAMS_ERROR, RawClient } from "../helpers/raw-client.ts";
 import { REPO_ROOT } from "../helpers/start-node.ts";
-import { NS_FRAMING, NS_STREAM, WsClient, wsLogin } from "../helpers/ws-client.ts";
+import { NS_FRAMING, wsAuthenticate, wsLogin } from "../helpers/ws-client.ts";
 
 const run = promisify(execFile);
 
@@ -97,16 +97,8 @@ test("a leaving node sends its WebSocket clients to another member's web listene
   await client.closed(10_000);
 
   other.send(`<message to='${mover!.jid}' type='chat'><body>while you moved over the web</body></message>`);
-  const again = await WsClient.connect(uri!);
+  const again = await wsAuthenticate(uri!, n1.domain, mover!);
   t.after(() => again.terminate());
-  again.open(n1.domain);
-  await again.waitFor((el) => el.is("features", NS_STREAM), "stream features");
-  const auth = Buffer.from(`\0${mover!.username}\0${mover!.password}`).toString("base64");
-  again.send(`<auth xmlns="${NS_SASL}" mechanism="PLAIN">${auth}</auth>`);
-  await again.waitFor((el) => el.is("success", NS_SASL), "<success/>");
-  const mark = again.received.length;
-  again.open(n1.domain);
-  await again.waitFor((el) => el.is("features", NS_STREAM), "features after SASL", mark);
   again.send(`<resume xmlns="${NS_SM}" previd="${enabled.attrs.id}" h="0"/>`);
   const resumed = await again.waitFor(
     (el) => el.is("resumed", NS_SM) || el.is("failed", NS_SM),

@@ -143,14 +143,16 @@ export const NS_STREAM = "http://etherx.jabber.org/streams";
 export const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
 const NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind";
 
-/** Logs in over WebSocket with PLAIN and binds `resource`; returns the client and its full JID. */
-export async function wsLogin(
+/**
+ * Connects over WebSocket, authenticates with PLAIN and opens the stream again (RFC 6120 §6.4.6):
+ * the client waits at the features after SASL, to bind or to resume.
+ */
+export async function wsAuthenticate(
   url: string,
   domain: string,
   user: TestUser,
-  resource = "web",
   options: WsConnectOptions = {},
-): Promise<{ client: WsClient; full: string }> {
+): Promise<WsClient> {
   const client = await WsClient.connect(url, options);
   client.open(domain);
   await client.waitFor((el) => el.is("features", NS_STREAM), "stream features");
@@ -160,6 +162,18 @@ export async function wsLogin(
   const mark = client.received.length;
   client.open(domain);
   await client.waitFor((el) => el.is("features", NS_STREAM), "features after SASL", mark);
+  return client;
+}
+
+/** Logs in over WebSocket with PLAIN and binds `resource`; returns the client and its full JID. */
+export async function wsLogin(
+  url: string,
+  domain: string,
+  user: TestUser,
+  resource = "web",
+  options: WsConnectOptions = {},
+): Promise<{ client: WsClient; full: string }> {
+  const client = await wsAuthenticate(url, domain, user, options);
   client.send(
     `<iq xmlns="jabber:client" type="set" id="b1"><bind xmlns="${NS_BIND}"><resource>${resource}</resource></bind></iq>`,
   );

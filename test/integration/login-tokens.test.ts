@@ -15,7 +15,7 @@ import {
   resumeRaw,
   useNode,
 } from "../helpers/fixtures.ts";
-import { NS_SASL, NS_SM, RawClient } from "../helpers/raw-client.ts";
+import { NS_SASL, NS_SM, tryPlainOverTls } from "../helpers/raw-client.ts";
 import type { StartedNode } from "../helpers/start-node.ts";
 
 async function issue(node: StartedNode, body: Record<string, unknown>): Promise<Response> {
@@ -43,11 +43,9 @@ async function tryPlain(
   password: string,
   t: { after(fn: () => void): void },
 ) {
-  const client = await RawClient.connectTo(node);
+  const { client, outcome } = await tryPlainOverTls(node, username, password);
   t.after(() => client.destroy());
-  const features = await client.openStream();
-  if (features.getChild("starttls") !== undefined) await client.startTls();
-  return client.authPlain(username, password);
+  return outcome;
 }
 
 describe("one-time login tokens", () => {
