@@ -64,6 +64,8 @@ interface GuardTicket extends LoginTicket {
   readonly accountCharged: boolean;
 }
 
+/** The longest a login waits for a throttle actor before its count is skipped. */
+const THROTTLE_ASK_MAX_MS = 2_000;
 /** How long an admitted attempt holds its place in a worker's in-flight count at most. */
 const IN_FLIGHT_MS = 30_000;
 /** Address prefixes with attempts in progress a worker tracks before sweeping abandoned ones. */
@@ -87,7 +89,9 @@ const MAX_TRACKED_PREFIXES = 10_000;
  * address whose failures reach its budget would lock out every owner behind it.
  */
 function loginGuard(ctx: ShardContext): LoginGuard {
-  const timeoutMs = ctx.config.cluster.requestTimeoutMs;
+  // A throttle actor on a node that just died answers only once the cluster has moved its
+  // partition; a resuming client must not wait the whole request timeout (5 s) for that.
+  const timeoutMs = Math.min(ctx.config.cluster.requestTimeoutMs, THROTTLE_ASK_MAX_MS);
   const ask = (key: `${string}:${string}`, build: (reqId: number) => LoginRequest) =>
     ctx.router.requestActor<LoginVerdict>(key, build, timeoutMs);
   /** Admitted attempts not yet settled, per address prefix: their start times, oldest first. */
