@@ -38,6 +38,7 @@ import { handleAccountIq, handleOtherUserIq, handleServerIq } from "./session-iq
 import {
   applySessionChange,
   cloneSessionState,
+  type DeferrableChange,
   newSessionState,
   RECENT_DEDUPE_KEYS,
   SEQ_MOD,
@@ -79,6 +80,8 @@ export interface AcceptRequest {
  */
 export interface SessionReplicaStream {
   push(change: SessionChange): number;
+  /** Pushes a change that may wait to share a batch (`cluster.replicationBatchMs`). */
+  pushDeferred(change: DeferrableChange): number;
   /** The last change pushed. */
   readonly lsn: number;
   readonly ackedLsn: number;
@@ -250,6 +253,12 @@ export class SessionActor {
     return this.#stream?.push(change) ?? 0;
   }
 
+  /** {@link #change} for a change that may wait to share a batch with other sessions'. */
+  #changeLater(change: DeferrableChange): number {
+    applySessionChange(this.#s, change);
+    return this.#stream?.pushDeferred(change) ?? 0;
+  }
+
   /** Starts streaming to replicas (once resumption is enabled, or on a resumed session). */
   #startReplication(): void {
     this.#stream = this.#ctx.replication.open(
@@ -351,7 +360,7 @@ export class SessionActor {
       this.#inPushScheduled = false;
       if (this.#stream === undefined || this.#ended) return;
       const value = this.#s.handledIn;
-      this.#inPushed = [this.#stream.push({ c: "in", handledIn: value }), value];
+      this.#inPushed = [this.#stream.pushDeferred({ c: "in", handledIn: value }), value];
       // With no replica at the moment, nothing will acknowledge it: it is as safe as it gets.
       if (this.#inPushed[0] <= this.#stream.ackedLsn) this.#onReplicated(this.#stream.ackedLsn);
     });
@@ -817,7 +826,7 @@ export class SessionActor {
           this.#link?.closeWithError("undefined-condition", "acknowledged more stanzas than were sent");
           return;
         }
-        this.#change({ c: "ack", h });
+        this.#changeLater({ c: "ack", h });
         this.#ackRequested = false;
         return;
       }

@@ -65,6 +65,14 @@ export type SessionChange =
   /** Directed presence recipients (RFC 6121 §4.6). */
   | { c: "directed"; add?: string; remove?: string; clear?: true };
 
+/**
+ * Changes a replica may get a little later, in a batch with other sessions' (a newer one
+ * replaces an older one still waiting): an XEP-0198 inbound count, for which only the sender's
+ * next `<a/>` waits, and a client's acknowledgement, which a replica behind on it only costs a
+ * re-send that the client's `<resume h/>` drops anyway.
+ */
+export type DeferrableChange = Extract<SessionChange, { c: "in" | "ack" }>;
+
 /** A fresh session's state. */
 export function newSessionState(full: FullJid, token: string): SessionSnapshot {
   return {

@@ -18,6 +18,7 @@
 import {
   applySessionChange,
   cloneSessionState,
+  type DeferrableChange,
   type SessionChange,
   type SessionSnapshot,
 } from "../../actors/session-state.ts";
@@ -65,6 +66,28 @@ export function placeReplicas(
 export interface ReplicationSender {
   readonly self: number;
   send(shard: number, envelope: Extract<Envelope, { t: "rep" | "rep-ack" | "rep-end" }>): void;
+  /**
+   * Runs `flush` a little later (`cluster.replicationBatchMs`), for changes nothing waits on at
+   * once, so that many sessions' share one batch. Without it they are sent like any other.
+   */
+  later?(flush: () => void): void;
+}
+
+/**
+ * A {@link ReplicationSender.later} for one worker: every flush asked for runs together,
+ * `delayMs` after the first, so the deferred changes of all its sessions leave in one batch
+ * per replica (one timer per worker, not one per session).
+ */
+export function batchLater(delayMs: number): (flush: () => void) => void {
+  let due: (() => void)[] = [];
+  const runDue = (): void => {
+    const flushes = due;
+    due = [];
+    for (const flush of flushes) flush();
+  };
+  return (flush) => {
+    if (due.push(flush) === 1) setTimeout(runDue, delayMs).unref();
+  };
 }
 
 /** The owner's side: one stream per replicated session. */
@@ -89,6 +112,8 @@ export class ReplicaStream {
   /** The lsn of the last re-seat: once every replica holds it, the leaving ones end. */
   #reseatLsn = 0;
   #lsn = 0;
+  /** Deferred changes not sent yet, with their lsns: always the newest ones pushed. */
+  #deferred: [number, DeferrableChange][] = [];
   readonly #acked = new Map<number, number>();
   readonly #sender: ReplicationSender;
   readonly #onAcked: (lsn: number) => void;
@@ -143,11 +168,43 @@ export class ReplicaStream {
 
   /** Streams one change (already applied by the owner); returns its number. */
   push(change: SessionChange): number {
+    // Changes reach replicas in lsn order, so whatever waits goes first.
+    this.#flushDeferred();
     this.#lsn++;
-    this.#send(this.#replicas, change);
-    this.#send(this.#leaving, change);
+    this.#send(this.#replicas, change, this.#lsn);
+    this.#send(this.#leaving, change, this.#lsn);
     return this.#lsn;
   }
+
+  /**
+   * Streams a change that may wait for the next batch (see {@link DeferrableChange}): it goes
+   * with the stream's next {@link push}, or when the sender's `later` runs. Returns its number;
+   * one replacing a change of the same kind still waiting keeps that one's number.
+   */
+  pushDeferred(change: DeferrableChange): number {
+    if (this.#sender.later === undefined) return this.push(change);
+    const last = this.#deferred[this.#deferred.length - 1];
+    if (last !== undefined && last[1].c === change.c) {
+      last[1] = change;
+      return last[0];
+    }
+    this.#lsn++;
+    this.#deferred.push([this.#lsn, change]);
+    if (this.#deferred.length === 1) this.#sender.later(this.#flushDeferred);
+    return this.#lsn;
+  }
+
+  /** Sends the deferred changes now. */
+  readonly #flushDeferred = (): void => {
+    if (this.#deferred.length === 0) return;
+    const deferred = this.#deferred;
+    this.#deferred = [];
+    if (this.#ended) return;
+    for (const [lsn, change] of deferred) {
+      this.#send(this.#replicas, change, lsn);
+      this.#send(this.#leaving, change, lsn);
+    }
+  };
 
   /**
    * Replicas behind the owner with no acknowledgement for `ms`: what was sent to them was lost
@@ -200,6 +257,8 @@ export class ReplicaStream {
    */
   reseat(replicas: number[], state: SessionSnapshot, isGone: (shard: number) => boolean = () => false): void {
     if (this.#ended) return;
+    // The replicas it keeps (and the ones it replaces) must see no gap: what waits goes first.
+    this.#flushDeferred();
     const added = replicas.filter((shard) => !this.#replicas.includes(shard));
     const removed = this.#replicas.filter((shard) => !replicas.includes(shard));
     const goneLeaving = this.#leaving.filter((shard) => isGone(shard) || replicas.includes(shard));
@@ -240,6 +299,7 @@ export class ReplicaStream {
   /** Re-sends the whole state to a replica that lost it (its worker restarted, a link dropped it). */
   reinit(shard: number, state: SessionSnapshot, now = this.#clock()): void {
     if (this.#ended || !this.#replicas.includes(shard)) return;
+    this.#flushDeferred();
     this.#progressAt = now;
     this.#init([shard], state);
   }
@@ -251,10 +311,10 @@ export class ReplicaStream {
   #init(shards: number[], state: SessionSnapshot): void {
     if (shards.length === 0) return;
     for (const shard of shards) this.#acked.delete(shard);
-    this.#send(shards, { c: "init", state: cloneSessionState(state) }, this.#replicas);
+    this.#send(shards, { c: "init", state: cloneSessionState(state) }, this.#lsn, this.#replicas);
   }
 
-  #send(shards: readonly number[], change: SessionChange, replicas?: number[]): void {
+  #send(shards: readonly number[], change: SessionChange, lsn: number, replicas?: number[]): void {
     if (shards.length === 0) return;
     // One envelope for every replica: the router encodes it per destination.
     const envelope: Extract<Envelope, { t: "rep" }> = {
@@ -262,7 +322,7 @@ export class ReplicaStream {
       token: this.token,
       owner: this.#sender.self,
       stream: this.id,
-      lsn: this.#lsn,
+      lsn,
       change,
     };
     if (replicas !== undefined) envelope.replicas = replicas;
@@ -274,6 +334,7 @@ export class ReplicaStream {
   end(): void {
     if (this.#ended) return;
     this.#ended = true;
+    this.#deferred = [];
     this.#endReplicas([...this.#replicas, ...this.#leaving]);
     this.#leaving = [];
   }

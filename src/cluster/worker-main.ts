@@ -32,11 +32,13 @@ import type { Envelope } from "./envelope.ts";
 import { type HandoffStats, type LiveNode, PartitionHandoff } from "./handoff.ts";
 import { nodeNoOf, type OwnerTable, shardNumber } from "./ring.ts";
 import {
+  batchLater,
   placeReplicas,
   ReplicaHost,
   type ReplicaStats,
   ReplicaStream,
   ReplicaStreams,
+  type ReplicationSender,
 } from "./session-replicas.ts";
 import type { ShardContext } from "./shard-context.ts";
 import { ShardRouter } from "./shard-router.ts";
@@ -237,7 +239,7 @@ const ctx: ShardContext = {
       const token = state.token;
       const id = `${sidPrefix}${nextStreamNo++}`;
       const stream = new ReplicaStream(
-        router,
+        replicationSender,
         token,
         id,
         replicasFor(token),
@@ -249,6 +251,7 @@ const ctx: ShardContext = {
       streams.add(stream, state);
       return {
         push: (change) => stream.push(change),
+        pushDeferred: (change) => stream.pushDeferred(change),
         get lsn() {
           return stream.lsn;
         },
@@ -277,6 +280,13 @@ const ctx: ShardContext = {
 let listeners: C2sListeners | undefined;
 let web: WebListener | undefined;
 const replicaHost = new ReplicaHost(router, log);
+const replicationSender: ReplicationSender = {
+  self: router.self,
+  send: (to, envelope) => router.send(to, envelope),
+  ...(init.config.cluster.replicationBatchMs > 0
+    ? { later: batchLater(init.config.cluster.replicationBatchMs) }
+    : {}),
+};
 /** This worker's replicated sessions by token, with their live state (for re-seating). */
 const streams = new ReplicaStreams();
 let nextStreamNo = 1;

@@ -240,6 +240,11 @@ export interface ClusterConfig {
    * 3 survives two nodes dying at once, 1 turns replication off.
    */
   replicationFactor: number;
+  /**
+   * How long a replicated change that nothing waits on at once (an XEP-0198 inbound count, a
+   * client's acknowledgement) may wait to share a batch with other sessions'; 0 sends each at once.
+   */
+  replicationBatchMs: number;
   /** How long `leave` waits for the node's clients to resume elsewhere before closing the rest. */
   drainTimeoutMs: number;
   /** A peer link holding more unacknowledged bytes than this is cut (a slow peer cannot exhaust memory). */
@@ -317,6 +322,7 @@ export const DEFAULT_CONFIG: Config = {
     handoffTimeoutMs: 30_000,
     requestTimeoutMs: 5_000,
     replicationFactor: 2,
+    replicationBatchMs: 10,
     drainTimeoutMs: 10_000,
     maxPeerBufferBytes: 64 * 1024 * 1024,
   },

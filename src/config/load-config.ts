@@ -151,6 +151,7 @@ const SCHEMA: Record<string, Check> = {
   "cluster.handoffTimeoutMs": positiveInt,
   "cluster.requestTimeoutMs": positiveInt,
   "cluster.replicationFactor": positiveInt,
+  "cluster.replicationBatchMs": nonNegativeInt,
   "cluster.drainTimeoutMs": nonNegativeInt,
   "cluster.maxPeerBufferBytes": positiveInt,
 };

@@ -118,7 +118,7 @@ export class OwnerSession {
       this.inPushScheduled = false;
       if (this.stream === undefined || this.ended) return;
       const value = this.state.handledIn;
-      this.inPushed = [this.stream.push({ c: "in", handledIn: value }), value];
+      this.inPushed = [this.stream.pushDeferred({ c: "in", handledIn: value }), value];
     });
   }
 
@@ -132,7 +132,8 @@ export class OwnerSession {
   /** The client's `<a h>`; false when `h` is impossible (the product closes the stream). */
   clientAck(h: number): boolean {
     if (unackedAfter(this.state, h) < 0) return false;
-    this.change({ c: "ack", h });
+    applySessionChange(this.state, { c: "ack", h });
+    this.stream?.pushDeferred({ c: "ack", h });
     return true;
   }
 

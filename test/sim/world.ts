@@ -22,6 +22,7 @@ import {
   ReplicaStream,
   type ReplicationSender,
 } from "../../src/cluster/session-replicas.ts";
+import { DEFAULT_CONFIG } from "../../src/config/defaults.ts";
 import { createLogger } from "../../src/log.ts";
 import type { FullJid } from "../../src/xmpp/jid.ts";
 import {
@@ -51,6 +52,8 @@ export const T = {
 } as const;
 
 const silent = createLogger({ level: "silent" });
+/** The product's `cluster.replicationBatchMs` default. */
+const REPLICATION_BATCH_MS = DEFAULT_CONFIG.cluster.replicationBatchMs;
 type RepEnvelope = Parameters<ReplicationSender["send"]>[1];
 
 export interface Violation {
@@ -78,6 +81,27 @@ export class Shard implements ReplicationSender {
     this.table = table;
     this.liveShards = [...table.shardNos];
     this.host = new ReplicaHost(this, silent, (flush) => world.sched.at(0, node.nodeNo, "", flush));
+  }
+
+  /** Deferred flushes waiting for this shard's batch timer, and the process incarnation it runs in. */
+  #due: { incarnation: number; flushes: (() => void)[] } | undefined;
+
+  /**
+   * As batchLater in the product: the deferred flushes asked for run together, a little after
+   * the first (a killed process's timer dies with it, and so do the flushes it held).
+   */
+  later(flush: () => void): void {
+    const incarnation = this.node.proc.incarnation;
+    if (this.#due !== undefined && this.#due.incarnation === incarnation) {
+      this.#due.flushes.push(flush);
+      return;
+    }
+    const due = { incarnation, flushes: [flush] };
+    this.#due = due;
+    this.world.sched.at(REPLICATION_BATCH_MS, this.node.nodeNo, "", () => {
+      if (this.#due === due) this.#due = undefined;
+      for (const run of due.flushes) run();
+    });
   }
 
   send(shard: number, envelope: RepEnvelope): void {

@@ -346,6 +346,7 @@ test("a session resumed from a snapshot never acknowledges fewer stanzas than it
       onAcked = acked;
       return {
         push: () => ++lsn,
+        pushDeferred: () => ++lsn,
         get lsn() {
           return lsn;
         },

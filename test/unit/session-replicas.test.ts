@@ -24,10 +24,13 @@ function network() {
   const hosts = new Map<number, ReplicaHost>();
   const streams = new Map<number, ReplicaStreams>();
   const flushes: (() => void)[] = [];
+  /** What streams deferred, run by {@link runLater} only (as the worker's batch timer). */
+  const later: (() => void)[] = [];
   let streamNo = 0;
   const sender = (self: number): ReplicationSender => ({
     self,
     send: (to, envelope) => queue.push({ from: self, to, envelope }),
+    later: (flush) => later.push(flush),
   });
   const log = createLogger({ level: "silent" });
   return {
@@ -51,6 +54,10 @@ function network() {
       streams.set(owner, registry);
       registry.add(stream, state);
       return { stream, state };
+    },
+    /** The batch timer fires: deferred changes go out. */
+    runLater() {
+      for (const flush of later.splice(0)) flush();
     },
     /** Delivers everything queued (and the acks it causes), optionally dropping some. */
     deliver(drop: (m: { from: number; to: number; envelope: Sent }) => boolean = () => false) {
@@ -109,6 +116,75 @@ test("a replica applies the owner's changes in order and acknowledges them", () 
     "what the client acknowledged is trimmed",
   );
   assert.deepEqual(copy.dedupe, ["k1"]);
+});
+
+test("deferred counts wait for the batch timer, a newer one replacing the older, and then go in one batch", () => {
+  const net = network();
+  const replica = net.host(1024);
+  const acked: number[] = [];
+  const { stream, state } = net.stream(0, [1024], (lsn) => acked.push(lsn));
+  net.deliver();
+  const out: SessionChange = { c: "out", xml: "<message>1</message>", storable: true };
+  applySessionChange(state, out);
+  stream.push(out);
+  net.deliver();
+  const first = stream.pushDeferred({ c: "in", handledIn: 1 });
+  const second = stream.pushDeferred({ c: "in", handledIn: 2 });
+  assert.equal(second, first, "the newer count took the waiting one's place");
+  const ack = stream.pushDeferred({ c: "ack", h: 1 });
+  assert.equal(ack, first + 1);
+  assert.equal(net.queue.length, 0, "nothing sent before the timer");
+  net.deliver();
+  assert.equal(replica.copyOf("tok")?.handledIn, 0);
+  assert.ok(stream.ackedLsn < ack, "not held by the replica yet");
+  net.runLater();
+  assert.equal(net.queue.length, 2, "two changes, sent together");
+  net.deliver();
+  assert.equal(stream.ackedLsn, ack);
+  assert.equal(acked.at(-1), ack);
+  assert.equal(replica.copyOf("tok")?.handledIn, 2, "the replica holds the newest count");
+  assert.deepEqual(replica.copyOf("tok")?.unacked, [], "and the client's acknowledgement");
+  assert.equal(replica.stats.refused, 0);
+});
+
+test("a change that cannot wait takes the deferred ones along, in lsn order", () => {
+  const net = network();
+  const replica = net.host(1024);
+  const { stream, state } = net.stream(0, [1024]);
+  net.deliver();
+  const counted = stream.pushDeferred({ c: "in", handledIn: 1 });
+  const out: SessionChange = { c: "out", xml: "<message>1</message>", storable: true };
+  applySessionChange(state, out);
+  const written = stream.push(out);
+  assert.equal(written, counted + 1);
+  assert.deepEqual(
+    net.queue.map((m) => (m.envelope.t === "rep" ? [m.envelope.lsn, m.envelope.change.c] : [])),
+    [
+      [counted, "in"],
+      [written, "out"],
+    ],
+  );
+  net.deliver();
+  assert.equal(stream.ackedLsn, written, "no gap at the replica");
+  assert.equal(replica.copyOf("tok")?.handledIn, 1);
+  net.runLater();
+  assert.equal(net.queue.length, 0, "the timer finds nothing left to send");
+});
+
+test("a re-seat sends what was deferred to the replicas it keeps before the new state", () => {
+  const net = network();
+  const kept = net.host(1024);
+  net.host(2048);
+  const { stream, state } = net.stream(0, [1024]);
+  net.deliver();
+  state.handledIn = 1;
+  stream.pushDeferred({ c: "in", handledIn: 1 });
+  stream.reseat([1024, 2048], state);
+  net.runLater();
+  net.deliver();
+  assert.equal(kept.stats.refused, 0, "the kept replica saw no gap");
+  assert.equal(kept.copyOf("tok")?.handledIn, 1);
+  assert.equal(stream.ackedLsn, stream.lsn, "both replicas hold everything");
 });
 
 test("a replica refuses a change after a gap, and every change of an owner that is not the copy's", () => {
