@@ -170,7 +170,7 @@ export class ReplicaStream {
   push(change: SessionChange): number {
     // Changes reach replicas in lsn order, so whatever waits goes first.
     this.#flushDeferred();
-    this.#lsn++;
+    this.#next();
     this.#send(this.#replicas, change, this.#lsn);
     this.#send(this.#leaving, change, this.#lsn);
     return this.#lsn;
@@ -188,10 +188,20 @@ export class ReplicaStream {
       last[1] = change;
       return last[0];
     }
-    this.#lsn++;
+    this.#next();
     this.#deferred.push([this.#lsn, change]);
     if (this.#deferred.length === 1) this.#sender.later(this.#flushDeferred);
     return this.#lsn;
+  }
+
+  /**
+   * Numbers a new change. Replicas that held everything start being behind now: their silence
+   * counts from here, not from their last acknowledgement (which may be long ago for a quiet
+   * session), or a change still on its way would look lost and re-send the whole state.
+   */
+  #next(): void {
+    if (this.ackedLsn >= this.#lsn) this.#progressAt = this.#clock();
+    this.#lsn++;
   }
 
   /** Sends the deferred changes now. */

@@ -436,4 +436,11 @@ test("the replication lag counts what a replica lacks, and how long it has been 
   stream.reinit(2048, state);
   deliver(() => false);
   assert.deepEqual(streams.lag(now), { changes: 0, stalledMs: 0 }, "caught up");
+  // Quiet for a minute, then a change: the replicas are behind, but not silent yet.
+  now += 60_000;
+  stream.pushDeferred({ c: "in", handledIn: 1 });
+  assert.deepEqual(stream.lagging(now, 3_000), [], "a change still on its way is not lost");
+  assert.deepEqual(streams.lag(now), { changes: 1, stalledMs: 0 });
+  now += 3_000;
+  assert.deepEqual(stream.lagging(now, 3_000), [1024, 2048], "silent for 3 s while behind");
 });
