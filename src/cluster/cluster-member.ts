@@ -392,7 +392,14 @@ export class ClusterMember {
       this.#log.warn({ node, reason, votesNeeded }, "peer unreachable; suspecting it");
       void this.#membership
         .suspect(this.name, node, member.incarnation, votesNeeded)
-        .then((next) => this.#adopt(next))
+        .then(async (next) => {
+          const known = this.#view?.version ?? 0;
+          await this.#adopt(next);
+          // Ours may be the vote that marked it down: the coordinator (and everyone) hears of it
+          // now, not at its next lease renewal (up to leaseRenewMs later: its partitions, and
+          // every session waiting on them, would wait that long).
+          if (next.version > known) this.#broadcastView();
+        })
         .catch((error: unknown) => this.#log.warn({ err: error, node }, "could not record a suspicion"));
     }
   }
