@@ -133,9 +133,14 @@ function loginGuard(ctx: ShardContext): LoginGuard {
       const prefix = addressPrefix(address);
       // Attempts abandoned mid-exchange (the client went away) leave after IN_FLIGHT_MS.
       const now = Date.now();
-      if (inProgress(prefix, now).length >= ctx.config.limits.loginAttemptsInFlightPerAddress) {
+      const starts = inProgress(prefix, now);
+      if (starts.length >= ctx.config.limits.loginAttemptsInFlightPerAddress) {
         return { allowed: false, retryAfterMs: 1_000 };
       }
+      // The place is taken now, before the asks: attempts that start while they are on their way
+      // must see it (counted only once admitted, 18 of 20 simultaneous attempts got past a cap of 2).
+      starts.push(now);
+      inFlight.set(prefix, starts);
       const [byAddress, byAccount] = await Promise.allSettled([
         ask(loginAddressKey(prefix), (reqId) => ({ kind: "login-address-check", shard: ctx.index, reqId })),
         // A token cannot be guessed: the account's counts neither refuse nor count it; the
@@ -178,13 +183,8 @@ function loginGuard(ctx: ShardContext): LoginGuard {
       const accountAllows = accountVerdict === undefined || accountVerdict.allowed;
       // A known address passes over the address's count (see above).
       const addressAllows = addressVerdict === undefined || addressVerdict.allowed || known;
-      if (accountAllows && addressAllows) {
-        const at = Date.now();
-        const starts = inProgress(prefix, at);
-        starts.push(at);
-        inFlight.set(prefix, starts);
-        return { allowed: true, ticket };
-      }
+      if (accountAllows && addressAllows) return { allowed: true, ticket };
+      release(prefix);
       // Refused by the address: the account's charge is taken back.
       if (ticket.accountCharged) {
         ctx.router.toActor(loginAccountKey(account), {
