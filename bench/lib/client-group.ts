@@ -8,7 +8,13 @@ import { escapeXML } from "ltx/src/escape.js";
 import { type HistogramData, LatencyHistogram } from "./latency-histogram.ts";
 import { ownCpuSeconds } from "./proc-stats.ts";
 import { childOf, textOf, type XmlElement } from "./xml-stream.ts";
-import { LoadClient, type LoadClientError, type SaslMechanism, ScramKeyCache } from "./xmpp-load-client.ts";
+import {
+  LoadClient,
+  type LoadClientError,
+  loopbackSourceFor,
+  type SaslMechanism,
+  ScramKeyCache,
+} from "./xmpp-load-client.ts";
 
 /** Which users a group owns and where the server is. */
 export interface GroupConfig {
@@ -226,6 +232,7 @@ export class ClientGroup implements LoadGroup {
     return new LoadClient({
       host,
       port,
+      ...loopbackSourceFor(host, n),
       domain,
       username: this.#username(n),
       password,

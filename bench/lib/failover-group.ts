@@ -21,7 +21,13 @@ import { SeqBitset } from "./seq-bitset.ts";
 import { type Address, type DisconnectRecord, SimUser, type SimUserHost } from "./sim-user.ts";
 import { contactsOf, recipientOf, seededRandom, type WorkloadSpec } from "./workload.ts";
 import { childOf, textOf, type XmlElement } from "./xml-stream.ts";
-import { LoadClient, type LoginOutcome, type SaslMechanism, ScramKeyCache } from "./xmpp-load-client.ts";
+import {
+  LoadClient,
+  type LoginOutcome,
+  loopbackSourceFor,
+  type SaslMechanism,
+  ScramKeyCache,
+} from "./xmpp-load-client.ts";
 
 /** Which users a group owns, where the servers are, and how clients behave. */
 export interface FailoverGroupConfig {
@@ -268,6 +274,7 @@ export class FailoverGroup implements SimUserHost, FailoverLoad {
     return new LoadClient({
       host: address.host,
       port: address.port,
+      ...loopbackSourceFor(address.host, user.n),
       domain: c.domain,
       username: this.#username(user.n),
       password: c.password,

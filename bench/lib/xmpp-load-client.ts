@@ -132,9 +132,23 @@ export class ScramKeyCache {
 }
 
 /** Options for {@link LoadClient}. */
+/**
+ * A source address of its own for user `n` when the server is on loopback (all of 127/8 is the
+ * loopback interface on Linux): real clients come from many addresses, and a server that limits
+ * what one address may do at once (Starling's `limits.loginAttemptsInFlightPerAddress`) would
+ * otherwise see every simulated user as one office behind one NAT. 127.1.0.1 onwards, clear of
+ * the 127.0.0.x addresses the failover harness gives its nodes; undefined for any other server.
+ */
+export function loopbackSourceFor(host: string, n: number): Pick<LoadClientOptions, "localAddress"> {
+  if (!host.startsWith("127.")) return {};
+  return { localAddress: `127.${1 + Math.floor(n / 62_500)}.${Math.floor(n / 250) % 250}.${1 + (n % 250)}` };
+}
+
 export interface LoadClientOptions {
   host: string;
   port: number;
+  /** The local address to connect from (see {@link loopbackSourceFor}); the kernel's choice when absent. */
+  localAddress?: string;
   /** The XMPP domain (the `to` of the stream header and the domainpart of the JID). */
   domain: string;
   /** Localpart of the account. */
@@ -390,7 +404,13 @@ export class LoadClient {
       this.#timer = setTimeout(() => {
         this.#fail(new LoadClientError("LOAD_TIMEOUT", `${goal} did not finish in time`));
       }, this.options.timeoutMs ?? DEFAULT_TIMEOUT_MS);
-      const socket = net.connect({ host, port, noDelay: true });
+      const { localAddress } = this.options;
+      const socket = net.connect({
+        host,
+        port,
+        noDelay: true,
+        ...(localAddress === undefined ? {} : { localAddress }),
+      });
       this.#attach(socket);
       socket.once("connect", () => this.#openStream());
     });
