@@ -1,0 +1,136 @@
+/**
+ * A throwaway ejabberd (the Debian package, 23.01 on this machine) for side-by-side benchmarks:
+ * its own configuration, spool and logs in a temporary directory, c2s on 127.0.0.1 only with
+ * STARTTLS offered but not required, SCRAM-stored passwords (so SCRAM-SHA-1 is offered), in-band
+ * registration open to the bench (XEP-0077, no registration timeout), XEP-0198, no shaper, and a
+ * listen backlog of 4,096 as Starling's (ejabberd's default of 5 drops the SYNs of a login storm,
+ * and each dropped client waits 1 s or more for its retransmission); the Erlang distribution and
+ * epmd bound to loopback too. Everything else is ejabberd's default.
+ * ejabberdctl runs the node as the `ejabberd` user, so the directory is handed to that user.
+ */
+import { execFile } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { promisify } from "node:util";
+
+const run = promisify(execFile);
+
+/** A running ejabberd: its c2s port and the pid of its Erlang VM (all of the server). */
+export interface StartedEjabberd {
+  port: number;
+  /** The Erlang VM's pid; a restart changes it. */
+  readonly pid: number;
+  /** Stops and starts the node on the same data (a fresh VM, for memory figures). */
+  restart(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface EjabberdOptions {
+  port: number;
+  domain: string;
+  /** The ejabberdctl script (default /usr/sbin/ejabberdctl). */
+  ejabberdctl?: string;
+  /** A PEM with certificate and key (default: the package's /etc/ejabberd/ejabberd.pem). */
+  certificate?: string;
+}
+
+function configYaml(dir: string, options: EjabberdOptions): string {
+  return `loglevel: warning
+hosts:
+  - ${JSON.stringify(options.domain)}
+certfiles:
+  - ${JSON.stringify(join(dir, "server.pem"))}
+listen:
+  -
+    port: ${options.port}
+    ip: "127.0.0.1"
+    module: ejabberd_c2s
+    backlog: 4096
+    max_stanza_size: 262144
+    shaper: none
+    access: c2s
+    starttls: true
+    starttls_required: false
+auth_method: internal
+auth_password_format: scram
+registration_timeout: infinity
+access_rules:
+  c2s:
+    allow: all
+  register:
+    allow: all
+shaper_rules:
+  max_user_sessions: 10
+  c2s_shaper: none
+modules:
+  mod_disco: {}
+  mod_ping: {}
+  mod_register:
+    ip_access: all
+    access: register
+  mod_roster: {}
+  mod_stream_mgmt: {}
+  mod_offline: {}
+`;
+}
+
+/** Starts ejabberd and resolves once it accepts connections on `options.port`. */
+export async function startEjabberd(options: EjabberdOptions): Promise<StartedEjabberd> {
+  const ctl = options.ejabberdctl ?? "/usr/sbin/ejabberdctl";
+  if (!existsSync(ctl)) throw new Error(`${ctl} not found: apt-get install ejabberd`);
+  const dir = mkdtempSync(join(tmpdir(), "ejabberd-bench-"));
+  const node = `bench${process.pid}@localhost`;
+  writeFileSync(join(dir, "server.pem"), readFileSync(options.certificate ?? "/etc/ejabberd/ejabberd.pem"));
+  writeFileSync(join(dir, "ejabberd.yml"), configYaml(dir, options));
+  // Sourced by ejabberdctl: its own file, so the package's (which names /etc's config) is not read.
+  writeFileSync(
+    join(dir, "ejabberdctl.cfg"),
+    [
+      `ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -kernel inet_dist_use_interface {127,0,0,1}"`,
+      `EJABBERD_PID_PATH=${join(dir, "ejabberd.pid")}`,
+      "export ERL_EPMD_ADDRESS=127.0.0.1",
+      "",
+    ].join("\n"),
+  );
+  await run("chown", ["-R", "ejabberd:ejabberd", dir]);
+  const args = [
+    "--config",
+    join(dir, "ejabberd.yml"),
+    "--ctl-config",
+    join(dir, "ejabberdctl.cfg"),
+    "--logs",
+    dir,
+    "--spool",
+    join(dir, "spool"),
+    "--node",
+    node,
+  ];
+  const env = { ...process.env, ERL_EPMD_ADDRESS: "127.0.0.1" };
+  const start = async (): Promise<number> => {
+    await run(ctl, [...args, "start"], { env });
+    await run(ctl, [...args, "started"], { env, timeout: 60_000 });
+    const pid = Number(readFileSync(join(dir, "ejabberd.pid"), "utf8").trim());
+    if (!Number.isInteger(pid) || pid <= 0) throw new Error(`ejabberd wrote no pid to ${dir}`);
+    return pid;
+  };
+  const halt = async (): Promise<void> => {
+    await run(ctl, [...args, "stop"], { env }).catch(() => {});
+    await run(ctl, [...args, "stopped"], { env, timeout: 30_000 }).catch(() => {});
+  };
+  let pid = await start();
+  return {
+    port: options.port,
+    get pid() {
+      return pid;
+    },
+    async restart() {
+      await halt();
+      pid = await start();
+    },
+    async stop() {
+      await halt();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
