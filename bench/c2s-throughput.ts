@@ -742,6 +742,8 @@ async function main(): Promise<number> {
       rss_logged_in_kib: rssLoggedIn ?? null,
       rss_per_session_kib: round(rssPerSession, 2),
       cpu_s_per_1000_msgs: round(cpuPer1000, 4),
+      cpu_phase_latency_p99_ms: round(cpuPhase.p99, 2),
+      cpu_phase_latency_max_ms: round(cpuPhase.maxMs, 1),
       loadgen_cpu_s: round(loadCpuTotal, 2),
       loadgen_cpu_s_per_1000_msgs: round(loadCpuPer1000, 4),
       server_warnings: serverWarnings,

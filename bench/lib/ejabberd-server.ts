@@ -10,6 +10,7 @@
  */
 import { execFile } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -75,10 +76,26 @@ modules:
 `;
 }
 
+/** Whether something accepts connections on 127.0.0.1:`port`. */
+function portTaken(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = connect({ host: "127.0.0.1", port });
+    socket.once("connect", () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once("error", () => resolve(false));
+  });
+}
+
 /** Starts ejabberd and resolves once it accepts connections on `options.port`. */
 export async function startEjabberd(options: EjabberdOptions): Promise<StartedEjabberd> {
   const ctl = options.ejabberdctl ?? "/usr/sbin/ejabberdctl";
   if (!existsSync(ctl)) throw new Error(`${ctl} not found: apt-get install ejabberd`);
+  // ejabberdctl reports a node started even when its listener could not bind: the bench would
+  // then measure whatever holds the port (an ejabberd left over from an interrupted run).
+  if (await portTaken(options.port))
+    throw new Error(`127.0.0.1:${options.port} is taken; pass another --port`);
   const dir = mkdtempSync(join(tmpdir(), "ejabberd-bench-"));
   const node = `bench${process.pid}@localhost`;
   writeFileSync(join(dir, "server.pem"), readFileSync(options.certificate ?? "/etc/ejabberd/ejabberd.pem"));
@@ -90,9 +107,16 @@ export async function startEjabberd(options: EjabberdOptions): Promise<StartedEj
       `ERL_OPTIONS="-env ERL_CRASH_DUMP_BYTES 0 -kernel inet_dist_use_interface {127,0,0,1}"`,
       `EJABBERD_PID_PATH=${join(dir, "ejabberd.pid")}`,
       "export ERL_EPMD_ADDRESS=127.0.0.1",
+      `ERL=${join(dir, "erl")}`,
       "",
     ].join("\n"),
   );
+  // The VM runs as the ejabberd user through su, which resets its descriptor limit to the soft
+  // one (often 1,024: the listener then dies at about a thousand connections); this wrapper
+  // raises it to the hard limit before starting erl.
+  writeFileSync(join(dir, "erl"), '#!/bin/sh\nulimit -n "$(ulimit -Hn)"\nexec /usr/bin/erl "$@"\n', {
+    mode: 0o755,
+  });
   await run("chown", ["-R", "ejabberd:ejabberd", dir]);
   const args = [
     "--config",
