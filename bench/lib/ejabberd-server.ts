@@ -88,7 +88,7 @@ function portTaken(port: number): Promise<boolean> {
   });
 }
 
-/** Starts ejabberd and resolves once it accepts connections on `options.port`. */
+/** Starts ejabberd and resolves once `ejabberdctl started` says it is up. */
 export async function startEjabberd(options: EjabberdOptions): Promise<StartedEjabberd> {
   const ctl = options.ejabberdctl ?? "/usr/sbin/ejabberdctl";
   if (!existsSync(ctl)) throw new Error(`${ctl} not found: apt-get install ejabberd`);

@@ -131,19 +131,19 @@ export class ScramKeyCache {
   }
 }
 
-/** Options for {@link LoadClient}. */
 /**
  * A source address of its own for user `n` when the server is on loopback (all of 127/8 is the
  * loopback interface on Linux): real clients come from many addresses, and a server that limits
  * what one address may do at once (Starling's `limits.loginAttemptsInFlightPerAddress`) would
  * otherwise see every simulated user as one office behind one NAT. 127.1.0.1 onwards, clear of
- * the 127.0.0.x addresses the failover harness gives its nodes; undefined for any other server.
+ * the 127.0.0.x addresses the failover harness gives its nodes; none for any other server.
  */
 export function loopbackSourceFor(host: string, n: number): Pick<LoadClientOptions, "localAddress"> {
   if (!host.startsWith("127.")) return {};
   return { localAddress: `127.${1 + Math.floor(n / 62_500)}.${Math.floor(n / 250) % 250}.${1 + (n % 250)}` };
 }
 
+/** Options for {@link LoadClient}. */
 export interface LoadClientOptions {
   host: string;
   port: number;

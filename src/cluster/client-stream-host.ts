@@ -96,13 +96,16 @@ function loginGuard(ctx: ShardContext): LoginGuard {
     ctx.router.requestActor<LoginVerdict>(key, build, timeoutMs);
   /** Admitted attempts not yet settled, per address prefix: their start times, oldest first. */
   const inFlight = new Map<string, number[]>();
+  let sweptAt = 0;
   /**
    * The prefix's attempts in progress, without those abandoned past IN_FLIGHT_MS (a client that
    * went away mid-exchange settles nothing). Past MAX_TRACKED_PREFIXES prefixes, every prefix's
-   * abandoned attempts are dropped, so the map cannot grow with clients that never come back.
+   * abandoned attempts are dropped, so the map cannot grow with clients that never come back; at
+   * most once a second, or a storm from that many addresses would walk the whole map per login.
    */
   const inProgress = (prefix: string, now: number): number[] => {
-    if (inFlight.size > MAX_TRACKED_PREFIXES) {
+    if (inFlight.size > MAX_TRACKED_PREFIXES && now - sweptAt >= 1_000) {
+      sweptAt = now;
       for (const [other, starts] of inFlight) {
         if (starts.every((at) => now - at >= IN_FLIGHT_MS)) inFlight.delete(other);
       }

@@ -14,17 +14,9 @@ export async function loginAttempt(
   password: string,
   mechanism: "PLAIN" | "SCRAM-SHA-1" = "PLAIN",
 ): Promise<string> {
-  const client = await RawClient.connect({
-    port: node.ports.c2s,
-    host: node.host,
-    domain: node.domain,
-    localAddress: from,
-    label: `${username} from ${from}`,
-  });
-  t.after(() => client.destroy());
+  let client: RawClient | undefined;
   try {
-    const features = await client.openStream();
-    if (features.getChild("starttls", NS_TLS) !== undefined) await client.startTls();
+    client = await connectFrom(t, node, from, username);
     const outcome =
       mechanism === "PLAIN"
         ? await client.authPlain(username, password)
@@ -34,6 +26,29 @@ export async function loginAttempt(
   } catch (error) {
     return `closed: ${(error as Error).message}`;
   } finally {
-    client.destroy();
+    client?.destroy();
   }
+}
+
+/**
+ * A connection from `from` with its stream open, after STARTTLS when the server offers it, ready
+ * for SASL; destroyed when the test ends.
+ */
+export async function connectFrom(
+  t: AfterHook,
+  node: StartedNode,
+  from: string,
+  username: string,
+): Promise<RawClient> {
+  const client = await RawClient.connect({
+    port: node.ports.c2s,
+    host: node.host,
+    domain: node.domain,
+    localAddress: from,
+    label: `${username} from ${from}`,
+  });
+  t.after(() => client.destroy());
+  const features = await client.openStream();
+  if (features.getChild("starttls", NS_TLS) !== undefined) await client.startTls();
+  return client;
 }

@@ -9,8 +9,8 @@
 import assert from "node:assert/strict";
 import { describe, test } from "node:test";
 import { newUser, newUsers } from "../helpers/fixtures.ts";
-import { loginAttempt } from "../helpers/login-attempt.ts";
-import { NS_SASL, NS_TLS, RawClient } from "../helpers/raw-client.ts";
+import { connectFrom, loginAttempt } from "../helpers/login-attempt.ts";
+import { NS_SASL } from "../helpers/raw-client.ts";
 import { ScramClient } from "../helpers/scram.ts";
 import { type AfterHook, type StartedNode, startNode } from "../helpers/start-node.ts";
 
@@ -23,16 +23,7 @@ const attempt = loginAttempt;
  * the attempt was admitted, else a failure); `finish` sends the client's proof.
  */
 async function startScram(t: AfterHook, node: StartedNode, from: string, username: string, password: string) {
-  const client = await RawClient.connect({
-    port: node.ports.c2s,
-    host: node.host,
-    domain: node.domain,
-    localAddress: from,
-    label: `${username} from ${from}`,
-  });
-  t.after(() => client.destroy());
-  const features = await client.openStream();
-  if (features.getChild("starttls", NS_TLS) !== undefined) await client.startTls();
+  const client = await connectFrom(t, node, from, username);
   const scram = new ScramClient("SCRAM-SHA-1", username, password);
   const saslAnswer = () =>
     client.waitFor(
