@@ -11,6 +11,7 @@
 import { availableParallelism } from "node:os";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import { hostPort, positiveNumber } from "./lib/cli-args.ts";
 import {
   ClientGroup,
   type Counters,
@@ -87,14 +88,6 @@ interface Options {
   serverLog: boolean;
 }
 
-function positiveInt(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isInteger(n) || n < 1)
-    throw new RangeError(`--${name} must be a positive integer, got "${value}"`);
-  return n;
-}
-
 function parseOptions(argv: string[]): Options | undefined {
   const { values } = parseArgs({
     args: argv,
@@ -132,19 +125,13 @@ function parseOptions(argv: string[]): Options | undefined {
     return undefined;
   }
   let target: Options["target"];
-  if (values.target !== undefined) {
-    const colon = values.target.lastIndexOf(":");
-    const port = Number(values.target.slice(colon + 1));
-    if (colon < 1 || !Number.isInteger(port) || port < 1 || port > 65535) {
-      throw new RangeError(`--target must be host:port, got "${values.target}"`);
-    }
-    target = { host: values.target.slice(0, colon), port };
-  }
+  if (values.target !== undefined) target = hostPort("target", values.target);
+
   const mechanism = values.mechanism ?? "SCRAM-SHA-1";
   if (mechanism !== "SCRAM-SHA-1" && mechanism !== "PLAIN") {
     throw new RangeError(`--mechanism must be SCRAM-SHA-1 or PLAIN, got "${mechanism}"`);
   }
-  const users = positiveInt("users", values.users, 2000);
+  const users = positiveNumber("users", values.users, 2000);
   if (users < 2) throw new RangeError("--users must be at least 2 (messages go to another user)");
   const usersPattern = values["users-pattern"] ?? "user{n}";
   if (!usersPattern.includes("{n}"))
@@ -157,28 +144,28 @@ function parseOptions(argv: string[]): Options | undefined {
   return {
     target,
     domain: values.domain ?? "localhost",
-    workers: positiveInt("workers", values.workers, availableParallelism()),
+    workers: positiveNumber("workers", values.workers, availableParallelism()),
     usersPattern,
     password: values.password ?? "pw",
     register: values.register ?? false,
-    pid: values.pid === undefined ? undefined : positiveInt("pid", values.pid, 0),
+    pid: values.pid === undefined ? undefined : positiveNumber("pid", values.pid, 0),
     adminToken: values["admin-token"],
     users,
-    loginConcurrency: positiveInt("login-concurrency", values["login-concurrency"], 100),
+    loginConcurrency: positiveNumber("login-concurrency", values["login-concurrency"], 100),
     mechanism,
     tls: values.tls ?? false,
-    rate: positiveInt("rate", values.rate, 2000),
-    durationS: positiveInt("duration", values.duration, 10),
-    cpuDurationS: positiveInt("cpu-duration", values["cpu-duration"], 10),
+    rate: positiveNumber("rate", values.rate, 2000),
+    durationS: positiveNumber("duration", values.duration, 10),
+    cpuDurationS: positiveNumber("cpu-duration", values["cpu-duration"], 10),
     payloadChars:
-      values["payload-chars"] === undefined ? 0 : positiveInt("payload-chars", values["payload-chars"], 0),
+      values["payload-chars"] === undefined ? 0 : positiveNumber("payload-chars", values["payload-chars"], 0),
     search: values.search ?? false,
-    searchStart: positiveInt("search-start", values["search-start"], 1000),
-    stepDurationS: positiveInt("step-duration", values["step-duration"], 8),
-    searchBudgetS: positiveInt("search-budget", values["search-budget"], 240),
-    loadgenProcs: positiveInt("loadgen-procs", values["loadgen-procs"], 1),
-    timeoutMs: positiveInt("timeout-ms", values["timeout-ms"], 30_000),
-    maxSeconds: positiveInt("max-seconds", values["max-seconds"], 1800),
+    searchStart: positiveNumber("search-start", values["search-start"], 1000),
+    stepDurationS: positiveNumber("step-duration", values["step-duration"], 8),
+    searchBudgetS: positiveNumber("search-budget", values["search-budget"], 240),
+    loadgenProcs: positiveNumber("loadgen-procs", values["loadgen-procs"], 1),
+    timeoutMs: positiveNumber("timeout-ms", values["timeout-ms"], 30_000),
+    maxSeconds: positiveNumber("max-seconds", values["max-seconds"], 1800),
     serverLog: values["server-log"] ?? false,
   };
 }

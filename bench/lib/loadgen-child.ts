@@ -1,14 +1,16 @@
 /**
  * Entry point of a load-generator child process: hosts one group of clients — a ClientGroup
- * (c2s-throughput, `--loadgen-procs K`) or a FailoverGroup (failover scenarios) — and serves the
- * method calls that child-rpc.ts sends over the IPC channel. It exits when the channel closes,
- * so a crashed or killed orchestrator never leaves load clients behind.
+ * (c2s-throughput, `--loadgen-procs K`), a FailoverGroup (failover scenarios) or an AttackGroup
+ * (abuse.ts) — and serves the method calls that child-rpc.ts sends over the IPC channel. It
+ * exits when the channel closes, so a crashed or killed orchestrator never leaves load clients
+ * behind.
  */
+import { AttackGroup, type AttackGroupConfig } from "./attack-group.ts";
 import { ClientGroup, type GroupConfig } from "./client-group.ts";
 import { FailoverGroup, type FailoverGroupConfig } from "./failover-group.ts";
 
 /** The group kinds a child can host. */
-export type GroupKind = "throughput" | "failover";
+export type GroupKind = "throughput" | "failover" | "attack";
 
 /** A call from the orchestrator; the first is always `init` with `{ kind, config }`. */
 export interface ChildCall {
@@ -20,19 +22,21 @@ export interface ChildCall {
 /** The child's answer to one {@link ChildCall}. */
 export type ChildReply = { id: number; ok: true; value: unknown } | { id: number; ok: false; error: string };
 
-let group: ClientGroup | FailoverGroup | undefined;
+let group: ClientGroup | FailoverGroup | AttackGroup | undefined;
 
 function reply(message: ChildReply): void {
   process.send?.(message);
 }
 
-function createGroup(arg: unknown): ClientGroup | FailoverGroup {
+function createGroup(arg: unknown): ClientGroup | FailoverGroup | AttackGroup {
   const { kind, config } = arg as { kind: GroupKind; config: unknown };
   switch (kind) {
     case "throughput":
       return new ClientGroup(config as GroupConfig);
     case "failover":
       return new FailoverGroup(config as FailoverGroupConfig);
+    case "attack":
+      return new AttackGroup(config as AttackGroupConfig);
     default: {
       const never: never = kind;
       throw new TypeError(`Unknown group kind ${JSON.stringify(never)}`);

@@ -389,6 +389,14 @@ export class LoadClient {
     });
   }
 
+  /**
+   * Stops reading from the socket (a client that no longer reads, for abuse scenarios): what the
+   * server writes piles up in the kernel's buffers and then in the server's own.
+   */
+  pauseReading(): void {
+    this.#socket?.pause();
+  }
+
   /** Tears the connection down at once. */
   destroy(): void {
     this.#fail(new LoadClientError("LOAD_DESTROYED", "Client destroyed"));
