@@ -137,6 +137,25 @@ describe("StreamParser", () => {
     assert.equal(error.condition, "policy-violation");
     assert.equal(error.code, "XSRV_STANZA_TOO_DEEP");
   });
+
+  it("StreamParser stops at a violation, not at the end of the chunk", () => {
+    // 10,000 nested elements in one 60 KB read: saxes' namespace chain grows with the depth,
+    // so parsing the rest of the chunk after the limit fired took seconds (bench/abuse.ts).
+    const deep = collect({ maxStanzaBytes: 262_144, maxStanzaDepth: 32 });
+    deep.parser.write(HEADER);
+    const nested = "<nest>".repeat(10_000);
+    assert.equal(violation(deep.parser, nested).code, "XSRV_STANZA_TOO_DEEP");
+    assert.ok(
+      deep.parser.position <= HEADER.length + 33 * 6,
+      `parsed ${deep.parser.position} of ${HEADER.length + nested.length} characters`,
+    );
+    // Many small children: stopped once the stanza passes the limit, not at its end.
+    const wide = collect({ maxStanzaBytes: 1_000, maxStanzaDepth: 5 });
+    wide.parser.write(HEADER);
+    const children = `<message>${"<x/>".repeat(10_000)}</message>`;
+    assert.equal(violation(wide.parser, children).code, "XSRV_STANZA_TOO_LARGE");
+    assert.ok(wide.parser.position < HEADER.length + 1_100, `parsed ${wide.parser.position} characters`);
+  });
 });
 
 describe("parseElement", () => {
