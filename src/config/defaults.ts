@@ -81,6 +81,13 @@ export interface Config {
     maxStanzaDepth: number;
     /** A client that does not read is disconnected when its pending output passes this. */
     maxOutboundBufferBytes: number;
+    /**
+     * What one client connection may send per second once its burst is spent: beyond it the
+     * server reads from it more slowly (nothing is lost; TCP pushes back on the client).
+     */
+    inputBytesPerSecond: number;
+    /** What one client connection may send at once before `inputBytesPerSecond` applies. */
+    inputBurstBytes: number;
     maxOfflineMessagesPerUser: number;
     maxRosterItems: number;
     /** XEP-0191: JIDs on one user's blocklist. */
@@ -267,6 +274,10 @@ export const DEFAULT_CONFIG: Config = {
     maxStanzaBytes: 262_144,
     maxStanzaDepth: 32,
     maxOutboundBufferBytes: 1_048_576,
+    // Prosody's default c2s limit is 10 kB/s with a 25 kB burst, ejabberd's 3,000 B/s with a
+    // 20,000 B burst: a little more here, so an avatar (XEP-0084) goes up in one burst.
+    inputBytesPerSecond: 16_384,
+    inputBurstBytes: 131_072,
     maxOfflineMessagesPerUser: 1000,
     maxRosterItems: 1000,
     maxBlocklistItems: 1000,

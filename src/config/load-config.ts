@@ -88,6 +88,8 @@ const SCHEMA: Record<string, Check> = {
   "limits.maxStanzaBytes": positiveInt,
   "limits.maxStanzaDepth": positiveInt,
   "limits.maxOutboundBufferBytes": positiveInt,
+  "limits.inputBytesPerSecond": positiveInt,
+  "limits.inputBurstBytes": positiveInt,
   "limits.maxOfflineMessagesPerUser": nonNegativeInt,
   "limits.maxRosterItems": positiveInt,
   "limits.maxBlocklistItems": positiveInt,

@@ -1,8 +1,8 @@
 /**
  * A client stream over TCP (RFC 6120 §3), plain with STARTTLS or TLS from the first byte
- * (XEP-0368): bytes in through a UTF-8 decoder and the stream parser (with its limits), elements
- * out to the stream; output coalesced into one write per event-loop turn, with a bound on what a
- * client that does not read may make us buffer.
+ * (XEP-0368): bytes in through a UTF-8 decoder and the stream parser (with its limits) at the
+ * pace the input shaper allows, elements out to the stream; output coalesced into one write per
+ * event-loop turn, with a bound on what a client that does not read may make us buffer.
  */
 import type { Socket } from "node:net";
 import { StringDecoder } from "node:string_decoder";
@@ -13,6 +13,7 @@ import type { Logger } from "../log.ts";
 import { NS_CLIENT, NS_STREAM } from "../xmpp/ns.ts";
 import { StreamParser } from "../xmpp/stream-parser.ts";
 import type { StreamEvents, StreamTransport } from "../xmpp/stream-transport.ts";
+import { InputShaper, PacedInput } from "./input-shaper.ts";
 
 /** How long a closed stream waits for the client to close its side before the socket is cut. */
 const CLOSE_GRACE_MS = 5_000;
@@ -42,6 +43,8 @@ export class TcpTransport implements StreamTransport {
   #flushScheduled = false;
   #secure: boolean;
   #closed = false;
+  /** Reading, at the pace of `limits.inputBytesPerSecond` and `limits.inputBurstBytes`. */
+  readonly #input: PacedInput;
 
   constructor(socket: Socket, options: TcpTransportOptions) {
     this.#raw = socket;
@@ -49,6 +52,11 @@ export class TcpTransport implements StreamTransport {
     this.#options = options;
     this.#secure = options.directTls;
     this.remoteAddress = socket.remoteAddress ?? "unknown";
+    // The socket of the moment: STARTTLS replaces it with the TLS socket.
+    this.#input = new PacedInput(
+      { pause: () => this.#socket.pause(), resume: () => this.#socket.resume() },
+      new InputShaper(options.limits.inputBytesPerSecond, options.limits.inputBurstBytes),
+    );
     socket.setNoDelay(true);
   }
 
@@ -97,7 +105,9 @@ export class TcpTransport implements StreamTransport {
       this.#parser?.write(this.#decoder.write(chunk));
     } catch (error) {
       events.failed(error);
+      return;
     }
+    if (!this.#closed) this.#input.received(chunk.length);
   }
 
   send(text: string): void {
@@ -152,16 +162,17 @@ export class TcpTransport implements StreamTransport {
   }
 
   pause(): void {
-    this.#socket.pause();
+    this.#input.pause();
   }
 
   resume(): void {
-    this.#socket.resume();
+    this.#input.resume();
   }
 
   #onClosed(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#input.stop();
     this.#events?.gone();
   }
 }

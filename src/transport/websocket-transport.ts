@@ -21,6 +21,7 @@ import type { Logger } from "../log.ts";
 import { NS_CLIENT, NS_FRAMING, NS_STREAM } from "../xmpp/ns.ts";
 import { StreamParser } from "../xmpp/stream-parser.ts";
 import type { StreamEvents, StreamTransport } from "../xmpp/stream-transport.ts";
+import { InputShaper, PacedInput } from "./input-shaper.ts";
 import { standaloneElement } from "./standalone-element.ts";
 import { webSocketUrlOf } from "./web-paths.ts";
 
@@ -54,12 +55,18 @@ export class WebSocketTransport implements StreamTransport {
   /** Elements the message being parsed has produced so far. */
   #elements = 0;
   #closed = false;
+  /** Reading, at the pace of `limits.inputBytesPerSecond` and `limits.inputBurstBytes`. */
+  readonly #input: PacedInput;
 
   constructor(ws: WebSocket, options: WebSocketTransportOptions) {
     this.#ws = ws;
     this.#options = options;
     this.remoteAddress = options.remoteAddress;
     this.secure = options.secure;
+    this.#input = new PacedInput(
+      ws,
+      new InputShaper(options.limits.inputBytesPerSecond, options.limits.inputBurstBytes),
+    );
   }
 
   attach(events: StreamEvents): void {
@@ -114,7 +121,9 @@ export class WebSocketTransport implements StreamTransport {
       }
     } catch (error) {
       events.failed(error);
+      return;
     }
+    if (!this.#closed) this.#input.received(byteLength(data));
   }
 
   header(from: string, id: string | undefined): string {
@@ -162,16 +171,23 @@ export class WebSocketTransport implements StreamTransport {
   }
 
   pause(): void {
-    this.#ws.pause();
+    this.#input.pause();
   }
 
   resume(): void {
-    this.#ws.resume();
+    this.#input.resume();
   }
 
   #onClosed(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#input.stop();
     this.#events?.gone();
   }
+}
+
+/** The bytes of a message as ws delivers it (a Buffer, a list of fragments, or an ArrayBuffer). */
+function byteLength(data: WebSocket.RawData): number {
+  if (Array.isArray(data)) return data.reduce((sum, part) => sum + part.length, 0);
+  return data.byteLength;
 }

@@ -257,7 +257,14 @@ describe("isolation", () => {
         tls: { requireBeforeAuth: false },
         // Messages to the sloth after its cut-off are stored offline rather than bounced: bounces
         // carry the 15 kB payload back, and a burst of them could pass the flooder's own limit.
-        limits: { maxOutboundBufferBytes: 262_144, maxStanzaBytes: 20_000, maxOfflineMessagesPerUser: 5_000 },
+        // The flooder's own input budget must not be what slows it: it is the sloth under test.
+        limits: {
+          maxOutboundBufferBytes: 262_144,
+          maxStanzaBytes: 20_000,
+          maxOfflineMessagesPerUser: 5_000,
+          inputBytesPerSecond: 1_073_741_824,
+          inputBurstBytes: 1_073_741_824,
+        },
       },
     });
     const [flooder, sloth, carol, dave] = await newUsers(node, 4);
@@ -304,5 +311,33 @@ describe("isolation", () => {
     );
     // The flooder itself was never disconnected.
     assert.equal(f.closed, false, f.describe());
+  });
+
+  test("a client sending past its input budget is read more slowly, not cut off, and loses nothing", async (t) => {
+    const node = await startNode(t, {
+      config: {
+        tls: { requireBeforeAuth: false },
+        limits: { inputBytesPerSecond: 20_000, inputBurstBytes: 20_000 },
+      },
+    });
+    const [sender, receiver] = await newUsers(node, 2);
+    const a = await loginRaw(t, node, sender!, { priority: 1, starttls: false, label: "sender" });
+    const b = await loginRaw(t, node, receiver!, { priority: 1, starttls: false, label: "receiver" });
+    const body = (i: number) => `${i} ${"z".repeat(1_000)}`;
+    const started = performance.now();
+    // About 124 KB in one write. The server reads at most 64 KB at a time, and only within the
+    // budget (20 KB at once, then 20 KB a second): the bytes before the last read are at least
+    // 60 KB, so the last message is read no sooner than two seconds after the first.
+    let batch = "";
+    for (let i = 0; i < 120; i++)
+      batch += `<message to='${b.jid}' type='chat'><body>${body(i)}</body></message>`;
+    a.write(batch);
+    for (let i = 0; i < 120; i++) await b.waitFor(isMessageWithBody(body(i)), `message ${i}`, 30_000);
+    const elapsed = performance.now() - started;
+    assert.ok(
+      elapsed > 1_500,
+      `the last message arrived after ${Math.round(elapsed)} ms: the budget did not apply`,
+    );
+    assert.equal(a.closed, false, a.describe());
   });
 });

@@ -1,0 +1,90 @@
+/**
+ * A token bucket over one client connection's input, like ejabberd's c2s shaper and Prosody's
+ * mod_limits: a client may send `burstBytes` at once, and `bytesPerSecond` after that. A client
+ * that sends faster is not disconnected and loses nothing: its transport stops reading for as
+ * long as the excess takes to drain, so TCP (or the WebSocket's socket) pushes back on it while
+ * every other connection on the worker keeps its share of the event loop (issue 12: a flood of
+ * four clients had held ordinary users' messages for seconds).
+ */
+export class InputShaper {
+  readonly #bytesPerMs: number;
+  readonly #burstBytes: number;
+  readonly #clock: () => number;
+  #tokens: number;
+  #at: number;
+
+  /** `clock` in milliseconds (a test passes its own). */
+  constructor(
+    bytesPerSecond: number,
+    burstBytes: number,
+    clock: () => number = performance.now.bind(performance),
+  ) {
+    this.#bytesPerMs = bytesPerSecond / 1000;
+    this.#burstBytes = burstBytes;
+    this.#clock = clock;
+    this.#tokens = burstBytes;
+    this.#at = clock();
+  }
+
+  /**
+   * Counts `bytes` just read. Returns how long, in milliseconds, the reader should wait before
+   * reading more: 0 while the client stays within its budget.
+   */
+  take(bytes: number): number {
+    const now = this.#clock();
+    this.#tokens = Math.min(this.#burstBytes, this.#tokens + (now - this.#at) * this.#bytesPerMs);
+    this.#at = now;
+    this.#tokens -= bytes;
+    return this.#tokens >= 0 ? 0 : Math.ceil(-this.#tokens / this.#bytesPerMs);
+  }
+}
+
+/** What a transport reads from: a socket, or a WebSocket. */
+export interface PausableInput {
+  pause(): void;
+  resume(): void;
+}
+
+/**
+ * A connection's reading, stopped for two independent reasons: the stream's own flow control
+ * ({@link pause}, e.g. too many IQs in flight) and the shaper's wait after a client sent more
+ * than its budget. It reads again only when neither holds it.
+ */
+export class PacedInput {
+  readonly #input: PausableInput;
+  readonly #shaper: InputShaper;
+  #pausedByStream = false;
+  #timer: NodeJS.Timeout | undefined;
+
+  constructor(input: PausableInput, shaper: InputShaper) {
+    this.#input = input;
+    this.#shaper = shaper;
+  }
+
+  /** `bytes` were read: past the budget, reading stops for as long as the excess takes. */
+  received(bytes: number): void {
+    const waitMs = this.#shaper.take(bytes);
+    if (waitMs === 0 || this.#timer !== undefined) return;
+    this.#input.pause();
+    this.#timer = setTimeout(() => {
+      this.#timer = undefined;
+      if (!this.#pausedByStream) this.#input.resume();
+    }, waitMs);
+  }
+
+  pause(): void {
+    this.#pausedByStream = true;
+    this.#input.pause();
+  }
+
+  resume(): void {
+    this.#pausedByStream = false;
+    if (this.#timer === undefined) this.#input.resume();
+  }
+
+  /** The connection is gone: no timer outlives it. */
+  stop(): void {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+}
