@@ -61,15 +61,25 @@ export class PacedInput {
     this.#shaper = shaper;
   }
 
-  /** `bytes` were read: past the budget, reading stops for as long as the excess takes. */
+  /**
+   * `bytes` were read: past the budget, reading stops for as long as the excess takes. Input
+   * read before the pause took hold (the rest of a WebSocket read: ws emits every message of a
+   * chunk already received) adds to the debt, and the wait is taken again when it ends.
+   */
   received(bytes: number): void {
     const waitMs = this.#shaper.take(bytes);
     if (waitMs === 0 || this.#timer !== undefined) return;
     this.#input.pause();
+    this.#wait(waitMs);
+  }
+
+  #wait(ms: number): void {
     this.#timer = setTimeout(() => {
+      const more = this.#shaper.take(0);
+      if (more > 0) return this.#wait(more);
       this.#timer = undefined;
       if (!this.#pausedByStream) this.#input.resume();
-    }, waitMs);
+    }, ms);
   }
 
   pause(): void {

@@ -34,10 +34,14 @@ describe("PacedInput", () => {
     assert.deepEqual(calls, ["pause", "pause"], "the shaper's wait ended, but the stream still holds it");
     input.resume();
     assert.deepEqual(calls, ["pause", "pause", "resume"]);
-    input.received(2_000); // 1,000 over: paused for 1 ms, then read again.
+    input.received(2_000); // 1,000 over: paused for 1 ms...
     assert.deepEqual(calls.slice(3), ["pause"]);
+    input.received(3_000); // ...but what was read before the pause took hold is owed too.
     now += 1;
     t.mock.timers.tick(1);
+    assert.deepEqual(calls.slice(3), ["pause"], "still paused: 3,000 bytes more are owed");
+    now += 3;
+    t.mock.timers.tick(3);
     assert.deepEqual(calls.slice(3), ["pause", "resume"]);
     input.stop();
   });
