@@ -344,12 +344,21 @@ const handoff = new PartitionHandoff({
 
 if (init.recovering) handoff.awaitRecovery(ctx.localShards.filter((s) => s !== shard));
 
+/** Stanzas refused by a full mailbox on this worker (logged once per thousand). */
+let mailboxRefusals = 0;
+
 function dispatch(envelope: Envelope): void {
   switch (envelope.t) {
     case "actor": {
       const msg = envelope.msg;
       if (actors.deliver(envelope.key, msg, envelope.ack)) return;
-      log.warn({ actor: envelope.key, kind: msg.kind }, "mailbox full; message refused");
+      // One line per refusal would make a flood cost a log write per stanza on top.
+      if (mailboxRefusals++ % 1000 === 0) {
+        log.warn(
+          { actor: envelope.key, kind: msg.kind, refused: mailboxRefusals },
+          "mailbox full; message refused",
+        );
+      }
       // Refused is an answer too: the sender must not keep (and later re-send) it.
       if (envelope.ack !== undefined) router.accept(envelope.ack);
       // The sender learns it should retry later rather than have the stanza vanish.
