@@ -385,7 +385,8 @@ async function main(): Promise<number> {
       if (options.register) await register(host, port, options, accounts);
       results[`${host}:${port}`] = await attackServer(host, port, options.pid, options);
     } else if (server === "ejabberd") {
-      const ejabberd = await startEjabberd({ port: options.port, domain: options.domain });
+      // Each server as shipped: ejabberd's package limits client input (c2s_shaper: normal).
+      const ejabberd = await startEjabberd({ port: options.port, domain: options.domain, stockShaper: true });
       try {
         progress("ejabberd started: registering the accounts", {
           pid: ejabberd.pid,

@@ -34,6 +34,11 @@ export interface EjabberdOptions {
   ejabberdctl?: string;
   /** A PEM with certificate and key (default: the package's /etc/ejabberd/ejabberd.pem). */
   certificate?: string;
+  /**
+   * Limit each client's input like the package's own ejabberd.yml does (`c2s_shaper: normal`,
+   * 3,000 B/s with a 20,000 B burst). Default false: no shaper, for throughput figures.
+   */
+  stockShaper?: boolean;
 }
 
 function configYaml(dir: string, options: EjabberdOptions): string {
@@ -49,7 +54,7 @@ listen:
     module: ejabberd_c2s
     backlog: 4096
     max_stanza_size: 262144
-    shaper: none
+    shaper: c2s_shaper
     access: c2s
     starttls: true
     starttls_required: false
@@ -61,9 +66,13 @@ access_rules:
     allow: all
   register:
     allow: all
+shaper:
+  normal:
+    rate: 3000
+    burst_size: 20000
 shaper_rules:
   max_user_sessions: 10
-  c2s_shaper: none
+  c2s_shaper: ${options.stockShaper === true ? "normal" : "none"}
 modules:
   mod_disco: {}
   mod_ping: {}
