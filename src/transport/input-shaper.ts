@@ -45,15 +45,19 @@ export interface PausableInput {
   resume(): void;
 }
 
+/** Why a connection is not being read (each holds it independently). */
+export type InputHold = "stream" | "shaper" | "parse";
+
 /**
- * A connection's reading, stopped for two independent reasons: the stream's own flow control
- * ({@link pause}, e.g. too many IQs in flight) and the shaper's wait after a client sent more
- * than its budget. It reads again only when neither holds it.
+ * A connection's reading, stopped for independent reasons: the stream's own flow control
+ * ({@link pause}, e.g. too many IQs in flight), the shaper's wait after a client sent more than
+ * its budget, and a transport still parsing the rest of a large read ({@link hold}). It reads
+ * again only when nothing holds it.
  */
 export class PacedInput {
   readonly #input: PausableInput;
   readonly #shaper: InputShaper;
-  #pausedByStream = false;
+  readonly #holds = new Set<InputHold>();
   #timer: NodeJS.Timeout | undefined;
 
   constructor(input: PausableInput, shaper: InputShaper) {
@@ -69,7 +73,7 @@ export class PacedInput {
   received(bytes: number): void {
     const waitMs = this.#shaper.take(bytes);
     if (waitMs === 0 || this.#timer !== undefined) return;
-    this.#input.pause();
+    this.hold("shaper");
     this.#wait(waitMs);
   }
 
@@ -78,18 +82,27 @@ export class PacedInput {
       const more = this.#shaper.take(0);
       if (more > 0) return this.#wait(more);
       this.#timer = undefined;
-      if (!this.#pausedByStream) this.#input.resume();
+      this.release("shaper");
     }, ms);
   }
 
+  /** Stops reading for `reason` until {@link release} of the same reason. */
+  hold(reason: InputHold): void {
+    if (this.#holds.size === 0) this.#input.pause();
+    this.#holds.add(reason);
+  }
+
+  release(reason: InputHold): void {
+    if (this.#holds.delete(reason) && this.#holds.size === 0) this.#input.resume();
+  }
+
+  /** The stream's flow control. */
   pause(): void {
-    this.#pausedByStream = true;
-    this.#input.pause();
+    this.hold("stream");
   }
 
   resume(): void {
-    this.#pausedByStream = false;
-    if (this.#timer === undefined) this.#input.resume();
+    this.release("stream");
   }
 
   /** The connection is gone: no timer outlives it. */

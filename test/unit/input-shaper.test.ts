@@ -31,18 +31,33 @@ describe("PacedInput", () => {
     input.pause(); // The stream's flow control too.
     now += 5;
     t.mock.timers.tick(5);
-    assert.deepEqual(calls, ["pause", "pause"], "the shaper's wait ended, but the stream still holds it");
+    assert.deepEqual(calls, ["pause"], "the shaper's wait ended, but the stream still holds it");
     input.resume();
-    assert.deepEqual(calls, ["pause", "pause", "resume"]);
+    assert.deepEqual(calls, ["pause", "resume"]);
     input.received(2_000); // 1,000 over: paused for 1 ms...
-    assert.deepEqual(calls.slice(3), ["pause"]);
+    assert.deepEqual(calls.slice(2), ["pause"]);
     input.received(3_000); // ...but what was read before the pause took hold is owed too.
     now += 1;
     t.mock.timers.tick(1);
-    assert.deepEqual(calls.slice(3), ["pause"], "still paused: 3,000 bytes more are owed");
+    assert.deepEqual(calls.slice(2), ["pause"], "still paused: 3,000 bytes more are owed");
     now += 3;
     t.mock.timers.tick(3);
-    assert.deepEqual(calls.slice(3), ["pause", "resume"]);
+    assert.deepEqual(calls.slice(2), ["pause", "resume"]);
     input.stop();
+  });
+
+  it("PacedInput keeps reading stopped while any of its holds remains", () => {
+    const calls: string[] = [];
+    const input = new PacedInput(
+      { pause: () => calls.push("pause"), resume: () => calls.push("resume") },
+      new InputShaper(1_000, 1_000, () => 0),
+    );
+    input.hold("parse");
+    input.pause();
+    input.release("parse");
+    assert.deepEqual(calls, ["pause"], "the stream still holds it");
+    input.resume();
+    input.release("parse"); // Released twice: nothing more happens.
+    assert.deepEqual(calls, ["pause", "resume"]);
   });
 });
