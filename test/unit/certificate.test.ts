@@ -65,6 +65,8 @@ describe("ensureCertificate", () => {
     assert.equal(x509.subjectAltName, "DNS:localhost, IP Address:127.0.0.1, IP Address:0:0:0:0:0:0:0:1");
     assert.equal(x509.checkIP("127.0.0.1"), "127.0.0.1");
     assert.ok(Date.parse(x509.validTo) > Date.now() + 365 * 24 * 3600 * 1000);
+    assert.equal(x509.publicKey.asymmetricKeyType, "ec");
+    assert.equal(x509.publicKey.asymmetricKeyDetails?.namedCurve, "prime256v1");
 
     const paths = selfSignedPaths(config.dataDir);
     assert.equal(await readFile(paths.certFile, "utf8"), pair.cert);
