@@ -32,7 +32,11 @@ export interface EjabberdOptions {
   domain: string;
   /** The ejabberdctl script (default /usr/sbin/ejabberdctl). */
   ejabberdctl?: string;
-  /** A PEM with certificate and key (default: the package's /etc/ejabberd/ejabberd.pem). */
+  /**
+   * A PEM with certificate and key. Default: a self-signed ECDSA P-256 certificate for `domain`
+   * made for the run, the key type Starling generates, so both servers sign handshakes alike
+   * (the package's /etc/ejabberd/ejabberd.pem is RSA-2048).
+   */
   certificate?: string;
   /**
    * Limit each client's input like the package's own ejabberd.yml does (`c2s_shaper: normal`,
@@ -97,6 +101,34 @@ function portTaken(port: number): Promise<boolean> {
   });
 }
 
+/** Writes `server.pem` in `dir`: a self-signed ECDSA P-256 certificate for `domain` and its key. */
+async function selfSignedP256(dir: string, domain: string): Promise<void> {
+  const key = join(dir, "key.pem");
+  const cert = join(dir, "cert.pem");
+  await run("openssl", [
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+    "-days",
+    "2",
+    "-subj",
+    `/CN=${domain}`,
+    "-addext",
+    `subjectAltName=DNS:${domain}`,
+    "-keyout",
+    key,
+    "-out",
+    cert,
+  ]);
+  writeFileSync(join(dir, "server.pem"), readFileSync(cert, "utf8") + readFileSync(key, "utf8"));
+  rmSync(key);
+  rmSync(cert);
+}
+
 /** Starts ejabberd and resolves once `ejabberdctl started` says it is up. */
 export async function startEjabberd(options: EjabberdOptions): Promise<StartedEjabberd> {
   const ctl = options.ejabberdctl ?? "/usr/sbin/ejabberdctl";
@@ -107,7 +139,9 @@ export async function startEjabberd(options: EjabberdOptions): Promise<StartedEj
     throw new Error(`127.0.0.1:${options.port} is taken; pass another --port`);
   const dir = mkdtempSync(join(tmpdir(), "ejabberd-bench-"));
   const node = `bench${process.pid}@localhost`;
-  writeFileSync(join(dir, "server.pem"), readFileSync(options.certificate ?? "/etc/ejabberd/ejabberd.pem"));
+  if (options.certificate !== undefined)
+    writeFileSync(join(dir, "server.pem"), readFileSync(options.certificate));
+  else await selfSignedP256(dir, options.domain);
   writeFileSync(join(dir, "ejabberd.yml"), configYaml(dir, options));
   // Sourced by ejabberdctl: its own file, so the package's (which names /etc's config) is not read.
   writeFileSync(
