@@ -110,6 +110,8 @@ export async function startStarling(options: StartStarlingOptions): Promise<Star
   writeFileSync(configFile, JSON.stringify({ ...BENCH_NODE_CONFIG, ...options.config }));
   const label = options.label ?? "server";
   const args = [
+    // As `npm start` runs it (package.json): the main thread's young generation small too.
+    "--max-semi-space-size=1",
     "src/main.ts",
     "start",
     "--config",

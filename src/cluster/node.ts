@@ -64,8 +64,12 @@ export async function startNode(
   options: StartNodeOptions = {},
 ): Promise<RunningNode> {
   const started = Date.now();
-  // V8 flags are process-wide; workers started after this inherit them. Without this V8 grows
-  // every isolate's heap far past its live data under connection churn.
+  // V8 flags are process-wide; the workers' isolates, made after this, take them. With V8's
+  // defaults each isolate's heap grows far past its live data under connection churn; with
+  // --optimize-for-size every full collection reduces memory, about twice a second in a login
+  // storm, each marking all sessions (docs/architecture.md, "Memory").
+  setFlagsFromString(`--max-semi-space-size=${config.runtime.semiSpaceMiB}`);
+  setFlagsFromString(`--heap-growing-percent=${config.runtime.heapGrowingPercent}`);
   if (config.runtime.optimizeForSize) setFlagsFromString("--optimize-for-size");
   const tls = await ensureCertificate(config, log);
   const store = createStore(config, log);

@@ -181,8 +181,19 @@ export interface Config {
   };
   runtime: {
     /**
-     * Run V8 with --optimize-for-size: about 14 KiB of RSS per session instead of about 73,
-     * for about 30 % more CPU per message (bench/c2s-throughput.ts; docs/configuration.md).
+     * V8's semi-space (half the young generation) of every worker, in MiB: V8's own default
+     * grows it to 16 MiB per isolate, which is most of an idle node's memory.
+     */
+    semiSpaceMiB: number;
+    /**
+     * After a full garbage collection V8 lets the old generation grow by this much of what
+     * survived before the next one: it bounds the heap to about (1 + p/100) times live data.
+     */
+    heapGrowingPercent: number;
+    /**
+     * Run V8 with --optimize-for-size: the smallest heap, for much more CPU. Every full
+     * collection then reduces memory, and one runs about twice a second during a login storm,
+     * each marking every session (docs/benchmarks.md, "Where the login time went").
      */
     optimizeForSize: boolean;
   };
@@ -316,7 +327,7 @@ export const DEFAULT_CONFIG: Config = {
     allowList: ["127.0.0.1", "::1", "::ffff:127.0.0.1"],
   },
   log: { level: "info" },
-  runtime: { optimizeForSize: true },
+  runtime: { semiSpaceMiB: 1, heapGrowingPercent: 50, optimizeForSize: false },
   cluster: {
     node: null,
     peerHost: null,

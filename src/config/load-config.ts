@@ -132,6 +132,8 @@ const SCHEMA: Record<string, Check> = {
   "registration.windowMs": positiveInt,
   "registration.allowList": stringList,
   "log.level": oneOf("trace", "debug", "info", "warn", "error", "fatal", "silent"),
+  "runtime.semiSpaceMiB": positiveInt,
+  "runtime.heapGrowingPercent": positiveInt,
   "runtime.optimizeForSize": boolean,
   "cluster.node": nullOr(nodeName),
   "cluster.peerHost": nullOr(nonEmptyString),
