@@ -68,8 +68,10 @@ export async function startNode(
   // defaults each isolate's heap grows far past its live data under connection churn; with
   // --optimize-for-size every full collection reduces memory, about twice a second in a login
   // storm, each marking all sessions (docs/architecture.md, "Memory").
-  setFlagsFromString(`--max-semi-space-size=${config.runtime.semiSpaceMiB}`);
-  setFlagsFromString(`--heap-growing-percent=${config.runtime.heapGrowingPercent}`);
+  // 0 leaves V8's own heuristics.
+  const { semiSpaceMiB, heapGrowingPercent } = config.runtime;
+  if (semiSpaceMiB > 0) setFlagsFromString(`--max-semi-space-size=${semiSpaceMiB}`);
+  if (heapGrowingPercent > 0) setFlagsFromString(`--heap-growing-percent=${heapGrowingPercent}`);
   if (config.runtime.optimizeForSize) setFlagsFromString("--optimize-for-size");
   const tls = await ensureCertificate(config, log);
   const store = createStore(config, log);

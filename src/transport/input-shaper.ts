@@ -86,6 +86,11 @@ export class PacedInput {
     }, ms);
   }
 
+  /** Whether anything holds reading now. */
+  get held(): boolean {
+    return this.#holds.size > 0;
+  }
+
   /** Stops reading for `reason` until {@link release} of the same reason. */
   hold(reason: InputHold): void {
     if (this.#holds.size === 0) this.#input.pause();

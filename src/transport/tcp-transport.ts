@@ -94,14 +94,18 @@ export class TcpTransport implements StreamTransport {
   restart(): void {
     const events = this.#events!;
     this.#decoder = new StringDecoder("utf8");
-    this.#parser = new StreamParser(
+    // Only the current parser speaks for the stream: after STARTTLS or a restart, what the old
+    // one still finds in the read it was given is not the client's new stream (RFC 6120 §5.4.3.3:
+    // plaintext sent after <starttls/> must not be taken for the encrypted stream's).
+    const parser: StreamParser = new StreamParser(
       {
-        onStreamOpen: (attrs, name) => events.opened(attrs, name),
-        onStanza: (el) => events.element(el),
-        onStreamClose: () => events.closedByPeer(),
+        onStreamOpen: (attrs, name) => this.#parser === parser && events.opened(attrs, name),
+        onStanza: (el) => this.#parser === parser && events.element(el),
+        onStreamClose: () => this.#parser === parser && events.closedByPeer(),
       },
       this.#options.limits,
     );
+    this.#parser = parser;
   }
 
   #onData(chunk: Buffer): void {
@@ -110,20 +114,25 @@ export class TcpTransport implements StreamTransport {
     this.#parseFrom(chunk);
   }
 
-  /** Parses a slice of `chunk` now and, with reading held, the rest in later turns. */
+  /**
+   * Parses a slice of `chunk` now and, with reading held, the rest in later turns, with the
+   * parser it was read for: when STARTTLS or a stream restart replaced that parser meanwhile, the
+   * rest is dropped (it was sent before the client could know the new stream had begun).
+   */
   #parseFrom(chunk: Buffer): void {
+    const parser = this.#parser;
     const slice = chunk.length > PARSE_SLICE_BYTES ? chunk.subarray(0, PARSE_SLICE_BYTES) : chunk;
     try {
-      this.#parser?.write(this.#decoder.write(slice));
+      parser?.write(this.#decoder.write(slice));
     } catch (error) {
       this.#events!.failed(error);
       return;
     }
-    if (slice.length === chunk.length || this.#closed) return;
+    if (slice.length === chunk.length || this.#closed || this.#parser !== parser) return;
     this.#input.hold("parse");
     setImmediate(() => {
       this.#input.release("parse");
-      if (!this.#closed) this.#parseFrom(chunk.subarray(PARSE_SLICE_BYTES));
+      if (!this.#closed && this.#parser === parser) this.#parseFrom(chunk.subarray(PARSE_SLICE_BYTES));
     });
   }
 
@@ -159,6 +168,8 @@ export class TcpTransport implements StreamTransport {
     const secure = new TLSSocket(this.#raw, { isServer: true, secureContext: this.#options.tlsContext });
     this.#socket = secure;
     this.#secure = true;
+    // A hold taken on the plain socket (the shaper's) holds the TLS socket from now on.
+    if (this.#input.held) secure.pause();
     secure.on("secure", () => {
       this.restart();
       this.#events?.secured();

@@ -1,0 +1,83 @@
+import assert from "node:assert/strict";
+import { once } from "node:events";
+import { type AddressInfo, connect, createServer, type Socket } from "node:net";
+import { describe, it } from "node:test";
+import { createSecureContext, connect as tlsConnect } from "node:tls";
+import type { Element } from "@xmpp/xml";
+import { DEFAULT_CONFIG } from "../../src/config/defaults.ts";
+import { createLogger } from "../../src/log.ts";
+import { TcpTransport } from "../../src/transport/tcp-transport.ts";
+import type { StreamEvents } from "../../src/xmpp/stream-transport.ts";
+import { makeDomainCertificate } from "../helpers/certificates.ts";
+
+const HEADER =
+  "<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
+
+describe("TcpTransport", () => {
+  it("TcpTransport drops plaintext sent after <starttls/> in the same read, even past a slice", async (t) => {
+    // RFC 6120 §5.4.3.3; CVE-2011-0411's class. A read larger than the 8 KB parse slice holds
+    // <starttls/>, 56 KB of padding (seven slices, parsed over as many turns while the handshake
+    // goes on), then a stream and a message: the rest of the read must not reach the
+    // stream that the TLS handshake starts.
+    const certificate = await makeDomainCertificate("localhost");
+    const server = createServer();
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    t.after(() => server.close());
+    const accepted = once(server, "connection") as Promise<[Socket]>;
+    const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
+    t.after(() => client.destroy());
+    const [socket] = await accepted;
+
+    const seen: { secure: boolean; element: string }[] = [];
+    let secured!: () => void;
+    const securedNow = new Promise<void>((resolve) => (secured = resolve));
+    let proceed!: () => void;
+    const proceedNow = new Promise<void>((resolve) => (proceed = resolve));
+    let genuine!: () => void;
+    const genuineSeen = new Promise<void>((resolve) => (genuine = resolve));
+    const transport = new TcpTransport(socket, {
+      directTls: false,
+      tlsContext: createSecureContext({ cert: certificate.cert, key: certificate.key }),
+      limits: DEFAULT_CONFIG.limits,
+      log: createLogger({ level: "silent" }),
+    });
+    const events: StreamEvents = {
+      opened: () => {},
+      element: (el: Element) => {
+        seen.push({ secure: transport.secure, element: el.toString() });
+        if (el.name === "starttls") {
+          transport.startTls();
+          proceed(); // Where the stream would answer <proceed/>.
+        }
+        if (el.getChildText("body") === "GENUINE") genuine();
+      },
+      closedByPeer: () => {},
+      failed: (error) => assert.fail(`the stream failed: ${String(error)}`),
+      secured: () => secured(),
+      gone: () => {},
+      active: () => {},
+    };
+    transport.attach(events);
+
+    client.write(
+      `${HEADER}<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>${" ".repeat(56_000)}` +
+        `${HEADER}<message to='b@localhost'><body>INJECTED</body></message>`,
+    );
+    // Like a client, start TLS once told to proceed (its ClientHello is not part of that read).
+    await proceedNow;
+    const secure = tlsConnect({ socket: client, servername: "localhost", rejectUnauthorized: false });
+    await once(secure, "secureConnect");
+    await securedNow;
+    secure.write(`${HEADER}<message to='b@localhost'><body>GENUINE</body></message>`);
+    await genuineSeen;
+    assert.deepEqual(
+      seen.map((s) => [s.secure, /INJECTED|GENUINE|starttls/.exec(s.element)?.[0]]),
+      [
+        [false, "starttls"],
+        [true, "GENUINE"],
+      ],
+    );
+    secure.destroy();
+  });
+});
