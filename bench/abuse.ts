@@ -42,7 +42,7 @@ const HELP = `Usage: npx node bench/abuse.ts [options]
   --scale F           multiply every attack's size (connections, bytes, seconds) by F (default 1)
   --max-seconds S     abort the whole run after S seconds (default 900)
 
-Accounts: canary1..canaryN*2 and abuse1..abuse235 (created for a started server).
+Accounts: canary1..canaryN*2 and abuse1..abuse235 at --scale 1 (created for a started server).
 `;
 
 interface Options {
@@ -71,6 +71,13 @@ interface Phase {
 
 /** Hands out attack accounts, a fresh block per phase. */
 class Accounts {
+  /** Every attack account the phases of a run take, as they will take them. */
+  static forRun(options: Options): string[] {
+    const accounts = new Accounts();
+    for (const phase of phases(options)) phase.attack?.(accounts);
+    return new Accounts().take(accounts.used);
+  }
+
   #next = 1;
   take(count: number): string[] {
     const users = [];
@@ -81,9 +88,6 @@ class Accounts {
     return this.#next - 1;
   }
 }
-
-/** Attack accounts every run needs at scale 1 (see PHASES). */
-const ATTACK_ACCOUNTS = 235;
 
 function phases(options: Options): Phase[] {
   const n = (count: number): number => Math.max(1, Math.round(count * options.scale));
@@ -376,7 +380,7 @@ async function main(): Promise<number> {
   watchdog.unref();
   const accounts = [
     ...Array.from({ length: options.canaryPairs * 2 }, (_, i) => `canary${i + 1}`),
-    ...new Accounts().take(Math.ceil(ATTACK_ACCOUNTS * Math.max(1, options.scale))),
+    ...Accounts.forRun(options),
   ];
   const results: Record<string, PhaseReport[]> = {};
   for (const server of options.servers) {
