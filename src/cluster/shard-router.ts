@@ -14,6 +14,7 @@ import { Packr } from "msgpackr";
 import { type ActorKey, actorKey, splitActorKey } from "../../actors/actor.ts";
 import type { ActorRouter, SessionMessage, UserMessage } from "../../actors/messages.ts";
 import { fromErrorRecord, toErrorRecord } from "../errors.ts";
+import { addressedBatchToWire, batchFromWire, batchToWire } from "./batch-wire.ts";
 import type { ActorMessage, Envelope } from "./envelope.ts";
 import { nodeNoOf, type OwnerTable, ownerShard, partitionOf, workerOf } from "./ring.ts";
 
@@ -28,7 +29,8 @@ export type EnvelopeHandler = (envelope: Envelope) => void;
 
 /** Where batches for shards of other nodes go: the main thread, which sends them over a peer link. */
 export interface Uplink {
-  postMessage(value: { dest: number; bytes: Uint8Array }, transfer: ArrayBuffer[]): void;
+  /** A batch for shard `dest` of another node, as batch-wire.ts's `addressedBatchToWire`. */
+  postMessage(wire: string): void;
 }
 
 interface Retained {
@@ -130,9 +132,9 @@ export class ShardRouter implements ActorRouter {
     this.#uplink = uplink;
   }
 
-  /** Delivers a batch that came from another node through the main thread. */
-  receiveBatch(data: Uint8Array): void {
-    const batch = this.#packr.unpack(data) as Envelope[];
+  /** Delivers a batch that came from another node through the main thread (batch-wire.ts). */
+  receiveBatch(wire: string): void {
+    const batch = this.#packr.unpack(batchFromWire(wire)) as Envelope[];
     for (const envelope of batch) this.#receive(envelope);
   }
 
@@ -298,8 +300,8 @@ export class ShardRouter implements ActorRouter {
   setPort(worker: number, port: MessagePort): void {
     this.#ports[worker]?.close();
     this.#ports[worker] = port;
-    port.on("message", (data: Uint8Array) => {
-      const batch = this.#packr.unpack(data) as Envelope[];
+    port.on("message", (wire: string) => {
+      const batch = this.#packr.unpack(batchFromWire(wire)) as Envelope[];
       for (const envelope of batch) this.#receive(envelope);
     });
   }
@@ -475,17 +477,15 @@ export class ShardRouter implements ActorRouter {
       for (const envelope of batch) this.#receive(envelope);
       return;
     }
-    // pack() returns a view into a reused buffer: copy just the bytes, then transfer them.
+    // pack() returns a view into a reused buffer: the wire string copies just the bytes.
     if (nodeNoOf(shard) !== this.#selfNode) {
       if (this.#uplink === undefined) return;
-      const bytes = new Uint8Array(this.#packr.pack(batch));
-      this.#uplink.postMessage({ dest: shard, bytes }, [bytes.buffer as ArrayBuffer]);
+      this.#uplink.postMessage(addressedBatchToWire(shard, this.#packr.pack(batch)));
       return;
     }
     const port = this.#ports[workerOf(shard)];
     if (port === undefined) return; // The worker is restarting; its sessions re-register later.
-    const bytes = new Uint8Array(this.#packr.pack(batch));
-    port.postMessage(bytes, [bytes.buffer]);
+    port.postMessage(batchToWire(this.#packr.pack(batch)));
   }
 
   #hold(queue: Envelope[], envelope: Envelope): void {

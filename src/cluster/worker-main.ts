@@ -200,7 +200,7 @@ for (const kind of loginActorKinds({
 }))
   actors.define(kind);
 router.setUplink(init.uplinkPort);
-init.uplinkPort.on("message", (bytes: Uint8Array) => router.receiveBatch(bytes));
+init.uplinkPort.on("message", (wire: string) => router.receiveBatch(wire));
 router.onDrop = (count) => log.warn({ count }, "held envelopes over the limit; dropped");
 // A session lent to a resumption that gave up waiting: its holder gets it back at once.
 router.onLateReply = (value) => {

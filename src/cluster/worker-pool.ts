@@ -14,6 +14,7 @@ import { exposeStore } from "../storage/remote-store.ts";
 import type { Store } from "../storage/store.ts";
 import type { BareJid } from "../xmpp/jid.ts";
 import type { ClientTarget } from "../xmpp/stream-transport.ts";
+import { addressedBatchFromWire, batchToWire } from "./batch-wire.ts";
 import type { LiveNode } from "./handoff.ts";
 import type { OwnerTable } from "./ring.ts";
 import type {
@@ -131,9 +132,10 @@ export class WorkerPool {
     const controlChannel = new MessageChannel();
     const throttleChannel = new MessageChannel();
     const uplinkChannel = new MessageChannel();
-    uplinkChannel.port1.on("message", (value: { dest: number; bytes: Uint8Array }) =>
-      this.#options.onRemoteBatch?.(value.dest, value.bytes),
-    );
+    uplinkChannel.port1.on("message", (wire: string) => {
+      const batch = addressedBatchFromWire(wire);
+      if (batch !== undefined) this.#options.onRemoteBatch?.(batch.dest, batch.bytes);
+    });
     exposeStore(this.#options.store, storeChannel.port1);
     expose(this.#throttles, nodeEndpoint(throttleChannel.port1));
     const init: WorkerInit = {
@@ -224,9 +226,8 @@ export class WorkerPool {
   deliverRemote(worker: number, bytes: Uint8Array): void {
     const slot = this.#slots[worker];
     if (slot === undefined) return;
-    // The bytes may be a view into a larger decoded frame: copy just them, then transfer.
-    const copy = new Uint8Array(bytes);
-    slot.uplink.postMessage(copy, [copy.buffer]);
+    // The bytes may be a view into a larger decoded frame: the wire string copies just them.
+    slot.uplink.postMessage(batchToWire(bytes));
   }
 
   /** Switches every worker to a newer owner table (a restarted worker starts from it too). */
