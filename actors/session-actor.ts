@@ -82,6 +82,8 @@ export interface SessionReplicaStream {
   push(change: SessionChange): number;
   /** Pushes a change that may wait to share a batch (`cluster.replicationBatchMs`). */
   pushDeferred(change: DeferrableChange): number;
+  /** Sends the changes that wait for a batch now: something waits for them. */
+  hurry(): void;
   /** The last change pushed. */
   readonly lsn: number;
   readonly ackedLsn: number;
@@ -290,6 +292,7 @@ export class SessionActor {
     const stream = this.#stream;
     if (stream === undefined || stream.ackedLsn >= stream.lsn) return then();
     this.#replicatedWaiters.push([stream.lsn, then]);
+    stream.hurry();
   }
 
   /** Applies the blocklist sent with the bind reply. */
@@ -361,6 +364,8 @@ export class SessionActor {
       if (this.#stream === undefined || this.#ended) return;
       const value = this.#s.handledIn;
       this.#inPushed = [this.#stream.pushDeferred({ c: "in", handledIn: value }), value];
+      // A client waiting for <a/> waits for this count: it goes now, not with the batch.
+      if (this.#ackWanted) this.#stream.hurry();
       // With no replica at the moment, nothing will acknowledge it: it is as safe as it gets.
       if (this.#inPushed[0] <= this.#stream.ackedLsn) this.#onReplicated(this.#stream.ackedLsn);
     });
@@ -380,6 +385,9 @@ export class SessionActor {
     if (!this.#ackWanted || this.#link === undefined) return;
     const safe = this.#safeIn;
     if (safe !== this.#received) {
+      // A count that waits for the replication batch goes now (one still waiting for its
+      // stanza's acceptance goes when it is pushed).
+      this.#stream?.hurry();
       if (this.#ackTimer === undefined) {
         this.#ackTimer = setTimeout(() => {
           this.#ackTimer = undefined;

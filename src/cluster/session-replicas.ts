@@ -195,6 +195,14 @@ export class ReplicaStream {
   }
 
   /**
+   * Something waits for the deferred changes (a client's `<r/>` for its inbound count): they
+   * go now, in this turn's batch, instead of at the batch timer.
+   */
+  hurry(): void {
+    this.#flushDeferred();
+  }
+
+  /**
    * Numbers a new change. Replicas that held everything start being behind now: their silence
    * counts from here, not from their last acknowledgement (which may be long ago for a quiet
    * session), or a change still on its way would look lost and re-send the whole state.

@@ -252,6 +252,7 @@ const ctx: ShardContext = {
       return {
         push: (change) => stream.push(change),
         pushDeferred: (change) => stream.pushDeferred(change),
+        hurry: () => stream.hurry(),
         get lsn() {
           return stream.lsn;
         },

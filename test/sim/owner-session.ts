@@ -119,12 +119,17 @@ export class OwnerSession {
       if (this.stream === undefined || this.ended) return;
       const value = this.state.handledIn;
       this.inPushed = [this.stream.pushDeferred({ c: "in", handledIn: value }), value];
+      // SessionActor: a client waiting for <a/> waits for this count, which goes now.
+      if (this.ackWanted) this.stream.hurry();
     });
   }
 
   answerAck(): void {
     if (!this.ackWanted || this.link === undefined) return;
-    if (this.inReplicated !== this.received) return;
+    if (this.inReplicated !== this.received) {
+      this.stream?.hurry();
+      return;
+    }
     this.ackWanted = false;
     this.link.send("a", this.inReplicated);
   }
@@ -196,6 +201,7 @@ export class OwnerSession {
     const stream = this.stream;
     if (stream === undefined || stream.ackedLsn >= stream.lsn) return then();
     this.#replicatedWaiters.push([stream.lsn, then]);
+    stream.hurry();
   }
 
   /**

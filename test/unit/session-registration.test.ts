@@ -347,6 +347,7 @@ test("a session resumed from a snapshot never acknowledges fewer stanzas than it
       return {
         push: () => ++lsn,
         pushDeferred: () => ++lsn,
+        hurry() {},
         get lsn() {
           return lsn;
         },
