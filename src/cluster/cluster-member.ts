@@ -308,7 +308,7 @@ export class ClusterMember {
       return;
     }
     held.bytes += message.bytes.byteLength;
-    // The bytes were transferred from the worker's uplink: this thread owns them.
+    // The bytes were copied out of the worker's uplink string (batch-wire.ts): safe to keep.
     held.batches.push(message);
   }
 
