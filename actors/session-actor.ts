@@ -385,9 +385,9 @@ export class SessionActor {
     if (!this.#ackWanted || this.#link === undefined) return;
     const safe = this.#safeIn;
     if (safe !== this.#received) {
-      // A count that waits for the replication batch goes now (one still waiting for its
-      // stanza's acceptance goes when it is pushed).
-      this.#stream?.hurry();
+      // Every stanza is accepted and only their count waits, for the replication batch: it goes
+      // now (a count still waiting for a stanza's acceptance goes when it is pushed).
+      if (this.#inPending.length === 0) this.#stream?.hurry();
       if (this.#ackTimer === undefined) {
         this.#ackTimer = setTimeout(() => {
           this.#ackTimer = undefined;

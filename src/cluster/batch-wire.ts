@@ -4,9 +4,10 @@
  *
  * Why not the bytes themselves: structured clone copies a one-byte string inline into the
  * message, while a Uint8Array, transferred or not, needs an ArrayBuffer and a backing store of
- * its own on the receiving side. Measured on Node 24 with 300-byte batches (a few envelopes),
- * sender and receiver together: 5.3 µs per crossing as a string, 10.5 µs as a transferred
- * Uint8Array, conversions included. A replicated message crosses threads about eight times.
+ * its own on the receiving side. Measured on Node 24.21 with 300-byte batches (a few envelopes),
+ * sender and receiver together: 4.1–5.0 µs per crossing as a string, 10.1–10.3 µs as a
+ * transferred Uint8Array, conversions included. A replicated message crosses threads about
+ * eight times (docs/benchmarks.md: what a thread crossing costs).
  */
 
 /** A batch's bytes as a cross-thread string. */

@@ -135,6 +135,7 @@ export class WorkerPool {
     uplinkChannel.port1.on("message", (wire: string) => {
       const batch = addressedBatchFromWire(wire);
       if (batch !== undefined) this.#options.onRemoteBatch?.(batch.dest, batch.bytes);
+      else this.#options.log.error({ worker: index }, "a worker's batch without a destination; dropped");
     });
     exposeStore(this.#options.store, storeChannel.port1);
     expose(this.#throttles, nodeEndpoint(throttleChannel.port1));
@@ -226,6 +227,10 @@ export class WorkerPool {
   deliverRemote(worker: number, bytes: Uint8Array): void {
     const slot = this.#slots[worker];
     if (slot === undefined) return;
+    if (!(bytes instanceof Uint8Array)) {
+      this.#options.log.warn({ worker }, "a peer's batch without bytes; dropped");
+      return;
+    }
     // The bytes may be a view into a larger decoded frame: the wire string copies just them.
     slot.uplink.postMessage(batchToWire(bytes));
   }

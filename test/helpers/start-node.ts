@@ -15,6 +15,7 @@ import { dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { freePort } from "./free-port.ts";
 import { DEFAULT_TIMEOUT_MS, WaitTimeoutError, waitUntil, withTimeout } from "./wait-for.ts";
 
 /** The repository root, where `src/main.ts` lives. */
@@ -333,17 +334,6 @@ export async function startNode(t?: AfterHook, options: StartNodeOptions = {}): 
     }
   });
   return node;
-}
-
-/** Finds a free loopback port (only for Prosody, which cannot report ports it picked itself). */
-async function freePort(): Promise<number> {
-  const server = net.createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address() as net.AddressInfo;
-  server.close();
-  await once(server, "close");
-  return port;
 }
 
 const execFileAsync = promisify(execFile);

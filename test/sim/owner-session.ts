@@ -127,7 +127,7 @@ export class OwnerSession {
   answerAck(): void {
     if (!this.ackWanted || this.link === undefined) return;
     if (this.inReplicated !== this.received) {
-      this.stream?.hurry();
+      if (this.inPending.length === 0) this.stream?.hurry();
       return;
     }
     this.ackWanted = false;
