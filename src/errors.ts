@@ -12,6 +12,7 @@ export const ErrorCodes = {
   XSRV_XML_RESTRICTED: "the peer sent XML that XMPP forbids (DTD, entity, PI, comment)",
   XSRV_STANZA_TOO_LARGE: "a stanza is larger than maxStanzaBytes",
   XSRV_STANZA_TOO_DEEP: "a stanza nests deeper than maxStanzaDepth",
+  XSRV_STANZA_TOO_WIDE: "a stanza has more elements than maxStanzaElements",
   XSRV_STREAM: "a stream-level protocol violation",
   XSRV_STANZA: "a stanza-level error to be returned to the sender",
   XSRV_STORE: "the store failed",

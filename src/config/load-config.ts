@@ -87,6 +87,7 @@ const SCHEMA: Record<string, Check> = {
   "tls.requireBeforeAuth": boolean,
   "limits.maxStanzaBytes": positiveInt,
   "limits.maxStanzaDepth": positiveInt,
+  "limits.maxStanzaElements": positiveInt,
   "limits.maxOutboundBufferBytes": positiveInt,
   "limits.inputBytesPerSecond": positiveInt,
   "limits.inputBurstBytes": positiveInt,

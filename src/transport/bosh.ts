@@ -143,7 +143,11 @@ function parseBody(text: string, limits: Readonly<Config["limits"]>): Element {
       onStreamClose: () => {},
     },
     // The body is one element around the stanzas: one level deeper, a few stanzas larger.
-    { maxStanzaBytes: limits.maxStanzaBytes * 2 + 8192, maxStanzaDepth: limits.maxStanzaDepth + 1 },
+    {
+      maxStanzaBytes: limits.maxStanzaBytes * 2 + 8192,
+      maxStanzaDepth: limits.maxStanzaDepth + 1,
+      maxStanzaElements: limits.maxStanzaElements * 2 + 1,
+    },
   );
   parser.write(`<stream:stream xmlns:stream="${NS_STREAM}">`);
   parser.write(text);

@@ -18,6 +18,8 @@ export interface StreamParserLimits {
   maxStanzaBytes: number;
   /** Deepest nesting inside a stanza (the stanza itself is depth 1). */
   maxStanzaDepth: number;
+  /** Most elements in one stanza, the stanza itself included. */
+  maxStanzaElements: number;
 }
 
 /** What the parser reports. */
@@ -41,6 +43,8 @@ export class StreamParser {
   readonly #limits: StreamParserLimits;
   readonly #saxes: SaxesParser;
   #stack: Element[] = [];
+  /** Elements of the stanza being parsed so far. */
+  #elements = 0;
   #opened = false;
   #closed = false;
   /** Characters fed so far. */
@@ -150,6 +154,20 @@ export class StreamParser {
     }
     // A stanza of many small parts is stopped as soon as it is too large, not at its end.
     if (this.#stack.length > 0) this.#checkSize(this.#saxes.position);
+    this.#elements = this.#stack.length === 0 ? 1 : this.#elements + 1;
+    if (this.#elements > this.#limits.maxStanzaElements) {
+      // Parsed and held, `<x/>` takes 155 bytes of heap for its four: five clients whose
+      // stanzas of 100,000 of them sat half-built (about 10 MB each at the byte limit) while the
+      // input shaper paced them grew a worker's heap, and its GC pauses, enough to hold other
+      // users up (bench/abuse.ts).
+      this.#stop(
+        new StreamError(
+          "XSRV_STANZA_TOO_WIDE",
+          "policy-violation",
+          `stanza has more than maxStanzaElements (${this.#limits.maxStanzaElements}) elements`,
+        ),
+      );
+    }
     const parent = this.#stack.at(-1);
     // A stanza travels on its own, away from the stream header: it carries the prefixes the
     // header declared, or namespace-aware receivers could not read it.

@@ -21,9 +21,12 @@ import { tcpOnly } from "../helpers/ws-bridge.ts";
 
 const MAX_STANZA_BYTES = 10_000;
 const MAX_DEPTH = 16;
+const MAX_ELEMENTS = 200;
 
 const getNode = useNode({
-  config: { limits: { maxStanzaBytes: MAX_STANZA_BYTES, maxStanzaDepth: MAX_DEPTH } },
+  config: {
+    limits: { maxStanzaBytes: MAX_STANZA_BYTES, maxStanzaDepth: MAX_DEPTH, maxStanzaElements: MAX_ELEMENTS },
+  },
 });
 
 const HEADER = (domain: string) =>
@@ -165,6 +168,20 @@ describe("limits", () => {
     const depth = MAX_DEPTH * 4;
     client.write(`<message to='${user.jid}'>${"<x>".repeat(depth)}${"</x>".repeat(depth)}</message>`);
     await expectStreamError(client, "policy-violation");
+  });
+
+  test("a stanza of more elements than maxStanzaElements gets <policy-violation/>, one at the limit passes", async (t) => {
+    const node = getNode();
+    const [a, b] = await newUsers(node, 2);
+    const sender = await loginRaw(t, node, a!);
+    const receiver = await loginRaw(t, node, b!, { priority: 1 });
+    // The message, its body and the children: exactly the limit, well under maxStanzaBytes.
+    const children = "<x/>".repeat(MAX_ELEMENTS - 2);
+    sender.send(`<message to='${esc(b!.jid)}' type='chat'><body>wide</body>${children}</message>`);
+    const got = await receiver.waitFor(isMessageWithBody("wide"), "the message at the limit");
+    assert.equal(got.getChildren("x").length, MAX_ELEMENTS - 2);
+    sender.write(`<message to='${esc(b!.jid)}' type='chat'><body>wider</body>${children}<x/></message>`);
+    await expectStreamError(sender, "policy-violation");
   });
 
   test("a deep stanza is cut off before it is closed", async (t) => {

@@ -7,7 +7,12 @@ import { parseElement, StreamParser } from "../../src/xmpp/stream-parser.ts";
 const HEADER =
   "<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
 
-function collect(limits = { maxStanzaBytes: 1000, maxStanzaDepth: 5 }) {
+function collect(
+  limits: { maxStanzaBytes: number; maxStanzaDepth: number; maxStanzaElements?: number } = {
+    maxStanzaBytes: 1000,
+    maxStanzaDepth: 5,
+  },
+) {
   const events: { opened?: Record<string, string>; stanzas: Element[]; closed: boolean } = {
     stanzas: [],
     closed: false,
@@ -22,7 +27,7 @@ function collect(limits = { maxStanzaBytes: 1000, maxStanzaDepth: 5 }) {
         events.closed = true;
       },
     },
-    limits,
+    { maxStanzaElements: 10_000, ...limits },
   );
   return { parser, events };
 }
@@ -155,6 +160,27 @@ describe("StreamParser", () => {
     const children = `<message>${"<x/>".repeat(10_000)}</message>`;
     assert.equal(violation(wide.parser, children).code, "XSRV_STANZA_TOO_LARGE");
     assert.ok(wide.parser.position < HEADER.length + 1_100, `parsed ${wide.parser.position} characters`);
+  });
+
+  it("StreamParser answers a stanza of more elements than maxStanzaElements with policy-violation, at the first one too many", () => {
+    const { parser, events } = collect({
+      maxStanzaBytes: 262_144,
+      maxStanzaDepth: 5,
+      maxStanzaElements: 100,
+    });
+    parser.write(HEADER);
+    // The limit itself passes: the stanza and 99 children, nested or not, spread over writes.
+    parser.write(`<message>${"<x/>".repeat(50)}`);
+    parser.write(`<y>${"<z/>".repeat(48)}</y></message>`);
+    assert.equal(events.stanzas.length, 1);
+    assert.equal(events.stanzas[0]!.children.length, 51);
+    // The count starts again with each stanza: one element more is refused where it opens.
+    const start = parser.position;
+    const error = violation(parser, `<message>${"<x/>".repeat(10_000)}</message>`);
+    assert.equal(error.code, "XSRV_STANZA_TOO_WIDE");
+    assert.equal(error.condition, "policy-violation");
+    assert.ok(parser.position - start <= 9 + 100 * 4, `parsed ${parser.position - start} characters of it`);
+    assert.equal(events.stanzas.length, 1, "nothing of it delivered");
   });
 });
 
