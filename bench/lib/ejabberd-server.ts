@@ -101,7 +101,12 @@ function portTaken(port: number): Promise<boolean> {
   });
 }
 
-/** Writes `server.pem` in `dir`: a self-signed ECDSA P-256 certificate for `domain` and its key. */
+/**
+ * Writes `server.pem` in `dir`: a self-signed ECDSA P-256 certificate for `domain` and its key.
+ * Made by openssl, not by the `selfsigned` generator the tests use (test/helpers/certificates.ts):
+ * ejabberd 23.01 refuses that pair ("no matching private key found for this certificate"), with
+ * its PKCS#8 key and as SEC 1 alike.
+ */
 async function selfSignedP256(dir: string, domain: string): Promise<void> {
   const key = join(dir, "key.pem");
   const cert = join(dir, "cert.pem");

@@ -125,14 +125,19 @@ export class TcpTransport implements StreamTransport {
     try {
       parser?.write(this.#decoder.write(slice));
     } catch (error) {
+      this.#input.release("parse");
       this.#events!.failed(error);
       return;
     }
-    if (slice.length === chunk.length || this.#closed || this.#parser !== parser) return;
+    // Held until the read's last slice is parsed (or the rest is dropped), not slice by slice.
+    if (slice.length === chunk.length || this.#closed || this.#parser !== parser) {
+      this.#input.release("parse");
+      return;
+    }
     this.#input.hold("parse");
     setImmediate(() => {
-      this.#input.release("parse");
       if (!this.#closed && this.#parser === parser) this.#parseFrom(chunk.subarray(PARSE_SLICE_BYTES));
+      else this.#input.release("parse");
     });
   }
 
