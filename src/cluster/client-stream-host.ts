@@ -22,6 +22,7 @@ import type {
   ResumeOutcome,
   StreamHost,
 } from "../xmpp/stream-host.ts";
+import { mainShardOf, nodeNoOf, withMainShards } from "./ring.ts";
 import type { ShardContext } from "./shard-context.ts";
 
 /** How long a `<resume/>` waits for the shard that holds the session. */
@@ -33,7 +34,15 @@ const RESUME_TAKE_TIMEOUT_MS = 3_000;
  * "pending" while the death of the node that held it is not known yet.
  */
 export type ResumeTake =
-  | { snapshot: SessionSnapshot; lender?: { shard: number; sid: string } }
+  /**
+   * A session lent by the shard that held it (`lender`, two-phase: see SessionActor.lendForResume),
+   * or a replica's copy taken out for good (`copyOf`: the owner's stream and the lsn it held).
+   */
+  | {
+      snapshot: SessionSnapshot;
+      lender?: { shard: number; sid: string };
+      copyOf?: { stream: string; lsn: number };
+    }
   | { expired: number }
   | { pending: true }
   | undefined;
@@ -274,13 +283,14 @@ async function resume(
   };
   const search = async () => {
     const asked = new Set<number>();
-    for (const shard of [home, ...ctx.localShards]) {
+    // This node's main thread too: it holds the copies of other nodes' sessions (main-replicas.ts).
+    for (const shard of [home, ...ctx.localShards, mainShardOf(nodeNoOf(ctx.index))]) {
       if (asked.has(shard)) continue;
       asked.add(shard);
       note(await take(shard));
       if (snapshot !== undefined) return;
     }
-    const others = ctx.router.liveShards().filter((shard) => !asked.has(shard));
+    const others = withMainShards(ctx.router.liveShards()).filter((shard) => !asked.has(shard));
     // At most one holder has the session, and taking it is what the request does.
     for (const found of await Promise.all(others.map(take))) note(found);
   };

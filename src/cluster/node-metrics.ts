@@ -5,12 +5,15 @@
  */
 import type { MetricFamily, MetricSample } from "../http/metrics.ts";
 import type { ClusterStatus } from "./cluster-member.ts";
+import type { ReplicaStats } from "./session-replicas.ts";
 import type { WorkerStats } from "./worker-main.ts";
 
 /** What the families are built from. */
 export interface NodeMetricsInput {
   workers: readonly WorkerStats[];
   workerRestarts: number;
+  /** The main thread's replica shard (main-replicas.ts): a sample labelled `worker="main"`. */
+  mainReplicas?: ReplicaStats;
   /** The process's resident memory. */
   rssBytes: number;
   /** Absent for a single node. */
@@ -38,6 +41,18 @@ export function nodeMetrics(input: NodeMetricsInput): MetricFamily[] {
     type: "counter",
     samples: perWorker(pick),
   });
+  // Copies are held by workers (one node: the next worker) and by the main thread (a cluster).
+  const replicas = (
+    type: "gauge" | "counter",
+    name: string,
+    help: string,
+    key: keyof ReplicaStats,
+  ): MetricFamily => {
+    const samples = perWorker((w) => w.replicas[key]);
+    if (input.mainReplicas !== undefined)
+      samples.push({ labels: { worker: "main" }, value: input.mainReplicas[key] });
+    return { name, help, type, samples };
+  };
   const families: MetricFamily[] = [
     gauge(
       "starling_connections",
@@ -82,21 +97,24 @@ export function nodeMetrics(input: NodeMetricsInput): MetricFamily[] {
       "The longest time a session's replicas have gone without acknowledging while behind.",
       (w) => w.replicationLag.stalledMs / 1000,
     ),
-    gauge("starling_replica_copies", "Copies of other shards' sessions held here.", (w) => w.replicas.held),
-    counter(
+    replicas("gauge", "starling_replica_copies", "Copies of other shards' sessions held here.", "held"),
+    replicas(
+      "counter",
       "starling_replica_changes_applied_total",
       "Replicated changes applied to copies.",
-      (w) => w.replicas.applied,
+      "applied",
     ),
-    counter(
+    replicas(
+      "counter",
       "starling_replica_changes_refused_total",
       "Replicated changes refused (a zombie owner, or a gap).",
-      (w) => w.replicas.refused,
+      "refused",
     ),
-    counter(
+    replicas(
+      "counter",
       "starling_replica_promotions_total",
       "Copies promoted after their owner died.",
-      (w) => w.replicas.promoted,
+      "promoted",
     ),
     gauge("starling_heap_used_bytes", "V8 heap in use by each worker's isolate.", (w) => w.heapUsedBytes),
     single(

@@ -143,7 +143,7 @@ export async function startNode(
       actors: sum("actors"),
       /** Resumable sessions of this node streaming to replicas, and copies held for other nodes. */
       replicating: stats.reduce((n, s) => n + s.replicating, 0),
-      replicasHeld: stats.reduce((n, s) => n + s.replicas.held, 0),
+      replicasHeld: stats.reduce((n, s) => n + s.replicas.held, pool.replicaStats.held),
       users: await store.countAccounts(),
       memory: process.memoryUsage(),
     };
@@ -209,6 +209,7 @@ export async function startNode(
       nodeMetrics({
         workers: await pool.stats(),
         workerRestarts: pool.restarts,
+        mainReplicas: pool.replicaStats,
         rssBytes: process.memoryUsage.rss(),
         ...(member === undefined ? {} : { cluster: member.status() }),
       }),

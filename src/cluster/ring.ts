@@ -90,6 +90,31 @@ export function workerOf(shard: number): number {
   return shard % SHARD_STRIDE;
 }
 
+/**
+ * The worker index of a node's main thread as a shard: it owns no partition and hosts no
+ * session, only the copies other nodes' sessions replicate to it (session-replicas.ts), so a
+ * replicated change is applied and acknowledged where the peer link delivers it, without a
+ * crossing to a worker thread and back. Worker indexes stay below it (config: `workers`).
+ */
+export const MAIN_WORKER = SHARD_STRIDE - 1;
+
+/** The shard number of node `nodeNo`'s main thread. */
+export function mainShardOf(nodeNo: number): number {
+  return shardNumber(nodeNo, MAIN_WORKER);
+}
+
+/** Whether a shard number names a node's main thread rather than a worker. */
+export function isMainShard(shard: number): boolean {
+  return workerOf(shard) === MAIN_WORKER;
+}
+
+/** `shards`, and the main shard of every node among them (once each, after them). */
+export function withMainShards(shards: readonly number[]): number[] {
+  const mains = new Set<number>();
+  for (const shard of shards) if (!isMainShard(shard)) mains.add(mainShardOf(nodeNoOf(shard)));
+  return [...shards, ...[...mains].filter((m) => !shards.includes(m))];
+}
+
 /** The ring's hash function, as recorded in the membership table and checked at join. */
 export const RING_HASH = "sha1-64";
 

@@ -2,7 +2,7 @@
  * Hot replication of resumable sessions (CLUSTER.md "Hot replication", guarantee 3).
  *
  * A session with XEP-0198 resumption streams every change of its state (actors/session-state.ts)
- * to `replicationFactor - 1` replicas: one worker on each of the next nodes after its own in
+ * to `replicationFactor - 1` replicas: the main thread of each of the next nodes after its own in
  * node-number order (on a single node, the next worker). Each change carries the owner shard and
  * a log sequence number; a replica applies it with the same pure function and acknowledges the
  * highest number it holds, batched per turn like every envelope. The owner writes a stanza to
@@ -21,45 +21,29 @@ import {
   type DeferrableChange,
   type SessionChange,
   type SessionSnapshot,
+  unackedAfter,
 } from "../../actors/session-state.ts";
 import type { Logger } from "../log.ts";
 import type { Envelope } from "./envelope.ts";
-import { hash64, nodeNoOf } from "./ring.ts";
+import { mainShardOf, nodeNoOf } from "./ring.ts";
 
-/** Where the replicas of one owner shard's sessions go, for a token (pure, deterministic). */
-export function placeReplicas(
-  owner: number,
-  liveShards: readonly number[],
-  factor: number,
-  token: string,
-): number[] {
+/**
+ * Where the replicas of one owner shard's sessions go (pure, deterministic): the main thread
+ * (ring.ts `mainShardOf`) of each of the next `factor - 1` nodes after the owner's in node-number
+ * order, so a change is applied and acknowledged where the peer link hands it over, with no
+ * crossing to a worker thread and back on the replica's side. On a single node, the next worker
+ * (a worker crash is survivable; a process crash drops every socket anyway).
+ */
+export function placeReplicas(owner: number, liveShards: readonly number[], factor: number): number[] {
   if (factor <= 1) return [];
-  const byNode = new Map<number, number[]>();
-  for (const shard of liveShards) {
-    const node = nodeNoOf(shard);
-    const list = byNode.get(node);
-    if (list === undefined) byNode.set(node, [shard]);
-    else list.push(shard);
-  }
   const ownNode = nodeNoOf(owner);
-  const nodes = [...byNode.keys()].sort((a, b) => a - b);
+  const nodes = [...new Set(liveShards.map(nodeNoOf))].sort((a, b) => a - b);
   // The nodes after ours in ring order, wrapping: each node's successor is a different node.
   const others = [...nodes.filter((n) => n > ownNode), ...nodes.filter((n) => n < ownNode)];
-  const spread = Number(hash64(token) % 65_536n);
-  if (others.length === 0) {
-    // One node: the next worker survives a worker crash (a process crash drops every socket).
-    const local = (byNode.get(ownNode) ?? []).slice().sort((a, b) => a - b);
-    if (local.length < 2) return [];
-    const at = local.indexOf(owner);
-    return [local[(at + 1) % local.length]!];
-  }
-  return others.slice(0, factor - 1).map((node) => {
-    const shards = byNode
-      .get(node)!
-      .slice()
-      .sort((a, b) => a - b);
-    return shards[spread % shards.length]!;
-  });
+  if (others.length > 0) return others.slice(0, factor - 1).map(mainShardOf);
+  const local = liveShards.filter((shard) => nodeNoOf(shard) === ownNode).sort((a, b) => a - b);
+  if (local.length < 2) return [];
+  return [local[(local.indexOf(owner) + 1) % local.length]!];
 }
 
 /** What the replication sends through the router. */
@@ -551,13 +535,14 @@ export class ReplicaHost {
   /**
    * A `<resume/>` for `token` reached this shard before its copy was promoted. When the owner is
    * dead (`isDead`, from a committed table) and this shard is the heir, the copy is taken out and
-   * returned, so the client resumes at once; "pending" when the owner is not known dead yet.
+   * returned with the stream it came from, so the client resumes at once; "pending" when the
+   * owner is not known dead yet.
    */
   takeForResume(
     token: string,
     user: string,
     isDead: (shard: number) => boolean,
-  ): SessionSnapshot | "pending" | undefined {
+  ): PromotedCopy | "pending" | undefined {
     const entry = this.#entries.get(token);
     if (entry === undefined || !entry.state.full.startsWith(`${user}/`)) return undefined;
     if (!isDead(entry.owner)) return "pending";
@@ -568,7 +553,7 @@ export class ReplicaHost {
     this.#retire(token, entry.stream);
     this.#counts.promoted++;
     entry.state.moves++;
-    return entry.state;
+    return { state: entry.state, stream: entry.stream, lsn: entry.lsn };
   }
 
   #retire(token: string, stream: string): void {
@@ -595,4 +580,25 @@ export class ReplicaHost {
     this.#counts.promoted += promoted.length;
     return promoted;
   }
+}
+
+/**
+ * A `<resume/>` that reached a shard holding a copy (worker-main.ts and main-replicas.ts
+ * `resume-take`): the copy, with the client's acknowledgement `h` applied, once its owner's node
+ * is known dead (`gone`: this shard's knowledge and the asker's) and this shard is the heir;
+ * "pending" while that is not known; undefined when no copy of the user's session is here, or
+ * when the client acknowledged more than the copy ever sent (XEP-0198 §5: the client is wrong).
+ */
+export function takeCopyForResume(
+  host: ReplicaHost,
+  token: string,
+  user: string,
+  h: number,
+  gone: ReadonlySet<number>,
+): PromotedCopy | "pending" | undefined {
+  const copy = host.takeForResume(token, user, (shard) => gone.has(nodeNoOf(shard)));
+  if (copy === undefined || copy === "pending") return copy;
+  if (unackedAfter(copy.state, h) < 0) return undefined;
+  applySessionChange(copy.state, { c: "ack", h });
+  return copy;
 }

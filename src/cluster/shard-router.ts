@@ -16,7 +16,7 @@ import type { ActorRouter, SessionMessage, UserMessage } from "../../actors/mess
 import { fromErrorRecord, toErrorRecord } from "../errors.ts";
 import { addressedBatchToWire, batchFromWire, batchToWire } from "./batch-wire.ts";
 import type { ActorMessage, Envelope } from "./envelope.ts";
-import { nodeNoOf, type OwnerTable, ownerShard, partitionOf, workerOf } from "./ring.ts";
+import { isMainShard, nodeNoOf, type OwnerTable, ownerShard, partitionOf, workerOf } from "./ring.ts";
 
 /** Batches larger than this are flushed at once instead of waiting for the end of the turn. */
 const MAX_BATCH = 512;
@@ -477,8 +477,9 @@ export class ShardRouter implements ActorRouter {
       for (const envelope of batch) this.#receive(envelope);
       return;
     }
-    // pack() returns a view into a reused buffer: the wire string copies just the bytes.
-    if (nodeNoOf(shard) !== this.#selfNode) {
+    // pack() returns a view into a reused buffer: the wire string copies just the bytes. The
+    // main thread forwards what is for other nodes, and keeps what is for its own replica shard.
+    if (nodeNoOf(shard) !== this.#selfNode || isMainShard(shard)) {
       if (this.#uplink === undefined) return;
       this.#uplink.postMessage(addressedBatchToWire(shard, this.#packr.pack(batch)));
       return;

@@ -11,7 +11,6 @@ import { bounceStanza } from "../../actors/bounce.ts";
 import { loginActorKinds } from "../../actors/login-actor.ts";
 import { askerOf, type WorkerMessage } from "../../actors/messages.ts";
 import { SessionActor, type SessionOverview } from "../../actors/session-actor.ts";
-import { applySessionChange, unackedAfter } from "../../actors/session-state.ts";
 import { userActorKind } from "../../actors/user-actor.ts";
 import { Accounts } from "../auth/accounts.ts";
 import { createAuthProvider } from "../auth/create-provider.ts";
@@ -30,15 +29,17 @@ import { ActorHost } from "./actor-host.ts";
 import { clientStreamHost, type ResumeTake, takeResumable } from "./client-stream-host.ts";
 import type { Envelope } from "./envelope.ts";
 import { type HandoffStats, type LiveNode, PartitionHandoff } from "./handoff.ts";
-import { nodeNoOf, type OwnerTable, shardNumber } from "./ring.ts";
+import { type OwnerTable, shardNumber } from "./ring.ts";
 import {
   batchLater,
+  type PromotedCopy,
   placeReplicas,
   ReplicaHost,
   type ReplicaStats,
   ReplicaStream,
   ReplicaStreams,
   type ReplicationSender,
+  takeCopyForResume,
 } from "./session-replicas.ts";
 import type { ShardContext } from "./shard-context.ts";
 import { ShardRouter } from "./shard-router.ts";
@@ -107,8 +108,12 @@ export interface ClientPorts {
 export interface WorkerControl {
   listen(ports: ClientPorts): Promise<ClientPorts>;
   setPeerPort(shard: number, port: MessagePort): void;
-  /** A newer owner table; `live` are the nodes serving now. Resolves when our outgoing handoffs are sent. */
-  setTable(table: OwnerTable, live: LiveNode[]): Promise<void>;
+  /**
+   * A newer owner table; `live` are the nodes serving now. `promoted`: copies of sessions whose
+   * owner died, promoted by the main thread's replica shard (main-replicas.ts), to become
+   * detached sessions here once the table is applied. Resolves when our outgoing handoffs are sent.
+   */
+  setTable(table: OwnerTable, live: LiveNode[], promoted?: PromotedCopy[]): Promise<void>;
   /** Resolves once every partition this worker gained has been received (or given up on). */
   settled(): Promise<void>;
   /**
@@ -202,11 +207,22 @@ for (const kind of loginActorKinds({
 router.setUplink(init.uplinkPort);
 init.uplinkPort.on("message", (wire: string) => router.receiveBatch(wire));
 router.onDrop = (count) => log.warn({ count }, "held envelopes over the limit; dropped");
-// A session lent to a resumption that gave up waiting: its holder gets it back at once.
+// A take that came after its resumption gave up waiting (a cut link held it): a lent session's
+// holder gets it back at once; a replica's copy, taken out for good, becomes a detached session
+// here, as if promoted, rather than be lost (the UserActor keeps the better registration).
 router.onLateReply = (value) => {
-  const lender = (value as { lender?: { shard: number; sid: string } } | null)?.lender;
-  if (lender === undefined) return;
-  router.send(lender.shard, { t: "worker", msg: { kind: "resume-done", sid: lender.sid, ok: false } });
+  const take = value as Exclude<ResumeTake, undefined> | null;
+  if (take === null || !("snapshot" in take)) return;
+  if (take.lender !== undefined) {
+    const { shard, sid } = take.lender;
+    router.send(shard, { t: "worker", msg: { kind: "resume-done", sid, ok: false } });
+  } else if (take.copyOf !== undefined) {
+    log.warn(
+      { user: splitFullJid(take.snapshot.full).bare },
+      "a replica's late take kept here for resumption",
+    );
+    adoptCopies([{ state: take.snapshot, ...take.copyOf }]);
+  }
 };
 // Session ids carry this worker incarnation's prefix, so a restarted worker never reuses one.
 const sidPrefix = `${shard}.${randomBytes(4).toString("hex")}.`;
@@ -242,7 +258,7 @@ const ctx: ShardContext = {
         replicationSender,
         token,
         id,
-        replicasFor(token),
+        replicasFor(),
         state,
         onAcked,
         Date.now,
@@ -296,14 +312,22 @@ let nextStreamNo = 1;
  * Replicas go to members that own partitions now: a leaving node loses its share in the epoch
  * that starts its drain, so copies move off it before it goes.
  */
-function replicasFor(token: string): number[] {
-  return placeReplicas(shard, [...router.table.shardNos], init.config.cluster.replicationFactor, token);
+function replicasFor(): number[] {
+  return placeReplicas(shard, [...router.table.shardNos], init.config.cluster.replicationFactor);
 }
 
 /** Promoted replicas become detached sessions here, awaiting `<resume/>` (session-replicas.ts). */
 function promoteCopiesOf(isDead: (shard: number) => boolean): void {
-  const promoted = replicaHost.promote(isDead);
+  adoptCopies(replicaHost.promote(isDead));
+}
+
+/**
+ * Copies promoted after their owner died (this worker's, or the main thread's handed over with
+ * an owner table) become detached sessions here, awaiting `<resume/>`.
+ */
+function adoptCopies(promoted: readonly PromotedCopy[]): void {
   const deadNodes = router.goneNodes();
+  let adopted = 0;
   for (const { state, stream, lsn } of promoted) {
     // A live session of this token here was resumed from the same owner: the copy is a ghost.
     if (ctx.resumable.has(state.token)) continue;
@@ -319,15 +343,18 @@ function promoteCopiesOf(isDead: (shard: number) => boolean): void {
       session: session.location(),
       state: { ...session.registration(), deadNodes },
     });
+    adopted++;
   }
-  if (promoted.length > 0)
-    log.info({ sessions: promoted.length }, "replicas promoted: sessions await resumption here");
+  if (adopted > 0) log.info({ sessions: adopted }, "replicas promoted: sessions await resumption here");
 }
+
+/** Copies the main thread promoted with the table being applied (see WorkerControl.setTable). */
+const handedOver: PromotedCopy[] = [];
 
 /** After a change of live shards: replicas that died or moved are replaced. */
 function reseatReplicas(): void {
   const isGone = (shard: number) => router.isOnGoneNode(shard);
-  for (const { stream, state } of streams.values()) stream.reseat(replicasFor(stream.token), state, isGone);
+  for (const { stream, state } of streams.values()) stream.reseat(replicasFor(), state, isGone);
 }
 const handoff = new PartitionHandoff({
   router,
@@ -339,6 +366,7 @@ const handoff = new PartitionHandoff({
     // Every node known dead, not only this table's: a copy whose heir died in an earlier table
     // (two nodes dying a moment apart) falls to the next replica now.
     if (deadNodes.size > 0) promoteCopiesOf((s) => router.isOnGoneNode(s));
+    adoptCopies(handedOver.splice(0));
     reseatReplicas();
   },
 });
@@ -446,12 +474,10 @@ function resumeTake(msg: Extract<WorkerMessage, { kind: "resume-take" }>): Resum
   const here = takeResumable(ctx, msg.token, msg.h, msg.user);
   if (here !== undefined) return here;
   const gone = new Set([...router.goneNodes(), ...(msg.gone ?? [])]);
-  const copy = replicaHost.takeForResume(msg.token, msg.user, (s) => gone.has(nodeNoOf(s)));
+  const copy = takeCopyForResume(replicaHost, msg.token, msg.user, msg.h, gone);
   if (copy === undefined || copy === "pending") return copy === "pending" ? { pending: true } : undefined;
-  if (unackedAfter(copy, msg.h) < 0) return undefined;
-  applySessionChange(copy, { c: "ack", h: msg.h });
   log.info({ user: msg.user }, "replica taken over by a resumption: its owner's node is dead");
-  return { snapshot: copy };
+  return { snapshot: copy.state, copyOf: { stream: copy.stream, lsn: copy.lsn } };
 }
 
 // Passivate idle actors so memory follows the active user count, not the total.
@@ -528,8 +554,12 @@ const control: WorkerControl = {
     for (const { stream, state } of streams.values()) stream.reinit(restarted, state);
     handoff.recoverFor(restarted);
   },
-  setTable(table, live) {
-    return handoff.apply(table, live);
+  setTable(table, live, promoted = []) {
+    handedOver.push(...promoted);
+    const applied = handoff.apply(table, live);
+    // Applied in its synchronous part (tableApplied adopted them), unless the table was not new.
+    adoptCopies(handedOver.splice(0));
+    return applied;
   },
   settled() {
     return handoff.settled();

@@ -16,7 +16,9 @@ import type { BareJid } from "../xmpp/jid.ts";
 import type { ClientTarget } from "../xmpp/stream-transport.ts";
 import { addressedBatchFromWire, batchToWire } from "./batch-wire.ts";
 import type { LiveNode } from "./handoff.ts";
-import type { OwnerTable } from "./ring.ts";
+import { MainReplicaShard } from "./main-replicas.ts";
+import { isMainShard, MAIN_WORKER, nodeNoOf, type OwnerTable } from "./ring.ts";
+import type { PromotedCopy, ReplicaStats } from "./session-replicas.ts";
 import type {
   ClientPorts,
   ServerMessage,
@@ -76,11 +78,24 @@ export class WorkerPool {
   #live: LiveNode[] = [];
 
   readonly #throttles: NodeThrottles;
+  /** The copies of other nodes' sessions, held on this (the main) thread. */
+  readonly #replicas: MainReplicaShard;
 
   constructor(options: WorkerPoolOptions) {
     this.#options = options;
     this.#table = options.table;
     this.#throttles = { registration: registrationThrottle(options.config) };
+    this.#replicas = new MainReplicaShard({
+      nodeNo: options.nodeNo,
+      log: options.log,
+      toWorker: (worker, bytes) => this.deliverRemote(worker, bytes),
+      toPeer: (dest, bytes) => options.onRemoteBatch?.(dest, bytes),
+    });
+  }
+
+  /** What the main thread's replica shard holds and did. */
+  get replicaStats(): ReplicaStats {
+    return this.#replicas.stats;
   }
 
   /**
@@ -134,7 +149,9 @@ export class WorkerPool {
     const uplinkChannel = new MessageChannel();
     uplinkChannel.port1.on("message", (wire: string) => {
       const batch = addressedBatchFromWire(wire);
-      if (batch !== undefined) this.#options.onRemoteBatch?.(batch.dest, batch.bytes);
+      if (batch !== undefined && isMainShard(batch.dest) && nodeNoOf(batch.dest) === this.#options.nodeNo)
+        this.#replicas.receive(batch.bytes);
+      else if (batch !== undefined) this.#options.onRemoteBatch?.(batch.dest, batch.bytes);
       else this.#options.log.error({ worker: index }, "a worker's batch without a destination; dropped");
     });
     exposeStore(this.#options.store, storeChannel.port1);
@@ -223,8 +240,15 @@ export class WorkerPool {
     return true;
   }
 
-  /** Delivers a batch from another node to worker `worker` (dropped while it restarts). */
+  /**
+   * Delivers a batch from another node to worker `worker` (dropped while it restarts), or to the
+   * main thread's replica shard (ring.ts MAIN_WORKER).
+   */
   deliverRemote(worker: number, bytes: Uint8Array): void {
+    if (worker === MAIN_WORKER) {
+      if (bytes instanceof Uint8Array) this.#replicas.receive(bytes);
+      return;
+    }
     const slot = this.#slots[worker];
     if (slot === undefined) return;
     if (!(bytes instanceof Uint8Array)) {
@@ -238,9 +262,15 @@ export class WorkerPool {
   /** Switches every worker to a newer owner table (a restarted worker starts from it too). */
   async setTable(table: OwnerTable, live: LiveNode[]): Promise<void> {
     if (table.epoch <= this.#table.epoch) return;
+    const prev = this.#table;
     this.#table = table;
     this.#live = live;
-    await Promise.all(this.#slots.map((slot) => slot.control.setTable(table, live)));
+    // The copies whose owner died are dealt out to the workers, which adopt them as detached
+    // sessions once they route by this table (the relocations they send need it).
+    const promoted = this.#replicas.applyTable(prev, table, live);
+    const shares: PromotedCopy[][] = this.#slots.map(() => []);
+    for (const [i, copy] of promoted.entries()) shares[i % shares.length]!.push(copy);
+    await Promise.all(this.#slots.map((slot, i) => slot.control.setTable(table, live, shares[i])));
   }
 
   /**

@@ -80,7 +80,11 @@ const SCHEMA: Record<string, Check> = {
     v === null || (typeof v === "string" && /^postgres(ql)?:\/\/./.test(v))
       ? undefined
       : "must be a postgres:// URL or null",
-  workers: nonNegativeInt,
+  // Shard numbers give each node 1,024 slots, the last of them its main thread (ring.ts).
+  workers: (v) =>
+    Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) <= 1023
+      ? undefined
+      : "must be an integer from 0 (one per core) to 1023",
   partitions: positiveInt,
   "tls.certFile": pathOrNull,
   "tls.keyFile": pathOrNull,

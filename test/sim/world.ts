@@ -15,8 +15,17 @@ import {
   unackedAfter,
 } from "../../actors/session-state.ts";
 import { assignPartitions } from "../../src/cluster/membership/assignment.ts";
-import { nodeNoOf, type OwnerTable, ownerShard, shardNumber } from "../../src/cluster/ring.ts";
 import {
+  isMainShard,
+  MAIN_WORKER,
+  nodeNoOf,
+  type OwnerTable,
+  ownerShard,
+  shardNumber,
+  withMainShards,
+} from "../../src/cluster/ring.ts";
+import {
+  type PromotedCopy,
   placeReplicas,
   ReplicaHost,
   ReplicaStream,
@@ -125,8 +134,8 @@ export class Shard implements ReplicationSender {
     }
   }
 
-  replicasFor(token: string): number[] {
-    return placeReplicas(this.self, [...this.table.shardNos], this.world.factor, token);
+  replicasFor(): number[] {
+    return placeReplicas(this.self, [...this.table.shardNos], this.world.factor);
   }
 
   openSession(
@@ -142,7 +151,7 @@ export class Shard implements ReplicationSender {
           this,
           state.token,
           `${this.self}.${this.node.proc.incarnation}.${++this.#streamNo}`,
-          this.replicasFor(state.token),
+          this.replicasFor(),
           state,
           (lsn: number) => s.onReplicated(lsn),
           () => this.world.sched.now,
@@ -165,6 +174,13 @@ export class SimNode {
   readonly name: string;
   readonly workers: number;
   readonly shards: Shard[] = [];
+  /**
+   * The main thread's replica shard (main-replicas.ts): copies of other nodes' sessions, no
+   * partition, no session; it dies only with its node.
+   */
+  readonly main: Shard;
+  /** Copies the main shard promoted, dealt to each worker to adopt as it applies the table. */
+  handedOver: PromotedCopy[][] = [];
   readonly proc: ProcessState = { incarnation: 1, alive: true, paused: false };
   fenced = false;
   view: SimView;
@@ -180,6 +196,7 @@ export class SimNode {
     this.table = tableOf(view);
     this.appliedEpochs.push(view.epoch);
     for (let w = 0; w < workers; w++) this.shards.push(new Shard(world, this, w, this.table));
+    this.main = new Shard(world, this, MAIN_WORKER, this.table);
   }
 
   /** Serving: alive, not fenced, and not declared down (a zombie is fenced by epoch and replicas). */
@@ -319,7 +336,8 @@ export class World {
   }
 
   shard(no: number): Shard | undefined {
-    return this.nodes.get(nodeNoOf(no))?.shards[no % 1024];
+    const node = this.nodes.get(nodeNoOf(no));
+    return isMainShard(no) ? node?.main : node?.shards[no % 1024];
   }
 
   /**
@@ -393,6 +411,18 @@ export class World {
     node.appliedEpochs.push(next.epoch);
     node.table = next;
     this.sched.log(`${node.name} applies epoch ${next.epoch}: ${fmtTable(next)}`);
+    // worker-pool.ts setTable: the main shard promotes the copies whose owner died first, and
+    // deals them to the workers, which adopt them once they apply the table.
+    const main = node.main;
+    const mainPlan = planTableChange(main.self, main.table, next, live);
+    main.table = next;
+    main.liveShards = mainPlan.liveShards;
+    for (const n of mainPlan.deadNodes) main.goneNodes.add(n);
+    node.handedOver = node.shards.map(() => []);
+    if (mainPlan.deadNodes.size > 0) {
+      const promoted = main.host.promote((s) => main.goneNodes.has(nodeNoOf(s)));
+      for (const [i, copy] of promoted.entries()) node.handedOver[i % node.shards.length]!.push(copy);
+    }
     for (const shard of node.shards) {
       const plan = planTableChange(shard.self, shard.table, next, live);
       shard.table = next;
@@ -401,6 +431,7 @@ export class World {
       for (const n of plan.deadNodes) shard.goneNodes.add(n);
       // tableApplied (worker-main.ts): promote copies of dead owners, then re-seat replicas.
       if (plan.deadNodes.size > 0) this.#promote(shard, (s) => shard.goneNodes.has(nodeNoOf(s)));
+      this.#adoptCopies(shard, node.handedOver[node.shards.indexOf(shard)] ?? []);
       // nodes-lost (user-actor.ts #lose): a standby lender takes over from a dead registration.
       for (const [token, standby] of plan.deadNodes.size > 0 ? [...this.standby] : []) {
         const current = this.registered.get(token);
@@ -410,9 +441,7 @@ export class World {
       }
       for (const session of shard.sessions.values()) {
         if (!session.ended) {
-          session.stream?.reseat(shard.replicasFor(session.state.token), session.state, (s) =>
-            shard.goneNodes.has(nodeNoOf(s)),
-          );
+          session.stream?.reseat(shard.replicasFor(), session.state, (s) => shard.goneNodes.has(nodeNoOf(s)));
         }
       }
       if (plan.deadNodes.size > 0) {
@@ -513,7 +542,12 @@ export class World {
   }
 
   #promote(shard: Shard, isDead: (s: number) => boolean): void {
-    for (const { state, stream, lsn } of shard.host.promote(isDead)) {
+    this.#adoptCopies(shard, shard.host.promote(isDead));
+  }
+
+  /** worker-main.ts adoptCopies: promoted copies become detached sessions on `shard`. */
+  #adoptCopies(shard: Shard, copies: readonly PromotedCopy[]): void {
+    for (const { state, stream, lsn } of copies) {
       // worker-main.ts promoteCopiesOf: a live session of this id here makes the copy a ghost.
       const here = shard.sessions.get(state.token);
       if (here !== undefined && !here.ended) continue;
@@ -853,7 +887,9 @@ export class World {
       session.resumeOn();
     };
     const search = (then: (snapshot: SessionSnapshot | undefined, pending: boolean) => void) => {
-      const order = [home, ...entry.node.shards.map((s) => s.self)].filter((s, i, a) => a.indexOf(s) === i);
+      const order = [home, ...entry.node.shards.map((s) => s.self), entry.node.main.self].filter(
+        (s, i, a) => a.indexOf(s) === i,
+      );
       let pending = false;
       const next = (i: number) => {
         if (i < order.length) {
@@ -863,7 +899,7 @@ export class World {
             next(i + 1);
           });
         }
-        const others = entry.liveShards.filter((s) => !order.includes(s));
+        const others = withMainShards(entry.liveShards).filter((s) => !order.includes(s));
         let left = others.length;
         let snapshot: SessionSnapshot | undefined;
         if (left === 0) return then(undefined, pending);
@@ -921,6 +957,12 @@ export class World {
             this.#restore(lender[0], lender[1]),
           );
         }
+        // A replica's copy, taken out for good: adopted here as if promoted, not lost.
+        const copyOf = found !== undefined && found !== "pending" ? this.#takenCopies.get(found) : undefined;
+        if (lender === undefined && copyOf !== undefined && found !== undefined && found !== "pending") {
+          this.sched.log(`  late take reply from ${target}: ${found.token} kept at ${from.self}`);
+          this.#adoptCopies(from, [{ state: found, ...copyOf }]);
+        }
         return;
       }
       answered = true;
@@ -935,6 +977,9 @@ export class World {
       );
     });
   }
+
+  /** Replicas' copies taken by a resumption, by the snapshot they gave (the reply's `copyOf`). */
+  readonly #takenCopies = new WeakMap<SessionSnapshot, { stream: string; lsn: number }>();
 
   /** Lent sessions by the snapshot they gave (the reply's `lender`). */
   readonly #lenders = new WeakMap<SessionSnapshot, [OwnerSession, Shard]>();
@@ -958,7 +1003,9 @@ export class World {
     return [...this.nodes.values()].some(
       (node) =>
         node.proc.alive &&
-        node.shards.some((shard) => (shard.host.copyOf(session.state.token)?.sentOut ?? -1) >= h),
+        [...node.shards, node.main].some(
+          (shard) => (shard.host.copyOf(session.state.token)?.sentOut ?? -1) >= h,
+        ),
     );
   }
 
@@ -991,8 +1038,10 @@ export class World {
       return snapshot;
     }
     const gone = new Set([...shard.goneNodes, ...msgGone]);
-    const copy = shard.host.takeForResume(client.token, client.user, (s) => gone.has(nodeNoOf(s)));
-    if (copy === undefined || copy === "pending") return copy;
+    const taken = shard.host.takeForResume(client.token, client.user, (s) => gone.has(nodeNoOf(s)));
+    if (taken === undefined || taken === "pending") return taken;
+    const copy = taken.state;
+    this.#takenCopies.set(copy, { stream: taken.stream, lsn: taken.lsn });
     this.sched.log(
       `  ${shard.self} gives its replica of ${client.token} (out ${copy.sentOut}, in ${copy.handledIn})`,
     );

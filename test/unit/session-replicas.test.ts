@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { applySessionChange, newSessionState, type SessionChange } from "../../actors/session-state.ts";
-import { shardNumber } from "../../src/cluster/ring.ts";
+import { mainShardOf, shardNumber } from "../../src/cluster/ring.ts";
 import {
   placeReplicas,
   ReplicaHost,
@@ -75,17 +75,18 @@ function network() {
   };
 }
 
-test("copies go to the next nodes in ring order, one worker each; on one node to the next worker", () => {
-  const shards = [0, 1, 2].flatMap((node) => [shardNumber(node, 0), shardNumber(node, 1)]);
-  const two = placeReplicas(shardNumber(2, 1), shards, 3, "tok");
+test("copies go to the main threads of the next nodes in ring order; on one node to the next worker", () => {
+  const shards = [1, 2, 3].flatMap((node) => [shardNumber(node, 0), shardNumber(node, 1)]);
   assert.deepEqual(
-    two.map((s) => Math.floor(s / 1024)),
-    [0, 1],
-    "node 2's successors are nodes 0 then 1",
+    placeReplicas(shardNumber(3, 1), shards, 3),
+    [mainShardOf(1), mainShardOf(2)],
+    "node 3's successors are nodes 1 then 2, each on its main thread",
   );
-  assert.deepEqual(placeReplicas(shardNumber(0, 0), shards, 1, "tok"), [], "factor 1: no copy");
-  assert.deepEqual(placeReplicas(1, [0, 1, 2], 2, "tok"), [2], "one node: the next worker");
-  assert.deepEqual(placeReplicas(0, [0], 2, "tok"), [], "one worker alone: nowhere to copy");
+  assert.deepEqual(placeReplicas(shardNumber(1, 0), shards, 2), [mainShardOf(2)], "factor 2: one copy");
+  assert.deepEqual(placeReplicas(shardNumber(1, 0), shards, 1), [], "factor 1: no copy");
+  assert.deepEqual(placeReplicas(1, [0, 1, 2], 2), [2], "one node: the next worker");
+  assert.deepEqual(placeReplicas(2, [0, 1, 2], 2), [0], "one node: the next worker, wrapping");
+  assert.deepEqual(placeReplicas(0, [0], 2), [], "one worker alone: nowhere to copy");
 });
 
 test("a replica applies the owner's changes in order and acknowledges them", () => {
@@ -250,7 +251,8 @@ test("a resumption may take a replica only once the owner is known dead, and onl
   );
   const taken = a.takeForResume("tok", "a@x", (s) => s === 0);
   assert.ok(taken !== undefined && taken !== "pending");
-  assert.equal(taken.moves, 1, "a move, so a stale registration from before loses");
+  assert.equal(taken.state.moves, 1, "a move, so a stale registration from before loses");
+  assert.equal(taken.lsn, 1, "with the lsn it held, for the registration's choice between copies");
   assert.equal(a.stats.held, 0);
 });
 

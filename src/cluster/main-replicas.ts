@@ -1,0 +1,139 @@
+/**
+ * The replica shard of a node's main thread (ring.ts `mainShardOf`): it holds the copies of
+ * other nodes' sessions (session-replicas.ts places them here), applies each change in the turn
+ * the peer link delivers it and acknowledges it in that same turn's batch. Held on a worker, a
+ * replicated change crossed to the worker and its acknowledgement back, two thread crossings
+ * and, at moderate load, two wake-ups of idle threads per message (docs/benchmarks.md).
+ *
+ * It owns no partition and hosts no session: when an owner's node dies, the copies it is heir to
+ * are handed, with the owner table that says so, to this node's workers, which turn them into
+ * detached sessions awaiting `<resume/>` (worker-main.ts `adoptCopies`). A `<resume/>` that
+ * reaches it first (`resume-take`) takes its copy as a worker's replica would.
+ */
+import { Packr } from "msgpackr";
+import type { WorkerMessage } from "../../actors/messages.ts";
+import type { Logger } from "../log.ts";
+import type { ResumeTake } from "./client-stream-host.ts";
+import type { Envelope } from "./envelope.ts";
+import type { LiveNode } from "./handoff.ts";
+import { mainShardOf, nodeNoOf, type OwnerTable, workerOf } from "./ring.ts";
+import {
+  type PromotedCopy,
+  ReplicaHost,
+  type ReplicaStats,
+  type ReplicationSender,
+  takeCopyForResume,
+} from "./session-replicas.ts";
+
+export interface MainReplicaOptions {
+  nodeNo: number;
+  log: Logger;
+  /** Sends an encoded batch to worker `worker` of this node. */
+  toWorker(worker: number, bytes: Uint8Array): void;
+  /** Sends an encoded batch to shard `dest` of another node (over its peer link). */
+  toPeer(dest: number, bytes: Uint8Array): void;
+}
+
+export class MainReplicaShard {
+  readonly self: number;
+  readonly #nodeNo: number;
+  readonly #log: Logger;
+  readonly #options: MainReplicaOptions;
+  readonly #host: ReplicaHost;
+  /** Nodes that died, from the owner tables applied: their sessions' copies may promote. */
+  readonly #goneNodes = new Set<number>();
+  // Structures must not be shared between independently decoded batches (STYLE.md §6).
+  readonly #packr = new Packr({ useRecords: false, moreTypes: false });
+  /** Malformed batches and envelopes of kinds a replica shard does not take (logged, dropped). */
+  #dropped = 0;
+
+  constructor(options: MainReplicaOptions) {
+    this.#options = options;
+    this.#nodeNo = options.nodeNo;
+    this.#log = options.log;
+    this.self = mainShardOf(options.nodeNo);
+    const sender: ReplicationSender = {
+      self: this.self,
+      send: (shard, envelope) => this.#send(shard, envelope),
+    };
+    this.#host = new ReplicaHost(sender, options.log);
+  }
+
+  get stats(): ReplicaStats {
+    return this.#host.stats;
+  }
+
+  /** A batch for this shard, from a peer link or one of this node's workers. */
+  receive(bytes: Uint8Array): void {
+    let batch: Envelope[];
+    try {
+      batch = this.#packr.unpack(bytes) as Envelope[];
+      if (!Array.isArray(batch)) throw new TypeError("not a list of envelopes");
+    } catch (error) {
+      this.#drop({ err: error }, "malformed batch for the main thread's replica shard; dropped");
+      return;
+    }
+    for (const envelope of batch) this.#receive(envelope);
+  }
+
+  #receive(envelope: Envelope): void {
+    switch (envelope.t) {
+      case "rep":
+        return this.#host.receive(envelope);
+      case "rep-end":
+        return this.#host.end(envelope.token, envelope.owner, envelope.stream);
+      case "worker":
+        if (envelope.msg.kind === "resume-take") return this.#resumeTake(envelope.msg);
+        break;
+    }
+    this.#drop({ t: envelope.t }, "envelope the main thread's replica shard does not take; dropped");
+  }
+
+  #resumeTake(msg: Extract<WorkerMessage, { kind: "resume-take" }>): void {
+    const gone = new Set([...this.#goneNodes, ...(msg.gone ?? [])]);
+    const copy = takeCopyForResume(this.#host, msg.token, msg.user, msg.h, gone);
+    if (copy !== undefined && copy !== "pending")
+      this.#log.info({ user: msg.user }, "replica taken over by a resumption: its owner's node is dead");
+    const value: ResumeTake =
+      copy === "pending"
+        ? { pending: true }
+        : copy === undefined
+          ? undefined
+          : { snapshot: copy.state, copyOf: { stream: copy.stream, lsn: copy.lsn } };
+    this.#send(msg.toShard, { t: "reply", reqId: msg.reqId, ok: true, value });
+  }
+
+  /**
+   * The node moves from owner table `prev` to `next` with the nodes `live` serving: the copies
+   * whose owner's node died (in this table or an earlier one) and whose heir is this shard are
+   * promoted, and returned for the workers to adopt.
+   */
+  applyTable(prev: OwnerTable, next: OwnerTable, live: readonly LiveNode[]): PromotedCopy[] {
+    if (next.epoch <= prev.epoch) return [];
+    const liveNodes = new Set(live.map((n) => n.nodeNo));
+    let died = false;
+    for (const shard of prev.shardNos) {
+      const node = nodeNoOf(shard);
+      if (liveNodes.has(node) || this.#goneNodes.has(node)) continue;
+      this.#goneNodes.add(node);
+      died = true;
+    }
+    if (!died) return [];
+    const promoted = this.#host.promote((shard) => this.#goneNodes.has(nodeNoOf(shard)));
+    if (promoted.length > 0)
+      this.#log.info({ sessions: promoted.length }, "replicas promoted: handed to the workers");
+    return promoted;
+  }
+
+  /** One envelope, packed on its own: a replica shard sends one acknowledgement per owner per turn. */
+  #send(shard: number, envelope: Envelope): void {
+    // pack() returns a view into a reused buffer: a peer link keeps the bytes until its turn ends.
+    const bytes = new Uint8Array(this.#packr.pack([envelope]));
+    if (nodeNoOf(shard) === this.#nodeNo) this.#options.toWorker(workerOf(shard), bytes);
+    else this.#options.toPeer(shard, bytes);
+  }
+
+  #drop(fields: Record<string, unknown>, message: string): void {
+    if (this.#dropped++ % 1000 === 0) this.#log.warn({ ...fields, dropped: this.#dropped }, message);
+  }
+}

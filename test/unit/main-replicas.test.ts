@@ -1,0 +1,145 @@
+/**
+ * The main thread's replica shard (src/cluster/main-replicas.ts) with real msgpackr batches: an
+ * owner's stream is acknowledged by it in the turn its batch arrives, a `<resume/>` takes its copy
+ * only once the owner's node is known dead, and an owner table that drops the owner's node
+ * promotes the copies it is heir to.
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { Packr } from "msgpackr";
+import { newSessionState, type SessionChange } from "../../actors/session-state.ts";
+import type { ResumeTake } from "../../src/cluster/client-stream-host.ts";
+import type { Envelope } from "../../src/cluster/envelope.ts";
+import { MainReplicaShard } from "../../src/cluster/main-replicas.ts";
+import { clusterTable, mainShardOf, shardNumber } from "../../src/cluster/ring.ts";
+import { ReplicaStream } from "../../src/cluster/session-replicas.ts";
+import { createLogger } from "../../src/log.ts";
+import type { BareJid, FullJid } from "../../src/xmpp/jid.ts";
+
+const packr = new Packr({ useRecords: false, moreTypes: false });
+const OWNER = shardNumber(1, 0);
+const ASKER = shardNumber(2, 1);
+
+/** Node 2's main shard, an owner stream on node 1 wired to it, and what it sent back. */
+function wired() {
+  const toPeer: { dest: number; envelopes: Envelope[] }[] = [];
+  const toWorker: { worker: number; envelopes: Envelope[] }[] = [];
+  const main = new MainReplicaShard({
+    nodeNo: 2,
+    log: createLogger({ level: "silent" }),
+    toPeer: (dest, bytes) => toPeer.push({ dest, envelopes: packr.unpack(bytes) as Envelope[] }),
+    toWorker: (worker, bytes) => toWorker.push({ worker, envelopes: packr.unpack(bytes) as Envelope[] }),
+  });
+  const state = newSessionState("a@x/r" as FullJid, "tok");
+  let acked = 0;
+  const stream = new ReplicaStream(
+    // Each change crosses as the peer link hands it over: one encoded batch.
+    { self: OWNER, send: (_to, envelope) => main.receive(packr.pack([envelope])) },
+    "tok",
+    "s1",
+    [main.self],
+    state,
+    (lsn) => {
+      acked = lsn;
+    },
+  );
+  /** The acknowledgements sent so far reach the owner's stream. */
+  const ackOwner = () => {
+    for (const { dest, envelopes } of toPeer.splice(0)) {
+      assert.equal(dest, OWNER);
+      for (const e of envelopes)
+        if (e.t === "rep-ack") for (const [, , lsn] of e.acks) stream.acked(e.from, lsn);
+    }
+  };
+  const take = (h: number, gone: number[] = []) => {
+    main.receive(
+      packr.pack([
+        {
+          t: "worker",
+          msg: {
+            kind: "resume-take",
+            token: "tok",
+            h,
+            toShard: ASKER,
+            reqId: 7,
+            user: "a@x" as BareJid,
+            gone,
+          },
+        },
+      ]),
+    );
+    const reply = toWorker.pop();
+    assert.equal(reply?.worker, 1, "answered to the asking worker of its own node");
+    const envelope = reply.envelopes[0]!;
+    assert.ok(envelope.t === "reply" && envelope.ok && envelope.reqId === 7);
+    return envelope.value as ResumeTake;
+  };
+  return { main, stream, state, toPeer, ackOwner, take, acked: () => acked };
+}
+
+const turn = () => new Promise((resolve) => setImmediate(resolve));
+
+const table = (epoch: number, nodes: { name: string; nodeNo: number; workers: number }[]) =>
+  clusterTable({ epoch, partitions: 4, nodes, ownerNodes: Uint16Array.from([0, 0, 0, 0]) });
+const node1 = { name: "n1", nodeNo: 1, workers: 1 };
+const node2 = { name: "n2", nodeNo: 2, workers: 2 };
+
+test("the main shard applies an owner's changes and acknowledges them in one batch per turn", async () => {
+  const { main, stream, toPeer, ackOwner, acked } = wired();
+  assert.equal(main.self, mainShardOf(2));
+  assert.deepEqual(stream.replicas, [main.self]);
+  const out: SessionChange = { c: "out", xml: "<message/>", storable: true };
+  stream.push(out);
+  stream.push(out);
+  await turn();
+  assert.equal(toPeer.length, 1, "one acknowledgement batch for the turn's three changes");
+  ackOwner();
+  assert.equal(acked(), 3, "the init and both writes are held");
+  assert.equal(stream.ackedLsn, 3);
+  assert.deepEqual(main.stats, { held: 1, applied: 3, refused: 0, promoted: 0 });
+});
+
+test("a resumption takes the main shard's copy only once the owner's node is known dead", async () => {
+  const { main, stream, take } = wired();
+  stream.push({ c: "out", xml: "<message id='1'/>", storable: true });
+  stream.push({ c: "out", xml: "<message id='2'/>", storable: true });
+  await turn();
+  assert.deepEqual(take(1), { pending: true }, "owner alive as far as anyone knows: ask again later");
+  const taken = take(1, [1]);
+  assert.ok(taken !== undefined && "snapshot" in taken, "the asker knows node 1 died");
+  assert.equal(taken.snapshot.sentOut, 2);
+  assert.deepEqual(
+    taken.snapshot.unacked.map(([n]) => n),
+    [2],
+    "the client's h=1 applied: only the second write is re-sent",
+  );
+  assert.deepEqual(taken.copyOf, { stream: "s1", lsn: 3 }, "with what a late reply's adopter needs");
+  assert.equal(take(1, [1]), undefined, "taken once");
+  assert.equal(main.stats.held, 0);
+});
+
+test("an owner table without the owner's node promotes the copy; the zombie's changes are refused", async () => {
+  const { main, stream } = wired();
+  stream.push({ c: "out", xml: "<message/>", storable: true });
+  await turn();
+  const before = table(1, [node1, node2]);
+  assert.deepEqual(main.applyTable(before, table(1, [node2]), [{ nodeNo: 2, workers: 2 }]), [], "same epoch");
+  const promoted = main.applyTable(before, table(2, [node2]), [{ nodeNo: 2, workers: 2 }]);
+  assert.equal(promoted.length, 1);
+  assert.equal(promoted[0]!.state.sentOut, 1);
+  assert.equal(promoted[0]!.state.moves, 1, "a move: the dead owner's registration loses to it");
+  assert.deepEqual([promoted[0]!.stream, promoted[0]!.lsn], ["s1", 2]);
+  stream.push({ c: "out", xml: "<message/>", storable: true });
+  assert.equal(main.stats.refused, 1, "a change from the dead owner after promotion is refused");
+  assert.equal(main.stats.held, 0);
+});
+
+test("a malformed batch is dropped, and the next one is applied", async () => {
+  const { main, stream, toPeer } = wired();
+  main.receive(Uint8Array.from([0xc1]));
+  main.receive(packr.pack({ not: "a list" }));
+  stream.push({ c: "out", xml: "<message/>", storable: true });
+  await turn();
+  assert.equal(main.stats.applied, 2);
+  assert.equal(toPeer.length, 1);
+});
