@@ -472,6 +472,16 @@ export class ClusterMember {
     return this.#refreshing;
   }
 
+  /**
+   * Reads the view once more, without waiting for it. #coordinate runs inside a refresh (or a
+   * lease renewal that a refresh may be running beside), and a refresh that awaited the next one
+   * waited for itself: a commit that lost its compare-and-set froze the member's refreshes and
+   * lease renewals for good, and with them the cluster's membership (kill-two-of-five, 2026-12-06).
+   */
+  #readViewAgain(): void {
+    void this.refresh();
+  }
+
   async #adopt(view: ClusterView): Promise<void> {
     if (this.#view !== undefined && view.version < this.#view.version) return;
     this.#view = view;
@@ -554,7 +564,7 @@ export class ClusterMember {
     const expired = await this.#expireLeases(view);
     if (expired.length > 0) {
       this.#log.warn({ nodes: expired }, "members' leases expired; marked down");
-      return this.refresh();
+      return this.#readViewAgain();
     }
     const current = view.assignment;
     const owners = current === null ? [] : [...current.nodes].sort();
@@ -565,7 +575,11 @@ export class ClusterMember {
     if (!orphaned && !this.#allSettled(view)) return;
     const next = assignPartitions(current, up, view.partitions, MAX_MOVES_PER_ROUND);
     const committed = await this.#membership.commitAssignment(view.version, next);
-    if (committed === null) return this.refresh();
+    if (committed === null) {
+      // Another member wrote since our read (a vote, a settled epoch): decide on the new view.
+      this.#log.debug({ version: view.version }, "assignment commit lost a race; reading the view again");
+      return this.#readViewAgain();
+    }
     this.#log.info({ epoch: committed.epoch, nodes: up, share: shareOf(next) }, "new partition assignment");
     this.#broadcastView();
     await this.#adopt(committed);

@@ -11,6 +11,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
 import { promisify } from "node:util";
+import { MembershipStore } from "../../src/cluster/membership/membership-store.ts";
+import { createLogger } from "../../src/log.ts";
 import { FAST_CLUSTER_TIMING, startTestCluster, TEST_SECRET, waitForOwners } from "../helpers/cluster.ts";
 import { assertCleanTraffic, chatters } from "../helpers/cluster-traffic.ts";
 import { goOnline, isMessageWithBody, loginRaw, newUsers } from "../helpers/fixtures.ts";
@@ -56,6 +58,35 @@ test("a two-node cluster survives losing either node", async (t) => {
     n1.kill("SIGKILL");
     await waitForOwners(n2, ["n2"]);
   });
+});
+
+test("a coordinator whose commit loses a race reads the view again: the membership does not freeze", async (t) => {
+  const cluster = await startTestCluster(t);
+  const n1 = await cluster.start("n1", { workers: 1 });
+  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr });
+  const n3 = await cluster.start("n3", { workers: 1, join: n1.peerAddr });
+  await waitForOwners(n1, ["n1", "n2", "n3"]);
+  // Other writers between the coordinator's read and its compare-and-set: a suspicion nobody
+  // acts on (99 votes needed) bumps the version, as the survivors' own votes do when a node dies
+  // (kill-two-of-five froze a cluster for minutes on it: the coordinator's refresh waited for
+  // itself after a lost commit, and its lease renewals behind it).
+  const membership = new MembershipStore({ url: cluster.url, log: createLogger({ level: "silent" }) });
+  await membership.open();
+  t.after(() => membership.close());
+  const n2Row = (await membership.read()).members.find((m) => m.node === "n2")!;
+  n3.kill("SIGKILL");
+  let writes = 0;
+  const until = Date.now() + 3_000;
+  while (Date.now() < until) {
+    await membership.suspect("noise", "n2", n2Row.incarnation, 99);
+    writes++;
+  }
+  assert.ok(writes > 100, `the noise wrote ${writes} times`);
+  const view = await membership.read();
+  assert.equal(view.members.find((m) => m.node === "n3")?.status, "down", "n3 was voted down meanwhile");
+  // Once the writes stop, the coordinator's next commit wins.
+  await waitForOwners(n1, ["n1", "n2"], 15_000);
+  await waitForOwners(n2, ["n1", "n2"], 5_000);
 });
 
 test("a node that hangs past its lease is replaced, and fences itself when it wakes up", async (t) => {
