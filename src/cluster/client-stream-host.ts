@@ -47,6 +47,25 @@ export type ResumeTake =
   | { pending: true }
   | undefined;
 
+/**
+ * What a `resume-take` reply that came after its request gave up asks of the asker: a lent
+ * session is given back to its `lender`; a replica's copy, taken out of the replica for good,
+ * is kept (`adopt`) rather than lost. Any other late reply (nothing held, "pending", a number
+ * or a string answering another kind of request) asks nothing.
+ */
+export function lateTakeOf(
+  value: unknown,
+):
+  | { lender: { shard: number; sid: string } }
+  | { adopt: { state: SessionSnapshot; stream: string; lsn: number } }
+  | undefined {
+  if (typeof value !== "object" || value === null || !("snapshot" in value)) return undefined;
+  const take = value as Extract<ResumeTake, { snapshot: SessionSnapshot }>;
+  if (take.lender !== undefined) return { lender: take.lender };
+  if (take.copyOf !== undefined) return { adopt: { state: take.snapshot, ...take.copyOf } };
+  return undefined;
+}
+
 /** The stream host of one worker. */
 export function clientStreamHost(ctx: ShardContext): StreamHost {
   return {

@@ -1,14 +1,17 @@
 /**
  * The replica shard of a node's main thread (ring.ts `mainShardOf`): it holds the copies of
- * other nodes' sessions (session-replicas.ts places them here), applies each change in the turn
- * the peer link delivers it and acknowledges it in that same turn's batch. Held on a worker, a
+ * other nodes' sessions (session-replicas.ts places them here), applies each change as the peer
+ * link delivers it and acknowledges it in one batch per owner at the end of that turn
+ * (setImmediate), on the main thread that is already awake for the frame. Held on a worker, a
  * replicated change crossed to the worker and its acknowledgement back, two thread crossings
  * and, at moderate load, two wake-ups of idle threads per message (docs/benchmarks.md).
  *
  * It owns no partition and hosts no session: when an owner's node dies, the copies it is heir to
  * are handed, with the owner table that says so, to this node's workers, which turn them into
  * detached sessions awaiting `<resume/>` (worker-main.ts `adoptCopies`). A `<resume/>` that
- * reaches it first (`resume-take`) takes its copy as a worker's replica would.
+ * reaches it first (`resume-take`) takes its copy as a worker's replica would; one that reaches
+ * it while a promoted copy is on its way to a worker is told "pending" (it asks again, and finds
+ * the copy on the worker), never "unknown".
  */
 import { Packr } from "msgpackr";
 import type { WorkerMessage } from "../../actors/messages.ts";
@@ -42,6 +45,8 @@ export class MainReplicaShard {
   readonly #host: ReplicaHost;
   /** Nodes that died, from the owner tables applied: their sessions' copies may promote. */
   readonly #goneNodes = new Set<number>();
+  /** Promoted copies handed to a worker that has not applied its table yet: token → full JID. */
+  readonly #inTransit = new Map<string, string>();
   // Structures must not be shared between independently decoded batches (STYLE.md §6).
   readonly #packr = new Packr({ useRecords: false, moreTypes: false });
   /** Malformed batches and envelopes of kinds a replica shard does not take (logged, dropped). */
@@ -91,7 +96,8 @@ export class MainReplicaShard {
 
   #resumeTake(msg: Extract<WorkerMessage, { kind: "resume-take" }>): void {
     const gone = new Set([...this.#goneNodes, ...(msg.gone ?? [])]);
-    const copy = takeCopyForResume(this.#host, msg.token, msg.user, msg.h, gone);
+    const travelling = this.#inTransit.get(msg.token)?.startsWith(`${msg.user}/`) ?? false;
+    const copy = travelling ? "pending" : takeCopyForResume(this.#host, msg.token, msg.user, msg.h, gone);
     if (copy !== undefined && copy !== "pending")
       this.#log.info({ user: msg.user }, "replica taken over by a resumption: its owner's node is dead");
     const value: ResumeTake =
@@ -111,6 +117,8 @@ export class MainReplicaShard {
   applyTable(prev: OwnerTable, next: OwnerTable, live: readonly LiveNode[]): PromotedCopy[] {
     if (next.epoch <= prev.epoch) return [];
     const liveNodes = new Set(live.map((n) => n.nodeNo));
+    // A node back under its name keeps its number: its new incarnation's sessions are alive.
+    for (const node of liveNodes) this.#goneNodes.delete(node);
     let died = false;
     for (const shard of prev.shardNos) {
       const node = nodeNoOf(shard);
@@ -120,9 +128,15 @@ export class MainReplicaShard {
     }
     if (!died) return [];
     const promoted = this.#host.promote((shard) => this.#goneNodes.has(nodeNoOf(shard)));
+    for (const { state } of promoted) this.#inTransit.set(state.token, state.full);
     if (promoted.length > 0)
       this.#log.info({ sessions: promoted.length }, "replicas promoted: handed to the workers");
     return promoted;
+  }
+
+  /** The workers applied the table that carried these copies: they hold them now. */
+  handedOver(copies: readonly PromotedCopy[]): void {
+    for (const { state } of copies) this.#inTransit.delete(state.token);
   }
 
   /** One envelope, packed on its own: a replica shard sends one acknowledgement per owner per turn. */

@@ -76,7 +76,8 @@ export async function startNode(
   const tls = await ensureCertificate(config, log);
   const store = createStore(config, log);
   await store.open();
-  const workers = config.workers === 0 ? availableParallelism() : config.workers;
+  // At most 1023: the shard numbering keeps the node's 1,024th slot for its main thread (ring.ts).
+  const workers = config.workers === 0 ? Math.min(availableParallelism(), 1023) : config.workers;
   let member: ClusterMember | undefined;
   let membership: MembershipStore | undefined;
   let table = singleNodeTable("local", workers, config.partitions);

@@ -161,6 +161,8 @@ export class ShardRouter implements ActorRouter {
   /** Records the shards of the nodes serving now (they may own no partition, e.g. leaving). */
   setLiveShards(shards: readonly number[]): void {
     this.#liveShards = shards;
+    // A node back under its name keeps its number: its new incarnation is not gone.
+    for (const shard of shards) this.#goneNodes.delete(nodeNoOf(shard));
   }
 
   /** Holds envelopes for `partitions` until {@link completeIncoming} (a restarted worker's recovery). */

@@ -26,7 +26,7 @@ import { startWebListener, type WebListener } from "../transport/web-listener.ts
 import { type BareJid, splitFullJid } from "../xmpp/jid.ts";
 import type { ClientTarget } from "../xmpp/stream-transport.ts";
 import { ActorHost } from "./actor-host.ts";
-import { clientStreamHost, type ResumeTake, takeResumable } from "./client-stream-host.ts";
+import { clientStreamHost, lateTakeOf, type ResumeTake, takeResumable } from "./client-stream-host.ts";
 import type { Envelope } from "./envelope.ts";
 import { type HandoffStats, type LiveNode, PartitionHandoff } from "./handoff.ts";
 import { type OwnerTable, shardNumber } from "./ring.ts";
@@ -211,17 +211,17 @@ router.onDrop = (count) => log.warn({ count }, "held envelopes over the limit; d
 // holder gets it back at once; a replica's copy, taken out for good, becomes a detached session
 // here, as if promoted, rather than be lost (the UserActor keeps the better registration).
 router.onLateReply = (value) => {
-  const take = value as Exclude<ResumeTake, undefined> | null;
-  if (take === null || !("snapshot" in take)) return;
-  if (take.lender !== undefined) {
-    const { shard, sid } = take.lender;
+  const late = lateTakeOf(value);
+  if (late === undefined) return;
+  if ("lender" in late) {
+    const { shard, sid } = late.lender;
     router.send(shard, { t: "worker", msg: { kind: "resume-done", sid, ok: false } });
-  } else if (take.copyOf !== undefined) {
+  } else {
     log.warn(
-      { user: splitFullJid(take.snapshot.full).bare },
+      { user: splitFullJid(late.adopt.state.full).bare },
       "a replica's late take kept here for resumption",
     );
-    adoptCopies([{ state: take.snapshot, ...take.copyOf }]);
+    adoptCopies([late.adopt]);
   }
 };
 // Session ids carry this worker incarnation's prefix, so a restarted worker never reuses one.

@@ -268,9 +268,18 @@ export class WorkerPool {
     // The copies whose owner died are dealt out to the workers, which adopt them as detached
     // sessions once they route by this table (the relocations they send need it).
     const promoted = this.#replicas.applyTable(prev, table, live);
-    const shares: PromotedCopy[][] = this.#slots.map(() => []);
-    for (const [i, copy] of promoted.entries()) shares[i % shares.length]!.push(copy);
-    await Promise.all(this.#slots.map((slot, i) => slot.control.setTable(table, live, shares[i])));
+    // Not to a worker waiting out its restart: the copies would go with it.
+    const ready = this.#slots.filter((slot) => slot.ready);
+    const takers = ready.length > 0 ? ready : this.#slots;
+    const shares = new Map<WorkerSlot, PromotedCopy[]>(takers.map((slot) => [slot, []]));
+    for (const [i, copy] of promoted.entries()) shares.get(takers[i % takers.length]!)!.push(copy);
+    await Promise.all(
+      this.#slots.map(async (slot) => {
+        const share = shares.get(slot) ?? [];
+        await slot.control.setTable(table, live, share);
+        this.#replicas.handedOver(share);
+      }),
+    );
   }
 
   /**

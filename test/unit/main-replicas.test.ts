@@ -20,8 +20,8 @@ const packr = new Packr({ useRecords: false, moreTypes: false });
 const OWNER = shardNumber(1, 0);
 const ASKER = shardNumber(2, 1);
 
-/** Node 2's main shard, an owner stream on node 1 wired to it, and what it sent back. */
-function wired() {
+/** Node 2's main shard, and what it sent (decoded). */
+function mainShard() {
   const toPeer: { dest: number; envelopes: Envelope[] }[] = [];
   const toWorker: { worker: number; envelopes: Envelope[] }[] = [];
   const main = new MainReplicaShard({
@@ -30,13 +30,19 @@ function wired() {
     toPeer: (dest, bytes) => toPeer.push({ dest, envelopes: packr.unpack(bytes) as Envelope[] }),
     toWorker: (worker, bytes) => toWorker.push({ worker, envelopes: packr.unpack(bytes) as Envelope[] }),
   });
+  return { main, toPeer, toWorker };
+}
+
+/** An owner stream on node 1 (`streamId`) wired to a main shard of node 2. */
+function wired(shard = mainShard(), streamId = "s1") {
+  const { main, toPeer, toWorker } = shard;
   const state = newSessionState("a@x/r" as FullJid, "tok");
   let acked = 0;
   const stream = new ReplicaStream(
     // Each change crosses as the peer link hands it over: one encoded batch.
     { self: OWNER, send: (_to, envelope) => main.receive(packr.pack([envelope])) },
     "tok",
-    "s1",
+    streamId,
     [main.self],
     state,
     (lsn) => {
@@ -74,7 +80,7 @@ function wired() {
     assert.ok(envelope.t === "reply" && envelope.ok && envelope.reqId === 7);
     return envelope.value as ResumeTake;
   };
-  return { main, stream, state, toPeer, ackOwner, take, acked: () => acked };
+  return { main, shard, stream, state, toPeer, ackOwner, take, acked: () => acked };
 }
 
 const turn = () => new Promise((resolve) => setImmediate(resolve));
@@ -134,12 +140,32 @@ test("an owner table without the owner's node promotes the copy; the zombie's ch
   assert.equal(main.stats.held, 0);
 });
 
-test("a malformed batch is dropped, and the next one is applied", async () => {
-  const { main, stream, toPeer } = wired();
-  main.receive(Uint8Array.from([0xc1]));
-  main.receive(packr.pack({ not: "a list" }));
+test("a resumption that asks while a promoted copy travels to a worker is told to ask again", async () => {
+  const { main, stream, take } = wired();
   stream.push({ c: "out", xml: "<message/>", storable: true });
   await turn();
-  assert.equal(main.stats.applied, 2);
-  assert.equal(toPeer.length, 1);
+  const promoted = main.applyTable(table(1, [node1, node2]), table(2, [node2]), [{ nodeNo: 2, workers: 2 }]);
+  assert.equal(promoted.length, 1);
+  assert.deepEqual(take(0, [1]), { pending: true }, "not 'unknown' while no worker holds it yet");
+  main.handedOver(promoted);
+  assert.equal(take(0, [1]), undefined, "once a worker holds it, it is that worker's to answer");
+});
+
+test("a node back under its number is alive again: its sessions' copies are not taken or promoted", async () => {
+  const first = wired();
+  await turn();
+  const { main } = first;
+  const live2 = [{ nodeNo: 2, workers: 2 }];
+  main.handedOver(main.applyTable(table(1, [node1, node2]), table(2, [node2]), live2));
+  // Node 1 restarts under its name (same number); its new session streams to us.
+  const node3 = { name: "n3", nodeNo: 3, workers: 1 };
+  const live = [{ nodeNo: 1, workers: 1 }, ...live2];
+  main.applyTable(table(2, [node2]), table(3, [node1, node2, node3]), [...live, { nodeNo: 3, workers: 1 }]);
+  const again = wired(first.shard, "s2");
+  await turn();
+  assert.equal(main.stats.held, 1, "the new incarnation's copy is held");
+  assert.deepEqual(again.take(0), { pending: true }, "its owner lives: no take");
+  // Node 3 dies: only its sessions' copies may be promoted, not node 1's.
+  assert.deepEqual(main.applyTable(table(3, [node1, node2, node3]), table(4, [node1, node2]), live), []);
+  assert.equal(main.stats.held, 1, "the live node's copy stays a copy");
 });

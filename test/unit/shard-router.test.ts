@@ -3,7 +3,7 @@ import { once } from "node:events";
 import { describe, it } from "node:test";
 import { MessageChannel } from "node:worker_threads";
 import type { Envelope } from "../../src/cluster/envelope.ts";
-import { singleNodeTable } from "../../src/cluster/ring.ts";
+import { shardNumber, singleNodeTable } from "../../src/cluster/ring.ts";
 import { ShardRouter } from "../../src/cluster/shard-router.ts";
 import type { FullJid } from "../../src/xmpp/jid.ts";
 
@@ -39,6 +39,21 @@ describe("ShardRouter", () => {
       [...seen].sort((a, b) => a - b),
       Array.from({ length: total }, (_, i) => i),
     );
+  });
+
+  it("ShardRouter forgets a node's death when the node serves again under its number", async () => {
+    const router = new ShardRouter(shardNumber(1, 0), singleNodeTable("n", 1, 64), () => {});
+    router.setLiveShards([shardNumber(1, 0)]);
+    router.resendRetainedTo(new Set([2]));
+    assert.equal(router.isOnGoneNode(shardNumber(2, 0)), true);
+    await assert.rejects(
+      router.requestShard(shardNumber(2, 0), () => write(0), 1_000),
+      /left the cluster/,
+    );
+    // Node 2 restarts under its name: a member row keeps its node number.
+    router.setLiveShards([shardNumber(1, 0), shardNumber(2, 0)]);
+    assert.equal(router.isOnGoneNode(shardNumber(2, 0)), false);
+    assert.deepEqual(router.goneNodes(), []);
   });
 
   it("ShardRouter batches envelopes to another shard and keeps their order", async () => {
