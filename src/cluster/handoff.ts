@@ -316,12 +316,10 @@ export function planTableChange(
   next: OwnerTable,
   live: readonly LiveNode[],
 ): TableChange {
-  const liveNodes = new Set(live.map((n) => n.nodeNo));
   const liveShards = live.flatMap((n) =>
     Array.from({ length: n.workers }, (_, w) => shardNumber(n.nodeNo, w)),
   );
-  const deadNodes = new Set<number>();
-  for (const shard of prev.shardNos) if (!liveNodes.has(nodeNoOf(shard))) deadNodes.add(nodeNoOf(shard));
+  const deadNodes = deadNodesOf(prev, live);
   const waiting = new Map<number, Set<number>>();
   const outgoing = new Map<number, number[]>();
   const recovering = new Map<number, number[]>();
@@ -338,6 +336,14 @@ export function planTableChange(
     }
   }
   return { deadNodes, liveShards, waiting, outgoing, recovering };
+}
+
+/** The nodes that owned partitions in `prev` and are not among `live`: they died. */
+export function deadNodesOf(prev: OwnerTable, live: readonly LiveNode[]): Set<number> {
+  const liveNodes = new Set(live.map((n) => n.nodeNo));
+  const dead = new Set<number>();
+  for (const shard of prev.shardNos) if (!liveNodes.has(nodeNoOf(shard))) dead.add(nodeNoOf(shard));
+  return dead;
 }
 
 function push<K, V>(map: Map<K, V[]>, key: K, value: V): void {

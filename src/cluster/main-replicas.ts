@@ -18,7 +18,7 @@ import type { WorkerMessage } from "../../actors/messages.ts";
 import type { Logger } from "../log.ts";
 import type { ResumeTake } from "./client-stream-host.ts";
 import type { Envelope } from "./envelope.ts";
-import type { LiveNode } from "./handoff.ts";
+import { deadNodesOf, type LiveNode } from "./handoff.ts";
 import { mainShardOf, nodeNoOf, type OwnerTable, workerOf } from "./ring.ts";
 import {
   type PromotedCopy,
@@ -116,17 +116,13 @@ export class MainReplicaShard {
    */
   applyTable(prev: OwnerTable, next: OwnerTable, live: readonly LiveNode[]): PromotedCopy[] {
     if (next.epoch <= prev.epoch) return [];
-    const liveNodes = new Set(live.map((n) => n.nodeNo));
     // A node back under its name keeps its number: its new incarnation's sessions are alive.
-    for (const node of liveNodes) this.#goneNodes.delete(node);
-    let died = false;
-    for (const shard of prev.shardNos) {
-      const node = nodeNoOf(shard);
-      if (liveNodes.has(node) || this.#goneNodes.has(node)) continue;
-      this.#goneNodes.add(node);
-      died = true;
-    }
-    if (!died) return [];
+    for (const { nodeNo } of live) this.#goneNodes.delete(nodeNo);
+    // As a worker does (handoff.ts tableApplied): promote when this table drops a node, with
+    // every node known dead (a copy whose heir died in an earlier table falls to the next one).
+    const died = deadNodesOf(prev, live);
+    if (died.size === 0) return [];
+    for (const node of died) this.#goneNodes.add(node);
     const promoted = this.#host.promote((shard) => this.#goneNodes.has(nodeNoOf(shard)));
     for (const { state } of promoted) this.#inTransit.set(state.token, state.full);
     if (promoted.length > 0)

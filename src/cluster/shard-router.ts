@@ -132,7 +132,7 @@ export class ShardRouter implements ActorRouter {
     this.#uplink = uplink;
   }
 
-  /** Delivers a batch that came from another node through the main thread (batch-wire.ts). */
+  /** Delivers a batch from another worker of this node or, through the main thread, another node (batch-wire.ts). */
   receiveBatch(wire: string): void {
     const batch = this.#packr.unpack(batchFromWire(wire)) as Envelope[];
     for (const envelope of batch) this.#receive(envelope);
@@ -302,10 +302,7 @@ export class ShardRouter implements ActorRouter {
   setPort(worker: number, port: MessagePort): void {
     this.#ports[worker]?.close();
     this.#ports[worker] = port;
-    port.on("message", (wire: string) => {
-      const batch = this.#packr.unpack(batchFromWire(wire)) as Envelope[];
-      for (const envelope of batch) this.#receive(envelope);
-    });
+    port.on("message", (wire: string) => this.receiveBatch(wire));
   }
 
   /** The partition of a user, cached because every stanza needs it. */

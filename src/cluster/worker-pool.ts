@@ -245,16 +245,13 @@ export class WorkerPool {
    * main thread's replica shard (ring.ts MAIN_WORKER).
    */
   deliverRemote(worker: number, bytes: Uint8Array): void {
-    if (worker === MAIN_WORKER) {
-      if (bytes instanceof Uint8Array) this.#replicas.receive(bytes);
-      return;
-    }
-    const slot = this.#slots[worker];
-    if (slot === undefined) return;
     if (!(bytes instanceof Uint8Array)) {
       this.#options.log.warn({ worker }, "a peer's batch without bytes; dropped");
       return;
     }
+    if (worker === MAIN_WORKER) return this.#replicas.receive(bytes);
+    const slot = this.#slots[worker];
+    if (slot === undefined) return;
     // The bytes may be a view into a larger decoded frame: the wire string copies just them.
     slot.uplink.postMessage(batchToWire(bytes));
   }

@@ -12,7 +12,7 @@ import {
   type ClusterNode,
   clusterStatus,
   FAST_CLUSTER_TIMING,
-  startTestCluster,
+  startThreeNodes,
   type TestCluster,
   waitForOwners,
 } from "../helpers/cluster.ts";
@@ -28,11 +28,7 @@ const OUTAGE_MS = FAST_CLUSTER_TIMING.leaseMs * 3;
 const JUDGEMENT_MS = FAST_CLUSTER_TIMING.leaseMs + FAST_CLUSTER_TIMING.takeoverMarginMs + 10_000;
 
 async function threeNodes(t: TestContext): Promise<{ cluster: TestCluster; nodes: ClusterNode[] }> {
-  const cluster = await startTestCluster(t);
-  const n1 = await cluster.start("n1", { workers: 1 });
-  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr });
-  const n3 = await cluster.start("n3", { workers: 1, join: n1.peerAddr });
-  await waitForOwners(n1, ["n1", "n2", "n3"]);
+  const { cluster, n1, n2, n3 } = await startThreeNodes(t);
   return { cluster, nodes: [n1, n2, n3] };
 }
 

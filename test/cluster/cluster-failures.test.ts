@@ -13,7 +13,13 @@ import { test } from "node:test";
 import { promisify } from "node:util";
 import { MembershipStore } from "../../src/cluster/membership/membership-store.ts";
 import { createLogger } from "../../src/log.ts";
-import { FAST_CLUSTER_TIMING, startTestCluster, TEST_SECRET, waitForOwners } from "../helpers/cluster.ts";
+import {
+  FAST_CLUSTER_TIMING,
+  startTestCluster,
+  startThreeNodes,
+  TEST_SECRET,
+  waitForOwners,
+} from "../helpers/cluster.ts";
 import { assertCleanTraffic, chatters } from "../helpers/cluster-traffic.ts";
 import { goOnline, isMessageWithBody, loginRaw, newUsers } from "../helpers/fixtures.ts";
 import { freePort } from "../helpers/postgres.ts";
@@ -61,11 +67,7 @@ test("a two-node cluster survives losing either node", async (t) => {
 });
 
 test("a coordinator whose commit loses a race reads the view again: the membership does not freeze", async (t) => {
-  const cluster = await startTestCluster(t);
-  const n1 = await cluster.start("n1", { workers: 1 });
-  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr });
-  const n3 = await cluster.start("n3", { workers: 1, join: n1.peerAddr });
-  await waitForOwners(n1, ["n1", "n2", "n3"]);
+  const { cluster, n1, n2, n3 } = await startThreeNodes(t);
   // Other writers between the coordinator's read and its compare-and-set: a suspicion nobody
   // acts on (99 votes needed) bumps the version, as the survivors' own votes do when a node dies
   // (kill-two-of-five froze a cluster for minutes on it: the coordinator's refresh waited for
@@ -90,11 +92,7 @@ test("a coordinator whose commit loses a race reads the view again: the membersh
 });
 
 test("a node that hangs past its lease is replaced, and fences itself when it wakes up", async (t) => {
-  const cluster = await startTestCluster(t);
-  const n1 = await cluster.start("n1", { workers: 1 });
-  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr });
-  const n3 = await cluster.start("n3", { workers: 1, join: n1.peerAddr });
-  await waitForOwners(n1, ["n1", "n2", "n3"]);
+  const { n1, n2, n3 } = await startThreeNodes(t);
   const clients = await chatters(t, [n1, n2], 3);
   // A client of n3 that keeps writing while n3 is paused: its stanzas wait in n3's socket.
   const [zombieUser, watcherUser, markerUser] = await newUsers(n1, 3, "z");

@@ -11,7 +11,7 @@ import { test } from "node:test";
 import { promisify } from "node:util";
 import { xml } from "@xmpp/xml";
 import { ChatTraffic, type TrafficClient } from "../helpers/chat-traffic.ts";
-import { clusterStatus, startTestCluster, waitForOwners } from "../helpers/cluster.ts";
+import { clusterStatus, startThreeNodes, waitForOwners } from "../helpers/cluster.ts";
 import { chatters } from "../helpers/cluster-traffic.ts";
 import { newUsers } from "../helpers/fixtures.ts";
 import { RawClient } from "../helpers/raw-client.ts";
@@ -26,11 +26,7 @@ function names(clients: TrafficClient[], onNodes: string[]): string[] {
 }
 
 test("three nodes under traffic: a fourth joins, one drains, one is SIGKILLed; survivors notice nothing", async (t) => {
-  const cluster = await startTestCluster(t);
-  const n1 = await cluster.start("n1", { workers: 1 });
-  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr });
-  const n3 = await cluster.start("n3", { workers: 1, join: n1.peerAddr });
-  await waitForOwners(n1, ["n1", "n2", "n3"]);
+  const { cluster, n1, n2, n3 } = await startThreeNodes(t);
   const status = await clusterStatus(n2);
   assert.deepEqual(
     status.members.map((m) => [m.node, m.status]),

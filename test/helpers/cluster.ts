@@ -105,6 +105,21 @@ export async function startTestCluster(t: AfterHook): Promise<TestCluster> {
 }
 
 /**
+ * A fresh cluster of three one-worker members, n2 and n3 joined through n1, once n1 sees all
+ * three owning partitions.
+ */
+export async function startThreeNodes(
+  t: AfterHook,
+): Promise<{ cluster: TestCluster; n1: ClusterNode; n2: ClusterNode; n3: ClusterNode }> {
+  const cluster = await startTestCluster(t);
+  const n1 = await cluster.start("n1", { workers: 1 });
+  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr });
+  const n3 = await cluster.start("n3", { workers: 1, join: n1.peerAddr });
+  await waitForOwners(n1, ["n1", "n2", "n3"]);
+  return { cluster, n1, n2, n3 };
+}
+
+/**
  * Polls a condition that no single event announces (a view spread over several processes)
  * until it holds, failing with `what` after `timeoutMs`.
  */

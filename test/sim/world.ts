@@ -949,17 +949,17 @@ export class World {
     let answered = false;
     const answer = (found: SessionSnapshot | "pending" | undefined) => {
       if (answered) {
-        // worker-main.ts onLateReply: the lender gets its session back at once.
-        const lender = found !== undefined && found !== "pending" ? this.#lenders.get(found) : undefined;
+        // worker-main.ts onLateReply (lateTakeOf): the lender gets its session back at once; a
+        // replica's copy, taken out for good, is adopted here as if promoted, not lost.
+        if (found === undefined || found === "pending") return;
+        const lender = this.#lenders.get(found);
+        const copyOf = this.#takenCopies.get(found);
         if (lender !== undefined) {
           this.sched.log(`  late take reply from ${target}: ${lender[0].state.token} given back`);
           this.post(from.self, lender[1].self, `${from.self}→${lender[1].self} resume-done no`, () =>
             this.#restore(lender[0], lender[1]),
           );
-        }
-        // A replica's copy, taken out for good: adopted here as if promoted, not lost.
-        const copyOf = found !== undefined && found !== "pending" ? this.#takenCopies.get(found) : undefined;
-        if (lender === undefined && copyOf !== undefined && found !== undefined && found !== "pending") {
+        } else if (copyOf !== undefined) {
           this.sched.log(`  late take reply from ${target}: ${found.token} kept at ${from.self}`);
           this.#adoptCopies(from, [{ state: found, ...copyOf }]);
         }
