@@ -67,6 +67,8 @@ interface Phase {
   attack: ((accounts: Accounts) => AttackSpec) | undefined;
   /** Seconds measured when there is no attack (an attack lasts as long as it runs). */
   quietS?: number;
+  /** It attacks the web listener (WebSocket, BOSH): skipped where the bench knows of none. */
+  web?: boolean;
 }
 
 /** Hands out attack accounts, a fresh block per phase. */
@@ -141,6 +143,17 @@ function phases(options: Options): Phase[] {
         seconds: n(15),
         bodyChars: 60_000,
         maxBytes: n(58) * 1024 * 1024,
+      }),
+    },
+    {
+      name: "WebSocket and BOSH: 100,000 small children before auth",
+      web: true,
+      attack: () => ({
+        kind: "web-wide",
+        websockets: n(5),
+        boshRequests: n(5),
+        children: 100_000,
+        waitMs: 5_000,
       }),
     },
     {
@@ -281,12 +294,14 @@ async function attackServer(
   port: number,
   pid: number | undefined,
   options: Options,
+  webPort?: number,
 ): Promise<PhaseReport[]> {
   const canaryUsers = Array.from({ length: options.canaryPairs * 2 }, (_, i) => `canary${i + 1}`);
   const rss = new RssSampler(pid);
   const attackers = await ChildRpc.start("attack", {
     host,
     port,
+    ...(webPort === undefined ? {} : { webPort }),
     domain: options.domain,
     password: options.password,
   });
@@ -305,6 +320,10 @@ async function attackServer(
   const accounts = new Accounts();
   try {
     for (const phase of phases(options)) {
+      if (phase.web === true && webPort === undefined) {
+        progress(`phase skipped: ${phase.name} (the bench knows no web listener of this server)`);
+        continue;
+      }
       const index = canaries.beginPhase();
       indices.push(index);
       const before = rss.now();
@@ -403,14 +422,25 @@ async function main(): Promise<number> {
       }
     } else {
       const repoRoot = fileURLToPath(new URL("..", import.meta.url));
-      const starling = await startStarling({ repoRoot, domain: options.domain, workers: options.workers });
+      const starling = await startStarling({
+        repoRoot,
+        domain: options.domain,
+        workers: options.workers,
+        extraArgs: ["--web-plain-port", "0"],
+      });
       try {
         progress("Starling started", { pid: starling.pid, ports: starling.ports });
         await bulkCreateUsers(
           starling.ports.http,
           accounts.map((user) => ({ jid: `${user}@${options.domain}`, password: options.password })),
         );
-        results.starling = await attackServer("127.0.0.1", starling.ports.c2s, starling.pid, options);
+        results.starling = await attackServer(
+          "127.0.0.1",
+          starling.ports.c2s,
+          starling.pid,
+          options,
+          starling.ports.webPlain,
+        );
       } finally {
         await starling.stop();
       }

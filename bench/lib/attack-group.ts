@@ -6,8 +6,11 @@
  * server did about it: which connections it closed, with which stream error (RFC 6120 §4.9.3),
  * and after how long; a connection still open when the attack ends is "left open".
  */
+import http from "node:http";
 import net from "node:net";
-import { NS_CLIENT, NS_STREAM } from "../../src/xmpp/ns.ts";
+import WebSocket from "ws";
+import { BOSH_PATH, WEBSOCKET_PATH } from "../../src/transport/web-paths.ts";
+import { NS_CLIENT, NS_FRAMING, NS_STREAM } from "../../src/xmpp/ns.ts";
 import { LoadClient as Client, type LoadClient, loopbackSourceFor } from "./xmpp-load-client.ts";
 
 /** One attack (see {@link AttackGroup.run}); accounts must exist, `to` is a bare JID. */
@@ -33,7 +36,12 @@ export type AttackSpec =
       maxBytes: number;
     }
   /** Connections that send their stream header one byte a second, for `seconds`. */
-  | { kind: "slow-writers"; connections: number; seconds: number };
+  | { kind: "slow-writers"; connections: number; seconds: number }
+  /**
+   * Before authentication, on the web listener: WebSocket messages and BOSH session requests
+   * of `children` empty elements each (parsing them, not their bytes, is what they cost).
+   */
+  | { kind: "web-wide"; websockets: number; boshRequests: number; children: number; waitMs: number };
 
 /** What the server did to the attacking connections. */
 export interface AttackOutcome {
@@ -56,6 +64,8 @@ export interface AttackOutcome {
 export interface AttackGroupConfig {
   host: string;
   port: number;
+  /** The plain web listener (WebSocket, BOSH), for the web attacks. */
+  webPort?: number;
   domain: string;
   password: string;
 }
@@ -113,6 +123,8 @@ export class AttackGroup {
   /** Whatever an attack leaves connected, destroyed at its end and at shutdown. */
   readonly #sockets = new Set<net.Socket>();
   readonly #clients = new Set<LoadClient>();
+  readonly #webSockets = new Set<WebSocket>();
+  readonly #requests = new Set<http.ClientRequest>();
   #nextSource = 40_000;
 
   constructor(config: AttackGroupConfig) {
@@ -142,6 +154,9 @@ export class AttackGroup {
         case "slow-writers":
           await this.#slowWriters(spec, tally);
           break;
+        case "web-wide":
+          await this.#webWide(spec, tally);
+          break;
       }
       return tally.outcome(spec.kind);
     } finally {
@@ -158,6 +173,10 @@ export class AttackGroup {
     this.#sockets.clear();
     for (const client of this.#clients) client.destroy();
     this.#clients.clear();
+    for (const ws of this.#webSockets) ws.terminate();
+    this.#webSockets.clear();
+    for (const request of this.#requests) request.destroy();
+    this.#requests.clear();
   }
 
   /** A raw connection that has sent its stream header; reports the server's stream error. */
@@ -295,6 +314,56 @@ export class AttackGroup {
       }
       await delay(Math.min(1_000, Math.max(0, until - performance.now())));
     }
+  }
+
+  async #webWide(spec: Extract<AttackSpec, { kind: "web-wide" }>, tally: Tally): Promise<void> {
+    const { host, webPort, domain } = this.#config;
+    if (webPort === undefined) throw new Error("the web attacks need the server's plain web port");
+    const children = "<x/>".repeat(spec.children);
+    const message = `<message xmlns='${NS_CLIENT}' to='nobody@${domain}' type='chat'><body>wide</body>${children}</message>`;
+    for (let i = 0; i < spec.websockets; i++) {
+      const ws = new WebSocket(`ws://${host}:${webPort}${WEBSOCKET_PATH}`, "xmpp", {
+        ...loopbackSourceFor(host, this.#nextSource++),
+      });
+      this.#webSockets.add(ws);
+      tally.opened(ws);
+      let received = "";
+      ws.on("message", (data) => {
+        if (received.length < 65_536) received += data.toString();
+      });
+      ws.on("error", () => {});
+      ws.on("close", () => tally.closed(ws, streamErrorIn(received)));
+      ws.on("open", () => {
+        ws.send(`<open xmlns='${NS_FRAMING}' to='${domain}' version='1.0'/>`);
+        ws.send(message);
+        tally.bytesWritten += message.length;
+      });
+    }
+    const body = `<body rid='1' to='${domain}' wait='10' hold='1' ver='1.6' xmlns='http://jabber.org/protocol/httpbind'>${message}</body>`;
+    for (let i = 0; i < spec.boshRequests; i++) {
+      const request = http.request({
+        host,
+        port: webPort,
+        path: BOSH_PATH,
+        method: "POST",
+        agent: false,
+        headers: { "content-type": "text/xml; charset=utf-8" },
+        ...loopbackSourceFor(host, this.#nextSource++),
+      });
+      this.#requests.add(request);
+      tally.opened(request);
+      request.on("error", () => tally.closed(request, "none"));
+      request.on("response", (response) => {
+        let text = "";
+        response.setEncoding("utf8");
+        response.on("data", (chunk: string) => (text += chunk));
+        // A BOSH error is a terminate body's condition (XEP-0124 §17.2).
+        response.on("end", () => tally.closed(request, /condition=["']([a-z-]+)/.exec(text)?.[1]));
+      });
+      request.end(body);
+      tally.bytesWritten += body.length;
+    }
+    await this.#untilClosed(tally, spec.waitMs);
   }
 
   /** Waits until every connection of `tally` is closed, or `ms` passed. */

@@ -16,6 +16,8 @@ export interface NodePorts {
   c2s: number;
   tls: number;
   http: number;
+  /** The plain web listener (WebSocket and BOSH), when asked for with `--web-plain-port 0`. */
+  webPlain?: number;
 }
 
 /** Options for {@link startStarling}. */
@@ -197,7 +199,12 @@ export async function startStarling(options: StartStarlingOptions): Promise<Star
       }
       ready = true;
       clearTimeout(timer);
-      resolve({ c2s: p.c2s, tls: p.tls ?? 0, http: p.http });
+      resolve({
+        c2s: p.c2s,
+        tls: p.tls ?? 0,
+        http: p.http,
+        ...(typeof p.webPlain === "number" ? { webPlain: p.webPlain } : {}),
+      });
     });
     child.once("exit", (code, signal) => {
       clearTimeout(timer);

@@ -28,6 +28,8 @@ import type { StreamHost } from "../xmpp/stream-host.ts";
 import { StreamParser } from "../xmpp/stream-parser.ts";
 import type { StreamEvents, StreamTransport } from "../xmpp/stream-transport.ts";
 import { XmppStream } from "../xmpp/xmpp-stream.ts";
+import { InputShaper } from "./input-shaper.ts";
+import { writeInSlices } from "./parse-slices.ts";
 import { standaloneElement } from "./standalone-element.ts";
 import { boshUrlOf } from "./web-paths.ts";
 
@@ -87,16 +89,21 @@ export class BoshSessions {
    * describe the HTTP connection, for a session it creates.
    */
   async handle(text: string, connection: { secure: boolean; remoteAddress: string }): Promise<BoshAnswer> {
+    // A session's requests are paced by its input shaper before they are parsed, as a TCP
+    // connection's reads are: the client waits, nothing is lost.
+    const sid = boshSidOf(text);
+    const session = sid === undefined ? undefined : this.#sessions.get(sid);
+    if (sid !== undefined && session === undefined) return terminateBody("item-not-found");
+    await session?.paced(Buffer.byteLength(text));
     let body: Element;
     try {
-      body = parseBody(text, this.#options.config.limits);
+      body = await parseBody(text, this.#options.config.limits);
     } catch {
       return terminateBody("bad-request");
     }
-    const sid = body.attrs.sid;
-    if (sid === undefined) return this.#create(body, connection);
-    const session = this.#sessions.get(sid);
-    if (session === undefined) return terminateBody("item-not-found");
+    // The sid that paced the request must be the body's own.
+    if (body.attrs.sid !== sid) return terminateBody("bad-request");
+    if (session === undefined) return this.#create(body, connection);
     return session.request(body);
   }
 
@@ -131,8 +138,19 @@ export class BoshSessions {
   }
 }
 
-/** Parses one request body: a `<body/>` in the httpbind namespace, with the stream's limits. */
-function parseBody(text: string, limits: Readonly<Config["limits"]>): Element {
+/**
+ * The session a request names: the first `sid` attribute of its text, found before parsing (to
+ * route it to the worker holding the session and to pace it); the parsed body must agree.
+ */
+export function boshSidOf(text: string): string | undefined {
+  return /\ssid=["']([^"']+)["']/.exec(text)?.[1];
+}
+
+/**
+ * Parses one request body: a `<body/>` in the httpbind namespace, with the stream's limits, a
+ * slice per event-loop turn (a body may be half a megabyte of tiny elements).
+ */
+async function parseBody(text: string, limits: Readonly<Config["limits"]>): Promise<Element> {
   let body: Element | undefined;
   const parser = new StreamParser(
     {
@@ -150,7 +168,7 @@ function parseBody(text: string, limits: Readonly<Config["limits"]>): Element {
     },
   );
   parser.write(`<stream:stream xmlns:stream="${NS_STREAM}">`);
-  parser.write(text);
+  await writeInSlices(text, (slice) => parser.write(slice));
   if (body === undefined || body.name !== "body" || body.attrs.xmlns !== NS_HTTPBIND) {
     throw new StreamError("XSRV_XML_NOT_WELL_FORMED", "bad-format", "not a BOSH <body/>");
   }
@@ -202,6 +220,8 @@ export class BoshTransport implements StreamTransport {
   #paused = false;
   /** The stream's open attributes, from the creation request (for restarts). */
   #openAttrs: Record<string, string> = {};
+  /** The session's input budget (`limits.inputBytesPerSecond`, `limits.inputBurstBytes`). */
+  readonly #shaper: InputShaper;
 
   constructor(sid: string, rid: number, wait: number, options: BoshTransportOptions) {
     this.sid = sid;
@@ -212,6 +232,18 @@ export class BoshTransport implements StreamTransport {
     this.remoteAddress = options.remoteAddress;
     this.secure = options.secure;
     this.log = options.log;
+    this.#shaper = new InputShaper(options.limits.inputBytesPerSecond, options.limits.inputBurstBytes);
+  }
+
+  /**
+   * Counts a request of `bytes` against the session's input budget; past it, resolves once the
+   * excess has drained (each request over budget waits longer, so they stay in order of arrival).
+   * A client cannot get around it with more requests: at most `requests` are in flight (§11).
+   */
+  paced(bytes: number): Promise<void> | undefined {
+    const waitMs = this.#shaper.take(bytes);
+    if (waitMs === 0) return undefined;
+    return new Promise((resolve) => setTimeout(resolve, waitMs));
   }
 
   attach(events: StreamEvents): void {
@@ -237,6 +269,8 @@ export class BoshTransport implements StreamTransport {
 
   /** A request of this session. */
   request(body: Element): Promise<BoshAnswer> | BoshAnswer {
+    // Gone while the request waited for its budget or its parse.
+    if (this.#gone) return terminateBody("item-not-found");
     const rid = Number(body.attrs.rid);
     if (!Number.isSafeInteger(rid)) return terminateBody("bad-request");
     if (rid <= this.#rid) {

@@ -59,6 +59,8 @@ export class PacedInput {
   readonly #shaper: InputShaper;
   readonly #holds = new Set<InputHold>();
   #timer: NodeJS.Timeout | undefined;
+  /** The stream is over (see {@link finish}): nothing holds reading any more. */
+  #finished = false;
 
   constructor(input: PausableInput, shaper: InputShaper) {
     this.#input = input;
@@ -93,6 +95,7 @@ export class PacedInput {
 
   /** Stops reading for `reason` until {@link release} of the same reason. */
   hold(reason: InputHold): void {
+    if (this.#finished) return;
     if (this.#holds.size === 0) this.#input.pause();
     this.#holds.add(reason);
   }
@@ -108,6 +111,19 @@ export class PacedInput {
 
   resume(): void {
     this.release("stream");
+  }
+
+  /**
+   * The stream is over but the connection is still closing: read freely from now on, since the
+   * client's part of the closing handshake (a WebSocket close frame) waits behind whatever is
+   * unread. The transport parses nothing more: the bytes are read and dropped.
+   */
+  finish(): void {
+    this.stop();
+    this.#finished = true;
+    if (this.#holds.size === 0) return;
+    this.#holds.clear();
+    this.#input.resume();
   }
 
   /** The connection is gone: no timer outlives it. */

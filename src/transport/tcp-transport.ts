@@ -14,15 +14,10 @@ import { NS_CLIENT, NS_STREAM } from "../xmpp/ns.ts";
 import { StreamParser } from "../xmpp/stream-parser.ts";
 import type { StreamEvents, StreamTransport } from "../xmpp/stream-transport.ts";
 import { InputShaper, PacedInput } from "./input-shaper.ts";
+import { PARSE_SLICE_SIZE } from "./parse-slices.ts";
 
 /** How long a closed stream waits for the client to close its side before the socket is cut. */
 const CLOSE_GRACE_MS = 5_000;
-/**
- * Input parsed per turn for one connection. A 64 KB read of tiny elements took 50-100 ms to
- * parse in one go (bench/abuse.ts, a stanza of 100,000 children: canaries' p99 490 ms); in
- * slices, with reading held meanwhile, every other connection gets its turn between them.
- */
-const PARSE_SLICE_BYTES = 8_192;
 
 /** Options for {@link TcpTransport}. */
 export interface TcpTransportOptions {
@@ -121,7 +116,7 @@ export class TcpTransport implements StreamTransport {
    */
   #parseFrom(chunk: Buffer): void {
     const parser = this.#parser;
-    const slice = chunk.length > PARSE_SLICE_BYTES ? chunk.subarray(0, PARSE_SLICE_BYTES) : chunk;
+    const slice = chunk.length > PARSE_SLICE_SIZE ? chunk.subarray(0, PARSE_SLICE_SIZE) : chunk;
     try {
       parser?.write(this.#decoder.write(slice));
     } catch (error) {
@@ -136,7 +131,7 @@ export class TcpTransport implements StreamTransport {
     }
     this.#input.hold("parse");
     setImmediate(() => {
-      if (!this.#closed && this.#parser === parser) this.#parseFrom(chunk.subarray(PARSE_SLICE_BYTES));
+      if (!this.#closed && this.#parser === parser) this.#parseFrom(chunk.subarray(PARSE_SLICE_SIZE));
       else this.#input.release("parse");
     });
   }

@@ -26,7 +26,7 @@ import type { Logger } from "../log.ts";
 import { isLoopbackHost } from "../loopback.ts";
 import type { StreamHost } from "../xmpp/stream-host.ts";
 import { XmppStream } from "../xmpp/xmpp-stream.ts";
-import { BoshSessions, terminateBody } from "./bosh.ts";
+import { BoshSessions, boshSidOf, terminateBody } from "./bosh.ts";
 import { clientAddressOf } from "./client-address.ts";
 import { listenShared } from "./listen.ts";
 import { BOSH_PATH, boshUrlOf, WEBSOCKET_PATH, webSocketUrlOf } from "./web-paths.ts";
@@ -184,7 +184,7 @@ export async function startWebListener(
         config.web.trustedProxies,
       );
       const connectionSecure = secure || isLoopbackHost(config.host);
-      const sid = /\ssid=["']([^"']+)["']/.exec(text)?.[1];
+      const sid = boshSidOf(text);
       const shard = sid === undefined ? options.shard : BoshSessions.shardOf(sid);
       if (shard === undefined) return xmlReply(terminateBody("item-not-found"));
       const answered =

@@ -22,6 +22,7 @@ import { NS_CLIENT, NS_FRAMING, NS_STREAM } from "../xmpp/ns.ts";
 import { StreamParser } from "../xmpp/stream-parser.ts";
 import type { StreamEvents, StreamTransport } from "../xmpp/stream-transport.ts";
 import { InputShaper, PacedInput } from "./input-shaper.ts";
+import { SlicedInput } from "./parse-slices.ts";
 import { standaloneElement } from "./standalone-element.ts";
 import { webSocketUrlOf } from "./web-paths.ts";
 
@@ -52,11 +53,13 @@ export class WebSocketTransport implements StreamTransport {
   readonly #options: WebSocketTransportOptions;
   #events: StreamEvents | undefined;
   #parser: StreamParser | undefined;
-  /** Elements the message being parsed has produced so far. */
+  /** Elements the message being parsed has produced so far (counted from the last message's end). */
   #elements = 0;
   #closed = false;
   /** Reading, at the pace of `limits.inputBytesPerSecond` and `limits.inputBurstBytes`. */
   readonly #input: PacedInput;
+  /** Messages parsed a slice per turn, in order (a message may be a megabyte). */
+  readonly #sliced: SlicedInput;
 
   constructor(ws: WebSocket, options: WebSocketTransportOptions) {
     this.#ws = ws;
@@ -67,6 +70,11 @@ export class WebSocketTransport implements StreamTransport {
       ws,
       new InputShaper(options.limits.inputBytesPerSecond, options.limits.inputBurstBytes),
     );
+    this.#sliced = new SlicedInput({
+      hold: () => this.#input.hold("parse"),
+      release: () => this.#input.release("parse"),
+      failed: (error) => this.#events?.failed(error),
+    });
   }
 
   attach(events: StreamEvents): void {
@@ -104,26 +112,33 @@ export class WebSocketTransport implements StreamTransport {
   #onMessage(data: WebSocket.RawData, isBinary: boolean): void {
     const events = this.#events!;
     events.active();
-    try {
+    if (isBinary) {
       // RFC 7395 §3.2: XMPP travels in text messages.
-      if (isBinary) throw new StreamError("XSRV_XML_NOT_WELL_FORMED", "not-well-formed", "a binary message");
-      this.#elements = 0;
-      const text = data.toString();
-      this.#parser!.write(text);
-      // §3.3.3: each message is exactly one complete element (whitespace alone is a keepalive).
-      const leftover = text.slice(Math.max(0, text.length - this.#parser!.sinceLastElement));
-      if (leftover.trim() !== "" || this.#elements > 1) {
-        throw new StreamError(
-          "XSRV_XML_NOT_WELL_FORMED",
-          "not-well-formed",
-          "a message must hold one complete element",
-        );
-      }
-    } catch (error) {
-      events.failed(error);
+      this.#sliced.stop();
+      events.failed(new StreamError("XSRV_XML_NOT_WELL_FORMED", "not-well-formed", "a binary message"));
       return;
     }
+    const text = data.toString();
+    this.#sliced.push(
+      text,
+      (slice) => this.#parser!.write(slice),
+      () => this.#endOfMessage(text),
+    );
     if (!this.#closed) this.#input.received(byteLength(data));
+  }
+
+  /** §3.3.3: each message is exactly one complete element (whitespace alone is a keepalive). */
+  #endOfMessage(text: string): void {
+    const leftover = text.slice(Math.max(0, text.length - this.#parser!.sinceLastElement));
+    const elements = this.#elements;
+    this.#elements = 0;
+    if (leftover.trim() !== "" || elements > 1) {
+      throw new StreamError(
+        "XSRV_XML_NOT_WELL_FORMED",
+        "not-well-formed",
+        "a message must hold one complete element",
+      );
+    }
   }
 
   header(from: string, id: string | undefined): string {
@@ -159,6 +174,11 @@ export class WebSocketTransport implements StreamTransport {
 
   end(): void {
     if (this.#closed) return;
+    // The stream ignores what comes after its end; the client's close frame must be read (a
+    // client over its input budget, e.g. one cut off for a huge message, would otherwise keep
+    // the connection until destroy()).
+    this.#sliced.stop();
+    this.#input.finish();
     // RFC 7395 §3.6: after the stream's close, the server closes the WebSocket connection.
     setTimeout(() => {
       if (!this.#closed) this.#ws.close(1000);
@@ -181,6 +201,7 @@ export class WebSocketTransport implements StreamTransport {
   #onClosed(): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#sliced.stop();
     this.#input.stop();
     this.#events?.gone();
   }

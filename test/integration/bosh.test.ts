@@ -182,6 +182,41 @@ describe("BOSH (XEP-0124, XEP-0206)", () => {
   });
 });
 
+describe("BOSH input pacing (limits.inputBytesPerSecond)", () => {
+  it("a session's requests past its budget wait for it, and nothing is lost; within it they do not", async (t) => {
+    const node = await startNode(t, {
+      config: { limits: { inputBytesPerSecond: 4_000, inputBurstBytes: 4_000 } },
+    });
+    const [web, tcp] = await newUsers(node, 2, "boshp");
+    const client = new BoshClient(plainBoshEndpoint(node.ports.webPlain!));
+    await client.login(node.domain, web!, 1);
+    const other = await connectClient(node, { username: tcp!.username, password: tcp!.password }, t);
+    const message = (id: string, body: string) =>
+      `<message xmlns="jabber:client" to="${other.jid}" type="chat" id="${id}"><body>${body}</body></message>`;
+    const arrival = (body: string) =>
+      other.waitForStanza(
+        (el) => el.is("message") && el.getChildText("body") === body,
+        "the message",
+        30_000,
+      );
+
+    // The login's few hundred bytes left most of the burst: a small message goes at once.
+    let started = performance.now();
+    void client.send(message("p1", "small"));
+    await arrival("small");
+    const small = performance.now() - started;
+
+    // 12 KB against 4 KB a second: the request waits about two seconds for the excess to drain.
+    const big = "b".repeat(12_000);
+    started = performance.now();
+    void client.send(message("p2", big));
+    await arrival(big);
+    const paced = performance.now() - started;
+    assert.ok(small < 1_000, `the small message took ${Math.round(small)} ms`);
+    assert.ok(paced > 1_500, `the 12 KB message took ${Math.round(paced)} ms: the budget did not apply`);
+  });
+});
+
 describe("BOSH CORS (web.origins)", () => {
   it("a configured origin may call it from a page; another origin gets no CORS headers", async (t) => {
     const node = await startNode(t, { config: { web: { origins: ["https://chat.example.org"] } } });

@@ -106,6 +106,22 @@ describe("XMPP over WebSocket (RFC 7395)", () => {
     }
   });
 
+  it("a message past the input budget and a limit is cut off at once: its close is read, not waited out", async (t) => {
+    const client = await WsClient.connect(plainUrl());
+    t.after(() => client.terminate());
+    client.open(node().domain);
+    await client.waitFor((el) => el.is("features", NS_STREAM), "features");
+    const mark = client.received.length;
+    // 400 KB against a 32 KB burst: reading is held for seconds while the parser, a slice per
+    // turn, reaches the element limit (limits.maxStanzaElements) after 40 KB.
+    client.send(`<message xmlns="jabber:client" to="x@${node().domain}">${"<x/>".repeat(100_000)}</message>`);
+    const error = await client.waitFor((el) => el.is("error", NS_STREAM), "a stream error", mark);
+    assert.ok(error.getChild("policy-violation", "urn:ietf:params:xml:ns:xmpp-streams"), error.toString());
+    // The server's close frame is answered by the client's, which the server must read although
+    // the client is over its budget: a clean close (1000), well before the 5 s of destroy().
+    assert.equal(await client.closed(3_000), 1000);
+  });
+
   it("a malformed WebSocket frame or invalid UTF-8 closes that connection only, with its RFC 6455 code", async (t) => {
     const [user] = await newUsers(node(), 1, "wsf");
     const { client: bystander } = await wsLogin(plainUrl(), node().domain, user!, "bystander");

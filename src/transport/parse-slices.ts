@@ -1,0 +1,131 @@
+/**
+ * Input parsed per event-loop turn, for every transport: a 64 KB read of tiny elements took
+ * 50–100 ms to parse in one go (bench/abuse.ts, a stanza of 100,000 children: canaries' p99
+ * 490 ms). In slices, with the connection's reading held meanwhile, every other connection on
+ * the worker gets its turn between them (issue 12: no single connection's input may hold a
+ * worker's event loop for more than a few milliseconds). A WebSocket message and a BOSH body
+ * may be a megabyte, so they are sliced like a TCP read.
+ */
+export const PARSE_SLICE_SIZE = 2_048;
+
+/**
+ * Writes `text` to `write` a slice ({@link PARSE_SLICE_SIZE} characters) at a time, one per
+ * event-loop turn. Saxes keeps a surrogate pair cut between two slices whole.
+ */
+export async function writeInSlices(text: string, write: (slice: string) => void): Promise<void> {
+  for (let at = 0; at < text.length; at += PARSE_SLICE_SIZE) {
+    if (at > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    write(text.length <= PARSE_SLICE_SIZE ? text : text.slice(at, at + PARSE_SLICE_SIZE));
+  }
+}
+
+/** What a {@link SlicedInput} tells its transport. */
+export interface SlicedInputHooks {
+  /** Parsing fell behind what was read: stop reading until {@link release}. */
+  hold(): void;
+  release(): void;
+  /** A write (or a message's end) threw: the input stops; the transport fails the stream. */
+  failed(error: unknown): void;
+}
+
+interface PendingText {
+  text: string;
+  at: number;
+  write: (slice: string) => void;
+  /** Runs once the last slice is written (may throw, like a write). */
+  done: (() => void) | undefined;
+}
+
+/**
+ * Texts parsed in order, at most {@link PARSE_SLICE_SIZE} characters per turn in all: what does
+ * not fit waits for the next turn, with reading held. For a transport whose library hands over
+ * whole messages (ws emits every message of a chunk it has read, paused or not).
+ */
+export class SlicedInput {
+  readonly #hooks: SlicedInputHooks;
+  #queue: PendingText[] = [];
+  /** What this turn may still parse: ws emits every message of a read in one turn. */
+  #budget = PARSE_SLICE_SIZE;
+  #refillScheduled = false;
+  #waiting = false;
+  /** Inside {@link #run}: a push from a write's own events only queues. */
+  #running = false;
+  #stopped = false;
+
+  constructor(hooks: SlicedInputHooks) {
+    this.#hooks = hooks;
+  }
+
+  /** Parses `text` through `write` after everything queued before it, then runs `done`. */
+  push(text: string, write: (slice: string) => void, done?: () => void): void {
+    if (this.#stopped) return;
+    this.#queue.push({ text, at: 0, write, done });
+    if (!this.#waiting && !this.#running) this.#run();
+  }
+
+  /** Drops what is queued and parses nothing more (the stream failed or closed). */
+  stop(): void {
+    this.#stopped = true;
+    this.#queue = [];
+    if (this.#waiting) {
+      this.#waiting = false;
+      this.#hooks.release();
+    }
+  }
+
+  #run(): void {
+    this.#running = true;
+    try {
+      this.#runSlices();
+    } finally {
+      this.#running = false;
+    }
+  }
+
+  #runSlices(): void {
+    while (this.#queue.length > 0 && this.#budget > 0) {
+      const pending = this.#queue[0]!;
+      const size = Math.min(this.#budget, pending.text.length - pending.at);
+      try {
+        const whole = pending.at === 0 && size === pending.text.length;
+        this.#spend(size);
+        pending.write(whole ? pending.text : pending.text.slice(pending.at, pending.at + size));
+        pending.at += size;
+        if (pending.at === pending.text.length) {
+          this.#queue.shift();
+          pending.done?.();
+        }
+      } catch (error) {
+        this.stop();
+        this.#hooks.failed(error);
+        return;
+      }
+      if (this.#stopped) return;
+    }
+    if (this.#queue.length === 0) {
+      if (this.#waiting) {
+        this.#waiting = false;
+        this.#hooks.release();
+      }
+      return;
+    }
+    if (!this.#waiting) {
+      this.#waiting = true;
+      this.#hooks.hold();
+    }
+    // After the refill, which was scheduled when this turn began spending.
+    setImmediate(() => {
+      if (!this.#stopped) this.#run();
+    });
+  }
+
+  #spend(size: number): void {
+    this.#budget -= size;
+    if (this.#refillScheduled) return;
+    this.#refillScheduled = true;
+    setImmediate(() => {
+      this.#refillScheduled = false;
+      this.#budget = PARSE_SLICE_SIZE;
+    });
+  }
+}

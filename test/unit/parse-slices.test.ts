@@ -1,0 +1,124 @@
+/**
+ * Input parsed a slice per event-loop turn (src/transport/parse-slices.ts): a WebSocket message or
+ * a BOSH body of a megabyte must not hold the worker's loop while it is parsed. Each test checks
+ * what runs between the slices: a callback queued with setImmediate after the input must run
+ * before its last slice is written.
+ */
+import assert from "node:assert/strict";
+import { describe, it } from "node:test";
+import { PARSE_SLICE_SIZE, SlicedInput, writeInSlices } from "../../src/transport/parse-slices.ts";
+
+/** Resolves after `turns` event-loop turns. */
+async function turns(count: number): Promise<void> {
+  for (let i = 0; i < count; i++) await new Promise<void>((resolve) => setImmediate(resolve));
+}
+
+function recorder() {
+  const events: string[] = [];
+  const hooks = {
+    hold: () => events.push("hold"),
+    release: () => events.push("release"),
+    failed: (error: unknown) => events.push(`failed: ${(error as Error).message}`),
+  };
+  return { events, hooks };
+}
+
+describe("SlicedInput", () => {
+  it("writes a long text a slice per turn, with reading held until its end, and other work between", async () => {
+    const { events, hooks } = recorder();
+    const input = new SlicedInput(hooks);
+    const text = "x".repeat(PARSE_SLICE_SIZE * 2 + 100);
+    let written = "";
+    setImmediate(() => events.push("another connection's turn"));
+    input.push(
+      text,
+      (slice) => {
+        written += slice;
+        events.push(`write ${slice.length}`);
+      },
+      () => events.push("done"),
+    );
+    await turns(4);
+    assert.equal(written, text);
+    assert.deepEqual(events, [
+      `write ${PARSE_SLICE_SIZE}`,
+      "hold",
+      "another connection's turn",
+      `write ${PARSE_SLICE_SIZE}`,
+      "write 100",
+      "done",
+      "release",
+    ]);
+  });
+
+  it("keeps messages in order, several small ones in one turn, and a message's end after its last slice", async () => {
+    const { events, hooks } = recorder();
+    const input = new SlicedInput(hooks);
+    const write = (name: string) => (slice: string) => events.push(`${name} ${slice.length}`);
+    input.push("a".repeat(10), write("a"), () => events.push("a done"));
+    // Another message of the same read, in the same turn: it shares the turn's budget.
+    input.push("b".repeat(PARSE_SLICE_SIZE), write("b"), () => events.push("b done"));
+    // Pushed while b waits for its next turn: it must come after all of b.
+    input.push("c".repeat(5), write("c"), () => events.push("c done"));
+    await turns(3);
+    assert.deepEqual(events, [
+      "a 10",
+      "a done",
+      `b ${PARSE_SLICE_SIZE - 10}`,
+      "hold",
+      "b 10",
+      "b done",
+      "c 5",
+      "c done",
+      "release",
+    ]);
+  });
+
+  it("stops at the first write that throws: the stream fails once and nothing after it is parsed", async () => {
+    const { events, hooks } = recorder();
+    const input = new SlicedInput(hooks);
+    input.push(
+      "bad",
+      () => {
+        throw new Error("not-well-formed");
+      },
+      () => events.push("bad done"),
+    );
+    input.push("late", (slice) => events.push(`late ${slice}`));
+    await turns(2);
+    assert.deepEqual(events, ["failed: not-well-formed"]);
+  });
+
+  it("a message whose end throws (two elements in one WebSocket message) fails the stream", async () => {
+    const { events, hooks } = recorder();
+    const input = new SlicedInput(hooks);
+    input.push(
+      "two",
+      () => {},
+      () => {
+        throw new Error("one element per message");
+      },
+    );
+    input.push("next", (slice) => events.push(`next ${slice}`));
+    await turns(2);
+    assert.deepEqual(events, ["failed: one element per message"]);
+  });
+
+  it("stop() drops what waits and releases the hold (the connection closed mid-message)", async () => {
+    const { events, hooks } = recorder();
+    const input = new SlicedInput(hooks);
+    input.push("x".repeat(PARSE_SLICE_SIZE * 3), (slice) => events.push(`write ${slice.length}`));
+    input.stop();
+    await turns(3);
+    assert.deepEqual(events, [`write ${PARSE_SLICE_SIZE}`, "hold", "release"]);
+  });
+});
+
+describe("writeInSlices", () => {
+  it("yields to the event loop between slices", async () => {
+    const events: string[] = [];
+    setImmediate(() => events.push("another request's turn"));
+    await writeInSlices("y".repeat(PARSE_SLICE_SIZE + 1), (slice) => events.push(`write ${slice.length}`));
+    assert.deepEqual(events, [`write ${PARSE_SLICE_SIZE}`, "another request's turn", "write 1"]);
+  });
+});
