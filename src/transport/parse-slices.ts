@@ -5,8 +5,51 @@
  * the worker gets its turn between them (issue 12: no single connection's input may hold a
  * worker's event loop for more than a few milliseconds). A WebSocket message and a BOSH body
  * may be a megabyte, so they are sliced like a TCP read.
+ *
+ * 2 KB of `<x/>` is about 500 elements, 1–3 ms of parsing. The slices that wait for a later turn,
+ * every connection's, wait in one queue ({@link afterParseTurn}), and a turn parses about
+ * {@link PARSE_TURN_BUDGET_MS} of them: with one slice per connection per turn instead, ten
+ * attackers made every turn 10–15 ms long, and a message that needs a few turns to cross the
+ * worker (parse, route, deliver) waited 60–120 ms (bench/abuse.ts, the web phase).
  */
 export const PARSE_SLICE_SIZE = 2_048;
+
+/** About how long one event-loop turn spends on slices that waited (at least one slice). */
+export const PARSE_TURN_BUDGET_MS = 1;
+
+const waitingSlices: (() => void)[] = [];
+let turnScheduled = false;
+
+/**
+ * Runs `next` (a connection's next slice) in a later turn, after every slice queued before it:
+ * connections with more to parse take turns, and each turn leaves the event loop after about
+ * {@link PARSE_TURN_BUDGET_MS}.
+ */
+export function afterParseTurn(next: () => void): void {
+  waitingSlices.push(next);
+  if (!turnScheduled) {
+    turnScheduled = true;
+    setImmediate(runWaitingSlices);
+  }
+}
+
+function runWaitingSlices(): void {
+  turnScheduled = false;
+  const until = performance.now() + PARSE_TURN_BUDGET_MS;
+  // Slices queued by this turn's own slices (a connection's next one) wait for the next turn.
+  let count = waitingSlices.length;
+  try {
+    do {
+      waitingSlices.shift()!();
+      count--;
+    } while (count > 0 && performance.now() < until);
+  } finally {
+    if (waitingSlices.length > 0 && !turnScheduled) {
+      turnScheduled = true;
+      setImmediate(runWaitingSlices);
+    }
+  }
+}
 
 /**
  * Writes `text` to `write` a slice ({@link PARSE_SLICE_SIZE} characters) at a time, one per
@@ -14,7 +57,7 @@ export const PARSE_SLICE_SIZE = 2_048;
  */
 export async function writeInSlices(text: string, write: (slice: string) => void): Promise<void> {
   for (let at = 0; at < text.length; at += PARSE_SLICE_SIZE) {
-    if (at > 0) await new Promise<void>((resolve) => setImmediate(resolve));
+    if (at > 0) await new Promise<void>((resolve) => afterParseTurn(resolve));
     write(text.length <= PARSE_SLICE_SIZE ? text : text.slice(at, at + PARSE_SLICE_SIZE));
   }
 }
@@ -113,9 +156,10 @@ export class SlicedInput {
       this.#waiting = true;
       this.#hooks.hold();
     }
-    // After the refill, which was scheduled when this turn began spending.
-    setImmediate(() => {
-      if (!this.#stopped) this.#run();
+    afterParseTurn(() => {
+      if (this.#stopped) return;
+      this.#budget = PARSE_SLICE_SIZE;
+      this.#run();
     });
   }
 

@@ -14,7 +14,7 @@ import { NS_CLIENT, NS_STREAM } from "../xmpp/ns.ts";
 import { StreamParser } from "../xmpp/stream-parser.ts";
 import type { StreamEvents, StreamTransport } from "../xmpp/stream-transport.ts";
 import { InputShaper, PacedInput } from "./input-shaper.ts";
-import { PARSE_SLICE_SIZE } from "./parse-slices.ts";
+import { afterParseTurn, PARSE_SLICE_SIZE } from "./parse-slices.ts";
 
 /** How long a closed stream waits for the client to close its side before the socket is cut. */
 const CLOSE_GRACE_MS = 5_000;
@@ -130,7 +130,7 @@ export class TcpTransport implements StreamTransport {
       return;
     }
     this.#input.hold("parse");
-    setImmediate(() => {
+    afterParseTurn(() => {
       if (!this.#closed && this.#parser === parser) this.#parseFrom(chunk.subarray(PARSE_SLICE_SIZE));
       else this.#input.release("parse");
     });

@@ -6,7 +6,12 @@
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
-import { PARSE_SLICE_SIZE, SlicedInput, writeInSlices } from "../../src/transport/parse-slices.ts";
+import {
+  PARSE_SLICE_SIZE,
+  PARSE_TURN_BUDGET_MS,
+  SlicedInput,
+  writeInSlices,
+} from "../../src/transport/parse-slices.ts";
 
 /** Resolves after `turns` event-loop turns. */
 async function turns(count: number): Promise<void> {
@@ -111,6 +116,38 @@ describe("SlicedInput", () => {
     input.stop();
     await turns(3);
     assert.deepEqual(events, [`write ${PARSE_SLICE_SIZE}`, "hold", "release"]);
+  });
+});
+
+describe("the slices of all connections", () => {
+  it("take turns, and a turn with a slow slice parses no other waiting slice", async () => {
+    let turn = 0;
+    let ticking = true;
+    const tick = () => {
+      turn++;
+      if (ticking) setImmediate(tick);
+    };
+    setImmediate(tick);
+    const writes: [string, number][] = [];
+    const slow = (name: string) => () => {
+      writes.push([name, turn]);
+      const until = performance.now() + PARSE_TURN_BUDGET_MS * 3;
+      while (performance.now() < until) {}
+    };
+    const noHooks = { hold: () => {}, release: () => {}, failed: () => {} };
+    new SlicedInput(noHooks).push("a".repeat(PARSE_SLICE_SIZE * 3), slow("a"));
+    new SlicedInput(noHooks).push("b".repeat(PARSE_SLICE_SIZE * 3), slow("b"));
+    await turns(12);
+    ticking = false;
+    // The first slice of each is parsed as it arrives; the rest alternate, one per turn.
+    assert.deepEqual(
+      writes.map(([name]) => name),
+      ["a", "b", "a", "b", "a", "b"],
+    );
+    const waited = writes.slice(2).map(([, at]) => at);
+    for (let i = 1; i < waited.length; i++) {
+      assert.ok(waited[i]! > waited[i - 1]!, `two slow slices in one turn: ${JSON.stringify(writes)}`);
+    }
   });
 });
 
