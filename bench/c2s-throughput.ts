@@ -682,6 +682,8 @@ async function main(): Promise<number> {
     const loadCpuPer1000 = cpuPhase.loadgenCpuS / (cpuPhase.sent / 1000);
 
     const fixed = await bench.traffic(opts.rate, opts.durationS);
+    const cpuPer1000AtRate =
+      fixed.serverCpuS === undefined ? undefined : fixed.serverCpuS / (fixed.sent / 1000);
 
     let search: Awaited<ReturnType<Bench["search"]>> | undefined;
     if (opts.search) {
@@ -731,6 +733,7 @@ async function main(): Promise<number> {
       cpu_s_per_1000_msgs: round(cpuPer1000, 4),
       cpu_phase_latency_p99_ms: round(cpuPhase.p99, 2),
       cpu_phase_latency_max_ms: round(cpuPhase.maxMs, 1),
+      cpu_s_per_1000_msgs_at_rate: round(cpuPer1000AtRate, 4),
       loadgen_cpu_s: round(loadCpuTotal, 2),
       loadgen_cpu_s_per_1000_msgs: round(loadCpuPer1000, 4),
       server_warnings: serverWarnings,

@@ -25,6 +25,7 @@ const FIGURES: [string, string][] = [
   ["cpu_phase_latency_p99_ms", "latency p99 at 1,000/s (ms)"],
   ["cpu_phase_latency_max_ms", "latency max at 1,000/s (ms)"],
   ["cpu_s_per_1000_msgs", "CPU-s per 1,000 msgs at 1,000/s"],
+  ["cpu_s_per_1000_msgs_at_rate", "CPU-s per 1,000 msgs at the fixed rate"],
   ["undelivered", "undelivered"],
   ["duplicates", "duplicates"],
   ["sessions_dropped", "sessions dropped"],
