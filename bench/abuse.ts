@@ -40,6 +40,7 @@ const HELP = `Usage: npx node bench/abuse.ts [options]
   --interval-ms T     each canary messages its partner every T ms (default 100)
   --recovery-s S      seconds measured after each attack before the next (default 5)
   --scale F           multiply every attack's size (connections, bytes, seconds) by F (default 1)
+  --only TEXT         run only the attacks whose phase name contains TEXT (the quiet phases stay)
   --max-seconds S     abort the whole run after S seconds (default 900)
 
 Accounts: canary1..canaryN*2 and abuse1..abuse235 at --scale 1 (created for a started server).
@@ -58,6 +59,8 @@ interface Options {
   intervalMs: number;
   recoveryS: number;
   scale: number;
+  /** Only the attack phases whose name contains it (undefined: every phase). */
+  only: string | undefined;
   maxSeconds: number;
 }
 
@@ -196,6 +199,7 @@ function parseOptions(argv: string[]): Options | undefined {
       "interval-ms": { type: "string" },
       "recovery-s": { type: "string" },
       scale: { type: "string" },
+      only: { type: "string" },
       "max-seconds": { type: "string" },
     },
   });
@@ -230,6 +234,7 @@ function parseOptions(argv: string[]): Options | undefined {
     intervalMs: positiveNumber("interval-ms", values["interval-ms"], 100),
     recoveryS: positiveNumber("recovery-s", values["recovery-s"], 5),
     scale: positiveNumber("scale", values.scale, 1, false),
+    only: values.only,
     maxSeconds: positiveNumber("max-seconds", values["max-seconds"], 900),
   };
 }
@@ -320,6 +325,8 @@ async function attackServer(
   const accounts = new Accounts();
   try {
     for (const phase of phases(options)) {
+      if (phase.attack !== undefined && options.only !== undefined && !phase.name.includes(options.only))
+        continue;
       if (phase.web === true && webPort === undefined) {
         progress(`phase skipped: ${phase.name} (the bench knows no web listener of this server)`);
         continue;
