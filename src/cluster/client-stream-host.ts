@@ -14,6 +14,7 @@ import type { BindReply } from "../../actors/user-actor.ts";
 import { addressPrefix } from "../auth/address-prefix.ts";
 import { isLoginTokenShaped } from "../auth/login-tokens.ts";
 import type { BareJid, FullJid } from "../xmpp/jid.ts";
+import { LoginSteps } from "../xmpp/login-steps.ts";
 import type {
   ClientLink,
   LoginAdmission,
@@ -77,6 +78,7 @@ export function clientStreamHost(ctx: ShardContext): StreamHost {
       return ctx.auth;
     },
     loginGuard: loginGuard(ctx),
+    loginSteps: new LoginSteps(ctx.config.limits.loginStepsInProgress),
     registrationThrottle: ctx.registrationThrottle,
     register: (jid, password) => ctx.accounts.create(jid, password),
     bind: (full, link) => bind(ctx, full, link),

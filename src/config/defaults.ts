@@ -116,6 +116,11 @@ export interface Config {
      * to try again shortly. Caps what parallel guessing gains before its failures are counted.
      */
     loginAttemptsInFlightPerAddress: number;
+    /**
+     * Login steps (a SASL element, a bind, a resumption) one worker works on at once; the rest
+     * wait in arrival order (src/xmpp/login-steps.ts). Read at start.
+     */
+    loginStepsInProgress: number;
     loginFailuresPerAccountAddress: number;
     loginFailureWindowMs: number;
     /** Addresses an account remembers it was logged in from (the least recent is forgotten first). */
@@ -305,6 +310,7 @@ export const DEFAULT_CONFIG: Config = {
     loginFailuresPerAccount: 10,
     loginFailuresPerAccountAddress: 5,
     loginAttemptsInFlightPerAddress: 50,
+    loginStepsInProgress: 16,
     loginFailureWindowMs: 60_000,
     loginKnownAddresses: 16,
     loginKnownAddressTtlMs: 30 * 24 * 3_600_000,

@@ -4,12 +4,14 @@
  * the streams implements them (src/cluster/client-stream-host.ts), so this folder imports
  * nothing of the actors, the cluster or the store.
  */
+
 import type { Element } from "@xmpp/xml";
 import type { AuthProvider } from "../auth/auth-provider.ts";
 import type { Config } from "../config/defaults.ts";
 import type { StreamErrorCondition } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { BareJid, FullJid } from "./jid.ts";
+import type { LoginSteps } from "./login-steps.ts";
 
 /** The client's end of a stream, as the session bound to it sees it. */
 export interface ClientLink {
@@ -110,6 +112,8 @@ export interface StreamHost {
   readonly counters: StreamCounters;
   readonly auth: AuthProvider;
   readonly loginGuard: LoginGuard;
+  /** The login steps this worker works on at once (`limits.loginStepsInProgress`). */
+  readonly loginSteps: LoginSteps;
   readonly registrationThrottle: ThrottleClient;
   /** XEP-0077: creates the account; false when it exists already. */
   register(jid: BareJid, password: string): Promise<boolean>;

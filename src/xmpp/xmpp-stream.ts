@@ -181,17 +181,32 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
     const ns = el.attrs.xmlns;
     if (this.#jid === undefined) {
       if (el.name === "starttls" && ns === NS_TLS) return onStartTls(this);
-      if (ns === NS_SASL) return this.#guard(this.#sasl.handle(el));
+      if (ns === NS_SASL) return this.#loginStep(() => this.#sasl.handle(el));
       if (isRegisterRequest(el) && this.host.config.registration.allow && this.host.auth.managesAccounts)
         return this.#guard(onRegister(this, el));
       // RFC 6120 §6.4.7 / §7.1: nothing but negotiation before authentication.
       return this.closeWithError("not-authorized", "authenticate first");
     }
-    if (el.name === "resume" && ns === NS_SM) return this.#guard(onResume(this, el));
-    if (isBindRequest(el)) return this.#guard(onBind(this, el));
+    if (el.name === "resume" && ns === NS_SM) return this.#loginStep(() => onResume(this, el));
+    if (isBindRequest(el)) return this.#loginStep(() => onBind(this, el));
     if (el.name === "enable" && ns === NS_SM) return onEnableBeforeBind(this);
     // RFC 6120 §7.1: stanzas before binding get <not-authorized/>.
     this.closeWithError("not-authorized", "bind a resource first");
+  }
+
+  /**
+   * A login step, when the worker has a place for it (login-steps.ts); until then this stream is
+   * not read, so its next element cannot overtake the step.
+   */
+  #loginStep(step: () => Promise<void>): void {
+    this.#guard(
+      this.host.loginSteps.run(
+        // A stream that closed while it waited has nothing to do.
+        () => (this.#closing || this.#closed ? Promise.resolve() : step()),
+        () => this.pauseReading(),
+        () => this.resumeReading(),
+      ),
+    );
   }
 
   /** A failed async step is this stream's problem only: log it once and close. */
