@@ -78,7 +78,7 @@ export function clientStreamHost(ctx: ShardContext): StreamHost {
       return ctx.auth;
     },
     loginGuard: loginGuard(ctx),
-    loginSteps: new LoginSteps(ctx.config.limits.loginStepsInProgress),
+    loginSteps: new LoginSteps(ctx.config.limits.loginStepsPerTurn),
     registrationThrottle: ctx.registrationThrottle,
     register: (jid, password) => ctx.accounts.create(jid, password),
     bind: (full, link) => bind(ctx, full, link),

@@ -117,10 +117,10 @@ export interface Config {
      */
     loginAttemptsInFlightPerAddress: number;
     /**
-     * Login steps (a SASL element, a bind, a resumption) one worker works on at once; the rest
-     * wait in arrival order (src/xmpp/login-steps.ts). Read at start.
+     * Login steps (a SASL element, a bind, a resumption) one worker starts per event-loop turn;
+     * the rest wait for later turns in arrival order (src/xmpp/login-steps.ts). Read at start.
      */
-    loginStepsInProgress: number;
+    loginStepsPerTurn: number;
     loginFailuresPerAccountAddress: number;
     loginFailureWindowMs: number;
     /** Addresses an account remembers it was logged in from (the least recent is forgotten first). */
@@ -310,7 +310,7 @@ export const DEFAULT_CONFIG: Config = {
     loginFailuresPerAccount: 10,
     loginFailuresPerAccountAddress: 5,
     loginAttemptsInFlightPerAddress: 50,
-    loginStepsInProgress: 16,
+    loginStepsPerTurn: 4,
     loginFailureWindowMs: 60_000,
     loginKnownAddresses: 16,
     loginKnownAddressTtlMs: 30 * 24 * 3_600_000,

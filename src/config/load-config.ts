@@ -103,7 +103,7 @@ const SCHEMA: Record<string, Check> = {
   "limits.loginFailuresPerAccount": positiveInt,
   "limits.loginFailuresPerAccountAddress": positiveInt,
   "limits.loginAttemptsInFlightPerAddress": positiveInt,
-  "limits.loginStepsInProgress": positiveInt,
+  "limits.loginStepsPerTurn": positiveInt,
   "limits.loginFailureWindowMs": positiveInt,
   "limits.loginKnownAddresses": positiveInt,
   "limits.loginKnownAddressTtlMs": positiveInt,

@@ -222,6 +222,8 @@ export class BoshTransport implements StreamTransport {
   #openAttrs: Record<string, string> = {};
   /** The session's input budget (`limits.inputBytesPerSecond`, `limits.inputBurstBytes`). */
   readonly #shaper: InputShaper;
+  /** Requests waiting for the budget ({@link paced}). */
+  #pacing = 0;
 
   constructor(sid: string, rid: number, wait: number, options: BoshTransportOptions) {
     this.sid = sid;
@@ -243,7 +245,16 @@ export class BoshTransport implements StreamTransport {
   paced(bytes: number): Promise<void> | undefined {
     const waitMs = this.#shaper.take(bytes);
     if (waitMs === 0) return undefined;
-    return new Promise((resolve) => setTimeout(resolve, waitMs));
+    // A request waiting for the budget is a request the session has: no inactivity meanwhile.
+    this.#pacing++;
+    clearTimeout(this.#inactivity);
+    return new Promise((resolve) =>
+      setTimeout(() => {
+        this.#pacing--;
+        this.#touch();
+        resolve();
+      }, waitMs),
+    );
   }
 
   attach(events: StreamEvents): void {
@@ -446,6 +457,15 @@ export class BoshTransport implements StreamTransport {
     this.flush();
   }
 
+  /**
+   * Nothing to hold: a BOSH client sends its next request when this one is answered, and the
+   * elements of one body are delivered together (a second login element among them ends the
+   * stream, as it would on TCP).
+   */
+  holdForLogin(): void {}
+
+  releaseForLogin(): void {}
+
   #terminate(condition: string): void {
     for (const held of [...this.#held]) {
       clearTimeout(held.timer);
@@ -458,8 +478,8 @@ export class BoshTransport implements StreamTransport {
   #touch(): void {
     if (this.#gone) return;
     clearTimeout(this.#inactivity);
-    // Inactivity counts only while no request is held (§8).
-    if (this.#held.length === 0) {
+    // Inactivity counts only while no request is held or paced (§8).
+    if (this.#held.length === 0 && this.#pacing === 0) {
       this.#inactivity = setTimeout(() => {
         this.log.debug("BOSH session inactive; gone");
         this.#end();

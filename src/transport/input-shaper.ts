@@ -46,7 +46,7 @@ export interface PausableInput {
 }
 
 /** Why a connection is not being read (each holds it independently). */
-export type InputHold = "stream" | "shaper" | "parse";
+export type InputHold = "stream" | "shaper" | "parse" | "login";
 
 /**
  * A connection's reading, stopped for independent reasons: the stream's own flow control
@@ -59,7 +59,7 @@ export class PacedInput {
   readonly #shaper: InputShaper;
   readonly #holds = new Set<InputHold>();
   #timer: NodeJS.Timeout | undefined;
-  /** The stream is over (see {@link finish}): nothing holds reading any more. */
+  /** The stream is over (see {@link finish}): only the input budget holds reading any more. */
   #finished = false;
 
   constructor(input: PausableInput, shaper: InputShaper) {
@@ -95,7 +95,7 @@ export class PacedInput {
 
   /** Stops reading for `reason` until {@link release} of the same reason. */
   hold(reason: InputHold): void {
-    if (this.#finished) return;
+    if (this.#finished && reason !== "shaper") return;
     if (this.#holds.size === 0) this.#input.pause();
     this.#holds.add(reason);
   }
@@ -114,16 +114,18 @@ export class PacedInput {
   }
 
   /**
-   * The stream is over but the connection is still closing: read freely from now on, since the
-   * client's part of the closing handshake (a WebSocket close frame) waits behind whatever is
-   * unread. The transport parses nothing more: the bytes are read and dropped.
+   * The stream is over but the connection is still closing: nothing but the input budget holds
+   * reading from now on, since the client's part of the closing handshake (a WebSocket close
+   * frame) waits behind whatever is unread. The transport parses nothing more; what it reads is
+   * dropped, and still counted against the budget.
    */
   finish(): void {
-    this.stop();
     this.#finished = true;
-    if (this.#holds.size === 0) return;
+    const shaping = this.#holds.has("shaper");
+    if (this.#holds.size === (shaping ? 1 : 0)) return;
     this.#holds.clear();
-    this.#input.resume();
+    if (shaping) this.#holds.add("shaper");
+    else this.#input.resume();
   }
 
   /** The connection is gone: no timer outlives it. */

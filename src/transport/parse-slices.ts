@@ -40,8 +40,9 @@ function runWaitingSlices(): void {
   let count = waitingSlices.length;
   try {
     do {
-      waitingSlices.shift()!();
+      const next = waitingSlices.shift()!;
       count--;
+      next();
     } while (count > 0 && performance.now() < until);
   } finally {
     if (waitingSlices.length > 0 && !turnScheduled) {
@@ -52,14 +53,28 @@ function runWaitingSlices(): void {
 }
 
 /**
- * Writes `text` to `write` a slice ({@link PARSE_SLICE_SIZE} characters) at a time, one per
- * event-loop turn. Saxes keeps a surrogate pair cut between two slices whole.
+ * Writes `text` to `write` a slice ({@link PARSE_SLICE_SIZE} characters) at a time: the first
+ * now, each next one in the waiting queue's turn ({@link afterParseTurn}), so it counts against
+ * that turn's budget. Rejects with what a write threw. Saxes keeps a surrogate pair cut between
+ * two slices whole.
  */
-export async function writeInSlices(text: string, write: (slice: string) => void): Promise<void> {
-  for (let at = 0; at < text.length; at += PARSE_SLICE_SIZE) {
-    if (at > 0) await new Promise<void>((resolve) => afterParseTurn(resolve));
-    write(text.length <= PARSE_SLICE_SIZE ? text : text.slice(at, at + PARSE_SLICE_SIZE));
-  }
+export function writeInSlices(text: string, write: (slice: string) => void): Promise<void> {
+  return new Promise((resolve, reject) => {
+    let at = 0;
+    const next = (): void => {
+      try {
+        write(text.length <= PARSE_SLICE_SIZE ? text : text.slice(at, at + PARSE_SLICE_SIZE));
+      } catch (error) {
+        reject(error);
+        return;
+      }
+      at += PARSE_SLICE_SIZE;
+      if (at < text.length) afterParseTurn(next);
+      else resolve();
+    };
+    if (text.length === 0) resolve();
+    else next();
+  });
 }
 
 /** What a {@link SlicedInput} tells its transport. */

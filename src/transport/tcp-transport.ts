@@ -197,6 +197,14 @@ export class TcpTransport implements StreamTransport {
     this.#input.resume();
   }
 
+  holdForLogin(): void {
+    this.#input.hold("login");
+  }
+
+  releaseForLogin(): void {
+    this.#input.release("login");
+  }
+
   #onClosed(): void {
     if (this.#closed) return;
     this.#closed = true;

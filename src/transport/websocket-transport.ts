@@ -31,6 +31,8 @@ const PRIMER = `<stream:stream xmlns="${NS_CLIENT}" xmlns:stream="${NS_STREAM}">
 
 /** How long a closed stream waits before the WebSocket is closed (our `<close/>` leaves first). */
 const CLOSE_DELAY_MS = 100;
+/** After that, how long a client over its input budget has to answer before it is cut off. */
+const OVER_BUDGET_CLOSE_MS = 1_000;
 
 /** Options for {@link WebSocketTransport}. */
 export interface WebSocketTransportOptions {
@@ -56,6 +58,8 @@ export class WebSocketTransport implements StreamTransport {
   /** Elements the message being parsed has produced so far (counted from the last message's end). */
   #elements = 0;
   #closed = false;
+  /** The stream ended on our side; the connection is closing. */
+  #ending = false;
   /** Reading, at the pace of `limits.inputBytesPerSecond` and `limits.inputBurstBytes`. */
   readonly #input: PacedInput;
   /** Messages parsed a slice per turn, in order (a message may be a megabyte). */
@@ -110,6 +114,11 @@ export class WebSocketTransport implements StreamTransport {
   }
 
   #onMessage(data: WebSocket.RawData, isBinary: boolean): void {
+    if (this.#ending) {
+      // After the stream's end only the close frame matters; the rest still spends the budget.
+      if (!this.#closed) this.#input.received(byteLength(data));
+      return;
+    }
     const events = this.#events!;
     events.active();
     if (isBinary) {
@@ -173,17 +182,19 @@ export class WebSocketTransport implements StreamTransport {
   }
 
   end(): void {
-    if (this.#closed) return;
-    // The stream ignores what comes after its end; the client's close frame must be read (a
-    // client over its input budget, e.g. one cut off for a huge message, would otherwise keep
-    // the connection until destroy()).
+    if (this.#closed || this.#ending) return;
+    this.#ending = true;
+    // The stream ignores what comes after its end, but the client's close frame must be read:
+    // only the input budget holds reading now. A client over its budget (one cut off for a huge
+    // message) is not read faster for being cut off: it gets a second, then the connection goes.
     this.#sliced.stop();
     this.#input.finish();
     // RFC 7395 §3.6: after the stream's close, the server closes the WebSocket connection.
     setTimeout(() => {
       if (!this.#closed) this.#ws.close(1000);
     }, CLOSE_DELAY_MS).unref();
-    setTimeout(() => this.destroy(), 5_000).unref();
+    const graceMs = this.#input.held ? CLOSE_DELAY_MS + OVER_BUDGET_CLOSE_MS : 5_000;
+    setTimeout(() => this.destroy(), graceMs).unref();
   }
 
   destroy(): void {
@@ -196,6 +207,14 @@ export class WebSocketTransport implements StreamTransport {
 
   resume(): void {
     this.#input.resume();
+  }
+
+  holdForLogin(): void {
+    this.#input.hold("login");
+  }
+
+  releaseForLogin(): void {
+    this.#input.release("login");
   }
 
   #onClosed(): void {

@@ -112,7 +112,7 @@ export interface StreamHost {
   readonly counters: StreamCounters;
   readonly auth: AuthProvider;
   readonly loginGuard: LoginGuard;
-  /** The login steps this worker works on at once (`limits.loginStepsInProgress`). */
+  /** When this worker starts each login step (`limits.loginStepsPerTurn`). */
   readonly loginSteps: LoginSteps;
   readonly registrationThrottle: ThrottleClient;
   /** XEP-0077: creates the account; false when it exists already. */

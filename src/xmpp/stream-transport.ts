@@ -66,6 +66,12 @@ export interface StreamTransport {
   /** Stops reading (inbound flow control) until {@link resume}. */
   pause(): void;
   resume(): void;
+  /**
+   * Stops reading while a login step of the stream waits for its turn (login-steps.ts), until
+   * {@link releaseForLogin}; independent of {@link pause}, which a bound session uses.
+   */
+  holdForLogin(): void;
+  releaseForLogin(): void;
 }
 
 /** Where a client of a leaving node should go: another member's client and web addresses. */

@@ -36,6 +36,8 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
   #jid: BareJid | undefined;
   #session: StreamSession | undefined;
   binding = false;
+  /** A login step of this stream waits for its turn (login-steps.ts). */
+  #loginWaiting = false;
   #authTimer: NodeJS.Timeout | undefined;
   #pingTimer: NodeJS.Timeout | undefined;
   #lastInbound = Date.now();
@@ -195,16 +197,27 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
   }
 
   /**
-   * A login step, when the worker has a place for it (login-steps.ts); until then this stream is
-   * not read, so its next element cannot overtake the step.
+   * A login step, in the turn the worker starts it (login-steps.ts); until then this stream is
+   * not read. The client waits for each step's answer before its next login element (RFC 6120
+   * §6.4, §7): one that comes while a step waits (it was sent with it) ends the stream, as a
+   * second SASL element does (negotiation/sasl.ts), rather than queue behind it.
    */
   #loginStep(step: () => Promise<void>): void {
+    if (this.#loginWaiting) {
+      return this.closeWithError("policy-violation", "a login element before the answer to the previous one");
+    }
     this.#guard(
       this.host.loginSteps.run(
         // A stream that closed while it waited has nothing to do.
         () => (this.#closing || this.#closed ? Promise.resolve() : step()),
-        () => this.pauseReading(),
-        () => this.resumeReading(),
+        () => {
+          this.#loginWaiting = true;
+          this.#transport.holdForLogin();
+        },
+        () => {
+          this.#loginWaiting = false;
+          this.#transport.releaseForLogin();
+        },
       ),
     );
   }

@@ -1,8 +1,8 @@
 /**
- * `limits.loginStepsInProgress` on a real node: with one login step at a time per worker, a
- * burst of clients logging in at once (xmpp.js: STARTTLS, SCRAM, bind) all get in, in turn, and
- * can chat. Waiting streams are not read while they wait and are read again when their step
- * starts: a stream left unread, or a place never given back, leaves logins hanging here.
+ * `limits.loginStepsPerTurn` on a real node: with one login step started per turn on each
+ * worker, a burst of clients logging in at once (xmpp.js: STARTTLS, SCRAM, bind) all get in, in
+ * turn, and can chat. Waiting streams are not read while they wait and are read again when their
+ * step starts: a stream left unread, or a waiting step never started, leaves logins hanging here.
  */
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
@@ -11,9 +11,9 @@ import { connectClient } from "../helpers/client.ts";
 import { newUsers } from "../helpers/fixtures.ts";
 import { startNode } from "../helpers/start-node.ts";
 
-describe("login steps in progress (limits.loginStepsInProgress)", () => {
-  it("a burst of logins with one step at a time per worker: every client gets in and can chat", async (t) => {
-    const node = await startNode(t, { config: { limits: { loginStepsInProgress: 1 } } });
+describe("login steps per turn (limits.loginStepsPerTurn)", () => {
+  it("a burst of logins with one step started per turn per worker: every client gets in and can chat", async (t) => {
+    const node = await startNode(t, { config: { limits: { loginStepsPerTurn: 1 } } });
     const users = await newUsers(node, 24, "burst");
     const clients = await Promise.all(
       users.map((user) => connectClient(node, { username: user.username, password: user.password }, t)),

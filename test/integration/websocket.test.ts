@@ -106,7 +106,7 @@ describe("XMPP over WebSocket (RFC 7395)", () => {
     }
   });
 
-  it("a message past the input budget and a limit is cut off at once: its close is read, not waited out", async (t) => {
+  it("a message past the input budget and a limit is cut off at once, not after the 5 s grace", async (t) => {
     const client = await WsClient.connect(plainUrl());
     t.after(() => client.terminate());
     client.open(node().domain);
@@ -117,9 +117,11 @@ describe("XMPP over WebSocket (RFC 7395)", () => {
     client.send(`<message xmlns="jabber:client" to="x@${node().domain}">${"<x/>".repeat(100_000)}</message>`);
     const error = await client.waitFor((el) => el.is("error", NS_STREAM), "a stream error", mark);
     assert.ok(error.getChild("policy-violation", "urn:ietf:params:xml:ns:xmpp-streams"), error.toString());
-    // The server's close frame is answered by the client's, which the server must read although
-    // the client is over its budget: a clean close (1000), well before the 5 s of destroy().
-    assert.equal(await client.closed(3_000), 1000);
+    // The client is over its budget, so its close frame may wait behind 400 KB it is not read
+    // faster for: it gets a second after the server's close frame, not the 5 s a closing
+    // connection otherwise has (and the server reads nothing of it meanwhile but that frame).
+    const code = await client.closed(3_000);
+    assert.ok(code === 1000 || code === 1006, `close code ${code}`);
   });
 
   it("a malformed WebSocket frame or invalid UTF-8 closes that connection only, with its RFC 6455 code", async (t) => {

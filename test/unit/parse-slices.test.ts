@@ -18,6 +18,38 @@ async function turns(count: number): Promise<void> {
   for (let i = 0; i < count; i++) await new Promise<void>((resolve) => setImmediate(resolve));
 }
 
+/**
+ * Slow writes (three turn budgets each) that record the turn they ran in, and the check that no
+ * turn ran two of those that waited: `first` of them are parsed as they arrive.
+ */
+function slowWrites() {
+  let turn = 0;
+  let ticking = true;
+  const tick = () => {
+    turn++;
+    if (ticking) setImmediate(tick);
+  };
+  setImmediate(tick);
+  const writes: [string, number][] = [];
+  return {
+    writes,
+    slow: (name: string) => () => {
+      writes.push([name, turn]);
+      const until = performance.now() + PARSE_TURN_BUDGET_MS * 3;
+      while (performance.now() < until) {}
+    },
+    stop: () => {
+      ticking = false;
+    },
+    assertOnePerTurn: (first: number) => {
+      const waited = writes.slice(first).map(([, at]) => at);
+      for (let i = 1; i < waited.length; i++) {
+        assert.ok(waited[i]! > waited[i - 1]!, `two slow slices in one turn: ${JSON.stringify(writes)}`);
+      }
+    },
+  };
+}
+
 function recorder() {
   const events: string[] = [];
   const hooks = {
@@ -121,37 +153,49 @@ describe("SlicedInput", () => {
 
 describe("the slices of all connections", () => {
   it("take turns, and a turn with a slow slice parses no other waiting slice", async () => {
-    let turn = 0;
-    let ticking = true;
-    const tick = () => {
-      turn++;
-      if (ticking) setImmediate(tick);
-    };
-    setImmediate(tick);
-    const writes: [string, number][] = [];
-    const slow = (name: string) => () => {
-      writes.push([name, turn]);
-      const until = performance.now() + PARSE_TURN_BUDGET_MS * 3;
-      while (performance.now() < until) {}
-    };
+    const { writes, slow, stop, assertOnePerTurn } = slowWrites();
     const noHooks = { hold: () => {}, release: () => {}, failed: () => {} };
     new SlicedInput(noHooks).push("a".repeat(PARSE_SLICE_SIZE * 3), slow("a"));
     new SlicedInput(noHooks).push("b".repeat(PARSE_SLICE_SIZE * 3), slow("b"));
     await turns(12);
-    ticking = false;
+    stop();
     // The first slice of each is parsed as it arrives; the rest alternate, one per turn.
     assert.deepEqual(
       writes.map(([name]) => name),
       ["a", "b", "a", "b", "a", "b"],
     );
-    const waited = writes.slice(2).map(([, at]) => at);
-    for (let i = 1; i < waited.length; i++) {
-      assert.ok(waited[i]! > waited[i - 1]!, `two slow slices in one turn: ${JSON.stringify(writes)}`);
-    }
+    assertOnePerTurn(2);
   });
 });
 
 describe("writeInSlices", () => {
+  it("parses its waiting slices in the queue's turn, within its budget (BOSH bodies share it)", async () => {
+    const { writes, slow, stop, assertOnePerTurn } = slowWrites();
+    await Promise.all([
+      writeInSlices("a".repeat(PARSE_SLICE_SIZE * 3), slow("a")),
+      writeInSlices("b".repeat(PARSE_SLICE_SIZE * 3), slow("b")),
+    ]);
+    stop();
+    assert.deepEqual(
+      writes.map(([name]) => name),
+      ["a", "b", "a", "b", "a", "b"],
+    );
+    assertOnePerTurn(2);
+  });
+
+  it("rejects with what a write threw, and writes nothing after it", async () => {
+    const writes: number[] = [];
+    await assert.rejects(
+      writeInSlices("c".repeat(PARSE_SLICE_SIZE * 3), (slice) => {
+        writes.push(slice.length);
+        if (writes.length === 2) throw new Error("too many elements");
+      }),
+      /too many elements/,
+    );
+    await turns(3);
+    assert.deepEqual(writes, [PARSE_SLICE_SIZE, PARSE_SLICE_SIZE]);
+  });
+
   it("yields to the event loop between slices", async () => {
     const events: string[] = [];
     setImmediate(() => events.push("another request's turn"));
