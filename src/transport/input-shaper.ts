@@ -121,11 +121,7 @@ export class PacedInput {
    */
   finish(): void {
     this.#finished = true;
-    const shaping = this.#holds.has("shaper");
-    if (this.#holds.size === (shaping ? 1 : 0)) return;
-    this.#holds.clear();
-    if (shaping) this.#holds.add("shaper");
-    else this.#input.resume();
+    for (const reason of this.#holds) if (reason !== "shaper") this.release(reason);
   }
 
   /** The connection is gone: no timer outlives it. */

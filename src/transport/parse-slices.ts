@@ -18,6 +18,24 @@ export const PARSE_SLICE_SIZE = 2_048;
 export const PARSE_TURN_BUDGET_MS = 1;
 
 const waitingSlices: (() => void)[] = [];
+
+/**
+ * A number that changes from one event-loop turn to the next (once asked for in a turn, it is
+ * different in every later one): one immediate per turn for the whole thread, rather than one
+ * per connection, tells a SlicedInput that its budget is whole again.
+ */
+let turnNumber = 0;
+let turnTickScheduled = false;
+function currentTurn(): number {
+  if (!turnTickScheduled) {
+    turnTickScheduled = true;
+    setImmediate(() => {
+      turnTickScheduled = false;
+      turnNumber++;
+    });
+  }
+  return turnNumber;
+}
 let turnScheduled = false;
 
 /**
@@ -102,9 +120,9 @@ interface PendingText {
 export class SlicedInput {
   readonly #hooks: SlicedInputHooks;
   #queue: PendingText[] = [];
-  /** What this turn may still parse: ws emits every message of a read in one turn. */
+  /** What turn {@link #budgetTurn} may still parse: ws emits every message of a read in one turn. */
   #budget = PARSE_SLICE_SIZE;
-  #refillScheduled = false;
+  #budgetTurn = -1;
   #waiting = false;
   /** Inside {@link #run}: a push from a write's own events only queues. */
   #running = false;
@@ -141,12 +159,17 @@ export class SlicedInput {
   }
 
   #runSlices(): void {
+    const turn = currentTurn();
+    if (turn !== this.#budgetTurn) {
+      this.#budgetTurn = turn;
+      this.#budget = PARSE_SLICE_SIZE;
+    }
     while (this.#queue.length > 0 && this.#budget > 0) {
       const pending = this.#queue[0]!;
       const size = Math.min(this.#budget, pending.text.length - pending.at);
       try {
         const whole = pending.at === 0 && size === pending.text.length;
-        this.#spend(size);
+        this.#budget -= size;
         pending.write(whole ? pending.text : pending.text.slice(pending.at, pending.at + size));
         pending.at += size;
         if (pending.at === pending.text.length) {
@@ -171,20 +194,11 @@ export class SlicedInput {
       this.#waiting = true;
       this.#hooks.hold();
     }
+    // The queue's turn is a later one, whose budget is whole (see currentTurn).
     afterParseTurn(() => {
       if (this.#stopped) return;
-      this.#budget = PARSE_SLICE_SIZE;
+      this.#budgetTurn = -1;
       this.#run();
-    });
-  }
-
-  #spend(size: number): void {
-    this.#budget -= size;
-    if (this.#refillScheduled) return;
-    this.#refillScheduled = true;
-    setImmediate(() => {
-      this.#refillScheduled = false;
-      this.#budget = PARSE_SLICE_SIZE;
     });
   }
 }

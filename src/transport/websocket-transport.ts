@@ -123,7 +123,6 @@ export class WebSocketTransport implements StreamTransport {
     events.active();
     if (isBinary) {
       // RFC 7395 §3.2: XMPP travels in text messages.
-      this.#sliced.stop();
       events.failed(new StreamError("XSRV_XML_NOT_WELL_FORMED", "not-well-formed", "a binary message"));
       return;
     }
