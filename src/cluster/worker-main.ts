@@ -300,9 +300,7 @@ const replicaHost = new ReplicaHost(router, log);
 const replicationSender: ReplicationSender = {
   self: router.self,
   send: (to, envelope) => router.send(to, envelope),
-  ...(init.config.cluster.replicationBatchMs > 0
-    ? { later: batchLater(init.config.cluster.replicationBatchMs) }
-    : {}),
+  ...(init.config.cluster.replicationBatchMs > 0 ? batchLater(init.config.cluster.replicationBatchMs) : {}),
 };
 /** This worker's replicated sessions by token, with their live state (for re-seating). */
 const streams = new ReplicaStreams();

@@ -108,9 +108,18 @@ export class Shard implements ReplicationSender {
     const due = { incarnation, flushes: [flush] };
     this.#due = due;
     this.world.sched.at(REPLICATION_BATCH_MS, this.node.nodeNo, "", () => {
-      if (this.#due === due) this.#due = undefined;
+      if (this.#due !== due) return; // `now` ran them already
+      this.#due = undefined;
       for (const run of due.flushes) run();
     });
+  }
+
+  /** As batchLater's `now`: a change sent at once takes the deferred flushes along. */
+  now(): void {
+    const due = this.#due;
+    if (due === undefined || due.incarnation !== this.node.proc.incarnation) return;
+    this.#due = undefined;
+    for (const run of due.flushes) run();
   }
 
   send(shard: number, envelope: RepEnvelope): void {

@@ -31,6 +31,10 @@ function network() {
     self,
     send: (to, envelope) => queue.push({ from: self, to, envelope }),
     later: (flush) => later.push(flush),
+    // As batchLater: a change sent at once takes every deferred flush of the shard along.
+    now: () => {
+      for (const flush of later.splice(0)) flush();
+    },
   });
   const log = createLogger({ level: "silent" });
   return {
@@ -40,11 +44,11 @@ function network() {
       hosts.set(shard, host);
       return host;
     },
-    stream(owner: number, replicas: number[], onAcked: (lsn: number) => void = () => {}) {
-      const state = newSessionState("a@x/r" as FullJid, "tok");
+    stream(owner: number, replicas: number[], onAcked: (lsn: number) => void = () => {}, token = "tok") {
+      const state = newSessionState("a@x/r" as FullJid, token);
       const stream = new ReplicaStream(
         sender(owner),
-        "tok",
+        token,
         `s${owner}.${++streamNo}`,
         replicas,
         state,
@@ -168,6 +172,32 @@ test("a change that cannot wait takes the deferred ones along, in lsn order", ()
   net.deliver();
   assert.equal(stream.ackedLsn, written, "no gap at the replica");
   assert.equal(replica.copyOf("tok")?.handledIn, 1);
+  net.runLater();
+  assert.equal(net.queue.length, 0, "the timer finds nothing left to send");
+});
+
+test("another session's change that cannot wait takes this one's deferred count along, in the same batch", () => {
+  const net = network();
+  const replica = net.host(1024);
+  const counting = net.stream(0, [1024], () => {}, "counting");
+  const writing = net.stream(0, [1024], () => {}, "writing");
+  net.deliver();
+  const counted = counting.stream.pushDeferred({ c: "in", handledIn: 1 });
+  assert.equal(net.queue.length, 0, "the count waits");
+  const out: SessionChange = { c: "out", xml: "<message>1</message>", storable: true };
+  applySessionChange(writing.state, out);
+  writing.stream.push(out);
+  assert.deepEqual(
+    net.queue.map((m) => (m.envelope.t === "rep" ? [m.envelope.token, m.envelope.change.c] : [])),
+    [
+      ["counting", "in"],
+      ["writing", "out"],
+    ],
+    "both go now, to the one replica all of the shard's sessions have",
+  );
+  net.deliver();
+  assert.equal(counting.stream.ackedLsn, counted);
+  assert.equal(replica.copyOf("counting")?.handledIn, 1);
   net.runLater();
   assert.equal(net.queue.length, 0, "the timer finds nothing left to send");
 });
