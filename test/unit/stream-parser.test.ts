@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { describe, it } from "node:test";
 import type { Element } from "@xmpp/xml";
+import { EVENTS } from "saxes";
 import { StreamError } from "../../src/errors.ts";
-import { parseElement, StreamParser } from "../../src/xmpp/stream-parser.ts";
+import { DeclaredSaxesParser, parseElement, StreamParser } from "../../src/xmpp/stream-parser.ts";
 
 const HEADER =
   "<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
@@ -181,6 +182,17 @@ describe("StreamParser", () => {
     assert.equal(error.condition, "policy-violation");
     assert.ok(parser.position - start <= 9 + 100 * 4, `parsed ${parser.position - start} characters of it`);
     assert.equal(events.stanzas.length, 1, "nothing of it delivered");
+  });
+});
+
+describe("DeclaredSaxesParser", () => {
+  it("has a slot for every saxes event before on(): setting a handler adds no property", () => {
+    // A property added under a computed name is what turned the parser into a dictionary
+    // (stream-parser.ts): every handler must find its slot there already.
+    const parser = new DeclaredSaxesParser();
+    const before = Object.keys(parser).sort();
+    for (const event of EVENTS) parser.on(event, () => {});
+    assert.deepEqual(Object.keys(parser).sort(), before);
   });
 });
 
