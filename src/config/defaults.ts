@@ -193,7 +193,9 @@ export interface Config {
   runtime: {
     /**
      * V8's semi-space (half the young generation) of every worker, in MiB: V8's own default
-     * grows it to 16 MiB per isolate, which is most of an idle node's memory.
+     * grows it to 16 MiB per isolate, which is most of an idle node's memory. At 1 MiB a worker
+     * under 1,000 msgs/s scavenged every 50 ms, and what a message left for longer than that was
+     * promoted, so full collections ran twice as often (docs/benchmarks.md).
      */
     semiSpaceMiB: number;
     /**
@@ -340,7 +342,7 @@ export const DEFAULT_CONFIG: Config = {
     allowList: ["127.0.0.1", "::1", "::ffff:127.0.0.1"],
   },
   log: { level: "info" },
-  runtime: { semiSpaceMiB: 1, heapGrowingPercent: 50, optimizeForSize: false },
+  runtime: { semiSpaceMiB: 4, heapGrowingPercent: 100, optimizeForSize: false },
   cluster: {
     node: null,
     peerHost: null,
