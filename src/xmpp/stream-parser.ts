@@ -107,6 +107,15 @@ export class StreamParser {
   #mark = 0;
   /** Namespace prefixes declared on the stream header (other than `stream`). */
   #rootPrefixes: Record<string, string> = {};
+  /**
+   * A top-level element that has closed but is not emitted yet, and where it closed. saxes
+   * hands a closing tag to the handler before it checks that the names match (`<message>…
+   * </iq>`), so an element is emitted only at the parser's next event, or when the chunk is
+   * done, once no error came at the position where it closed (RFC 6120 §11.4: not well-formed
+   * XML ends the stream, and is not acted upon).
+   */
+  #finished: Element | undefined;
+  #finishedAt = 0;
 
   constructor(events: StreamParserEvents, limits: StreamParserLimits) {
     this.#events = events;
@@ -118,6 +127,8 @@ export class StreamParser {
     saxes.on("processinginstruction", () => this.#restricted("a processing instruction"));
     saxes.on("comment", () => this.#restricted("a comment"));
     saxes.on("error", (error) => {
+      // An error where the held element closed is about its closing tag: it is dropped.
+      if (this.#saxes.position === this.#finishedAt) this.#finished = undefined;
       if (/doctype/i.test(error.message)) return this.#restricted("a DTD");
       this.#stop(
         /unbound namespace prefix/.test(error.message)
@@ -153,6 +164,7 @@ export class StreamParser {
     if (this.#closed) return;
     this.#saxes.write(chunk);
     this.#saxes.forgetChunk();
+    this.#emitFinished();
     this.#written += chunk.length;
     // Characters received since the current stanza began (or the previous one ended): this
     // also bounds text between stanzas, which saxes would otherwise buffer.
@@ -177,8 +189,19 @@ export class StreamParser {
    * `saxes.write` at once, with the rest of the chunk unread (the parser is closed for good).
    */
   #stop(error: StreamError): never {
+    // A complete element before the violation was well-formed: it counts, as it did when it
+    // came in an earlier chunk.
+    this.#emitFinished();
     this.#closed = true;
     throw error;
+  }
+
+  /** Emits the top-level element held since it closed (see {@link #finished}). */
+  #emitFinished(): void {
+    const element = this.#finished;
+    if (element === undefined) return;
+    this.#finished = undefined;
+    this.#events.onStanza(element);
   }
 
   #restricted(what: string): never {
@@ -186,6 +209,7 @@ export class StreamParser {
   }
 
   #open(name: string, attrs: Record<string, string>): void {
+    this.#emitFinished();
     if (!this.#opened) {
       this.#opened = true;
       this.#mark = this.#saxes.position;
@@ -229,6 +253,7 @@ export class StreamParser {
   }
 
   #close(name: string): void {
+    this.#emitFinished();
     const element = this.#stack.pop();
     if (element === undefined) {
       // The stream root itself closed.
@@ -243,11 +268,13 @@ export class StreamParser {
       this.#checkSize(this.#saxes.position);
       this.#mark = this.#saxes.position;
       this.#saxes.forgetTag();
-      this.#events.onStanza(element);
+      this.#finished = element;
+      this.#finishedAt = this.#saxes.position;
     }
   }
 
   #text(text: string): void {
+    this.#emitFinished();
     const parent = this.#stack.at(-1);
     // Whitespace between stanzas is keepalive (RFC 6120 §4.6.1); other text there is dropped.
     if (parent !== undefined) parent.t(text);

@@ -185,6 +185,42 @@ describe("StreamParser", () => {
   });
 });
 
+describe("StreamParser and badly closed stanzas", () => {
+  it("a stanza closed with another name is not emitted, whole or split anywhere (RFC 6120 §11.4)", () => {
+    const input = "<message to='a@b'><body>x</body></iq>";
+    for (let split = 0; split < input.length; split++) {
+      const { parser, events } = collect();
+      parser.write(HEADER);
+      if (split > 0) parser.write(input.slice(0, split));
+      const error = violation(parser, input.slice(split));
+      assert.equal(error.condition, "not-well-formed");
+      assert.deepEqual(events.stanzas, [], `split at ${split}`);
+    }
+  });
+
+  it("a complete stanza before a violation in the same chunk is still emitted", () => {
+    const { parser, events } = collect();
+    parser.write(HEADER);
+    const error = violation(parser, "<message to='a@b'><body>x</body></message><!-- c -->");
+    assert.equal(error.condition, "restricted-xml");
+    assert.deepEqual(
+      events.stanzas.map((s) => s.name),
+      ["message"],
+    );
+  });
+
+  it("a complete stanza, then a badly closed one in the same chunk: only the first is emitted", () => {
+    const { parser, events } = collect();
+    parser.write(HEADER);
+    const error = violation(parser, "<presence/><message><body>x</body></iq>");
+    assert.equal(error.condition, "not-well-formed");
+    assert.deepEqual(
+      events.stanzas.map((s) => s.name),
+      ["presence"],
+    );
+  });
+});
+
 describe("DeclaredSaxesParser", () => {
   it("has a slot for every saxes event before on(): setting a handler adds no property", () => {
     // A property added under a computed name is what turned the parser into a dictionary
