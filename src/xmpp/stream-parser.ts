@@ -108,14 +108,13 @@ export class StreamParser {
   /** Namespace prefixes declared on the stream header (other than `stream`). */
   #rootPrefixes: Record<string, string> = {};
   /**
-   * A top-level element that has closed but is not emitted yet, and where it closed. saxes
-   * hands a closing tag to the handler before it checks that the names match (`<message>…
+   * A top-level element that has closed but is not emitted yet (it closed at {@link #mark}).
+   * saxes hands a closing tag to the handler before it checks that the names match (`<message>…
    * </iq>`), so an element is emitted only at the parser's next event, or when the chunk is
    * done, once no error came at the position where it closed (RFC 6120 §11.4: not well-formed
    * XML ends the stream, and is not acted upon).
    */
   #finished: Element | undefined;
-  #finishedAt = 0;
 
   constructor(events: StreamParserEvents, limits: StreamParserLimits) {
     this.#events = events;
@@ -128,7 +127,7 @@ export class StreamParser {
     saxes.on("comment", () => this.#restricted("a comment"));
     saxes.on("error", (error) => {
       // An error where the held element closed is about its closing tag: it is dropped.
-      if (this.#saxes.position === this.#finishedAt) this.#finished = undefined;
+      if (this.#saxes.position === this.#mark) this.#finished = undefined;
       if (/doctype/i.test(error.message)) return this.#restricted("a DTD");
       this.#stop(
         /unbound namespace prefix/.test(error.message)
@@ -269,7 +268,6 @@ export class StreamParser {
       this.#mark = this.#saxes.position;
       this.#saxes.forgetTag();
       this.#finished = element;
-      this.#finishedAt = this.#saxes.position;
     }
   }
 
