@@ -43,6 +43,11 @@ export type Envelope =
   | { t: "rep-ack"; from: number; acks: [string, string, number][] }
   /** The owner ended session `token` (or it moved): the replica drops its copy of that stream. */
   | { t: "rep-end"; token: string; owner: number; stream: string }
+  /**
+   * To a node's main thread: worker `shard` of the sender's node crashed and was restarted; what
+   * lived on it died, but for the sessions whose ids start with `keepPrefix` (its new ones).
+   */
+  | { t: "restarted"; shard: number; keepPrefix: string }
   /** The answer to a request that carried `reqId`. */
   | { t: "reply"; reqId: number; ok: true; value: unknown }
   | { t: "reply"; reqId: number; ok: false; error: ErrorRecord };

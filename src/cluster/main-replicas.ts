@@ -19,7 +19,7 @@ import type { Logger } from "../log.ts";
 import type { ResumeTake } from "./client-stream-host.ts";
 import type { Envelope } from "./envelope.ts";
 import { deadNodesOf, type LiveNode } from "./handoff.ts";
-import { mainShardOf, nodeNoOf, type OwnerTable, workerOf } from "./ring.ts";
+import { isMainShard, mainShardOf, nodeNoOf, type OwnerTable, workerOf } from "./ring.ts";
 import {
   type PromotedCopy,
   ReplicaHost,
@@ -35,6 +35,12 @@ export interface MainReplicaOptions {
   toWorker(worker: number, bytes: Uint8Array): void;
   /** Sends an encoded batch to shard `dest` of another node (over its peer link). */
   toPeer(dest: number, bytes: Uint8Array): void;
+  /**
+   * Worker `shard` of another node crashed and restarted (its new sessions' ids start with
+   * `keepPrefix`); `promoted`, the copies of its sessions this shard was heir to, for this
+   * node's workers to adopt (then {@link MainReplicaShard.handedOver}).
+   */
+  peerWorkerRestarted(shard: number, keepPrefix: string, promoted: PromotedCopy[]): void;
 }
 
 export class MainReplicaShard {
@@ -87,6 +93,8 @@ export class MainReplicaShard {
         return this.#host.receive(envelope);
       case "rep-end":
         return this.#host.end(envelope.token, envelope.owner, envelope.stream);
+      case "restarted":
+        return this.#workerRestarted(envelope.shard, envelope.keepPrefix);
       case "worker":
         if (envelope.msg.kind === "resume-take") return this.#resumeTake(envelope.msg);
         break;
@@ -130,12 +138,43 @@ export class MainReplicaShard {
     return promoted;
   }
 
-  /** The workers applied the table that carried these copies: they hold them now. */
+  /**
+   * Worker `shard` of another node crashed: its sessions died with it, as with a node's death,
+   * but the node lives on and no owner table says so. Their copies held here are promoted now
+   * (the owner's node sent this after everything of the old worker, on the same link, so no
+   * change of theirs is still on its way) and its new sessions, whose ids begin `keepPrefix`,
+   * replicate here as any other.
+   */
+  #workerRestarted(shard: number, keepPrefix: string): void {
+    if (nodeNoOf(shard) === this.#nodeNo || isMainShard(shard)) {
+      this.#drop({ shard }, "a restart notice for a shard of this node or a main thread; dropped");
+      return;
+    }
+    const promoted = this.#host.promote((s) => s === shard);
+    for (const { state } of promoted) this.#inTransit.set(state.token, state.full);
+    this.#log.warn(
+      { shard, sessions: promoted.length },
+      "a worker of another node crashed: its sessions' copies promoted here",
+    );
+    this.#options.peerWorkerRestarted(shard, keepPrefix, promoted);
+  }
+
+  /** This node's worker `shard` crashed and runs again: every other node of `nodes` is told. */
+  announceRestart(shard: number, keepPrefix: string, nodes: Iterable<number>): void {
+    for (const nodeNo of nodes) {
+      if (nodeNo !== this.#nodeNo) this.#send(mainShardOf(nodeNo), { t: "restarted", shard, keepPrefix });
+    }
+  }
+
+  /** The workers adopted these copies (with a table, or after a worker's crash): they hold them now. */
   handedOver(copies: readonly PromotedCopy[]): void {
     for (const { state } of copies) this.#inTransit.delete(state.token);
   }
 
-  /** One envelope, packed on its own: a replica shard sends one acknowledgement per owner per turn. */
+  /**
+   * One envelope, packed on its own: a replica shard sends one acknowledgement per owner per turn
+   * (and a restart notice is rare).
+   */
   #send(shard: number, envelope: Envelope): void {
     // pack() returns a view into a reused buffer: a peer link keeps the bytes until its turn ends.
     const bytes = new Uint8Array(this.#packr.pack([envelope]));

@@ -150,10 +150,15 @@ export interface WorkerControl {
    */
   send(messages: ServerMessage[]): Promise<number>;
   /**
-   * Worker `shard` restarted (its sessions now have sids starting `keepPrefix`): forget the
-   * sessions that died with it and re-register ours whose users it hosts.
+   * Worker `shard` (of this node or another) restarted (its sessions now have sids starting
+   * `keepPrefix`): forget the sessions that died with it and re-register ours whose users it hosts.
    */
   peerRestarted(shard: number, keepPrefix: string): void;
+  /**
+   * Copies of a crashed worker's sessions, promoted by the main thread's replica shard
+   * (main-replicas.ts), to become detached sessions here awaiting `<resume/>`.
+   */
+  adopt(promoted: PromotedCopy[]): void;
   /** The prefix of this worker's session ids. */
   sidPrefix(): string;
   stats(): WorkerStats;
@@ -369,7 +374,10 @@ const handoff = new PartitionHandoff({
   },
 });
 
-if (init.recovering) handoff.awaitRecovery(ctx.localShards.filter((s) => s !== shard));
+// Every live shard of the cluster tells a restarted worker about its sessions of the users it
+// hosts: this node's workers when the pool restarts it, the other nodes' when they hear of it
+// (worker-pool.ts announces the restart to their main threads).
+if (init.recovering) handoff.awaitRecovery(router.liveShards().filter((s) => s !== shard));
 
 /** Stanzas refused by a full mailbox on this worker (logged once per thousand). */
 let mailboxRefusals = 0;
@@ -542,9 +550,8 @@ const control: WorkerControl = {
   setPeerPort(shard, port) {
     router.setPort(shard, port);
   },
-  peerRestarted(worker, keepPrefix) {
+  peerRestarted(restarted, keepPrefix) {
     // Sessions our actors still believe live on the restarted worker died with it.
-    const restarted = shardNumber(init.nodeNo, worker);
     actors.shardLost(restarted, keepPrefix);
     // Its sessions' copies here become sessions (first, so they are re-registered below), our
     // sessions' copies there are sent again, and it learns our sessions of the users it hosts.
@@ -652,6 +659,9 @@ const control: WorkerControl = {
         );
       }
     });
+  },
+  adopt(promoted) {
+    adoptCopies(promoted);
   },
   sidPrefix() {
     return sidPrefix;

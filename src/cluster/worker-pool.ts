@@ -17,7 +17,7 @@ import type { ClientTarget } from "../xmpp/stream-transport.ts";
 import { addressedBatchFromWire, batchToWire } from "./batch-wire.ts";
 import type { LiveNode } from "./handoff.ts";
 import { MainReplicaShard } from "./main-replicas.ts";
-import { isMainShard, MAIN_WORKER, nodeNoOf, type OwnerTable } from "./ring.ts";
+import { isMainShard, MAIN_WORKER, nodeNoOf, type OwnerTable, shardNumber } from "./ring.ts";
 import type { PromotedCopy, ReplicaStats } from "./session-replicas.ts";
 import type {
   ClientPorts,
@@ -90,7 +90,42 @@ export class WorkerPool {
       log: options.log,
       toWorker: (worker, bytes) => this.deliverRemote(worker, bytes),
       toPeer: (dest, bytes) => options.onRemoteBatch?.(dest, bytes),
+      peerWorkerRestarted: (shard, keepPrefix, promoted) =>
+        this.#peerWorkerRestarted(shard, keepPrefix, promoted),
     });
+  }
+
+  /**
+   * A worker of another node restarted after a crash: ours forget the sessions that died with it
+   * and tell it about theirs whose users it hosts (as for one of our own workers), and adopt the
+   * copies of its sessions this node was heir to, which await `<resume/>` here now.
+   */
+  async #peerWorkerRestarted(shard: number, keepPrefix: string, promoted: PromotedCopy[]): Promise<void> {
+    const shares = this.#dealOut(promoted);
+    await Promise.all(
+      this.#slots.map(async (slot) => {
+        if (!slot.ready) return;
+        try {
+          // Adopted first: the re-registration below then includes them.
+          const share = shares.get(slot) ?? [];
+          if (share.length > 0) await slot.control.adopt(share);
+          this.#replicas.handedOver(share);
+          await slot.control.peerRestarted(shard, keepPrefix);
+        } catch (error) {
+          // The worker died meanwhile: its restart tells the cluster in turn.
+          this.#options.log.error({ err: error, shard }, "a worker could not take another node's restart");
+        }
+      }),
+    );
+  }
+
+  /** Copies dealt out to the workers, round robin; not to one waiting out its restart. */
+  #dealOut(copies: readonly PromotedCopy[]): Map<WorkerSlot, PromotedCopy[]> {
+    const ready = this.#slots.filter((slot) => slot.ready);
+    const takers = ready.length > 0 ? ready : this.#slots;
+    const shares = new Map<WorkerSlot, PromotedCopy[]>(takers.map((slot) => [slot, []]));
+    for (const [i, copy] of copies.entries()) shares.get(takers[i % takers.length]!)!.push(copy);
+    return shares;
   }
 
   /** What the main thread's replica shard holds and did. */
@@ -222,9 +257,16 @@ export class WorkerPool {
         await slot.control.reload(this.#options.config as Config, this.#options.tls);
       }
       const keepPrefix = await slot.control.sidPrefix();
+      const shard = shardNumber(this.#options.nodeNo, index);
       for (let j = 0; j < this.#slots.length; j++) {
-        if (j !== index) await this.#slots[j]!.control.peerRestarted(index, keepPrefix);
+        if (j !== index) await this.#slots[j]!.control.peerRestarted(shard, keepPrefix);
       }
+      // The other nodes too: their sessions of its users, and their copies of its sessions.
+      const nodes = new Set([
+        ...this.#live.map((n) => n.nodeNo),
+        ...Array.from(this.#table.shardNos, nodeNoOf),
+      ]);
+      this.#replicas.announceRestart(shard, keepPrefix, nodes);
       this.#options.log.info({ worker: index }, "worker restarted");
     } catch (error) {
       // The new worker died during its own start; its exit handler schedules the next attempt.
@@ -264,12 +306,7 @@ export class WorkerPool {
     this.#live = live;
     // The copies whose owner died are dealt out to the workers, which adopt them as detached
     // sessions once they route by this table (the relocations they send need it).
-    const promoted = this.#replicas.applyTable(prev, table, live);
-    // Not to a worker waiting out its restart: the copies would go with it.
-    const ready = this.#slots.filter((slot) => slot.ready);
-    const takers = ready.length > 0 ? ready : this.#slots;
-    const shares = new Map<WorkerSlot, PromotedCopy[]>(takers.map((slot) => [slot, []]));
-    for (const [i, copy] of promoted.entries()) shares.get(takers[i % takers.length]!)!.push(copy);
+    const shares = this.#dealOut(this.#replicas.applyTable(prev, table, live));
     await Promise.all(
       this.#slots.map(async (slot) => {
         const share = shares.get(slot) ?? [];

@@ -10,26 +10,16 @@ import { test } from "node:test";
 import { loginRaw, newUsers, resumeRaw, useNode } from "../helpers/fixtures.ts";
 import { esc, type RawClient } from "../helpers/raw-client.ts";
 import { waitUntil } from "../helpers/wait-for.ts";
+import { crashWorker, workerStatus } from "../helpers/worker-restart.ts";
 
 const getNode = useNode({ workers: 2 });
-
-interface Status {
-  workerRestarts: number;
-  workers: { index: number; sessions: number }[];
-}
-
-async function status(port: number): Promise<Status> {
-  const response = await fetch(`http://127.0.0.1:${port}/api/status`);
-  assert.equal(response.status, 200);
-  return (await response.json()) as Status;
-}
 
 test("a crashed worker is restarted; clients on the other worker keep chatting with everyone", async (t) => {
   const node = getNode();
   const users = await newUsers(node, 16, "w");
   const clients: RawClient[] = [];
   for (const user of users) clients.push(await loginRaw(t, node, user, { priority: 1 }));
-  const before = await status(node.ports.http);
+  const before = await workerStatus(node);
   assert.ok(
     before.workers.every((w) => w.sessions > 0),
     `sessions should land on both workers: ${JSON.stringify(before.workers)}`,
@@ -37,12 +27,7 @@ test("a crashed worker is restarted; clients on the other worker keep chatting w
 
   const closed = new Set<RawClient>();
   for (const client of clients) void client.whenClosed.then(() => closed.add(client));
-  const response = await fetch(`http://127.0.0.1:${node.ports.http}/api/workers/0/restart`, {
-    method: "POST",
-  });
-  assert.equal(response.status, 202);
-  await waitUntil(async () => (await status(node.ports.http)).workerRestarts === 1, "the worker restart");
-  await node.waitForLog((line) => line.msg === "worker restarted", "the restarted worker");
+  await crashWorker(node, 0);
 
   // Exactly the clients whose sockets were on worker 0 lost them.
   await waitUntil(
@@ -110,7 +95,7 @@ test("a resumable session on a crashed worker resumes from its replica on the ot
     ids.push((await client.enableSm({ resume: true, autoAck: true })).attrs.id!);
     clients.push(client);
   }
-  const spread = (await status(node.ports.http)).workers;
+  const spread = (await workerStatus(node)).workers;
   assert.ok(
     spread.every((w) => w.sessions > 0),
     `sessions should land on both workers: ${JSON.stringify(spread)}`,
@@ -119,20 +104,7 @@ test("a resumable session on a crashed worker resumes from its replica on the ot
   clients.forEach((client, i) => void client.whenClosed.then(() => closed.add(i)));
   // Worker 1: the test above restarted worker 0, and a worker that dies again soon after a
   // restart is restarted only after a back-off.
-  const restarts = (await status(node.ports.http)).workerRestarts;
-  const restartedAt = Date.now();
-  const response = await fetch(`http://127.0.0.1:${node.ports.http}/api/workers/1/restart`, {
-    method: "POST",
-  });
-  assert.equal(response.status, 202);
-  await waitUntil(
-    async () => (await status(node.ports.http)).workerRestarts === restarts + 1,
-    "the worker restart",
-  );
-  await node.waitForLog(
-    (line) => line.msg === "worker restarted" && Date.parse(String(line.time)) >= restartedAt,
-    "the restarted worker",
-  );
+  await crashWorker(node, 1);
   await waitUntil(() => closed.size > 0, "worker 1's clients to drop");
   const gone = [...closed];
   const peer = clients.find((_, i) => !closed.has(i));

@@ -1,8 +1,8 @@
 /**
  * The main thread's replica shard (src/cluster/main-replicas.ts) with real msgpackr batches: an
  * owner's stream is acknowledged by it in the turn its batch arrives, a `<resume/>` takes its copy
- * only once the owner's node is known dead, and an owner table that drops the owner's node
- * promotes the copies it is heir to.
+ * only once the owner's node is known dead, and an owner table that drops the owner's node (or
+ * a notice that the owner's worker crashed) promotes the copies it is heir to.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
@@ -12,7 +12,7 @@ import type { ResumeTake } from "../../src/cluster/client-stream-host.ts";
 import type { Envelope } from "../../src/cluster/envelope.ts";
 import { MainReplicaShard } from "../../src/cluster/main-replicas.ts";
 import { clusterTable, mainShardOf, shardNumber } from "../../src/cluster/ring.ts";
-import { ReplicaStream } from "../../src/cluster/session-replicas.ts";
+import { type PromotedCopy, ReplicaStream } from "../../src/cluster/session-replicas.ts";
 import { createLogger } from "../../src/log.ts";
 import type { BareJid, FullJid } from "../../src/xmpp/jid.ts";
 
@@ -24,18 +24,20 @@ const ASKER = shardNumber(2, 1);
 function mainShard() {
   const toPeer: { dest: number; envelopes: Envelope[] }[] = [];
   const toWorker: { worker: number; envelopes: Envelope[] }[] = [];
+  const restarts: { shard: number; keepPrefix: string; promoted: PromotedCopy[] }[] = [];
   const main = new MainReplicaShard({
     nodeNo: 2,
     log: createLogger({ level: "silent" }),
     toPeer: (dest, bytes) => toPeer.push({ dest, envelopes: packr.unpack(bytes) as Envelope[] }),
     toWorker: (worker, bytes) => toWorker.push({ worker, envelopes: packr.unpack(bytes) as Envelope[] }),
+    peerWorkerRestarted: (shard, keepPrefix, promoted) => restarts.push({ shard, keepPrefix, promoted }),
   });
-  return { main, toPeer, toWorker };
+  return { main, toPeer, toWorker, restarts };
 }
 
 /** An owner stream on node 1 (`streamId`) wired to a main shard of node 2. */
 function wired(shard = mainShard(), streamId = "s1") {
-  const { main, toPeer, toWorker } = shard;
+  const { main, toPeer, toWorker, restarts } = shard;
   const state = newSessionState("a@x/r" as FullJid, "tok");
   let acked = 0;
   const stream = new ReplicaStream(
@@ -80,7 +82,7 @@ function wired(shard = mainShard(), streamId = "s1") {
     assert.ok(envelope.t === "reply" && envelope.ok && envelope.reqId === 7);
     return envelope.value as ResumeTake;
   };
-  return { main, shard, stream, state, toPeer, ackOwner, take, acked: () => acked };
+  return { main, shard, stream, state, toPeer, restarts, ackOwner, take, acked: () => acked };
 }
 
 const turn = () => new Promise((resolve) => setImmediate(resolve));
@@ -168,4 +170,47 @@ test("a node back under its number is alive again: its sessions' copies are not 
   // Node 3 dies: only its sessions' copies may be promoted, not node 1's.
   assert.deepEqual(main.applyTable(table(3, [node1, node2, node3]), table(4, [node1, node2]), live), []);
   assert.equal(main.stats.held, 1, "the live node's copy stays a copy");
+});
+
+test("a crashed worker of another node: its sessions' copies are promoted, other workers' stay copies", async () => {
+  const crashed = wired();
+  const other = shardNumber(1, 1);
+  const { main, restarts } = crashed;
+  // A session of node 1's other worker, replicated here too.
+  main.receive(
+    packr.pack([
+      {
+        t: "rep",
+        token: "tok2",
+        owner: other,
+        stream: "s9",
+        lsn: 1,
+        change: { c: "init", state: newSessionState("b@x/r" as FullJid, "tok2") },
+        replicas: [main.self],
+      } satisfies Envelope,
+    ]),
+  );
+  crashed.stream.push({ c: "out", xml: "<message/>", storable: true });
+  await turn();
+  assert.equal(main.stats.held, 2);
+  // A notice about a main thread, or about this node's own worker, is not a crash it can act on.
+  main.receive(packr.pack([{ t: "restarted", shard: mainShardOf(1), keepPrefix: "x." } satisfies Envelope]));
+  main.receive(
+    packr.pack([{ t: "restarted", shard: shardNumber(2, 0), keepPrefix: "x." } satisfies Envelope]),
+  );
+  assert.equal(restarts.length, 0);
+  main.receive(packr.pack([{ t: "restarted", shard: OWNER, keepPrefix: "1.new." } satisfies Envelope]));
+  assert.equal(restarts.length, 1);
+  const [notice] = restarts;
+  assert.deepEqual([notice!.shard, notice!.keepPrefix], [OWNER, "1.new."]);
+  assert.deepEqual(
+    notice!.promoted.map((copy) => [copy.state.token, copy.state.sentOut, copy.stream, copy.lsn]),
+    [["tok", 1, "s1", 2]],
+    "only the crashed worker's session, with everything it had sent",
+  );
+  assert.equal(main.stats.held, 1, "the other worker's session stays a copy");
+  assert.deepEqual(crashed.take(0), { pending: true }, "while a worker adopts it, ask again");
+  main.handedOver(notice!.promoted);
+  crashed.stream.push({ c: "out", xml: "<message/>", storable: true });
+  assert.equal(main.stats.refused, 1, "the dead worker's stream gets nothing applied any more");
 });
