@@ -139,6 +139,8 @@ export async function startNode(
       uptimeS: Math.round((Date.now() - started) / 1000),
       workers: stats,
       workerRestarts: pool.restarts,
+      /** Workers not running now (waiting out a restart's back-off, or starting): not in `workers`. */
+      workersRestarting: pool.restarting,
       connections: sum("connections"),
       sessions: sum("sessions"),
       actors: sum("actors"),

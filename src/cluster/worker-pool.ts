@@ -45,7 +45,30 @@ interface WorkerSlot {
   /** The main thread's end of the worker's uplink (batches to and from other nodes). */
   uplink: MessagePort;
   ready: boolean;
+  /** Resolves when the thread has exited: its control port answers nothing any more. */
+  exited: Promise<void>;
 }
+
+/**
+ * `call` on a worker, settled with `onExit()` (its value, or what it throws) if the worker exits
+ * first. comlink's promise for a call to a thread that died never settles: whoever awaited it
+ * would wait for ever (the node's owner tables are applied one after another, so one such wait
+ * stopped them all; the status API hung while a worker waited out its restart). A restarted
+ * worker starts from the current table and configuration, so nothing is owed to the dead one.
+ */
+function untilExit<T>(
+  slot: WorkerSlot,
+  call: (control: Remote<WorkerControl>) => Promise<T>,
+  onExit: () => T,
+): Promise<T> {
+  return Promise.race([call(slot.control), slot.exited.then(onExit)]);
+}
+
+const nothing = (): undefined => undefined;
+const none = (): number => 0;
+const exitedError = (): never => {
+  throw new XmppServerError("XSRV_WORKER", "the worker exited during the call");
+};
 
 /** Options for {@link WorkerPool}. */
 export interface WorkerPoolOptions {
@@ -108,9 +131,9 @@ export class WorkerPool {
         try {
           // Adopted first: the re-registration below then includes them.
           const share = shares.get(slot) ?? [];
-          if (share.length > 0) await slot.control.adopt(share);
+          if (share.length > 0) await untilExit(slot, (control) => control.adopt(share), nothing);
           this.#replicas.handedOver(share);
-          await slot.control.peerRestarted(shard, keepPrefix);
+          await untilExit(slot, (control) => control.peerRestarted(shard, keepPrefix), nothing);
         } catch (error) {
           // The worker died meanwhile: its restart tells the cluster in turn.
           this.#options.log.error({ err: error, shard }, "a worker could not take another node's restart");
@@ -151,7 +174,9 @@ export class WorkerPool {
     // Every worker is asked even when one fails (a worker that dies now restarts with this
     // config); the failures are then reported together.
     const results = await Promise.allSettled(
-      this.#slots.filter((s) => s.ready).map((s) => s.control.reload(config as Config, tls)),
+      this.#slots
+        .filter((s) => s.ready)
+        .map((s) => untilExit(s, (control) => control.reload(config as Config, tls), nothing)),
     );
     const failed = results.filter((r) => r.status === "rejected");
     if (failed.length > 0) {
@@ -210,14 +235,20 @@ export class WorkerPool {
       workerData: init,
       transferList: [storeChannel.port2, controlChannel.port2, throttleChannel.port2, uplinkChannel.port2],
     });
+    let exited = (): void => {};
     const slot: WorkerSlot = {
       worker,
       control: wrap<WorkerControl>(nodeEndpoint(controlChannel.port1)),
       uplink: uplinkChannel.port1,
       ready: false,
+      exited: new Promise((resolve) => {
+        exited = resolve;
+      }),
     };
     worker.on("error", (error) => this.#options.log.error({ err: error, worker: index }, "worker failed"));
     worker.on("exit", (code) => {
+      slot.ready = false;
+      exited();
       storeChannel.port1.close();
       controlChannel.port1.close();
       throttleChannel.port1.close();
@@ -229,8 +260,17 @@ export class WorkerPool {
 
   async #connect(a: number, b: number): Promise<void> {
     const channel = new MessageChannel();
-    await this.#slots[a]!.control.setPeerPort(b, transfer(channel.port1, [channel.port1]));
-    await this.#slots[b]!.control.setPeerPort(a, transfer(channel.port2, [channel.port2]));
+    // A worker that dies meanwhile gets its ports again when it restarts.
+    await untilExit(
+      this.#slots[a]!,
+      (control) => control.setPeerPort(b, transfer(channel.port1, [channel.port1])),
+      nothing,
+    );
+    await untilExit(
+      this.#slots[b]!,
+      (control) => control.setPeerPort(a, transfer(channel.port2, [channel.port2])),
+      nothing,
+    );
   }
 
   async #restart(index: number, code: number): Promise<void> {
@@ -250,16 +290,22 @@ export class WorkerPool {
       const slot = this.#spawn(index, true);
       this.#slots[index] = slot;
       for (let j = 0; j < this.#slots.length; j++) if (j !== index) await this.#connect(index, j);
-      await slot.control.listen(this.#ports);
+      await untilExit(slot, (control) => control.listen(this.#ports), exitedError);
       slot.ready = true;
       // A reload while it was starting passed it by: it catches up now.
       if (this.#options.config !== spawnedWith) {
-        await slot.control.reload(this.#options.config as Config, this.#options.tls);
+        await untilExit(
+          slot,
+          (control) => control.reload(this.#options.config as Config, this.#options.tls),
+          exitedError,
+        );
       }
-      const keepPrefix = await slot.control.sidPrefix();
+      const keepPrefix = await untilExit(slot, (control) => control.sidPrefix(), exitedError);
       const shard = shardNumber(this.#options.nodeNo, index);
       for (let j = 0; j < this.#slots.length; j++) {
-        if (j !== index) await this.#slots[j]!.control.peerRestarted(shard, keepPrefix);
+        const peer = this.#slots[j]!;
+        if (j !== index)
+          await untilExit(peer, (control) => control.peerRestarted(shard, keepPrefix), nothing);
       }
       // The other nodes too: their sessions of its users, and their copies of its sessions.
       const nodes = new Set([
@@ -310,7 +356,7 @@ export class WorkerPool {
     await Promise.all(
       this.#slots.map(async (slot) => {
         const share = shares.get(slot) ?? [];
-        await slot.control.setTable(table, live, share);
+        await untilExit(slot, (control) => control.setTable(table, live, share), nothing);
         this.#replicas.handedOver(share);
       }),
     );
@@ -321,7 +367,9 @@ export class WorkerPool {
    * A worker restarting meanwhile starts from the current table with nothing to wait for.
    */
   async settled(): Promise<void> {
-    await Promise.all(this.#slots.map((slot) => slot.control.settled().catch(() => {})));
+    await Promise.all(
+      this.#slots.map((slot) => untilExit(slot, (control) => control.settled(), nothing).catch(() => {})),
+    );
   }
 
   /**
@@ -330,7 +378,7 @@ export class WorkerPool {
    */
   async fence(withinMs: number): Promise<void> {
     await settledWithin(
-      this.#slots.map((slot) => slot.control.fence()),
+      this.#slots.map((slot) => untilExit(slot, (control) => control.fence(), nothing)),
       withinMs,
     );
   }
@@ -343,7 +391,7 @@ export class WorkerPool {
   async redrive(nodeNo: number, round: number, maxBytes: number): Promise<number> {
     const share = Math.max(1, Math.floor(maxBytes / this.#slots.length));
     const remaining = await Promise.allSettled(
-      this.#slots.map((slot) => slot.control.redrive(nodeNo, round, share)),
+      this.#slots.map((slot) => untilExit(slot, (control) => control.redrive(nodeNo, round, share), none)),
     );
     return remaining.reduce((n, r) => n + (r.status === "fulfilled" ? r.value : 0), 0);
   }
@@ -360,35 +408,39 @@ export class WorkerPool {
 
   /** Leaving the cluster: every worker stops accepting and sends its clients elsewhere. */
   async drain(targets: readonly ClientTarget[] = []): Promise<void> {
-    await Promise.all(this.#slots.map((slot) => slot.control.drain([...targets])));
+    await Promise.all(
+      this.#slots.map((slot) => untilExit(slot, (control) => control.drain([...targets]), nothing)),
+    );
   }
 
   /** Ends every session of `user` in the cluster (the site's logout); resolves how many. */
   kickUser(user: BareJid, reason: string): Promise<number> {
     const slot = this.#slots.find((s) => s.ready);
     if (slot === undefined) return Promise.reject(new Error("no worker is running"));
-    return slot.control.kick(user, reason);
+    return untilExit(slot, (control) => control.kick(user, reason), exitedError);
   }
 
   /** Every session of the cluster (of `user` only, when given), as the first ready worker gathers them. */
   sessions(user?: BareJid): Promise<SessionListing[]> {
-    return this.#anyWorker().sessions(user);
+    return this.#anyWorker((control) => control.sessions(user));
   }
 
   /** Routes the server's messages to their users; resolves how many were accepted. */
   send(messages: ServerMessage[]): Promise<number> {
-    return this.#anyWorker().send(messages);
+    return this.#anyWorker((control) => control.send(messages));
   }
 
-  #anyWorker() {
+  #anyWorker<T>(call: (control: Remote<WorkerControl>) => Promise<T>): Promise<T> {
     const slot = this.#slots.find((s) => s.ready);
     if (slot === undefined) throw new XmppServerError("XSRV_WORKER", "no worker is running");
-    return slot.control;
+    return untilExit(slot, call, exitedError);
   }
 
   /** Sessions held by every worker (attached or waiting for resumption). */
   async sessionCount(): Promise<number> {
-    const counts = await Promise.all(this.#slots.map((slot) => slot.control.sessionCount()));
+    const counts = await Promise.all(
+      this.#slots.map((slot) => untilExit(slot, (control) => control.sessionCount(), none)),
+    );
     return counts.reduce((a, b) => a + b, 0);
   }
 
@@ -398,9 +450,19 @@ export class WorkerPool {
     return stats.reduce((n, s) => n + s.retained, 0);
   }
 
-  /** Statistics from every worker. */
+  /** Statistics from every running worker (one that exited meanwhile is left out). */
   async stats(): Promise<WorkerStats[]> {
-    return Promise.all(this.#slots.map((slot) => slot.control.stats()));
+    const stats = await Promise.all(
+      this.#slots.map((slot) =>
+        slot.ready ? untilExit(slot, (control) => control.stats(), nothing) : undefined,
+      ),
+    );
+    return stats.filter((s) => s !== undefined);
+  }
+
+  /** Workers that are not running: waiting out their restart's back-off, or starting again. */
+  get restarting(): number[] {
+    return this.#slots.flatMap((slot, index) => (slot.ready ? [] : [index]));
   }
 
   /** The worker threads, for tests and diagnostics. */
@@ -411,7 +473,9 @@ export class WorkerPool {
   /** Closes listeners, ends sessions, stops the threads. */
   async stop(): Promise<void> {
     this.#stopping = true;
-    await Promise.allSettled(this.#slots.map((slot) => slot.control.stop()));
+    await Promise.allSettled(
+      this.#slots.map((slot) => untilExit(slot, (control) => control.stop(), nothing)),
+    );
     // Twice: what one worker's actors send while finishing lands in another's mailbox. Bounded,
     // so a stuck store call cannot hold the stop for ever.
     for (let round = 0; round < 2; round++) {

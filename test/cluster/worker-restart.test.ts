@@ -135,3 +135,26 @@ test("a resumable session on a crashed worker resumes from its replica on the ot
     again.destroy();
   }
 });
+
+test("while a worker that keeps crashing waits out its back-off, the node answers for the others", async () => {
+  const node = getNode();
+  // Each quick crash doubles the wait before the next restart (200 ms, 400 ms, ...).
+  for (let i = 0; i < 3; i++) await crashWorker(node, 0);
+  const response = await fetch(`http://127.0.0.1:${node.ports.http}/api/workers/0/restart`, {
+    method: "POST",
+  });
+  assert.equal(response.status, 202);
+  // A call to the dead worker's port never answered: the status hung until the fetch gave up.
+  const during = await fetch(`http://127.0.0.1:${node.ports.http}/api/status`, {
+    signal: AbortSignal.timeout(5_000),
+  });
+  assert.equal(during.status, 200);
+  const body = (await during.json()) as { workers: { index: number }[]; workersRestarting: number[] };
+  assert.deepEqual(body.workersRestarting, [0], "worker 0 is waiting out its back-off");
+  assert.deepEqual(
+    body.workers.map((w) => w.index),
+    [1],
+    "the running worker's figures",
+  );
+  await waitUntil(async () => (await workerStatus(node)).workers.length === 2, "both workers running again");
+});
