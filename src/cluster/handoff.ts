@@ -316,9 +316,7 @@ export function planTableChange(
   next: OwnerTable,
   live: readonly LiveNode[],
 ): TableChange {
-  const liveShards = live.flatMap((n) =>
-    Array.from({ length: n.workers }, (_, w) => shardNumber(n.nodeNo, w)),
-  );
+  const liveShards = liveShardsOf(live);
   const deadNodes = deadNodesOf(prev, live);
   const waiting = new Map<number, Set<number>>();
   const outgoing = new Map<number, number[]>();
@@ -336,6 +334,11 @@ export function planTableChange(
     }
   }
   return { deadNodes, liveShards, waiting, outgoing, recovering };
+}
+
+/** The worker shards of the nodes `live`. */
+export function liveShardsOf(live: readonly LiveNode[]): number[] {
+  return live.flatMap((n) => Array.from({ length: n.workers }, (_, w) => shardNumber(n.nodeNo, w)));
 }
 
 /** The nodes that owned partitions in `prev` and are not among `live`: they died. */

@@ -150,7 +150,9 @@ export class MainReplicaShard {
       this.#drop({ shard }, "a restart notice for a shard of this node or a main thread; dropped");
       return;
     }
-    const promoted = this.#host.promote((s) => s === shard);
+    // Its new incarnation's sessions (it listens before the notice goes) are alive. A copy whose
+    // first replica's node died meanwhile falls to the next one, as after a node's death.
+    const promoted = this.#host.promote((s) => s === shard || this.#goneNodes.has(nodeNoOf(s)), keepPrefix);
     for (const { state } of promoted) this.#inTransit.set(state.token, state.full);
     this.#log.warn(
       { shard, sessions: promoted.length },

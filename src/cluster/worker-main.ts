@@ -28,7 +28,7 @@ import type { ClientTarget } from "../xmpp/stream-transport.ts";
 import { ActorHost } from "./actor-host.ts";
 import { clientStreamHost, lateTakeOf, type ResumeTake, takeResumable } from "./client-stream-host.ts";
 import type { Envelope } from "./envelope.ts";
-import { type HandoffStats, type LiveNode, PartitionHandoff } from "./handoff.ts";
+import { type HandoffStats, type LiveNode, liveShardsOf, PartitionHandoff } from "./handoff.ts";
 import { type OwnerTable, shardNumber } from "./ring.ts";
 import {
   batchLater,
@@ -67,6 +67,8 @@ export interface WorkerInit {
   throttlePort: MessagePort;
   /** A restart after a crash: the other workers re-register their sessions with this one. */
   recovering?: boolean;
+  /** The nodes serving at the table (none before the node's first cluster table). */
+  live?: LiveNode[];
 }
 
 /** Statistics one worker reports. */
@@ -320,8 +322,8 @@ function replicasFor(): number[] {
 }
 
 /** Promoted replicas become detached sessions here, awaiting `<resume/>` (session-replicas.ts). */
-function promoteCopiesOf(isDead: (shard: number) => boolean): void {
-  adoptCopies(replicaHost.promote(isDead));
+function promoteCopiesOf(isDead: (shard: number) => boolean, newStreams?: string): void {
+  adoptCopies(replicaHost.promote(isDead, newStreams));
 }
 
 /**
@@ -377,6 +379,7 @@ const handoff = new PartitionHandoff({
 // Every live shard of the cluster tells a restarted worker about its sessions of the users it
 // hosts: this node's workers when the pool restarts it, the other nodes' when they hear of it
 // (worker-pool.ts announces the restart to their main threads).
+if (init.live !== undefined && init.live.length > 0) router.setLiveShards(liveShardsOf(init.live));
 if (init.recovering) handoff.awaitRecovery(router.liveShards().filter((s) => s !== shard));
 
 /** Stanzas refused by a full mailbox on this worker (logged once per thousand). */
@@ -555,7 +558,7 @@ const control: WorkerControl = {
     actors.shardLost(restarted, keepPrefix);
     // Its sessions' copies here become sessions (first, so they are re-registered below), our
     // sessions' copies there are sent again, and it learns our sessions of the users it hosts.
-    promoteCopiesOf((s) => s === restarted);
+    promoteCopiesOf((s) => s === restarted || router.isOnGoneNode(s), keepPrefix);
     for (const { stream, state } of streams.values()) stream.reinit(restarted, state);
     handoff.recoverFor(restarted);
   },

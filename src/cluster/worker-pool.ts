@@ -4,7 +4,7 @@
  * MessagePort to every other worker for envelopes. A worker that dies is restarted with the
  * same index; the others reconnect to it and re-register the sessions whose users it hosts.
  */
-import { MessageChannel, type MessagePort, Worker } from "node:worker_threads";
+import { MessageChannel, Worker } from "node:worker_threads";
 import { RegistrationThrottle } from "../auth/registration-throttle.ts";
 import { expose, nodeEndpoint, type Remote, transfer, wrap } from "../comlink-setup.ts";
 import type { Config } from "../config/defaults.ts";
@@ -27,6 +27,7 @@ import type {
   WorkerInit,
   WorkerStats,
 } from "./worker-main.ts";
+import { EXITED, WorkerSlot } from "./worker-slot.ts";
 
 /** How long a graceful stop waits for the actors' mailboxes to empty, per round. */
 const QUIESCE_TIMEOUT_MS = 5_000;
@@ -38,37 +39,6 @@ const QUIESCE_TIMEOUT_MS = 5_000;
 export interface NodeThrottles {
   registration: RegistrationThrottle;
 }
-
-interface WorkerSlot {
-  worker: Worker;
-  control: Remote<WorkerControl>;
-  /** The main thread's end of the worker's uplink (batches to and from other nodes). */
-  uplink: MessagePort;
-  ready: boolean;
-  /** Resolves when the thread has exited: its control port answers nothing any more. */
-  exited: Promise<void>;
-}
-
-/**
- * `call` on a worker, settled with `onExit()` (its value, or what it throws) if the worker exits
- * first. comlink's promise for a call to a thread that died never settles: whoever awaited it
- * would wait for ever (the node's owner tables are applied one after another, so one such wait
- * stopped them all; the status API hung while a worker waited out its restart). A restarted
- * worker starts from the current table and configuration, so nothing is owed to the dead one.
- */
-function untilExit<T>(
-  slot: WorkerSlot,
-  call: (control: Remote<WorkerControl>) => Promise<T>,
-  onExit: () => T,
-): Promise<T> {
-  return Promise.race([call(slot.control), slot.exited.then(onExit)]);
-}
-
-const nothing = (): undefined => undefined;
-const none = (): number => 0;
-const exitedError = (): never => {
-  throw new XmppServerError("XSRV_WORKER", "the worker exited during the call");
-};
 
 /** Options for {@link WorkerPool}. */
 export interface WorkerPoolOptions {
@@ -103,6 +73,12 @@ export class WorkerPool {
   readonly #throttles: NodeThrottles;
   /** The copies of other nodes' sessions, held on this (the main) thread. */
   readonly #replicas: MainReplicaShard;
+  /** Promoted copies no running worker could take yet: the next worker to run adopts them. */
+  #unadopted: PromotedCopy[] = [];
+  /** Per worker index: restarts of other workers (shard → new sid prefix) it missed while down. */
+  readonly #missedRestarts = new Map<number, Map<number, string>>();
+  /** The node stopped serving clients (fenced, or draining to `targets`): so does a restarted worker. */
+  #clientsClosed: { fenced: true } | { targets: ClientTarget[] } | undefined;
 
   constructor(options: WorkerPoolOptions) {
     this.#options = options;
@@ -119,36 +95,66 @@ export class WorkerPool {
   }
 
   /**
-   * A worker of another node restarted after a crash: ours forget the sessions that died with it
-   * and tell it about theirs whose users it hosts (as for one of our own workers), and adopt the
-   * copies of its sessions this node was heir to, which await `<resume/>` here now.
+   * A worker of another node restarted after a crash: ours adopt the copies of its sessions this
+   * node was heir to (they await `<resume/>` here now), then forget the sessions that died with it
+   * and tell it about theirs whose users it hosts, as for one of our own workers.
    */
   async #peerWorkerRestarted(shard: number, keepPrefix: string, promoted: PromotedCopy[]): Promise<void> {
     const shares = this.#dealOut(promoted);
     await Promise.all(
-      this.#slots.map(async (slot) => {
-        if (!slot.ready) return;
-        try {
-          // Adopted first: the re-registration below then includes them.
-          const share = shares.get(slot) ?? [];
-          if (share.length > 0) await untilExit(slot, (control) => control.adopt(share), nothing);
-          this.#replicas.handedOver(share);
-          await untilExit(slot, (control) => control.peerRestarted(shard, keepPrefix), nothing);
-        } catch (error) {
-          // The worker died meanwhile: its restart tells the cluster in turn.
-          this.#options.log.error({ err: error, shard }, "a worker could not take another node's restart");
-        }
+      this.#slots.map(async (slot, index) => {
+        const share = shares.get(slot);
+        if (share !== undefined) this.#settleHandOver(share, await slot.call((c) => c.adopt(share)));
+        await this.#tellRestarted(index, shard, keepPrefix);
       }),
     );
   }
 
-  /** Copies dealt out to the workers, round robin; not to one waiting out its restart. */
+  /**
+   * Promoted copies dealt out to the running workers, round robin. With none running they wait
+   * for the next to run ({@link #catchUp}).
+   */
   #dealOut(copies: readonly PromotedCopy[]): Map<WorkerSlot, PromotedCopy[]> {
-    const ready = this.#slots.filter((slot) => slot.ready);
-    const takers = ready.length > 0 ? ready : this.#slots;
-    const shares = new Map<WorkerSlot, PromotedCopy[]>(takers.map((slot) => [slot, []]));
-    for (const [i, copy] of copies.entries()) shares.get(takers[i % takers.length]!)!.push(copy);
+    const takers = this.#slots.filter((slot) => slot.ready);
+    if (takers.length === 0) {
+      this.#unadopted.push(...copies);
+      return new Map();
+    }
+    const shares = new Map<WorkerSlot, PromotedCopy[]>();
+    for (const [i, copy] of copies.entries()) {
+      const taker = takers[i % takers.length]!;
+      shares.set(taker, [...(shares.get(taker) ?? []), copy]);
+    }
     return shares;
+  }
+
+  /** A worker took `share` (the main shard forgets it was in transit), or exited first (it waits for the next). */
+  #settleHandOver(share: PromotedCopy[], answer: unknown): void {
+    if (share.length === 0) return;
+    if (answer === EXITED) this.#unadopted.push(...share);
+    else this.#replicas.handedOver(share);
+  }
+
+  /**
+   * Worker `index` learns that worker `shard` (of this node or another) restarted, its sessions
+   * now starting with `keepPrefix`; one not running learns it once it runs again, for the
+   * restarted worker holds its partitions until every live shard has answered.
+   */
+  async #tellRestarted(index: number, shard: number, keepPrefix: string): Promise<void> {
+    const slot = this.#slots[index]!;
+    const answer = slot.ready ? await slot.call((c) => c.peerRestarted(shard, keepPrefix)) : EXITED;
+    if (answer !== EXITED) return;
+    const missed = this.#missedRestarts.get(index) ?? new Map<number, string>();
+    this.#missedRestarts.set(index, missed.set(shard, keepPrefix));
+  }
+
+  /** A restarted worker runs: what it missed meanwhile, restart notices and copies to adopt. */
+  async #catchUp(index: number, slot: WorkerSlot): Promise<void> {
+    const missed = this.#missedRestarts.get(index);
+    this.#missedRestarts.delete(index);
+    for (const [shard, keepPrefix] of missed ?? []) await this.#tellRestarted(index, shard, keepPrefix);
+    const copies = this.#unadopted.splice(0);
+    if (copies.length > 0) this.#settleHandOver(copies, await slot.call((c) => c.adopt(copies)));
   }
 
   /** What the main thread's replica shard holds and did. */
@@ -176,7 +182,7 @@ export class WorkerPool {
     const results = await Promise.allSettled(
       this.#slots
         .filter((s) => s.ready)
-        .map((s) => untilExit(s, (control) => control.reload(config as Config, tls), nothing)),
+        .map((s) => s.call((control) => control.reload(config as Config, tls))),
     );
     const failed = results.filter((r) => r.status === "rejected");
     if (failed.length > 0) {
@@ -196,9 +202,9 @@ export class WorkerPool {
     }
     // The first worker may bind port 0; the others then share the port it got.
     const { c2s, tls, web, webPlain } = config.ports;
-    this.#ports = await this.#slots[0]!.control.listen({ c2s, tls, web, webPlain });
-    for (let i = 1; i < workers; i++) await this.#slots[i]!.control.listen(this.#ports);
-    for (const slot of this.#slots) slot.ready = true;
+    this.#ports = await this.#slots[0]!.ask((control) => control.listen({ c2s, tls, web, webPlain }));
+    for (let i = 1; i < workers; i++) await this.#slots[i]!.ask((control) => control.listen(this.#ports));
+    for (const slot of this.#slots) if (!slot.exited) slot.ready = true;
     return this.#ports;
   }
 
@@ -230,25 +236,20 @@ export class WorkerPool {
       controlPort: controlChannel.port2,
       throttlePort: throttleChannel.port2,
       recovering,
+      live: this.#live,
     };
     const worker = new Worker(new URL("./worker-main.ts", import.meta.url), {
       workerData: init,
       transferList: [storeChannel.port2, controlChannel.port2, throttleChannel.port2, uplinkChannel.port2],
     });
-    let exited = (): void => {};
-    const slot: WorkerSlot = {
+    const slot = new WorkerSlot(
       worker,
-      control: wrap<WorkerControl>(nodeEndpoint(controlChannel.port1)),
-      uplink: uplinkChannel.port1,
-      ready: false,
-      exited: new Promise((resolve) => {
-        exited = resolve;
-      }),
-    };
+      wrap<WorkerControl>(nodeEndpoint(controlChannel.port1)),
+      uplinkChannel.port1,
+    );
     worker.on("error", (error) => this.#options.log.error({ err: error, worker: index }, "worker failed"));
     worker.on("exit", (code) => {
-      slot.ready = false;
-      exited();
+      slot.markExited();
       storeChannel.port1.close();
       controlChannel.port1.close();
       throttleChannel.port1.close();
@@ -261,16 +262,8 @@ export class WorkerPool {
   async #connect(a: number, b: number): Promise<void> {
     const channel = new MessageChannel();
     // A worker that dies meanwhile gets its ports again when it restarts.
-    await untilExit(
-      this.#slots[a]!,
-      (control) => control.setPeerPort(b, transfer(channel.port1, [channel.port1])),
-      nothing,
-    );
-    await untilExit(
-      this.#slots[b]!,
-      (control) => control.setPeerPort(a, transfer(channel.port2, [channel.port2])),
-      nothing,
-    );
+    await this.#slots[a]!.call((control) => control.setPeerPort(b, transfer(channel.port1, [channel.port1])));
+    await this.#slots[b]!.call((control) => control.setPeerPort(a, transfer(channel.port2, [channel.port2])));
   }
 
   async #restart(index: number, code: number): Promise<void> {
@@ -290,29 +283,29 @@ export class WorkerPool {
       const slot = this.#spawn(index, true);
       this.#slots[index] = slot;
       for (let j = 0; j < this.#slots.length; j++) if (j !== index) await this.#connect(index, j);
-      await untilExit(slot, (control) => control.listen(this.#ports), exitedError);
+      await slot.ask((control) => control.listen(this.#ports));
       slot.ready = true;
       // A reload while it was starting passed it by: it catches up now.
       if (this.#options.config !== spawnedWith) {
-        await untilExit(
-          slot,
-          (control) => control.reload(this.#options.config as Config, this.#options.tls),
-          exitedError,
-        );
+        await slot.ask((control) => control.reload(this.#options.config as Config, this.#options.tls));
       }
-      const keepPrefix = await untilExit(slot, (control) => control.sidPrefix(), exitedError);
+      // A fenced or leaving node takes no clients, whichever worker listens.
+      const closed = this.#clientsClosed;
+      if (closed !== undefined) {
+        await slot.ask((control) => ("fenced" in closed ? control.fence() : control.drain(closed.targets)));
+      }
+      const keepPrefix = await slot.ask((control) => control.sidPrefix());
       const shard = shardNumber(this.#options.nodeNo, index);
-      for (let j = 0; j < this.#slots.length; j++) {
-        const peer = this.#slots[j]!;
-        if (j !== index)
-          await untilExit(peer, (control) => control.peerRestarted(shard, keepPrefix), nothing);
-      }
+      await Promise.all(
+        this.#slots.map((_, j) => (j === index ? undefined : this.#tellRestarted(j, shard, keepPrefix))),
+      );
       // The other nodes too: their sessions of its users, and their copies of its sessions.
       const nodes = new Set([
         ...this.#live.map((n) => n.nodeNo),
         ...Array.from(this.#table.shardNos, nodeNoOf),
       ]);
       this.#replicas.announceRestart(shard, keepPrefix, nodes);
+      await this.#catchUp(index, slot);
       this.#options.log.info({ worker: index }, "worker restarted");
     } catch (error) {
       // The new worker died during its own start; its exit handler schedules the next attempt.
@@ -356,7 +349,7 @@ export class WorkerPool {
     await Promise.all(
       this.#slots.map(async (slot) => {
         const share = shares.get(slot) ?? [];
-        await untilExit(slot, (control) => control.setTable(table, live, share), nothing);
+        this.#settleHandOver(share, await slot.call((control) => control.setTable(table, live, share)));
         this.#replicas.handedOver(share);
       }),
     );
@@ -367,9 +360,7 @@ export class WorkerPool {
    * A worker restarting meanwhile starts from the current table with nothing to wait for.
    */
   async settled(): Promise<void> {
-    await Promise.all(
-      this.#slots.map((slot) => untilExit(slot, (control) => control.settled(), nothing).catch(() => {})),
-    );
+    await Promise.all(this.#slots.map((slot) => slot.call((control) => control.settled()).catch(() => {})));
   }
 
   /**
@@ -377,8 +368,9 @@ export class WorkerPool {
    * when all have written them, or after `withinMs`, whichever comes first.
    */
   async fence(withinMs: number): Promise<void> {
+    this.#clientsClosed = { fenced: true };
     await settledWithin(
-      this.#slots.map((slot) => untilExit(slot, (control) => control.fence(), nothing)),
+      this.#slots.map((slot) => slot.call((control) => control.fence())),
       withinMs,
     );
   }
@@ -391,9 +383,9 @@ export class WorkerPool {
   async redrive(nodeNo: number, round: number, maxBytes: number): Promise<number> {
     const share = Math.max(1, Math.floor(maxBytes / this.#slots.length));
     const remaining = await Promise.allSettled(
-      this.#slots.map((slot) => untilExit(slot, (control) => control.redrive(nodeNo, round, share), none)),
+      this.#slots.map((slot) => slot.call((control) => control.redrive(nodeNo, round, share))),
     );
-    return remaining.reduce((n, r) => n + (r.status === "fulfilled" ? r.value : 0), 0);
+    return remaining.reduce((n, r) => n + (r.status === "fulfilled" && r.value !== EXITED ? r.value : 0), 0);
   }
 
   /** The owner table the workers route by. */
@@ -408,16 +400,15 @@ export class WorkerPool {
 
   /** Leaving the cluster: every worker stops accepting and sends its clients elsewhere. */
   async drain(targets: readonly ClientTarget[] = []): Promise<void> {
-    await Promise.all(
-      this.#slots.map((slot) => untilExit(slot, (control) => control.drain([...targets]), nothing)),
-    );
+    this.#clientsClosed ??= { targets: [...targets] };
+    await Promise.all(this.#slots.map((slot) => slot.call((control) => control.drain([...targets]))));
   }
 
   /** Ends every session of `user` in the cluster (the site's logout); resolves how many. */
   kickUser(user: BareJid, reason: string): Promise<number> {
     const slot = this.#slots.find((s) => s.ready);
     if (slot === undefined) return Promise.reject(new Error("no worker is running"));
-    return untilExit(slot, (control) => control.kick(user, reason), exitedError);
+    return slot.ask((control) => control.kick(user, reason));
   }
 
   /** Every session of the cluster (of `user` only, when given), as the first ready worker gathers them. */
@@ -433,15 +424,15 @@ export class WorkerPool {
   #anyWorker<T>(call: (control: Remote<WorkerControl>) => Promise<T>): Promise<T> {
     const slot = this.#slots.find((s) => s.ready);
     if (slot === undefined) throw new XmppServerError("XSRV_WORKER", "no worker is running");
-    return untilExit(slot, call, exitedError);
+    return slot.ask(call);
   }
 
   /** Sessions held by every worker (attached or waiting for resumption). */
   async sessionCount(): Promise<number> {
     const counts = await Promise.all(
-      this.#slots.map((slot) => untilExit(slot, (control) => control.sessionCount(), none)),
+      this.#slots.map((slot) => slot.call((control) => control.sessionCount())),
     );
-    return counts.reduce((a, b) => a + b, 0);
+    return counts.reduce<number>((a, b) => a + (b === EXITED ? 0 : b), 0);
   }
 
   /** Messages every worker keeps for other nodes' actors until they are accepted. */
@@ -453,11 +444,9 @@ export class WorkerPool {
   /** Statistics from every running worker (one that exited meanwhile is left out). */
   async stats(): Promise<WorkerStats[]> {
     const stats = await Promise.all(
-      this.#slots.map((slot) =>
-        slot.ready ? untilExit(slot, (control) => control.stats(), nothing) : undefined,
-      ),
+      this.#slots.map((slot) => (slot.ready ? slot.call((control) => control.stats()) : EXITED)),
     );
-    return stats.filter((s) => s !== undefined);
+    return stats.filter((s): s is WorkerStats => s !== EXITED);
   }
 
   /** Workers that are not running: waiting out their restart's back-off, or starting again. */
@@ -473,9 +462,7 @@ export class WorkerPool {
   /** Closes listeners, ends sessions, stops the threads. */
   async stop(): Promise<void> {
     this.#stopping = true;
-    await Promise.allSettled(
-      this.#slots.map((slot) => untilExit(slot, (control) => control.stop(), nothing)),
-    );
+    await Promise.allSettled(this.#slots.map((slot) => slot.call((control) => control.stop())));
     // Twice: what one worker's actors send while finishing lands in another's mailbox. Bounded,
     // so a stuck store call cannot hold the stop for ever.
     for (let round = 0; round < 2; round++) {

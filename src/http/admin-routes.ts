@@ -190,7 +190,8 @@ export function adminRoutes(services: AdminServices): AdminRoute[] {
     {
       method: "GET",
       path: "/api/status",
-      summary: "This node: version, uptime, workers (and those restarting), connections, sessions, accounts, memory",
+      summary:
+        "This node: version, uptime, workers (and those restarting), connections, sessions, accounts, memory",
       responses: { 200: { description: "The node's figures", schema: { type: "object" } } },
       handle: async () => ({ status: 200, body: (await services.status()) ?? null }),
     },

@@ -8,8 +8,8 @@
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { startTestCluster, waitForOwners } from "../helpers/cluster.ts";
-import { loginRaw, newUsers, resumeRaw } from "../helpers/fixtures.ts";
+import { actorShards, startTestCluster, waitForOwners } from "../helpers/cluster.ts";
+import { loginRaw, newUsers, resumeRaw, type TestUser } from "../helpers/fixtures.ts";
 import { esc, NS_SM, type RawClient } from "../helpers/raw-client.ts";
 import { waitUntil } from "../helpers/wait-for.ts";
 import { crashWorker, workerStatus } from "../helpers/worker-restart.ts";
@@ -20,9 +20,24 @@ test("a worker crash on one node: the other node's users stay reachable, its ses
   const n2 = await cluster.start("n2", { join: n1.peerAddr });
   await waitForOwners(n1, ["n1", "n2"]);
 
-  // Sockets on n2: about a quarter of these users have their UserActor on n1's worker 0 (none of
-  // 20: 1 run in 300).
-  const far = await newUsers(n1, 20, "far");
+  // Sockets on n2, some of them (about a quarter) users whose UserActor lives on n1's worker 0:
+  // their sessions are what the restarted worker must learn from n2. Batches of 10 until at
+  // least one is there, and 20 in all.
+  const far: TestUser[] = [];
+  let onCrashed = 0;
+  while (far.length < 20 || onCrashed === 0) {
+    assert.ok(far.length < 80, "one of 80 users lives on n1's worker 0");
+    const batch = await newUsers(n1, 10, "far");
+    const placement = await actorShards(
+      cluster.url,
+      batch.map((u) => u.jid),
+    );
+    for (const user of batch) {
+      const at = placement.get(user.jid)!;
+      if (at.node === "n1" && at.worker === 0) onCrashed++;
+    }
+    far.push(...batch);
+  }
   const farClients: RawClient[] = [];
   for (const user of far) farClients.push(await loginRaw(t, n2, user, { priority: 1 }));
   // Sockets on n1, resumable: their copies are on n2's main thread. 16 spread over both workers

@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { setTimeout as delay } from "node:timers/promises";
 import { adminRequest } from "../../src/cli/admin-client.ts";
 import { MembershipStore } from "../../src/cluster/membership/membership-store.ts";
-import { partitionOf } from "../../src/cluster/ring.ts";
+import { partitionOf, rendezvousWorker } from "../../src/cluster/ring.ts";
 import { createLogger } from "../../src/log.ts";
 import { freePort, postgresRoot, startPostgres, type TestServer } from "./postgres.ts";
 import {
@@ -211,12 +211,28 @@ export async function startClusterPair(options: StartNodeOptions): Promise<Start
 
 /** The node whose UserActor holds each user now, from the assignment in PostgreSQL. */
 export async function actorNodes(url: string, jids: string[]): Promise<Map<string, string>> {
+  const shards = await actorShards(url, jids);
+  return new Map(jids.map((jid) => [jid, shards.get(jid)!.node]));
+}
+
+/** The node and worker whose UserActor holds each user now (ring.ts: the node's rendezvous worker). */
+export async function actorShards(
+  url: string,
+  jids: string[],
+): Promise<Map<string, { node: string; worker: number }>> {
   const membership = new MembershipStore({ url, log: createLogger({ level: "silent" }) });
   await membership.open();
   try {
     const view = await membership.read();
     const { nodes, owners } = view.assignment!;
-    return new Map(jids.map((jid) => [jid, nodes[owners[partitionOf(jid, view.partitions)]!]!]));
+    return new Map(
+      jids.map((jid) => {
+        const partition = partitionOf(jid, view.partitions);
+        const node = nodes[owners[partition]!]!;
+        const workers = view.members.find((m) => m.node === node)!.workers;
+        return [jid, { node, worker: rendezvousWorker(partition, workers) }];
+      }),
+    );
   } finally {
     await membership.close();
   }

@@ -172,27 +172,32 @@ test("a node back under its number is alive again: its sessions' copies are not 
   assert.equal(main.stats.held, 1, "the live node's copy stays a copy");
 });
 
-test("a crashed worker of another node: its sessions' copies are promoted, other workers' stay copies", async () => {
+test("a crashed worker of another node: its sessions' copies are promoted, its new ones' and other workers' stay", async () => {
   const crashed = wired();
   const other = shardNumber(1, 1);
   const { main, restarts } = crashed;
+  /** A session of `owner`'s stream `stream` starts replicating here. */
+  const init = (owner: number, stream: string, user: string) =>
+    main.receive(
+      packr.pack([
+        {
+          t: "rep",
+          token: `tok-${user}`,
+          owner,
+          stream,
+          lsn: 1,
+          change: { c: "init", state: newSessionState(`${user}@x/r` as FullJid, `tok-${user}`) },
+          replicas: [main.self],
+        } satisfies Envelope,
+      ]),
+    );
   // A session of node 1's other worker, replicated here too.
-  main.receive(
-    packr.pack([
-      {
-        t: "rep",
-        token: "tok2",
-        owner: other,
-        stream: "s9",
-        lsn: 1,
-        change: { c: "init", state: newSessionState("b@x/r" as FullJid, "tok2") },
-        replicas: [main.self],
-      } satisfies Envelope,
-    ]),
-  );
+  init(other, "s9", "b");
+  // The restarted worker took a client before its crash was announced: that copy is alive.
+  init(OWNER, "1.new.1", "c");
   crashed.stream.push({ c: "out", xml: "<message/>", storable: true });
   await turn();
-  assert.equal(main.stats.held, 2);
+  assert.equal(main.stats.held, 3);
   // A notice about a main thread, or about this node's own worker, is not a crash it can act on.
   main.receive(packr.pack([{ t: "restarted", shard: mainShardOf(1), keepPrefix: "x." } satisfies Envelope]));
   main.receive(
@@ -208,7 +213,7 @@ test("a crashed worker of another node: its sessions' copies are promoted, other
     [["tok", 1, "s1", 2]],
     "only the crashed worker's session, with everything it had sent",
   );
-  assert.equal(main.stats.held, 1, "the other worker's session stays a copy");
+  assert.equal(main.stats.held, 2, "the other worker's session and the new incarnation's stay copies");
   assert.deepEqual(crashed.take(0), { pending: true }, "while a worker adopts it, ask again");
   main.handedOver(notice!.promoted);
   crashed.stream.push({ c: "out", xml: "<message/>", storable: true });
