@@ -293,12 +293,23 @@ async function resume(
       return undefined;
     });
   let pending = false;
+  const giveBack = (take: { lender?: { shard: number; sid: string } | undefined }) => {
+    if (take.lender !== undefined) answerLender(ctx, take.lender, false);
+    else ctx.log.warn({ user }, "a second replica's copy answered a resumption; the older one is dropped");
+  };
   const note = (found: ResumeTake) => {
     if (found !== undefined && "snapshot" in found) {
       if (snapshot === undefined) {
         snapshot = found.snapshot;
         lender = found.lender;
-      } else if (found.lender !== undefined) answerLender(ctx, found.lender, false);
+      } else if (isAhead(found.snapshot, snapshot)) {
+        // Two holders answered the search at once: a lender whose worker crashed before this
+        // taker could confirm, and the copy promoted meanwhile, which went on (sim seed 6122).
+        // The one ahead is the session; the other goes back to its lender.
+        giveBack({ lender });
+        snapshot = found.snapshot;
+        lender = found.lender;
+      } else giveBack(found);
     } else if (found !== undefined && "expired" in found) expired = found.expired;
     else if (found !== undefined) pending = true;
   };
@@ -340,6 +351,11 @@ async function resume(
   const from = lender;
   if (from !== undefined) session.whenReplicated(() => answerLender(ctx, from, true));
   return { session };
+}
+
+/** Whether session snapshot `a` is further along than `b`: moved more often, or, as often, wrote more. */
+function isAhead(a: SessionSnapshot, b: SessionSnapshot): boolean {
+  return a.moves !== b.moves ? a.moves > b.moves : a.sentOut > b.sentOut;
 }
 
 /** Tells the shard that lent a session whether this resumption holds it (`ok`) or gave it back. */

@@ -51,6 +51,12 @@ export class MainReplicaShard {
   readonly #host: ReplicaHost;
   /** Nodes that died, from the owner tables applied: their sessions' copies may promote. */
   readonly #goneNodes = new Set<number>();
+  /**
+   * Workers of other nodes that crashed and run again: shard → its new incarnation's sid prefix.
+   * Their older sessions' copies promote at the notice, or at a later table if the heir named
+   * first in a copy's replica list turns out to be dead too. Forgotten when their node dies.
+   */
+  readonly #restarted = new Map<number, string>();
   /** Promoted copies handed to a worker that has not applied its table yet: token → full JID. */
   readonly #inTransit = new Map<string, string>();
   // Structures must not be shared between independently decoded batches (STYLE.md §6).
@@ -131,7 +137,9 @@ export class MainReplicaShard {
     const died = deadNodesOf(prev, live);
     if (died.size === 0) return [];
     for (const node of died) this.#goneNodes.add(node);
-    const promoted = this.#host.promote((shard) => this.#goneNodes.has(nodeNoOf(shard)));
+    // The whole node died: none of its workers' sessions lives on.
+    for (const shard of this.#restarted.keys()) if (died.has(nodeNoOf(shard))) this.#restarted.delete(shard);
+    const promoted = this.#promoteDead();
     for (const { state } of promoted) this.#inTransit.set(state.token, state.full);
     if (promoted.length > 0)
       this.#log.info({ sessions: promoted.length }, "replicas promoted: handed to the workers");
@@ -150,15 +158,31 @@ export class MainReplicaShard {
       this.#drop({ shard }, "a restart notice for a shard of this node or a main thread; dropped");
       return;
     }
-    // Its new incarnation's sessions (it listens before the notice goes) are alive. A copy whose
-    // first replica's node died meanwhile falls to the next one, as after a node's death.
-    const promoted = this.#host.promote((s) => s === shard || this.#goneNodes.has(nodeNoOf(s)), keepPrefix);
+    // Late (re-sent after a link overflow): its node died since, and its copies were promoted then.
+    if (this.#goneNodes.has(nodeNoOf(shard))) return;
+    this.#restarted.set(shard, keepPrefix);
+    const promoted = this.#promoteDead();
     for (const { state } of promoted) this.#inTransit.set(state.token, state.full);
     this.#log.warn(
       { shard, sessions: promoted.length },
       "a worker of another node crashed: its sessions' copies promoted here",
     );
     this.#options.peerWorkerRestarted(shard, keepPrefix, promoted);
+  }
+
+  /**
+   * Promotes the copies this shard is heir to whose owner died: its node (a copy whose first
+   * replica's node died too falls to the next one), or its worker, but for the sessions of the
+   * worker's new incarnation (it listens before its crash is announced).
+   */
+  #promoteDead(): PromotedCopy[] {
+    return this.#host.promote(
+      (s) => this.#goneNodes.has(nodeNoOf(s)) || this.#restarted.has(s),
+      (stream) => {
+        for (const prefix of this.#restarted.values()) if (stream.startsWith(prefix)) return true;
+        return false;
+      },
+    );
   }
 
   /** This node's worker `shard` crashed and runs again: every other node of `nodes` is told. */

@@ -584,15 +584,17 @@ export class ReplicaHost {
   /**
    * Owners that died (`isDead`): every copy whose first live replica is this shard is taken out
    * and returned, to become a detached session here. Copies another live replica will promote are
-   * kept until that one re-initialises them, in case it dies too. `newStreams`: the prefix of the
-   * stream ids of a restarted worker's new incarnation (its sid prefix), whose copies stay: the
-   * worker may have taken clients before its crash was announced.
+   * kept until that one re-initialises them, in case it dies too. `survives`: streams of a dead
+   * owner shard that live on, a restarted worker's new incarnation's (its sid prefix): it may have
+   * taken clients before its crash was announced.
    */
-  promote(isDead: (shard: number) => boolean, newStreams?: string): PromotedCopy[] {
+  promote(
+    isDead: (shard: number) => boolean,
+    survives: (stream: string) => boolean = () => false,
+  ): PromotedCopy[] {
     const promoted: PromotedCopy[] = [];
     for (const [token, entry] of this.#entries) {
-      if (!isDead(entry.owner)) continue;
-      if (newStreams !== undefined && entry.stream.startsWith(newStreams)) continue;
+      if (!isDead(entry.owner) || survives(entry.stream)) continue;
       const heir = entry.replicas.find((shard) => !isDead(shard));
       if (heir !== this.#sender.self) continue;
       this.#entries.delete(token);

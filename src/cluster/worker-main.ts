@@ -322,8 +322,8 @@ function replicasFor(): number[] {
 }
 
 /** Promoted replicas become detached sessions here, awaiting `<resume/>` (session-replicas.ts). */
-function promoteCopiesOf(isDead: (shard: number) => boolean, newStreams?: string): void {
-  adoptCopies(replicaHost.promote(isDead, newStreams));
+function promoteCopiesOf(isDead: (shard: number) => boolean, survives?: (stream: string) => boolean): void {
+  adoptCopies(replicaHost.promote(isDead, survives));
 }
 
 /**
@@ -558,7 +558,10 @@ const control: WorkerControl = {
     actors.shardLost(restarted, keepPrefix);
     // Its sessions' copies here become sessions (first, so they are re-registered below), our
     // sessions' copies there are sent again, and it learns our sessions of the users it hosts.
-    promoteCopiesOf((s) => s === restarted || router.isOnGoneNode(s), keepPrefix);
+    promoteCopiesOf(
+      (s) => s === restarted || router.isOnGoneNode(s),
+      (stream) => stream.startsWith(keepPrefix),
+    );
     for (const { stream, state } of streams.values()) stream.reinit(restarted, state);
     handoff.recoverFor(restarted);
   },

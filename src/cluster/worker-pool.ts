@@ -77,6 +77,10 @@ export class WorkerPool {
   #unadopted: PromotedCopy[] = [];
   /** Per worker index: restarts of other workers (shard → new sid prefix) it missed while down. */
   readonly #missedRestarts = new Map<number, Map<number, string>>();
+  /** This node's workers' latest restarts (shard → new sid prefix), announced again after a link overflow. */
+  readonly #restartsAnnounced = new Map<number, string>();
+  /** Per node: the re-drive round that re-announced them last. */
+  readonly #reannouncedIn = new Map<number, number>();
   /** The node stopped serving clients (fenced, or draining to `targets`): so does a restarted worker. */
   #clientsClosed: { fenced: true } | { targets: ClientTarget[] } | undefined;
 
@@ -304,6 +308,7 @@ export class WorkerPool {
         ...this.#live.map((n) => n.nodeNo),
         ...Array.from(this.#table.shardNos, nodeNoOf),
       ]);
+      this.#restartsAnnounced.set(shard, keepPrefix);
       this.#replicas.announceRestart(shard, keepPrefix, nodes);
       await this.#catchUp(index, slot);
       this.#options.log.info({ worker: index }, "worker restarted");
@@ -381,6 +386,13 @@ export class WorkerPool {
    * remain for the round.
    */
   async redrive(nodeNo: number, round: number, maxBytes: number): Promise<number> {
+    // The link dropped its queue: a restart notice in it is announced again (once per round; a
+    // second notice of the same restart promotes nothing more).
+    if (this.#reannouncedIn.get(nodeNo) !== round) {
+      this.#reannouncedIn.set(nodeNo, round);
+      for (const [shard, keepPrefix] of this.#restartsAnnounced)
+        this.#replicas.announceRestart(shard, keepPrefix, [nodeNo]);
+    }
     const share = Math.max(1, Math.floor(maxBytes / this.#slots.length));
     const remaining = await Promise.allSettled(
       this.#slots.map((slot) => slot.call((control) => control.redrive(nodeNo, round, share))),

@@ -18,8 +18,13 @@ export function checkInvariants(world: World): void {
     // Two promoted copies of one stream at the same lsn (a replaced replica that never heard its
     // rep-end, and its successor) are the same state: the first to register wins and the other
     // is told it is stale (user-actor.ts `supersedes`); until then they count as one owner.
+    // A lender restored after its taker never confirmed, which the UserActor keeps as the
+    // registration's standby (user-actor.ts), serves nobody: it answers a resumption "pending"
+    // and takes over only if the registered session dies.
+    const standby = world.standby.get(client.token)?.[0];
     const owners = all.filter(
       ([s], i) =>
+        s !== standby &&
         !all.some(([other], j) => other !== s && (supersedes(other, s) || (j < i && sameCopy(other, s)))),
     );
     if (owners.length > 1) {

@@ -1,7 +1,7 @@
 /**
  * One seed of the simulation: builds a small cluster (2-4 nodes, 1-2 workers each, factor 2 or
  * 3), binds a few XEP-0198 clients, runs a chaos phase (traffic plus faults: kills, pauses, cut
- * and healed links, dropped sockets, a join), then a calm phase in which links heal and clients
+ * and healed links, dropped sockets, a join, a worker thread's crash), then a calm phase in which links heal and clients
  * resume, and checks the invariants after every step.
  */
 import { checkInvariants, checkQuiescent } from "./invariants.ts";
@@ -70,6 +70,10 @@ export function runSeed(seed: number, trace = false): SeedResult {
         );
       } else if (roll < 0.75 && nodes().length < 5) {
         world.join();
+      } else if (roll < 0.85 && world.nodeFailures < world.factor - 1 && candidates.length > 0) {
+        // A crashed worker's sessions lose their owner: one failure of the factor's budget.
+        const node = rng.pick(candidates);
+        world.crashWorker(node, rng.int(0, node.workers - 1));
       } else {
         world.dropConnection(rng.pick(world.clients));
       }

@@ -82,14 +82,35 @@ export class Shard implements ReplicationSender {
   early: { epoch: number; from: number; partitions: number[] }[] = [];
   readonly world: World;
   #streamNo = 0;
+  /** Which incarnation of its worker thread this is (a crash starts the next). */
+  readonly generation: number;
+  /** Its worker thread crashed: it sends nothing and its timers do nothing any more. */
+  dead = false;
+  /** Its crash was announced: UserActors count its sessions lost (user-actor.ts `shard-lost`). */
+  lost = false;
+  /** On a main shard: other nodes' workers that crashed and run again → their new stream prefix. */
+  readonly restarted = new Map<number, string>();
 
-  constructor(world: World, node: SimNode, worker: number, table: OwnerTable) {
+  constructor(world: World, node: SimNode, worker: number, table: OwnerTable, generation = 1) {
     this.world = world;
     this.node = node;
     this.self = shardNumber(node.nodeNo, worker);
+    this.generation = generation;
     this.table = table;
     this.liveShards = [...table.shardNos];
-    this.host = new ReplicaHost(this, silent, (flush) => world.sched.at(0, node.nodeNo, "", flush));
+    this.host = new ReplicaHost(this, silent, (flush) => this.#onTurn(flush));
+  }
+
+  /** Runs `run` at the end of this turn, unless the worker thread has died by then. */
+  #onTurn(run: () => void): void {
+    this.world.sched.at(0, this.node.nodeNo, "", () => {
+      if (!this.dead) run();
+    });
+  }
+
+  /** The prefix of this incarnation's stream ids (its sid prefix in worker-main.ts). */
+  get streamPrefix(): string {
+    return `${this.self}.${this.node.proc.incarnation}.${this.generation}.`;
   }
 
   /** Deferred flushes waiting for this shard's batch timer, and the process incarnation it runs in. */
@@ -108,7 +129,7 @@ export class Shard implements ReplicationSender {
     const due = { incarnation, flushes: [flush] };
     this.#due = due;
     this.world.sched.at(REPLICATION_BATCH_MS, this.node.nodeNo, "", () => {
-      if (this.#due !== due) return; // `now` ran them already
+      if (this.#due !== due || this.dead) return; // `now` ran them already
       this.#due = undefined;
       for (const run of due.flushes) run();
     });
@@ -123,6 +144,7 @@ export class Shard implements ReplicationSender {
   }
 
   send(shard: number, envelope: RepEnvelope): void {
+    if (this.dead) return;
     const label = this.world.sched.trace === undefined ? "" : `${this.self}→${shard} ${describe(envelope)}`;
     this.world.post(this.self, shard, label, (to) => to.onRep(envelope));
   }
@@ -159,14 +181,14 @@ export class Shard implements ReplicationSender {
         new ReplicaStream(
           this,
           state.token,
-          `${this.self}.${this.node.proc.incarnation}.${++this.#streamNo}`,
+          `${this.streamPrefix}${++this.#streamNo}`,
           this.replicasFor(),
           state,
           (lsn: number) => s.onReplicated(lsn),
           () => this.world.sched.now,
           origin,
         ),
-      (run) => this.world.sched.at(0, this.node.nodeNo, "", run),
+      (run) => this.#onTurn(run),
     );
     this.sessions.set(state.token, session);
     return session;
@@ -190,6 +212,8 @@ export class SimNode {
   readonly main: Shard;
   /** Copies the main shard promoted, dealt to each worker to adopt as it applies the table. */
   handedOver: PromotedCopy[][] = [];
+  /** Its workers' latest restarts (shard → new stream prefix), announced again after an overflow. */
+  readonly restarts = new Map<number, string>();
   readonly proc: ProcessState = { incarnation: 1, alive: true, paused: false };
   fenced = false;
   view: SimView;
@@ -284,6 +308,12 @@ export class World {
         `  KNOWN GAP link n${from}→n${to} overflowed: its replication envelopes and replies are gone`,
       );
       this.knownGaps.add("overflow-drops-replication");
+      // worker-pool.ts redrive: the restart notices the dropped queue may have held, again.
+      const sender = this.nodes.get(from);
+      const receiver = this.nodes.get(to);
+      if (sender === undefined || receiver === undefined) return;
+      for (const [shard, keepPrefix] of sender.restarts)
+        this.#announceRestart(sender, receiver, shard, keepPrefix);
     };
     const rng = this.sched.rng;
     const count = rng.int(2, 4);
@@ -429,7 +459,9 @@ export class World {
     for (const n of mainPlan.deadNodes) main.goneNodes.add(n);
     node.handedOver = node.shards.map(() => []);
     if (mainPlan.deadNodes.size > 0) {
-      const promoted = main.host.promote((s) => main.goneNodes.has(nodeNoOf(s)));
+      for (const s of main.restarted.keys())
+        if (mainPlan.deadNodes.has(nodeNoOf(s))) main.restarted.delete(s);
+      const promoted = this.#promoteOnMain(main);
       for (const [i, copy] of promoted.entries()) node.handedOver[i % node.shards.length]!.push(copy);
     }
     for (const shard of node.shards) {
@@ -477,6 +509,7 @@ export class World {
 
   #sendHandoff(shard: Shard, dest: number, epoch: number, partitions: number[], quiesceMs: number): void {
     this.sched.at(quiesceMs, shard.node.nodeNo, "", () => {
+      if (shard.dead) return;
       const msg = { epoch, from: shard.self, partitions };
       this.post(shard.self, dest, `${shard.self}→${dest} handoff e${epoch} [${partitions}]`, (to) =>
         this.#receiveHandoff(to, msg),
@@ -550,16 +583,25 @@ export class World {
     }
   }
 
-  #promote(shard: Shard, isDead: (s: number) => boolean): void {
-    this.#adoptCopies(shard, shard.host.promote(isDead));
+  #promote(shard: Shard, isDead: (s: number) => boolean, survives?: (stream: string) => boolean): void {
+    this.#adoptCopies(shard, shard.host.promote(isDead, survives));
+  }
+
+  /** main-replicas.ts #promoteDead: copies whose owner's node or worker died, but for a new incarnation's. */
+  #promoteOnMain(main: Shard): PromotedCopy[] {
+    return main.host.promote(
+      (s) => main.goneNodes.has(nodeNoOf(s)) || main.restarted.has(s),
+      (stream) => [...main.restarted.values()].some((prefix) => stream.startsWith(prefix)),
+    );
   }
 
   /** worker-main.ts adoptCopies: promoted copies become detached sessions on `shard`. */
   #adoptCopies(shard: Shard, copies: readonly PromotedCopy[]): void {
     for (const { state, stream, lsn } of copies) {
-      // worker-main.ts promoteCopiesOf: a live session of this id here makes the copy a ghost.
+      // worker-main.ts adoptCopies: a live session of this id here makes the copy a ghost; one
+      // lent to a resumption does not (it is not resumable: its taker may be the dead one).
       const here = shard.sessions.get(state.token);
-      if (here !== undefined && !here.ended) continue;
+      if (here !== undefined && !here.ended && !here.lent) continue;
       this.sched.log(`  ${shard.self} promotes ${state.token} (out ${state.sentOut}, in ${state.handledIn})`);
       const session = shard.openSession(state, undefined, { stream, lsn });
       session.promotedAt = state.sentOut;
@@ -587,7 +629,8 @@ export class World {
       const current = this.registered.get(token);
       // The registered session is `lost` once its node is declared down (nodes-lost).
       const node = current === undefined ? undefined : current[1].node.nodeNo;
-      const dead = node !== undefined && (deadNodes.includes(node) || this.isDeclaredDown(node));
+      const dead =
+        node !== undefined && (deadNodes.includes(node) || this.isDeclaredDown(node) || current![1].lost);
       const standby = this.standby.get(token);
       if (current === undefined || current[0] === session || supersedes(session, current[0], dead)) {
         this.registered.set(token, [session, shard]);
@@ -656,6 +699,92 @@ export class World {
       node.proc.paused = false;
       this.sched.release(node.nodeNo);
     });
+  }
+
+  /**
+   * Worker `worker` of `node` crashes and is restarted (worker-pool.ts #restart): its sessions,
+   * copies and timers die with it and its clients' connections close. Once the new incarnation
+   * runs, the node's other workers (peerRestarted) and the other nodes' main threads (the
+   * `restarted` envelope, after everything the old worker sent on the link) promote their copies
+   * of its old sessions, sparing the new incarnation's.
+   */
+  crashWorker(node: SimNode, worker: number): void {
+    const old = node.shards[worker]!;
+    this.sched.log(`FAULT worker ${old.self} crashes`);
+    this.nodeFailures++;
+    old.dead = true;
+    for (const session of old.sessions.values()) {
+      session.ended = true;
+      session.link = undefined;
+    }
+    for (const client of this.clients) {
+      if (client.conn !== undefined && client.conn.shard === old.self)
+        this.#closeConn(client.conn, "worker gone");
+    }
+    const fresh = new Shard(this, node, worker, node.table, old.generation + 1);
+    fresh.liveShards = [...old.liveShards];
+    for (const n of old.goneNodes) fresh.goneNodes.add(n);
+    node.shards[worker] = fresh;
+    // handoff.ts awaitRecovery: it holds what it owns until every other live shard has told it
+    // about its sessions of those users (or handoffTimeoutMs has passed).
+    const owned = ownedBy(fresh.table, fresh.self);
+    const others = fresh.liveShards.filter((s) => s !== fresh.self);
+    for (const p of owned) fresh.waiting.set(p, new Set(others));
+    if (owned.length > 0) {
+      this.sched.at(T.handoffTimeoutMs, node.nodeNo, `${fresh.self} recovery timeout`, () => {
+        if (fresh.dead) return;
+        for (const p of owned) fresh.waiting.delete(p);
+        this.#settle(node);
+      });
+    }
+    const keepPrefix = fresh.streamPrefix;
+    this.sched.at(this.sched.rng.int(10, 300), node.nodeNo, `${old.self} restarted`, () => {
+      if (node.shards[worker] !== fresh || fresh.dead) return;
+      // shard-lost (user-actor.ts #lose): registrations on the dead incarnation are lost, and a
+      // standby lender takes over from one.
+      old.lost = true;
+      for (const [token, standby] of [...this.standby]) {
+        if (this.registered.get(token)?.[1] !== old) continue;
+        this.standby.delete(token);
+        this.register(standby[0], standby[1]);
+      }
+      for (const shard of node.shards) {
+        if (shard === fresh) continue;
+        // worker-main.ts peerRestarted: its copies here promote; ours there start again.
+        this.#promote(
+          shard,
+          (s) => s === old.self || shard.goneNodes.has(nodeNoOf(s)),
+          (stream) => stream.startsWith(keepPrefix),
+        );
+        for (const session of shard.sessions.values()) {
+          if (!session.ended) session.stream?.reinit(old.self, session.state);
+        }
+        this.#recoverFor(shard, fresh.self);
+      }
+      node.restarts.set(old.self, keepPrefix);
+      for (const other of this.nodes.values()) {
+        if (other !== node) this.#announceRestart(node, other, old.self, keepPrefix);
+      }
+    });
+  }
+
+  /** main-replicas.ts `restarted`: `to`'s main thread promotes its copies of the crashed worker's sessions. */
+  #announceRestart(from: SimNode, to: SimNode, crashed: number, keepPrefix: string): void {
+    this.post(from.main.self, to.main.self, `restarted ${crashed} → n${to.nodeNo}`, (main) => {
+      if (main.goneNodes.has(nodeNoOf(crashed))) return;
+      main.restarted.set(crashed, keepPrefix);
+      const promoted = this.#promoteOnMain(main);
+      this.sched.log(`  ${main.self} promotes ${promoted.length} cop(ies) of ${crashed}'s sessions`);
+      // worker-pool.ts #peerWorkerRestarted: dealt to the running workers, round robin.
+      const workers = main.node.shards;
+      for (const [i, copy] of promoted.entries()) this.#adoptCopies(workers[i % workers.length]!, [copy]);
+      for (const shard of workers) this.#recoverFor(shard, crashed);
+    });
+  }
+
+  /** handoff.ts recoverFor: `shard` tells the restarted worker `restarted` about the partitions it owns. */
+  #recoverFor(shard: Shard, restarted: number): void {
+    this.#sendHandoff(shard, restarted, shard.table.epoch, ownedBy(shard.table, restarted), 0);
   }
 
   join(): void {
@@ -869,6 +998,15 @@ export class World {
     }
     const home = Number.parseInt(client.token.split(".")[0]!, 10);
     const finish = (snapshot: SessionSnapshot | undefined) => {
+      if (entry.dead) {
+        // The worker crashed while it searched: what it took dies with it (a copy taken out of
+        // a replica for good is lost; a lent session stays with its lender, which takes it back).
+        if (snapshot !== undefined && this.#takenCopies.has(snapshot)) {
+          this.sched.log(`  KNOWN GAP ${entry.self} crashed holding ${snapshot.token}'s taken copy`);
+          this.knownGaps.add("crash-during-resume");
+        }
+        return;
+      }
       if (snapshot === undefined) {
         this.sched.log(`c${client.id} <failed/> at ${entry.self}`);
         client.resuming = false;
@@ -916,14 +1054,20 @@ export class World {
           this.#take(entry, shard, client, h, (found) => {
             if (found === "pending") pending = true;
             else if (found !== undefined) {
-              const lender = this.#lenders.get(found);
-              if (snapshot === undefined) snapshot = found;
-              else if (lender !== undefined) {
-                // A second holder (client-stream-host.ts `note`): it gets its session back.
+              // A second holder (client-stream-host.ts `note`): the one ahead is kept, the other
+              // gets its session back.
+              const giveBack = (back: SessionSnapshot) => {
+                const lender = this.#lenders.get(back);
+                if (lender === undefined) return;
                 this.post(entry.self, lender[1].self, `${entry.self}→${lender[1].self} resume-done no`, () =>
                   this.#restore(lender[0], lender[1]),
                 );
-              }
+              };
+              if (snapshot === undefined) snapshot = found;
+              else if (isAhead(found, snapshot)) {
+                giveBack(snapshot);
+                snapshot = found;
+              } else giveBack(found);
             }
             if (--left === 0) then(snapshot, pending);
           });
@@ -995,7 +1139,7 @@ export class World {
 
   /** SessionActor.restore: resumable again, registered as restored. */
   #restore(session: OwnerSession, shard: Shard): void {
-    if (!session.restore()) return;
+    if (shard.dead || !session.restore()) return;
     this.sched.log(`  ${shard.self} restores its lent ${session.state.token}: never confirmed`);
     const current = shard.sessions.get(session.state.token);
     if (current === undefined || current.ended) shard.sessions.set(session.state.token, session);
@@ -1136,6 +1280,18 @@ function fmtTable(table: OwnerTable): string {
  * user-actor.ts `supersedes`, for two sessions of one token with different ids; `currentDead`:
  * the registered one is lost or on a node the promoter knows dead.
  */
+/** client-stream-host.ts isAhead: moved more often, or, as often, wrote more. */
+function isAhead(a: SessionSnapshot, b: SessionSnapshot): boolean {
+  return a.moves !== b.moves ? a.moves > b.moves : a.sentOut > b.sentOut;
+}
+
+/** The partitions `shard` owns in `table`. */
+function ownedBy(table: OwnerTable, shard: number): number[] {
+  const owned: number[] = [];
+  for (let p = 0; p < table.partitions; p++) if (ownerShard(table, p) === shard) owned.push(p);
+  return owned;
+}
+
 export function supersedes(next: OwnerSession, current: OwnerSession, currentDead = false): boolean {
   if (currentDead) return true;
   const had = current.state.moves;

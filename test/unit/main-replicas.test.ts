@@ -219,3 +219,38 @@ test("a crashed worker of another node: its sessions' copies are promoted, its n
   crashed.stream.push({ c: "out", xml: "<message/>", storable: true });
   assert.equal(main.stats.refused, 1, "the dead worker's stream gets nothing applied any more");
 });
+
+test("a crashed worker's copy whose first heir's node is dead too promotes once a table says so", async () => {
+  const { main, restarts } = mainShard();
+  const node3 = { name: "n3", nodeNo: 3, workers: 1 };
+  const init = (token: string, stream: string) =>
+    main.receive(
+      packr.pack([
+        {
+          t: "rep",
+          token,
+          owner: OWNER,
+          stream,
+          lsn: 1,
+          change: { c: "init", state: newSessionState(`${token}@x/r` as FullJid, token) },
+          // Node 3's main thread is the first heir, this one the second (factor 3).
+          replicas: [mainShardOf(3), main.self],
+        } satisfies Envelope,
+      ]),
+    );
+  init("old", "1024.old.1");
+  init("new", "1024.new.1");
+  main.receive(packr.pack([{ t: "restarted", shard: OWNER, keepPrefix: "1024.new." } satisfies Envelope]));
+  assert.deepEqual(restarts[0]!.promoted, [], "node 3 is the heir while it lives");
+  const live = [
+    { nodeNo: 1, workers: 1 },
+    { nodeNo: 2, workers: 2 },
+  ];
+  const promoted = main.applyTable(table(1, [node1, node2, node3]), table(2, [node1, node2]), live);
+  assert.deepEqual(
+    promoted.map((copy) => copy.state.token),
+    ["old"],
+    "node 3 died: the crashed worker's old session falls to this shard, its new one lives on",
+  );
+  assert.equal(main.stats.held, 1);
+});
