@@ -113,6 +113,13 @@ export class ReplicaStream {
   readonly #origin: { stream: string; lsn: number } | undefined;
   /** The lsn of the last re-seat: once every replica holds it, the leaving ones end. */
   #reseatLsn = 0;
+  /**
+   * Replicas a re-seat kept, which learn the new list only once the added ones hold the state
+   * (with the session's live state): until then they keep naming themselves before a new replica
+   * that may never get the state (sim seed 3705: the owner died a moment after the re-seat, its
+   * init reached the kept replica but not the new heir, and nobody promoted the copy).
+   */
+  #relist: { shards: number[]; state: SessionSnapshot } | undefined;
   #lsn = 0;
   /** Deferred changes not sent yet, with their lsns: always the newest ones pushed. */
   #deferred: [number, DeferrableChange][] = [];
@@ -261,12 +268,24 @@ export class ReplicaStream {
     const before = this.ackedLsn;
     this.#acked.set(shard, lsn);
     if (
-      this.#leaving.length > 0 &&
+      (this.#leaving.length > 0 || this.#relist !== undefined) &&
       this.#replicas.every((r) => (this.#acked.get(r) ?? 0) >= this.#reseatLsn)
     ) {
-      // The new replicas hold the state: the replaced ones may drop their copies now.
+      // The new replicas hold the state: the replaced ones may drop their copies now, and the
+      // kept ones learn the new list.
       this.#endReplicas(this.#leaving);
       this.#leaving = [];
+      const relist = this.#relist;
+      this.#relist = undefined;
+      if (relist !== undefined && !this.#ended) {
+        this.#flushDeferred();
+        this.#send(
+          relist.shards,
+          { c: "init", state: cloneSessionState(relist.state) },
+          this.#lsn,
+          this.#replicas,
+        );
+      }
     }
     const after = this.ackedLsn;
     if (after > before) this.#onAcked(after);
@@ -292,10 +311,19 @@ export class ReplicaStream {
     this.#endReplicas(removed.filter(isGone));
     for (const shard of removed)
       if (!isGone(shard) && !this.#leaving.includes(shard)) this.#leaving.push(shard);
+    const kept = replicas.filter((shard) => !added.includes(shard) && this.#replicas.includes(shard));
     this.#replicas = replicas;
     this.#reseatLsn = this.#lsn;
-    // Every replica learns the new list, so all agree on which of them promotes the copy.
-    this.#init(replicas, state);
+    // Every replica learns the new list, so all agree on which of them promotes the copy: the
+    // added ones now, with the state; the kept ones once the added ones hold it (make before
+    // break, as for the leaving ones). Their acknowledgements stand: they hold every change.
+    // With none added, the kept ones learn it now (the list only lost a replica).
+    const later = added.length > 0 ? kept : [];
+    this.#init(
+      replicas.filter((shard) => !later.includes(shard)),
+      state,
+    );
+    this.#relist = later.length > 0 ? { shards: later, state } : undefined;
     if (this.#leaving.length > 0 && replicas.length === 0) {
       // Nowhere to replicate to any more (factor 1, or one worker left): nothing to wait for.
       this.#endReplicas(this.#leaving);

@@ -76,14 +76,12 @@ export function unexplained(result: SeedResult) {
  * re-sends the rest under the same numbers. And a resumed session's count went back to 0 at its
  * replicas' first acknowledgement until the client's next stanza (3231).
  *
- * Triaged, not fixed: 3705 (session-lost, factor 3). A join re-seats a session's replicas to
- * [n5, n1]; the re-seat's init reaches n1 but not n5, because the owner's node dies a few
- * milliseconds later (n2's copy, the replica being replaced, still names n1 first). At the table
- * that drops the owner, n1 waits for n5, its list's heir, and n5 holds nothing: nobody promotes,
- * and every resumption is told "pending". Letting a replica skip a heir that answered "nothing"
- * was tried and broke four other seeds (a heir says "nothing" too when its copy is behind the
- * client's h, or was just taken). The fix belongs in the re-seat: a kept replica should learn the
- * new list only once the new replicas hold the state. Found when the worker crashes changed the
- * seeds' random sequences; not related to them.
+ * Fixed: 3705 (session-lost, factor 3), found when worker crashes changed the seeds' random
+ * sequences. A join re-seated a session's replicas to [n5, n1]; the re-seat's init reached n1 but
+ * not n5, because the owner's node died a moment later. At the table that dropped the owner, n1
+ * waited for n5, its new list's heir, and n5 held nothing: nobody promoted. A kept replica now
+ * learns a re-seat's list only once the added replicas hold the state (ReplicaStream `#relist`).
+ * Letting a replica skip a heir that answered "nothing" was tried first and broke four other
+ * seeds (a heir says "nothing" too when its copy is behind the client's h, or was just taken).
  */
-export const UNTRIAGED_SEEDS = new Set<number>([3705]);
+export const UNTRIAGED_SEEDS = new Set<number>([]);

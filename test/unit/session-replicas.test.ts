@@ -476,3 +476,37 @@ test("the replication lag counts what a replica lacks, and how long it has been 
   now += 3_000;
   assert.deepEqual(stream.lagging(now, 3_000), [1024, 2048], "silent for 3 s while behind");
 });
+
+test("a kept replica learns a re-seat's new list only once the added one holds the state", () => {
+  const net = network();
+  const kept = net.host(1024);
+  const added = net.host(2048);
+  const { stream, state } = net.stream(0, [1024]);
+  net.deliver();
+  // The added replica comes first in the new list; its init is lost (the owner dies, say).
+  stream.reseat([2048, 1024], state);
+  assert.deepEqual(
+    net.queue.map((m) => m.to),
+    [2048],
+    "only the added replica gets the state now",
+  );
+  net.deliver(() => true);
+  const ownerDead = (s: number) => s === 0;
+  assert.equal(added.promote(ownerDead).length, 0, "the added replica holds nothing");
+  assert.equal(kept.promote(ownerDead).length, 1, "the kept one still names itself first: it promotes");
+});
+
+test("once the added replica holds the state, the kept one learns the list, and its acknowledgements stand", () => {
+  const net = network();
+  const kept = net.host(1024);
+  net.host(2048);
+  const { stream, state } = net.stream(0, [1024]);
+  net.deliver();
+  const before = stream.ackedLsn;
+  stream.reseat([2048, 1024], state);
+  net.deliver();
+  assert.ok(stream.ackedLsn >= before, "the kept replica's acknowledgement was not dropped");
+  assert.equal(stream.ackedLsn, stream.lsn, "both hold everything");
+  const ownerDead = (s: number) => s === 0;
+  assert.equal(kept.promote(ownerDead).length, 0, "the kept one now defers to the added heir");
+});
