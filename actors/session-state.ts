@@ -63,7 +63,12 @@ export type SessionChange =
       blocklistInterest?: boolean;
     }
   /** Directed presence recipients (RFC 6121 §4.6). */
-  | { c: "directed"; add?: string; remove?: string; clear?: true };
+  | { c: "directed"; add?: string; remove?: string; clear?: true }
+  /**
+   * The stream's replica list changed (the envelope carries it, session-replicas.ts); the state
+   * does not.
+   */
+  | { c: "relist" };
 
 /**
  * Changes a replica may get a little later, in a batch with other sessions' (a newer one
@@ -138,6 +143,8 @@ export function applySessionChange(state: SessionSnapshot, change: SessionChange
       if (change.clear) state.directed = [];
       if (change.remove !== undefined) state.directed = state.directed.filter((j) => j !== change.remove);
       if (change.add !== undefined && !state.directed.includes(change.add)) state.directed.push(change.add);
+      return state;
+    case "relist":
       return state;
     default: {
       const never: never = change;

@@ -114,12 +114,13 @@ export class ReplicaStream {
   /** The lsn of the last re-seat: once every replica holds it, the leaving ones end. */
   #reseatLsn = 0;
   /**
-   * Replicas a re-seat kept, which learn the new list only once the added ones hold the state
-   * (with the session's live state): until then they keep naming themselves before a new replica
-   * that may never get the state (sim seed 3705: the owner died a moment after the re-seat, its
-   * init reached the kept replica but not the new heir, and nobody promoted the copy).
+   * Replicas a re-seat added that do not hold the state yet. Every list sent names them after
+   * the ones that hold it, so the first live replica of a list, which promotes the copy if the
+   * owner dies, holds it (sim seed 3705: the owner died a moment after a re-seat whose init
+   * reached the kept replica but not the new heir, which the list named first: nobody promoted).
+   * Once they hold it, every replica gets the list in placement order.
    */
-  #relist: { shards: number[]; state: SessionSnapshot } | undefined;
+  #adding: number[] = [];
   #lsn = 0;
   /** Deferred changes not sent yet, with their lsns: always the newest ones pushed. */
   #deferred: [number, DeferrableChange][] = [];
@@ -268,23 +269,16 @@ export class ReplicaStream {
     const before = this.ackedLsn;
     this.#acked.set(shard, lsn);
     if (
-      (this.#leaving.length > 0 || this.#relist !== undefined) &&
+      (this.#leaving.length > 0 || this.#adding.length > 0) &&
       this.#replicas.every((r) => (this.#acked.get(r) ?? 0) >= this.#reseatLsn)
     ) {
-      // The new replicas hold the state: the replaced ones may drop their copies now, and the
-      // kept ones learn the new list.
+      // The new replicas hold the state: the replaced ones may drop their copies now, and every
+      // replica learns the list in placement order.
       this.#endReplicas(this.#leaving);
       this.#leaving = [];
-      const relist = this.#relist;
-      this.#relist = undefined;
-      if (relist !== undefined && !this.#ended) {
-        this.#flushDeferred();
-        this.#send(
-          relist.shards,
-          { c: "init", state: cloneSessionState(relist.state) },
-          this.#lsn,
-          this.#replicas,
-        );
+      if (this.#adding.length > 0) {
+        this.#adding = [];
+        this.#relist();
       }
     }
     const after = this.ackedLsn;
@@ -294,7 +288,7 @@ export class ReplicaStream {
   /**
    * The live shards changed: replicas that died (`isGone`) are dropped, the others that are no
    * longer the successors stay as leaving replicas until the new list holds the state (make
-   * before break), and every replica of the new list starts again from the whole state with it.
+   * before break), the added ones get the whole state, and every replica the new list.
    */
   reseat(replicas: number[], state: SessionSnapshot, isGone: (shard: number) => boolean = () => false): void {
     if (this.#ended) return;
@@ -311,19 +305,13 @@ export class ReplicaStream {
     this.#endReplicas(removed.filter(isGone));
     for (const shard of removed)
       if (!isGone(shard) && !this.#leaving.includes(shard)) this.#leaving.push(shard);
-    const kept = replicas.filter((shard) => !added.includes(shard) && this.#replicas.includes(shard));
     this.#replicas = replicas;
     this.#reseatLsn = this.#lsn;
+    this.#adding = [...this.#adding.filter((shard) => replicas.includes(shard)), ...added];
     // Every replica learns the new list, so all agree on which of them promotes the copy: the
-    // added ones now, with the state; the kept ones once the added ones hold it (make before
-    // break, as for the leaving ones). Their acknowledgements stand: they hold every change.
-    // With none added, the kept ones learn it now (the list only lost a replica).
-    const later = added.length > 0 ? kept : [];
-    this.#init(
-      replicas.filter((shard) => !later.includes(shard)),
-      state,
-    );
-    this.#relist = later.length > 0 ? { shards: later, state } : undefined;
+    // added ones with the state, the others (they hold every change) as a numbered change.
+    this.#init(added, state);
+    this.#relist();
     if (this.#leaving.length > 0 && replicas.length === 0) {
       // Nowhere to replicate to any more (factor 1, or one worker left): nothing to wait for.
       this.#endReplicas(this.#leaving);
@@ -361,7 +349,26 @@ export class ReplicaStream {
   #init(shards: number[], state: SessionSnapshot): void {
     if (shards.length === 0) return;
     for (const shard of shards) this.#acked.delete(shard);
-    this.#send(shards, { c: "init", state: cloneSessionState(state) }, this.#lsn, this.#replicas);
+    this.#send(shards, { c: "init", state: cloneSessionState(state) }, this.#lsn, this.#list());
+  }
+
+  /**
+   * Every replica learns the list as it is now: a numbered change, so one that is lost is a gap,
+   * and {@link lagging} re-initialises the replica that missed it. Leaving replicas get the change
+   * without the list: they keep theirs (make before break), in which they may be the heir.
+   */
+  #relist(): void {
+    if (this.#ended || this.#replicas.length + this.#leaving.length === 0) return;
+    this.#flushDeferred();
+    this.#next();
+    this.#send(this.#replicas, { c: "relist" }, this.#lsn, this.#list());
+    this.#send(this.#leaving, { c: "relist" }, this.#lsn);
+  }
+
+  /** The replica list to send: those still without the state last (see {@link #adding}). */
+  #list(): number[] {
+    if (this.#adding.length === 0) return this.#replicas;
+    return [...this.#replicas.filter((shard) => !this.#adding.includes(shard)), ...this.#adding];
   }
 
   #send(shards: readonly number[], change: SessionChange, lsn: number, replicas?: number[]): void {
@@ -376,7 +383,7 @@ export class ReplicaStream {
       change,
     };
     if (replicas !== undefined) envelope.replicas = replicas;
-    if (replicas !== undefined && this.#origin !== undefined) envelope.origin = this.#origin;
+    if (change.c === "init" && this.#origin !== undefined) envelope.origin = this.#origin;
     for (const shard of shards) this.#sender.send(shard, envelope);
   }
 
@@ -549,6 +556,8 @@ export class ReplicaHost {
       }
       applySessionChange(entry.state, change);
       entry.lsn = lsn;
+      // A re-seat's list (a `relist`, the state unchanged).
+      if (replicas !== undefined) entry.replicas = replicas;
     }
     this.#counts.applied++;
     let acks = this.#pendingAcks.get(owner);

@@ -79,8 +79,8 @@ export function unexplained(result: SeedResult) {
  * Fixed: 3705 (session-lost, factor 3), found when worker crashes changed the seeds' random
  * sequences. A join re-seated a session's replicas to [n5, n1]; the re-seat's init reached n1 but
  * not n5, because the owner's node died a moment later. At the table that dropped the owner, n1
- * waited for n5, its new list's heir, and n5 held nothing: nobody promoted. A kept replica now
- * learns a re-seat's list only once the added replicas hold the state (ReplicaStream `#relist`).
+ * waited for n5, its new list's heir, and n5 held nothing: nobody promoted. A re-seat's lists now
+ * name the added replicas last until they hold the state (ReplicaStream `#adding`, `#relist`).
  * Letting a replica skip a heir that answered "nothing" was tried first and broke four other
  * seeds (a heir says "nothing" too when its copy is behind the client's h, or was just taken).
  */

@@ -477,36 +477,49 @@ test("the replication lag counts what a replica lacks, and how long it has been 
   assert.deepEqual(stream.lagging(now, 3_000), [1024, 2048], "silent for 3 s while behind");
 });
 
-test("a kept replica learns a re-seat's new list only once the added one holds the state", () => {
+test("a re-seat's lists name an added replica last until it holds the state", () => {
   const net = network();
   const kept = net.host(1024);
   const added = net.host(2048);
   const { stream, state } = net.stream(0, [1024]);
   net.deliver();
-  // The added replica comes first in the new list; its init is lost (the owner dies, say).
+  // The added replica comes first in placement order; what is sent to it is lost (the owner
+  // dies a moment later, say), what is sent to the kept one arrives.
   stream.reseat([2048, 1024], state);
-  assert.deepEqual(
-    net.queue.map((m) => m.to),
-    [2048],
-    "only the added replica gets the state now",
-  );
-  net.deliver(() => true);
+  net.deliver((m) => m.to === 2048);
   const ownerDead = (s: number) => s === 0;
   assert.equal(added.promote(ownerDead).length, 0, "the added replica holds nothing");
-  assert.equal(kept.promote(ownerDead).length, 1, "the kept one still names itself first: it promotes");
+  assert.equal(kept.promote(ownerDead).length, 1, "the kept one is named first for now: it promotes");
 });
 
-test("once the added replica holds the state, the kept one learns the list, and its acknowledgements stand", () => {
+test("once the added replica holds the state, every replica learns the list in placement order", () => {
+  const net = network();
+  const kept = net.host(1024);
+  const added = net.host(2048);
+  const { stream, state } = net.stream(0, [1024]);
+  net.deliver();
+  stream.reseat([2048, 1024], state);
+  net.deliver();
+  assert.equal(stream.ackedLsn, stream.lsn, "both hold everything");
+  const ownerDead = (s: number) => s === 0;
+  assert.equal(kept.promote(ownerDead).length, 0, "the kept one now defers to the added heir");
+  assert.equal(added.promote(ownerDead).length, 1, "the heir promotes");
+});
+
+test("a replica that missed a re-seat's list is behind, and is re-initialised with the list", () => {
   const net = network();
   const kept = net.host(1024);
   net.host(2048);
   const { stream, state } = net.stream(0, [1024]);
   net.deliver();
-  const before = stream.ackedLsn;
   stream.reseat([2048, 1024], state);
+  // The final list reaches the added replica but not the kept one.
+  net.deliver((m) => m.to === 1024 && m.envelope.t === "rep" && m.envelope.lsn > 2);
+  assert.ok(stream.ackedLsn < stream.lsn, "the kept replica has not acknowledged the list");
+  const later = Date.now() + 10_000;
+  assert.deepEqual(stream.lagging(later, 3_000), [1024]);
+  stream.reinit(1024, state, later);
   net.deliver();
-  assert.ok(stream.ackedLsn >= before, "the kept replica's acknowledgement was not dropped");
-  assert.equal(stream.ackedLsn, stream.lsn, "both hold everything");
-  const ownerDead = (s: number) => s === 0;
-  assert.equal(kept.promote(ownerDead).length, 0, "the kept one now defers to the added heir");
+  assert.equal(stream.ackedLsn, stream.lsn);
+  assert.equal(kept.promote((s) => s === 0).length, 0, "it knows the heir is the added replica");
 });
