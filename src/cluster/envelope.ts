@@ -44,10 +44,11 @@ export type Envelope =
   /** The owner ended session `token` (or it moved): the replica drops its copy of that stream. */
   | { t: "rep-end"; token: string; owner: number; stream: string }
   /**
-   * To a node's main thread: worker `shard` of the sender's node crashed and was restarted; what
-   * lived on it died, but for the sessions whose ids start with `keepPrefix` (its new ones).
+   * To a node's main thread: worker `shard` of the sender's node crashed and was restarted; the
+   * sessions of the dead incarnation (ids starting with `deadPrefix`) died, those of the new one
+   * (`keepPrefix`) live.
    */
-  | { t: "restarted"; shard: number; keepPrefix: string }
+  | { t: "restarted"; shard: number; deadPrefix: string; keepPrefix: string }
   /** The answer to a request that carried `reqId`. */
   | { t: "reply"; reqId: number; ok: true; value: unknown }
   | { t: "reply"; reqId: number; ok: false; error: ErrorRecord };

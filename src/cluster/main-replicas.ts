@@ -52,11 +52,12 @@ export class MainReplicaShard {
   /** Nodes that died, from the owner tables applied: their sessions' copies may promote. */
   readonly #goneNodes = new Set<number>();
   /**
-   * Workers of other nodes that crashed and run again: shard → its new incarnation's sid prefix.
-   * Their older sessions' copies promote at the notice, or at a later table if the heir named
-   * first in a copy's replica list turns out to be dead too. Forgotten when their node dies.
+   * Dead incarnations of other nodes' workers (their sid prefix → shard): their sessions' copies
+   * promote at the notice, or at a later table if the heir named first in a copy's replica list
+   * turns out to be dead too. By prefix, not by shard: a worker of the same number in a later
+   * incarnation of its node lives. Forgotten when their node dies (its table promotes them all).
    */
-  readonly #restarted = new Map<number, string>();
+  readonly #deadIncarnations = new Map<string, number>();
   /** Promoted copies handed to a worker that has not applied its table yet: token → full JID. */
   readonly #inTransit = new Map<string, string>();
   // Structures must not be shared between independently decoded batches (STYLE.md §6).
@@ -100,7 +101,7 @@ export class MainReplicaShard {
       case "rep-end":
         return this.#host.end(envelope.token, envelope.owner, envelope.stream);
       case "restarted":
-        return this.#workerRestarted(envelope.shard, envelope.keepPrefix);
+        return this.#workerRestarted(envelope.shard, envelope.deadPrefix, envelope.keepPrefix);
       case "worker":
         if (envelope.msg.kind === "resume-take") return this.#resumeTake(envelope.msg);
         break;
@@ -138,7 +139,8 @@ export class MainReplicaShard {
     if (died.size === 0) return [];
     for (const node of died) this.#goneNodes.add(node);
     // The whole node died: none of its workers' sessions lives on.
-    for (const shard of this.#restarted.keys()) if (died.has(nodeNoOf(shard))) this.#restarted.delete(shard);
+    for (const [prefix, shard] of this.#deadIncarnations)
+      if (died.has(nodeNoOf(shard))) this.#deadIncarnations.delete(prefix);
     const promoted = this.#promoteDead();
     for (const { state } of promoted) this.#inTransit.set(state.token, state.full);
     if (promoted.length > 0)
@@ -147,20 +149,21 @@ export class MainReplicaShard {
   }
 
   /**
-   * Worker `shard` of another node crashed: its sessions died with it, as with a node's death,
-   * but the node lives on and no owner table says so. Their copies held here are promoted now
-   * (the owner's node sent this after everything of the old worker, on the same link, so no
-   * change of theirs is still on its way) and its new sessions, whose ids begin `keepPrefix`,
-   * replicate here as any other.
+   * Worker `shard` of another node crashed: its sessions (ids starting `deadPrefix`) died with it,
+   * as with a node's death, but the node lives on and no owner table says so. Their copies held
+   * here are promoted now (the owner's node sent this after everything of the old worker, on the
+   * same link, so no change of theirs is still on its way); the new incarnation's sessions, ids
+   * starting `keepPrefix`, replicate here as any other. A notice heard before (re-sent after a link
+   * overflow) changes nothing.
    */
-  #workerRestarted(shard: number, keepPrefix: string): void {
-    if (nodeNoOf(shard) === this.#nodeNo || isMainShard(shard)) {
+  #workerRestarted(shard: number, deadPrefix: string, keepPrefix: string): void {
+    if (nodeNoOf(shard) === this.#nodeNo || isMainShard(shard) || !deadPrefix.startsWith(`${shard}.`)) {
       this.#drop({ shard }, "a restart notice for a shard of this node or a main thread; dropped");
       return;
     }
-    // Late (re-sent after a link overflow): its node died since, and its copies were promoted then.
-    if (this.#goneNodes.has(nodeNoOf(shard))) return;
-    this.#restarted.set(shard, keepPrefix);
+    // Late: its node died since, and its copies were promoted then.
+    if (this.#goneNodes.has(nodeNoOf(shard)) || this.#deadIncarnations.has(deadPrefix)) return;
+    this.#deadIncarnations.set(deadPrefix, shard);
     const promoted = this.#promoteDead();
     for (const { state } of promoted) this.#inTransit.set(state.token, state.full);
     this.#log.warn(
@@ -172,23 +175,24 @@ export class MainReplicaShard {
 
   /**
    * Promotes the copies this shard is heir to whose owner died: its node (a copy whose first
-   * replica's node died too falls to the next one), or its worker, but for the sessions of the
-   * worker's new incarnation (it listens before its crash is announced).
+   * replica's node died too falls to the next one), or the worker incarnation that streamed it.
    */
   #promoteDead(): PromotedCopy[] {
     return this.#host.promote(
-      (s) => this.#goneNodes.has(nodeNoOf(s)) || this.#restarted.has(s),
-      (stream) => {
-        for (const prefix of this.#restarted.values()) if (stream.startsWith(prefix)) return true;
+      (s) => this.#goneNodes.has(nodeNoOf(s)),
+      (owner, stream) => {
+        if (this.#goneNodes.has(nodeNoOf(owner))) return true;
+        for (const prefix of this.#deadIncarnations.keys()) if (stream.startsWith(prefix)) return true;
         return false;
       },
     );
   }
 
   /** This node's worker `shard` crashed and runs again: every other node of `nodes` is told. */
-  announceRestart(shard: number, keepPrefix: string, nodes: Iterable<number>): void {
+  announceRestart(shard: number, deadPrefix: string, keepPrefix: string, nodes: Iterable<number>): void {
     for (const nodeNo of nodes) {
-      if (nodeNo !== this.#nodeNo) this.#send(mainShardOf(nodeNo), { t: "restarted", shard, keepPrefix });
+      if (nodeNo !== this.#nodeNo)
+        this.#send(mainShardOf(nodeNo), { t: "restarted", shard, deadPrefix, keepPrefix });
     }
   }
 

@@ -621,17 +621,18 @@ export class ReplicaHost {
   /**
    * Owners that died (`isDead`): every copy whose first live replica is this shard is taken out
    * and returned, to become a detached session here. Copies another live replica will promote are
-   * kept until that one re-initialises them, in case it dies too. `survives`: streams of a dead
-   * owner shard that live on, a restarted worker's new incarnation's (its sid prefix): it may have
-   * taken clients before its crash was announced.
+   * kept until that one re-initialises them, in case it dies too. `ownerDied` decides per copy
+   * when the owner's death is known by stream rather than by shard: a crashed worker's old
+   * incarnation died, its new one (which may have taken clients before the crash was announced)
+   * lives.
    */
   promote(
     isDead: (shard: number) => boolean,
-    survives: (stream: string) => boolean = () => false,
+    ownerDied: (owner: number, stream: string) => boolean = (owner) => isDead(owner),
   ): PromotedCopy[] {
     const promoted: PromotedCopy[] = [];
     for (const [token, entry] of this.#entries) {
-      if (!isDead(entry.owner) || survives(entry.stream)) continue;
+      if (!ownerDied(entry.owner, entry.stream)) continue;
       const heir = entry.replicas.find((shard) => !isDead(shard));
       if (heir !== this.#sender.self) continue;
       this.#entries.delete(token);

@@ -322,8 +322,11 @@ function replicasFor(): number[] {
 }
 
 /** Promoted replicas become detached sessions here, awaiting `<resume/>` (session-replicas.ts). */
-function promoteCopiesOf(isDead: (shard: number) => boolean, survives?: (stream: string) => boolean): void {
-  adoptCopies(replicaHost.promote(isDead, survives));
+function promoteCopiesOf(
+  isDead: (shard: number) => boolean,
+  ownerDied?: (owner: number, stream: string) => boolean,
+): void {
+  adoptCopies(replicaHost.promote(isDead, ownerDied));
 }
 
 /**
@@ -559,8 +562,9 @@ const control: WorkerControl = {
     // Its sessions' copies here become sessions (first, so they are re-registered below), our
     // sessions' copies there are sent again, and it learns our sessions of the users it hosts.
     promoteCopiesOf(
-      (s) => s === restarted || router.isOnGoneNode(s),
-      (stream) => stream.startsWith(keepPrefix),
+      (s) => router.isOnGoneNode(s),
+      (owner, stream) =>
+        router.isOnGoneNode(owner) || (owner === restarted && !stream.startsWith(keepPrefix)),
     );
     for (const { stream, state } of streams.values()) stream.reinit(restarted, state);
     handoff.recoverFor(restarted);

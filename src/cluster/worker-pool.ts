@@ -77,8 +77,10 @@ export class WorkerPool {
   #unadopted: PromotedCopy[] = [];
   /** Per worker index: restarts of other workers (shard → new sid prefix) it missed while down. */
   readonly #missedRestarts = new Map<number, Map<number, string>>();
-  /** This node's workers' latest restarts (shard → new sid prefix), announced again after a link overflow. */
-  readonly #restartsAnnounced = new Map<number, string>();
+  /** Each worker's sid prefix (its incarnation): the one a crash kills is announced as dead. */
+  readonly #sidPrefixes: string[] = [];
+  /** This node's workers' restarts (the latest 64), announced again after a link overflow. */
+  readonly #restartsAnnounced: { shard: number; deadPrefix: string; keepPrefix: string }[] = [];
   /** Per node: the re-drive round that re-announced them last. */
   readonly #reannouncedIn = new Map<number, number>();
   /** The node stopped serving clients (fenced, or draining to `targets`): so does a restarted worker. */
@@ -208,6 +210,8 @@ export class WorkerPool {
     const { c2s, tls, web, webPlain } = config.ports;
     this.#ports = await this.#slots[0]!.ask((control) => control.listen({ c2s, tls, web, webPlain }));
     for (let i = 1; i < workers; i++) await this.#slots[i]!.ask((control) => control.listen(this.#ports));
+    for (const [i, slot] of this.#slots.entries())
+      this.#sidPrefixes[i] = await slot.ask((c) => c.sidPrefix());
     for (const slot of this.#slots) if (!slot.exited) slot.ready = true;
     return this.#ports;
   }
@@ -299,6 +303,8 @@ export class WorkerPool {
         await slot.ask((control) => ("fenced" in closed ? control.fence() : control.drain(closed.targets)));
       }
       const keepPrefix = await slot.ask((control) => control.sidPrefix());
+      const deadPrefix = this.#sidPrefixes[index] ?? "";
+      this.#sidPrefixes[index] = keepPrefix;
       const shard = shardNumber(this.#options.nodeNo, index);
       await Promise.all(
         this.#slots.map((_, j) => (j === index ? undefined : this.#tellRestarted(j, shard, keepPrefix))),
@@ -308,8 +314,9 @@ export class WorkerPool {
         ...this.#live.map((n) => n.nodeNo),
         ...Array.from(this.#table.shardNos, nodeNoOf),
       ]);
-      this.#restartsAnnounced.set(shard, keepPrefix);
-      this.#replicas.announceRestart(shard, keepPrefix, nodes);
+      const restart = { shard, deadPrefix, keepPrefix };
+      if (this.#restartsAnnounced.push(restart) > 64) this.#restartsAnnounced.shift();
+      this.#replicas.announceRestart(shard, deadPrefix, keepPrefix, nodes);
       await this.#catchUp(index, slot);
       this.#options.log.info({ worker: index }, "worker restarted");
     } catch (error) {
@@ -390,8 +397,8 @@ export class WorkerPool {
     // second notice of the same restart promotes nothing more).
     if (this.#reannouncedIn.get(nodeNo) !== round) {
       this.#reannouncedIn.set(nodeNo, round);
-      for (const [shard, keepPrefix] of this.#restartsAnnounced)
-        this.#replicas.announceRestart(shard, keepPrefix, [nodeNo]);
+      for (const { shard, deadPrefix, keepPrefix } of this.#restartsAnnounced)
+        this.#replicas.announceRestart(shard, deadPrefix, keepPrefix, [nodeNo]);
     }
     const share = Math.max(1, Math.floor(maxBytes / this.#slots.length));
     const remaining = await Promise.allSettled(

@@ -88,8 +88,8 @@ export class Shard implements ReplicationSender {
   dead = false;
   /** Its crash was announced: UserActors count its sessions lost (user-actor.ts `shard-lost`). */
   lost = false;
-  /** On a main shard: other nodes' workers that crashed and run again → their new stream prefix. */
-  readonly restarted = new Map<number, string>();
+  /** On a main shard: dead incarnations of other nodes' workers (stream prefix → shard). */
+  readonly deadIncarnations = new Map<string, number>();
 
   constructor(world: World, node: SimNode, worker: number, table: OwnerTable, generation = 1) {
     this.world = world;
@@ -212,8 +212,8 @@ export class SimNode {
   readonly main: Shard;
   /** Copies the main shard promoted, dealt to each worker to adopt as it applies the table. */
   handedOver: PromotedCopy[][] = [];
-  /** Its workers' latest restarts (shard → new stream prefix), announced again after an overflow. */
-  readonly restarts = new Map<number, string>();
+  /** Its workers' dead incarnations (stream prefix → shard), announced again after an overflow. */
+  readonly restarts = new Map<string, number>();
   readonly proc: ProcessState = { incarnation: 1, alive: true, paused: false };
   fenced = false;
   view: SimView;
@@ -312,8 +312,8 @@ export class World {
       const sender = this.nodes.get(from);
       const receiver = this.nodes.get(to);
       if (sender === undefined || receiver === undefined) return;
-      for (const [shard, keepPrefix] of sender.restarts)
-        this.#announceRestart(sender, receiver, shard, keepPrefix);
+      for (const [deadPrefix, shard] of sender.restarts)
+        this.#announceRestart(sender, receiver, shard, deadPrefix);
     };
     const rng = this.sched.rng;
     const count = rng.int(2, 4);
@@ -459,8 +459,8 @@ export class World {
     for (const n of mainPlan.deadNodes) main.goneNodes.add(n);
     node.handedOver = node.shards.map(() => []);
     if (mainPlan.deadNodes.size > 0) {
-      for (const s of main.restarted.keys())
-        if (mainPlan.deadNodes.has(nodeNoOf(s))) main.restarted.delete(s);
+      for (const [prefix, s] of main.deadIncarnations)
+        if (mainPlan.deadNodes.has(nodeNoOf(s))) main.deadIncarnations.delete(prefix);
       const promoted = this.#promoteOnMain(main);
       for (const [i, copy] of promoted.entries()) node.handedOver[i % node.shards.length]!.push(copy);
     }
@@ -583,15 +583,21 @@ export class World {
     }
   }
 
-  #promote(shard: Shard, isDead: (s: number) => boolean, survives?: (stream: string) => boolean): void {
-    this.#adoptCopies(shard, shard.host.promote(isDead, survives));
+  #promote(
+    shard: Shard,
+    isDead: (s: number) => boolean,
+    ownerDied?: (owner: number, stream: string) => boolean,
+  ): void {
+    this.#adoptCopies(shard, shard.host.promote(isDead, ownerDied));
   }
 
-  /** main-replicas.ts #promoteDead: copies whose owner's node or worker died, but for a new incarnation's. */
+  /** main-replicas.ts #promoteDead: copies whose owner's node, or worker incarnation, died. */
   #promoteOnMain(main: Shard): PromotedCopy[] {
     return main.host.promote(
-      (s) => main.goneNodes.has(nodeNoOf(s)) || main.restarted.has(s),
-      (stream) => [...main.restarted.values()].some((prefix) => stream.startsWith(prefix)),
+      (s) => main.goneNodes.has(nodeNoOf(s)),
+      (owner, stream) =>
+        main.goneNodes.has(nodeNoOf(owner)) ||
+        [...main.deadIncarnations.keys()].some((prefix) => stream.startsWith(prefix)),
     );
   }
 
@@ -753,26 +759,28 @@ export class World {
         // worker-main.ts peerRestarted: its copies here promote; ours there start again.
         this.#promote(
           shard,
-          (s) => s === old.self || shard.goneNodes.has(nodeNoOf(s)),
-          (stream) => stream.startsWith(keepPrefix),
+          (s) => shard.goneNodes.has(nodeNoOf(s)),
+          (owner, stream) =>
+            shard.goneNodes.has(nodeNoOf(owner)) || (owner === old.self && !stream.startsWith(keepPrefix)),
         );
         for (const session of shard.sessions.values()) {
           if (!session.ended) session.stream?.reinit(old.self, session.state);
         }
         this.#recoverFor(shard, fresh.self);
       }
-      node.restarts.set(old.self, keepPrefix);
+      node.restarts.set(old.streamPrefix, old.self);
       for (const other of this.nodes.values()) {
-        if (other !== node) this.#announceRestart(node, other, old.self, keepPrefix);
+        if (other !== node) this.#announceRestart(node, other, old.self, old.streamPrefix);
       }
     });
   }
 
   /** main-replicas.ts `restarted`: `to`'s main thread promotes its copies of the crashed worker's sessions. */
-  #announceRestart(from: SimNode, to: SimNode, crashed: number, keepPrefix: string): void {
+  #announceRestart(from: SimNode, to: SimNode, crashed: number, deadPrefix: string): void {
     this.post(from.main.self, to.main.self, `restarted ${crashed} → n${to.nodeNo}`, (main) => {
-      if (main.goneNodes.has(nodeNoOf(crashed))) return;
-      main.restarted.set(crashed, keepPrefix);
+      // A notice heard before (re-sent after an overflow) changes nothing.
+      if (main.goneNodes.has(nodeNoOf(crashed)) || main.deadIncarnations.has(deadPrefix)) return;
+      main.deadIncarnations.set(deadPrefix, crashed);
       const promoted = this.#promoteOnMain(main);
       this.sched.log(`  ${main.self} promotes ${promoted.length} cop(ies) of ${crashed}'s sessions`);
       // worker-pool.ts #peerWorkerRestarted: dealt to the running workers, round robin.

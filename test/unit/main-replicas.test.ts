@@ -173,7 +173,8 @@ test("a node back under its number is alive again: its sessions' copies are not 
 });
 
 test("a crashed worker of another node: its sessions' copies are promoted, its new ones' and other workers' stay", async () => {
-  const crashed = wired();
+  // The crashed incarnation's stream ids start with its sid prefix, as worker-main.ts makes them.
+  const crashed = wired(mainShard(), `${OWNER}.old.1`);
   const other = shardNumber(1, 1);
   const { main, restarts } = crashed;
   /** A session of `owner`'s stream `stream` starts replicating here. */
@@ -194,28 +195,30 @@ test("a crashed worker of another node: its sessions' copies are promoted, its n
   // A session of node 1's other worker, replicated here too.
   init(other, "s9", "b");
   // The restarted worker took a client before its crash was announced: that copy is alive.
-  init(OWNER, "1.new.1", "c");
+  init(OWNER, `${OWNER}.new.1`, "c");
   crashed.stream.push({ c: "out", xml: "<message/>", storable: true });
   await turn();
   assert.equal(main.stats.held, 3);
   // A notice about a main thread, or about this node's own worker, is not a crash it can act on.
-  main.receive(packr.pack([{ t: "restarted", shard: mainShardOf(1), keepPrefix: "x." } satisfies Envelope]));
-  main.receive(
-    packr.pack([{ t: "restarted", shard: shardNumber(2, 0), keepPrefix: "x." } satisfies Envelope]),
-  );
+  const notice = (shard: number, deadPrefix: string, keepPrefix: string) =>
+    main.receive(packr.pack([{ t: "restarted", shard, deadPrefix, keepPrefix } satisfies Envelope]));
+  notice(mainShardOf(1), `${mainShardOf(1)}.a.`, `${mainShardOf(1)}.b.`);
+  notice(shardNumber(2, 0), `${shardNumber(2, 0)}.a.`, `${shardNumber(2, 0)}.b.`);
   assert.equal(restarts.length, 0);
-  main.receive(packr.pack([{ t: "restarted", shard: OWNER, keepPrefix: "1.new." } satisfies Envelope]));
+  notice(OWNER, `${OWNER}.old.`, `${OWNER}.new.`);
   assert.equal(restarts.length, 1);
-  const [notice] = restarts;
-  assert.deepEqual([notice!.shard, notice!.keepPrefix], [OWNER, "1.new."]);
+  const [told] = restarts;
+  assert.deepEqual([told!.shard, told!.keepPrefix], [OWNER, `${OWNER}.new.`]);
   assert.deepEqual(
-    notice!.promoted.map((copy) => [copy.state.token, copy.state.sentOut, copy.stream, copy.lsn]),
-    [["tok", 1, "s1", 2]],
+    told!.promoted.map((copy) => [copy.state.token, copy.state.sentOut, copy.stream, copy.lsn]),
+    [["tok", 1, `${OWNER}.old.1`, 2]],
     "only the crashed worker's session, with everything it had sent",
   );
   assert.equal(main.stats.held, 2, "the other worker's session and the new incarnation's stay copies");
   assert.deepEqual(crashed.take(0), { pending: true }, "while a worker adopts it, ask again");
-  main.handedOver(notice!.promoted);
+  main.handedOver(told!.promoted);
+  notice(OWNER, `${OWNER}.old.`, `${OWNER}.new.`);
+  assert.equal(restarts.length, 1, "the same notice again (re-sent after an overflow) changes nothing");
   crashed.stream.push({ c: "out", xml: "<message/>", storable: true });
   assert.equal(main.stats.refused, 1, "the dead worker's stream gets nothing applied any more");
 });
@@ -240,7 +243,11 @@ test("a crashed worker's copy whose first heir's node is dead too promotes once 
     );
   init("old", "1024.old.1");
   init("new", "1024.new.1");
-  main.receive(packr.pack([{ t: "restarted", shard: OWNER, keepPrefix: "1024.new." } satisfies Envelope]));
+  main.receive(
+    packr.pack([
+      { t: "restarted", shard: OWNER, deadPrefix: "1024.old.", keepPrefix: "1024.new." } satisfies Envelope,
+    ]),
+  );
   assert.deepEqual(restarts[0]!.promoted, [], "node 3 is the heir while it lives");
   const live = [
     { nodeNo: 1, workers: 1 },
