@@ -43,6 +43,9 @@ export interface MainReplicaOptions {
   peerWorkerRestarted(shard: number, keepPrefix: string, promoted: PromotedCopy[]): void;
 }
 
+/** Dead worker incarnations a main thread remembers (see `#deadIncarnations`). */
+const MAX_DEAD_INCARNATIONS = 1_000;
+
 export class MainReplicaShard {
   readonly self: number;
   readonly #nodeNo: number;
@@ -164,6 +167,10 @@ export class MainReplicaShard {
     // Late: its node died since, and its copies were promoted then.
     if (this.#goneNodes.has(nodeNoOf(shard)) || this.#deadIncarnations.has(deadPrefix)) return;
     this.#deadIncarnations.set(deadPrefix, shard);
+    // A worker in a crash loop on a node that never dies must not grow this for ever: the oldest
+    // incarnations' copies were promoted long ago.
+    if (this.#deadIncarnations.size > MAX_DEAD_INCARNATIONS)
+      this.#deadIncarnations.delete(this.#deadIncarnations.keys().next().value!);
     const promoted = this.#promoteDead();
     for (const { state } of promoted) this.#inTransit.set(state.token, state.full);
     this.#log.warn(
