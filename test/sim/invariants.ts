@@ -20,8 +20,9 @@ export function checkInvariants(world: World): void {
     // is told it is stale (user-actor.ts `supersedes`); until then they count as one owner.
     // A lender restored after its taker never confirmed, which the UserActor keeps as the
     // registration's standby (user-actor.ts), serves nobody: it answers a resumption "pending"
-    // and takes over only if the registered session dies.
-    const standby = world.standby.get(client.token)?.[0];
+    // and takes over only if the registered session dies. One with a client attached serves.
+    const kept = world.standby.get(client.token)?.[0];
+    const standby = kept?.link === undefined ? kept : undefined;
     const owners = all.filter(
       ([s], i) =>
         s !== standby &&
