@@ -79,6 +79,8 @@ export class WorkerPool {
   readonly #missedRestarts = new Map<number, Map<number, string>>();
   /** Each worker's sid prefix (its incarnation): the one a crash kills is announced as dead. */
   readonly #sidPrefixes: string[] = [];
+  /** Per worker: dead incarnations not announced yet (a restart that failed announces none). */
+  readonly #deadUnannounced: string[][] = [];
   /** This node's workers' restarts (the latest 64), announced again after a link overflow. */
   readonly #restartsAnnounced: { shard: number; deadPrefix: string; keepPrefix: string }[] = [];
   /** Per node: the re-drive round that re-announced them last. */
@@ -291,6 +293,12 @@ export class WorkerPool {
       const slot = this.#spawn(index, true);
       this.#slots[index] = slot;
       for (let j = 0; j < this.#slots.length; j++) if (j !== index) await this.#connect(index, j);
+      // Its prefix is known before it listens, so that whatever sessions it holds when it dies,
+      // even before its restart is announced, are announced dead by the next restart.
+      const keepPrefix = await slot.ask((control) => control.sidPrefix());
+      const dead = this.#sidPrefixes[index];
+      if (dead !== undefined) this.#deadUnannounced[index] = [...(this.#deadUnannounced[index] ?? []), dead];
+      this.#sidPrefixes[index] = keepPrefix;
       await slot.ask((control) => control.listen(this.#ports));
       slot.ready = true;
       // A reload while it was starting passed it by: it catches up now.
@@ -302,9 +310,6 @@ export class WorkerPool {
       if (closed !== undefined) {
         await slot.ask((control) => ("fenced" in closed ? control.fence() : control.drain(closed.targets)));
       }
-      const keepPrefix = await slot.ask((control) => control.sidPrefix());
-      const deadPrefix = this.#sidPrefixes[index] ?? "";
-      this.#sidPrefixes[index] = keepPrefix;
       const shard = shardNumber(this.#options.nodeNo, index);
       await Promise.all(
         this.#slots.map((_, j) => (j === index ? undefined : this.#tellRestarted(j, shard, keepPrefix))),
@@ -314,9 +319,11 @@ export class WorkerPool {
         ...this.#live.map((n) => n.nodeNo),
         ...Array.from(this.#table.shardNos, nodeNoOf),
       ]);
-      const restart = { shard, deadPrefix, keepPrefix };
-      if (this.#restartsAnnounced.push(restart) > 64) this.#restartsAnnounced.shift();
-      this.#replicas.announceRestart(shard, deadPrefix, keepPrefix, nodes);
+      for (const deadPrefix of this.#deadUnannounced[index]?.splice(0) ?? []) {
+        if (this.#restartsAnnounced.push({ shard, deadPrefix, keepPrefix }) > 64)
+          this.#restartsAnnounced.shift();
+        this.#replicas.announceRestart(shard, deadPrefix, keepPrefix, nodes);
+      }
       await this.#catchUp(index, slot);
       this.#options.log.info({ worker: index }, "worker restarted");
     } catch (error) {
