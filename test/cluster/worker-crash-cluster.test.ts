@@ -12,7 +12,7 @@ import { actorShards, startTestCluster, waitForOwners } from "../helpers/cluster
 import { loginRaw, newUsers, resumeRaw, type TestUser } from "../helpers/fixtures.ts";
 import { esc, NS_SM, type RawClient } from "../helpers/raw-client.ts";
 import { waitUntil } from "../helpers/wait-for.ts";
-import { crashWorker, workerStatus } from "../helpers/worker-restart.ts";
+import { crashWorker, loginResumableOnEveryWorker } from "../helpers/worker-restart.ts";
 
 test("a worker crash on one node: the other node's users stay reachable, its sessions resume there", async (t) => {
   const cluster = await startTestCluster(t);
@@ -40,21 +40,9 @@ test("a worker crash on one node: the other node's users stay reachable, its ses
   }
   const farClients: RawClient[] = [];
   for (const user of far) farClients.push(await loginRaw(t, n2, user, { priority: 1 }));
-  // Sockets on n1, resumable: their copies are on n2's main thread. 16 spread over both workers
-  // but for 1 run in 65,536 (the kernel picks, SO_REUSEPORT).
+  // Sockets on n1, resumable: their copies are on n2's main thread.
   const near = await newUsers(n1, 16, "near");
-  const nearClients: RawClient[] = [];
-  const ids: string[] = [];
-  for (const user of near) {
-    const client = await loginRaw(t, n1, user, { priority: 1 });
-    ids.push((await client.enableSm({ resume: true, autoAck: true })).attrs.id!);
-    nearClients.push(client);
-  }
-  const spread = (await workerStatus(n1)).workers;
-  assert.ok(
-    spread.every((w) => w.sessions > 0),
-    `sessions should land on both of n1's workers: ${JSON.stringify(spread)}`,
-  );
+  const { clients: nearClients, ids, spread } = await loginResumableOnEveryWorker(t, n1, near);
   // Every copy is on n2 before the crash (a copy still on its way could not be promoted).
   await waitUntil(
     async () => {

@@ -477,15 +477,21 @@ test("the replication lag counts what a replica lacks, and how long it has been 
   assert.deepEqual(stream.lagging(now, 3_000), [1024, 2048], "silent for 3 s while behind");
 });
 
-test("a re-seat's lists name an added replica last until it holds the state", () => {
+/** A stream replicated on 1024, re-seated to [2048, 1024]: 2048 added, first in placement order. */
+function reseatedToAddedFirst() {
   const net = network();
   const kept = net.host(1024);
   const added = net.host(2048);
   const { stream, state } = net.stream(0, [1024]);
   net.deliver();
-  // The added replica comes first in placement order; what is sent to it is lost (the owner
-  // dies a moment later, say), what is sent to the kept one arrives.
   stream.reseat([2048, 1024], state);
+  return { net, kept, added, stream, state };
+}
+
+test("a re-seat's lists name an added replica last until it holds the state", () => {
+  const { net, kept, added } = reseatedToAddedFirst();
+  // What is sent to the added replica is lost (the owner dies a moment later, say), what is sent
+  // to the kept one arrives.
   net.deliver((m) => m.to === 2048);
   const ownerDead = (s: number) => s === 0;
   assert.equal(added.promote(ownerDead).length, 0, "the added replica holds nothing");
@@ -493,12 +499,7 @@ test("a re-seat's lists name an added replica last until it holds the state", ()
 });
 
 test("once the added replica holds the state, every replica learns the list in placement order", () => {
-  const net = network();
-  const kept = net.host(1024);
-  const added = net.host(2048);
-  const { stream, state } = net.stream(0, [1024]);
-  net.deliver();
-  stream.reseat([2048, 1024], state);
+  const { net, kept, added, stream } = reseatedToAddedFirst();
   net.deliver();
   assert.equal(stream.ackedLsn, stream.lsn, "both hold everything");
   const ownerDead = (s: number) => s === 0;
@@ -507,12 +508,7 @@ test("once the added replica holds the state, every replica learns the list in p
 });
 
 test("a replica that missed a re-seat's list is behind, and is re-initialised with the list", () => {
-  const net = network();
-  const kept = net.host(1024);
-  net.host(2048);
-  const { stream, state } = net.stream(0, [1024]);
-  net.deliver();
-  stream.reseat([2048, 1024], state);
+  const { net, kept, stream, state } = reseatedToAddedFirst();
   // The final list reaches the added replica but not the kept one.
   net.deliver((m) => m.to === 1024 && m.envelope.t === "rep" && m.envelope.lsn > 2);
   assert.ok(stream.ackedLsn < stream.lsn, "the kept replica has not acknowledged the list");
