@@ -261,3 +261,24 @@ test("a crashed worker's copy whose first heir's node is dead too promotes once 
   );
   assert.equal(main.stats.held, 1);
 });
+
+test("a main shard remembers at most 1,000 dead worker incarnations, the newest", () => {
+  const { main, restarts } = mainShard();
+  const notice = (n: number) =>
+    main.receive(
+      packr.pack([
+        {
+          t: "restarted",
+          shard: OWNER,
+          deadPrefix: `${OWNER}.d${n}.`,
+          keepPrefix: `${OWNER}.d${n + 1}.`,
+        } satisfies Envelope,
+      ]),
+    );
+  for (let n = 0; n <= 1_000; n++) notice(n);
+  assert.equal(restarts.length, 1_001);
+  notice(1_000);
+  assert.equal(restarts.length, 1_001, "the newest is remembered: a repeat changes nothing");
+  notice(0);
+  assert.equal(restarts.length, 1_002, "the oldest was forgotten: its repeat is taken as new");
+});
