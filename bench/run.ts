@@ -1,7 +1,7 @@
 /**
  * `npm run bench -- <scenario> [options]`: the entry point of the macro benchmarks. The
  * failover scenarios (steady, join-under-load, drain-under-load, kill-under-load,
- * kill-two-of-five, rolling-restart) run here; `c2s-throughput` hands its arguments to
+ * kill-two-of-five, rolling-restart, reconnect-storm, ...) run here; `c2s-throughput` hands its arguments to
  * bench/c2s-throughput.ts. `--help` after a scenario lists its options.
  */
 import { fileURLToPath } from "node:url";

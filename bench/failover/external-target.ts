@@ -17,6 +17,8 @@ import { runCommand } from "./starling-cluster.ts";
 
 /** Options for {@link ExternalTarget}. */
 export interface ExternalTargetOptions {
+  /** The server's process ids (index = address), when known, for CPU and RSS figures. */
+  pids?: number[];
   addresses: Address[];
   /** Nodes running at the start (the first ones); the rest are started by --start-cmd. */
   initialNodes: number;
@@ -122,7 +124,7 @@ export class ExternalTarget implements ClusterDriver {
   }
 
   pids(): (number | undefined)[] {
-    return this.addresses.map(() => undefined);
+    return this.addresses.map((_, i) => this.#options.pids?.[i]);
   }
 
   async clusterView(): Promise<unknown> {

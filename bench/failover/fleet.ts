@@ -90,6 +90,12 @@ export class FailoverFleet {
     await Promise.all(this.groups.map((g) => g.requestAcks()));
   }
 
+  /** Breaks every online client's connection at once; how many were cut. */
+  async cutConnections(): Promise<number> {
+    const results = await Promise.all(this.groups.map((g) => g.cutConnections()));
+    return results.reduce((a, r) => a + r.cut, 0);
+  }
+
   /** Live counters of every process, summed. */
   async live(): Promise<LiveCounters> {
     const all = await Promise.all(this.groups.map((g) => g.live()));

@@ -20,7 +20,8 @@ export type ScenarioName =
   | "db-restart"
   | "partition"
   | "pause-node"
-  | "joins-at-once";
+  | "joins-at-once"
+  | "reconnect-storm";
 
 /** What each scenario does, and its defaults. */
 export const SCENARIOS: Record<
@@ -88,6 +89,12 @@ export const SCENARIOS: Record<
     minNodes: 1,
     joins: 2,
   },
+  "reconnect-storm": {
+    summary: "every client's connection is cut at once at --event-at (a network blip); all come back",
+    defaultNodes: 1,
+    minNodes: 1,
+    joins: 0,
+  },
 };
 
 /** Every option of a failover run. */
@@ -127,6 +134,8 @@ export interface FailoverOptions {
   maxSeconds: number;
   nodeLog: boolean;
   target: Address[] | undefined;
+  /** With --target: the server processes (index = address) whose CPU and RSS are sampled. */
+  pids: number[];
   domain: string;
   users: string;
   password: string;
@@ -195,6 +204,7 @@ Another server (no node is started; faults through your commands, {i} = node ind
                          cause or heal a fault: {fault} is pause-node, resume-node, cut-node,
                          heal-node, pause-db, resume-db, crash-db or restart-db
   --admin-token T        bearer token for Starling's admin endpoint, if it needs one
+  --pid PID[,PID...]     the target's server process ids, one per address, for its CPU and RSS
 `;
 
 function integer(name: string, value: string | undefined, fallback: number, min = 1): number {
@@ -277,6 +287,7 @@ export function parseFailoverOptions(scenario: string, argv: string[]): Failover
       "drain-cmd": { type: "string" },
       "fault-cmd": { type: "string" },
       "admin-token": { type: "string" },
+      pid: { type: "string" },
     },
   });
   if (values.help) return undefined;
@@ -304,8 +315,11 @@ export function parseFailoverOptions(scenario: string, argv: string[]): Failover
   const victim = values.victim === undefined ? undefined : integer("victim", values.victim, 0, 0);
   if (victim !== undefined && victim >= nodes)
     throw new RangeError(`--victim must be below --nodes (${nodes})`);
+  const pids = values.pid === undefined ? [] : values.pid.split(",").map((p) => integer("pid", p, 0));
+  if (target !== undefined && pids.length > target.length)
+    throw new RangeError(`--pid names ${pids.length} processes for ${target.length} --target addresses`);
   if (target === undefined) {
-    for (const flag of ["kill-cmd", "start-cmd", "drain-cmd", "fault-cmd"] as const) {
+    for (const flag of ["kill-cmd", "start-cmd", "drain-cmd", "fault-cmd", "pid"] as const) {
       if (values[flag] !== undefined) throw new TypeError(`--${flag} only applies with --target`);
     }
   }
@@ -345,6 +359,7 @@ export function parseFailoverOptions(scenario: string, argv: string[]): Failover
     target,
     domain: values.domain ?? "localhost",
     users,
+    pids,
     password: values.password ?? "pw",
     killCmd: values["kill-cmd"],
     startCmd: values["start-cmd"],

@@ -47,6 +47,13 @@ export interface RunFacts {
 /** A disconnect happening this long after a failing event ended is not blamed on it. */
 export const ATTRIBUTION_GRACE_MS = 10_000;
 
+/**
+ * Nor one noticed more than this before the event started. Not 0: the clients stamp their
+ * disconnects with `Date.now()` while events are timed with `performance`, and the two clocks
+ * drift apart by some milliseconds in a long run; a cut client notices its break within 1 ms.
+ */
+export const ATTRIBUTION_EARLY_MS = 250;
+
 const round = (value: number | undefined | null, digits = 1): number | null => {
   if (value === undefined || value === null || !Number.isFinite(value)) return null;
   const f = 10 ** digits;
@@ -68,7 +75,7 @@ export function attributedEvent(
     (e) =>
       FAILING_KINDS.has(e.kind) &&
       e.nodes.includes(record.node) &&
-      record.atMs >= e.startMs &&
+      record.atMs >= e.startMs - ATTRIBUTION_EARLY_MS &&
       record.atMs <= e.endMs + ATTRIBUTION_GRACE_MS,
   );
 }
@@ -89,6 +96,21 @@ export function disconnectFigures(records: readonly DisconnectRecord[]) {
     reconnect_p99_ms: round(quantileOf(durations, 0.99), 0),
     reconnect_max_ms: round(durations.at(-1), 0),
   };
+}
+
+/**
+ * CPU seconds of every sampled server between two wall-clock times: each sample holds the mean
+ * cores used since the one before, so each interval counts for its overlap with [from, to].
+ */
+export function serverCpuBetween(samples: readonly Sample[], fromMs: number, toMs: number): number {
+  let cpuS = 0;
+  for (let k = 1; k < samples.length; k++) {
+    const start = Math.max(samples[k - 1]!.atMs, fromMs);
+    const end = Math.min(samples[k]!.atMs, toMs);
+    if (end <= start) continue;
+    for (const cores of samples[k]!.serverCores) if (cores !== null) cpuS += (cores * (end - start)) / 1000;
+  }
+  return cpuS;
 }
 
 function sumBins(arrays: number[][]): number[] {
@@ -185,6 +207,8 @@ export function buildReport(facts: RunFacts) {
     const mine = records.filter((r) => attributedEvent(r, events) === e);
     const figures = disconnectFigures(mine);
     const backs = mine.map((r) => r.backAtMs);
+    const allBackAtMs =
+      mine.length === 0 || backs.some((b) => b === undefined) ? undefined : Math.max(...(backs as number[]));
     return {
       kind: e.kind,
       nodes: e.nodes,
@@ -197,10 +221,10 @@ export function buildReport(facts: RunFacts) {
       steps: e.steps,
       ...figures,
       // From the fault to the moment the last of its disconnected clients was back online.
-      all_back_after_ms:
-        mine.length === 0 || backs.some((b) => b === undefined)
-          ? null
-          : Math.round(Math.max(...(backs as number[])) - e.startMs),
+      all_back_after_ms: allBackAtMs === undefined ? null : Math.round(allBackAtMs - e.startMs),
+      // What the servers spent meanwhile (sampled nodes only): the cost of bringing them back.
+      server_cpu_s_until_all_back:
+        allBackAtMs === undefined ? null : round(serverCpuBetween(facts.samples, e.startMs, allBackAtMs), 2),
     };
   });
 
@@ -363,7 +387,10 @@ export function summaryTable(r: FailoverReport): string {
     rows.push([
       `event ${e.kind} ${e.node_names.join("+")}`,
       `at ${e.at_s} s, took ${e.duration_ms} ms${e.ok ? "" : " (FAILED)"}; ${e.clients} clients disconnected` +
-        (e.all_back_after_ms === null ? "" : `, all back after ${e.all_back_after_ms} ms`),
+        (e.all_back_after_ms === null ? "" : `, all back after ${e.all_back_after_ms} ms`) +
+        (e.server_cpu_s_until_all_back === null || e.server_cpu_s_until_all_back === 0
+          ? ""
+          : ` (server CPU meanwhile ${e.server_cpu_s_until_all_back} s)`),
     ]);
   }
   if (r.aborted !== null) rows.push(["ABORTED", r.aborted]);

@@ -147,6 +147,7 @@ export async function runFailover(options: FailoverOptions, env: RunEnvironment)
         startCmd: o.startCmd,
         drainCmd: o.drainCmd,
         faultCmd: o.faultCmd,
+        pids: o.pids,
         cwd: process.cwd(),
       });
       env.progress(`target ${driver.names.join(", ")}`, { out: outDir });
@@ -286,6 +287,14 @@ export async function runFailover(options: FailoverOptions, env: RunEnvironment)
         });
         checkAbort();
         return event;
+      },
+      cutClients: async () => {
+        const started = performance.now();
+        const cut = (await fleet?.cutConnections()) ?? 0;
+        return {
+          ok: cut > 0,
+          steps: [{ step: `cut ${cut} client connections`, ms: Math.round(performance.now() - started) }],
+        };
       },
       announce: async (i) => {
         active[i] = true;

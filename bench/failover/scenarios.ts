@@ -16,7 +16,8 @@ export type EventKind =
   | "db-outage"
   | "db-crash"
   | "cut"
-  | "pause";
+  | "pause"
+  | "clients-cut";
 
 /** One fault or change, as it happened. */
 export interface EventRecord {
@@ -39,6 +40,8 @@ export const FAILING_KINDS: ReadonlySet<EventKind> = new Set([
   // A node cut off from its peers, or paused past its lease, is fenced: its clients reconnect.
   "cut",
   "pause",
+  // Every client's connection broke at once: all of them reconnect, on every node.
+  "clients-cut",
 ]);
 
 /** What a scenario script works with. */
@@ -58,6 +61,8 @@ export interface ScenarioContext {
   announce(i: number): Promise<void>;
   /** How long a fault that heals lasts (ms). */
   faultMs: number;
+  /** Breaks every online client's connection at once (the clients' side of a network blip). */
+  cutClients(): Promise<ActionResult>;
 }
 
 /** A fault that heals: `cause`, hold it `ctx.faultMs`, `heal`; one event from start to healed. */
@@ -153,6 +158,14 @@ export async function runScenario(ctx: ScenarioContext): Promise<void> {
       await ctx.waitUntil(ctx.firstEventAtMs);
       await heals(ctx, "pause", [victim], "pause-node", "resume-node");
       return;
+    case "reconnect-storm": {
+      // Every client at once, on every node: a network blip between the clients and the
+      // servers (a proxy or NAT restarting). The servers stay up, so each client can resume.
+      const all = Array.from({ length: nodes }, (_, i) => i);
+      await ctx.waitUntil(ctx.firstEventAtMs);
+      await ctx.record("clients-cut", all, () => ctx.cutClients());
+      return;
+    }
     case "joins-at-once": {
       const joiners = [nodes, nodes + 1];
       await ctx.waitUntil(ctx.firstEventAtMs);

@@ -168,6 +168,8 @@ export interface FailoverLoad {
   startTraffic(request: FailoverTrafficRequest): Promise<void>;
   stopTraffic(): Promise<{ sent: number }>;
   requestAcks(): Promise<void>;
+  /** Breaks every online client's connection at once, as a network blip would. */
+  cutConnections(): Promise<{ cut: number }>;
   live(): Promise<LiveCounters>;
   collect(): Promise<GroupResult>;
   cpuSeconds(): Promise<number>;
@@ -593,6 +595,13 @@ export class FailoverGroup implements SimUserHost, FailoverLoad {
   /** Asks every online client with unacknowledged stanzas for an ack now. */
   async requestAcks(): Promise<void> {
     this.#requestAcks(true);
+  }
+
+  async cutConnections(): Promise<{ cut: number }> {
+    // A snapshot first: each kill takes the user out of #online.
+    const online = [...this.#online];
+    for (const user of online) user.kill("cut");
+    return { cut: online.length };
   }
 
   async live(): Promise<LiveCounters> {

@@ -42,6 +42,9 @@ export class RemoteFailoverGroup implements FailoverLoad {
   requestAcks(): Promise<void> {
     return this.#rpc.call("requestAcks");
   }
+  cutConnections(): Promise<{ cut: number }> {
+    return this.#rpc.call("cutConnections");
+  }
   live(): Promise<LiveCounters> {
     return this.#rpc.call("live");
   }

@@ -17,7 +17,7 @@ import http from "node:http";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { test } from "node:test";
+import { type TestContext, test } from "node:test";
 import { escapeXML } from "ltx/src/escape.js";
 import { childOf, textOf, type XmlElement, XmlStreamReader } from "../../bench/lib/xml-stream.ts";
 import { REPO_ROOT } from "../helpers/start-node.ts";
@@ -420,7 +420,8 @@ test("failover harness reports exactly the messages a server dropped and duplica
   assert.equal(report.delivered, (report.sent as number) - 3);
 });
 
-test("failover harness attributes disconnects to a killed node and counts the resumptions on the other, over two load processes", async (t) => {
+/** A server that does everything right on `nodes` ports, and a report folder; both go after `t`. */
+async function faultlessServer(t: TestContext, nodes: number, prefix: string) {
   const plan: FaultPlan = {
     drop: new Set(),
     duplicate: new Set(),
@@ -429,12 +430,17 @@ test("failover harness attributes disconnects to a killed node and counts the re
     stallRoster: new Set(),
   };
   const server = new AccountingServer(plan);
-  await server.listen(2);
-  const out = await mkdtemp(join(tmpdir(), "failover-kill-"));
+  await server.listen(nodes);
+  const out = await mkdtemp(join(tmpdir(), prefix));
   t.after(async () => {
     await server.close();
     await rm(out, { recursive: true, force: true });
   });
+  return { server, out };
+}
+
+test("failover harness attributes disconnects to a killed node and counts the resumptions on the other, over two load processes", async (t) => {
+  const { server, out } = await faultlessServer(t, 2, "failover-kill-");
   const killCmd = `"${process.execPath}" -e "fetch('http://127.0.0.1:${server.controlPort}/kill/{i}',{method:'POST'}).then((r)=>process.exit(r.ok?0:1))"`;
 
   const report = await runHarness(
@@ -481,4 +487,42 @@ test("failover harness attributes disconnects to a killed node and counts the re
       [10, 10],
     ],
   );
+});
+
+test("failover harness cuts every client at once in a reconnect storm and sees all of them resume", async (t) => {
+  const { server, out } = await faultlessServer(t, 1, "failover-storm-");
+
+  const report = await runHarness(
+    [
+      "reconnect-storm",
+      "--target",
+      `127.0.0.1:${server.ports[0]}`,
+      ...COMMON,
+      ...["--duration", "3", "--event-at", "1", "--tail", "1", "--loadgen-procs", "2"],
+      // The test process hosts the server: its CPU is what --pid samples.
+      ...["--pid", String(process.pid)],
+    ],
+    out,
+  );
+
+  const events = report.events as {
+    kind: string;
+    nodes: number[];
+    clients: number;
+    resumed: number;
+    all_back_after_ms: number | null;
+    server_cpu_s_until_all_back: number | null;
+  }[];
+  assert.equal(events.length, 1);
+  assert.deepEqual([events[0]!.kind, events[0]!.nodes], ["clients-cut", [0]]);
+  assert.equal(events[0]!.clients, 20, "every client, over both load processes, was cut");
+  assert.equal(events[0]!.resumed, 20);
+  assert.ok(events[0]!.all_back_after_ms !== null, "everyone came back");
+  assert.ok(events[0]!.server_cpu_s_until_all_back !== null);
+  assert.equal(report.disconnected_not_on_failed_node, 0);
+  assert.equal(report.relogged, 0);
+  assert.equal(report.lost, 0);
+  assert.equal(report.duplicated, 0);
+  const perNode = report.per_node as { cpu_s: number | null }[];
+  assert.ok(perNode[0]!.cpu_s !== null && perNode[0]!.cpu_s > 0, "the --pid process was sampled");
 });

@@ -5,7 +5,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { account } from "../../bench/failover/accounting.ts";
-import { attributedEvent, quantileOf } from "../../bench/failover/report.ts";
+import { attributedEvent, quantileOf, type Sample, serverCpuBetween } from "../../bench/failover/report.ts";
 import type { EventRecord } from "../../bench/failover/scenarios.ts";
 import type { GroupResult } from "../../bench/lib/failover-group.ts";
 import { SeqBitset } from "../../bench/lib/seq-bitset.ts";
@@ -152,9 +152,23 @@ test("disconnects are attributed to a failing event on their node within its win
   assert.equal(attributedEvent(at(2, 10_010), [kill, join]), kill);
   assert.equal(attributedEvent(at(1, 10_010), [kill, join]), undefined, "another node");
   assert.equal(attributedEvent(at(2, 9_000), [kill, join]), undefined, "before the kill");
+  // The clients' clock (Date.now) and the events' (performance) differ by a few milliseconds.
+  assert.equal(attributedEvent(at(2, 9_999), [kill, join]), kill, "within the clocks' drift");
   assert.equal(attributedEvent(at(2, 30_000), [kill, join]), undefined, "long after");
   assert.equal(attributedEvent(at(3, 21_000), [kill, join]), undefined, "a join is no failure");
   assert.equal(quantileOf([1, 2, 3, 4], 0.5), 2);
   assert.equal(quantileOf([1, 2, 3, 4], 0.99), 4);
   assert.equal(quantileOf([], 0.5), null);
+});
+
+test("server CPU between two times counts each sample's interval for its overlap only", () => {
+  const live = {} as Sample["live"];
+  const samples: Sample[] = [
+    { atMs: 1_000, live, serverCores: [null, null], serverRssKib: [] },
+    { atMs: 2_000, live, serverCores: [1, 0.5], serverRssKib: [] },
+    { atMs: 4_000, live, serverCores: [2, null], serverRssKib: [] },
+  ];
+  // [1.5 s, 3 s]: half of the first interval at 1.5 cores, half of the second at 2.
+  assert.equal(serverCpuBetween(samples, 1_500, 3_000), 0.75 + 2);
+  assert.equal(serverCpuBetween(samples, 5_000, 6_000), 0, "after the last sample");
 });
