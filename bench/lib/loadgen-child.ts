@@ -25,7 +25,10 @@ export type ChildReply = { id: number; ok: true; value: unknown } | { id: number
 let group: ClientGroup | FailoverGroup | AttackGroup | undefined;
 
 function reply(message: ChildReply): void {
-  process.send?.(message);
+  // A call can outlive the orchestrator's interest: it stops waiting for a slow closeAll (100,000
+  // clients) and shuts the child down, and the late answer then meets a closed channel. With a
+  // callback, send reports that there instead of crashing the child with an 'error' event.
+  if (process.connected) process.send?.(message, undefined, undefined, () => {});
 }
 
 function createGroup(arg: unknown): ClientGroup | FailoverGroup | AttackGroup {

@@ -11,10 +11,11 @@
  * that session on its next connection (`<resume previd h/>`) and, when resumption fails,
  * binds a new session and sends the unacknowledged messages again.
  */
-import { createHash, createHmac, pbkdf2, randomBytes } from "node:crypto";
+import { createHash, pbkdf2, randomBytes } from "node:crypto";
 import net from "node:net";
 import tls from "node:tls";
 import { escapeXML } from "ltx/src/escape.js";
+import { hmac } from "../../src/auth/scram.ts";
 import {
   NS_BIND,
   NS_CLIENT,
@@ -118,8 +119,8 @@ export class ScramKeyCache {
           (err, salted) => {
             if (err) return reject(err);
             resolve({
-              clientKey: createHmac("sha1", salted).update("Client Key").digest(),
-              serverKey: createHmac("sha1", salted).update("Server Key").digest(),
+              clientKey: hmac("sha1", salted, "Client Key"),
+              serverKey: hmac("sha1", salted, "Server Key"),
             });
           },
         );
@@ -706,9 +707,9 @@ export class LoadClient {
     const clientFinalWithoutProof = `c=biws,r=${nonce}`;
     const authMessage = `${scram.clientFirstBare},${serverFirst},${clientFinalWithoutProof}`;
     const storedKey = createHash("sha1").update(clientKey).digest();
-    const clientSignature = createHmac("sha1", storedKey).update(authMessage).digest();
+    const clientSignature = hmac("sha1", storedKey, authMessage);
     const proof = xor(clientKey, clientSignature).toString("base64");
-    scram.expectedServerSignature = createHmac("sha1", serverKey).update(authMessage).digest();
+    scram.expectedServerSignature = hmac("sha1", serverKey, authMessage);
     this.#step = "sasl-final";
     const response = Buffer.from(`${clientFinalWithoutProof},p=${proof}`, "utf8").toString("base64");
     this.#write(`<response xmlns='${NS_SASL}'>${response}</response>`);

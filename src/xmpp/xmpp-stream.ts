@@ -7,7 +7,7 @@
  * Bytes, framing, TLS and buffers are the transport's (stream-transport.ts); accounts and
  * sessions are the host's (stream-host.ts).
  */
-import { randomBytes } from "node:crypto";
+import { randomUUID } from "node:crypto";
 import { type Element, escapeXML } from "@xmpp/xml";
 import { StreamError, type StreamErrorCondition } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -120,7 +120,10 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
 
   opened(attrs: Record<string, string>, name: string): void {
     if (this.#closing) return;
-    this.#sendHeader(randomBytes(12).toString("hex"));
+    // RFC 6120 §4.7.3: unique and unpredictable. randomUUID draws on a cached block of the
+    // CSPRNG's output (122 random bits): 0.3–0.5 against 2.4–3.6 µs for randomBytes(12) in hex,
+    // and a login opens three streams.
+    this.#sendHeader(randomUUID());
     // RFC 6120 §4.9.3.10/§4.8: the stream element must be <stream:stream> in the streams namespace.
     if (name !== "stream:stream" || attrs["xmlns:stream"] !== NS_STREAM) {
       return this.closeWithError("invalid-namespace");

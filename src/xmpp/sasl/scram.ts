@@ -13,9 +13,9 @@
  * an attacker which accounts exist. A provider that has no SCRAM keys for a user (one that can
  * only check plaintext passwords) makes SCRAM fail the same way; offer only PLAIN with it.
  */
-import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 import type { ScramHash } from "../../auth/auth-provider.ts";
-import { DEFAULT_SCRAM_ITERATIONS } from "../../auth/scram.ts";
+import { DEFAULT_SCRAM_ITERATIONS, hmac } from "../../auth/scram.ts";
 import type { BareJid } from "../jid.ts";
 import { decodeBase64, decodeUtf8 } from "./encoding.ts";
 import { isAuthzidAllowed, resolveAuthcid } from "./identity.ts";
@@ -233,7 +233,7 @@ export class ScramServerMechanism implements SaslServerMechanism {
     }
 
     // RFC 5802 §3: ServerSignature := HMAC(ServerKey, AuthMessage); server-final-message "v=".
-    const serverSignature = createHmac(this.#hash, serverKey).update(authMessage, "utf8").digest();
+    const serverSignature = hmac(this.#hash, serverKey, authMessage);
     return { kind: "success", jid, data: Buffer.from(`v=${serverSignature.toString("base64")}`, "utf8") };
   }
 
@@ -242,7 +242,7 @@ export class ScramServerMechanism implements SaslServerMechanism {
    * ClientSignature; the proof is good when H(ClientKey) equals StoredKey.
    */
   #verifyProof(storedKey: Buffer, authMessage: string, proof: Buffer): boolean {
-    const clientSignature = createHmac(this.#hash, storedKey).update(authMessage, "utf8").digest();
+    const clientSignature = hmac(this.#hash, storedKey, authMessage);
     // Lengths are public (fixed by the hash), so leaving early on them leaks nothing.
     if (proof.length !== clientSignature.length || storedKey.length !== clientSignature.length) return false;
     const clientKey = Buffer.alloc(proof.length);
@@ -256,11 +256,7 @@ export class ScramServerMechanism implements SaslServerMechanism {
 
   /** A salt for an unknown user, the same length as real ones (16 bytes, see src/auth/scram.ts). */
   #fakeSalt(identity: string): string {
-    return createHmac("sha256", FAKE_SALT_KEY)
-      .update(`${this.#hash}\0${identity}`, "utf8")
-      .digest()
-      .subarray(0, 16)
-      .toString("base64");
+    return hmac("sha256", FAKE_SALT_KEY, `${this.#hash}\0${identity}`).subarray(0, 16).toString("base64");
   }
 }
 
