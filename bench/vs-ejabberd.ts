@@ -18,6 +18,7 @@ const FIGURES: [string, string][] = [
   ["logins_per_s_starttls", "logins/s, STARTTLS"],
   ["logins_per_s_cold_client", "logins/s, first run"],
   ["rss_per_session_kib", "RSS per session (KiB)"],
+  ["rss_sessions", "sessions measured for RSS"],
   ["rate_msgs_per_s", "fixed rate (msgs/s)"],
   ["latency_p50_ms", "latency p50 at the fixed rate (ms)"],
   ["latency_p99_ms", "latency p99 at the fixed rate (ms)"],

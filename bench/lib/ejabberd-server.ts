@@ -107,7 +107,7 @@ function portTaken(port: number): Promise<boolean> {
  * ejabberd 23.01 refuses that pair ("no matching private key found for this certificate"), with
  * its PKCS#8 key and as SEC 1 alike.
  */
-async function selfSignedP256(dir: string, domain: string): Promise<void> {
+export async function selfSignedP256(dir: string, domain: string): Promise<void> {
   const key = join(dir, "key.pem");
   const cert = join(dir, "cert.pem");
   await run("openssl", [
