@@ -7,14 +7,19 @@
  * reads it back, then the child reads its VmRSS (after a full garbage collection) and the
  * figure is the growth per connection.
  *
- *   npx node bench/tls-session-memory.ts [--connections 3000]
+ *   npx node bench/tls-session-memory.ts [--connections 3000] [--groups X25519:X25519MLKEM768]
+ *
+ * `--groups` is the key exchange groups the clients offer (OpenSSL's names, colon-separated);
+ * by default Node's own list, whose ClientHello carries an ML-KEM key share and an X25519 one.
  *
  * Prints one JSON line: KiB per plain connection, per TLS connection, and their difference.
  */
 import { fork } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer, connect as netConnect, type Socket } from "node:net";
+import { tmpdir } from "node:os";
 import { createSecureContext, TLSSocket, connect as tlsConnect } from "node:tls";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { selfSignedP256 } from "./lib/ejabberd-server.ts";
 
@@ -54,11 +59,21 @@ async function serve(mode: Mode, pemDir: string): Promise<void> {
 }
 
 /** Opens `count` connections to a fresh child server and returns its memory per connection. */
-async function measure(mode: Mode, count: number, pemDir: string): Promise<number> {
-  const child = fork(new URL(import.meta.url).pathname, ["--serve", mode, pemDir], {
+async function measure(
+  mode: Mode,
+  count: number,
+  pemDir: string,
+  groups: string | undefined,
+): Promise<number> {
+  const child = fork(fileURLToPath(import.meta.url), ["--serve", mode, pemDir], {
     execArgv: ["--expose-gc"],
   });
-  const next = () => new Promise<Record<string, number>>((resolve) => child.once("message", resolve));
+  const exited = new Promise<never>((_, reject) =>
+    child.once("exit", (code) => reject(new Error(`the server process exited (${code})`))),
+  );
+  exited.catch(() => {});
+  const next = () =>
+    Promise.race([new Promise<Record<string, number>>((resolve) => child.once("message", resolve)), exited]);
   try {
     const port = (await next()).port!;
     child.send("before");
@@ -72,7 +87,12 @@ async function measure(mode: Mode, count: number, pemDir: string): Promise<numbe
             new Promise<void>((resolve, reject) => {
               const socket =
                 mode === "tls"
-                  ? tlsConnect({ port, host: "127.0.0.1", rejectUnauthorized: false })
+                  ? tlsConnect({
+                      port,
+                      host: "127.0.0.1",
+                      rejectUnauthorized: false,
+                      ...(groups === undefined ? {} : { ecdhCurve: groups }),
+                    })
                   : netConnect({ port, host: "127.0.0.1" });
               sockets.push(socket);
               socket.once("error", reject);
@@ -96,25 +116,26 @@ async function measure(mode: Mode, count: number, pemDir: string): Promise<numbe
 if (process.argv[2] === "--serve") {
   await serve(process.argv[3] as Mode, process.argv[4]!);
 } else {
-  const { values } = parseArgs({ options: { connections: { type: "string", default: "3000" } } });
+  const { values } = parseArgs({
+    options: { connections: { type: "string", default: "3000" }, groups: { type: "string" } },
+  });
   const count = Number(values.connections);
   if (!Number.isInteger(count) || count < 100) {
     process.stderr.write("--connections must be an integer of at least 100\n");
     process.exit(2);
   }
-  const { mkdtempSync, rmSync } = await import("node:fs");
-  const { tmpdir } = await import("node:os");
   const dir = mkdtempSync(`${tmpdir()}/tls-memory-`);
   try {
     await selfSignedP256(dir, "localhost");
-    const plain = await measure("plain", count, dir);
-    const tls = await measure("tls", count, dir);
+    const plain = await measure("plain", count, dir, undefined);
+    const tls = await measure("tls", count, dir, values.groups);
     const round = (n: number) => Math.round(n * 10) / 10;
     process.stdout.write(
       `${JSON.stringify({
         bench: "tls-session-memory",
         node: process.version,
         connections: count,
+        groups: values.groups ?? "node's default",
         plain_kib_per_connection: round(plain),
         tls_kib_per_connection: round(tls),
         tls_extra_kib: round(tls - plain),

@@ -90,7 +90,7 @@ export const SCENARIOS: Record<
     joins: 2,
   },
   "reconnect-storm": {
-    summary: "every client's connection is cut at once at --event-at (a network blip); all come back",
+    summary: "every client closes its connection at once at --event-at (a proxy restarting); all resume",
     defaultNodes: 1,
     minNodes: 1,
     joins: 0,
@@ -205,6 +205,7 @@ Another server (no node is started; faults through your commands, {i} = node ind
                          heal-node, pause-db, resume-db, crash-db or restart-db
   --admin-token T        bearer token for Starling's admin endpoint, if it needs one
   --pid PID[,PID...]     the target's server process ids, one per address, for its CPU and RSS
+                         (fixed for the run: after a --kill-cmd or --start-cmd they no longer apply)
 `;
 
 function integer(name: string, value: string | undefined, fallback: number, min = 1): number {

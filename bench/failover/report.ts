@@ -47,13 +47,6 @@ export interface RunFacts {
 /** A disconnect happening this long after a failing event ended is not blamed on it. */
 export const ATTRIBUTION_GRACE_MS = 10_000;
 
-/**
- * Nor one noticed more than this before the event started. Not 0: the clients stamp their
- * disconnects with `Date.now()` while events are timed with `performance`, and the two clocks
- * drift apart by some milliseconds in a long run; a cut client notices its break within 1 ms.
- */
-export const ATTRIBUTION_EARLY_MS = 250;
-
 const round = (value: number | undefined | null, digits = 1): number | null => {
   if (value === undefined || value === null || !Number.isFinite(value)) return null;
   const f = 10 ** digits;
@@ -75,7 +68,7 @@ export function attributedEvent(
     (e) =>
       FAILING_KINDS.has(e.kind) &&
       e.nodes.includes(record.node) &&
-      record.atMs >= e.startMs - ATTRIBUTION_EARLY_MS &&
+      record.atMs >= e.startMs &&
       record.atMs <= e.endMs + ATTRIBUTION_GRACE_MS,
   );
 }
@@ -99,16 +92,25 @@ export function disconnectFigures(records: readonly DisconnectRecord[]) {
 }
 
 /**
- * CPU seconds of every sampled server between two wall-clock times: each sample holds the mean
- * cores used since the one before, so each interval counts for its overlap with [from, to].
+ * CPU seconds of the sampled servers (all, or node `node` only) between two wall-clock times:
+ * each sample holds the mean cores used since the one before, so each interval counts for its
+ * overlap with [from, to]. Null when no server was sampled in that time.
  */
-export function serverCpuBetween(samples: readonly Sample[], fromMs: number, toMs: number): number {
-  let cpuS = 0;
+export function serverCpuBetween(
+  samples: readonly Sample[],
+  fromMs: number,
+  toMs: number,
+  node?: number,
+): number | null {
+  let cpuS: number | null = null;
   for (let k = 1; k < samples.length; k++) {
     const start = Math.max(samples[k - 1]!.atMs, fromMs);
     const end = Math.min(samples[k]!.atMs, toMs);
     if (end <= start) continue;
-    for (const cores of samples[k]!.serverCores) if (cores !== null) cpuS += (cores * (end - start)) / 1000;
+    samples[k]!.serverCores.forEach((cores, i) => {
+      if (cores === null || (node !== undefined && i !== node)) return;
+      cpuS = (cpuS ?? 0) + (cores * (end - start)) / 1000;
+    });
   }
   return cpuS;
 }
@@ -177,17 +179,10 @@ export function buildReport(facts: RunFacts) {
   const nodeCount = facts.nodes.length;
   const sampleAtLoadStart = facts.samples.find((s) => s.atMs >= facts.loadStartMs) ?? facts.samples[0];
   const perNode = facts.nodes.map((n) => {
-    const cores = facts.samples.map((s) => s.serverCores[n.node] ?? null);
     const rss = facts.samples
       .map((s) => s.serverRssKib[n.node] ?? null)
       .filter((v): v is number => v !== null);
-    const cpuS = facts.samples.reduce((sum, s, k) => {
-      const c = s.serverCores[n.node];
-      const prev = facts.samples[k - 1];
-      return c === null || c === undefined || prev === undefined
-        ? sum
-        : sum + (c * (s.atMs - prev.atMs)) / 1000;
-    }, 0);
+    const cpuS = serverCpuBetween(facts.samples, Number.NEGATIVE_INFINITY, Number.POSITIVE_INFINITY, n.node);
     const mine = records.filter((r) => r.node === n.node);
     return {
       node: n.node,
@@ -197,7 +192,7 @@ export function buildReport(facts: RunFacts) {
       clients_at_load_start: sampleAtLoadStart?.live.onlineByNode[n.node] ?? null,
       disconnects: mine.length,
       disconnects_not_on_failed_node: mine.filter((r) => attributedEvent(r, events) === undefined).length,
-      cpu_s: cores.some((c) => c !== null) ? round(cpuS, 2) : null,
+      cpu_s: round(cpuS, 2),
       max_rss_mib: rss.length > 0 ? round(Math.max(...rss) / 1024, 1) : null,
       warnings: n.warnings,
     };

@@ -41,8 +41,14 @@ class RunAborted extends Error {
   }
 }
 
+/**
+ * The run's clock: Date.now(), the clock the load processes stamp disconnects, acks and
+ * deliveries with, so that events and samples compare with those directly. (performance's
+ * clock drifted from it by some milliseconds over a run: a client cut at an event's start was
+ * then seen breaking before it.)
+ */
 function wallClockMs(): number {
-  return performance.timeOrigin + performance.now();
+  return Date.now();
 }
 
 function defaultOutDir(repoRoot: string, scenario: string): string {
@@ -224,8 +230,9 @@ export async function runFailover(options: FailoverOptions, env: RunEnvironment)
       if (sampling || fleet === undefined || driver === undefined) return;
       sampling = true;
       try {
+        // The servers' counters first, at atMs: the load processes may take a while to answer
+        // fleet.live() (in a storm), and that wait must not fall into the CPU interval.
         const atMs = wallClockMs();
-        const live = await fleet.live();
         const pids = driver.pids();
         const serverCores = pids.map((pid, i) => {
           if (pid === undefined) return null;
@@ -238,6 +245,7 @@ export async function runFailover(options: FailoverOptions, env: RunEnvironment)
             : (cpu - last.cpu) / ((atMs - last.at) / 1000);
         });
         const serverRssKib = pids.map((pid) => (pid === undefined ? null : (readRssKib(pid) ?? null)));
+        const live = await fleet.live();
         samples.push({ atMs, live, serverCores, serverRssKib });
         if (samples.length % 5 === 1) {
           const view = await driver.clusterView().catch(() => undefined);

@@ -61,7 +61,7 @@ export interface ScenarioContext {
   announce(i: number): Promise<void>;
   /** How long a fault that heals lasts (ms). */
   faultMs: number;
-  /** Breaks every online client's connection at once (the clients' side of a network blip). */
+  /** Closes every online client's connection at once, as a proxy in front of the servers restarting would. */
   cutClients(): Promise<ActionResult>;
 }
 
@@ -159,8 +159,10 @@ export async function runScenario(ctx: ScenarioContext): Promise<void> {
       await heals(ctx, "pause", [victim], "pause-node", "resume-node");
       return;
     case "reconnect-storm": {
-      // Every client at once, on every node: a network blip between the clients and the
-      // servers (a proxy or NAT restarting). The servers stay up, so each client can resume.
+      // Every client at once, on every node, as a proxy in front of the servers restarting
+      // would: the connections close (the servers see them go at once; a silent network loss,
+      // where a server still holds the old stream when the client resumes, is not this). The
+      // servers stay up, so each client can resume.
       const all = Array.from({ length: nodes }, (_, i) => i);
       await ctx.waitUntil(ctx.firstEventAtMs);
       await ctx.record("clients-cut", all, () => ctx.cutClients());

@@ -168,7 +168,7 @@ export interface FailoverLoad {
   startTraffic(request: FailoverTrafficRequest): Promise<void>;
   stopTraffic(): Promise<{ sent: number }>;
   requestAcks(): Promise<void>;
-  /** Breaks every online client's connection at once, as a network blip would. */
+  /** Closes every online client's connection at once, as a proxy in front of the servers restarting would. */
   cutConnections(): Promise<{ cut: number }>;
   live(): Promise<LiveCounters>;
   collect(): Promise<GroupResult>;

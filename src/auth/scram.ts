@@ -2,23 +2,15 @@
  * SCRAM key derivation (RFC 5802 §3, RFC 7677). Accounts store only these keys, one set per
  * hash, so the password is never kept and either SCRAM variant can authenticate the user.
  */
-import { createHash, createHmac, createSecretKey, pbkdf2, pbkdf2Sync, randomBytes } from "node:crypto";
+import { createHash, pbkdf2, pbkdf2Sync, randomBytes } from "node:crypto";
 import { promisify } from "node:util";
 import type { Account, ScramCredential } from "../storage/store.ts";
 import type { BareJid } from "../xmpp/jid.ts";
+import { hmac } from "../xmpp/sasl/hmac.ts";
 import type { ScramHash } from "./auth-provider.ts";
 
 /** Iterations for new credentials; RFC 7677 §4 recommends at least 4096. */
 export const DEFAULT_SCRAM_ITERATIONS = 4096;
-
-/**
- * HMAC(key, data) (RFC 2104), the key handed over as a KeyObject: given a Buffer, Node 24's
- * createHmac spends longer deciding that it is not a KeyObject than hashing (13.5–14 against
- * 4.3–5.2 µs a call measured here, the key's conversion included), and every SCRAM login takes two.
- */
-export function hmac(hash: string, key: Buffer, data: string | Buffer): Buffer {
-  return createHmac(hash, createSecretKey(key)).update(data).digest();
-}
 
 /** RFC 5802 §3: SaltedPassword := Hi(Normalize(password), salt, i). */
 export function saltPassword(password: string, salt: Buffer, iterations: number, hash: ScramHash): Buffer {

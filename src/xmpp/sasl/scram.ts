@@ -13,11 +13,12 @@
  * an attacker which accounts exist. A provider that has no SCRAM keys for a user (one that can
  * only check plaintext passwords) makes SCRAM fail the same way; offer only PLAIN with it.
  */
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, createSecretKey, randomBytes, timingSafeEqual } from "node:crypto";
 import type { ScramHash } from "../../auth/auth-provider.ts";
-import { DEFAULT_SCRAM_ITERATIONS, hmac } from "../../auth/scram.ts";
+import { DEFAULT_SCRAM_ITERATIONS } from "../../auth/scram.ts";
 import type { BareJid } from "../jid.ts";
 import { decodeBase64, decodeUtf8 } from "./encoding.ts";
+import { hmac } from "./hmac.ts";
 import { isAuthzidAllowed, resolveAuthcid } from "./identity.ts";
 import {
   type SaslContext,
@@ -45,7 +46,7 @@ export interface ScramServerOptions {
  * restarts to find out that the account is fake; deterministic within the process, so asking
  * twice for the same unknown user gives the same salt, as a real account would.
  */
-const FAKE_SALT_KEY = randomBytes(32);
+const FAKE_SALT_KEY = createSecretKey(randomBytes(32));
 
 /** RFC 5802 §7: printable = %x21-2B / %x2D-7E ;; Printable ASCII except ",". */
 const PRINTABLE = /^[\x21-\x2b\x2d-\x7e]+$/;
