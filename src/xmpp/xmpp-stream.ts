@@ -121,7 +121,7 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
   opened(attrs: Record<string, string>, name: string): void {
     if (this.#closing) return;
     // RFC 6120 §4.7.3: unique and unpredictable. randomUUID draws on a cached block of the
-    // CSPRNG's output (122 random bits): 0.1–0.5 against 2.0–3.6 µs for randomBytes(12) in hex
+    // CSPRNG's output (122 random bits): 0.1–0.5 against 2.0–3.6 µs for randomBytes(12) in hex,
     // and a STARTTLS login opens three streams.
     this.#sendHeader(randomUUID());
     // RFC 6120 §4.9.3.10/§4.8: the stream element must be <stream:stream> in the streams namespace.
