@@ -305,6 +305,17 @@ interface PhaseResult {
   loadgenBound: boolean;
 }
 
+/** A login run and the server's CPU seconds during it (undefined without its pid). */
+type MeasuredLogin = LoginReport & { serverCpuS: number | undefined };
+
+/**
+ * Server CPU milliseconds per successful login of a run: the figure to compare servers by when the
+ * load generator, on the same cores, caps the logins per second both can show.
+ */
+function cpuMsPerLogin(run: MeasuredLogin): number | undefined {
+  return run.serverCpuS === undefined || run.ok === 0 ? undefined : (run.serverCpuS * 1000) / run.ok;
+}
+
 class Bench {
   #opts: Options;
   #fleet!: LoadFleet;
@@ -317,7 +328,7 @@ class Bench {
     this.#pid = pid;
   }
 
-  async login(label: string, starttls: boolean, required = true): Promise<LoginReport> {
+  async login(label: string, starttls: boolean, required = true): Promise<MeasuredLogin> {
     const serverCpu0 = this.#pid === undefined ? undefined : readCpuSeconds(this.#pid);
     const loadCpu0 = await this.#fleet.cpuSeconds();
     const report = await this.#fleet.login({
@@ -331,21 +342,22 @@ class Bench {
     const perS = report.ok / (report.elapsedMs / 1000);
     const serverCpu1 = this.#pid === undefined ? undefined : readCpuSeconds(this.#pid);
     const loadCpu1 = await this.#fleet.cpuSeconds();
+    const serverCpuS =
+      serverCpu0 === undefined || serverCpu1 === undefined ? undefined : serverCpu1 - serverCpu0;
     progress(`login ${label}`, {
       ok: report.ok,
       failed: report.failed,
       seconds: round(report.elapsedMs / 1000, 2),
       logins_per_s: round(perS),
       scram_derivations: report.scramDerivations,
-      server_cpu_s:
-        serverCpu0 === undefined || serverCpu1 === undefined ? undefined : round(serverCpu1 - serverCpu0, 2),
+      server_cpu_s: round(serverCpuS, 2),
       loadgen_cpu_s: round(loadCpu1 - loadCpu0, 2),
       errors: report.errors,
       first_error: report.firstError,
     });
     if (required && report.ok === 0)
       throw new Error(`No client could log in (${label}): ${report.firstError}`);
-    return report;
+    return { ...report, serverCpuS };
   }
 
   /**
@@ -664,8 +676,8 @@ async function main(): Promise<number> {
     await delay(1000);
 
     // Runs 2 and 3: the measured login rates. The sessions of the last run carry the traffic.
-    let plain: LoginReport;
-    let starttls: LoginReport;
+    let plain: MeasuredLogin;
+    let starttls: MeasuredLogin;
     if (opts.tls) {
       plain = await bench.login("plain", false);
       await fleet.closeAll();
@@ -717,6 +729,9 @@ async function main(): Promise<number> {
       logins_per_s: round(plain.ok / (plain.elapsedMs / 1000)),
       logins_per_s_starttls: round(starttls.ok / (starttls.elapsedMs / 1000)),
       logins_per_s_cold_client: round(cold.ok / (cold.elapsedMs / 1000)),
+      server_cpu_ms_per_login: round(cpuMsPerLogin(plain), 2),
+      server_cpu_ms_per_starttls_login: round(cpuMsPerLogin(starttls), 2),
+      server_cpu_ms_per_cold_login: round(cpuMsPerLogin(cold), 2),
       login_failures: plain.failed + starttls.failed + cold.failed,
       max_sustained_msgs_per_s: search?.best ?? null,
       search_steps: search?.steps ?? null,
