@@ -22,13 +22,12 @@ import { createSecureContext, TLSSocket, connect as tlsConnect } from "node:tls"
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { selfSignedP256 } from "./lib/ejabberd-server.ts";
+import { readRssKib } from "./lib/proc-stats.ts";
+
+/** This process's resident memory in KiB (NaN if procfs cannot tell). */
+const rssKib = (): number => readRssKib(process.pid) ?? Number.NaN;
 
 type Mode = "plain" | "tls";
-
-function rssKib(): number {
-  const match = readFileSync("/proc/self/status", "utf8").match(/VmRSS:\s+(\d+)/);
-  return Number(match?.[1] ?? Number.NaN);
-}
 
 /** The child: a server that keeps every connection, and reports its memory when asked. */
 async function serve(mode: Mode, pemDir: string): Promise<void> {

@@ -107,10 +107,10 @@ export function serverCpuBetween(
     const start = Math.max(samples[k - 1]!.atMs, fromMs);
     const end = Math.min(samples[k]!.atMs, toMs);
     if (end <= start) continue;
-    samples[k]!.serverCores.forEach((cores, i) => {
-      if (cores === null || (node !== undefined && i !== node)) return;
-      cpuS = (cpuS ?? 0) + (cores * (end - start)) / 1000;
-    });
+    for (const [i, cores] of samples[k]!.serverCores.entries()) {
+      if (cores !== null && (node === undefined || i === node))
+        cpuS = (cpuS ?? 0) + (cores * (end - start)) / 1000;
+    }
   }
   return cpuS;
 }
