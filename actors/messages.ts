@@ -232,12 +232,23 @@ export type WorkerMessage =
       user: BareJid;
       /** Nodes the asking shard knows are dead: a replica of a session they held may promote it. */
       gone?: number[];
+      /**
+       * The asking worker incarnation's session id prefix: a replica's copy handed to it is kept
+       * until it confirms (`copy-held`), and comes back if that incarnation dies first.
+       */
+      taker: string;
     }
   /**
    * The taker of a lent session (see `resume-take`) holds it now, its replicas too (`ok`), or
    * gave up (`ok` false): the lender ends quietly, or becomes resumable again.
    */
   | { kind: "resume-done"; sid: string; ok: boolean }
+  /**
+   * The session made of a replica's copy (promoted, or taken by a resumption) is replicated
+   * where it lives now, or ended: the shard that handed the copy out drops it
+   * (session-replicas.ts ReplicaHost.held).
+   */
+  | { kind: "copy-held"; token: string; stream: string }
   /**
    * A BOSH request (XEP-0124) for a session this worker holds, which reached another worker of
    * the node; the answer (a `<body/>`) is the reply, up to the session's `wait` later.

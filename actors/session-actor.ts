@@ -175,7 +175,16 @@ export class SessionActor {
     ctx: SessionContext,
     link: ClientLink | undefined,
     snapshot?: SessionSnapshot,
-    options: { hold?: boolean; promoted?: boolean; copyOf?: { stream: string; lsn: number } } = {},
+    options: {
+      hold?: boolean;
+      promoted?: boolean;
+      copyOf?: { stream: string; lsn: number };
+      /**
+       * For a session made of a replica's copy (promoted, or taken by a resumption): tells the
+       * copy's holder it may drop it. Called once, when the replicas hold the session or it ends.
+       */
+      releaseCopy?: () => void;
+    } = {},
   ) {
     if (options.hold) this.#held = [];
     if (options.promoted) this.#promotedAt = snapshot?.sentOut ?? 0;
@@ -201,8 +210,23 @@ export class SessionActor {
       if (options.promoted !== true || !ctx.resumable.has(snapshot.token))
         ctx.resumable.set(snapshot.token, this);
       this.#startReplication();
+      if (options.releaseCopy !== undefined) {
+        // Make before break: the copy stays where it was until our replicas hold the session,
+        // so a crash of this worker before then loses nothing (sim seed 3941).
+        this.#releaseCopy = options.releaseCopy;
+        this.whenReplicated(this.#copyReleased);
+      }
     }
   }
+
+  /** See the constructor's `releaseCopy`. */
+  #releaseCopy: (() => void) | undefined;
+
+  readonly #copyReleased = (): void => {
+    const release = this.#releaseCopy;
+    this.#releaseCopy = undefined;
+    release?.();
+  };
 
   /** The XEP-0198 resumption id, when resumption is enabled. */
   get token(): string | undefined {
@@ -874,6 +898,7 @@ export class SessionActor {
 
   /** Ends the session: unacked messages go offline (XEP-0198 §5), presence goes unavailable. */
   #finish(unbind: boolean): void {
+    this.#copyReleased();
     if (this.#resumeTimer !== undefined) clearTimeout(this.#resumeTimer);
     if (this.#ackTimer !== undefined) clearTimeout(this.#ackTimer);
     if (this.#token !== undefined) this.#ctx.resumable.delete(this.#token);
@@ -912,6 +937,7 @@ export class SessionActor {
     // outcome; this session ends when the taker confirms, its log travelled with the snapshot.
     if (this.#ended || this.#lentTimer !== undefined) return;
     this.#ended = true;
+    this.#copyReleased();
     this.#log.info({ sid: this.sid }, "a newer registration of this session exists; ending quietly");
     if (this.#resumeTimer !== undefined) clearTimeout(this.#resumeTimer);
     if (this.#ackTimer !== undefined) clearTimeout(this.#ackTimer);
@@ -990,6 +1016,8 @@ export class SessionActor {
   /** The taker holds the session now, its replicas too: this one ends quietly. */
   confirmMoved(): void {
     if (this.#lentTimer === undefined) return;
+    // The taker's replicas hold the session: whatever it was made of is not needed any more.
+    this.#copyReleased();
     clearTimeout(this.#lentTimer);
     this.#lentTimer = undefined;
     this.#ctx.lent.delete(this.sid);

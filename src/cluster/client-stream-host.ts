@@ -42,7 +42,7 @@ export type ResumeTake =
   | {
       snapshot: SessionSnapshot;
       lender?: { shard: number; sid: string };
-      copyOf?: { stream: string; lsn: number };
+      copyOf?: { stream: string; lsn: number; holder?: number };
     }
   | { expired: number }
   | { pending: true }
@@ -58,7 +58,7 @@ export function lateTakeOf(
   value: unknown,
 ):
   | { lender: { shard: number; sid: string } }
-  | { adopt: { state: SessionSnapshot; stream: string; lsn: number } }
+  | { adopt: { state: SessionSnapshot; stream: string; lsn: number; holder?: number } }
   | undefined {
   if (typeof value !== "object" || value === null || !("snapshot" in value)) return undefined;
   const take = value as Extract<ResumeTake, { snapshot: SessionSnapshot }>;
@@ -280,6 +280,7 @@ async function resume(
   if (!Number.isInteger(home) || home < 0) return { failed: "unknown" };
   let snapshot: SessionSnapshot | undefined;
   let lender: { shard: number; sid: string } | undefined;
+  let copyOf: { stream: string; lsn: number; holder?: number } | undefined;
   let expired: number | undefined;
   // The id names the shard (of any node) that issued it; a session resumed before may live
   // elsewhere now (the id survives resumptions), so this node's workers are asked next and
@@ -293,22 +294,30 @@ async function resume(
       return undefined;
     });
   let pending = false;
-  const giveBack = (take: { lender?: { shard: number; sid: string } | undefined }) => {
+  const giveBack = (take: {
+    lender?: { shard: number; sid: string } | undefined;
+    copyOf?: { stream: string; holder?: number } | undefined;
+  }) => {
     if (take.lender !== undefined) answerLender(ctx, take.lender, false);
-    else ctx.log.warn({ user }, "a second replica's copy answered a resumption; the older one is dropped");
+    else {
+      ctx.log.warn({ user }, "a second replica's copy answered a resumption; the older one is dropped");
+      if (take.copyOf !== undefined) releaseCopy(ctx, previd, take.copyOf);
+    }
   };
   const note = (found: ResumeTake) => {
     if (found !== undefined && "snapshot" in found) {
       if (snapshot === undefined) {
         snapshot = found.snapshot;
         lender = found.lender;
+        copyOf = found.copyOf;
       } else if (isAhead(found.snapshot, snapshot)) {
         // Two holders answered the search at once: a lender whose worker crashed before this
         // taker could confirm, and the copy promoted meanwhile, which went on (sim seed 6122).
         // The one ahead is the session; the other goes back to its lender.
-        giveBack({ lender });
+        giveBack({ lender, copyOf });
         snapshot = found.snapshot;
         lender = found.lender;
+        copyOf = found.copyOf;
       } else giveBack(found);
     } else if (found !== undefined && "expired" in found) expired = found.expired;
     else if (found !== undefined) pending = true;
@@ -339,7 +348,11 @@ async function resume(
   if (snapshot === undefined) {
     return expired === undefined ? { failed: "unknown" } : { failed: "expired", handled: expired };
   }
-  const session = new SessionActor(snapshot.full, ctx, link, snapshot);
+  // A replica's copy is kept by the shard that gave it until our replicas hold the session.
+  const copy = copyOf;
+  const session = new SessionActor(snapshot.full, ctx, link, snapshot, {
+    ...(copy === undefined ? {} : { releaseCopy: () => releaseCopy(ctx, previd, copy) }),
+  });
   ctx.sessions.set(session.sid, session);
   ctx.router.toUser({
     kind: "relocate",
@@ -356,6 +369,19 @@ async function resume(
 /** Whether session snapshot `a` is further along than `b`: moved more often, or, as often, wrote more. */
 function isAhead(a: SessionSnapshot, b: SessionSnapshot): boolean {
   return a.moves !== b.moves ? a.moves > b.moves : a.sentOut > b.sentOut;
+}
+
+/**
+ * Tells the shard that handed out a replica's copy of session `token` (promoted, or taken by a
+ * resumption) that it may drop it: the session made of it is replicated here, or ended.
+ */
+export function releaseCopy(
+  ctx: ShardContext,
+  token: string,
+  copy: { stream: string; holder?: number },
+): void {
+  if (copy.holder === undefined) return;
+  ctx.router.send(copy.holder, { t: "worker", msg: { kind: "copy-held", token, stream: copy.stream } });
 }
 
 /** Tells the shard that lent a session whether this resumption holds it (`ok`) or gave it back. */
@@ -375,7 +401,16 @@ function takeFrom(
     shard,
     (reqId) => ({
       t: "worker",
-      msg: { kind: "resume-take", token, h, toShard: ctx.index, reqId, user, gone: ctx.router.goneNodes() },
+      msg: {
+        kind: "resume-take",
+        token,
+        h,
+        toShard: ctx.index,
+        reqId,
+        user,
+        gone: ctx.router.goneNodes(),
+        taker: ctx.sidPrefix,
+      },
     }),
     // The holder may be a node that just died: answer the client soon, it will log in again.
     RESUME_TAKE_TIMEOUT_MS,

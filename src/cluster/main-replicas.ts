@@ -25,6 +25,7 @@ import {
   ReplicaHost,
   type ReplicaStats,
   type ReplicationSender,
+  shardOfPrefix,
   takeCopyForResume,
 } from "./session-replicas.ts";
 
@@ -107,6 +108,8 @@ export class MainReplicaShard {
         return this.#workerRestarted(envelope.shard, envelope.deadPrefix, envelope.keepPrefix);
       case "worker":
         if (envelope.msg.kind === "resume-take") return this.#resumeTake(envelope.msg);
+        if (envelope.msg.kind === "copy-held")
+          return this.#host.held(envelope.msg.token, envelope.msg.stream);
         break;
     }
     this.#drop({ t: envelope.t }, "envelope the main thread's replica shard does not take; dropped");
@@ -115,7 +118,9 @@ export class MainReplicaShard {
   #resumeTake(msg: Extract<WorkerMessage, { kind: "resume-take" }>): void {
     const gone = new Set([...this.#goneNodes, ...(msg.gone ?? [])]);
     const travelling = this.#inTransit.get(msg.token)?.startsWith(`${msg.user}/`) ?? false;
-    const copy = travelling ? "pending" : takeCopyForResume(this.#host, msg.token, msg.user, msg.h, gone);
+    const copy = travelling
+      ? "pending"
+      : takeCopyForResume(this.#host, msg.token, msg.user, msg.h, gone, msg.taker);
     if (copy !== undefined && copy !== "pending")
       this.#log.info({ user: msg.user }, "replica taken over by a resumption: its owner's node is dead");
     const value: ResumeTake =
@@ -123,7 +128,7 @@ export class MainReplicaShard {
         ? { pending: true }
         : copy === undefined
           ? undefined
-          : { snapshot: copy.state, copyOf: { stream: copy.stream, lsn: copy.lsn } };
+          : { snapshot: copy.state, copyOf: { stream: copy.stream, lsn: copy.lsn, holder: this.self } };
     this.#send(msg.toShard, { t: "reply", reqId: msg.reqId, ok: true, value });
   }
 
@@ -141,6 +146,9 @@ export class MainReplicaShard {
     const died = deadNodesOf(prev, live);
     if (died.size === 0) return [];
     for (const node of died) this.#goneNodes.add(node);
+    // Copies taken by shards of the dead nodes that never said their replicas held the session
+    // come back, and are promoted again below (to this node's workers).
+    this.#host.restore((taker) => died.has(nodeNoOf(shardOfPrefix(taker))));
     // The whole node died: none of its workers' sessions lives on.
     for (const [prefix, shard] of this.#deadIncarnations)
       if (died.has(nodeNoOf(shard))) this.#deadIncarnations.delete(prefix);
@@ -171,6 +179,10 @@ export class MainReplicaShard {
     // incarnations' copies were promoted long ago.
     if (this.#deadIncarnations.size > MAX_DEAD_INCARNATIONS)
       this.#deadIncarnations.delete(this.#deadIncarnations.keys().next().value!);
+    // Copies that worker took for a resumption and had not confirmed died with it: back, and
+    // promoted here (the notice comes after everything the old incarnation sent on the link, and
+    // before anything the new one sends).
+    this.#host.restore((taker) => taker === deadPrefix);
     const promoted = this.#promoteDead();
     for (const { state } of promoted) this.#inTransit.set(state.token, state.full);
     this.#log.warn(
@@ -203,9 +215,34 @@ export class MainReplicaShard {
     }
   }
 
-  /** The workers adopted these copies (with a table, or after a worker's crash): they hold them now. */
-  handedOver(copies: readonly PromotedCopy[]): void {
-    for (const { state } of copies) this.#inTransit.delete(state.token);
+  /**
+   * Worker `worker` of this node adopted these copies (with a table, or after a worker's crash):
+   * it holds them now. Each is kept here until its session is replicated (`copy-held`), or comes
+   * back if that worker dies first ({@link localWorkerDied}).
+   */
+  handedOver(copies: readonly PromotedCopy[], workerPrefix: string | undefined): void {
+    for (const { state, stream } of copies) {
+      this.#inTransit.delete(state.token);
+      if (workerPrefix !== undefined) this.#host.assign(state.token, stream, workerPrefix);
+    }
+  }
+
+  /**
+   * The worker of this node whose session ids start with `deadPrefix` died: the copies it adopted
+   * or took for a resumption whose sessions had no replica holding them yet died with it. They
+   * come back and are promoted again, for the running workers to adopt (the session survives a
+   * second crash, not only the owner's).
+   */
+  localWorkerDied(deadPrefix: string): PromotedCopy[] {
+    if (this.#host.restore((taker) => taker === deadPrefix) === 0) return [];
+    const promoted = this.#promoteDead();
+    for (const { state } of promoted) this.#inTransit.set(state.token, state.full);
+    if (promoted.length > 0)
+      this.#log.warn(
+        { worker: deadPrefix, sessions: promoted.length },
+        "copies a crashed worker held promoted again",
+      );
+    return promoted;
   }
 
   /**

@@ -453,6 +453,11 @@ interface ReplicaEntry {
   lsn: number;
   /** The owner's replica list when it initialised this copy: the first live one promotes. */
   replicas: number[];
+  /**
+   * Handed out once (promoted or taken) and given back because its taker died first: its owner
+   * is dead, so no change of its stream counts any more (a zombie's would otherwise apply).
+   */
+  sealed?: true;
 }
 
 /** A copy promoted after its owner died: its state, and the stream and lsn it was copied to. */
@@ -460,9 +465,25 @@ export interface PromotedCopy {
   state: SessionSnapshot;
   stream: string;
   lsn: number;
+  /**
+   * The shard that keeps the copy until the session made of it is replicated where it is now
+   * ({@link ReplicaHost.held}); absent for a copy no one keeps.
+   */
+  holder?: number;
 }
 
+/**
+ * How long a copy handed out is kept for a taker that never says its replicas hold the session
+ * (a confirmation lost with a link's queue): longer than the default resumption window.
+ */
+const HANDED_OUT_KEEP_MS = 15 * 60_000;
+
 /** Counters for statistics and tests. */
+/** The shard of a worker incarnation's session id prefix (`<shard>.<hex>.`). */
+export function shardOfPrefix(prefix: string): number {
+  return Number.parseInt(prefix, 10);
+}
+
 export interface ReplicaStats {
   held: number;
   applied: number;
@@ -478,6 +499,15 @@ export class ReplicaHost {
    * and must not start a copy again (a re-init after its node woke up). Bounded, oldest first.
    */
   readonly #retired = new Map<string, string>();
+  /**
+   * Copies promoted or taken out, kept until the session made of them is replicated where it
+   * now lives (make before break; {@link held}), with the worker incarnation that took them
+   * (`to`: its session id prefix, `<shard>.<hex>.`, once known) and when. If that shard dies first, the copy comes back ({@link restore}) and is
+   * promoted again: taken for good, it died with a worker that crashed before its own replicas
+   * held the session (sim seed 3941, and the gap crash-during-resume).
+   */
+  readonly #handedOut = new Map<string, { entry: ReplicaEntry; to: string | undefined; at: number }>();
+  readonly #clock: () => number;
   readonly #sender: ReplicationSender;
   readonly #log: Logger;
   /** Owner shard → "token stream" → highest lsn to acknowledge this turn. */
@@ -489,14 +519,30 @@ export class ReplicaHost {
    * `schedule` runs the per-turn flush of acknowledgements (setImmediate; a deterministic
    * simulation passes its own scheduler).
    */
-  constructor(sender: ReplicationSender, log: Logger, schedule: (flush: () => void) => void = setImmediate) {
+  constructor(
+    sender: ReplicationSender,
+    log: Logger,
+    schedule: (flush: () => void) => void = setImmediate,
+    clock: () => number = Date.now,
+  ) {
     this.#sender = sender;
     this.#log = log;
     this.#schedule = schedule;
+    this.#clock = clock;
   }
 
   get stats(): ReplicaStats {
     return { held: this.#entries.size, ...this.#counts };
+  }
+
+  /** Copies handed out and kept until their taker's replicas hold the session. */
+  get handedOut(): number {
+    return this.#handedOut.size;
+  }
+
+  /** Whether the copy of `token` is out with a taker that has not confirmed yet. */
+  isHandedOut(token: string): boolean {
+    return this.#handedOut.has(token);
   }
 
   /** The copy of session `token` held here, if any (read only: for inspection and checks). */
@@ -543,7 +589,13 @@ export class ReplicaHost {
       entry = { state: cloneSessionState(change.state), owner, stream, lsn, replicas: replicas ?? [] };
       this.#entries.set(token, entry);
     } else {
-      if (entry === undefined || entry.stream !== stream || entry.owner !== owner || lsn !== entry.lsn + 1) {
+      if (
+        entry === undefined ||
+        entry.sealed === true ||
+        entry.stream !== stream ||
+        entry.owner !== owner ||
+        lsn !== entry.lsn + 1
+      ) {
         // A zombie owner (its copy was promoted or re-initialised by another), or a gap.
         this.#counts.refused++;
         if (this.#counts.refused % 1000 === 1) {
@@ -599,18 +651,92 @@ export class ReplicaHost {
     token: string,
     user: string,
     isDead: (shard: number) => boolean,
+    taker?: string,
   ): PromotedCopy | "pending" | undefined {
     const entry = this.#entries.get(token);
-    if (entry === undefined || !entry.state.full.startsWith(`${user}/`)) return undefined;
+    if (entry === undefined) {
+      // Out with a taker that has not confirmed: ask again (it holds the session, or dies and
+      // the copy comes back).
+      const out = this.#handedOut.get(token);
+      return out?.entry.state.full.startsWith(`${user}/`) ? "pending" : undefined;
+    }
+    if (!entry.state.full.startsWith(`${user}/`)) return undefined;
     if (!isDead(entry.owner)) return "pending";
     // Another replica comes first: it answers itself, or it died too and the asker learns so at
     // a later table (two nodes dying a moment apart), when this copy is the heir.
     if (entry.replicas.find((shard) => !isDead(shard)) !== this.#sender.self) return "pending";
+    this.#counts.promoted++;
+    return this.#handOut(token, entry, taker);
+  }
+
+  /**
+   * Takes `entry` out for a new owner (`to`, when known), keeping it until that owner's replicas
+   * hold the session; returns the copy to hand over: the state with one move more.
+   */
+  #handOut(token: string, entry: ReplicaEntry, to: string | undefined): PromotedCopy {
     this.#entries.delete(token);
     this.#retire(token, entry.stream);
-    this.#counts.promoted++;
-    entry.state.moves++;
-    return { state: entry.state, stream: entry.stream, lsn: entry.lsn };
+    const now = this.#clock();
+    // The oldest first: whatever waited this long lost its confirmation (or its session ended).
+    for (const [oldest, out] of this.#handedOut) {
+      if (now - out.at < HANDED_OUT_KEEP_MS) break;
+      this.#handedOut.delete(oldest);
+    }
+    this.#handedOut.set(token, { entry, to, at: now });
+    const state = cloneSessionState(entry.state);
+    state.moves++;
+    return { state, stream: entry.stream, lsn: entry.lsn, holder: this.#sender.self };
+  }
+
+  /**
+   * A promoted copy was adopted by the worker incarnation whose session ids start with `to` (a
+   * worker of this node, for a main thread's copy).
+   */
+  assign(token: string, stream: string, to: string): void {
+    const out = this.#handedOut.get(token);
+    if (out?.entry.stream === stream) out.to = to;
+  }
+
+  /**
+   * The session made of the copy of `token` from `stream` is replicated where it lives now, or
+   * ended there, or moved on again: the copy is not needed any more.
+   */
+  held(token: string, stream: string): void {
+    if (this.#handedOut.get(token)?.entry.stream === stream) this.#handedOut.delete(token);
+  }
+
+  /** A copy taken out but not used after all (the client's `h` is impossible): it is back. */
+  giveBack(token: string, stream: string): void {
+    const out = this.#handedOut.get(token);
+    if (out?.entry.stream !== stream) return;
+    this.#handedOut.delete(token);
+    if (this.#entries.has(token)) return;
+    out.entry.sealed = true;
+    this.#entries.set(token, out.entry);
+  }
+
+  /**
+   * The worker incarnations `lost` died (by their session id prefix: a node, or a worker that
+   * crashed): the copies they took and had not confirmed come back, sealed, to be promoted (or
+   * taken) again. Returns how many came back.
+   */
+  restore(lost: (takerPrefix: string) => boolean): number {
+    let back = 0;
+    for (const [token, out] of this.#handedOut) {
+      if (out.to === undefined || !lost(out.to)) continue;
+      this.#handedOut.delete(token);
+      // A newer copy of the session arrived meanwhile (its taker's replica list included us).
+      if (this.#entries.has(token)) continue;
+      out.entry.sealed = true;
+      this.#entries.set(token, out.entry);
+      back++;
+    }
+    if (back > 0)
+      this.#log.warn(
+        { copies: back },
+        "the taker of copies died before its replicas held them; the copies are back",
+      );
+    return back;
   }
 
   #retire(token: string, stream: string): void {
@@ -635,10 +761,7 @@ export class ReplicaHost {
       if (!ownerDied(entry.owner, entry.stream)) continue;
       const heir = entry.replicas.find((shard) => !isDead(shard));
       if (heir !== this.#sender.self) continue;
-      this.#entries.delete(token);
-      this.#retire(token, entry.stream);
-      entry.state.moves++;
-      promoted.push({ state: entry.state, stream: entry.stream, lsn: entry.lsn });
+      promoted.push(this.#handOut(token, entry, undefined));
     }
     this.#counts.promoted += promoted.length;
     return promoted;
@@ -658,10 +781,14 @@ export function takeCopyForResume(
   user: string,
   h: number,
   gone: ReadonlySet<number>,
+  taker: string,
 ): PromotedCopy | "pending" | undefined {
-  const copy = host.takeForResume(token, user, (shard) => gone.has(nodeNoOf(shard)));
+  const copy = host.takeForResume(token, user, (shard) => gone.has(nodeNoOf(shard)), taker);
   if (copy === undefined || copy === "pending") return copy;
-  if (unackedAfter(copy.state, h) < 0) return undefined;
+  if (unackedAfter(copy.state, h) < 0) {
+    host.giveBack(token, copy.stream);
+    return undefined;
+  }
   applySessionChange(copy.state, { c: "ack", h });
   return copy;
 }

@@ -26,7 +26,13 @@ import { startWebListener, type WebListener } from "../transport/web-listener.ts
 import { type BareJid, splitFullJid } from "../xmpp/jid.ts";
 import type { ClientTarget } from "../xmpp/stream-transport.ts";
 import { ActorHost } from "./actor-host.ts";
-import { clientStreamHost, lateTakeOf, type ResumeTake, takeResumable } from "./client-stream-host.ts";
+import {
+  clientStreamHost,
+  lateTakeOf,
+  type ResumeTake,
+  releaseCopy,
+  takeResumable,
+} from "./client-stream-host.ts";
 import type { Envelope } from "./envelope.ts";
 import { type HandoffStats, type LiveNode, liveShardsOf, PartitionHandoff } from "./handoff.ts";
 import { type OwnerTable, shardNumber } from "./ring.ts";
@@ -39,6 +45,7 @@ import {
   ReplicaStream,
   ReplicaStreams,
   type ReplicationSender,
+  shardOfPrefix,
   takeCopyForResume,
 } from "./session-replicas.ts";
 import type { ShardContext } from "./shard-context.ts";
@@ -336,12 +343,18 @@ function promoteCopiesOf(
 function adoptCopies(promoted: readonly PromotedCopy[]): void {
   const deadNodes = router.goneNodes();
   let adopted = 0;
-  for (const { state, stream, lsn } of promoted) {
+  for (const { state, stream, lsn, holder } of promoted) {
+    const release = () =>
+      releaseCopy(ctx, state.token, { stream, ...(holder === undefined ? {} : { holder }) });
     // A live session of this token here was resumed from the same owner: the copy is a ghost.
-    if (ctx.resumable.has(state.token)) continue;
+    if (ctx.resumable.has(state.token)) {
+      release();
+      continue;
+    }
     const session = new SessionActor(state.full, ctx, undefined, state, {
       promoted: true,
       copyOf: { stream, lsn },
+      releaseCopy: release,
     });
     ctx.sessions.set(session.sid, session);
     session.detach();
@@ -373,7 +386,11 @@ const handoff = new PartitionHandoff({
   tableApplied(deadNodes) {
     // Every node known dead, not only this table's: a copy whose heir died in an earlier table
     // (two nodes dying a moment apart) falls to the next replica now.
-    if (deadNodes.size > 0) promoteCopiesOf((s) => router.isOnGoneNode(s));
+    if (deadNodes.size > 0) {
+      // Copies taken by shards of dead nodes that had not confirmed come back to be promoted.
+      replicaHost.restore((taker) => router.isOnGoneNode(shardOfPrefix(taker)));
+      promoteCopiesOf((s) => router.isOnGoneNode(s));
+    }
     adoptCopies(handedOver.splice(0));
     reseatReplicas();
   },
@@ -434,6 +451,7 @@ function dispatch(envelope: Envelope): void {
     case "worker": {
       const msg = envelope.msg;
       if (msg.kind === "handoff") return handoff.receive(msg);
+      if (msg.kind === "copy-held") return replicaHost.held(msg.token, msg.stream);
       if (msg.kind === "resume-done") {
         const lent = ctx.lent.get(msg.sid);
         if (msg.ok) lent?.confirmMoved();
@@ -486,10 +504,10 @@ function resumeTake(msg: Extract<WorkerMessage, { kind: "resume-take" }>): Resum
   const here = takeResumable(ctx, msg.token, msg.h, msg.user);
   if (here !== undefined) return here;
   const gone = new Set([...router.goneNodes(), ...(msg.gone ?? [])]);
-  const copy = takeCopyForResume(replicaHost, msg.token, msg.user, msg.h, gone);
+  const copy = takeCopyForResume(replicaHost, msg.token, msg.user, msg.h, gone, msg.taker);
   if (copy === undefined || copy === "pending") return copy === "pending" ? { pending: true } : undefined;
   log.info({ user: msg.user }, "replica taken over by a resumption: its owner's node is dead");
-  return { snapshot: copy.state, copyOf: { stream: copy.stream, lsn: copy.lsn } };
+  return { snapshot: copy.state, copyOf: { stream: copy.stream, lsn: copy.lsn, holder: router.self } };
 }
 
 // Passivate idle actors so memory follows the active user count, not the total.
@@ -559,6 +577,8 @@ const control: WorkerControl = {
   peerRestarted(restarted, keepPrefix) {
     // Sessions our actors still believe live on the restarted worker died with it.
     actors.shardLost(restarted, keepPrefix);
+    // Copies of ours that its dead incarnation took for a resumption, unconfirmed, come back.
+    replicaHost.restore((taker) => shardOfPrefix(taker) === restarted && taker !== keepPrefix);
     // Its sessions' copies here become sessions (first, so they are re-registered below), our
     // sessions' copies there are sent again, and it learns our sessions of the users it hosts.
     promoteCopiesOf(

@@ -112,7 +112,7 @@ export class WorkerPool {
     await Promise.all(
       this.#slots.map(async (slot, index) => {
         const share = shares.get(slot);
-        if (share !== undefined) this.#settleHandOver(share, await slot.call((c) => c.adopt(share)));
+        if (share !== undefined) this.#settleHandOver(share, await slot.call((c) => c.adopt(share)), index);
         await this.#tellRestarted(index, shard, keepPrefix);
       }),
     );
@@ -136,11 +136,30 @@ export class WorkerPool {
     return shares;
   }
 
-  /** A worker took `share` (the main shard forgets it was in transit), or exited first (it waits for the next). */
-  #settleHandOver(share: PromotedCopy[], answer: unknown): void {
+  /**
+   * Worker `index` took `share` (the main shard notes who holds each copy), or exited first (it
+   * waits for the next).
+   */
+  #settleHandOver(share: PromotedCopy[], answer: unknown, index: number): void {
     if (share.length === 0) return;
     if (answer === EXITED) this.#unadopted.push(...share);
-    else this.#replicas.handedOver(share);
+    else this.#replicas.handedOver(share, this.#sidPrefixes[index]);
+  }
+
+  /**
+   * The worker incarnation `deadPrefix` died: the copies it adopted (or took for a resumption)
+   * whose sessions no replica held yet are promoted again and dealt to the running workers, or
+   * to the restarted one once it runs.
+   */
+  async #readoptFrom(deadPrefix: string | undefined): Promise<void> {
+    if (deadPrefix === undefined) return;
+    const shares = this.#dealOut(this.#replicas.localWorkerDied(deadPrefix));
+    await Promise.all(
+      this.#slots.map(async (slot, j) => {
+        const share = shares.get(slot);
+        if (share !== undefined) this.#settleHandOver(share, await slot.call((c) => c.adopt(share)), j);
+      }),
+    );
   }
 
   /**
@@ -162,7 +181,7 @@ export class WorkerPool {
     this.#missedRestarts.delete(index);
     for (const [shard, keepPrefix] of missed ?? []) await this.#tellRestarted(index, shard, keepPrefix);
     const copies = this.#unadopted.splice(0);
-    if (copies.length > 0) this.#settleHandOver(copies, await slot.call((c) => c.adopt(copies)));
+    if (copies.length > 0) this.#settleHandOver(copies, await slot.call((c) => c.adopt(copies)), index);
   }
 
   /** What the main thread's replica shard holds and did. */
@@ -278,6 +297,7 @@ export class WorkerPool {
 
   async #restart(index: number, code: number): Promise<void> {
     this.restarts++;
+    void this.#readoptFrom(this.#sidPrefixes[index]);
     // A worker that dies again soon after a restart waits longer each time (up to 30 s), so a
     // crash at start-up cannot spin the supervisor.
     const now = Date.now();
@@ -366,10 +386,13 @@ export class WorkerPool {
     // sessions once they route by this table (the relocations they send need it).
     const shares = this.#dealOut(this.#replicas.applyTable(prev, table, live));
     await Promise.all(
-      this.#slots.map(async (slot) => {
+      this.#slots.map(async (slot, index) => {
         const share = shares.get(slot) ?? [];
-        this.#settleHandOver(share, await slot.call((control) => control.setTable(table, live, share)));
-        this.#replicas.handedOver(share);
+        this.#settleHandOver(
+          share,
+          await slot.call((control) => control.setTable(table, live, share)),
+          index,
+        );
       }),
     );
   }

@@ -12,8 +12,6 @@ import type { SeedResult } from "./simulation.ts";
 export const KNOWN_GAPS: Record<string, string> = {
   "overflow-drops-replication":
     "a peer link that overflows drops its queue: replication changes and acks are recovered (a replica silent while behind gets the state again), and a dropped take reply only delays the session (its lender restores it), but a dropped rep-end leaves a copy that a later death promotes beside the live session (a ghost the UserActor ends as stale, but only once its registration arrives)",
-  "crash-during-resume":
-    "a worker that crashes while a resumption it runs has taken a replica's copy out for good (a main thread's copy of a dead owner's session) loses that copy: the take is two-phase only for a lent live session, not for a replica's copy",
   "epoch-skipped":
     "a dead owner's partitions move without waiting for every member to settle, so a lagging member skips an epoch (cluster-member.ts #coordinate); no safety violation seen from it so far",
 };
@@ -25,7 +23,6 @@ export function unexplained(result: SeedResult) {
   if (gaps.includes("overflow-drops-replication")) {
     explained.add("session-lost").add("replication-stalled");
   }
-  if (gaps.includes("crash-during-resume")) explained.add("session-lost");
   // A rep-end lost in an overflow leaves a copy that is promoted beside the resumed session.
   if (gaps.includes("overflow-drops-replication")) {
     explained.add("one-owner");

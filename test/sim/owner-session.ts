@@ -175,8 +175,24 @@ export class OwnerSession {
     return snapshot;
   }
 
+  /** For a session made of a replica's copy: SessionActor's `releaseCopy`. */
+  #releaseCopy: (() => void) | undefined;
+
+  /** SessionActor's `releaseCopy` option: once the replicas hold the session, or it ends. */
+  releaseCopyWhenReplicated(release: () => void): void {
+    this.#releaseCopy = release;
+    this.whenReplicated(() => this.#copyReleased());
+  }
+
+  #copyReleased(): void {
+    const release = this.#releaseCopy;
+    this.#releaseCopy = undefined;
+    release?.();
+  }
+
   confirmMoved(): void {
     if (!this.lent) return;
+    this.#copyReleased();
     this.lent = false;
     this.ended = true;
     this.stream?.end();
@@ -211,6 +227,7 @@ export class OwnerSession {
   endStale(): string[] {
     if (this.ended || this.lent) return [];
     this.ended = true;
+    this.#copyReleased();
     this.stream?.end();
     this.stream = undefined;
     this.unreplicated = [];

@@ -30,6 +30,7 @@ import {
   ReplicaHost,
   ReplicaStream,
   type ReplicationSender,
+  shardOfPrefix,
 } from "../../src/cluster/session-replicas.ts";
 import { DEFAULT_CONFIG } from "../../src/config/defaults.ts";
 import { createLogger } from "../../src/log.ts";
@@ -98,7 +99,12 @@ export class Shard implements ReplicationSender {
     this.generation = generation;
     this.table = table;
     this.liveShards = [...table.shardNos];
-    this.host = new ReplicaHost(this, silent, (flush) => this.#onTurn(flush));
+    this.host = new ReplicaHost(
+      this,
+      silent,
+      (flush) => this.#onTurn(flush),
+      () => world.sched.now,
+    );
   }
 
   /** Runs `run` at the end of this turn, unless the worker thread has died by then. */
@@ -461,6 +467,8 @@ export class World {
     if (mainPlan.deadNodes.size > 0) {
       for (const [prefix, s] of main.deadIncarnations)
         if (mainPlan.deadNodes.has(nodeNoOf(s))) main.deadIncarnations.delete(prefix);
+      // main-replicas.ts applyTable: copies taken by the dead nodes' shards, unconfirmed, are back.
+      main.host.restore((taker) => mainPlan.deadNodes.has(nodeNoOf(shardOfPrefix(taker))));
       const promoted = this.#promoteOnMain(main);
       for (const [i, copy] of promoted.entries()) node.handedOver[i % node.shards.length]!.push(copy);
     }
@@ -471,7 +479,10 @@ export class World {
       for (const [p, from] of plan.waiting) shard.waiting.set(p, from);
       for (const n of plan.deadNodes) shard.goneNodes.add(n);
       // tableApplied (worker-main.ts): promote copies of dead owners, then re-seat replicas.
-      if (plan.deadNodes.size > 0) this.#promote(shard, (s) => shard.goneNodes.has(nodeNoOf(s)));
+      if (plan.deadNodes.size > 0) {
+        shard.host.restore((taker) => shard.goneNodes.has(nodeNoOf(shardOfPrefix(taker))));
+        this.#promote(shard, (s) => shard.goneNodes.has(nodeNoOf(s)));
+      }
       this.#adoptCopies(shard, node.handedOver[node.shards.indexOf(shard)] ?? []);
       // nodes-lost (user-actor.ts #lose): a standby lender takes over from a dead registration.
       for (const [token, standby] of plan.deadNodes.size > 0 ? [...this.standby] : []) {
@@ -591,6 +602,22 @@ export class World {
     this.#adoptCopies(shard, shard.host.promote(isDead, ownerDied));
   }
 
+  /**
+   * client-stream-host.ts releaseCopy: the session made of `copy` is replicated on `from` (or
+   * ended there): its holder drops the copy.
+   */
+  #releaseCopy(from: Shard, copy: PromotedCopy): void {
+    const { holder, stream } = copy;
+    const token = copy.state.token;
+    if (holder === undefined || holder === from.self) {
+      if (holder === from.self) from.host.held(token, stream);
+      return;
+    }
+    this.post(from.self, holder, `${from.self}→${holder} copy-held ${token}`, (target) =>
+      target.host.held(token, stream),
+    );
+  }
+
   /** main-replicas.ts #promoteDead: copies whose owner's node, or worker incarnation, died. */
   #promoteOnMain(main: Shard): PromotedCopy[] {
     return main.host.promote(
@@ -603,13 +630,21 @@ export class World {
 
   /** worker-main.ts adoptCopies: promoted copies become detached sessions on `shard`. */
   #adoptCopies(shard: Shard, copies: readonly PromotedCopy[]): void {
-    for (const { state, stream, lsn } of copies) {
+    for (const copy of copies) {
+      const { state, stream, lsn } = copy;
+      // worker-pool.ts #settleHandOver: the main shard notes which incarnation adopted its copy.
+      if (copy.holder !== undefined && copy.holder === shard.node.main.self)
+        shard.node.main.host.assign(state.token, stream, shard.streamPrefix);
       // worker-main.ts adoptCopies: a live session of this id here makes the copy a ghost; one
       // lent to a resumption does not (it is not resumable: its taker may be the dead one).
       const here = shard.sessions.get(state.token);
-      if (here !== undefined && !here.ended && !here.lent) continue;
+      if (here !== undefined && !here.ended && !here.lent) {
+        this.#releaseCopy(shard, copy);
+        continue;
+      }
       this.sched.log(`  ${shard.self} promotes ${state.token} (out ${state.sentOut}, in ${state.handledIn})`);
       const session = shard.openSession(state, undefined, { stream, lsn });
+      session.releaseCopyWhenReplicated(() => this.#releaseCopy(shard, copy));
       session.promotedAt = state.sentOut;
       session.copyOf = { stream, lsn };
       session.onLinkClosed();
@@ -727,6 +762,14 @@ export class World {
       if (client.conn !== undefined && client.conn.shard === old.self)
         this.#closeConn(client.conn, "worker gone");
     }
+    // worker-pool.ts #readoptFrom: the main shard's copies this incarnation adopted or took, and
+    // had not confirmed, come back; promoted again, they go to the node's other workers (or to
+    // the restarted one once it runs).
+    const readopt: PromotedCopy[] = [];
+    if (node.main.host.restore((taker) => taker === old.streamPrefix) > 0) {
+      readopt.push(...this.#promoteOnMain(node.main));
+      this.sched.log(`  ${node.main.self} promotes ${readopt.length} cop(ies) ${old.self} held, again`);
+    }
     const fresh = new Shard(this, node, worker, node.table, old.generation + 1);
     fresh.liveShards = [...old.liveShards];
     for (const n of old.goneNodes) fresh.goneNodes.add(n);
@@ -744,7 +787,12 @@ export class World {
       });
     }
     const keepPrefix = fresh.streamPrefix;
+    const siblings = node.shards.filter((s) => s !== fresh);
+    for (const [i, copy] of siblings.length === 0 ? [] : readopt.entries())
+      this.#adoptCopies(siblings[i % siblings.length]!, [copy]);
     this.sched.at(this.sched.rng.int(10, 300), node.nodeNo, `${old.self} restarted`, () => {
+      if (siblings.length === 0 && node.shards[worker] === fresh && !fresh.dead)
+        this.#adoptCopies(fresh, readopt);
       if (node.shards[worker] !== fresh || fresh.dead) return;
       // shard-lost (user-actor.ts #lose): registrations on the dead incarnation are lost, and a
       // standby lender takes over from one.
@@ -756,7 +804,9 @@ export class World {
       }
       for (const shard of node.shards) {
         if (shard === fresh) continue;
-        // worker-main.ts peerRestarted: its copies here promote; ours there start again.
+        // worker-main.ts peerRestarted: copies the dead incarnation took come back; its copies
+        // here promote; ours there start again.
+        shard.host.restore((taker) => taker === old.streamPrefix);
         this.#promote(
           shard,
           (s) => shard.goneNodes.has(nodeNoOf(s)),
@@ -781,6 +831,7 @@ export class World {
       // A notice heard before (re-sent after an overflow) changes nothing.
       if (main.goneNodes.has(nodeNoOf(crashed)) || main.deadIncarnations.has(deadPrefix)) return;
       main.deadIncarnations.set(deadPrefix, crashed);
+      main.host.restore((taker) => taker === deadPrefix);
       const promoted = this.#promoteOnMain(main);
       this.sched.log(`  ${main.self} promotes ${promoted.length} cop(ies) of ${crashed}'s sessions`);
       // worker-pool.ts #peerWorkerRestarted: dealt to the running workers, round robin.
@@ -1007,12 +1058,11 @@ export class World {
     const home = Number.parseInt(client.token.split(".")[0]!, 10);
     const finish = (snapshot: SessionSnapshot | undefined) => {
       if (entry.dead) {
-        // The worker crashed while it searched: what it took dies with it (a copy taken out of
-        // a replica for good is lost; a lent session stays with its lender, which takes it back).
-        if (snapshot !== undefined && this.#takenCopies.has(snapshot)) {
-          this.sched.log(`  KNOWN GAP ${entry.self} crashed holding ${snapshot.token}'s taken copy`);
-          this.knownGaps.add("crash-during-resume");
-        }
+        // The worker crashed while it searched: what it took dies with it, and comes back where
+        // it was (a lent session to its lender; a replica's copy to its holder, which hears of
+        // the crash and promotes it again).
+        if (snapshot !== undefined && this.#takenCopies.has(snapshot))
+          this.sched.log(`  ${entry.self} crashed holding ${snapshot.token}'s taken copy`);
         return;
       }
       if (snapshot === undefined) {
@@ -1023,6 +1073,11 @@ export class World {
       }
       const session = entry.openSession(snapshot, conn.open ? conn : undefined);
       this.register(session, entry);
+      // client-stream-host.ts resume: a replica's copy is kept by its holder until our replicas
+      // hold the session.
+      const copyOf = this.#takenCopies.get(snapshot);
+      if (copyOf !== undefined)
+        session.releaseCopyWhenReplicated(() => this.#releaseCopy(entry, { state: snapshot, ...copyOf }));
       // client-stream-host.ts: the lender keeps its copy until our replicas hold the session.
       const lender = this.#lenders.get(snapshot);
       if (lender !== undefined) {
@@ -1066,6 +1121,9 @@ export class World {
               // gets its session back.
               const giveBack = (back: SessionSnapshot) => {
                 const lender = this.#lenders.get(back);
+                // A replica's copy that lost to a better one: its holder drops it.
+                const copyOf = this.#takenCopies.get(back);
+                if (copyOf !== undefined) this.#releaseCopy(entry, { state: back, ...copyOf });
                 if (lender === undefined) return;
                 this.post(entry.self, lender[1].self, `${entry.self}→${lender[1].self} resume-done no`, () =>
                   this.#restore(lender[0], lender[1]),
@@ -1132,7 +1190,7 @@ export class World {
     this.sched.at(T.resumeTakeTimeoutMs, from.node.nodeNo, "", () => answer(undefined));
     const gone = [...from.goneNodes];
     this.post(from.self, target, `${from.self}→${target} resume-take ${client.token} h=${h}`, (shard) => {
-      const found = this.#resumeTake(shard, client, h, gone);
+      const found = this.#resumeTake(shard, client, h, gone, from);
       this.post(shard.self, from.self, `${shard.self}→${from.self} take reply ${describeTake(found)}`, () =>
         answer(found),
       );
@@ -1140,7 +1198,7 @@ export class World {
   }
 
   /** Replicas' copies taken by a resumption, by the snapshot they gave (the reply's `copyOf`). */
-  readonly #takenCopies = new WeakMap<SessionSnapshot, { stream: string; lsn: number }>();
+  readonly #takenCopies = new WeakMap<SessionSnapshot, { stream: string; lsn: number; holder: number }>();
 
   /** Lent sessions by the snapshot they gave (the reply's `lender`). */
   readonly #lenders = new WeakMap<SessionSnapshot, [OwnerSession, Shard]>();
@@ -1176,6 +1234,7 @@ export class World {
     client: SimClient,
     h: number,
     msgGone: number[],
+    taker: Shard,
   ): SessionSnapshot | "pending" | undefined {
     const here = shard.sessions.get(client.token);
     // client-stream-host.ts takeResumable: a session lent to another resumption is "pending".
@@ -1199,10 +1258,15 @@ export class World {
       return snapshot;
     }
     const gone = new Set([...shard.goneNodes, ...msgGone]);
-    const taken = shard.host.takeForResume(client.token, client.user, (s) => gone.has(nodeNoOf(s)));
+    const taken = shard.host.takeForResume(
+      client.token,
+      client.user,
+      (s) => gone.has(nodeNoOf(s)),
+      taker.streamPrefix,
+    );
     if (taken === undefined || taken === "pending") return taken;
     const copy = taken.state;
-    this.#takenCopies.set(copy, { stream: taken.stream, lsn: taken.lsn });
+    this.#takenCopies.set(copy, { stream: taken.stream, lsn: taken.lsn, holder: shard.self });
     this.sched.log(
       `  ${shard.self} gives its replica of ${client.token} (out ${copy.sentOut}, in ${copy.handledIn})`,
     );
@@ -1212,6 +1276,7 @@ export class World {
           "copy-behind-client",
           `replica at ${shard.self} holds out ${copy.sentOut} < client h ${h}`,
         );
+      shard.host.giveBack(client.token, taken.stream);
       return undefined;
     }
     applySessionChange(copy, { c: "ack", h });

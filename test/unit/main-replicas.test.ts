@@ -19,6 +19,10 @@ import type { BareJid, FullJid } from "../../src/xmpp/jid.ts";
 const packr = new Packr({ useRecords: false, moreTypes: false });
 const OWNER = shardNumber(1, 0);
 const ASKER = shardNumber(2, 1);
+/** The asking worker incarnation's session id prefix. */
+const ASKER_PREFIX = `${ASKER}.a1.`;
+/** Node 2's first worker's incarnation, which adopts promoted copies in these tests. */
+const WORKER0_PREFIX = `${shardNumber(2, 0)}.w0.`;
 
 /** Node 2's main shard, and what it sent (decoded). */
 function mainShard() {
@@ -72,6 +76,7 @@ function wired(shard = mainShard(), streamId = "s1") {
             reqId: 7,
             user: "a@x" as BareJid,
             gone,
+            taker: ASKER_PREFIX,
           },
         },
       ]),
@@ -121,8 +126,12 @@ test("a resumption takes the main shard's copy only once the owner's node is kno
     [2],
     "the client's h=1 applied: only the second write is re-sent",
   );
-  assert.deepEqual(taken.copyOf, { stream: "s1", lsn: 3 }, "with what a late reply's adopter needs");
-  assert.equal(take(1, [1]), undefined, "taken once");
+  assert.deepEqual(
+    taken.copyOf,
+    { stream: "s1", lsn: 3, holder: mainShardOf(2) },
+    "with what a late reply's adopter needs",
+  );
+  assert.deepEqual(take(1, [1]), { pending: true }, "taken once: out with its taker until it confirms");
   assert.equal(main.stats.held, 0);
 });
 
@@ -149,8 +158,58 @@ test("a resumption that asks while a promoted copy travels to a worker is told t
   const promoted = main.applyTable(table(1, [node1, node2]), table(2, [node2]), [{ nodeNo: 2, workers: 2 }]);
   assert.equal(promoted.length, 1);
   assert.deepEqual(take(0, [1]), { pending: true }, "not 'unknown' while no worker holds it yet");
-  main.handedOver(promoted);
-  assert.equal(take(0, [1]), undefined, "once a worker holds it, it is that worker's to answer");
+  main.handedOver(promoted, WORKER0_PREFIX);
+  assert.deepEqual(take(0, [1]), { pending: true }, "kept until the worker's session is replicated");
+  const held = { t: "worker", msg: { kind: "copy-held", token: "tok", stream: "s1" } } satisfies Envelope;
+  main.receive(packr.pack([held]));
+  assert.equal(take(0, [1]), undefined, "once its session is replicated, it is that worker's to answer");
+  assert.deepEqual(main.localWorkerDied(WORKER0_PREFIX), [], "and a crash of that worker takes nothing back");
+});
+
+test("a promoted copy comes back when the worker that adopted it dies before its replicas hold it", async () => {
+  const { main, stream, take } = wired();
+  stream.push({ c: "out", xml: "<message/>", storable: true });
+  await turn();
+  const promoted = main.applyTable(table(1, [node1, node2]), table(2, [node2]), [{ nodeNo: 2, workers: 2 }]);
+  main.handedOver(promoted, WORKER0_PREFIX);
+  assert.deepEqual(main.localWorkerDied(`${shardNumber(2, 1)}.w1.`), [], "another worker's crash: nothing");
+  const again = main.localWorkerDied(WORKER0_PREFIX);
+  assert.deepEqual(
+    again.map((copy) => [copy.state.token, copy.state.sentOut, copy.state.moves, copy.stream, copy.lsn]),
+    [["tok", 1, 1, "s1", 2]],
+    "the same copy, promoted again with the same move count (no newer than the first time)",
+  );
+  assert.equal(again[0]!.holder, main.self);
+  assert.deepEqual(take(0, [1]), { pending: true }, "on its way to a worker again");
+  stream.push({ c: "out", xml: "<message/>", storable: true });
+  assert.equal(main.stats.refused, 1, "the dead owner's stream stays refused");
+});
+
+test("a copy taken by a resumption comes back when the taker's worker or node dies before confirming", async () => {
+  const { main, stream, take } = wired();
+  stream.push({ c: "out", xml: "<message/>", storable: true });
+  await turn();
+  const taken = take(0, [1]);
+  assert.ok(taken !== undefined && "snapshot" in taken);
+  assert.deepEqual(taken.copyOf, { stream: "s1", lsn: 2, holder: main.self });
+  assert.deepEqual(take(0, [1]), { pending: true }, "out with its taker: ask again");
+  assert.equal(main.stats.held, 0);
+  // The taker, this node's second worker, crashes before its replicas hold the session.
+  const back = main.localWorkerDied(ASKER_PREFIX);
+  assert.deepEqual(back, [], "its owner's death is not known here: a copy to take, not to promote");
+  assert.equal(main.stats.held, 1, "the copy is back");
+  const again = take(0, [1]);
+  assert.ok(again !== undefined && "snapshot" in again, "and a resumption can take it again");
+  assert.equal(again.snapshot.sentOut, 1);
+  // This time the taker confirms: a later death of its worker gives nothing back.
+  main.receive(
+    packr.pack([
+      { t: "worker", msg: { kind: "copy-held", token: "tok", stream: "s1" } },
+    ] satisfies Envelope[]),
+  );
+  assert.deepEqual(main.localWorkerDied(ASKER_PREFIX), []);
+  assert.equal(main.stats.held, 0);
+  assert.equal(take(0, [1]), undefined);
 });
 
 test("a node back under its number is alive again: its sessions' copies are not taken or promoted", async () => {
@@ -158,7 +217,7 @@ test("a node back under its number is alive again: its sessions' copies are not 
   await turn();
   const { main } = first;
   const live2 = [{ nodeNo: 2, workers: 2 }];
-  main.handedOver(main.applyTable(table(1, [node1, node2]), table(2, [node2]), live2));
+  main.handedOver(main.applyTable(table(1, [node1, node2]), table(2, [node2]), live2), WORKER0_PREFIX);
   // Node 1 restarts under its name (same number); its new session streams to us.
   const node3 = { name: "n3", nodeNo: 3, workers: 1 };
   const live = [{ nodeNo: 1, workers: 1 }, ...live2];
@@ -216,7 +275,7 @@ test("a crashed worker of another node: its sessions' copies are promoted, its n
   );
   assert.equal(main.stats.held, 2, "the other worker's session and the new incarnation's stay copies");
   assert.deepEqual(crashed.take(0), { pending: true }, "while a worker adopts it, ask again");
-  main.handedOver(told!.promoted);
+  main.handedOver(told!.promoted, WORKER0_PREFIX);
   notice(OWNER, `${OWNER}.old.`, `${OWNER}.new.`);
   assert.equal(restarts.length, 1, "the same notice again (re-sent after an overflow) changes nothing");
   crashed.stream.push({ c: "out", xml: "<message/>", storable: true });
