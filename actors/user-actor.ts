@@ -228,10 +228,15 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
         const isGone = (shard: number) => gone.has(this.#ctx.router.nodeOf(shard));
         const state: SessionState = { shard: msg.session.shard, sid: msg.session.sid, ...msg.state };
         if (current !== undefined && !supersedes(current, msg.session.sid, msg.state, isGone)) {
-          if (msg.state.restored === true) {
+          if (msg.state.restored === true && (current.moves ?? 0) <= (msg.state.moves ?? 0) + 1) {
             // A lender whose taker never confirmed, while the taker is alive as far as we know:
             // it waits where it is (a resumption is told "pending") in case the taker's node
-            // dies with the session; then it is adopted.
+            // dies with the session; then it is adopted. Not when the registration is two moves
+            // or more ahead: the session moved on from its taker, which takes a replicated
+            // holder (a taker's copy promoted or taken, or a taker that lent it on and waits as
+            // standby itself), so the lender holds nothing that is not kept further along (sim
+            // seed 30007: a lender restored behind a session that had moved twice since took
+            // over when that one's node died, out 3 against the client's h=8).
             this.#dropStandby(msg.session.full, msg.session.sid);
             this.#change({ c: "standby", full: msg.session.full, session: state });
             return;
@@ -1093,9 +1098,16 @@ export function supersedes(
   const has = state.moves ?? 0;
   if (has !== had) return has > had;
   // Two promoted copies of one stream (a replaced replica kept until its successor held the
-  // session, and that successor): the one that holds more.
-  if (state.promoted === true && current.promoted === true && state.copyOf?.stream === current.copyOf?.stream)
-    return (state.copyOf?.lsn ?? 0) > (current.copyOf?.lsn ?? 0);
+  // session, and that successor): the one that holds more. As much: the newcomer, for the same
+  // copy is promoted again only when the worker that adopted it died before its replicas held
+  // the session (ReplicaHost.restore), which this actor may not have heard yet (sim seed 32403).
+  if (
+    state.promoted === true &&
+    current.promoted === true &&
+    state.copyOf !== undefined &&
+    state.copyOf.stream === current.copyOf?.stream
+  )
+    return state.copyOf.lsn >= current.copyOf.lsn;
   return state.promoted !== true && current.promoted === true;
 }
 

@@ -44,6 +44,12 @@ export type Envelope =
   /** The owner ended session `token` (or it moved): the replica drops its copy of that stream. */
   | { t: "rep-end"; token: string; owner: number; stream: string }
   /**
+   * After a peer link dropped its queue (overflow): of the streams of owner `owner`'s incarnation
+   * `prefix`, only those numbered `live` (the ids are `prefix` + number) still replicate to the
+   * destination; its copies of any other were ended by a `rep-end` the link lost.
+   */
+  | { t: "rep-live"; owner: number; prefix: string; live: number[] }
+  /**
    * To a node's main thread: worker `shard` of the sender's node crashed and was restarted; the
    * sessions of the dead incarnation (ids starting with `deadPrefix`) died, those of the new one
    * (`keepPrefix`) live.

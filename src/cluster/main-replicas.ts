@@ -104,6 +104,9 @@ export class MainReplicaShard {
         return this.#host.receive(envelope);
       case "rep-end":
         return this.#host.end(envelope.token, envelope.owner, envelope.stream);
+      case "rep-live":
+        this.#host.audit(envelope.owner, envelope.prefix, envelope.live);
+        return;
       case "restarted":
         return this.#workerRestarted(envelope.shard, envelope.deadPrefix, envelope.keepPrefix);
       case "worker":

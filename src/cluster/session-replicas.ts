@@ -642,6 +642,30 @@ export class ReplicaHost {
   }
 
   /**
+   * `rep-live` (a link that overflowed is back): of owner `owner`'s incarnation `prefix`, only the
+   * streams numbered `live` still replicate here, so a copy of any other is one whose `rep-end`
+   * the link dropped; it is dropped now, or a later death of the owner would promote it beside
+   * the live session (a ghost). Copies of the owner's dead incarnations are kept: they promote.
+   * Returns how many were dropped.
+   */
+  audit(owner: number, prefix: string, live: readonly number[]): number {
+    const alive = new Set(live.map((n) => `${prefix}${n}`));
+    let dropped = 0;
+    for (const [token, entry] of this.#entries) {
+      if (entry.owner !== owner || entry.sealed === true || !entry.stream.startsWith(prefix)) continue;
+      if (alive.has(entry.stream)) continue;
+      this.#entries.delete(token);
+      dropped++;
+    }
+    if (dropped > 0)
+      this.#log.warn(
+        { owner, copies: dropped },
+        "copies of ended sessions dropped after a link lost their rep-end",
+      );
+    return dropped;
+  }
+
+  /**
    * A `<resume/>` for `token` reached this shard before its copy was promoted. When the owner is
    * dead (`isDead`, from a committed table) and this shard is the heir, the copy is taken out and
    * returned with the stream it came from, so the client resumes at once; "pending" when the

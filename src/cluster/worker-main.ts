@@ -35,7 +35,7 @@ import {
 } from "./client-stream-host.ts";
 import type { Envelope } from "./envelope.ts";
 import { type HandoffStats, type LiveNode, liveShardsOf, PartitionHandoff } from "./handoff.ts";
-import { type OwnerTable, shardNumber } from "./ring.ts";
+import { mainShardOf, type OwnerTable, shardNumber } from "./ring.ts";
 import {
   batchLater,
   type PromotedCopy,
@@ -479,6 +479,9 @@ function dispatch(envelope: Envelope): void {
       return streams.acked(envelope.from, envelope.acks);
     case "rep-end":
       return replicaHost.end(envelope.token, envelope.owner, envelope.stream);
+    case "rep-live":
+      replicaHost.audit(envelope.owner, envelope.prefix, envelope.live);
+      return;
     case "reply":
     case "accepted":
       return;
@@ -515,6 +518,30 @@ const passivation = setInterval(() => {
   actors.passivateIdle(Date.now() - 60_000);
 }, 30_000);
 passivation.unref();
+
+/** The re-drive round for which each node was last sent {@link sendLiveStreams}. */
+const auditedRounds = new Map<number, number>();
+
+/**
+ * The link to node `nodeNo` dropped its queue (overflow) and is back. Its main thread holds
+ * copies of our sessions: those the lost queue left behind get the whole state again now, not
+ * after REPLICA_STALL_MS (sim seed 8470: the node died 150 ms after the link came back, and the
+ * replica held nothing of a session resumed during the cut), and it learns which of our streams
+ * still replicate there, so it drops the copies whose `rep-end` the link lost
+ * (session-replicas.ts ReplicaHost.audit). Both go behind everything sent there before.
+ */
+function sendLiveStreams(nodeNo: number): void {
+  const replica = mainShardOf(nodeNo);
+  const live: number[] = [];
+  const now = Date.now();
+  for (const { stream, state } of streams.values()) {
+    if (!stream.id.startsWith(sidPrefix)) continue;
+    if (stream.lagging(now, 0).includes(replica)) stream.reinit(replica, state, now);
+    if (stream.replicas.includes(replica) || stream.leaving.includes(replica))
+      live.push(Number(stream.id.slice(sidPrefix.length)));
+  }
+  router.send(replica, { t: "rep-live", owner: router.self, prefix: sidPrefix, live });
+}
 
 /** A replica silent this long while behind gets the whole state again (see ReplicaStream.lagging). */
 const REPLICA_STALL_MS = 3_000;
@@ -600,6 +627,10 @@ const control: WorkerControl = {
     return handoff.settled();
   },
   redrive(nodeNo, round, maxBytes) {
+    if (auditedRounds.get(nodeNo) !== round) {
+      auditedRounds.set(nodeNo, round);
+      sendLiveStreams(nodeNo);
+    }
     const { resent, remaining } = router.redrive(nodeNo, round, maxBytes);
     if (resent > 0) log.warn({ nodeNo, resent, remaining }, "re-sent what a peer link dropped");
     return remaining;

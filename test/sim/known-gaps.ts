@@ -10,25 +10,17 @@ import type { SeedResult } from "./simulation.ts";
  * not hidden, and any other violation still fails. Remove an entry once its gap is fixed.
  */
 export const KNOWN_GAPS: Record<string, string> = {
-  "overflow-drops-replication":
-    "a peer link that overflows drops its queue: replication changes and acks are recovered (a replica silent while behind gets the state again), and a dropped take reply only delays the session (its lender restores it), but a dropped rep-end leaves a copy that a later death promotes beside the live session (a ghost the UserActor ends as stale, but only once its registration arrives)",
   "epoch-skipped":
     "a dead owner's partitions move without waiting for every member to settle, so a lagging member skips an epoch (cluster-member.ts #coordinate); no safety violation seen from it so far",
 };
 
-/** Violations a known gap explains: losing or stalling a session after it happened. */
+/**
+ * Violations no known gap explains. Every one, at the moment: the one gap left ("epoch-skipped")
+ * has not been seen to break a guarantee, so a gap that should excuse a violation is added here
+ * with its entry above.
+ */
 export function unexplained(result: SeedResult) {
-  const explained = new Set<string>();
-  const gaps = result.knownGaps;
-  if (gaps.includes("overflow-drops-replication")) {
-    explained.add("session-lost").add("replication-stalled");
-  }
-  // A rep-end lost in an overflow leaves a copy that is promoted beside the resumed session.
-  if (gaps.includes("overflow-drops-replication")) {
-    explained.add("one-owner");
-    explained.add("copy-behind-client").add("client-sequence").add("accepted-lost").add("session-lost");
-  }
-  return result.violations.filter((v) => !explained.has(v.rule));
+  return result.violations;
 }
 
 /**
@@ -80,5 +72,24 @@ export function unexplained(result: SeedResult) {
  * name the added replicas last until they hold the state (ReplicaStream `#adding`, `#relist`).
  * Letting a replica skip a heir that answered "nothing" was tried first and broke four other
  * seeds (a heir says "nothing" too when its copy is behind the client's h, or was just taken).
+ *
+ * Fixed: crash-during-resume (a known gap until then) and 3941 (session-lost, reported under the
+ * overflow gap): a copy promoted to a worker, or taken by a resumption, left its replica for good,
+ * and died with that worker if it crashed before the session's own replicas held it. A copy is
+ * now kept until the session made of it is replicated (ReplicaHost `#handedOut`, `copy-held`)
+ * and comes back when its taker dies first. Over seeds 10,001-40,000 (not run by `npm test`)
+ * this took the unexplained failures from 4 to 2.
+ *
+ * Fixed: overflow-drops-replication (a known gap until then; 3941, 8470 and five seeds beyond
+ * 10,000 broke a guarantee with it): a peer link that overflows drops its queue. Replication
+ * changes and acks were recovered only after REPLICA_STALL_MS, and a lost rep-end left a copy
+ * that a later death promoted beside the live session. When the link is back the owner's
+ * workers now re-send the whole state to the replicas it left behind and list the streams that
+ * still replicate there (`rep-live`, ReplicaHost.audit drops the copies of the others).
+ *
+ * Fixed: 30007 (copy-behind-client, seeds beyond 10,000): a lender restored after its taker
+ * never confirmed waited as standby behind a registration two moves further along, and took
+ * over with out 3 against the client's h=8 when that registration's node died. A restored lender
+ * is a standby only behind its own taker now (user-actor.ts `relocate`).
  */
 export const UNTRIAGED_SEEDS = new Set<number>([]);

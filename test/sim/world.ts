@@ -310,16 +310,36 @@ export class World {
     this.sched = new Scheduler(options.seed, this.procs, options.trace);
     this.net = new Network(this.sched, this.procs);
     this.net.onOverflow = (from, to) => {
-      this.sched.log(
-        `  KNOWN GAP link n${from}→n${to} overflowed: its replication envelopes and replies are gone`,
-      );
-      this.knownGaps.add("overflow-drops-replication");
+      // Its queue is gone: replication changes, acknowledgements, rep-ends, take replies, restart
+      // notices. What follows recovers each (was the known gap overflow-drops-replication).
+      this.sched.log(`  link n${from}→n${to} overflowed: its queue is gone`);
       // worker-pool.ts redrive: the restart notices the dropped queue may have held, again.
       const sender = this.nodes.get(from);
       const receiver = this.nodes.get(to);
       if (sender === undefined || receiver === undefined) return;
       for (const [deadPrefix, shard] of sender.restarts)
         this.#announceRestart(sender, receiver, shard, deadPrefix);
+      // worker-main.ts sendLiveStreams: replicas left behind get the state again, and the streams
+      // that still replicate there are listed, so the copies whose rep-end the queue held are
+      // dropped (ReplicaHost.audit).
+      const replica = receiver.main.self;
+      for (const shard of sender.shards) {
+        if (shard.dead) continue;
+        const prefix = shard.streamPrefix;
+        const live: number[] = [];
+        for (const session of shard.sessions.values()) {
+          const stream = session.stream;
+          if (session.ended || stream === undefined || !stream.id.startsWith(prefix)) continue;
+          // Replicas the dropped queue left behind get the state again at once.
+          if (stream.lagging(this.sched.now, 0).includes(replica))
+            stream.reinit(replica, session.state, this.sched.now);
+          if (stream.replicas.includes(replica) || stream.leaving.includes(replica))
+            live.push(Number(stream.id.slice(prefix.length)));
+        }
+        this.post(shard.self, replica, `${shard.self}→${replica} rep-live [${live}]`, (main) =>
+          main.host.audit(shard.self, prefix, live),
+        );
+      }
     };
     const rng = this.sched.rng;
     const count = rng.int(2, 4);
@@ -686,7 +706,8 @@ export class World {
             session.restored = false;
           });
         }
-      } else if (session.restored) {
+      } else if (session.restored && current[0].state.moves <= session.state.moves + 1) {
+        // user-actor.ts relocate: a standby only behind its own taker, not further along.
         if (standby !== undefined && standby[0] !== session) this.#tellStale(standby[0], standby[1]);
         this.standby.set(token, [session, shard]);
         this.sched.log(`  the UserActor keeps ${shard.self}'s restored ${token} as standby`);
@@ -1373,8 +1394,9 @@ export function supersedes(next: OwnerSession, current: OwnerSession, currentDea
   if (
     next.promotedAt !== undefined &&
     current.promotedAt !== undefined &&
-    next.copyOf?.stream === current.copyOf?.stream
+    next.copyOf !== undefined &&
+    next.copyOf.stream === current.copyOf?.stream
   )
-    return (next.copyOf?.lsn ?? 0) > (current.copyOf?.lsn ?? 0);
+    return next.copyOf.lsn >= current.copyOf.lsn;
   return next.promotedAt === undefined && current.promotedAt !== undefined;
 }

@@ -282,6 +282,36 @@ test("a crashed worker of another node: its sessions' copies are promoted, its n
   assert.equal(main.stats.refused, 1, "the dead worker's stream gets nothing applied any more");
 });
 
+test("after a link overflow, the owner's live streams list drops the copies whose rep-end was lost", () => {
+  const { main } = mainShard();
+  /** A copy of owner `owner`'s stream `stream` (session `user`) starts here. */
+  const init = (owner: number, stream: string, user: string) =>
+    main.receive(
+      packr.pack([
+        {
+          t: "rep",
+          token: `tok-${user}`,
+          owner,
+          stream,
+          lsn: 1,
+          change: { c: "init", state: newSessionState(`${user}@x/r` as FullJid, `tok-${user}`) },
+          replicas: [main.self],
+        } satisfies Envelope,
+      ]),
+    );
+  const other = shardNumber(1, 1);
+  init(OWNER, `${OWNER}.new.1`, "ended"); // its rep-end was in the queue the link dropped
+  init(OWNER, `${OWNER}.new.2`, "live");
+  init(OWNER, `${OWNER}.old.7`, "crashed"); // a dead incarnation's: it must stay, to promote
+  init(other, `${other}.x.1`, "other"); // another owner's
+  assert.equal(main.stats.held, 4);
+  const live = { t: "rep-live", owner: OWNER, prefix: `${OWNER}.new.`, live: [2] } satisfies Envelope;
+  main.receive(packr.pack([live]));
+  assert.equal(main.stats.held, 3, "only the ended session's copy is dropped");
+  main.receive(packr.pack([{ ...live, live: [] }]));
+  assert.equal(main.stats.held, 2, "and the next list that leaves a stream out drops its copy too");
+});
+
 test("a crashed worker's copy whose first heir's node is dead too promotes once a table says so", async () => {
   const { main, restarts } = mainShard();
   const node3 = { name: "n3", nodeNo: 3, workers: 1 };

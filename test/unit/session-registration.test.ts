@@ -302,6 +302,17 @@ test("of two promoted copies of one stream, the one that holds more wins, in eit
   }
 });
 
+test("the same copy promoted again after its adopter's worker died wins, before the crash is heard of", async () => {
+  const u = userActor();
+  const copy = { moves: 1, promoted: true, copyOf: { stream: "1024.a.2", lsn: 9 }, deadNodes: [1] };
+  await u.relocate(2048, "adopted", copy);
+  // Worker 2048 crashed before its replicas held the session; the holder promoted the copy again
+  // to worker 2049, whose registration comes before any notice of the crash (sim seed 32403).
+  await u.relocate(2049, "again", copy);
+  assert.equal(u.registered(), "again");
+  assert.deepEqual(u.stale(), ["adopted"]);
+});
+
 test("a lender restored while its taker lives waits as standby, and takes over when the taker's node dies", async () => {
   const u = userActor();
   await u.relocate(4097, "taker", { moves: 2 });
@@ -319,6 +330,19 @@ test("a lender restored while its taker lives waits as standby, and takes over w
   await v.relocate(1024, "lender", { moves: 1, restored: true });
   await v.relocate(2048, "moved-on", { moves: 3 });
   assert.deepEqual(v.stale(), ["taker", "lender"]);
+  // A lender restored behind a registration two moves ahead ends: the session moved on from its
+  // taker through a replicated holder (sim seed 30007).
+  const w = userActor();
+  await w.relocate(3072, "two-on", { moves: 3 });
+  await w.relocate(1024, "lender", { moves: 1, restored: true, deadNodes: [] });
+  assert.deepEqual(w.stale(), ["lender"], "told to end, not kept as standby");
+  await w.nodesLost([3]);
+  assert.equal(
+    w.registered(),
+    "two-on",
+    "lost, awaiting its replica's promotion; the lender does not take over",
+  );
+  assert.deepEqual(w.told("active"), []);
 });
 
 test("a restored lender answers a resumption 'pending' until its actor says it is the registered session", () => {
