@@ -39,6 +39,23 @@ function mainShard() {
   return { main, toPeer, toWorker, restarts };
 }
 
+/** A copy of owner `owner`'s stream `stream` (of session `tok-<user>`) starts at `main`. */
+function initCopy(main: MainReplicaShard, owner: number, stream: string, user: string): void {
+  main.receive(
+    packr.pack([
+      {
+        t: "rep",
+        token: `tok-${user}`,
+        owner,
+        stream,
+        lsn: 1,
+        change: { c: "init", state: newSessionState(`${user}@x/r` as FullJid, `tok-${user}`) },
+        replicas: [main.self],
+      } satisfies Envelope,
+    ]),
+  );
+}
+
 /** An owner stream on node 1 (`streamId`) wired to a main shard of node 2. */
 function wired(shard = mainShard(), streamId = "s1") {
   const { main, toPeer, toWorker, restarts } = shard;
@@ -236,21 +253,7 @@ test("a crashed worker of another node: its sessions' copies are promoted, its n
   const crashed = wired(mainShard(), `${OWNER}.old.1`);
   const other = shardNumber(1, 1);
   const { main, restarts } = crashed;
-  /** A session of `owner`'s stream `stream` starts replicating here. */
-  const init = (owner: number, stream: string, user: string) =>
-    main.receive(
-      packr.pack([
-        {
-          t: "rep",
-          token: `tok-${user}`,
-          owner,
-          stream,
-          lsn: 1,
-          change: { c: "init", state: newSessionState(`${user}@x/r` as FullJid, `tok-${user}`) },
-          replicas: [main.self],
-        } satisfies Envelope,
-      ]),
-    );
+  const init = (owner: number, stream: string, user: string) => initCopy(main, owner, stream, user);
   // A session of node 1's other worker, replicated here too.
   init(other, "s9", "b");
   // The restarted worker took a client before its crash was announced: that copy is alive.
@@ -284,21 +287,7 @@ test("a crashed worker of another node: its sessions' copies are promoted, its n
 
 test("after a link overflow, the owner's live streams list drops the copies whose rep-end was lost", () => {
   const { main } = mainShard();
-  /** A copy of owner `owner`'s stream `stream` (session `user`) starts here. */
-  const init = (owner: number, stream: string, user: string) =>
-    main.receive(
-      packr.pack([
-        {
-          t: "rep",
-          token: `tok-${user}`,
-          owner,
-          stream,
-          lsn: 1,
-          change: { c: "init", state: newSessionState(`${user}@x/r` as FullJid, `tok-${user}`) },
-          replicas: [main.self],
-        } satisfies Envelope,
-      ]),
-    );
+  const init = (owner: number, stream: string, user: string) => initCopy(main, owner, stream, user);
   const other = shardNumber(1, 1);
   init(OWNER, `${OWNER}.new.1`, "ended"); // its rep-end was in the queue the link dropped
   init(OWNER, `${OWNER}.new.2`, "live");
