@@ -67,6 +67,12 @@ export interface SessionRegistration {
    * again. With `deadNodes`, it wins over a registration on a dead node or one known lost.
    */
   restored?: boolean;
+  /**
+   * With `promoted`: the copy was promoted before, to the worker incarnation whose session ids
+   * start with this prefix, which died before its replicas held the session; its registration,
+   * if still there, is this session's dead predecessor, whether or not its death is known yet.
+   */
+  replaces?: string;
 }
 
 /** The shard that waits for the answer to a request (a message with `reqId`). */

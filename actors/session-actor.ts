@@ -184,11 +184,14 @@ export class SessionActor {
        * copy's holder it may drop it. Called once, when the replicas hold the session or it ends.
        */
       releaseCopy?: () => void;
+      /** For a copy promoted again: the dead adopter it replaces (SessionRegistration.replaces). */
+      replaces?: string;
     } = {},
   ) {
     if (options.hold) this.#held = [];
     if (options.promoted) this.#promotedAt = snapshot?.sentOut ?? 0;
     this.#copyOf = options.copyOf;
+    this.#replaces = options.replaces;
     this.full = full;
     this.bare = bareOf(parseJid(full)!);
     this.sid = ctx.nextSid();
@@ -218,6 +221,9 @@ export class SessionActor {
       }
     }
   }
+
+  /** See the constructor's `replaces`. */
+  readonly #replaces: string | undefined;
 
   /** See the constructor's `releaseCopy`. */
   #releaseCopy: (() => void) | undefined;
@@ -268,7 +274,11 @@ export class SessionActor {
       moves: this.#s.moves,
       ...(this.#promotedAt === undefined
         ? {}
-        : { promoted: true, ...(this.#copyOf === undefined ? {} : { copyOf: this.#copyOf }) }),
+        : {
+            promoted: true,
+            ...(this.#copyOf === undefined ? {} : { copyOf: this.#copyOf }),
+            ...(this.#replaces === undefined ? {} : { replaces: this.#replaces }),
+          }),
       ...(this.#standby ? { restored: true } : {}),
     };
   }

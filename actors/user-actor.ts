@@ -1094,20 +1094,17 @@ export function supersedes(
 ): boolean {
   if (current.sid === sid) return true;
   if (current.lost === true || isGone(current.shard)) return true;
+  // The same copy promoted again because the worker that adopted it died (ReplicaHost.restore):
+  // that worker's registration is dead, though this actor may not have heard of the crash yet
+  // (sim seed 32403: told stale, the re-promoted copy ended and the session was lost).
+  if (state.replaces !== undefined && current.sid.startsWith(state.replaces)) return true;
   const had = current.moves ?? 0;
   const has = state.moves ?? 0;
   if (has !== had) return has > had;
   // Two promoted copies of one stream (a replaced replica kept until its successor held the
-  // session, and that successor): the one that holds more. As much: the newcomer, for the same
-  // copy is promoted again only when the worker that adopted it died before its replicas held
-  // the session (ReplicaHost.restore), which this actor may not have heard yet (sim seed 32403).
-  if (
-    state.promoted === true &&
-    current.promoted === true &&
-    state.copyOf !== undefined &&
-    state.copyOf.stream === current.copyOf?.stream
-  )
-    return state.copyOf.lsn >= current.copyOf.lsn;
+  // session, and that successor): the one that holds more.
+  if (state.promoted === true && current.promoted === true && state.copyOf?.stream === current.copyOf?.stream)
+    return (state.copyOf?.lsn ?? 0) > (current.copyOf?.lsn ?? 0);
   return state.promoted !== true && current.promoted === true;
 }
 

@@ -46,6 +46,11 @@ const MAX_MOVES_PER_ROUND = Number.POSITIVE_INFINITY;
 /** What the member drives: the node's workers. */
 export interface MemberWorkers {
   setTable(table: OwnerTable, live: LiveNode[]): Promise<void>;
+  /**
+   * The members that serve changed without a new table (a node joined and owns nothing yet, or
+   * one that owned nothing left): the workers look for sessions there too.
+   */
+  setLive(live: LiveNode[]): Promise<void>;
   /** Resolves once the workers have received every partition they gained (or gave up waiting). */
   settled(): Promise<void>;
   /** Re-sends about `maxBytes` the workers retained for node `nodeNo`; resolves with what remains. */
@@ -103,6 +108,8 @@ export class ClusterMember {
   #identity!: PeerIdentity;
   #view: ClusterView | undefined;
   #table: OwnerTable | undefined;
+  /** The serving members (their node numbers, in view order) the workers last learned. */
+  #liveKey = "";
   #workers: MemberWorkers | undefined;
   #leaseUntil = 0;
   readonly #timers: NodeJS.Timeout[] = [];
@@ -495,13 +502,21 @@ export class ClusterMember {
     // returned, and activate() brings them to the newest one (a table adopted here would
     // be reported settled without any worker having applied it).
     if (this.#workers === undefined) return;
+    const live = this.#liveNodes(view);
+    const liveKey = live.map((n) => n.nodeNo).join(",");
     if (this.#table === undefined || (view.assignment !== null && view.epoch > this.#table.epoch)) {
       const table = this.#tableOf(view);
       this.#table = table;
-      const live = this.#liveNodes(view);
+      this.#liveKey = liveKey;
       this.#applying = this.#applying.then(() => this.#workers?.setTable(table, live));
       await this.#applying;
       void this.#settle(table.epoch);
+    } else if (liveKey !== this.#liveKey) {
+      // A node that joined serves clients before a table gives it partitions (the cluster may not
+      // be settled for a while): a resumption elsewhere must find its sessions (sim seed 16338).
+      this.#liveKey = liveKey;
+      this.#applying = this.#applying.then(() => this.#workers?.setLive(live));
+      await this.#applying;
     }
     for (const node of this.#awaitingLink.keys()) {
       const member = view.members.find((m) => m.node === node);

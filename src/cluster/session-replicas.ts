@@ -458,6 +458,8 @@ interface ReplicaEntry {
    * is dead, so no change of its stream counts any more (a zombie's would otherwise apply).
    */
   sealed?: true;
+  /** With `sealed`: the sid prefix of the worker incarnation that took it and died. */
+  deadTaker?: string;
 }
 
 /** A copy promoted after its owner died: its state, and the stream and lsn it was copied to. */
@@ -470,6 +472,11 @@ export interface PromotedCopy {
    * ({@link ReplicaHost.held}); absent for a copy no one keeps.
    */
   holder?: number;
+  /**
+   * Handed out before to the worker incarnation with this sid prefix, which died first: the
+   * session made of the copy replaces its registration (SessionRegistration.replaces).
+   */
+  replaces?: string;
 }
 
 /**
@@ -709,7 +716,9 @@ export class ReplicaHost {
     this.#handedOut.set(token, { entry, to, at: now });
     const state = cloneSessionState(entry.state);
     state.moves++;
-    return { state, stream: entry.stream, lsn: entry.lsn, holder: this.#sender.self };
+    const copy: PromotedCopy = { state, stream: entry.stream, lsn: entry.lsn, holder: this.#sender.self };
+    if (entry.deadTaker !== undefined) copy.replaces = entry.deadTaker;
+    return copy;
   }
 
   /**
@@ -752,6 +761,7 @@ export class ReplicaHost {
       // A newer copy of the session arrived meanwhile (its taker's replica list included us).
       if (this.#entries.has(token)) continue;
       out.entry.sealed = true;
+      out.entry.deadTaker = out.to;
       this.#entries.set(token, out.entry);
       back++;
     }

@@ -123,6 +123,8 @@ export interface WorkerControl {
    * detached sessions here once the table is applied. Resolves when our outgoing handoffs are sent.
    */
   setTable(table: OwnerTable, live: LiveNode[], promoted?: PromotedCopy[]): Promise<void>;
+  /** The serving members changed without a new table (WorkerPool.setLive). */
+  setLive(live: LiveNode[]): void;
   /** Resolves once every partition this worker gained has been received (or given up on). */
   settled(): Promise<void>;
   /**
@@ -343,7 +345,7 @@ function promoteCopiesOf(
 function adoptCopies(promoted: readonly PromotedCopy[]): void {
   const deadNodes = router.goneNodes();
   let adopted = 0;
-  for (const { state, stream, lsn, holder } of promoted) {
+  for (const { state, stream, lsn, holder, replaces } of promoted) {
     const release = () =>
       releaseCopy(ctx, state.token, { stream, ...(holder === undefined ? {} : { holder }) });
     // A live session of this token here was resumed from the same owner: the copy is a ghost.
@@ -355,6 +357,7 @@ function adoptCopies(promoted: readonly PromotedCopy[]): void {
       promoted: true,
       copyOf: { stream, lsn },
       releaseCopy: release,
+      ...(replaces === undefined ? {} : { replaces }),
     });
     ctx.sessions.set(session.sid, session);
     session.detach();
@@ -615,6 +618,9 @@ const control: WorkerControl = {
     );
     for (const { stream, state } of streams.values()) stream.reinit(restarted, state);
     handoff.recoverFor(restarted);
+  },
+  setLive(live) {
+    router.setLiveShards(liveShardsOf(live));
   },
   setTable(table, live, promoted = []) {
     handedOver.push(...promoted);

@@ -376,6 +376,12 @@ export class WorkerPool {
     slot.uplink.postMessage(batchToWire(bytes));
   }
 
+  /** The serving members changed without a new table: every worker searches them for sessions. */
+  async setLive(live: LiveNode[]): Promise<void> {
+    this.#live = live;
+    await Promise.all(this.#slots.map((slot) => slot.call((control) => control.setLive(live))));
+  }
+
   /** Switches every worker to a newer owner table (a restarted worker starts from it too). */
   async setTable(table: OwnerTable, live: LiveNode[]): Promise<void> {
     if (table.epoch <= this.#table.epoch) return;

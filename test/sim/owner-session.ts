@@ -47,6 +47,8 @@ export class OwnerSession {
   promotedAt: number | undefined;
   /** With `promotedAt`: the stream and lsn its copy held (SessionActor `#copyOf`). */
   copyOf: { stream: string; lsn: number } | undefined;
+  /** A copy promoted again: the dead adopter's stream prefix it replaces (SessionActor `#replaces`). */
+  replaces: string | undefined;
   /** Deliberate break for the sim's own test: write before the replicas hold it. */
   static writeBeforeAck = false;
   readonly endOfTurn: (run: () => void) => void;

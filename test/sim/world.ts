@@ -14,6 +14,7 @@ import {
   type SessionSnapshot,
   unackedAfter,
 } from "../../actors/session-state.ts";
+import { liveShardsOf } from "../../src/cluster/handoff.ts";
 import { assignPartitions } from "../../src/cluster/membership/assignment.ts";
 import {
   isMainShard,
@@ -225,6 +226,8 @@ export class SimNode {
   view: SimView;
   table: OwnerTable;
   appliedEpochs: number[] = [];
+  /** The serving members its workers last learned (cluster-member.ts `#liveKey`). */
+  liveKey = "";
   unsettledSince: { epoch: number; at: number } | undefined;
 
   constructor(world: World, nodeNo: number, workers: number, view: SimView) {
@@ -459,7 +462,16 @@ export class World {
     const me = view.members.find((m) => m.nodeNo === node.nodeNo);
     if (me === undefined || me.status === "down")
       return this.#fence(node, "the cluster declared this node down");
-    if (view.assignment !== null && view.epoch > node.table.epoch) this.#applyTable(node, view);
+    const live = liveNodesOf(view);
+    const liveKey = live.map((n) => n.nodeNo).join(",");
+    if (view.assignment !== null && view.epoch > node.table.epoch) {
+      node.liveKey = liveKey;
+      this.#applyTable(node, view);
+    } else if (liveKey !== node.liveKey) {
+      // cluster-member.ts #adopt → WorkerPool.setLive: members serving without a new table.
+      node.liveKey = liveKey;
+      for (const shard of node.shards) shard.liveShards = liveShardsOf(live);
+    }
     this.#coordinate(node);
   }
 
@@ -667,6 +679,7 @@ export class World {
       session.releaseCopyWhenReplicated(() => this.#releaseCopy(shard, copy));
       session.promotedAt = state.sentOut;
       session.copyOf = { stream, lsn };
+      session.replaces = copy.replaces;
       session.onLinkClosed();
       this.register(session, shard, this.sched.rng.int(1, 50), [...shard.goneNodes]);
     }
@@ -693,7 +706,14 @@ export class World {
       const dead =
         node !== undefined && (deadNodes.includes(node) || this.isDeclaredDown(node) || current![1].lost);
       const standby = this.standby.get(token);
-      if (current === undefined || current[0] === session || supersedes(session, current[0], dead)) {
+      // user-actor.ts supersedes: a copy promoted again replaces its dead adopter's registration.
+      const replaced = session.replaces !== undefined && current?.[1].streamPrefix === session.replaces;
+      if (
+        current === undefined ||
+        current[0] === session ||
+        replaced ||
+        supersedes(session, current[0], dead)
+      ) {
         this.registered.set(token, [session, shard]);
         if (current !== undefined && current[0] !== session) this.#tellStale(current[0], current[1]);
         if (standby !== undefined && current?.[0] !== session) {
@@ -1394,9 +1414,8 @@ export function supersedes(next: OwnerSession, current: OwnerSession, currentDea
   if (
     next.promotedAt !== undefined &&
     current.promotedAt !== undefined &&
-    next.copyOf !== undefined &&
-    next.copyOf.stream === current.copyOf?.stream
+    next.copyOf?.stream === current.copyOf?.stream
   )
-    return next.copyOf.lsn >= current.copyOf.lsn;
+    return (next.copyOf?.lsn ?? 0) > (current.copyOf?.lsn ?? 0);
   return next.promotedAt === undefined && current.promotedAt !== undefined;
 }

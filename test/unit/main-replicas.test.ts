@@ -197,6 +197,7 @@ test("a promoted copy comes back when the worker that adopted it dies before its
     "the same copy, promoted again with the same move count (no newer than the first time)",
   );
   assert.equal(again[0]!.holder, main.self);
+  assert.equal(again[0]!.replaces, WORKER0_PREFIX, "its session replaces the dead adopter's registration");
   assert.deepEqual(take(0, [1]), { pending: true }, "on its way to a worker again");
   stream.push({ c: "out", xml: "<message/>", storable: true });
   assert.equal(main.stats.refused, 1, "the dead owner's stream stays refused");

@@ -305,12 +305,18 @@ test("of two promoted copies of one stream, the one that holds more wins, in eit
 test("the same copy promoted again after its adopter's worker died wins, before the crash is heard of", async () => {
   const u = userActor();
   const copy = { moves: 1, promoted: true, copyOf: { stream: "1024.a.2", lsn: 9 }, deadNodes: [1] };
-  await u.relocate(2048, "adopted", copy);
+  await u.relocate(2048, "2048.w1.5", copy);
   // Worker 2048 crashed before its replicas held the session; the holder promoted the copy again
   // to worker 2049, whose registration comes before any notice of the crash (sim seed 32403).
-  await u.relocate(2049, "again", copy);
-  assert.equal(u.registered(), "again");
-  assert.deepEqual(u.stale(), ["adopted"]);
+  await u.relocate(2049, "2049.w2.8", { ...copy, replaces: "2048.w1." });
+  assert.equal(u.registered(), "2049.w2.8");
+  assert.deepEqual(u.stale(), ["2048.w1.5"]);
+  // Another promotion of that copy, not naming the registered one as dead (a zombie node's own
+  // promotion, sim seed 40065), loses at the same count and lsn.
+  await u.relocate(3072, "3072.z.1", { ...copy, replaces: "2048.w1." });
+  await u.relocate(3073, "3073.z.1", copy);
+  assert.equal(u.registered(), "2049.w2.8");
+  assert.deepEqual(u.stale(), ["2048.w1.5", "3072.z.1", "3073.z.1"]);
 });
 
 test("a lender restored while its taker lives waits as standby, and takes over when the taker's node dies", async () => {
