@@ -68,9 +68,10 @@ export interface SessionRegistration {
    */
   restored?: boolean;
   /**
-   * With `promoted`: the copy was promoted before, to the worker incarnation whose session ids
-   * start with this prefix, which died before its replicas held the session; its registration,
-   * if still there, is this session's dead predecessor, whether or not its death is known yet.
+   * Made of a replica's copy (promoted, or taken by a resumption) that was handed out before to
+   * the worker incarnation whose session ids start with this prefix, which died before its
+   * replicas held the session: that incarnation's registration, if still there, is this
+   * session's dead predecessor, whether or not its death is known yet.
    */
   replaces?: string;
 }

@@ -274,11 +274,9 @@ export class SessionActor {
       moves: this.#s.moves,
       ...(this.#promotedAt === undefined
         ? {}
-        : {
-            promoted: true,
-            ...(this.#copyOf === undefined ? {} : { copyOf: this.#copyOf }),
-            ...(this.#replaces === undefined ? {} : { replaces: this.#replaces }),
-          }),
+        : { promoted: true, ...(this.#copyOf === undefined ? {} : { copyOf: this.#copyOf }) }),
+      // Promoted or taken by a resumption, the copy given back by a dead taker replaces it.
+      ...(this.#replaces === undefined ? {} : { replaces: this.#replaces }),
       ...(this.#standby ? { restored: true } : {}),
     };
   }

@@ -228,15 +228,10 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
         const isGone = (shard: number) => gone.has(this.#ctx.router.nodeOf(shard));
         const state: SessionState = { shard: msg.session.shard, sid: msg.session.sid, ...msg.state };
         if (current !== undefined && !supersedes(current, msg.session.sid, msg.state, isGone)) {
-          if (msg.state.restored === true && (current.moves ?? 0) <= (msg.state.moves ?? 0) + 1) {
+          if (msg.state.restored === true) {
             // A lender whose taker never confirmed, while the taker is alive as far as we know:
             // it waits where it is (a resumption is told "pending") in case the taker's node
-            // dies with the session; then it is adopted. Not when the registration is two moves
-            // or more ahead: the session moved on from its taker, which takes a replicated
-            // holder (a taker's copy promoted or taken, or a taker that lent it on and waits as
-            // standby itself), so the lender holds nothing that is not kept further along (sim
-            // seed 30007: a lender restored behind a session that had moved twice since took
-            // over when that one's node died, out 3 against the client's h=8).
+            // dies with the session; then it is adopted.
             this.#dropStandby(msg.session.full, msg.session.sid);
             this.#change({ c: "standby", full: msg.session.full, session: state });
             return;
@@ -1081,7 +1076,9 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
  * dead (lost, or on a gone node), whatever the move counts: whatever that one did after the
  * registering copy was never replicated, or its own heir registers later with a higher count
  * and wins in turn, and nothing it did not replicate was acknowledged to anyone (sim seeds
- * 1028, 1909); a strictly higher move count (a resumption or a promotion moved it on); at an
+ * 1028, 1909); a copy given back by a dead taker over that taker's registration (`replaces`,
+ * before this actor hears of the crash); a strictly higher move count (a resumption or a
+ * promotion moved it on); at an
  * equal count, of two sessions that came from the same owner, the one a client adopted over a
  * promoted copy (a ghost whose owner's rep-end was lost), and of two promoted copies of one
  * replication stream, the one that holds more.

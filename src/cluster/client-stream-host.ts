@@ -42,7 +42,7 @@ export type ResumeTake =
   | {
       snapshot: SessionSnapshot;
       lender?: { shard: number; sid: string };
-      copyOf?: { stream: string; lsn: number; holder?: number };
+      copyOf?: { stream: string; lsn: number; holder?: number; replaces?: string };
     }
   | { expired: number }
   | { pending: true }
@@ -58,7 +58,7 @@ export function lateTakeOf(
   value: unknown,
 ):
   | { lender: { shard: number; sid: string } }
-  | { adopt: { state: SessionSnapshot; stream: string; lsn: number; holder?: number } }
+  | { adopt: { state: SessionSnapshot; stream: string; lsn: number; holder?: number; replaces?: string } }
   | undefined {
   if (typeof value !== "object" || value === null || !("snapshot" in value)) return undefined;
   const take = value as Extract<ResumeTake, { snapshot: SessionSnapshot }>;
@@ -280,7 +280,7 @@ async function resume(
   if (!Number.isInteger(home) || home < 0) return { failed: "unknown" };
   let snapshot: SessionSnapshot | undefined;
   let lender: { shard: number; sid: string } | undefined;
-  let copyOf: { stream: string; lsn: number; holder?: number } | undefined;
+  let copyOf: { stream: string; lsn: number; holder?: number; replaces?: string } | undefined;
   let expired: number | undefined;
   // The id names the shard (of any node) that issued it; a session resumed before may live
   // elsewhere now (the id survives resumptions), so this node's workers are asked next and
@@ -352,6 +352,7 @@ async function resume(
   const copy = copyOf;
   const session = new SessionActor(snapshot.full, ctx, link, snapshot, {
     ...(copy === undefined ? {} : { releaseCopy: () => releaseCopy(ctx, previd, copy) }),
+    ...(copy?.replaces === undefined ? {} : { replaces: copy.replaces }),
   });
   ctx.sessions.set(session.sid, session);
   ctx.router.toUser({

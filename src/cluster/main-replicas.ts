@@ -25,6 +25,7 @@ import {
   ReplicaHost,
   type ReplicaStats,
   type ReplicationSender,
+  referenceOf,
   shardOfPrefix,
   takeCopyForResume,
 } from "./session-replicas.ts";
@@ -41,7 +42,7 @@ export interface MainReplicaOptions {
    * `keepPrefix`); `promoted`, the copies of its sessions this shard was heir to, for this
    * node's workers to adopt (then {@link MainReplicaShard.handedOver}).
    */
-  peerWorkerRestarted(shard: number, keepPrefix: string, promoted: PromotedCopy[]): void;
+  peerWorkerRestarted(shard: number, deadPrefix: string, keepPrefix: string, promoted: PromotedCopy[]): void;
 }
 
 /** Dead worker incarnations a main thread remembers (see `#deadIncarnations`). */
@@ -131,7 +132,7 @@ export class MainReplicaShard {
         ? { pending: true }
         : copy === undefined
           ? undefined
-          : { snapshot: copy.state, copyOf: { stream: copy.stream, lsn: copy.lsn, holder: this.self } };
+          : { snapshot: copy.state, copyOf: referenceOf(copy) };
     this.#send(msg.toShard, { t: "reply", reqId: msg.reqId, ok: true, value });
   }
 
@@ -192,7 +193,7 @@ export class MainReplicaShard {
       { shard, sessions: promoted.length },
       "a worker of another node crashed: its sessions' copies promoted here",
     );
-    this.#options.peerWorkerRestarted(shard, keepPrefix, promoted);
+    this.#options.peerWorkerRestarted(shard, deadPrefix, keepPrefix, promoted);
   }
 
   /**

@@ -485,12 +485,21 @@ export interface PromotedCopy {
  */
 const HANDED_OUT_KEEP_MS = 15 * 60_000;
 
-/** Counters for statistics and tests. */
+/**
+ * What a resumption that took `copy` passes on (ResumeTake's `copyOf`): the copy without its
+ * state, for the registration, the holder's confirmation and a late reply's adoption.
+ */
+export function referenceOf(copy: PromotedCopy): Omit<PromotedCopy, "state"> {
+  const { state: _state, ...reference } = copy;
+  return reference;
+}
+
 /** The shard of a worker incarnation's session id prefix (`<shard>.<hex>.`). */
 export function shardOfPrefix(prefix: string): number {
   return Number.parseInt(prefix, 10);
 }
 
+/** Counters for statistics and tests. */
 export interface ReplicaStats {
   held: number;
   applied: number;
@@ -509,9 +518,10 @@ export class ReplicaHost {
   /**
    * Copies promoted or taken out, kept until the session made of them is replicated where it
    * now lives (make before break; {@link held}), with the worker incarnation that took them
-   * (`to`: its session id prefix, `<shard>.<hex>.`, once known) and when. If that shard dies first, the copy comes back ({@link restore}) and is
-   * promoted again: taken for good, it died with a worker that crashed before its own replicas
-   * held the session (sim seed 3941, and the gap crash-during-resume).
+   * (`to`: its session id prefix, `<shard>.<hex>.`, once known) and when. If that incarnation
+   * dies first, the copy comes back ({@link restore}) and is promoted again: taken for good, it
+   * died with a worker that crashed before its own replicas held the session (sim seed 3941, and
+   * the gap crash-during-resume). Pruned, oldest first, as copies are handed out.
    */
   readonly #handedOut = new Map<string, { entry: ReplicaEntry; to: string | undefined; at: number }>();
   readonly #clock: () => number;
@@ -542,16 +552,6 @@ export class ReplicaHost {
     return { held: this.#entries.size, ...this.#counts };
   }
 
-  /** Copies handed out and kept until their taker's replicas hold the session. */
-  get handedOut(): number {
-    return this.#handedOut.size;
-  }
-
-  /** Whether the copy of `token` is out with a taker that has not confirmed yet. */
-  isHandedOut(token: string): boolean {
-    return this.#handedOut.has(token);
-  }
-
   /** The copy of session `token` held here, if any (read only: for inspection and checks). */
   copyOf(token: string): Readonly<SessionSnapshot> | undefined {
     return this.#entries.get(token)?.state;
@@ -564,7 +564,10 @@ export class ReplicaHost {
   receive(rep: Extract<Envelope, { t: "rep" }>): void {
     const { token, owner, stream, lsn, change, replicas, origin } = rep;
     let entry = this.#entries.get(token);
-    if (change.c === "init" && this.#retired.get(token) === stream) {
+    if (
+      change.c === "init" &&
+      (this.#retired.get(token) === stream || (entry?.sealed === true && entry.stream === stream))
+    ) {
       this.#counts.refused++;
       return;
     }
@@ -645,7 +648,10 @@ export class ReplicaHost {
   /** The owner ended the session (or it moved): drop the copy, unless another stream took it over. */
   end(token: string, owner: number, stream: string): void {
     const entry = this.#entries.get(token);
-    if (entry?.owner === owner && entry.stream === stream) this.#entries.delete(token);
+    // A sealed copy's owner is dead: a late rep-end of its (a paused node waking, a cut link's
+    // queue) must not drop the copy that was given back to be promoted again.
+    if (entry?.owner === owner && entry.stream === stream && entry.sealed !== true)
+      this.#entries.delete(token);
   }
 
   /**
@@ -708,17 +714,24 @@ export class ReplicaHost {
     this.#entries.delete(token);
     this.#retire(token, entry.stream);
     const now = this.#clock();
-    // The oldest first: whatever waited this long lost its confirmation (or its session ended).
-    for (const [oldest, out] of this.#handedOut) {
-      if (now - out.at < HANDED_OUT_KEEP_MS) break;
-      this.#handedOut.delete(oldest);
-    }
+    this.#pruneHandedOut(now);
+    // Deleted first, so the map stays in the order copies went out (the prune stops at the first
+    // young one).
+    this.#handedOut.delete(token);
     this.#handedOut.set(token, { entry, to, at: now });
     const state = cloneSessionState(entry.state);
     state.moves++;
     const copy: PromotedCopy = { state, stream: entry.stream, lsn: entry.lsn, holder: this.#sender.self };
     if (entry.deadTaker !== undefined) copy.replaces = entry.deadTaker;
     return copy;
+  }
+
+  /** Forgets the copies out longer than HANDED_OUT_KEEP_MS: their confirmation was lost. */
+  #pruneHandedOut(now: number): void {
+    for (const [oldest, out] of this.#handedOut) {
+      if (now - out.at < HANDED_OUT_KEEP_MS) break;
+      this.#handedOut.delete(oldest);
+    }
   }
 
   /**
@@ -743,6 +756,7 @@ export class ReplicaHost {
     const out = this.#handedOut.get(token);
     if (out?.entry.stream !== stream) return;
     this.#handedOut.delete(token);
+    this.#counts.promoted--;
     if (this.#entries.has(token)) return;
     out.entry.sealed = true;
     this.#entries.set(token, out.entry);

@@ -45,6 +45,7 @@ import {
   ReplicaStream,
   ReplicaStreams,
   type ReplicationSender,
+  referenceOf,
   shardOfPrefix,
   takeCopyForResume,
 } from "./session-replicas.ts";
@@ -164,7 +165,8 @@ export interface WorkerControl {
    * Worker `shard` (of this node or another) restarted (its sessions now have sids starting
    * `keepPrefix`): forget the sessions that died with it and re-register ours whose users it hosts.
    */
-  peerRestarted(shard: number, keepPrefix: string): void;
+  /** Worker `shard` restarted: its incarnations `deadPrefixes` died, `keepPrefix` runs. */
+  peerRestarted(shard: number, keepPrefix: string, deadPrefixes: string[]): void;
   /**
    * Copies of a crashed worker's sessions, promoted by the main thread's replica shard
    * (main-replicas.ts), to become detached sessions here awaiting `<resume/>`.
@@ -348,9 +350,11 @@ function adoptCopies(promoted: readonly PromotedCopy[]): void {
   for (const { state, stream, lsn, holder, replaces } of promoted) {
     const release = () =>
       releaseCopy(ctx, state.token, { stream, ...(holder === undefined ? {} : { holder }) });
-    // A live session of this token here was resumed from the same owner: the copy is a ghost.
-    if (ctx.resumable.has(state.token)) {
-      release();
+    // A live session of this token here was resumed from the same owner: the copy is a ghost,
+    // not needed once that session's replicas hold it.
+    const live = ctx.resumable.get(state.token);
+    if (live !== undefined) {
+      live.whenReplicated(release);
       continue;
     }
     const session = new SessionActor(state.full, ctx, undefined, state, {
@@ -513,7 +517,7 @@ function resumeTake(msg: Extract<WorkerMessage, { kind: "resume-take" }>): Resum
   const copy = takeCopyForResume(replicaHost, msg.token, msg.user, msg.h, gone, msg.taker);
   if (copy === undefined || copy === "pending") return copy === "pending" ? { pending: true } : undefined;
   log.info({ user: msg.user }, "replica taken over by a resumption: its owner's node is dead");
-  return { snapshot: copy.state, copyOf: { stream: copy.stream, lsn: copy.lsn, holder: router.self } };
+  return { snapshot: copy.state, copyOf: referenceOf(copy) };
 }
 
 // Passivate idle actors so memory follows the active user count, not the total.
@@ -522,7 +526,7 @@ const passivation = setInterval(() => {
 }, 30_000);
 passivation.unref();
 
-/** The re-drive round for which each node was last sent {@link sendLiveStreams}. */
+/** The re-drive round for which each node was last sent {@link catchUpReplicasOn}. */
 const auditedRounds = new Map<number, number>();
 
 /**
@@ -533,12 +537,12 @@ const auditedRounds = new Map<number, number>();
  * still replicate there, so it drops the copies whose `rep-end` the link lost
  * (session-replicas.ts ReplicaHost.audit). Both go behind everything sent there before.
  */
-function sendLiveStreams(nodeNo: number): void {
+function catchUpReplicasOn(nodeNo: number): void {
   const replica = mainShardOf(nodeNo);
   const live: number[] = [];
   const now = Date.now();
+  // Not paced like the re-drive: as much as REPLICA_STALL_MS's re-inits would send a little later.
   for (const { stream, state } of streams.values()) {
-    if (!stream.id.startsWith(sidPrefix)) continue;
     if (stream.lagging(now, 0).includes(replica)) stream.reinit(replica, state, now);
     if (stream.replicas.includes(replica) || stream.leaving.includes(replica))
       live.push(Number(stream.id.slice(sidPrefix.length)));
@@ -604,11 +608,11 @@ const control: WorkerControl = {
   setPeerPort(shard, port) {
     router.setPort(shard, port);
   },
-  peerRestarted(restarted, keepPrefix) {
+  peerRestarted(restarted, keepPrefix, deadPrefixes) {
     // Sessions our actors still believe live on the restarted worker died with it.
     actors.shardLost(restarted, keepPrefix);
     // Copies of ours that its dead incarnation took for a resumption, unconfirmed, come back.
-    replicaHost.restore((taker) => shardOfPrefix(taker) === restarted && taker !== keepPrefix);
+    replicaHost.restore((taker) => deadPrefixes.includes(taker));
     // Its sessions' copies here become sessions (first, so they are re-registered below), our
     // sessions' copies there are sent again, and it learns our sessions of the users it hosts.
     promoteCopiesOf(
@@ -635,7 +639,7 @@ const control: WorkerControl = {
   redrive(nodeNo, round, maxBytes) {
     if (auditedRounds.get(nodeNo) !== round) {
       auditedRounds.set(nodeNo, round);
-      sendLiveStreams(nodeNo);
+      catchUpReplicasOn(nodeNo);
     }
     const { resent, remaining } = router.redrive(nodeNo, round, maxBytes);
     if (resent > 0) log.warn({ nodeNo, resent, remaining }, "re-sent what a peer link dropped");

@@ -76,7 +76,7 @@ export class WorkerPool {
   /** Promoted copies no running worker could take yet: the next worker to run adopts them. */
   #unadopted: PromotedCopy[] = [];
   /** Per worker index: restarts of other workers (shard → new sid prefix) it missed while down. */
-  readonly #missedRestarts = new Map<number, Map<number, string>>();
+  readonly #missedRestarts = new Map<number, Map<number, { keepPrefix: string; deadPrefixes: string[] }>>();
   /** Each worker's sid prefix (its incarnation): the one a crash kills is announced as dead. */
   readonly #sidPrefixes: string[] = [];
   /** Per worker: dead incarnations not announced yet (a restart that failed announces none). */
@@ -97,8 +97,8 @@ export class WorkerPool {
       log: options.log,
       toWorker: (worker, bytes) => this.deliverRemote(worker, bytes),
       toPeer: (dest, bytes) => options.onRemoteBatch?.(dest, bytes),
-      peerWorkerRestarted: (shard, keepPrefix, promoted) =>
-        this.#peerWorkerRestarted(shard, keepPrefix, promoted),
+      peerWorkerRestarted: (shard, deadPrefix, keepPrefix, promoted) =>
+        this.#peerWorkerRestarted(shard, deadPrefix, keepPrefix, promoted),
     });
   }
 
@@ -107,13 +107,18 @@ export class WorkerPool {
    * node was heir to (they await `<resume/>` here now), then forget the sessions that died with it
    * and tell it about theirs whose users it hosts, as for one of our own workers.
    */
-  async #peerWorkerRestarted(shard: number, keepPrefix: string, promoted: PromotedCopy[]): Promise<void> {
+  async #peerWorkerRestarted(
+    shard: number,
+    deadPrefix: string,
+    keepPrefix: string,
+    promoted: PromotedCopy[],
+  ): Promise<void> {
     const shares = this.#dealOut(promoted);
     await Promise.all(
       this.#slots.map(async (slot, index) => {
         const share = shares.get(slot);
         if (share !== undefined) this.#settleHandOver(share, await slot.call((c) => c.adopt(share)), index);
-        await this.#tellRestarted(index, shard, keepPrefix);
+        await this.#tellRestarted(index, shard, keepPrefix, [deadPrefix]);
       }),
     );
   }
@@ -143,7 +148,13 @@ export class WorkerPool {
   #settleHandOver(share: PromotedCopy[], answer: unknown, index: number): void {
     if (share.length === 0) return;
     if (answer === EXITED) this.#unadopted.push(...share);
-    else this.#replicas.handedOver(share, this.#sidPrefixes[index]);
+    else {
+      const prefix = this.#sidPrefixes[index];
+      // Recorded before a worker listens: a copy adopted without it could not come back.
+      if (prefix === undefined)
+        this.#options.log.warn({ worker: index }, "copies adopted by a worker of unknown prefix");
+      this.#replicas.handedOver(share, prefix);
+    }
   }
 
   /**
@@ -167,19 +178,31 @@ export class WorkerPool {
    * now starting with `keepPrefix`; one not running learns it once it runs again, for the
    * restarted worker holds its partitions until every live shard has answered.
    */
-  async #tellRestarted(index: number, shard: number, keepPrefix: string): Promise<void> {
+  async #tellRestarted(
+    index: number,
+    shard: number,
+    keepPrefix: string,
+    deadPrefixes: string[],
+  ): Promise<void> {
     const slot = this.#slots[index]!;
-    const answer = slot.ready ? await slot.call((c) => c.peerRestarted(shard, keepPrefix)) : EXITED;
+    const answer = slot.ready
+      ? await slot.call((c) => c.peerRestarted(shard, keepPrefix, deadPrefixes))
+      : EXITED;
     if (answer !== EXITED) return;
-    const missed = this.#missedRestarts.get(index) ?? new Map<number, string>();
-    this.#missedRestarts.set(index, missed.set(shard, keepPrefix));
+    const missed = this.#missedRestarts.get(index) ?? new Map();
+    const before = missed.get(shard)?.deadPrefixes ?? [];
+    this.#missedRestarts.set(
+      index,
+      missed.set(shard, { keepPrefix, deadPrefixes: [...before, ...deadPrefixes] }),
+    );
   }
 
   /** A restarted worker runs: what it missed meanwhile, restart notices and copies to adopt. */
   async #catchUp(index: number, slot: WorkerSlot): Promise<void> {
     const missed = this.#missedRestarts.get(index);
     this.#missedRestarts.delete(index);
-    for (const [shard, keepPrefix] of missed ?? []) await this.#tellRestarted(index, shard, keepPrefix);
+    for (const [shard, { keepPrefix, deadPrefixes }] of missed ?? [])
+      await this.#tellRestarted(index, shard, keepPrefix, deadPrefixes);
     const copies = this.#unadopted.splice(0);
     if (copies.length > 0) this.#settleHandOver(copies, await slot.call((c) => c.adopt(copies)), index);
   }
@@ -297,7 +320,9 @@ export class WorkerPool {
 
   async #restart(index: number, code: number): Promise<void> {
     this.restarts++;
-    void this.#readoptFrom(this.#sidPrefixes[index]);
+    void this.#readoptFrom(this.#sidPrefixes[index]).catch((error: unknown) =>
+      this.#options.log.error({ err: error, worker: index }, "could not hand a dead worker's copies on"),
+    );
     // A worker that dies again soon after a restart waits longer each time (up to 30 s), so a
     // crash at start-up cannot spin the supervisor.
     const now = Date.now();
@@ -332,7 +357,11 @@ export class WorkerPool {
       }
       const shard = shardNumber(this.#options.nodeNo, index);
       await Promise.all(
-        this.#slots.map((_, j) => (j === index ? undefined : this.#tellRestarted(j, shard, keepPrefix))),
+        this.#slots.map((_, j) =>
+          j === index
+            ? undefined
+            : this.#tellRestarted(j, shard, keepPrefix, dead === undefined ? [] : [dead]),
+        ),
       );
       // The other nodes too: their sessions of its users, and their copies of its sessions.
       const nodes = new Set([

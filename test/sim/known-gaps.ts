@@ -86,10 +86,5 @@ export function unexplained(result: SeedResult) {
  * that a later death promoted beside the live session. When the link is back the owner's
  * workers now re-send the whole state to the replicas it left behind and list the streams that
  * still replicate there (`rep-live`, ReplicaHost.audit drops the copies of the others).
- *
- * Fixed: 30007 (copy-behind-client, seeds beyond 10,000): a lender restored after its taker
- * never confirmed waited as standby behind a registration two moves further along, and took
- * over with out 3 against the client's h=8 when that registration's node died. A restored lender
- * is a standby only behind its own taker now (user-actor.ts `relocate`).
  */
 export const UNTRIAGED_SEEDS = new Set<number>([]);

@@ -322,7 +322,7 @@ export class World {
       if (sender === undefined || receiver === undefined) return;
       for (const [deadPrefix, shard] of sender.restarts)
         this.#announceRestart(sender, receiver, shard, deadPrefix);
-      // worker-main.ts sendLiveStreams: replicas left behind get the state again, and the streams
+      // worker-main.ts catchUpReplicasOn: replicas left behind get the state again, and the streams
       // that still replicate there are listed, so the copies whose rep-end the queue held are
       // dropped (ReplicaHost.audit).
       const replica = receiver.main.self;
@@ -671,7 +671,7 @@ export class World {
       // lent to a resumption does not (it is not resumable: its taker may be the dead one).
       const here = shard.sessions.get(state.token);
       if (here !== undefined && !here.ended && !here.lent) {
-        this.#releaseCopy(shard, copy);
+        here.whenReplicated(() => this.#releaseCopy(shard, copy));
         continue;
       }
       this.sched.log(`  ${shard.self} promotes ${state.token} (out ${state.sentOut}, in ${state.handledIn})`);
@@ -726,8 +726,7 @@ export class World {
             session.restored = false;
           });
         }
-      } else if (session.restored && current[0].state.moves <= session.state.moves + 1) {
-        // user-actor.ts relocate: a standby only behind its own taker, not further along.
+      } else if (session.restored) {
         if (standby !== undefined && standby[0] !== session) this.#tellStale(standby[0], standby[1]);
         this.standby.set(token, [session, shard]);
         this.sched.log(`  the UserActor keeps ${shard.self}'s restored ${token} as standby`);
@@ -1117,8 +1116,10 @@ export class World {
       // client-stream-host.ts resume: a replica's copy is kept by its holder until our replicas
       // hold the session.
       const copyOf = this.#takenCopies.get(snapshot);
-      if (copyOf !== undefined)
+      if (copyOf !== undefined) {
+        session.replaces = copyOf.replaces;
         session.releaseCopyWhenReplicated(() => this.#releaseCopy(entry, { state: snapshot, ...copyOf }));
+      }
       // client-stream-host.ts: the lender keeps its copy until our replicas hold the session.
       const lender = this.#lenders.get(snapshot);
       if (lender !== undefined) {
@@ -1239,7 +1240,10 @@ export class World {
   }
 
   /** Replicas' copies taken by a resumption, by the snapshot they gave (the reply's `copyOf`). */
-  readonly #takenCopies = new WeakMap<SessionSnapshot, { stream: string; lsn: number; holder: number }>();
+  readonly #takenCopies = new WeakMap<
+    SessionSnapshot,
+    { stream: string; lsn: number; holder: number; replaces?: string }
+  >();
 
   /** Lent sessions by the snapshot they gave (the reply's `lender`). */
   readonly #lenders = new WeakMap<SessionSnapshot, [OwnerSession, Shard]>();
@@ -1307,7 +1311,12 @@ export class World {
     );
     if (taken === undefined || taken === "pending") return taken;
     const copy = taken.state;
-    this.#takenCopies.set(copy, { stream: taken.stream, lsn: taken.lsn, holder: shard.self });
+    this.#takenCopies.set(copy, {
+      stream: taken.stream,
+      lsn: taken.lsn,
+      holder: shard.self,
+      ...(taken.replaces === undefined ? {} : { replaces: taken.replaces }),
+    });
     this.sched.log(
       `  ${shard.self} gives its replica of ${client.token} (out ${copy.sentOut}, in ${copy.handledIn})`,
     );

@@ -34,7 +34,8 @@ function mainShard() {
     log: createLogger({ level: "silent" }),
     toPeer: (dest, bytes) => toPeer.push({ dest, envelopes: packr.unpack(bytes) as Envelope[] }),
     toWorker: (worker, bytes) => toWorker.push({ worker, envelopes: packr.unpack(bytes) as Envelope[] }),
-    peerWorkerRestarted: (shard, keepPrefix, promoted) => restarts.push({ shard, keepPrefix, promoted }),
+    peerWorkerRestarted: (shard, _deadPrefix, keepPrefix, promoted) =>
+      restarts.push({ shard, keepPrefix, promoted }),
   });
   return { main, toPeer, toWorker, restarts };
 }
@@ -216,9 +217,17 @@ test("a copy taken by a resumption comes back when the taker's worker or node di
   const back = main.localWorkerDied(ASKER_PREFIX);
   assert.deepEqual(back, [], "its owner's death is not known here: a copy to take, not to promote");
   assert.equal(main.stats.held, 1, "the copy is back");
+  // Given back, it is sealed: a late rep-end, an audit or a change of its dead stream (a paused
+  // owner waking, a cut link replaying its queue) leaves it alone.
+  main.receive(packr.pack([{ t: "rep-end", token: "tok", owner: OWNER, stream: "s1" }] satisfies Envelope[]));
+  main.receive(packr.pack([{ t: "rep-live", owner: OWNER, prefix: "s", live: [] }] satisfies Envelope[]));
+  stream.push({ c: "out", xml: "<message/>", storable: true });
+  assert.equal(main.stats.held, 1, "still held");
+  assert.equal(take(5, [1]), undefined, "an impossible h takes nothing");
   const again = take(0, [1]);
   assert.ok(again !== undefined && "snapshot" in again, "and a resumption can take it again");
-  assert.equal(again.snapshot.sentOut, 1);
+  assert.equal(again.snapshot.sentOut, 1, "as it was: nothing of the dead stream applied since");
+  assert.equal(again.copyOf?.replaces, ASKER_PREFIX, "naming the dead taker it replaces");
   // This time the taker confirms: a later death of its worker gives nothing back.
   main.receive(
     packr.pack([

@@ -336,19 +336,6 @@ test("a lender restored while its taker lives waits as standby, and takes over w
   await v.relocate(1024, "lender", { moves: 1, restored: true });
   await v.relocate(2048, "moved-on", { moves: 3 });
   assert.deepEqual(v.stale(), ["taker", "lender"]);
-  // A lender restored behind a registration two moves ahead ends: the session moved on from its
-  // taker through a replicated holder (sim seed 30007).
-  const w = userActor();
-  await w.relocate(3072, "two-on", { moves: 3 });
-  await w.relocate(1024, "lender", { moves: 1, restored: true, deadNodes: [] });
-  assert.deepEqual(w.stale(), ["lender"], "told to end, not kept as standby");
-  await w.nodesLost([3]);
-  assert.equal(
-    w.registered(),
-    "two-on",
-    "lost, awaiting its replica's promotion; the lender does not take over",
-  );
-  assert.deepEqual(w.told("active"), []);
 });
 
 test("a restored lender answers a resumption 'pending' until its actor says it is the registered session", () => {
@@ -368,6 +355,23 @@ test("a restored lender answers a resumption 'pending' until its actor says it i
 
 test("a session resumed from a snapshot never acknowledges fewer stanzas than it resumed with", () => {
   const { ctx } = shardContext();
+  const replication = controlledReplication(ctx);
+  const sent: string[] = [];
+  const link = { send: (text: string) => sent.push(text), closeWithError() {} };
+  const state = newSessionState(FULL, "7.token");
+  state.handledIn = 5;
+  const session = new SessionActor(FULL, ctx, link as never, state);
+  replication.ack(1); // the new replicas hold the initial state
+  session.handle(parseElement("<r xmlns='urn:xmpp:sm:3'/>"));
+  assert.deepEqual(
+    sent.filter((s) => s.startsWith("<a ")),
+    ['<a xmlns="urn:xmpp:sm:3" h="5"/>'],
+    "sim seed 3231: h went back to 0 until the client's next stanza",
+  );
+});
+
+/** A replication stream whose acknowledgements the test gives (`ack(lsn)`). */
+function controlledReplication(ctx: ShardContext) {
   let lsn = 1;
   let ackedLsn = 0;
   let onAcked: (lsn: number) => void = () => {};
@@ -390,17 +394,40 @@ test("a session resumed from a snapshot never acknowledges fewer stanzas than it
       };
     },
   };
-  const sent: string[] = [];
-  const link = { send: (text: string) => sent.push(text), closeWithError() {} };
+  return {
+    ack(upTo: number) {
+      ackedLsn = upTo;
+      onAcked(upTo);
+    },
+  };
+}
+
+test("a session made of a replica's copy releases it once its replicas hold it, once", () => {
+  const { ctx } = shardContext();
+  const replication = controlledReplication(ctx);
+  let released = 0;
   const state = newSessionState(FULL, "7.token");
-  state.handledIn = 5;
-  const session = new SessionActor(FULL, ctx, link as never, state);
-  ackedLsn = 1;
-  onAcked(1); // the new replicas hold the initial state
-  session.handle(parseElement("<r xmlns='urn:xmpp:sm:3'/>"));
-  assert.deepEqual(
-    sent.filter((s) => s.startsWith("<a ")),
-    ['<a xmlns="urn:xmpp:sm:3" h="5"/>'],
-    "sim seed 3231: h went back to 0 until the client's next stanza",
-  );
+  const session = new SessionActor(FULL, ctx, undefined, state, {
+    promoted: true,
+    copyOf: { stream: "1024.a.1", lsn: 4 },
+    releaseCopy: () => released++,
+    replaces: "2048.w1.",
+  });
+  assert.equal(released, 0, "kept while no replica holds the session");
+  assert.equal(session.registration().replaces, "2048.w1.", "it replaces the dead adopter's registration");
+  replication.ack(1);
+  assert.equal(released, 1);
+  session.end();
+  assert.equal(released, 1, "not again when it ends");
+});
+
+test("a session made of a copy that ends before its replicas hold it releases the copy then", () => {
+  const { ctx } = shardContext();
+  controlledReplication(ctx);
+  let released = 0;
+  const session = new SessionActor(FULL, ctx, undefined, newSessionState(FULL, "7.token"), {
+    releaseCopy: () => released++,
+  });
+  session.end();
+  assert.equal(released, 1, "an ended session's copy must not be promoted again later");
 });
