@@ -107,6 +107,8 @@ export class PartitionHandoff {
     const incoming = [...waiting.keys()];
     router.setTable(next, incoming);
     router.setLiveShards(liveShards);
+    for (const p of dropDeadSenders(this.#waiting, deadNodes)) router.completeIncoming(p);
+    this.#checkSettled();
     log.info(
       {
         epoch: next.epoch,
@@ -334,6 +336,25 @@ export function planTableChange(
     }
   }
   return { deadNodes, liveShards, waiting, outgoing, recovering };
+}
+
+/**
+ * Removes the shards of `deadNodes` from what each gained partition of `waiting` waits for, and
+ * returns the partitions that wait for nothing more (removed from `waiting`). A shard whose node
+ * a newer table drops answers nothing any more: two nodes that die a moment apart make two
+ * tables, and the first one's recoveries waited for the second node until the handoff timeout
+ * (30 s of held logins and messages in `kill-two-of-five`, 2026-12-07).
+ */
+export function dropDeadSenders(waiting: Map<number, Set<number>>, deadNodes: ReadonlySet<number>): number[] {
+  const complete: number[] = [];
+  if (deadNodes.size === 0) return complete;
+  for (const [p, from] of waiting) {
+    for (const shard of from) if (deadNodes.has(nodeNoOf(shard))) from.delete(shard);
+    if (from.size > 0) continue;
+    waiting.delete(p);
+    complete.push(p);
+  }
+  return complete;
 }
 
 /** The worker shards of the nodes `live`. */

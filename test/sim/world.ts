@@ -14,7 +14,7 @@ import {
   type SessionSnapshot,
   unackedAfter,
 } from "../../actors/session-state.ts";
-import { liveShardsOf } from "../../src/cluster/handoff.ts";
+import { dropDeadSenders, liveShardsOf } from "../../src/cluster/handoff.ts";
 import { assignPartitions } from "../../src/cluster/membership/assignment.ts";
 import {
   isMainShard,
@@ -509,6 +509,8 @@ export class World {
       shard.table = next;
       shard.liveShards = plan.liveShards;
       for (const [p, from] of plan.waiting) shard.waiting.set(p, from);
+      // handoff.ts apply: the dead nodes' shards are waited for no more.
+      dropDeadSenders(shard.waiting, plan.deadNodes);
       for (const n of plan.deadNodes) shard.goneNodes.add(n);
       // tableApplied (worker-main.ts): promote copies of dead owners, then re-seat replicas.
       if (plan.deadNodes.size > 0) {
