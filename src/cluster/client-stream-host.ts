@@ -24,6 +24,7 @@ import type {
   StreamHost,
 } from "../xmpp/stream-host.ts";
 import { mainShardOf, nodeNoOf, withMainShards } from "./ring.ts";
+import type { CopyReference, PromotedCopy } from "./session-replicas.ts";
 import type { ShardContext } from "./shard-context.ts";
 
 /** How long a `<resume/>` waits for the shard that holds the session. */
@@ -42,7 +43,7 @@ export type ResumeTake =
   | {
       snapshot: SessionSnapshot;
       lender?: { shard: number; sid: string };
-      copyOf?: { stream: string; lsn: number; holder?: number; replaces?: string };
+      copyOf?: CopyReference;
     }
   | { expired: number }
   | { pending: true }
@@ -56,10 +57,7 @@ export type ResumeTake =
  */
 export function lateTakeOf(
   value: unknown,
-):
-  | { lender: { shard: number; sid: string } }
-  | { adopt: { state: SessionSnapshot; stream: string; lsn: number; holder?: number; replaces?: string } }
-  | undefined {
+): { lender: { shard: number; sid: string } } | { adopt: PromotedCopy } | undefined {
   if (typeof value !== "object" || value === null || !("snapshot" in value)) return undefined;
   const take = value as Extract<ResumeTake, { snapshot: SessionSnapshot }>;
   if (take.lender !== undefined) return { lender: take.lender };
@@ -280,7 +278,7 @@ async function resume(
   if (!Number.isInteger(home) || home < 0) return { failed: "unknown" };
   let snapshot: SessionSnapshot | undefined;
   let lender: { shard: number; sid: string } | undefined;
-  let copyOf: { stream: string; lsn: number; holder?: number; replaces?: string } | undefined;
+  let copyOf: CopyReference | undefined;
   let expired: number | undefined;
   // The id names the shard (of any node) that issued it; a session resumed before may live
   // elsewhere now (the id survives resumptions), so this node's workers are asked next and
@@ -296,7 +294,7 @@ async function resume(
   let pending = false;
   const giveBack = (take: {
     lender?: { shard: number; sid: string } | undefined;
-    copyOf?: { stream: string; holder?: number } | undefined;
+    copyOf?: CopyReference | undefined;
   }) => {
     if (take.lender !== undefined) answerLender(ctx, take.lender, false);
     else {
@@ -379,7 +377,7 @@ function isAhead(a: SessionSnapshot, b: SessionSnapshot): boolean {
 export function releaseCopy(
   ctx: ShardContext,
   token: string,
-  copy: { stream: string; holder?: number },
+  copy: Pick<CopyReference, "stream" | "holder">,
 ): void {
   if (copy.holder === undefined) return;
   ctx.router.send(copy.holder, { t: "worker", msg: { kind: "copy-held", token, stream: copy.stream } });

@@ -63,8 +63,6 @@ export class MainReplicaShard {
    * incarnation of its node lives. Forgotten when their node dies (its table promotes them all).
    */
   readonly #deadIncarnations = new Map<string, number>();
-  /** Promoted copies handed to a worker that has not applied its table yet: token → full JID. */
-  readonly #inTransit = new Map<string, string>();
   // Structures must not be shared between independently decoded batches (STYLE.md §6).
   readonly #packr = new Packr({ useRecords: false, moreTypes: false });
   /** Malformed batches and envelopes of kinds a replica shard does not take (logged, dropped). */
@@ -121,10 +119,9 @@ export class MainReplicaShard {
 
   #resumeTake(msg: Extract<WorkerMessage, { kind: "resume-take" }>): void {
     const gone = new Set([...this.#goneNodes, ...(msg.gone ?? [])]);
-    const travelling = this.#inTransit.get(msg.token)?.startsWith(`${msg.user}/`) ?? false;
-    const copy = travelling
-      ? "pending"
-      : takeCopyForResume(this.#host, msg.token, msg.user, msg.h, gone, msg.taker);
+    // A promoted copy on its way to a worker is "pending" (ReplicaHost keeps it until the
+    // session made of it is replicated).
+    const copy = takeCopyForResume(this.#host, msg.token, msg.user, msg.h, gone, msg.taker);
     if (copy !== undefined && copy !== "pending")
       this.#log.info({ user: msg.user }, "replica taken over by a resumption: its owner's node is dead");
     const value: ResumeTake =
@@ -157,7 +154,6 @@ export class MainReplicaShard {
     for (const [prefix, shard] of this.#deadIncarnations)
       if (died.has(nodeNoOf(shard))) this.#deadIncarnations.delete(prefix);
     const promoted = this.#promoteDead();
-    for (const { state } of promoted) this.#inTransit.set(state.token, state.full);
     if (promoted.length > 0)
       this.#log.info({ sessions: promoted.length }, "replicas promoted: handed to the workers");
     return promoted;
@@ -188,7 +184,6 @@ export class MainReplicaShard {
     // before anything the new one sends).
     this.#host.restore((taker) => taker === deadPrefix);
     const promoted = this.#promoteDead();
-    for (const { state } of promoted) this.#inTransit.set(state.token, state.full);
     this.#log.warn(
       { shard, sessions: promoted.length },
       "a worker of another node crashed: its sessions' copies promoted here",
@@ -225,10 +220,8 @@ export class MainReplicaShard {
    * back if that worker dies first ({@link localWorkerDied}).
    */
   handedOver(copies: readonly PromotedCopy[], workerPrefix: string | undefined): void {
-    for (const { state, stream } of copies) {
-      this.#inTransit.delete(state.token);
-      if (workerPrefix !== undefined) this.#host.assign(state.token, stream, workerPrefix);
-    }
+    if (workerPrefix === undefined) return;
+    for (const { state, stream } of copies) this.#host.assign(state.token, stream, workerPrefix);
   }
 
   /**
@@ -240,7 +233,6 @@ export class MainReplicaShard {
   localWorkerDied(deadPrefix: string): PromotedCopy[] {
     if (this.#host.restore((taker) => taker === deadPrefix) === 0) return [];
     const promoted = this.#promoteDead();
-    for (const { state } of promoted) this.#inTransit.set(state.token, state.full);
     if (promoted.length > 0)
       this.#log.warn(
         { worker: deadPrefix, sessions: promoted.length },

@@ -486,10 +486,13 @@ export interface PromotedCopy {
 const HANDED_OUT_KEEP_MS = 15 * 60_000;
 
 /**
- * What a resumption that took `copy` passes on (ResumeTake's `copyOf`): the copy without its
+ * What a resumption that took a copy passes on (ResumeTake's `copyOf`): the copy without its
  * state, for the registration, the holder's confirmation and a late reply's adoption.
  */
-export function referenceOf(copy: PromotedCopy): Omit<PromotedCopy, "state"> {
+export type CopyReference = Omit<PromotedCopy, "state">;
+
+/** The {@link CopyReference} of `copy`. */
+export function referenceOf(copy: PromotedCopy): CopyReference {
   const { state: _state, ...reference } = copy;
   return reference;
 }
@@ -757,9 +760,19 @@ export class ReplicaHost {
     if (out?.entry.stream !== stream) return;
     this.#handedOut.delete(token);
     this.#counts.promoted--;
-    if (this.#entries.has(token)) return;
-    out.entry.sealed = true;
-    this.#entries.set(token, out.entry);
+    this.#putBack(token, out.entry, undefined);
+  }
+
+  /**
+   * A copy handed out comes back, sealed (its owner is dead), unless a newer copy of the session
+   * arrived meanwhile (its taker's replica list included us). Returns whether it came back.
+   */
+  #putBack(token: string, entry: ReplicaEntry, deadTaker: string | undefined): boolean {
+    if (this.#entries.has(token)) return false;
+    entry.sealed = true;
+    if (deadTaker !== undefined) entry.deadTaker = deadTaker;
+    this.#entries.set(token, entry);
+    return true;
   }
 
   /**
@@ -772,12 +785,7 @@ export class ReplicaHost {
     for (const [token, out] of this.#handedOut) {
       if (out.to === undefined || !lost(out.to)) continue;
       this.#handedOut.delete(token);
-      // A newer copy of the session arrived meanwhile (its taker's replica list included us).
-      if (this.#entries.has(token)) continue;
-      out.entry.sealed = true;
-      out.entry.deadTaker = out.to;
-      this.#entries.set(token, out.entry);
-      back++;
+      if (this.#putBack(token, out.entry, out.to)) back++;
     }
     if (back > 0)
       this.#log.warn(

@@ -347,9 +347,9 @@ function promoteCopiesOf(
 function adoptCopies(promoted: readonly PromotedCopy[]): void {
   const deadNodes = router.goneNodes();
   let adopted = 0;
-  for (const { state, stream, lsn, holder, replaces } of promoted) {
-    const release = () =>
-      releaseCopy(ctx, state.token, { stream, ...(holder === undefined ? {} : { holder }) });
+  for (const copy of promoted) {
+    const { state, stream, lsn, replaces } = copy;
+    const release = () => releaseCopy(ctx, state.token, copy);
     // A live session of this token here was resumed from the same owner: the copy is a ghost,
     // not needed once that session's replicas hold it.
     const live = ctx.resumable.get(state.token);

@@ -117,7 +117,7 @@ export class WorkerPool {
     await Promise.all(
       this.#slots.map(async (slot, index) => {
         const share = shares.get(slot);
-        if (share !== undefined) this.#settleHandOver(share, await slot.call((c) => c.adopt(share)), index);
+        if (share !== undefined) await this.#adopt(slot, index, share);
         await this.#tellRestarted(index, shard, keepPrefix, [deadPrefix]);
       }),
     );
@@ -157,6 +157,11 @@ export class WorkerPool {
     }
   }
 
+  /** Worker `index` (`slot`) adopts `copies` as detached sessions, or they wait for the next. */
+  async #adopt(slot: WorkerSlot, index: number, copies: PromotedCopy[]): Promise<void> {
+    this.#settleHandOver(copies, await slot.call((control) => control.adopt(copies)), index);
+  }
+
   /**
    * The worker incarnation `deadPrefix` died: the copies it adopted (or took for a resumption)
    * whose sessions no replica held yet are promoted again and dealt to the running workers, or
@@ -168,7 +173,7 @@ export class WorkerPool {
     await Promise.all(
       this.#slots.map(async (slot, j) => {
         const share = shares.get(slot);
-        if (share !== undefined) this.#settleHandOver(share, await slot.call((c) => c.adopt(share)), j);
+        if (share !== undefined) await this.#adopt(slot, j, share);
       }),
     );
   }
@@ -204,7 +209,7 @@ export class WorkerPool {
     for (const [shard, { keepPrefix, deadPrefixes }] of missed ?? [])
       await this.#tellRestarted(index, shard, keepPrefix, deadPrefixes);
     const copies = this.#unadopted.splice(0);
-    if (copies.length > 0) this.#settleHandOver(copies, await slot.call((c) => c.adopt(copies)), index);
+    if (copies.length > 0) await this.#adopt(slot, index, copies);
   }
 
   /** What the main thread's replica shard holds and did. */

@@ -519,3 +519,37 @@ test("a replica that missed a re-seat's list is behind, and is re-initialised wi
   assert.equal(stream.ackedLsn, stream.lsn);
   assert.equal(kept.promote((s) => s === 0).length, 0, "it knows the heir is the added replica");
 });
+
+test("a copy handed out is kept for its taker 15 minutes at most: then its death gives nothing back", () => {
+  let now = 0;
+  const log = createLogger({ level: "silent" });
+  const host = new ReplicaHost(
+    { self: 1024, send() {} },
+    log,
+    () => {},
+    () => now,
+  );
+  const init = (token: string) =>
+    host.receive({
+      t: "rep",
+      token,
+      owner: 0,
+      stream: `0.o.${token}`,
+      lsn: 1,
+      change: { c: "init", state: newSessionState("a@x/r" as FullJid, token) },
+      replicas: [1024],
+    });
+  init("t1");
+  init("t2");
+  const ownerDead = (s: number) => s === 0;
+  assert.ok(typeof host.takeForResume("t1", "a@x", ownerDead, "2048.w.") === "object");
+  now += 15 * 60_000;
+  // The next hand-out prunes what waited that long for its confirmation.
+  assert.ok(typeof host.takeForResume("t2", "a@x", ownerDead, "2048.w.") === "object");
+  assert.equal(
+    host.restore((taker) => taker === "2048.w."),
+    1,
+    "only the copy handed out since",
+  );
+  assert.equal(host.takeForResume("t1", "a@x", ownerDead), undefined, "the pruned one is gone");
+});
