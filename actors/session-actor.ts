@@ -262,6 +262,14 @@ export class SessionActor {
     };
   }
 
+  /**
+   * Whether a copy of this session (`other`, promoted elsewhere) is further along than this one:
+   * it moved more often or, as often, wrote more (client-stream-host.ts `isAhead`).
+   */
+  isBehind(other: SessionSnapshot): boolean {
+    return other.moves !== this.#s.moves ? other.moves > this.#s.moves : other.sentOut > this.#s.sentOut;
+  }
+
   /** What the UserActor must know to rebuild its entry for this session. */
   registration(): SessionRegistration {
     return {

@@ -80,7 +80,31 @@ export function clientStreamHost(ctx: ShardContext): StreamHost {
     registrationThrottle: ctx.registrationThrottle,
     register: (jid, password) => ctx.accounts.create(jid, password),
     bind: (full, link) => bind(ctx, full, link),
-    resume: (user, previd, h, link) => resume(ctx, user, previd, h, link),
+    resume: oneAtATime((user, previd, h, link) => resume(ctx, user, previd, h, link)),
+  };
+}
+
+/**
+ * Runs one worker's resumptions of one session id one after another. A client that gave up on a
+ * node that did not answer (paused, or slow to learn of a death) tries again, and the attempts it
+ * left behind still run when the node wakes: run side by side, two searches each took a copy of
+ * the session (the node's own, promoted, and another node's, lent), each made a session of it,
+ * and the UserActor kept the one that held less and ended the other, which this worker's map of
+ * resumable sessions then pointed to, so the client's next attempt found nothing (sim seed
+ * 51267). In turn, the later attempt finds what the earlier one left: the session, resumable
+ * here (its connection closed), or its failure.
+ */
+export function oneAtATime(resume: StreamHost["resume"]): StreamHost["resume"] {
+  const running = new Map<string, Promise<unknown>>();
+  return (user, previd, h, link) => {
+    const before = running.get(previd) ?? Promise.resolve();
+    const outcome = before.then(() => resume(user, previd, h, link));
+    const settled = outcome.catch(() => undefined);
+    running.set(previd, settled);
+    void settled.then(() => {
+      if (running.get(previd) === settled) running.delete(previd);
+    });
+    return outcome;
   };
 }
 
@@ -325,10 +349,15 @@ async function resume(
     // This node's main thread too: it holds the copies of other nodes' sessions (main-replicas.ts).
     for (const shard of [home, ...ctx.localShards, mainShardOf(nodeNoOf(ctx.index))]) {
       if (asked.has(shard)) continue;
+      // The client left (it gave up on a node that did not answer, and the node woke up to its
+      // request): nothing more is taken, so no copy becomes a session nobody asked for beside the
+      // one the client resumed elsewhere meanwhile (sim seed 91141).
+      if (link.closed) return;
       asked.add(shard);
       note(await take(shard));
       if (snapshot !== undefined) return;
     }
+    if (link.closed) return;
     const others = withMainShards(ctx.router.liveShards()).filter((shard) => !asked.has(shard));
     // At most one holder has the session, and taking it is what the request does.
     for (const found of await Promise.all(others.map(take))) note(found);
@@ -338,7 +367,11 @@ async function resume(
   // faster than the cluster decided, or than a crashed worker was restarted): ask again at the
   // next owner table, or soon, until `requestTimeoutMs` has passed.
   const deadline = Date.now() + ctx.config.cluster.requestTimeoutMs;
-  for (let stepMs = 200; snapshot === undefined && pending && Date.now() < deadline; stepMs *= 2) {
+  for (
+    let stepMs = 200;
+    snapshot === undefined && pending && !link.closed && Date.now() < deadline;
+    stepMs *= 2
+  ) {
     pending = false;
     await ctx.router.nextTable(Math.min(stepMs, deadline - Date.now()));
     await search();
@@ -381,6 +414,46 @@ export function releaseCopy(
 ): void {
   if (copy.holder === undefined) return;
   ctx.router.send(copy.holder, { t: "worker", msg: { kind: "copy-held", token, stream: copy.stream } });
+}
+
+/**
+ * A copy promoted after its owner died becomes a detached session here, awaiting `<resume/>`,
+ * and registers with its UserActor; returns it, or undefined when the copy is a ghost.
+ */
+export function adoptCopy(
+  ctx: ShardContext,
+  copy: PromotedCopy,
+  deadNodes: readonly number[],
+): SessionActor | undefined {
+  const { state, stream, lsn, replaces } = copy;
+  const release = () => releaseCopy(ctx, state.token, copy);
+  // A live session of this token here was resumed from the same owner: the copy is a ghost,
+  // not needed once that session's replicas hold it. Unless the session here is behind the
+  // copy: a lender restored after its taker went quiet, whose taker went on elsewhere and died
+  // there (sim seed 36521: the heir's copy was dropped as a ghost, and the client, at h 7,
+  // found only the lender, at 3).
+  const live = ctx.resumable.get(state.token);
+  if (live !== undefined && !live.isBehind(state)) {
+    live.whenReplicated(release);
+    return undefined;
+  }
+  const session = new SessionActor(state.full, ctx, undefined, state, {
+    promoted: true,
+    copyOf: { stream, lsn },
+    releaseCopy: release,
+    ...(replaces === undefined ? {} : { replaces }),
+  });
+  ctx.sessions.set(session.sid, session);
+  // A resumption here takes this one; the UserActor tells the one behind it that it is stale.
+  if (live !== undefined) ctx.resumable.set(state.token, session);
+  session.detach();
+  ctx.router.toUser({
+    kind: "relocate",
+    user: session.bare,
+    session: session.location(),
+    state: { ...session.registration(), deadNodes: [...deadNodes] },
+  });
+  return session;
 }
 
 /** Tells the shard that lent a session whether this resumption holds it (`ok`) or gave it back. */

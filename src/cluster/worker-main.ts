@@ -10,7 +10,7 @@ import { type MessagePort, workerData } from "node:worker_threads";
 import { bounceStanza } from "../../actors/bounce.ts";
 import { loginActorKinds } from "../../actors/login-actor.ts";
 import { askerOf, type WorkerMessage } from "../../actors/messages.ts";
-import { SessionActor, type SessionOverview } from "../../actors/session-actor.ts";
+import type { SessionOverview } from "../../actors/session-actor.ts";
 import { userActorKind } from "../../actors/user-actor.ts";
 import { Accounts } from "../auth/accounts.ts";
 import { createAuthProvider } from "../auth/create-provider.ts";
@@ -27,10 +27,10 @@ import { type BareJid, splitFullJid } from "../xmpp/jid.ts";
 import type { ClientTarget } from "../xmpp/stream-transport.ts";
 import { ActorHost } from "./actor-host.ts";
 import {
+  adoptCopy,
   clientStreamHost,
   lateTakeOf,
   type ResumeTake,
-  releaseCopy,
   takeResumable,
 } from "./client-stream-host.ts";
 import type { Envelope } from "./envelope.ts";
@@ -347,32 +347,7 @@ function promoteCopiesOf(
 function adoptCopies(promoted: readonly PromotedCopy[]): void {
   const deadNodes = router.goneNodes();
   let adopted = 0;
-  for (const copy of promoted) {
-    const { state, stream, lsn, replaces } = copy;
-    const release = () => releaseCopy(ctx, state.token, copy);
-    // A live session of this token here was resumed from the same owner: the copy is a ghost,
-    // not needed once that session's replicas hold it.
-    const live = ctx.resumable.get(state.token);
-    if (live !== undefined) {
-      live.whenReplicated(release);
-      continue;
-    }
-    const session = new SessionActor(state.full, ctx, undefined, state, {
-      promoted: true,
-      copyOf: { stream, lsn },
-      releaseCopy: release,
-      ...(replaces === undefined ? {} : { replaces }),
-    });
-    ctx.sessions.set(session.sid, session);
-    session.detach();
-    router.toUser({
-      kind: "relocate",
-      user: session.bare,
-      session: session.location(),
-      state: { ...session.registration(), deadNodes },
-    });
-    adopted++;
-  }
+  for (const copy of promoted) if (adoptCopy(ctx, copy, deadNodes) !== undefined) adopted++;
   if (adopted > 0) log.info({ sessions: adopted }, "replicas promoted: sessions await resumption here");
 }
 

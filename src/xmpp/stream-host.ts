@@ -23,6 +23,8 @@ export interface ClientLink {
   pauseReading(): void;
   resumeReading(): void;
   readonly remoteAddress: string;
+  /** The connection is gone. */
+  readonly closed: boolean;
 }
 
 /** The session a stream hands its stanzas to once bound or resumed. */

@@ -158,6 +158,11 @@ export class OwnerSession {
    * `active` yet: a resumption is told "pending" (SessionActor.standby).
    */
   restored = false;
+  /**
+   * Came back after a lend that was never confirmed, ever: its taker may have gone on (resumed
+   * again, promoted, replicated) and hold more than this copy.
+   */
+  wasRestored = false;
   #replicatedWaiters: [number, () => void][] = [];
 
   lendForResume(h: number): SessionSnapshot | undefined {
@@ -208,6 +213,7 @@ export class OwnerSession {
     this.lent = false;
     if (this.ended) return false;
     this.restored = true;
+    this.wasRestored = true;
     this.promotedAt = undefined;
     const stream = this.stream;
     if (stream !== undefined) stream.quiet = false;

@@ -92,6 +92,11 @@ export class Shard implements ReplicationSender {
   lost = false;
   /** On a main shard: dead incarnations of other nodes' workers (stream prefix → shard). */
   readonly deadIncarnations = new Map<string, number>();
+  /**
+   * client-stream-host.ts `resume`: resumptions of one token on this worker, one at a time; the
+   * ones waiting behind the first, which run when it is done.
+   */
+  readonly resuming = new Map<string, (() => void)[]>();
 
   constructor(world: World, node: SimNode, worker: number, table: OwnerTable, generation = 1) {
     this.world = world;
@@ -670,9 +675,10 @@ export class World {
       if (copy.holder !== undefined && copy.holder === shard.node.main.self)
         shard.node.main.host.assign(state.token, stream, shard.streamPrefix);
       // worker-main.ts adoptCopies: a live session of this id here makes the copy a ghost; one
-      // lent to a resumption does not (it is not resumable: its taker may be the dead one).
+      // lent to a resumption does not (it is not resumable: its taker may be the dead one), nor
+      // one behind the copy (a restored lender whose taker went on; sim seed 36521).
       const here = shard.sessions.get(state.token);
-      if (here !== undefined && !here.ended && !here.lent) {
+      if (here !== undefined && !here.ended && !here.lent && !isAhead(state, here.state)) {
         here.whenReplicated(() => this.#releaseCopy(shard, copy));
         continue;
       }
@@ -1098,7 +1104,16 @@ export class World {
       });
     }
     const home = Number.parseInt(client.token.split(".")[0]!, 10);
+    // client-stream-host.ts: one resumption of a token at a time on a worker (sim seed 51267).
+    const queue = entry.resuming.get(client.token);
+    const done = () => {
+      const waiting = entry.resuming.get(client.token);
+      const next = waiting?.shift();
+      if (next !== undefined) next();
+      else entry.resuming.delete(client.token);
+    };
     const finish = (snapshot: SessionSnapshot | undefined) => {
+      done();
       if (entry.dead) {
         // The worker crashed while it searched: what it took dies with it, and comes back where
         // it was (a lent session to its lender; a replica's copy to its holder, which hears of
@@ -1146,6 +1161,8 @@ export class World {
       );
       let pending = false;
       const next = (i: number) => {
+        // client-stream-host.ts resume: once the client left, nothing more is taken (seed 91141).
+        if (!conn.open) return then(undefined, false);
         if (i < order.length) {
           return this.#take(entry, order[i]!, client, h, (found) => {
             if (found === "pending") pending = true;
@@ -1185,19 +1202,25 @@ export class World {
       };
       next(0);
     };
-    search((snapshot, pending) => {
-      if (snapshot !== undefined || !pending) return finish(snapshot);
-      // A replica holds it but its owner's death is not committed yet: wait for the next table.
-      const epoch = entry.table.epoch;
-      const started = this.sched.now;
-      const wait = () => {
-        if (entry.table.epoch > epoch || this.sched.now - started >= T.requestTimeoutMs) {
-          return search((again) => finish(again));
-        }
-        this.sched.at(100, node, "", wait);
-      };
-      wait();
-    });
+    const run = () =>
+      search((snapshot, pending) => {
+        if (snapshot !== undefined || !pending) return finish(snapshot);
+        // A replica holds it but its owner's death is not committed yet: wait for the next table.
+        const epoch = entry.table.epoch;
+        const started = this.sched.now;
+        const wait = () => {
+          if (!conn.open) return finish(undefined);
+          if (entry.table.epoch > epoch || this.sched.now - started >= T.requestTimeoutMs) {
+            return search((again) => finish(again));
+          }
+          this.sched.at(100, node, "", wait);
+        };
+        wait();
+      });
+    if (queue === undefined) {
+      entry.resuming.set(client.token, []);
+      run();
+    } else queue.push(run);
   }
 
   /** One `resume-take` request to `target`, answered over the links or timed out. */
@@ -1259,12 +1282,16 @@ export class World {
     this.register(session, shard, this.sched.rng.int(1, 50), [...shard.goneNodes]);
   }
 
-  /** Whether another live copy of `session`'s stream holds what a client at `h` received. */
+  /**
+   * Whether another live copy of `session`'s stream holds what a client at `h` received; for a
+   * restored lender, whose taker went on under streams of its own, a copy of any stream.
+   */
   #hasAdvancedTwin(session: OwnerSession, h: number): boolean {
     const stream = session.copyOf?.stream;
-    if (stream === undefined) return false;
+    const lender = session.wasRestored;
+    if (stream === undefined && !lender) return false;
     const others = this.liveOwners(session.state.token).filter(([s]) => s !== session);
-    if (others.some(([s]) => s.copyOf?.stream === stream && s.state.sentOut >= h)) return true;
+    if (others.some(([s]) => (lender || s.copyOf?.stream === stream) && s.state.sentOut >= h)) return true;
     // Or a replica on a live node not promoted yet (the death is not applied there yet).
     return [...this.nodes.values()].some(
       (node) =>
@@ -1293,8 +1320,10 @@ export class World {
       // refused, harmless. A copy behind what the client received is a loss, unless it is a
       // promoted copy of a replica a re-seat replaced (make before break) that never learned
       // it could drop it: its successor's copy, promoted too, holds more, and the search goes on
-      // to it (a loss there shows as session-lost or accepted-lost).
-      const twin = here.promotedAt !== undefined && this.#hasAdvancedTwin(here, h);
+      // to it (a loss there shows as session-lost or accepted-lost). So is a lender restored
+      // after its taker went quiet, then activated when the taker's node died: the taker's heir
+      // holds more (sim seeds 30007, 36521), and the lender refuses an `h` above its count.
+      const twin = (here.promotedAt !== undefined || here.wasRestored) && this.#hasAdvancedTwin(here, h);
       if (h > here.state.sentOut && !twin)
         this.violate("copy-behind-client", `${shard.self} holds out ${here.state.sentOut} < client h ${h}`);
       const snapshot = here.lendForResume(h);

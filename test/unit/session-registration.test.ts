@@ -17,7 +17,7 @@ import { SessionActor } from "../../actors/session-actor.ts";
 import { newSessionState } from "../../actors/session-state.ts";
 import { type UserActor, userActorKind, userKey } from "../../actors/user-actor.ts";
 import { ActorHost } from "../../src/cluster/actor-host.ts";
-import { takeResumable } from "../../src/cluster/client-stream-host.ts";
+import { adoptCopy, takeResumable } from "../../src/cluster/client-stream-host.ts";
 import { nodeNoOf } from "../../src/cluster/ring.ts";
 import type { ShardContext } from "../../src/cluster/shard-context.ts";
 import { DEFAULT_CONFIG } from "../../src/config/defaults.ts";
@@ -153,12 +153,18 @@ function detachedSession(ctx: ShardContext): SessionActor {
 /** A ShardContext with only what a detached SessionActor uses. */
 function shardContext() {
   const toUser: UserMessage[] = [];
+  const sentTo: { shard: number; envelope: unknown }[] = [];
   let sid = 0;
   const ctx = {
     index: 7,
     config: DEFAULT_CONFIG,
     log,
-    router: { toUser: (m: UserMessage) => toUser.push(m), accept() {}, send() {}, goneNodes: () => [] },
+    router: {
+      toUser: (m: UserMessage) => toUser.push(m),
+      accept() {},
+      send: (shard: number, envelope: unknown) => sentTo.push({ shard, envelope }),
+      goneNodes: () => [],
+    },
     sessions: new Map(),
     resumable: new Map(),
     expiredResumable: new Map(),
@@ -167,7 +173,7 @@ function shardContext() {
     nextSid: () => `7.x.${++sid}`,
     replication: { open: () => undefined },
   } as unknown as ShardContext;
-  return { ctx, toUser };
+  return { ctx, toUser, sentTo };
 }
 
 test("a stale promoted session ends quietly and hands back only what it logged after promotion", () => {
@@ -430,4 +436,46 @@ test("a session made of a copy that ends before its replicas hold it releases th
   });
   session.end();
   assert.equal(released, 1, "an ended session's copy must not be promoted again later");
+});
+
+/** A copy of session "7.token" promoted from owner stream "1024.a.1", after `moves` moves. */
+function promotedCopy(moves: number, sentOut: number) {
+  const state = newSessionState(FULL, "7.token");
+  state.moves = moves;
+  state.sentOut = sentOut;
+  return { state, stream: "1024.a.1", lsn: 9, holder: 4095 };
+}
+
+test("a copy promoted beside a live session resumed from its owner is a ghost: dropped, its holder told", () => {
+  const { ctx, toUser, sentTo } = shardContext();
+  const live = new SessionActor(FULL, ctx, undefined, { ...newSessionState(FULL, "7.token"), moves: 1 });
+  ctx.sessions.set(live.sid, live);
+  live.detach();
+  toUser.length = 0;
+  assert.equal(adoptCopy(ctx, promotedCopy(0, 3), []), undefined);
+  assert.equal(ctx.resumable.get("7.token"), live, "a resumption still takes the live session");
+  assert.equal(toUser.length, 0, "the ghost does not register");
+  assert.deepEqual(
+    sentTo.map(({ shard, envelope }) => [shard, (envelope as { msg: { kind: string } }).msg.kind]),
+    [[4095, "copy-held"]],
+    "its holder may drop the copy",
+  );
+});
+
+test("a copy ahead of the session here (a restored lender whose taker went on) is adopted and taken first", () => {
+  const { ctx, toUser } = shardContext();
+  // The lender: lent at 3 stanzas, never confirmed, restored; its taker resumed twice more and
+  // died, and this is its heir's copy (sim seed 36521).
+  const lender = new SessionActor(FULL, ctx, undefined, { ...newSessionState(FULL, "7.token"), sentOut: 3 });
+  ctx.sessions.set(lender.sid, lender);
+  lender.detach();
+  toUser.length = 0;
+  const adopted = adoptCopy(ctx, promotedCopy(2, 7), [3]);
+  assert.ok(adopted !== undefined, "the heir's copy is not dropped as a ghost");
+  assert.equal(ctx.resumable.get("7.token"), adopted, "a resumption takes the copy, not the lender");
+  const relocate = toUser.find((m) => m.kind === "relocate");
+  assert.equal(relocate?.kind === "relocate" && relocate.state.promoted, true);
+  assert.deepEqual(relocate?.kind === "relocate" && relocate.state.deadNodes, [3]);
+  const snapshot = takeResumable(ctx, "7.token", 7, USER);
+  assert.ok(snapshot !== undefined && "snapshot" in snapshot && snapshot.snapshot.sentOut === 7);
 });

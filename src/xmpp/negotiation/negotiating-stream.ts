@@ -15,8 +15,6 @@ export interface NegotiatingStream extends ClientLink {
   readonly secure: boolean;
   /** The stream is closing or closed: a step that awaited something sends nothing more. */
   readonly closing: boolean;
-  /** The connection is gone. */
-  readonly closed: boolean;
   /** The authenticated account, once SASL succeeded. */
   readonly jid: BareJid | undefined;
   /** A bind or resume is in progress or done: one per stream (XEP-0198 §5). */

@@ -1,0 +1,111 @@
+/**
+ * A worker runs its resumptions of one session id one after another (client-stream-host.ts
+ * `oneAtATime`): attempts a client left behind on a node that did not answer must not each take
+ * a copy of the session when the node wakes (sim seed 51267), while other sessions' resumptions
+ * go on beside them. And a resumption whose client left takes nothing more (sim seed 91141).
+ */
+import assert from "node:assert/strict";
+import { test } from "node:test";
+import { clientStreamHost, oneAtATime } from "../../src/cluster/client-stream-host.ts";
+import { mainShardOf, shardNumber } from "../../src/cluster/ring.ts";
+import type { ShardContext } from "../../src/cluster/shard-context.ts";
+import { DEFAULT_CONFIG } from "../../src/config/defaults.ts";
+import { createLogger } from "../../src/log.ts";
+import type { BareJid } from "../../src/xmpp/jid.ts";
+import type { ClientLink, ResumeOutcome } from "../../src/xmpp/stream-host.ts";
+
+/** A resume whose outcomes the test settles by hand, recording when each attempt started. */
+function manualResume() {
+  const started: string[] = [];
+  const settle = new Map<string, (outcome: ResumeOutcome) => void>();
+  const fail = new Map<string, (error: Error) => void>();
+  let attempt = 0;
+  const resume = oneAtATime((_user, previd) => {
+    const name = `${previd}#${++attempt}`;
+    started.push(name);
+    return new Promise<ResumeOutcome>((resolve, reject) => {
+      settle.set(name, resolve);
+      fail.set(name, reject);
+    });
+  });
+  return { resume, started, settle, fail };
+}
+
+const user = "alice@example.org" as BareJid;
+const link = {} as ClientLink;
+const turns = () => new Promise((resolve) => setImmediate(resolve));
+
+test("a second resumption of the same id starts only once the first is over", async () => {
+  const { resume, started, settle } = manualResume();
+  const first = resume(user, "1024.7", 2, link);
+  const second = resume(user, "1024.7", 2, link);
+  await turns();
+  assert.deepEqual(started, ["1024.7#1"]);
+  settle.get("1024.7#1")!({ failed: "unknown" });
+  assert.deepEqual(await first, { failed: "unknown" });
+  await turns();
+  assert.deepEqual(started, ["1024.7#1", "1024.7#2"]);
+  settle.get("1024.7#2")!({ failed: "expired", handled: 3 });
+  assert.deepEqual(await second, { failed: "expired", handled: 3 });
+});
+
+test("resumptions of other ids run beside it, and a failed one does not block the next", async () => {
+  const { resume, started, settle, fail } = manualResume();
+  const first = resume(user, "1024.7", 2, link);
+  const other = resume(user, "2048.9", 0, link);
+  const second = resume(user, "1024.7", 2, link);
+  await turns();
+  assert.deepEqual(started, ["1024.7#1", "2048.9#2"]);
+  fail.get("1024.7#1")!(new Error("boom"));
+  await assert.rejects(first, /boom/);
+  await turns();
+  assert.deepEqual(started, ["1024.7#1", "2048.9#2", "1024.7#3"]);
+  settle.get("1024.7#3")!({ failed: "unknown" });
+  settle.get("2048.9#2")!({ failed: "unknown" });
+  assert.deepEqual(await second, { failed: "unknown" });
+  assert.deepEqual(await other, { failed: "unknown" });
+});
+
+test("a resumption whose connection closed asks no more shards for the session", async () => {
+  const link = { closed: false } as { closed: boolean } & ClientLink;
+  // Each resume-take the worker sends, answered by hand.
+  const asked: { shard: number; answer: (value: unknown) => void }[] = [];
+  const self = shardNumber(2, 0);
+  const ctx = {
+    index: self,
+    config: DEFAULT_CONFIG,
+    log: createLogger({ level: "silent" }),
+    localShards: [self, shardNumber(2, 1)],
+    sidPrefix: `${self}.w1.`,
+    router: {
+      // Once the client left, any shard asked answers at once: it holds nothing.
+      requestShard: (shard: number) =>
+        new Promise((answer) => {
+          asked.push({ shard, answer });
+          if (link.closed) answer(undefined);
+        }),
+      isOnGoneNode: () => false,
+      goneNodes: () => [],
+      liveShards: () => [self, shardNumber(2, 1), shardNumber(1, 0), shardNumber(3, 0)],
+      nextTable: () => Promise.resolve(),
+    },
+  } as unknown as ShardContext;
+  const host = clientStreamHost(ctx);
+  const home = shardNumber(1, 0);
+  const outcome = host.resume(user, `${home}.token`, 2, link);
+  await turns();
+  assert.deepEqual(
+    asked.map((a) => a.shard),
+    [home],
+    "the shard that issued the id is asked first",
+  );
+  // The client gave up on this node before it answered (it was paused, say), and left.
+  link.closed = true;
+  asked[0]!.answer(undefined);
+  assert.deepEqual(await outcome, { failed: "unknown" });
+  assert.deepEqual(
+    asked.map((a) => a.shard),
+    [home],
+    `no other shard is asked (not ${shardNumber(2, 1)}, nor ${mainShardOf(2)}, nor the rest)`,
+  );
+});
