@@ -453,6 +453,8 @@ interface ReplicaEntry {
   lsn: number;
   /** The owner's replica list when it initialised this copy: the first live one promotes. */
   replicas: number[];
+  /** The stream is a promoted copy's (its init carried `origin`), not a session a client bound or resumed. */
+  promoted?: true;
   /**
    * Handed out once (promoted or taken) and given back because its taker died first: its owner
    * is dead, so no change of its stream counts any more (a zombie's would otherwise apply).
@@ -598,8 +600,27 @@ export class ReplicaHost {
       this.#counts.refused++;
       return;
     }
+    // At an equal move count, a copy promoted from another stream does not replace the copy of a
+    // session a client bound or resumed: the UserActor keeps that session too and ends the
+    // promoted one (user-actor.ts `supersedes`), whose rep-end would then leave nothing here.
+    // Sim seed 63292: a lender's heir, promoted beside the session its taker had resumed,
+    // re-initialised the taker's replica, ended as stale, and dropped the copy; the taker's
+    // worker crashed a moment later and the session was lost.
+    if (
+      change.c === "init" &&
+      entry !== undefined &&
+      entry.stream !== stream &&
+      origin !== undefined &&
+      origin.stream !== entry.stream &&
+      entry.promoted !== true &&
+      entry.state.moves === change.state.moves
+    ) {
+      this.#counts.refused++;
+      return;
+    }
     if (change.c === "init") {
       entry = { state: cloneSessionState(change.state), owner, stream, lsn, replicas: replicas ?? [] };
+      if (origin !== undefined) entry.promoted = true;
       this.#entries.set(token, entry);
     } else {
       if (

@@ -361,11 +361,13 @@ export class WorkerPool {
         await slot.ask((control) => ("fenced" in closed ? control.fence() : control.drain(closed.targets)));
       }
       const shard = shardNumber(this.#options.nodeNo, index);
+      // Every incarnation that died since the last announced restart: one that died during its
+      // own start was never announced (sim seed 77167: two crashes in a row, and the copies of
+      // the first incarnation's sessions were never promoted).
+      const deadPrefixes = [...(this.#deadUnannounced[index] ?? [])];
       await Promise.all(
         this.#slots.map((_, j) =>
-          j === index
-            ? undefined
-            : this.#tellRestarted(j, shard, keepPrefix, dead === undefined ? [] : [dead]),
+          j === index ? undefined : this.#tellRestarted(j, shard, keepPrefix, deadPrefixes),
         ),
       );
       // The other nodes too: their sessions of its users, and their copies of its sessions.

@@ -64,6 +64,8 @@ export interface ProcessState {
   incarnation: number;
   alive: boolean;
   paused: boolean;
+  /** When the node was last paused. */
+  pausedAt?: number;
 }
 
 /** Seeded clock and event queue; `trace` records every step when asked to. */
@@ -164,7 +166,7 @@ function before(a: SimEvent, b: SimEvent): boolean {
 }
 
 interface Link {
-  queue: { readyAt: number; label: string; deliver: () => void }[];
+  queue: { readyAt: number; sentAt: number; label: string; deliver: () => void }[];
   lastReadyAt: number;
   cut: boolean;
   pumping: boolean;
@@ -221,7 +223,7 @@ export class Network {
     const delay = from === to ? this.#sched.rng.int(0, 2) : this.#sched.rng.int(1, this.maxDelayMs);
     const readyAt = Math.max(this.#sched.now + delay, link.lastReadyAt);
     link.lastReadyAt = readyAt;
-    link.queue.push({ readyAt, label, deliver });
+    link.queue.push({ readyAt, sentAt: this.#sched.now, label, deliver });
     this.#pump(from, to, link);
   }
 
@@ -237,8 +239,10 @@ export class Network {
       const sender = this.#processes.get(from);
       if (sender === undefined || sender.incarnation !== link.fromInc || !sender.alive) return;
       if (link.cut) return;
-      if (sender.paused) {
-        // What a stopped process had not written to the socket yet stays with it.
+      // What a process wrote before it was stopped is the kernel's to deliver (sim seed 98258:
+      // an init written 0.4 s before its sender's pause never reached the replica, which had
+      // been paused too); what it had not written yet stays with it.
+      if (sender.paused && head.sentAt >= (sender.pausedAt ?? 0)) {
         link.pumping = true;
         this.#sched.at(50, from, "", () => {
           if (gen !== link.gen) return;

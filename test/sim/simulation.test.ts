@@ -12,14 +12,20 @@ import { runSeed } from "./simulation.ts";
 const one = process.env.SIM_SEED;
 
 /**
- * Seeds beyond the first 10,000 that each found a product bug, run with every range so the fix
- * stays (`SIM_FROM=10001 SIM_SEEDS=…` ranges are run by hand, not by `npm test`): 30007 and
- * 36521, a lender restored after its taker went quiet, behind the heir of its taker's session
- * (worker-main.ts adoptCopies); 51267, two resumptions of one session side by side on a node that
- * woke from a pause (client-stream-host.ts oneAtATime); 91141, a resumption whose client had left
- * took a stale copy beside the session resumed elsewhere (client-stream-host.ts resume).
+ * Seeds beyond the first 10,000 that each found a product bug (or a flaw of the model), run with
+ * every range so the fix stays (`SIM_FROM=10001 SIM_SEEDS=…` ranges are run by hand, not by
+ * `npm test`):
+ * - 30007, 36521: a lender restored after its taker went quiet, behind the heir of its taker's
+ *   session (client-stream-host.ts adoptCopy);
+ * - 51267, 91141: resumptions a client left behind on a node that woke from a pause, side by side
+ *   or after the client had left (client-stream-host.ts oneAtATime, `resume`);
+ * - 63292, 86123, 93094: a promoted copy's init replaced, at an equal move count, the copy of the
+ *   session a client had resumed, then ended (session-replicas.ts ReplicaHost.receive);
+ * - 77167: a worker that died before its restart was announced (worker-pool.ts, and the model's
+ *   crashWorker);
+ * - 98258: what a process wrote before it was paused stayed with it in the model (scheduler.ts).
  */
-const REGRESSION_SEEDS = [30007, 36521, 51267, 91141];
+const REGRESSION_SEEDS = [30007, 36521, 51267, 63292, 77167, 86123, 91141, 93094, 98258];
 
 if (one !== undefined) {
   test(`simulation seed ${one} keeps every guarantee (trace)`, (t) => {

@@ -226,6 +226,11 @@ export class SimNode {
   handedOver: PromotedCopy[][] = [];
   /** Its workers' dead incarnations (stream prefix → shard), announced again after an overflow. */
   readonly restarts = new Map<string, number>();
+  /**
+   * Per worker, its dead incarnations whose restart is not announced yet: one that dies before
+   * its own restart was announced (worker-pool.ts `#deadUnannounced`, sim seed 77167).
+   */
+  readonly deadUnannounced = new Map<number, Shard[]>();
   readonly proc: ProcessState = { incarnation: 1, alive: true, paused: false };
   fenced = false;
   view: SimView;
@@ -784,6 +789,7 @@ export class World {
     this.sched.log(`FAULT pause ${node.name} for ${ms} ms`);
     if (ms > T.leaseMs) this.nodeFailures++;
     node.proc.paused = true;
+    node.proc.pausedAt = this.sched.now;
     this.sched.at(ms, undefined, `${node.name} resumes`, () => {
       node.proc.paused = false;
       this.sched.release(node.nodeNo);
@@ -835,6 +841,8 @@ export class World {
       });
     }
     const keepPrefix = fresh.streamPrefix;
+    const dead = [...(node.deadUnannounced.get(worker) ?? []), old];
+    node.deadUnannounced.set(worker, dead);
     const siblings = node.shards.filter((s) => s !== fresh);
     for (const [i, copy] of siblings.length === 0 ? [] : readopt.entries())
       this.#adoptCopies(siblings[i % siblings.length]!, [copy]);
@@ -842,19 +850,22 @@ export class World {
       if (siblings.length === 0 && node.shards[worker] === fresh && !fresh.dead)
         this.#adoptCopies(fresh, readopt);
       if (node.shards[worker] !== fresh || fresh.dead) return;
-      // shard-lost (user-actor.ts #lose): registrations on the dead incarnation are lost, and a
+      node.deadUnannounced.delete(worker);
+      const deadPrefixes = new Set(dead.map((d) => d.streamPrefix));
+      // shard-lost (user-actor.ts #lose): registrations on the dead incarnations are lost, and a
       // standby lender takes over from one.
-      old.lost = true;
+      for (const d of dead) d.lost = true;
       for (const [token, standby] of [...this.standby]) {
-        if (this.registered.get(token)?.[1] !== old) continue;
+        const at = this.registered.get(token)?.[1];
+        if (at === undefined || !dead.includes(at)) continue;
         this.standby.delete(token);
         this.register(standby[0], standby[1]);
       }
       for (const shard of node.shards) {
         if (shard === fresh) continue;
-        // worker-main.ts peerRestarted: copies the dead incarnation took come back; its copies
-        // here promote; ours there start again.
-        shard.host.restore((taker) => taker === old.streamPrefix);
+        // worker-main.ts peerRestarted: copies the dead incarnations took come back; their
+        // copies here promote; ours there start again.
+        shard.host.restore((taker) => deadPrefixes.has(taker));
         this.#promote(
           shard,
           (s) => shard.goneNodes.has(nodeNoOf(s)),
@@ -866,9 +877,11 @@ export class World {
         }
         this.#recoverFor(shard, fresh.self);
       }
-      node.restarts.set(old.streamPrefix, old.self);
-      for (const other of this.nodes.values()) {
-        if (other !== node) this.#announceRestart(node, other, old.self, old.streamPrefix);
+      for (const d of dead) {
+        node.restarts.set(d.streamPrefix, d.self);
+        for (const other of this.nodes.values()) {
+          if (other !== node) this.#announceRestart(node, other, d.self, d.streamPrefix);
+        }
       }
     });
   }
@@ -1386,6 +1399,10 @@ export class World {
   /** A replica applied a change from `owner`: a zombie's change must not count once the copy moved on. */
   checkZombieApplied(at: Shard, token: string, owner: number): void {
     if (!this.isDeclaredDown(nodeNoOf(owner))) return;
+    // A replica on a node declared down itself (paused, say, and woken to what a zombie wrote
+    // before it was stopped) is fenced as soon as it runs: whatever it acknowledges reaches a
+    // zombie that is fenced too, and nobody takes a copy from it (sim seed 4096).
+    if (this.isDeclaredDown(at.node.nodeNo)) return;
     const others = this.liveOwners(token).filter(([, s]) => s.self !== owner);
     if (others.length > 0) {
       this.violate(

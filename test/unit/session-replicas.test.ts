@@ -553,3 +553,53 @@ test("a copy handed out is kept for its taker 15 minutes at most: then its death
   );
   assert.equal(host.takeForResume("t1", "a@x", ownerDead), undefined, "the pruned one is gone");
 });
+
+test("a copy promoted from another stream does not replace, at an equal move count, a session a client resumed", () => {
+  const log = createLogger({ level: "silent" });
+  const replica = new ReplicaHost({ self: 2047, send() {} }, log, () => {});
+  const init = (owner: number, stream: string, sentOut: number, origin?: { stream: string; lsn: number }) => {
+    const state = { ...newSessionState("a@x/r" as FullJid, "tok"), moves: 1, sentOut };
+    replica.receive({
+      t: "rep",
+      token: "tok",
+      owner,
+      stream,
+      lsn: 1,
+      change: { c: "init", state },
+      replicas: [2047],
+      ...(origin === undefined ? {} : { origin }),
+    });
+  };
+  // The session its taker resumed from a lender (moves 1), 8 stanzas on.
+  init(4096, "4096.a.1", 8);
+  // The lender's node died and its heir promoted the lender's copy (moves 1 too), 3 stanzas on:
+  // the UserActor keeps the resumed session and ends the promoted one (sim seed 63292).
+  init(3072, "3072.b.1", 3, { stream: "2049.c.1", lsn: 7 });
+  assert.equal(replica.copyOf("tok")?.sentOut, 8, "the resumed session's copy stays");
+  replica.end("tok", 3072, "3072.b.1");
+  assert.equal(replica.copyOf("tok")?.sentOut, 8, "and the promoted one's end does not drop it");
+  const [heir] = replica.promote((s) => s === 4096);
+  assert.equal(heir?.state.sentOut, 8, "if the resumed session's worker dies, its copy is promoted");
+});
+
+test("a promoted copy's stream still replaces a promoted copy's, or one with fewer moves", () => {
+  const log = createLogger({ level: "silent" });
+  const replica = new ReplicaHost({ self: 2047, send() {} }, log, () => {});
+  const init = (stream: string, moves: number, origin?: { stream: string; lsn: number }) =>
+    replica.receive({
+      t: "rep",
+      token: "tok",
+      owner: 3072,
+      stream,
+      lsn: 1,
+      change: { c: "init", state: { ...newSessionState("a@x/r" as FullJid, "tok"), moves, sentOut: moves } },
+      replicas: [2047],
+      ...(origin === undefined ? {} : { origin }),
+    });
+  init("1024.a.1", 1);
+  init("3072.b.1", 2, { stream: "2049.c.1", lsn: 7 });
+  assert.equal(replica.copyOf("tok")?.moves, 2, "more moves win");
+  init("3072.b.2", 2, { stream: "2049.d.1", lsn: 9 });
+  assert.equal(replica.copyOf("tok")?.sentOut, 2, "between two promoted copies' streams, the newer init");
+  assert.equal(replica.stats.refused, 0);
+});
