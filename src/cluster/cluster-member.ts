@@ -48,9 +48,10 @@ export interface MemberWorkers {
   setTable(table: OwnerTable, live: LiveNode[]): Promise<void>;
   /**
    * The members that serve changed without a new table (a node joined and owns nothing yet, or
-   * one that owned nothing left): the workers look for sessions there too.
+   * one that owned nothing left): the workers look for sessions there too. `died`: nodes that
+   * died owning no partition, whose sessions' copies are promoted as at a table that drops a node.
    */
-  setLive(live: LiveNode[]): Promise<void>;
+  setLive(live: LiveNode[], died?: readonly number[]): Promise<void>;
   /** Resolves once the workers have received every partition they gained (or gave up waiting). */
   settled(): Promise<void>;
   /** Re-sends about `maxBytes` the workers retained for node `nodeNo`; resolves with what remains. */
@@ -504,18 +505,31 @@ export class ClusterMember {
     if (this.#workers === undefined) return;
     const live = this.#liveNodes(view);
     const liveKey = live.map((n) => n.nodeNo).join(",");
+    const died = this.#diedSince(view, live);
     if (this.#table === undefined || (view.assignment !== null && view.epoch > this.#table.epoch)) {
+      const prev = this.#table;
       const table = this.#tableOf(view);
       this.#table = table;
       this.#liveKey = liveKey;
-      this.#applying = this.#applying.then(() => this.#workers?.setTable(table, live));
+      // The table's own dead nodes are those that owned partitions in the previous one; a node
+      // that died owning none is handled as without a table, once this table is applied.
+      const neverOwners = died.filter((n) => !inTable(prev, n) && !inTable(table, n));
+      this.#applying = this.#applying.then(async () => {
+        await this.#workers?.setTable(table, live);
+        if (neverOwners.length > 0) await this.#workers?.setLive(live, neverOwners);
+      });
       await this.#applying;
       void this.#settle(table.epoch);
     } else if (liveKey !== this.#liveKey) {
       // A node that joined serves clients before a table gives it partitions (the cluster may not
       // be settled for a while): a resumption elsewhere must find its sessions (sim seed 16338).
+      // If it dies before a table gives it any, no table says so: its sessions' copies are
+      // promoted and its registrations lost here.
       this.#liveKey = liveKey;
-      this.#applying = this.#applying.then(() => this.#workers?.setLive(live));
+      // A node the table names is dropped by a later table (handoff.ts deadNodesOf).
+      const table = this.#table;
+      const neverOwners = died.filter((n) => !inTable(table, n));
+      this.#applying = this.#applying.then(() => this.#workers?.setLive(live, neverOwners));
       await this.#applying;
     }
     for (const node of this.#awaitingLink.keys()) {
@@ -791,6 +805,16 @@ export class ClusterMember {
     return host === null || wildcard(host) ? undefined : host;
   }
 
+  /**
+   * The nodes that served when this member last applied the serving set and are declared down
+   * now: they died. (One that left the cluster is no member any more: it is not counted.)
+   */
+  #diedSince(view: ClusterView, live: readonly LiveNode[]): number[] {
+    const before = this.#liveKey === "" ? [] : this.#liveKey.split(",").map(Number);
+    const now = new Set(live.map((n) => n.nodeNo));
+    return before.filter((n) => !now.has(n) && view.members.find((m) => m.nodeNo === n)?.status === "down");
+  }
+
   #liveNodes(view: ClusterView): LiveNode[] {
     return view.members
       .filter((m) => m.status !== "down")
@@ -891,6 +915,11 @@ function trustOf(member: Member): PeerTrust {
 /** A member that still serves: it owns or hands off partitions itself (up, or leaving). */
 function isServingMember(member: Member): boolean {
   return member.status === "up" || member.status === "leaving";
+}
+
+/** Whether node `nodeNo` is one of the table's (it may own partitions in it). */
+function inTable(table: OwnerTable | undefined, nodeNo: number): boolean {
+  return table?.shardNos.some((shard) => nodeNoOf(shard) === nodeNo) ?? false;
 }
 
 /** Whether `node` is a member that still serves. */

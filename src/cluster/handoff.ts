@@ -134,6 +134,23 @@ export class PartitionHandoff {
   }
 
   /**
+   * Nodes `dead` died without a table that says so: they owned no partition (they joined, and no
+   * table gave them any yet), so no partition moves. The rest is what {@link apply} does for a
+   * table's dead nodes: their sessions are lost to the actors (resumable ones wait for their
+   * replica), messages on their way to them are sent again, the recoveries waiting for their
+   * shards wait no more, and the copies of their sessions held here are promoted.
+   */
+  nodesDied(dead: ReadonlySet<number>): void {
+    const { router } = this.#host;
+    if (dead.size === 0) return;
+    for (const p of dropDeadSenders(this.#waiting, dead)) router.completeIncoming(p);
+    this.#checkSettled();
+    this.#host.actors.nodesLost([...dead]);
+    this.stats.resent += router.resendRetainedTo(dead);
+    this.#host.tableApplied(dead);
+  }
+
+  /**
    * This worker restarted: its actors' state died with the previous incarnation. Every partition
    * it owns is held until each of `from` (the node's other workers) has re-registered its
    * sessions of those users ({@link recoverFor}), so a message is not stored offline for a user

@@ -140,11 +140,20 @@ export class MainReplicaShard {
    */
   applyTable(prev: OwnerTable, next: OwnerTable, live: readonly LiveNode[]): PromotedCopy[] {
     if (next.epoch <= prev.epoch) return [];
-    // A node back under its name keeps its number: its new incarnation's sessions are alive.
-    for (const { nodeNo } of live) this.#goneNodes.delete(nodeNo);
     // As a worker does (handoff.ts tableApplied): promote when this table drops a node, with
     // every node known dead (a copy whose heir died in an earlier table falls to the next one).
-    const died = deadNodesOf(prev, live);
+    return this.membersChanged(live, deadNodesOf(prev, live));
+  }
+
+  /**
+   * The serving members are `live` now, and the nodes `died` died: with a table that drops them
+   * ({@link applyTable}), or without one, when they owned no partition (a node that joined and
+   * died before a table gave it any). The copies whose owner's node died and whose heir is this
+   * shard are promoted, and returned for the workers to adopt.
+   */
+  membersChanged(live: readonly LiveNode[], died: ReadonlySet<number>): PromotedCopy[] {
+    // A node back under its name keeps its number: its new incarnation's sessions are alive.
+    for (const { nodeNo } of live) this.#goneNodes.delete(nodeNo);
     if (died.size === 0) return [];
     for (const node of died) this.#goneNodes.add(node);
     // Copies taken by shards of the dead nodes that never said their replicas held the session

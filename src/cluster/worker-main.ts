@@ -124,8 +124,12 @@ export interface WorkerControl {
    * detached sessions here once the table is applied. Resolves when our outgoing handoffs are sent.
    */
   setTable(table: OwnerTable, live: LiveNode[], promoted?: PromotedCopy[]): Promise<void>;
-  /** The serving members changed without a new table (WorkerPool.setLive). */
-  setLive(live: LiveNode[]): void;
+  /**
+   * The serving members changed without a new table (WorkerPool.setLive); `died`, nodes that
+   * died owning no partition, and `promoted`, the copies of their sessions this node's main
+   * thread was heir to, for this worker to adopt.
+   */
+  setLive(live: LiveNode[], died?: number[], promoted?: PromotedCopy[]): void;
   /** Resolves once every partition this worker gained has been received (or given up on). */
   settled(): Promise<void>;
   /**
@@ -598,8 +602,12 @@ const control: WorkerControl = {
     for (const { stream, state } of streams.values()) stream.reinit(restarted, state);
     handoff.recoverFor(restarted);
   },
-  setLive(live) {
+  setLive(live, died = [], promoted = []) {
     router.setLiveShards(liveShardsOf(live));
+    handedOver.push(...promoted);
+    // tableApplied adopts what was handed over; without deaths nothing else changes.
+    if (died.length > 0) handoff.nodesDied(new Set(died));
+    else adoptCopies(handedOver.splice(0));
   },
   setTable(table, live, promoted = []) {
     handedOver.push(...promoted);

@@ -412,10 +412,24 @@ export class WorkerPool {
     slot.uplink.postMessage(batchToWire(bytes));
   }
 
-  /** The serving members changed without a new table: every worker searches them for sessions. */
-  async setLive(live: LiveNode[]): Promise<void> {
+  /**
+   * The serving members changed without a new table: every worker searches them for sessions.
+   * `died`: nodes that died owning no partition (no table drops them): as a table's dead nodes,
+   * their sessions' copies held here are promoted and dealt out to the workers.
+   */
+  async setLive(live: LiveNode[], died: readonly number[] = []): Promise<void> {
     this.#live = live;
-    await Promise.all(this.#slots.map((slot) => slot.call((control) => control.setLive(live))));
+    const shares = this.#dealOut(this.#replicas.membersChanged(live, new Set(died)));
+    await Promise.all(
+      this.#slots.map(async (slot, index) => {
+        const share = shares.get(slot) ?? [];
+        this.#settleHandOver(
+          share,
+          await slot.call((control) => control.setLive(live, [...died], share)),
+          index,
+        );
+      }),
+    );
   }
 
   /** Switches every worker to a newer owner table (a restarted worker starts from it too). */

@@ -19,8 +19,15 @@ import {
   type TestCluster,
   waitForOwners,
 } from "../helpers/cluster.ts";
-import { goOnline, isMessageWithBody, loginRaw, newUsers, type TestUser } from "../helpers/fixtures.ts";
-import { NS_BIND, NS_ROSTER, NS_STANZAS_ERROR, RawClient } from "../helpers/raw-client.ts";
+import {
+  goOnline,
+  isMessageWithBody,
+  loginRaw,
+  newUsers,
+  resumeRaw,
+  type TestUser,
+} from "../helpers/fixtures.ts";
+import { NS_BIND, NS_ROSTER, NS_SM, NS_STANZAS_ERROR, RawClient } from "../helpers/raw-client.ts";
 
 const NS_CARBONS = "urn:xmpp:carbons:2";
 
@@ -147,6 +154,26 @@ function startPaused(
   return { started, paused, resume: () => child?.kill("SIGCONT") };
 }
 
+/**
+ * n1; then `order`'s nodes register and wait, paused (see {@link startPaused}); then n2 joins
+ * and owns partitions. Long handoff timeouts, so that only a wrong handoff protocol (not a slow
+ * machine) shows, and long leases, so that no pause is taken for a death.
+ */
+async function withPausedJoiners(t: TestContext, order: readonly ["n3", "n4"] | readonly ["n4", "n3"]) {
+  const cluster = await startTestCluster(t);
+  const timing = { handoffTimeoutMs: 15_000, leaseMs: 60_000 };
+  const n1 = await cluster.start("n1", { workers: 1, cluster: timing });
+  const paused = new Map<string, ReturnType<typeof startPaused>>();
+  for (const name of order) {
+    const node = startPaused(cluster, name, { workers: 1, join: n1.peerAddr, cluster: timing });
+    await node.paused;
+    paused.set(name, node);
+  }
+  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr, cluster: timing });
+  await waitForOwners(n1, ["n1", "n2"]);
+  return { cluster, n1, n2, n3: paused.get("n3")!, n4: paused.get("n4")! };
+}
+
 test("nodes join while clients log in: every login, roster, carbons and presence is answered within 2 s", async (t) => {
   const cluster = await startTestCluster(t);
   const n1 = await cluster.start("n1");
@@ -184,19 +211,9 @@ test("nodes join while clients log in: every login, roster, carbons and presence
 });
 
 test("a member paused while two nodes join applies every epoch in turn when it wakes; nothing waits out a timeout or is lost", async (t) => {
-  const cluster = await startTestCluster(t);
-  // Long handoff timeouts, so that only a wrong handoff protocol (not a slow machine) shows
-  // here, and long leases, so that no pause is taken for a death.
-  const timing = { handoffTimeoutMs: 15_000, leaseMs: 60_000 };
-  const n1 = await cluster.start("n1", { workers: 1, cluster: timing });
   // n3 and n4 register now and wait, paused, while n2 joins: each will come up later with the
   // owner table of the time it registered.
-  const n3 = startPaused(cluster, "n3", { workers: 1, join: n1.peerAddr, cluster: timing });
-  await n3.paused;
-  const n4 = startPaused(cluster, "n4", { workers: 1, join: n1.peerAddr, cluster: timing });
-  await n4.paused;
-  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr, cluster: timing });
-  await waitForOwners(n1, ["n1", "n2"]);
+  const { cluster, n1, n2, n3, n4 } = await withPausedJoiners(t, ["n3", "n4"]);
   const users = await newUsers(n1, 16, "moved");
   const online = await onlineOn(t, [n1, n2], users, "stays");
 
@@ -386,4 +403,70 @@ test("a node that wakes with an old owner table: what it routes is forwarded, wh
     const copies = online[users.indexOf(user)]!.received.filter((el) => el.getChildText("body") === body);
     assert.equal(copies.length, 1, `"${body}" arrived once`);
   }
+});
+
+test("a node that dies before any table gives it a partition: its resumable client resumes on a survivor, nothing lost or doubled", async (t) => {
+  // As above: n4 and n3 register and wait, paused; n2 stops while n3 comes up, so the epoch
+  // that gives n3 partitions cannot settle and n4 comes up owning nothing. Node numbers follow
+  // the registration order (n1 1, n4 2, n3 3, n2 4), and a session's copy goes to the next
+  // node: n4's to n3, n1's to n4, not to the paused n2.
+  const { cluster, n1, n2, n3, n4 } = await withPausedJoiners(t, ["n4", "n3"]);
+  n2.kill("SIGSTOP");
+  t.after(() => n2.kill("SIGCONT"));
+  n3.resume();
+  await waitForOwners(n1, ["n1", "n2", "n3"]);
+  n4.resume();
+  const node4 = await n4.started;
+  await n3.started;
+  // Users whose actors are on n1: a bind on the paused n2 waits for it to wake, and so does one
+  // on a partition n3 gained from n2 (n1 gained nothing when n3 joined).
+  const candidates = await newUsers(n1, 16, "never-owner");
+  const placement = await actorNodes(
+    cluster.url,
+    candidates.map((u) => u.jid),
+  );
+  const [victimUser, senderUser] = candidates.filter((u) => placement.get(u.jid) === "n1");
+  assert.ok(senderUser !== undefined, `two of 16 users' actors are on n1: ${JSON.stringify([...placement])}`);
+  // The victim's session is on n4, its copy on n3's main thread.
+  const victim = await loginRaw(t, node4, victimUser!, { label: "victim", roster: false });
+  await goOnline(victim);
+  const enabled = await victim.enableSm({ resume: true, autoAck: true });
+  assert.ok(enabled.is("enabled", NS_SM), enabled.toString());
+  const sender = await loginRaw(t, n1, senderUser, { label: "sender", roster: false });
+  await sender.enableSm({ autoAck: true });
+  const sent = 20;
+  for (let i = 1; i <= sent; i++) {
+    sender.send(
+      `<message to='${victimUser!.jid}' type='chat' id='m${i}'><body>never-owner-${i}</body></message>`,
+    );
+  }
+  sender.send(`<r xmlns='${NS_SM}'/>`);
+  await sender.waitFor(
+    (el) => el.is("a", NS_SM) && Number(el.attrs.h) === sent,
+    "every message acknowledged to its sender",
+    10_000,
+  );
+  const owners = await actorNodes(cluster.url, [victimUser!.jid, senderUser.jid]);
+  assert.ok(![...owners.values()].includes("n4"), "n4 owns no partition");
+
+  node4.kill("SIGKILL");
+  await victim.waitForClose(10_000);
+  const again = await resumeRaw(t, n1, victimUser!, enabled.attrs.id!, victim.smInbound ?? 0);
+  assert.ok(again.answer.is("resumed", NS_SM), `resumed on n1: ${again.answer.toString()}`);
+  const last = isMessageWithBody(`never-owner-${sent}`);
+  if (!victim.received.some(last)) await again.client.waitFor(last, "the last message", 10_000);
+  const counts = new Map<string, number>();
+  for (const el of [...victim.received, ...again.client.received]) {
+    const body = el.is("message") ? el.getChildText("body") : null;
+    if (body !== null) counts.set(body, (counts.get(body) ?? 0) + 1);
+  }
+  const lost: number[] = [];
+  const doubled: number[] = [];
+  for (let i = 1; i <= sent; i++) {
+    const n = counts.get(`never-owner-${i}`) ?? 0;
+    if (n === 0) lost.push(i);
+    if (n > 1) doubled.push(i);
+  }
+  assert.deepEqual(lost, [], "every acknowledged message arrived");
+  assert.deepEqual(doubled, [], "none arrived twice");
 });

@@ -14,7 +14,7 @@ import {
   type SessionSnapshot,
   unackedAfter,
 } from "../../actors/session-state.ts";
-import { dropDeadSenders, liveShardsOf } from "../../src/cluster/handoff.ts";
+import { dropDeadSenders, type LiveNode, liveShardsOf } from "../../src/cluster/handoff.ts";
 import { assignPartitions } from "../../src/cluster/membership/assignment.ts";
 import {
   isMainShard,
@@ -474,13 +474,31 @@ export class World {
       return this.#fence(node, "the cluster declared this node down");
     const live = liveNodesOf(view);
     const liveKey = live.map((n) => n.nodeNo).join(",");
+    // cluster-member.ts #diedSince: nodes that served when the serving set was last applied and
+    // are declared down now.
+    const before = node.liveKey === "" ? [] : node.liveKey.split(",").map(Number);
+    const died = before.filter(
+      (n) => !live.some((l) => l.nodeNo === n) && view.members.find((m) => m.nodeNo === n)?.status === "down",
+    );
     if (view.assignment !== null && view.epoch > node.table.epoch) {
+      const prev = node.table;
       node.liveKey = liveKey;
       this.#applyTable(node, view);
+      // A node that died owning no partition in the previous table: as without a table.
+      const neverOwners = died.filter(
+        (n) =>
+          !prev.shardNos.some((s) => nodeNoOf(s) === n) &&
+          !node.table.shardNos.some((s) => nodeNoOf(s) === n),
+      );
+      if (neverOwners.length > 0) this.#nodesDied(node, live, new Set(neverOwners));
     } else if (liveKey !== node.liveKey) {
       // cluster-member.ts #adopt → WorkerPool.setLive: members serving without a new table.
       node.liveKey = liveKey;
       for (const shard of node.shards) shard.liveShards = liveShardsOf(live);
+      node.main.liveShards = liveShardsOf(live);
+      // A node the table names is dropped by a later table (handoff.ts deadNodesOf).
+      const neverOwners = died.filter((n) => !node.table.shardNos.some((s) => nodeNoOf(s) === n));
+      if (neverOwners.length > 0) this.#nodesDied(node, live, new Set(neverOwners));
     }
     this.#coordinate(node);
   }
@@ -557,6 +575,42 @@ export class World {
       }
       for (const [dest, partitions] of plan.outgoing) {
         this.#sendHandoff(shard, dest, next.epoch, partitions, this.sched.rng.int(0, 50));
+      }
+    }
+    this.#settle(node);
+  }
+
+  /**
+   * Nodes `dead` died owning no partition, so no table drops them (WorkerPool.setLive with
+   * `died`): main-replicas.ts membersChanged, then on each worker handoff.ts nodesDied.
+   */
+  #nodesDied(node: SimNode, live: readonly LiveNode[], dead: ReadonlySet<number>): void {
+    this.sched.log(`${node.name} learns that n${[...dead].join(", n")} died owning no partition`);
+    const main = node.main;
+    for (const { nodeNo } of live) main.goneNodes.delete(nodeNo);
+    for (const n of dead) main.goneNodes.add(n);
+    for (const [prefix, s] of main.deadIncarnations)
+      if (dead.has(nodeNoOf(s))) main.deadIncarnations.delete(prefix);
+    main.host.restore((taker) => dead.has(nodeNoOf(shardOfPrefix(taker))));
+    const promoted = this.#promoteOnMain(main);
+    const shares: PromotedCopy[][] = node.shards.map(() => []);
+    for (const [i, copy] of promoted.entries()) shares[i % node.shards.length]!.push(copy);
+    for (const [i, shard] of node.shards.entries()) {
+      dropDeadSenders(shard.waiting, dead);
+      for (const n of dead) shard.goneNodes.add(n);
+      shard.host.restore((taker) => shard.goneNodes.has(nodeNoOf(shardOfPrefix(taker))));
+      this.#promote(shard, (s) => shard.goneNodes.has(nodeNoOf(s)));
+      this.#adoptCopies(shard, shares[i]!);
+      for (const [token, standby] of [...this.standby]) {
+        const current = this.registered.get(token);
+        if (current === undefined || !dead.has(current[1].node.nodeNo)) continue;
+        this.standby.delete(token);
+        this.register(standby[0], standby[1], this.sched.rng.int(1, 50), [...dead]);
+      }
+      for (const session of shard.sessions.values()) {
+        if (!session.ended) {
+          session.stream?.reseat(shard.replicasFor(), session.state, (s) => shard.goneNodes.has(nodeNoOf(s)));
+        }
       }
     }
     this.#settle(node);

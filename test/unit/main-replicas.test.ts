@@ -370,3 +370,23 @@ test("a main shard remembers at most 1,000 dead worker incarnations, the newest"
   notice(0);
   assert.equal(restarts.length, 1_002, "the oldest was forgotten: its repeat is taken as new");
 });
+
+test("a node that died owning no partition: its sessions' copies are promoted without a table", async () => {
+  // Node 1 joined and serves a resumable session, but no table gave it a partition yet: the
+  // tables own node 2 only, and no new one comes when node 1 dies.
+  const { main, stream } = wired();
+  stream.push({ c: "out", xml: "<message/>", storable: true });
+  await turn();
+  const live2 = [{ nodeNo: 2, workers: 2 }];
+  assert.deepEqual(
+    main.applyTable(table(1, [node2]), table(2, [node2]), live2),
+    [],
+    "a table that never named node 1 promotes nothing",
+  );
+  assert.deepEqual(main.membersChanged([{ nodeNo: 1, workers: 1 }, ...live2], new Set()), [], "nobody died");
+  const promoted = main.membersChanged(live2, new Set([1]));
+  assert.equal(promoted.length, 1);
+  assert.equal(promoted[0]!.state.sentOut, 1);
+  stream.push({ c: "out", xml: "<message/>", storable: true });
+  assert.equal(main.stats.refused, 1, "a change from the dead owner after promotion is refused");
+});
