@@ -24,7 +24,7 @@ import type {
   StreamHost,
 } from "../xmpp/stream-host.ts";
 import { mainShardOf, nodeNoOf, withMainShards } from "./ring.ts";
-import type { CopyReference, PromotedCopy } from "./session-replicas.ts";
+import { type CopyReference, HANDED_OUT_KEEP_MS, type PromotedCopy } from "./session-replicas.ts";
 import type { ShardContext } from "./shard-context.ts";
 
 /** How long a `<resume/>` waits for the shard that holds the session. */
@@ -414,6 +414,37 @@ export function releaseCopy(
 ): void {
   if (copy.holder === undefined) return;
   ctx.router.send(copy.holder, { t: "worker", msg: { kind: "copy-held", token, stream: copy.stream } });
+  // Remembered as long as a holder keeps an unconfirmed copy: a peer link that drops its queue
+  // may lose this, and the copy would come back if our worker died (resendCopiesHeld).
+  const now = Date.now();
+  const released = ctx.releasedCopies;
+  for (const [key, old] of released) {
+    if (now - old.at < HANDED_OUT_KEEP_MS && released.size < MAX_RELEASED_COPIES) break;
+    released.delete(key);
+  }
+  const key = `${token} ${copy.stream}`;
+  released.delete(key);
+  released.set(key, { holder: copy.holder, token, stream: copy.stream, at: now });
+}
+
+/** Released copies a shard remembers at most (see ShardContext.releasedCopies). */
+const MAX_RELEASED_COPIES = 100_000;
+
+/**
+ * The peer link to node `nodeNo` dropped its queue (overflow) and is back: the `copy-held`
+ * confirmations sent to holders there within HANDED_OUT_KEEP_MS go again, or an ended
+ * session's copy would stay with its holder, and come back as a session if this worker died.
+ * A holder that heard one before ignores it. Returns how many were sent.
+ */
+export function resendCopiesHeld(ctx: ShardContext, nodeNo: number): number {
+  const now = Date.now();
+  let sent = 0;
+  for (const { holder, token, stream, at } of ctx.releasedCopies.values()) {
+    if (nodeNoOf(holder) !== nodeNo || now - at >= HANDED_OUT_KEEP_MS) continue;
+    ctx.router.send(holder, { t: "worker", msg: { kind: "copy-held", token, stream } });
+    sent++;
+  }
+  return sent;
 }
 
 /**

@@ -485,7 +485,7 @@ export interface PromotedCopy {
  * How long a copy handed out is kept for a taker that never says its replicas hold the session
  * (a confirmation lost with a link's queue): longer than the default resumption window.
  */
-const HANDED_OUT_KEEP_MS = 15 * 60_000;
+export const HANDED_OUT_KEEP_MS = 15 * 60_000;
 
 /**
  * What a resumption that took a copy passes on (ResumeTake's `copyOf`): the copy without its

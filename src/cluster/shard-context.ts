@@ -37,5 +37,19 @@ export interface ShardContext extends SessionContext {
   tlsCredentials: { cert: string; key: string };
   /** Prefix of every sid this worker incarnation hands out. */
   readonly sidPrefix: string;
+  /**
+   * The replica copies this shard's sessions were made of and told their holders they may drop
+   * (`copy-held`), by "token stream", oldest first: sent again to a node whose peer link dropped
+   * its queue (client-stream-host.ts `resendCopiesHeld`).
+   */
+  readonly releasedCopies: Map<string, ReleasedCopy>;
   readonly counters: ShardCounters;
+}
+
+/** A `copy-held` sent to `holder` at `at`. */
+export interface ReleasedCopy {
+  holder: number;
+  token: string;
+  stream: string;
+  at: number;
 }

@@ -31,6 +31,7 @@ import {
   clientStreamHost,
   lateTakeOf,
   type ResumeTake,
+  resendCopiesHeld,
   takeResumable,
 } from "./client-stream-host.ts";
 import type { Envelope } from "./envelope.ts";
@@ -271,6 +272,7 @@ const ctx: ShardContext = {
   expiredResumable: new Map(),
   movedSids: new Map(),
   lent: new Map(),
+  releasedCopies: new Map(),
   replication: {
     open(state, onAcked, origin) {
       if (init.config.cluster.replicationFactor <= 1) return undefined;
@@ -527,6 +529,7 @@ function catchUpReplicasOn(nodeNo: number): void {
       live.push(Number(stream.id.slice(sidPrefix.length)));
   }
   router.send(replica, { t: "rep-live", owner: router.self, prefix: sidPrefix, live });
+  resendCopiesHeld(ctx, nodeNo);
 }
 
 /** A replica silent this long while behind gets the whole state again (see ReplicaStream.lagging). */

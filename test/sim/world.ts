@@ -97,6 +97,8 @@ export class Shard implements ReplicationSender {
    * ones waiting behind the first, which run when it is done.
    */
   readonly resuming = new Map<string, (() => void)[]>();
+  /** client-stream-host.ts releaseCopy: the `copy-held` sent, sent again after an overflow. */
+  readonly released: { holder: number; token: string; stream: string }[] = [];
 
   constructor(world: World, node: SimNode, worker: number, table: OwnerTable, generation = 1) {
     this.world = world;
@@ -352,6 +354,13 @@ export class World {
         this.post(shard.self, replica, `${shard.self}→${replica} rep-live [${live}]`, (main) =>
           main.host.audit(shard.self, prefix, live),
         );
+        // client-stream-host.ts resendCopiesHeld: the confirmations the queue may have held.
+        for (const { holder, token, stream } of shard.released) {
+          if (nodeNoOf(holder) !== to) continue;
+          this.post(shard.self, holder, `${shard.self}→${holder} copy-held ${token} (again)`, (target) =>
+            target.host.held(token, stream),
+          );
+        }
       }
     };
     const rng = this.sched.rng;
@@ -711,6 +720,7 @@ export class World {
       if (holder === from.self) from.host.held(token, stream);
       return;
     }
+    from.released.push({ holder, token, stream });
     this.post(from.self, holder, `${from.self}→${holder} copy-held ${token}`, (target) =>
       target.host.held(token, stream),
     );

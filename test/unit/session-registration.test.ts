@@ -17,8 +17,13 @@ import { SessionActor } from "../../actors/session-actor.ts";
 import { newSessionState } from "../../actors/session-state.ts";
 import { type UserActor, userActorKind, userKey } from "../../actors/user-actor.ts";
 import { ActorHost } from "../../src/cluster/actor-host.ts";
-import { adoptCopy, takeResumable } from "../../src/cluster/client-stream-host.ts";
-import { nodeNoOf } from "../../src/cluster/ring.ts";
+import {
+  adoptCopy,
+  releaseCopy,
+  resendCopiesHeld,
+  takeResumable,
+} from "../../src/cluster/client-stream-host.ts";
+import { mainShardOf, nodeNoOf, shardNumber } from "../../src/cluster/ring.ts";
 import type { ShardContext } from "../../src/cluster/shard-context.ts";
 import { DEFAULT_CONFIG } from "../../src/config/defaults.ts";
 import { createLogger } from "../../src/log.ts";
@@ -170,6 +175,7 @@ function shardContext() {
     expiredResumable: new Map(),
     movedSids: new Map(),
     lent: new Map(),
+    releasedCopies: new Map(),
     nextSid: () => `7.x.${++sid}`,
     replication: { open: () => undefined },
   } as unknown as ShardContext;
@@ -478,4 +484,25 @@ test("a copy ahead of the session here (a restored lender whose taker went on) i
   assert.deepEqual(relocate?.kind === "relocate" && relocate.state.deadNodes, [3]);
   const snapshot = takeResumable(ctx, "7.token", 7, USER);
   assert.ok(snapshot !== undefined && "snapshot" in snapshot && snapshot.snapshot.sentOut === 7);
+});
+
+test("copies released to a node are confirmed again after its peer link dropped its queue, for 15 minutes", (t) => {
+  const { ctx, sentTo } = shardContext();
+  const onNode2 = mainShardOf(2);
+  const onNode3 = shardNumber(3, 0);
+  t.mock.timers.enable({ apis: ["Date"], now: 1_000_000 });
+  releaseCopy(ctx, "tok-a", { stream: "s1", holder: onNode2 });
+  releaseCopy(ctx, "tok-b", { stream: "s2", holder: onNode3 });
+  releaseCopy(ctx, "tok-c", { stream: "s3" }); // a copy nobody keeps: nothing to confirm
+  assert.equal(sentTo.length, 2);
+  sentTo.length = 0;
+  assert.equal(resendCopiesHeld(ctx, 2), 1);
+  assert.deepEqual(sentTo, [
+    { shard: onNode2, envelope: { t: "worker", msg: { kind: "copy-held", token: "tok-a", stream: "s1" } } },
+  ]);
+  sentTo.length = 0;
+  t.mock.timers.tick(15 * 60_000);
+  assert.equal(resendCopiesHeld(ctx, 3), 0, "past 15 minutes the holder has forgotten the copy anyway");
+  releaseCopy(ctx, "tok-d", { stream: "s4", holder: onNode3 });
+  assert.deepEqual([...ctx.releasedCopies.keys()], ["tok-d s4"], "older ones are pruned as new ones come");
 });
