@@ -209,7 +209,8 @@ export class SessionActor {
       // until the client's next stanza; sim seed 3231).
       this.#inPushed = [0, snapshot.handledIn];
       this.#blocklist = new Set(snapshot.blocklist);
-      // A copy promoted beside a live session of the same id here is a ghost: it stays out.
+      // A copy promoted beside a live session of the same id here stays out: a ghost, unless it
+      // is ahead of that session (client-stream-host.ts adoptCopy puts it in then).
       if (options.promoted !== true || !ctx.resumable.has(snapshot.token))
         ctx.resumable.set(snapshot.token, this);
       this.#startReplication();
@@ -263,11 +264,12 @@ export class SessionActor {
   }
 
   /**
-   * Whether a copy of this session (`other`, promoted elsewhere) is further along than this one:
-   * it moved more often or, as often, wrote more (client-stream-host.ts `isAhead`).
+   * Whether a copy of this session (`other`, promoted elsewhere) supersedes this one: it moved
+   * more often. At an equal count the UserActor keeps a session a client bound or resumed over
+   * a promoted copy (user-actor.ts `supersedes`), whatever either wrote.
    */
   isBehind(other: SessionSnapshot): boolean {
-    return other.moves !== this.#s.moves ? other.moves > this.#s.moves : other.sentOut > this.#s.sentOut;
+    return other.moves > this.#s.moves;
   }
 
   /** What the UserActor must know to rebuild its entry for this session. */
@@ -917,7 +919,9 @@ export class SessionActor {
     this.#copyReleased();
     if (this.#resumeTimer !== undefined) clearTimeout(this.#resumeTimer);
     if (this.#ackTimer !== undefined) clearTimeout(this.#ackTimer);
-    if (this.#token !== undefined) this.#ctx.resumable.delete(this.#token);
+    // Another session of this id may hold the entry (a copy adopted ahead of this one).
+    if (this.#token !== undefined && this.#ctx.resumable.get(this.#token) === this)
+      this.#ctx.resumable.delete(this.#token);
     this.#ctx.sessions.delete(this.sid);
     this.#stream?.end();
     this.#stream = undefined;

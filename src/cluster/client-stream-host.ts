@@ -459,10 +459,10 @@ export function adoptCopy(
   const { state, stream, lsn, replaces } = copy;
   const release = () => releaseCopy(ctx, state.token, copy);
   // A live session of this token here was resumed from the same owner: the copy is a ghost,
-  // not needed once that session's replicas hold it. Unless the session here is behind the
-  // copy: a lender restored after its taker went quiet, whose taker went on elsewhere and died
-  // there (sim seed 36521: the heir's copy was dropped as a ghost, and the client, at h 7,
-  // found only the lender, at 3).
+  // not needed once that session's replicas hold it. Unless the copy moved more often than the
+  // session here, which the UserActor then ends (user-actor.ts supersedes): a lender restored
+  // after its taker went quiet, whose taker went on elsewhere and died there (sim seed 36521:
+  // the heir's copy was dropped as a ghost, and the client, at h 7, found only the lender, at 3).
   const live = ctx.resumable.get(state.token);
   if (live !== undefined && !live.isBehind(state)) {
     live.whenReplicated(release);

@@ -514,12 +514,10 @@ export class ClusterMember {
       // The table's own dead nodes are those that owned partitions in the previous one; a node
       // that died owning none is handled as without a table, once this table is applied.
       const neverOwners = died.filter((n) => !inTable(prev, n) && !inTable(table, n));
-      this.#applying = this.#applying.then(async () => {
-        await this.#workers?.setTable(table, live);
-        if (neverOwners.length > 0) await this.#workers?.setLive(live, neverOwners);
-      });
+      this.#applying = this.#applying.then(() => this.#workers?.setTable(table, live));
       await this.#applying;
       void this.#settle(table.epoch);
+      this.#diedOwningNothing(neverOwners);
     } else if (liveKey !== this.#liveKey) {
       // A node that joined serves clients before a table gives it partitions (the cluster may not
       // be settled for a while): a resumption elsewhere must find its sessions (sim seed 16338).
@@ -529,8 +527,9 @@ export class ClusterMember {
       // A node the table names is dropped by a later table (handoff.ts deadNodesOf).
       const table = this.#table;
       const neverOwners = died.filter((n) => !inTable(table, n));
-      this.#applying = this.#applying.then(() => this.#workers?.setLive(live, neverOwners));
+      this.#applying = this.#applying.then(() => this.#workers?.setLive(live));
       await this.#applying;
+      this.#diedOwningNothing(neverOwners);
     }
     for (const node of this.#awaitingLink.keys()) {
       const member = view.members.find((m) => m.node === node);
@@ -806,8 +805,35 @@ export class ClusterMember {
   }
 
   /**
+   * Nodes `nodeNos` died owning no partition: once each has closed its links to us (at once for
+   * a crashed node; a node that stops or leaves marks itself down first and then flushes its
+   * links, so the rep-ends of the sessions it ended arrive before their copies could be
+   * promoted; at most PEER_FLUSH_MS and a second later), the workers handle them as a table's
+   * dead nodes (WorkerPool.setLive with `died`).
+   */
+  #diedOwningNothing(nodeNos: readonly number[]): void {
+    if (nodeNos.length === 0) return;
+    void (async () => {
+      const deadline = Date.now() + PEER_FLUSH_MS + 1_000;
+      const linked = () =>
+        nodeNos.some((n) => {
+          const name = this.#nodeName(n);
+          return name !== undefined && this.#peers.hasInboundFrom(name);
+        });
+      while (linked() && Date.now() < deadline) await this.#pause(50);
+      this.#applying = this.#applying.then(() => {
+        const view = this.#view;
+        return view === undefined ? undefined : this.#workers?.setLive(this.#liveNodes(view), nodeNos);
+      });
+      await this.#applying;
+    })().catch((error: unknown) =>
+      this.#log.error({ err: error, nodes: nodeNos }, "could not hand over the sessions of nodes that died"),
+    );
+  }
+
+  /**
    * The nodes that served when this member last applied the serving set and are declared down
-   * now: they died. (One that left the cluster is no member any more: it is not counted.)
+   * now: they died, or stopped, or left (a leaving node marks itself down once drained).
    */
   #diedSince(view: ClusterView, live: readonly LiveNode[]): number[] {
     const before = this.#liveKey === "" ? [] : this.#liveKey.split(",").map(Number);

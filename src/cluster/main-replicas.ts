@@ -77,7 +77,9 @@ export class MainReplicaShard {
       self: this.self,
       send: (shard, envelope) => this.#send(shard, envelope),
     };
-    this.#host = new ReplicaHost(sender, options.log);
+    this.#host = new ReplicaHost(sender, options.log, setImmediate, Date.now, (owner, stream) =>
+      this.#ownerDead(owner, stream),
+    );
   }
 
   get stats(): ReplicaStats {
@@ -207,12 +209,15 @@ export class MainReplicaShard {
   #promoteDead(): PromotedCopy[] {
     return this.#host.promote(
       (s) => this.#goneNodes.has(nodeNoOf(s)),
-      (owner, stream) => {
-        if (this.#goneNodes.has(nodeNoOf(owner))) return true;
-        for (const prefix of this.#deadIncarnations.keys()) if (stream.startsWith(prefix)) return true;
-        return false;
-      },
+      (owner, stream) => this.#ownerDead(owner, stream),
     );
+  }
+
+  /** Whether the owner of `stream` died: its node, or its worker incarnation. */
+  #ownerDead(owner: number, stream: string): boolean {
+    if (this.#goneNodes.has(nodeNoOf(owner))) return true;
+    for (const prefix of this.#deadIncarnations.keys()) if (stream.startsWith(prefix)) return true;
+    return false;
   }
 
   /** This node's worker `shard` crashed and runs again: every other node of `nodes` is told. */

@@ -537,20 +537,25 @@ export class ReplicaHost {
   readonly #counts = { applied: 0, refused: 0, promoted: 0 };
   readonly #schedule: (flush: () => void) => void;
 
+  readonly #ownerDead: (owner: number, stream: string) => boolean;
+
   /**
    * `schedule` runs the per-turn flush of acknowledgements (setImmediate; a deterministic
-   * simulation passes its own scheduler).
+   * simulation passes its own scheduler). `ownerDead`: whether the owner of a stream is known
+   * dead here (its node, or its worker incarnation).
    */
   constructor(
     sender: ReplicationSender,
     log: Logger,
     schedule: (flush: () => void) => void = setImmediate,
     clock: () => number = Date.now,
+    ownerDead: (owner: number, stream: string) => boolean = () => false,
   ) {
     this.#sender = sender;
     this.#log = log;
     this.#schedule = schedule;
     this.#clock = clock;
+    this.#ownerDead = ownerDead;
   }
 
   get stats(): ReplicaStats {
@@ -601,11 +606,13 @@ export class ReplicaHost {
       return;
     }
     // At an equal move count, a copy promoted from another stream does not replace the copy of a
-    // session a client bound or resumed: the UserActor keeps that session too and ends the
+    // live session a client bound or resumed: the UserActor keeps that session too and ends the
     // promoted one (user-actor.ts `supersedes`), whose rep-end would then leave nothing here.
     // Sim seed 63292: a lender's heir, promoted beside the session its taker had resumed,
     // re-initialised the taker's replica, ended as stale, and dropped the copy; the taker's
-    // worker crashed a moment later and the session was lost.
+    // worker crashed a moment later and the session was lost. Once that session's owner is known
+    // dead the promoted copy wins at the UserActor, and its init is taken (refused, its stream
+    // would never be acknowledged here, nor its copy promoted past this replica).
     if (
       change.c === "init" &&
       entry !== undefined &&
@@ -613,7 +620,8 @@ export class ReplicaHost {
       origin !== undefined &&
       origin.stream !== entry.stream &&
       entry.promoted !== true &&
-      entry.state.moves === change.state.moves
+      entry.state.moves === change.state.moves &&
+      !this.#ownerDead(entry.owner, entry.stream)
     ) {
       this.#counts.refused++;
       return;

@@ -320,7 +320,9 @@ const ctx: ShardContext = {
 };
 let listeners: C2sListeners | undefined;
 let web: WebListener | undefined;
-const replicaHost = new ReplicaHost(router, log);
+const replicaHost = new ReplicaHost(router, log, setImmediate, Date.now, (owner) =>
+  router.isOnGoneNode(owner),
+);
 const replicationSender: ReplicationSender = {
   self: router.self,
   send: (to, envelope) => router.send(to, envelope),

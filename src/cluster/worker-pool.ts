@@ -375,7 +375,11 @@ export class WorkerPool {
         ...this.#live.map((n) => n.nodeNo),
         ...Array.from(this.#table.shardNos, nodeNoOf),
       ]);
-      for (const deadPrefix of this.#deadUnannounced[index]?.splice(0) ?? []) {
+      // The same list as this node's workers heard: one that died meanwhile is the next restart's.
+      this.#deadUnannounced[index] = (this.#deadUnannounced[index] ?? []).filter(
+        (prefix) => !deadPrefixes.includes(prefix),
+      );
+      for (const deadPrefix of deadPrefixes) {
         if (this.#restartsAnnounced.push({ shard, deadPrefix, keepPrefix }) > 64)
           this.#restartsAnnounced.shift();
         this.#replicas.announceRestart(shard, deadPrefix, keepPrefix, nodes);

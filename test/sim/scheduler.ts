@@ -241,8 +241,9 @@ export class Network {
       if (link.cut) return;
       // What a process wrote before it was stopped is the kernel's to deliver (sim seed 98258:
       // an init written 0.4 s before its sender's pause never reached the replica, which had
-      // been paused too); what it had not written yet stays with it.
-      if (sender.paused && head.sentAt >= (sender.pausedAt ?? 0)) {
+      // been paused too); what it had not written yet stays with it: what it sent in the last
+      // few milliseconds may still wait in its own buffers (a turn's batch, a busy socket).
+      if (sender.paused && head.sentAt > (sender.pausedAt ?? 0) - UNWRITTEN_MS) {
         link.pumping = true;
         this.#sched.at(50, from, "", () => {
           if (gen !== link.gen) return;
@@ -297,6 +298,9 @@ export class Network {
     return this.#links.get(`${a}>${b}`)?.cut ?? false;
   }
 }
+
+/** What a node sent this close to its pause is taken as still in its own buffers. */
+const UNWRITTEN_MS = 5;
 
 /** Subtracted from a released event's sequence number so that it sorts before events due at the same time. */
 const HELD_FIRST = 2 ** 40;

@@ -112,6 +112,9 @@ export class Shard implements ReplicationSender {
       silent,
       (flush) => this.#onTurn(flush),
       () => world.sched.now,
+      (owner, stream) =>
+        this.goneNodes.has(nodeNoOf(owner)) ||
+        [...this.deadIncarnations.keys()].some((prefix) => stream.startsWith(prefix)),
     );
   }
 
@@ -736,18 +739,18 @@ export class World {
     );
   }
 
-  /** worker-main.ts adoptCopies: promoted copies become detached sessions on `shard`. */
+  /** client-stream-host.ts adoptCopy: promoted copies become detached sessions on `shard`. */
   #adoptCopies(shard: Shard, copies: readonly PromotedCopy[]): void {
     for (const copy of copies) {
       const { state, stream, lsn } = copy;
       // worker-pool.ts #settleHandOver: the main shard notes which incarnation adopted its copy.
       if (copy.holder !== undefined && copy.holder === shard.node.main.self)
         shard.node.main.host.assign(state.token, stream, shard.streamPrefix);
-      // worker-main.ts adoptCopies: a live session of this id here makes the copy a ghost; one
-      // lent to a resumption does not (it is not resumable: its taker may be the dead one), nor
-      // one behind the copy (a restored lender whose taker went on; sim seed 36521).
+      // client-stream-host.ts adoptCopy: a live session of this id here makes the copy a ghost;
+      // one lent to a resumption does not (it is not resumable: its taker may be the dead one),
+      // nor one the copy moved more often than (a restored lender whose taker went on; 36521).
       const here = shard.sessions.get(state.token);
-      if (here !== undefined && !here.ended && !here.lent && !isAhead(state, here.state)) {
+      if (here !== undefined && !here.ended && !here.lent && state.moves <= here.state.moves) {
         here.whenReplicated(() => this.#releaseCopy(shard, copy));
         continue;
       }

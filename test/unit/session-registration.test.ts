@@ -468,6 +468,19 @@ test("a copy promoted beside a live session resumed from its owner is a ghost: d
   );
 });
 
+test("a copy at the same move count as the session here is a ghost even if it wrote more: the UserActor keeps the session", () => {
+  const { ctx } = shardContext();
+  const live = new SessionActor(FULL, ctx, undefined, {
+    ...newSessionState(FULL, "7.token"),
+    moves: 1,
+    sentOut: 3,
+  });
+  ctx.sessions.set(live.sid, live);
+  live.detach();
+  assert.equal(adoptCopy(ctx, promotedCopy(1, 7), []), undefined);
+  assert.equal(ctx.resumable.get("7.token"), live);
+});
+
 test("a copy ahead of the session here (a restored lender whose taker went on) is adopted and taken first", () => {
   const { ctx, toUser } = shardContext();
   // The lender: lent at 3 stanzas, never confirmed, restored; its taker resumed twice more and
@@ -482,6 +495,9 @@ test("a copy ahead of the session here (a restored lender whose taker went on) i
   const relocate = toUser.find((m) => m.kind === "relocate");
   assert.equal(relocate?.kind === "relocate" && relocate.state.promoted, true);
   assert.deepEqual(relocate?.kind === "relocate" && relocate.state.deadNodes, [3]);
+  // The lender ends (its resumption window, say): the entry stays the adopted copy's.
+  lender.end();
+  assert.equal(ctx.resumable.get("7.token"), adopted);
   const snapshot = takeResumable(ctx, "7.token", 7, USER);
   assert.ok(snapshot !== undefined && "snapshot" in snapshot && snapshot.snapshot.sentOut === 7);
 });

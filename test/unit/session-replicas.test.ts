@@ -554,27 +554,37 @@ test("a copy handed out is kept for its taker 15 minutes at most: then its death
   assert.equal(host.takeForResume("t1", "a@x", ownerDead), undefined, "the pruned one is gone");
 });
 
-test("a copy promoted from another stream does not replace, at an equal move count, a session a client resumed", () => {
+/** A replica (main shard 2047) fed initial states by hand: `ownerDead` as ReplicaHost takes it. */
+function replicaFedByHand(ownerDead?: (owner: number) => boolean) {
   const log = createLogger({ level: "silent" });
-  const replica = new ReplicaHost({ self: 2047, send() {} }, log, () => {});
-  const init = (owner: number, stream: string, sentOut: number, origin?: { stream: string; lsn: number }) => {
-    const state = { ...newSessionState("a@x/r" as FullJid, "tok"), moves: 1, sentOut };
+  const replica = new ReplicaHost({ self: 2047, send() {} }, log, () => {}, Date.now, ownerDead);
+  /** An init of session "tok" from `owner`'s stream, with `origin` for a promoted copy's. */
+  const init = (
+    owner: number,
+    stream: string,
+    copy: { moves: number; sentOut: number },
+    origin?: { stream: string; lsn: number },
+  ) =>
     replica.receive({
       t: "rep",
       token: "tok",
       owner,
       stream,
       lsn: 1,
-      change: { c: "init", state },
+      change: { c: "init", state: { ...newSessionState("a@x/r" as FullJid, "tok"), ...copy } },
       replicas: [2047],
       ...(origin === undefined ? {} : { origin }),
     });
-  };
+  return { replica, init };
+}
+
+test("a copy promoted from another stream does not replace, at an equal move count, a session a client resumed", () => {
+  const { replica, init } = replicaFedByHand();
   // The session its taker resumed from a lender (moves 1), 8 stanzas on.
-  init(4096, "4096.a.1", 8);
+  init(4096, "4096.a.1", { moves: 1, sentOut: 8 });
   // The lender's node died and its heir promoted the lender's copy (moves 1 too), 3 stanzas on:
   // the UserActor keeps the resumed session and ends the promoted one (sim seed 63292).
-  init(3072, "3072.b.1", 3, { stream: "2049.c.1", lsn: 7 });
+  init(3072, "3072.b.1", { moves: 1, sentOut: 3 }, { stream: "2049.c.1", lsn: 7 });
   assert.equal(replica.copyOf("tok")?.sentOut, 8, "the resumed session's copy stays");
   replica.end("tok", 3072, "3072.b.1");
   assert.equal(replica.copyOf("tok")?.sentOut, 8, "and the promoted one's end does not drop it");
@@ -583,23 +593,24 @@ test("a copy promoted from another stream does not replace, at an equal move cou
 });
 
 test("a promoted copy's stream still replaces a promoted copy's, or one with fewer moves", () => {
-  const log = createLogger({ level: "silent" });
-  const replica = new ReplicaHost({ self: 2047, send() {} }, log, () => {});
-  const init = (stream: string, moves: number, origin?: { stream: string; lsn: number }) =>
-    replica.receive({
-      t: "rep",
-      token: "tok",
-      owner: 3072,
-      stream,
-      lsn: 1,
-      change: { c: "init", state: { ...newSessionState("a@x/r" as FullJid, "tok"), moves, sentOut: moves } },
-      replicas: [2047],
-      ...(origin === undefined ? {} : { origin }),
-    });
-  init("1024.a.1", 1);
-  init("3072.b.1", 2, { stream: "2049.c.1", lsn: 7 });
+  const { replica, init } = replicaFedByHand();
+  init(3072, "1024.a.1", { moves: 1, sentOut: 1 });
+  init(3072, "3072.b.1", { moves: 2, sentOut: 2 }, { stream: "2049.c.1", lsn: 7 });
   assert.equal(replica.copyOf("tok")?.moves, 2, "more moves win");
-  init("3072.b.2", 2, { stream: "2049.d.1", lsn: 9 });
-  assert.equal(replica.copyOf("tok")?.sentOut, 2, "between two promoted copies' streams, the newer init");
+  init(3072, "3072.b.2", { moves: 2, sentOut: 3 }, { stream: "2049.d.1", lsn: 9 });
+  assert.equal(replica.copyOf("tok")?.sentOut, 3, "between two promoted copies' streams, the newer init");
   assert.equal(replica.stats.refused, 0);
+});
+
+test("once the resumed session's owner is known dead, a promoted copy's init replaces its copy", () => {
+  let ownerDead = false;
+  const { replica, init } = replicaFedByHand((owner) => ownerDead && owner === 4096);
+  init(4096, "4096.a.1", { moves: 1, sentOut: 8 });
+  init(3072, "3072.b.1", { moves: 1, sentOut: 3 }, { stream: "2049.c.1", lsn: 7 });
+  assert.equal(replica.copyOf("tok")?.sentOut, 8, "refused while the resumed session's owner lives");
+  // Its node died, and this replica is not its heir: the promoted copy wins at the UserActor, and
+  // a refusal now would leave its stream unacknowledged here for good.
+  ownerDead = true;
+  init(3072, "3072.b.1", { moves: 1, sentOut: 3 }, { stream: "2049.c.1", lsn: 7 });
+  assert.equal(replica.copyOf("tok")?.sentOut, 3);
 });

@@ -288,6 +288,15 @@ export class PeerNetwork extends EventEmitter<PeerNetworkEvents> {
     return link === undefined || link.protocol === 0 ? undefined : link.protocol;
   }
 
+  /**
+   * Whether `node` has a link to us open (its outbound, our inbound): until it closes, what the
+   * node sent may still be on its way (a stopping node flushes its links before it closes them).
+   */
+  hasInboundFrom(node: string): boolean {
+    for (const link of this.#inbound) if (link.peer?.node === node) return true;
+    return false;
+  }
+
   /** Bytes held (unacknowledged or unsent) on our outbound link to `node`. */
   queuedBytes(node: string): number {
     return this.#byNode.get(node)?.queuedBytes ?? 0;
