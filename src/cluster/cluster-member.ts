@@ -823,7 +823,12 @@ export class ClusterMember {
       while (linked() && Date.now() < deadline) await this.#pause(50);
       this.#applying = this.#applying.then(() => {
         const view = this.#view;
-        return view === undefined ? undefined : this.#workers?.setLive(this.#liveNodes(view), nodeNos);
+        if (view === undefined) return;
+        const live = this.#liveNodes(view);
+        // One back under its name meanwhile serves again: it is not marked dead (its previous
+        // incarnation's sessions' copies stay unpromoted; their clients log in again).
+        const dead = nodeNos.filter((n) => !live.some((l) => l.nodeNo === n));
+        return dead.length === 0 ? undefined : this.#workers?.setLive(live, dead);
       });
       await this.#applying;
     })().catch((error: unknown) =>
