@@ -107,8 +107,7 @@ export class PartitionHandoff {
     const incoming = [...waiting.keys()];
     router.setTable(next, incoming);
     router.setLiveShards(liveShards);
-    for (const p of dropDeadSenders(this.#waiting, deadNodes)) router.completeIncoming(p);
-    this.#checkSettled();
+    this.#forgetDead(deadNodes);
     log.info(
       {
         epoch: next.epoch,
@@ -118,12 +117,6 @@ export class PartitionHandoff {
       },
       "owner table changed",
     );
-
-    if (deadNodes.size > 0) {
-      const lost = [...deadNodes];
-      this.#host.actors.nodesLost(lost);
-      this.stats.resent += router.resendRetainedTo(deadNodes);
-    }
     this.#host.tableApplied(deadNodes);
     if (deadNodes.size > 0) this.#sendRecoveries(next.epoch, recovering);
     const early = this.#early;
@@ -141,13 +134,22 @@ export class PartitionHandoff {
    * shards wait no more, and the copies of their sessions held here are promoted.
    */
   nodesDied(dead: ReadonlySet<number>): void {
-    const { router } = this.#host;
     if (dead.size === 0) return;
+    this.#forgetDead(dead);
+    this.#host.tableApplied(dead);
+  }
+
+  /**
+   * Nodes `dead` died: the partitions waiting for their shards wait no more, their sessions are
+   * lost to the actors, and messages retained for them are sent again.
+   */
+  #forgetDead(dead: ReadonlySet<number>): void {
+    const { router } = this.#host;
     for (const p of dropDeadSenders(this.#waiting, dead)) router.completeIncoming(p);
     this.#checkSettled();
+    if (dead.size === 0) return;
     this.#host.actors.nodesLost([...dead]);
     this.stats.resent += router.resendRetainedTo(dead);
-    this.#host.tableApplied(dead);
   }
 
   /**

@@ -610,9 +610,9 @@ const control: WorkerControl = {
   setLive(live, died = [], promoted = []) {
     router.setLiveShards(liveShardsOf(live));
     handedOver.push(...promoted);
-    // tableApplied adopts what was handed over; without deaths nothing else changes.
-    if (died.length > 0) handoff.nodesDied(new Set(died));
-    else adoptCopies(handedOver.splice(0));
+    handoff.nodesDied(new Set(died));
+    // Adopted by tableApplied above when nodes died.
+    adoptCopies(handedOver.splice(0));
   },
   setTable(table, live, promoted = []) {
     handedOver.push(...promoted);

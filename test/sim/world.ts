@@ -534,42 +534,13 @@ export class World {
     const mainPlan = planTableChange(main.self, main.table, next, live);
     main.table = next;
     main.liveShards = mainPlan.liveShards;
-    for (const n of mainPlan.deadNodes) main.goneNodes.add(n);
-    node.handedOver = node.shards.map(() => []);
-    if (mainPlan.deadNodes.size > 0) {
-      for (const [prefix, s] of main.deadIncarnations)
-        if (mainPlan.deadNodes.has(nodeNoOf(s))) main.deadIncarnations.delete(prefix);
-      // main-replicas.ts applyTable: copies taken by the dead nodes' shards, unconfirmed, are back.
-      main.host.restore((taker) => mainPlan.deadNodes.has(nodeNoOf(shardOfPrefix(taker))));
-      const promoted = this.#promoteOnMain(main);
-      for (const [i, copy] of promoted.entries()) node.handedOver[i % node.shards.length]!.push(copy);
-    }
+    node.handedOver = this.#mainLearnsDead(node, mainPlan.deadNodes);
     for (const shard of node.shards) {
       const plan = planTableChange(shard.self, shard.table, next, live);
       shard.table = next;
       shard.liveShards = plan.liveShards;
       for (const [p, from] of plan.waiting) shard.waiting.set(p, from);
-      // handoff.ts apply: the dead nodes' shards are waited for no more.
-      dropDeadSenders(shard.waiting, plan.deadNodes);
-      for (const n of plan.deadNodes) shard.goneNodes.add(n);
-      // tableApplied (worker-main.ts): promote copies of dead owners, then re-seat replicas.
-      if (plan.deadNodes.size > 0) {
-        shard.host.restore((taker) => shard.goneNodes.has(nodeNoOf(shardOfPrefix(taker))));
-        this.#promote(shard, (s) => shard.goneNodes.has(nodeNoOf(s)));
-      }
-      this.#adoptCopies(shard, node.handedOver[node.shards.indexOf(shard)] ?? []);
-      // nodes-lost (user-actor.ts #lose): a standby lender takes over from a dead registration.
-      for (const [token, standby] of plan.deadNodes.size > 0 ? [...this.standby] : []) {
-        const current = this.registered.get(token);
-        if (current === undefined || !plan.deadNodes.has(current[1].node.nodeNo)) continue;
-        this.standby.delete(token);
-        this.register(standby[0], standby[1], this.sched.rng.int(1, 50), [...plan.deadNodes]);
-      }
-      for (const session of shard.sessions.values()) {
-        if (!session.ended) {
-          session.stream?.reseat(shard.replicasFor(), session.state, (s) => shard.goneNodes.has(nodeNoOf(s)));
-        }
-      }
+      this.#shardLearnsDead(shard, plan.deadNodes, node.handedOver[node.shards.indexOf(shard)] ?? []);
       if (plan.deadNodes.size > 0) {
         for (const [dest, partitions] of plan.recovering) {
           if (dest !== shard.self) this.#sendHandoff(shard, dest, next.epoch, partitions, 0);
@@ -598,34 +569,54 @@ export class World {
    */
   #nodesDied(node: SimNode, live: readonly LiveNode[], dead: ReadonlySet<number>): void {
     this.sched.log(`${node.name} learns that n${[...dead].join(", n")} died owning no partition`);
+    for (const { nodeNo } of live) node.main.goneNodes.delete(nodeNo);
+    const shares = this.#mainLearnsDead(node, dead);
+    for (const [i, shard] of node.shards.entries()) this.#shardLearnsDead(shard, dead, shares[i]!);
+    this.#settle(node);
+  }
+
+  /**
+   * main-replicas.ts membersChanged: the main shard promotes the copies whose owner's node died
+   * (those the dead nodes' shards took and never confirmed come back first), dealt out to the
+   * node's workers, which adopt them as they apply the change.
+   */
+  #mainLearnsDead(node: SimNode, dead: ReadonlySet<number>): PromotedCopy[][] {
     const main = node.main;
-    for (const { nodeNo } of live) main.goneNodes.delete(nodeNo);
     for (const n of dead) main.goneNodes.add(n);
+    const shares: PromotedCopy[][] = node.shards.map(() => []);
+    if (dead.size === 0) return shares;
     for (const [prefix, s] of main.deadIncarnations)
       if (dead.has(nodeNoOf(s))) main.deadIncarnations.delete(prefix);
     main.host.restore((taker) => dead.has(nodeNoOf(shardOfPrefix(taker))));
     const promoted = this.#promoteOnMain(main);
-    const shares: PromotedCopy[][] = node.shards.map(() => []);
     for (const [i, copy] of promoted.entries()) shares[i % node.shards.length]!.push(copy);
-    for (const [i, shard] of node.shards.entries()) {
-      dropDeadSenders(shard.waiting, dead);
-      for (const n of dead) shard.goneNodes.add(n);
+    return shares;
+  }
+
+  /**
+   * handoff.ts #forgetDead and tableApplied on one worker: the dead nodes' shards are waited for
+   * no more, copies of dead owners promote, `share` is adopted, a standby lender takes over from
+   * a dead registration (user-actor.ts #lose), and replicas are re-seated.
+   */
+  #shardLearnsDead(shard: Shard, dead: ReadonlySet<number>, share: readonly PromotedCopy[]): void {
+    dropDeadSenders(shard.waiting, dead);
+    for (const n of dead) shard.goneNodes.add(n);
+    if (dead.size > 0) {
       shard.host.restore((taker) => shard.goneNodes.has(nodeNoOf(shardOfPrefix(taker))));
       this.#promote(shard, (s) => shard.goneNodes.has(nodeNoOf(s)));
-      this.#adoptCopies(shard, shares[i]!);
-      for (const [token, standby] of [...this.standby]) {
-        const current = this.registered.get(token);
-        if (current === undefined || !dead.has(current[1].node.nodeNo)) continue;
-        this.standby.delete(token);
-        this.register(standby[0], standby[1], this.sched.rng.int(1, 50), [...dead]);
-      }
-      for (const session of shard.sessions.values()) {
-        if (!session.ended) {
-          session.stream?.reseat(shard.replicasFor(), session.state, (s) => shard.goneNodes.has(nodeNoOf(s)));
-        }
+    }
+    this.#adoptCopies(shard, share);
+    for (const [token, standby] of dead.size > 0 ? [...this.standby] : []) {
+      const current = this.registered.get(token);
+      if (current === undefined || !dead.has(current[1].node.nodeNo)) continue;
+      this.standby.delete(token);
+      this.register(standby[0], standby[1], this.sched.rng.int(1, 50), [...dead]);
+    }
+    for (const session of shard.sessions.values()) {
+      if (!session.ended) {
+        session.stream?.reseat(shard.replicasFor(), session.state, (s) => shard.goneNodes.has(nodeNoOf(s)));
       }
     }
-    this.#settle(node);
   }
 
   #sendHandoff(shard: Shard, dest: number, epoch: number, partitions: number[], quiesceMs: number): void {
