@@ -163,3 +163,15 @@ export function cloneSessionState(state: SessionSnapshot): SessionSnapshot {
     dedupe: [...state.dedupe],
   };
 }
+
+/**
+ * About how many bytes `state` takes encoded (its strings plus a fixed overhead): for pacing
+ * what is sent (a replica's catch-up), not exact.
+ */
+export function approxSnapshotBytes(state: SessionSnapshot): number {
+  let bytes = 128 + state.full.length + state.token.length + (state.presence?.length ?? 0);
+  for (const [, xml] of state.unacked) bytes += xml.length + 8;
+  for (const list of [state.blocklist, state.directed, state.dedupe])
+    for (const s of list) bytes += s.length + 2;
+  return bytes;
+}

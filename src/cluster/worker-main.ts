@@ -36,6 +36,7 @@ import {
 } from "./client-stream-host.ts";
 import type { Envelope } from "./envelope.ts";
 import { type HandoffStats, type LiveNode, liveShardsOf, PartitionHandoff } from "./handoff.ts";
+import { ReplicaCatchUp } from "./replica-catch-up.ts";
 import { mainShardOf, type OwnerTable, shardNumber } from "./ring.ts";
 import {
   batchLater,
@@ -509,24 +510,24 @@ const passivation = setInterval(() => {
 }, 30_000);
 passivation.unref();
 
+/** Copies on other nodes that fell behind, re-initialised in chunks (replica-catch-up.ts). */
+const catchUp = new ReplicaCatchUp();
 /** The re-drive round for which each node was last sent {@link catchUpReplicasOn}. */
 const auditedRounds = new Map<number, number>();
 
 /**
  * The link to node `nodeNo` dropped its queue (overflow) and is back. Its main thread holds
- * copies of our sessions: those the lost queue left behind get the whole state again now, not
- * after REPLICA_STALL_MS (sim seed 8470: the node died 150 ms after the link came back, and the
- * replica held nothing of a session resumed during the cut), and it learns which of our streams
- * still replicate there, so it drops the copies whose `rep-end` the link lost
- * (session-replicas.ts ReplicaHost.audit). Both go behind everything sent there before.
+ * copies of our sessions: those the lost queue left behind get the whole state again, in the
+ * re-drive's chunks (not after REPLICA_STALL_MS: sim seed 8470, the node died 150 ms after the
+ * link came back, and the replica held nothing of a session resumed during the cut), and it
+ * learns which of our streams still replicate there, so it drops the copies whose `rep-end` the
+ * link lost (session-replicas.ts ReplicaHost.audit). Both go behind everything sent there before.
  */
-function catchUpReplicasOn(nodeNo: number): void {
+function catchUpReplicasOn(nodeNo: number, round: number): void {
   const replica = mainShardOf(nodeNo);
   const live: number[] = [];
-  const now = Date.now();
-  // Not paced like the re-drive: as much as REPLICA_STALL_MS's re-inits would send a little later.
-  for (const { stream, state } of streams.values()) {
-    if (stream.lagging(now, 0).includes(replica)) stream.reinit(replica, state, now);
+  catchUp.start(replica, round, streams.values(), Date.now());
+  for (const { stream } of streams.values()) {
     if (stream.replicas.includes(replica) || stream.leaving.includes(replica))
       live.push(Number(stream.id.slice(sidPrefix.length)));
   }
@@ -536,20 +537,18 @@ function catchUpReplicasOn(nodeNo: number): void {
 
 /** A replica silent this long while behind gets the whole state again (see ReplicaStream.lagging). */
 const REPLICA_STALL_MS = 3_000;
+/**
+ * What one tick of the retry timer re-sends at most to one replica as whole states: this worker's
+ * share of a quarter of a peer link's budget, like a chunk of the re-drive.
+ */
+const STALL_REINIT_BYTES = Math.max(1, Math.floor(init.config.cluster.maxPeerBufferBytes / 4 / init.workers));
 
 // Retained messages whose accept never came (a node died between hops) are sent again, and
 // replicas that stopped acknowledging (a dropped queue, a gap) start again from the state.
 const retry = setInterval(() => {
   const resent = router.retryRetained();
   if (resent > 0) log.warn({ resent }, "re-sent messages not accepted in time");
-  const now = Date.now();
-  let reinitialised = 0;
-  for (const { stream, state } of streams.values()) {
-    for (const replica of stream.lagging(now, REPLICA_STALL_MS)) {
-      stream.reinit(replica, state, now);
-      reinitialised++;
-    }
-  }
+  const reinitialised = catchUp.stalled(streams.values(), REPLICA_STALL_MS, STALL_REINIT_BYTES, Date.now());
   if (reinitialised > 0)
     log.warn({ replicas: reinitialised }, "replicas silent while behind; sent the state again");
 }, 1_000);
@@ -627,11 +626,14 @@ const control: WorkerControl = {
   redrive(nodeNo, round, maxBytes) {
     if (auditedRounds.get(nodeNo) !== round) {
       auditedRounds.set(nodeNo, round);
-      catchUpReplicasOn(nodeNo);
+      catchUpReplicasOn(nodeNo, round);
     }
-    const { resent, remaining } = router.redrive(nodeNo, round, maxBytes);
+    // Half the chunk for the copies' states, half for the retained messages.
+    const half = Math.max(1, Math.floor(maxBytes / 2));
+    const states = catchUp.next(mainShardOf(nodeNo), half, Date.now());
+    const { resent, remaining } = router.redrive(nodeNo, round, half);
     if (resent > 0) log.warn({ nodeNo, resent, remaining }, "re-sent what a peer link dropped");
-    return remaining;
+    return remaining + states;
   },
   fence() {
     void listeners?.close();

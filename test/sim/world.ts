@@ -348,7 +348,8 @@ export class World {
         for (const session of shard.sessions.values()) {
           const stream = session.stream;
           if (session.ended || stream === undefined || !stream.id.startsWith(prefix)) continue;
-          // Replicas the dropped queue left behind get the state again at once.
+          // Replicas the dropped queue left behind get the state again (the product paces them in
+          // chunks of the link's budget, replica-catch-up.ts; the model has no byte budget).
           if (stream.lagging(this.sched.now, 0).includes(replica))
             stream.reinit(replica, session.state, this.sched.now);
           if (stream.replicas.includes(replica) || stream.leaving.includes(replica))

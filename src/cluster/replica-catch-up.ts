@@ -1,0 +1,93 @@
+/**
+ * Replicas that fell behind are sent the whole state again in chunks a peer link can take.
+ *
+ * A link whose queue passed `cluster.maxPeerBufferBytes` drops it and reconnects; the copies on
+ * the other side then lack the changes it dropped. Re-initialising every such replica at once
+ * can be more than that budget again (a worker with thousands of sessions, each with a log of
+ * unacknowledged stanzas): the link overflows again, drops the states, reconnects, and the same
+ * catch-up starts over, for ever, while every write to those sessions waits for their replicas
+ * (test/cluster/partition.test.ts saw 80 ms cycles of it). So the catch-up follows the link's
+ * re-drive: a chunk of states per call, the next when the link has drained
+ * (cluster-member.ts `#redrive`), and the retry timer's re-initialisations of silent replicas
+ * leave alone those waiting here and spend at most a chunk per replica per tick.
+ */
+import { approxSnapshotBytes, type SessionSnapshot } from "../../actors/session-state.ts";
+import type { ReplicaStream } from "./session-replicas.ts";
+
+interface Lagging {
+  stream: ReplicaStream;
+  state: SessionSnapshot;
+}
+
+export class ReplicaCatchUp {
+  /**
+   * Per replica shard: the re-drive round, the streams whose state it has still to send (from
+   * `next` on), and the same streams as a set for {@link waits}.
+   */
+  readonly #pending = new Map<
+    number,
+    { round: number; streams: Lagging[]; next: number; waiting: Set<ReplicaStream> }
+  >();
+
+  /**
+   * Round `round` of the re-drive to `replica`'s node starts: of `streams`, those whose copy there
+   * is behind (`lagging`) wait for {@link next}. A round already started changes nothing.
+   */
+  start(replica: number, round: number, streams: Iterable<Lagging>, now: number): void {
+    if (this.#pending.get(replica)?.round === round) return;
+    const lagging: Lagging[] = [];
+    for (const entry of streams) if (entry.stream.lagging(now, 0).includes(replica)) lagging.push(entry);
+    this.#pending.set(replica, {
+      round,
+      streams: lagging,
+      next: 0,
+      waiting: new Set(lagging.map((entry) => entry.stream)),
+    });
+  }
+
+  /**
+   * Re-initialises waiting copies on `replica` until about `maxBytes` went (at least one);
+   * returns how many still wait. A stream that ended or caught up meanwhile is skipped.
+   */
+  next(replica: number, maxBytes: number, now: number): number {
+    const pending = this.#pending.get(replica);
+    if (pending === undefined) return 0;
+    let sent = 0;
+    while (pending.next < pending.streams.length && (sent === 0 || sent < maxBytes)) {
+      const { stream, state } = pending.streams[pending.next++]!;
+      pending.waiting.delete(stream);
+      if (!stream.lagging(now, 0).includes(replica)) continue;
+      stream.reinit(replica, state, now);
+      sent += approxSnapshotBytes(state);
+    }
+    const remaining = pending.streams.length - pending.next;
+    if (remaining === 0) this.#pending.delete(replica);
+    return remaining;
+  }
+
+  /** Whether `stream`'s copy on `replica` waits for a chunk (the retry timer leaves it alone). */
+  waits(replica: number, stream: ReplicaStream): boolean {
+    return this.#pending.get(replica)?.waiting.has(stream) ?? false;
+  }
+
+  /**
+   * The retry timer: re-initialises the copies silent for `stallMs` while behind, at most about
+   * `maxBytes` per replica shard (at least one), except those waiting for {@link next}. Returns
+   * how many it re-initialised.
+   */
+  stalled(streams: Iterable<Lagging>, stallMs: number, maxBytes: number, now: number): number {
+    const spent = new Map<number, number>();
+    let reinitialised = 0;
+    for (const { stream, state } of streams) {
+      for (const replica of stream.lagging(now, stallMs)) {
+        const bytes = spent.get(replica) ?? 0;
+        if (bytes > 0 && bytes >= maxBytes) continue;
+        if (this.waits(replica, stream)) continue;
+        stream.reinit(replica, state, now);
+        spent.set(replica, bytes + approxSnapshotBytes(state));
+        reinitialised++;
+      }
+    }
+    return reinitialised;
+  }
+}
