@@ -651,14 +651,7 @@ export class SessionActor {
           type === "set" &&
           (payload.name === "enable" || payload.name === "disable")
         ) {
-          const enabled = payload.name === "enable";
-          this.#change({ c: "flags", carbons: enabled });
-          // Answer once the UserActor has applied it and told the other sessions, so a message
-          // sent from another resource right after the result is already copied.
-          await this.#ctx.router.requestUser(
-            (reqId) => ({ kind: "carbons", user: this.bare, session: this.location(), enabled, reqId }),
-            this.#ctx.config.cluster.requestTimeoutMs,
-          );
+          await this.setCarbons(payload.name === "enable");
           return this.#reply(xml("iq", { type: "result", id: el.attrs.id, to: this.full }));
         }
         return this.#reply(await handleAccountIq(this.#ctx, this, el));
@@ -814,6 +807,18 @@ export class SessionActor {
     if (this.#link !== undefined) this.#sendToClient(xmlText);
   }
 
+  /**
+   * XEP-0280: copies on or off for this session; resolves once the UserActor has applied it and
+   * told the other sessions, so a message sent from another resource right after is copied.
+   */
+  async setCarbons(enabled: boolean): Promise<void> {
+    this.#change({ c: "flags", carbons: enabled });
+    await this.#ctx.router.requestUser(
+      (reqId) => ({ kind: "carbons", user: this.bare, session: this.location(), enabled, reqId }),
+      this.#ctx.config.cluster.requestTimeoutMs,
+    );
+  }
+
   #sendToClient(xmlText: string): void {
     if (this.#link === undefined) return;
     this.#link.send(xmlText);
@@ -832,37 +837,37 @@ export class SessionActor {
 
   // --- XEP-0198 ---------------------------------------------------------------------------
 
+  /**
+   * Enables XEP-0198 (§3), resumable when asked, and returns the answer: `<enabled/>`, or
+   * `<failed/>` when it already is. The stream sends it, or puts it in XEP-0386's `<bound/>`.
+   */
+  enableSm(resume: boolean): string {
+    if (this.#smEnabled) {
+      return `<failed xmlns="${NS_SM}"><unexpected-request xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`;
+    }
+    this.#smEnabled = true;
+    if (!resume) return `<enabled xmlns="${NS_SM}"/>`;
+    const max = this.#ctx.config.limits.smResumeTimeoutSeconds;
+    this.#token = `${this.#ctx.index}.${randomBytes(18).toString("base64url")}`;
+    this.#s.token = this.#token;
+    this.#ctx.resumable.set(this.#token, this);
+    this.#startReplication();
+    // The UserActor learns the session is resumable: if its node dies, its contacts keep
+    // seeing it while a replica takes it over.
+    this.#ctx.router.toUser({
+      kind: "relocate",
+      user: this.bare,
+      session: this.location(),
+      state: this.registration(),
+    });
+    return `<enabled xmlns="${NS_SM}" id="${this.#token}" resume="true" max="${max}"/>`;
+  }
+
   #onSmElement(el: Element): void {
     switch (el.name) {
-      case "enable": {
-        if (this.#smEnabled) {
-          this.#link?.send(
-            `<failed xmlns="${NS_SM}"><unexpected-request xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`,
-          );
-          return;
-        }
-        this.#smEnabled = true;
-        const resume = el.attrs.resume === "true" || el.attrs.resume === "1";
-        const max = this.#ctx.config.limits.smResumeTimeoutSeconds;
-        if (!resume) {
-          this.#link?.send(`<enabled xmlns="${NS_SM}"/>`);
-          return;
-        }
-        this.#token = `${this.#ctx.index}.${randomBytes(18).toString("base64url")}`;
-        this.#s.token = this.#token;
-        this.#ctx.resumable.set(this.#token, this);
-        this.#link?.send(`<enabled xmlns="${NS_SM}" id="${this.#token}" resume="true" max="${max}"/>`);
-        this.#startReplication();
-        // The UserActor learns the session is resumable: if its node dies, its contacts keep
-        // seeing it while a replica takes it over.
-        this.#ctx.router.toUser({
-          kind: "relocate",
-          user: this.bare,
-          session: this.location(),
-          state: this.registration(),
-        });
+      case "enable":
+        this.#link?.send(this.enableSm(el.attrs.resume === "true" || el.attrs.resume === "1"));
         return;
-      }
       case "r":
         if (!this.#smEnabled) return;
         this.#ackWanted = true;
@@ -1081,8 +1086,10 @@ export class SessionActor {
   }
 
   /** Sends `<resumed/>` and re-sends every unacknowledged stanza (XEP-0198 §5). */
-  resumeOn(previd: string): void {
-    this.#link?.send(`<resumed xmlns="${NS_SM}" h="${this.#s.handledIn}" previd="${escapeXML(previd)}"/>`);
+  resumeOn(previd: string, wrap: (resumed: string) => string = (resumed) => resumed): void {
+    this.#link?.send(
+      wrap(`<resumed xmlns="${NS_SM}" h="${this.#s.handledIn}" previd="${escapeXML(previd)}"/>`),
+    );
     // The log goes out once the new replicas hold it, like any write (the old ones dropped it).
     const lsn = this.#stream?.lsn ?? 0;
     const gated = this.#stream !== undefined && lsn > this.#stream.ackedLsn;

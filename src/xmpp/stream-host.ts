@@ -40,14 +40,21 @@ export interface StreamSession {
 export interface BoundSession extends StreamSession {
   /** Sends what it held; called once the bind result is written. */
   release(): void;
+  /** Enables XEP-0198 (resumable when asked) and returns `<enabled/>` or `<failed/>` to send. */
+  enableSm(resume: boolean): string;
+  /** XEP-0280 copies on or off; resolves once every session of the user knows. */
+  setCarbons(enabled: boolean): Promise<void>;
   /** The stream died while binding: the session ends at once. */
   end(): void;
 }
 
 /** A session taken over by `<resume/>`. */
 export interface ResumedSession extends StreamSession {
-  /** Answers `<resumed/>` and re-sends what the client had not acknowledged (XEP-0198 §5). */
-  resumeOn(previd: string): void;
+  /**
+   * Answers `<resumed/>` and re-sends what the client had not acknowledged (XEP-0198 §5).
+   * `wrap` puts `<resumed/>` in what carries it (XEP-0388's `<success/>`).
+   */
+  resumeOn(previd: string, wrap?: (resumed: string) => string): void;
 }
 
 /** What a resumption found: the session, or why not (with the handled count when it is known). */

@@ -17,9 +17,9 @@ import { bindFeatures, isBindRequest, onBind } from "./negotiation/bind.ts";
 import type { NegotiatingStream } from "./negotiation/negotiating-stream.ts";
 import { isRegisterRequest, onRegister, registerFeature } from "./negotiation/register.ts";
 import { onEnableBeforeBind, onResume } from "./negotiation/resume.ts";
-import { SaslNegotiation, saslFeature } from "./negotiation/sasl.ts";
+import { SaslNegotiation, sasl2Feature, saslFeature } from "./negotiation/sasl.ts";
 import { onStartTls, startTlsFeature } from "./negotiation/starttls.ts";
-import { NS_CLIENT, NS_SASL, NS_SM, NS_STREAM, NS_TLS } from "./ns.ts";
+import { NS_CLIENT, NS_SASL, NS_SASL2, NS_SM, NS_STREAM, NS_TLS } from "./ns.ts";
 import { seeOtherHostXml, streamErrorXml } from "./stanza.ts";
 import type { StreamHost, StreamSession } from "./stream-host.ts";
 import type { ClientTarget, StreamEvents, StreamTransport } from "./stream-transport.ts";
@@ -147,13 +147,17 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
       const required = config.tls.requireBeforeAuth;
       if (!this.secure && this.#transport.canStartTls) parts.push(startTlsFeature(required));
       if (this.secure || !required) {
-        parts.push(saslFeature(this.host.auth));
+        parts.push(saslFeature(this.host.auth), sasl2Feature(this.host.auth));
         if (config.registration.allow && this.host.auth.managesAccounts) parts.push(registerFeature());
       }
-    } else {
+    } else if (this.#session === undefined && !this.binding) {
       parts.push(bindFeatures());
     }
     return `<stream:features>${parts.join("")}</stream:features>`;
+  }
+
+  featuresXml(): string {
+    return this.#features();
   }
 
   closedByPeer(): void {
@@ -186,7 +190,7 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
     const ns = el.attrs.xmlns;
     if (this.#jid === undefined) {
       if (el.name === "starttls" && ns === NS_TLS) return onStartTls(this);
-      if (ns === NS_SASL) return this.#loginStep(() => this.#sasl.handle(el));
+      if (ns === NS_SASL || ns === NS_SASL2) return this.#loginStep(() => this.#sasl.handle(el));
       if (isRegisterRequest(el) && this.host.config.registration.allow && this.host.auth.managesAccounts)
         return this.#guard(onRegister(this, el));
       // RFC 6120 §6.4.7 / §7.1: nothing but negotiation before authentication.
@@ -235,10 +239,10 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
 
   // --- what the negotiation steps change ---------------------------------------------------
 
-  authenticated(jid: BareJid): void {
+  authenticated(jid: BareJid, restart = true): void {
     this.#jid = jid;
     if (this.#authTimer !== undefined) clearTimeout(this.#authTimer);
-    this.#restart();
+    if (restart) this.#restart();
   }
 
   startTls(): void {

@@ -9,9 +9,12 @@
  * SNI) are given per connection, and nothing process-wide such as NODE_TLS_REJECT_UNAUTHORIZED is
  * touched. SCRAM-SHA-256, which xmpp.js 0.14 lacks, is added from ./scram.ts.
  */
+import { randomUUID } from "node:crypto";
 import net from "node:net";
 import tls from "node:tls";
 import { Client, xml } from "@xmpp/client-core";
+import _bind2 from "@xmpp/client-core/src/bind2/bind2.js";
+import _fast from "@xmpp/client-core/src/fast/fast.js";
 import _iqCallee from "@xmpp/iq/callee.js";
 import _iqCaller, { type IqCaller } from "@xmpp/iq/caller.js";
 import _middleware from "@xmpp/middleware";
@@ -19,6 +22,7 @@ import _resourceBinding from "@xmpp/resource-binding";
 import _sasl from "@xmpp/sasl";
 import plain from "@xmpp/sasl-plain";
 import scramsha1 from "@xmpp/sasl-scram-sha-1";
+import _sasl2, { type Sasl2 } from "@xmpp/sasl2";
 import _streamFeatures from "@xmpp/stream-features";
 import _streamManagement, { type StreamManagement } from "@xmpp/stream-management";
 import _tcp from "@xmpp/tcp";
@@ -33,6 +37,8 @@ import type { AfterHook, StartedNode } from "./start-node.ts";
 import { DEFAULT_TIMEOUT_MS, waitForMatchingEvent, withTimeout } from "./wait-for.ts";
 
 const NS_SM = "urn:xmpp:sm:3";
+const NS_SASL2 = "urn:xmpp:sasl:2";
+const NS_BIND2 = "urn:xmpp:bind:0";
 
 /** TLS options for the node's self-signed certificate, for one connection. */
 function tlsOptions(domain: string): tls.ConnectionOptions {
@@ -63,6 +69,11 @@ export interface XmppClientOptions {
   streamManagement?: boolean;
   /** Per-step timeout; default 5 s. */
   timeoutMs?: number;
+  /**
+   * Log in with XEP-0388 SASL2 and XEP-0386 Bind 2 (this is the tag the resource is made from),
+   * XEP-0198 enabled or resumed inline, as xmpp.js' own `client()` does when offered them.
+   */
+  sasl2?: string;
 }
 
 /** A logged-in xmpp.js client plus the stanzas it received. */
@@ -139,27 +150,43 @@ export async function connectClient(
   const wanted = options.mechanism ?? "SCRAM-SHA-256";
   const username = options.username.includes("@") ? options.username.split("@")[0]! : options.username;
   let offered: string[] = [];
-  _sasl({ streamFeatures, saslFactory }, async (authenticate, mechanisms) => {
+  const choose = (mechanisms: string[]): void => {
     offered = mechanisms;
     if (!mechanisms.includes(wanted)) {
       throw new Error(
         `The server does not offer ${wanted}; usable offers: ${mechanisms.join(", ") || "none"}`,
       );
     }
-    await authenticate({ username, password: options.password }, wanted);
-  });
+  };
+  let sasl2: Sasl2 | undefined;
+  let bind2: unknown;
+  if (options.sasl2 === undefined) {
+    _sasl({ streamFeatures, saslFactory }, async (authenticate, mechanisms) => {
+      choose(mechanisms);
+      await authenticate({ username, password: options.password }, wanted);
+    });
+  } else {
+    // As @xmpp/client composes them: SASL2, its (unused) XEP-0484 part, Bind 2 with the tag.
+    const userAgent = xml("user-agent", { id: randomUUID() }, xml("software", {}, "Starling tests"));
+    sasl2 = _sasl2({ streamFeatures, saslFactory }, async (authenticate, mechanisms) => {
+      choose(mechanisms);
+      await authenticate({ username, password: options.password }, wanted, userAgent);
+    });
+    sasl2.setup({ fast: _fast({ sasl2, entity }) });
+    bind2 = _bind2({ sasl2, entity }, options.sasl2);
+  }
 
   // Same order as @xmpp/client: stream management wraps resource binding (it enables after bind).
   const sm =
     options.streamManagement === false
       ? undefined
-      : _streamManagement({ streamFeatures, entity, middleware });
+      : _streamManagement({ streamFeatures, entity, middleware, sasl2, bind2 });
   if (sm) {
     // Tests keep control of acknowledgement timing: no periodic <r/> of xmpp.js' own.
     sm.requestAckInterval = 0;
     sm.timeout = 0;
   }
-  _resourceBinding({ iqCaller, streamFeatures }, options.resource);
+  if (options.sasl2 === undefined) _resourceBinding({ iqCaller, streamFeatures }, options.resource);
 
   const errors: Error[] = [];
   entity.on("error", (error: Error) => {
@@ -177,10 +204,17 @@ export async function connectClient(
     ? waitForMatchingEvent<[Element]>(
         entity,
         "nonza",
-        (el) => el.getNS() === NS_SM && (el.getName() === "enabled" || el.getName() === "failed"),
+        (el) =>
+          (el.getNS() === NS_SM && (el.getName() === "enabled" || el.getName() === "failed")) ||
+          el.is("success", NS_SASL2),
         "XEP-0198 <enabled/> or <failed/>",
         timeoutMs * 3,
-      ).then(([el]) => el)
+      ).then(([el]) => {
+        // With Bind 2 the answer is inside SASL2's <success/> (XEP-0386 §3.2).
+        if (!el.is("success", NS_SASL2)) return el;
+        const bound = el.getChild("bound", NS_BIND2);
+        return bound?.getChild("enabled", NS_SM) ?? bound?.getChild("failed", NS_SM) ?? el;
+      })
     : undefined;
   // Keep a rejection from going unhandled if start() fails first.
   smOutcome?.catch(() => undefined);

@@ -22,6 +22,8 @@ export const NS_TLS = "urn:ietf:params:xml:ns:xmpp-tls";
 export const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
 export const NS_BIND = "urn:ietf:params:xml:ns:xmpp-bind";
 export const NS_SESSION = "urn:ietf:params:xml:ns:xmpp-session";
+export const NS_SASL2 = "urn:xmpp:sasl:2";
+export const NS_BIND2 = "urn:xmpp:bind:0";
 export const NS_SM = "urn:xmpp:sm:3";
 export const NS_ROSTER = "jabber:iq:roster";
 export const NS_PING = "urn:xmpp:ping";
@@ -300,6 +302,12 @@ export class RawClient {
     // After <resumed/>, counting continues from the h the client claimed (set synchronously: the
     // resent stanzas may arrive in the same read as <resumed/>).
     if (element.is("resumed", NS_SM) && this.#smResumeH !== undefined) this.smInbound = this.#smResumeH;
+    // XEP-0388/XEP-0386: the same answers, inside SASL2's <success/> (and Bind 2's <bound/>).
+    if (element.is("success", NS_SASL2)) {
+      if (element.getChild("bound", NS_BIND2)?.getChild("enabled", NS_SM) !== undefined) this.smInbound = 0;
+      if (element.getChild("resumed", NS_SM) !== undefined && this.#smResumeH !== undefined)
+        this.smInbound = this.#smResumeH;
+    }
     if (element.is("r", NS_SM) && this.smAutoAck && this.smInbound !== undefined && !this.#socket.destroyed) {
       this.#socket.write(`<a xmlns='${NS_SM}' h='${this.smInbound}'/>`);
     }
@@ -557,6 +565,46 @@ export class RawClient {
     }
     if (outcome.getName() === "success") {
       scram.verifyServerFinal(Buffer.from(outcome.text(), "base64").toString("utf8"));
+    }
+    return outcome;
+  }
+
+  /**
+   * XEP-0388 (SASL2): one `<authenticate/>` with a SCRAM exchange and `inner` beside it (XEP-0386
+   * `<bind/>`, XEP-0198 `<resume/>`, `<user-agent/>`); resolves with SASL2's `<success/>` (its
+   * server signature verified) or `<failure/>`. No stream restart follows. `resumeH`: the `h` of
+   * an inline `<resume/>`, from which inbound counting continues once resumed.
+   */
+  async authSasl2(
+    mechanism: ScramMechanism,
+    username: string,
+    password: string,
+    inner = "",
+    options: { autoAck?: boolean; resumeH?: number } = {},
+  ): Promise<Element> {
+    this.smAutoAck = options.autoAck ?? false;
+    this.#smResumeH = options.resumeH;
+    const scram = new ScramClient(mechanism, username, password);
+    const first = Buffer.from(scram.clientFirst()).toString("base64");
+    this.send(
+      `<authenticate xmlns='${NS_SASL2}' mechanism='${mechanism}'><initial-response>${first}</initial-response>${inner}</authenticate>`,
+    );
+    const isAnswer = (el: Element) =>
+      el.getNS() === NS_SASL2 && ["challenge", "failure", "success"].includes(el.getName());
+    const challenge = await this.waitFor(isAnswer, `SASL2 server-first (${mechanism})`);
+    if (challenge.getName() !== "challenge") return challenge;
+    const serverFirst = Buffer.from(challenge.text(), "base64").toString("utf8");
+    const final = Buffer.from(scram.clientFinal(serverFirst)).toString("base64");
+    this.send(`<response xmlns='${NS_SASL2}'>${final}</response>`);
+    const outcome = await this.waitFor(
+      (el) => el.getNS() === NS_SASL2 && ["failure", "success"].includes(el.getName()),
+      `SASL2 outcome (${mechanism})`,
+    );
+    if (outcome.getName() === "success") {
+      const data = outcome.getChildText("additional-data") ?? "";
+      scram.verifyServerFinal(Buffer.from(data, "base64").toString("utf8"));
+      const identifier = outcome.getChildText("authorization-identifier") ?? "";
+      if (identifier.includes("/")) this.jid = identifier;
     }
     return outcome;
   }

@@ -176,7 +176,40 @@ declare module "@xmpp/stream-management" {
     streamFeatures: StreamFeatures;
     entity: Client;
     middleware: Middleware;
+    /** With these, XEP-0198 is enabled inside Bind 2 and resumed inside SASL2. */
+    sasl2?: unknown;
+    bind2?: unknown;
   }): StreamManagement;
+}
+
+declare module "@xmpp/sasl2" {
+  import type { StreamFeatures } from "@xmpp/stream-features";
+  import type { Element } from "@xmpp/xml";
+  /** XEP-0388 as xmpp.js speaks it; `setup` takes its XEP-0484 part (unused here, but required). */
+  export interface Sasl2 {
+    setup(parts: { fast: unknown }): void;
+  }
+  export type Sasl2Authenticate = (
+    credentials: { username: string; password: string },
+    mechanism: string,
+    userAgent: Element,
+  ) => Promise<void>;
+  export default function sasl2(
+    args: { streamFeatures: StreamFeatures; saslFactory: unknown },
+    onAuthenticate: (authenticate: Sasl2Authenticate, mechanisms: string[]) => Promise<void>,
+  ): Sasl2;
+}
+
+declare module "@xmpp/client-core/src/bind2/bind2.js" {
+  import type { Client } from "@xmpp/client-core";
+  /** XEP-0386: binds inside SASL2's <authenticate/>, the resource made from `tag`. */
+  export default function bind2(args: { sasl2: unknown; entity: Client }, tag: string): unknown;
+}
+
+declare module "@xmpp/client-core/src/fast/fast.js" {
+  import type { Client } from "@xmpp/client-core";
+  /** XEP-0484 tokens; without a token it leaves SASL2 to the password. */
+  export default function fast(args: { sasl2: unknown; entity: Client }): unknown;
 }
 
 declare module "@xmpp/sasl-scram-sha-1" {

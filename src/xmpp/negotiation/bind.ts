@@ -5,9 +5,10 @@
  */
 import { randomBytes } from "node:crypto";
 import { type Element, xml } from "@xmpp/xml";
-import { fullJid, normalizeResource } from "../jid.ts";
+import { type FullJid, fullJid, normalizeResource } from "../jid.ts";
 import { NS_BIND, NS_PRE_APPROVAL, NS_ROSTER_VER, NS_SESSION, NS_SM } from "../ns.ts";
 import { errorReply, iqResult } from "../stanza.ts";
+import type { BoundSession } from "../stream-host.ts";
 import type { NegotiatingStream } from "./negotiating-stream.ts";
 
 /**
@@ -29,6 +30,27 @@ export function isBindRequest(el: Element): boolean {
   return el.name === "iq" && el.getChild("bind", NS_BIND) !== undefined && el.attrs.type === "set";
 }
 
+/**
+ * Binds `full` to the stream: the session, attached and holding its output until `release()`;
+ * "busy" when the cluster could not take it now; nothing when the stream closed meanwhile.
+ */
+export async function bindResource(
+  stream: NegotiatingStream,
+  full: FullJid,
+): Promise<BoundSession | "busy" | undefined> {
+  const session = await stream.host.bind(full, stream);
+  if (session === undefined) {
+    stream.binding = false;
+    return "busy";
+  }
+  if (stream.closed) {
+    session.end();
+    return undefined;
+  }
+  stream.attach(session);
+  return session;
+}
+
 /** Answers a bind request. */
 export async function onBind(stream: NegotiatingStream, iq: Element): Promise<void> {
   if (stream.binding) return stream.send(errorReply(iq, "not-allowed").toString());
@@ -45,19 +67,14 @@ export async function onBind(stream: NegotiatingStream, iq: Element): Promise<vo
     }
   }
   const full = fullJid(stream.jid!, resource);
-  const session = await stream.host.bind(full, stream);
-  if (session === undefined) {
-    stream.binding = false;
+  const session = await bindResource(stream, full);
+  if (session === "busy") {
     // RFC 6120 §7.6.2 / §8.3.3.18: the server is busy (partitions moving); retry later.
     return stream.send(
       errorReply(iq, "resource-constraint", { text: "the server is busy; try binding again" }).toString(),
     );
   }
-  if (stream.closed) {
-    session.end();
-    return;
-  }
-  stream.attach(session);
+  if (session === undefined) return;
   stream.send(iqResult(iq, undefined, xml("bind", { xmlns: NS_BIND }, xml("jid", {}, full))).toString());
   session.release();
 }

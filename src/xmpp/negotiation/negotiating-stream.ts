@@ -22,8 +22,13 @@ export interface NegotiatingStream extends ClientLink {
   closeWithError(condition: StreamErrorCondition, text?: string): void;
   /** Writes what is queued now (before a TLS upgrade). */
   flush(): void;
-  /** SASL succeeded for `jid`: the auth timeout stops and the stream restarts (RFC 6120 §6.4.6). */
-  authenticated(jid: BareJid): void;
+  /**
+   * SASL succeeded for `jid`: the auth timeout stops and the stream restarts (RFC 6120 §6.4.6),
+   * unless `restart` is false (XEP-0388: no restart after SASL2).
+   */
+  authenticated(jid: BareJid, restart?: boolean): void;
+  /** The `<stream:features/>` of the stream as it stands (after SASL2's `<success/>`). */
+  featuresXml(): string;
   /** Upgrades the transport to TLS (after `<proceed/>`). */
   startTls(): void;
   /** From now on stanzas go to `session`. */

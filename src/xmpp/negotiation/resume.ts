@@ -2,10 +2,12 @@
  * XEP-0198 resumption (§5): `<resume previd h/>` instead of binding takes over a detached
  * session, wherever in the cluster it (or its replica) is: StreamHost.resume finds it. When it
  * cannot be resumed the client gets `<failed/>`, with `h` when the server knows how many of the
- * client's stanzas it handled (XEP-0198 1.6), so that it re-sends only the others.
+ * client's stanzas it handled (XEP-0198 1.6), so that it re-sends only the others. The same
+ * `<resume/>` may come inside XEP-0388's `<authenticate/>` (sasl2-inline.ts).
  */
 import type { Element } from "@xmpp/xml";
 import { NS_SM } from "../ns.ts";
+import type { ResumedSession } from "../stream-host.ts";
 import type { NegotiatingStream } from "./negotiating-stream.ts";
 
 const UNEXPECTED = `<failed xmlns="${NS_SM}"><unexpected-request xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`;
@@ -15,10 +17,17 @@ export function onEnableBeforeBind(stream: NegotiatingStream): void {
   stream.send(UNEXPECTED);
 }
 
-/** Answers `<resume/>`. */
-export async function onResume(stream: NegotiatingStream, el: Element): Promise<void> {
+/**
+ * What a `<resume/>` came to: the session, attached to the stream (the caller answers with
+ * `resumeOn`), or the `<failed/>` to send; nothing when the stream closed meanwhile (the session
+ * stays resumable).
+ */
+export type ResumeAttempt = { session: ResumedSession; previd: string } | { failed: string } | undefined;
+
+/** Takes over the session `el` names, for this stream's account. */
+export async function attemptResume(stream: NegotiatingStream, el: Element): Promise<ResumeAttempt> {
   // One bind or resume per stream (XEP-0198 §5: resume instead of binding).
-  if (stream.binding) return stream.send(UNEXPECTED);
+  if (stream.binding) return { failed: UNEXPECTED };
   stream.binding = true;
   const previd = el.attrs.previd ?? "";
   const h = Number(el.attrs.h);
@@ -41,16 +50,24 @@ export async function onResume(stream: NegotiatingStream, el: Element): Promise<
       // alive knows how many of the client's stanzas were handled, so `h` is left out.
       stream.log.info({ user: stream.jid }, "resumption of a session no live node holds; failed without h");
     }
-    return stream.send(
-      `<failed xmlns="${NS_SM}"${handled}><item-not-found xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`,
-    );
+    return {
+      failed: `<failed xmlns="${NS_SM}"${handled}><item-not-found xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`,
+    };
   }
   const { session } = outcome;
   if (stream.closed) {
     // The new socket died while the session moved: keep it resumable rather than lose it.
     session.onLinkClosed(false);
-    return;
+    return undefined;
   }
   stream.attach(session);
-  session.resumeOn(previd);
+  return { session, previd };
+}
+
+/** Answers `<resume/>`. */
+export async function onResume(stream: NegotiatingStream, el: Element): Promise<void> {
+  const attempt = await attemptResume(stream, el);
+  if (attempt === undefined) return;
+  if ("failed" in attempt) return stream.send(attempt.failed);
+  attempt.session.resumeOn(attempt.previd);
 }

@@ -1,15 +1,19 @@
 /**
- * SASL (RFC 6120 §6): `<auth/>`, challenges and responses, `<success/>` or `<failure/>`. The
- * mechanisms are socket-free state machines (../sasl/); this step drives one and puts the
- * cluster-wide login throttle (`LoginGuard`) between naming an account and checking its
- * credentials: a refused attempt is answered `<temporary-auth-failure/>` (RFC 6120 §6.5.12)
- * before anything is checked, so a refusal reveals nothing about the password.
+ * SASL (RFC 6120 §6): `<auth/>`, challenges and responses, `<success/>` or `<failure/>`; and the
+ * same exchange in XEP-0388's profile (SASL2): `<authenticate/>` with an `<initial-response/>`,
+ * the same challenges and responses in its namespace, and a `<success/>` that carries the
+ * authorization identifier and whatever `<authenticate/>` asked beside (resumption, Bind 2:
+ * sasl2-inline.ts), with no stream restart. The mechanisms are socket-free state machines
+ * (../sasl/); this step drives one and puts the cluster-wide login throttle (`LoginGuard`)
+ * between naming an account and checking its credentials: a refused attempt is answered
+ * `<temporary-auth-failure/>` (RFC 6120 §6.5.12) before anything is checked, so a refusal
+ * reveals nothing about the password.
  */
 import type { Element } from "@xmpp/xml";
 import { escapeXML } from "@xmpp/xml";
 import type { AuthProvider } from "../../auth/auth-provider.ts";
 import { XmppServerError } from "../../errors.ts";
-import { NS_SASL } from "../ns.ts";
+import { NS_SASL, NS_SASL2 } from "../ns.ts";
 import {
   createSaslMechanism,
   offeredMechanisms,
@@ -19,6 +23,7 @@ import {
 } from "../sasl/mechanism.ts";
 import type { LoginTicket } from "../stream-host.ts";
 import type { NegotiatingStream } from "./negotiating-stream.ts";
+import { completeSasl2, sasl2InlineFeatures } from "./sasl2-inline.ts";
 
 /** The mechanisms feature (RFC 6120 §6.4.1): what the authentication provider supports. */
 export function saslFeature(auth: Pick<AuthProvider, "scram">): string {
@@ -27,10 +32,24 @@ export function saslFeature(auth: Pick<AuthProvider, "scram">): string {
     .join("")}</mechanisms>`;
 }
 
+/**
+ * XEP-0388 §2.1: the same mechanisms in SASL2's feature, with what `<authenticate/>` may carry
+ * beside them (sasl2-inline.ts).
+ */
+export function sasl2Feature(auth: Pick<AuthProvider, "scram">): string {
+  return `<authentication xmlns="${NS_SASL2}">${offeredMechanisms(auth)
+    .map((m) => `<mechanism>${m}</mechanism>`)
+    .join("")}<inline>${sasl2InlineFeatures()}</inline></authentication>`;
+}
+
 /** One stream's SASL negotiation: the mechanism in progress, if any. */
 export class SaslNegotiation {
   readonly #stream: NegotiatingStream;
   #mechanism: SaslServerMechanism | undefined;
+  /** The exchange in progress speaks XEP-0388 (SASL2): its `<authenticate/>` request. */
+  #sasl2: Element | undefined;
+  /** The element being answered is SASL2's: so is the answer. */
+  #answerSasl2 = false;
   /** The exchange's attempt, charged to the login throttle once its account was named. */
   #admitted: LoginTicket | undefined;
   /** The throttle refused the exchange's attempt: nothing was checked, nothing is counted. */
@@ -100,24 +119,33 @@ export class SaslNegotiation {
   async #handle(el: Element): Promise<void> {
     const stream = this.#stream;
     const { host } = stream;
+    const sasl2 = el.attrs.xmlns === NS_SASL2;
+    // Each element is answered in its own profile; a response must continue its exchange's.
+    this.#answerSasl2 = sasl2;
+    if (el.name === "auth" || el.name === "authenticate") this.#sasl2 = sasl2 ? el : undefined;
     if (!stream.secure && host.config.tls.requireBeforeAuth) return this.#failure("encryption-required");
     if (el.name === "abort") {
       this.#mechanism = undefined;
       return this.#failure("aborted");
     }
     let step: SaslStep;
-    if (el.name === "auth") {
+    if ((el.name === "auth" && !sasl2) || (el.name === "authenticate" && sasl2)) {
       // A new exchange: one left unfinished keeps its charge (it counts as a failure).
       this.#admitted = undefined;
       this.#refused = false;
       const mechanism = createSaslMechanism(el.attrs.mechanism ?? "", this.#context());
       if (mechanism === undefined) return this.#failure("invalid-mechanism");
       this.#mechanism = mechanism;
-      const text = el.text();
+      // XEP-0388 §2.3: the initial response is a child; RFC 6120 §6.4.2: the element's text.
+      const text = sasl2 ? (el.getChildText("initial-response") ?? "") : el.text();
       const initial = text === "" ? undefined : decodeBase64(text);
       if (initial === null) return this.#failure("incorrect-encoding");
       step = await mechanism.start(initial);
-    } else if (el.name === "response" && this.#mechanism !== undefined) {
+    } else if (
+      el.name === "response" &&
+      this.#mechanism !== undefined &&
+      sasl2 === (this.#sasl2 !== undefined)
+    ) {
       const data = decodeBase64(el.text());
       if (data === null) return this.#failure("incorrect-encoding");
       step = await this.#mechanism.next(data ?? Buffer.alloc(0));
@@ -128,7 +156,7 @@ export class SaslNegotiation {
     switch (step.kind) {
       case "challenge":
         return stream.send(
-          `<challenge xmlns="${NS_SASL}">${step.data.toString("base64") || "="}</challenge>`,
+          `<challenge xmlns="${this.#answerSasl2 ? NS_SASL2 : NS_SASL}">${step.data.toString("base64") || "="}</challenge>`,
         );
       case "failure": {
         this.#mechanism = undefined;
@@ -158,17 +186,38 @@ export class SaslNegotiation {
         host.counters.logins++;
         stream.log.info({ event: "login", address: stream.remoteAddress, user: step.jid }, "login succeeded");
         const data = step.data === undefined ? "" : step.data.toString("base64");
-        stream.send(`<success xmlns="${NS_SASL}">${data}</success>`);
-        // RFC 6120 §6.4.6: the stream restarts after success.
-        stream.authenticated(step.jid);
-        return;
+        const request = this.#sasl2;
+        if (request === undefined) {
+          stream.send(`<success xmlns="${NS_SASL}">${data}</success>`);
+          // RFC 6120 §6.4.6: the stream restarts after success.
+          stream.authenticated(step.jid);
+          return;
+        }
+        this.#sasl2 = undefined;
+        // XEP-0388 §2.6.1: no restart; <success/> names the identity (a full JID once bound)
+        // and is followed by the authenticated stream's features.
+        stream.authenticated(step.jid, false);
+        const additional = data === "" ? "" : `<additional-data>${data}</additional-data>`;
+        return completeSasl2(
+          stream,
+          step.jid,
+          request,
+          (identifier, inner) =>
+            `<success xmlns="${NS_SASL2}">${additional}<authorization-identifier>${escapeXML(identifier)}</authorization-identifier>${inner}</success>`,
+        );
       }
     }
   }
 
   #failure(condition: string, text?: string): void {
     const textXml = text === undefined ? "" : `<text xml:lang="en">${escapeXML(text)}</text>`;
-    this.#stream.send(`<failure xmlns="${NS_SASL}"><${condition}/>${textXml}</failure>`);
+    // XEP-0388 §2.6.2: the RFC 6120 §6.5 condition, in its own namespace, inside SASL2's <failure/>.
+    this.#sasl2 = undefined;
+    this.#stream.send(
+      this.#answerSasl2
+        ? `<failure xmlns="${NS_SASL2}"><${condition} xmlns="${NS_SASL}"/>${textXml}</failure>`
+        : `<failure xmlns="${NS_SASL}"><${condition}/>${textXml}</failure>`,
+    );
   }
 }
 
