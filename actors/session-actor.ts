@@ -1086,10 +1086,10 @@ export class SessionActor {
   }
 
   /** Sends `<resumed/>` and re-sends every unacknowledged stanza (XEP-0198 §5). */
-  resumeOn(previd: string, wrap: (resumed: string) => string = (resumed) => resumed): void {
-    this.#link?.send(
-      wrap(`<resumed xmlns="${NS_SM}" h="${this.#s.handledIn}" previd="${escapeXML(previd)}"/>`),
-    );
+  resumeOn(previd: string, sendResumed?: (resumed: string) => void): void {
+    const resumed = `<resumed xmlns="${NS_SM}" h="${this.#s.handledIn}" previd="${escapeXML(previd)}"/>`;
+    if (sendResumed === undefined) this.#link?.send(resumed);
+    else sendResumed(resumed);
     // The log goes out once the new replicas hold it, like any write (the old ones dropped it).
     const lsn = this.#stream?.lsn ?? 0;
     const gated = this.#stream !== undefined && lsn > this.#stream.ackedLsn;

@@ -165,13 +165,15 @@ export function cloneSessionState(state: SessionSnapshot): SessionSnapshot {
 }
 
 /**
- * About how many bytes `state` takes encoded (its strings plus a fixed overhead): for pacing
- * what is sent (a replica's catch-up), not exact.
+ * About how many bytes `state` takes encoded (its strings in UTF-8 plus a fixed overhead): for
+ * pacing what is sent (a replica's catch-up), not exact.
  */
 export function approxSnapshotBytes(state: SessionSnapshot): number {
-  let bytes = 128 + state.full.length + state.token.length + (state.presence?.length ?? 0);
-  for (const [, xml] of state.unacked) bytes += xml.length + 8;
-  for (const list of [state.blocklist, state.directed, state.dedupe])
-    for (const s of list) bytes += s.length + 2;
+  const utf8 = (text: string): number => Buffer.byteLength(text, "utf8");
+  let bytes = 128 + utf8(state.full) + state.token.length + utf8(state.presence ?? "");
+  for (const [, xml] of state.unacked) bytes += utf8(xml) + 8;
+  for (const list of [state.blocklist, state.directed, state.dedupe]) {
+    for (const text of list) bytes += utf8(text) + 2;
+  }
   return bytes;
 }

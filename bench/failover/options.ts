@@ -129,6 +129,8 @@ export interface FailoverOptions {
   fetchRoster: boolean;
   mechanism: SaslMechanism;
   starttls: boolean;
+  /** XEP-0388 SASL2 with Bind 2 and XEP-0198 inline (one round trip to log in or resume). */
+  sasl2: boolean;
   drainMaxS: number;
   out: string | undefined;
   maxSeconds: number;
@@ -164,6 +166,8 @@ Load:
   --burst-period-ms T    burst: every T ms, the period's messages all at once (default 2000)
   --mechanism M          SCRAM-SHA-1 (default) or PLAIN
   --starttls             STARTTLS before authenticating (default: plain TCP)
+  --sasl2                log in and resume with XEP-0388 SASL2, Bind 2 and XEP-0198 inline,
+                         as Conversations and Monal do (default: RFC 6120 SASL, bind, enable)
   --no-roster            skip the roster fetch at login
   --no-resume            never try XEP-0198 resumption: always log in again
   --backoff-ms B         reconnect delay: random in [0, min(max, B·2^attempt)] (default 500)
@@ -258,6 +262,7 @@ export function parseFailoverOptions(scenario: string, argv: string[]): Failover
       "burst-period-ms": { type: "string" },
       mechanism: { type: "string" },
       starttls: { type: "boolean" },
+      sasl2: { type: "boolean" },
       "no-roster": { type: "boolean" },
       "no-resume": { type: "boolean" },
       "backoff-ms": { type: "string" },
@@ -353,6 +358,7 @@ export function parseFailoverOptions(scenario: string, argv: string[]): Failover
     fetchRoster: !(values["no-roster"] ?? false),
     mechanism,
     starttls: values.starttls ?? false,
+    sasl2: values.sasl2 ?? false,
     drainMaxS: seconds("drain-max", values["drain-max"], 30)!,
     out: values.out,
     maxSeconds: integer("max-seconds", values["max-seconds"], 900),

@@ -243,6 +243,7 @@ export function buildReport(facts: RunFacts) {
       resume: o.resume,
       mechanism: o.mechanism,
       starttls: o.starttls,
+      sasl2: o.sasl2,
       backoff_ms: o.backoffMs,
       backoff_max_ms: o.backoffMaxMs,
       loadgen_procs: o.loadgenProcs,

@@ -181,6 +181,7 @@ export async function runFailover(options: FailoverOptions, env: RunEnvironment)
         password: o.password,
         mechanism: o.mechanism,
         starttls: o.starttls,
+        sasl2: o.sasl2,
         totalUsers: o.clients,
         timeoutMs: o.loginTimeoutMs,
         resume: o.resume,

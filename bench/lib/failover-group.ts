@@ -43,6 +43,8 @@ export interface FailoverGroupConfig {
   password: string;
   mechanism: SaslMechanism;
   starttls: boolean;
+  /** XEP-0388 SASL2 with Bind 2 and XEP-0198 inline. */
+  sasl2?: boolean;
   /** Users are numbered 1..totalUsers; this group owns first..first+count-1. */
   totalUsers: number;
   first: number;
@@ -282,6 +284,7 @@ export class FailoverGroup implements SimUserHost, FailoverLoad {
       password: c.password,
       resource: "load",
       starttls: c.starttls,
+      sasl2: c.sasl2 ?? false,
       mechanism: c.mechanism,
       timeoutMs: c.timeoutMs,
       scramCache: this.#scram,

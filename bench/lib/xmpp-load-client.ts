@@ -17,11 +17,13 @@ import tls from "node:tls";
 import { escapeXML } from "ltx/src/escape.js";
 import {
   NS_BIND,
+  NS_BIND2,
   NS_CLIENT,
   NS_PING,
   NS_REGISTER,
   NS_ROSTER,
   NS_SASL,
+  NS_SASL2,
   NS_SESSION,
   NS_SM,
   NS_STREAM,
@@ -184,6 +186,12 @@ export interface LoadClientOptions {
   sm?: SmSession;
   /** With `sm`: try `<resume/>` when the session has an id. Default true. */
   resume?: boolean;
+  /**
+   * Log in with XEP-0388 SASL2 when offered, as Conversations and Monal do: one `<authenticate/>`
+   * carries the resumption (`<resume/>`) and XEP-0386 Bind 2 with XEP-0198 enabled inline, and
+   * no stream restart follows. Default false (RFC 6120 SASL, restart, bind, enable).
+   */
+  sasl2?: boolean;
   /** Fetch the roster (RFC 6121 §2.1.3) before initial presence, as real clients do. Default false. */
   fetchRoster?: boolean;
   /** Called for each message stanza once bound; keep it cheap. */
@@ -278,6 +286,8 @@ export class LoadClient {
   #step: Step = "await-features";
   #goal: Goal = "login";
   #secured = false;
+  /** This connection authenticates with XEP-0388 (options.sasl2, and the server offers it). */
+  #sasl2 = false;
   #authenticated = false;
   #sessionRequired = false;
   #smOffered = false;
@@ -497,7 +507,7 @@ export class LoadClient {
         return this.#onStartTlsReply(local, ns);
       case "sasl-first":
       case "sasl-final":
-        if (ns === NS_SASL) this.#onSaslReply(element, local);
+        if (ns === NS_SASL || (ns === NS_SASL2 && this.#sasl2)) this.#onSaslReply(element, local);
         return;
       case "bind":
       case "session":
@@ -635,7 +645,12 @@ export class LoadClient {
 
   #startSasl(features: XmlElement): void {
     const wanted = this.options.mechanism ?? "SCRAM-SHA-1";
-    const mechanisms = childOf(features, "mechanisms", NS_SASL);
+    this.#sasl2 = this.options.sasl2 === true && childOf(features, "authentication", NS_SASL2) !== undefined;
+    const mechanisms = childOf(
+      features,
+      this.#sasl2 ? "authentication" : "mechanisms",
+      this.#sasl2 ? NS_SASL2 : NS_SASL,
+    );
     const offered = mechanisms?.children.some((c) => typeof c !== "string" && textOf(c) === wanted) ?? false;
     if (!offered) {
       return this.#fail(new LoadClientError("LOAD_FEATURE_MISSING", `Server does not offer SASL ${wanted}`));
@@ -654,7 +669,74 @@ export class LoadClient {
       initial = Buffer.from(`n,,${clientFirstBare}`, "utf8").toString("base64");
       this.#step = "sasl-first";
     }
-    this.#write(`<auth xmlns='${NS_SASL}' mechanism='${wanted}'>${initial}</auth>`);
+    this.#write(
+      this.#sasl2
+        ? this.#authenticate(features, wanted, initial)
+        : `<auth xmlns='${NS_SASL}' mechanism='${wanted}'>${initial}</auth>`,
+    );
+  }
+
+  /**
+   * XEP-0388's `<authenticate/>`: the initial response, a user agent whose id is stable per
+   * account (so the server's Bind 2 gives a reconnecting client the same resource), an inline
+   * `<resume/>` when there is a session to resume, and Bind 2 with XEP-0198 enabled.
+   */
+  #authenticate(features: XmlElement, mechanism: string, initial: string): string {
+    const inline = childOf(childOf(features, "authentication", NS_SASL2)!, "inline");
+    const sm = this.options.sm;
+    let inner = `<user-agent id='${createHash("sha256").update(this.options.username).digest("hex").slice(0, 32)}'><software>starling-bench</software></user-agent>`;
+    if (
+      sm?.id !== undefined &&
+      this.options.resume !== false &&
+      inline !== undefined &&
+      childOf(inline, "sm", NS_SM)
+    ) {
+      inner += `<resume xmlns='${NS_SM}' previd='${escapeXML(sm.id)}' h='${sm.inbound}'/>`;
+    } else if (sm?.id !== undefined) {
+      this.#carry = sm.abandon();
+    }
+    const smWanted = this.options.streamManagement !== false;
+    const resumable = sm !== undefined && this.options.resume !== false;
+    const enable = !smWanted
+      ? ""
+      : resumable
+        ? `<enable xmlns='${NS_SM}' resume='true'/>`
+        : `<enable xmlns='${NS_SM}'/>`;
+    inner += `<bind xmlns='${NS_BIND2}'><tag>${escapeXML(this.options.resource ?? "load")}</tag>${enable}</bind>`;
+    return `<authenticate xmlns='${NS_SASL2}' mechanism='${mechanism}'><initial-response>${initial}</initial-response>${inner}</authenticate>`;
+  }
+
+  /**
+   * SASL2's `<success/>`: no restart; it says whether the session was resumed (`<resumed/>`) or
+   * bound (`<bound/>`, with `<enabled/>`), or neither (bind the RFC 6120 way on the features
+   * that follow).
+   */
+  #onSasl2Success(success: XmlElement): void {
+    const sm = this.#sm;
+    const resumed = childOf(success, "resumed", NS_SM);
+    if (resumed !== undefined) {
+      this.jid = textOf(childOf(success, "authorization-identifier") ?? success).trim();
+      return this.#onResumeReply(resumed, "resumed");
+    }
+    const failed = childOf(success, "failed", NS_SM);
+    if (failed !== undefined) {
+      const h = failed.attrs.h === undefined ? undefined : Number(failed.attrs.h);
+      this.#carry = sm.abandon(Number.isInteger(h) ? h : undefined);
+    }
+    const bound = childOf(success, "bound", NS_BIND2);
+    if (bound === undefined) {
+      // Not bound: the features that follow offer RFC 6120 binding.
+      this.#step = "await-features";
+      return;
+    }
+    this.jid = textOf(childOf(success, "authorization-identifier") ?? success).trim();
+    const enabled = childOf(bound, "enabled", NS_SM);
+    if (enabled !== undefined) {
+      const resumable = enabled.attrs.resume === "true" || enabled.attrs.resume === "1";
+      this.#sm.begin(resumable ? enabled.attrs.id : undefined, enabled.attrs.location);
+      this.#smActive = true;
+    }
+    this.#afterEnable();
   }
 
   #onSaslReply(element: XmlElement, local: string): void {
@@ -662,7 +744,9 @@ export class LoadClient {
       const condition = firstChildName(element);
       return this.#fail(new LoadClientError("LOAD_SASL", `SASL failure: ${condition}`, condition));
     }
-    const data = Buffer.from(textOf(element).trim(), "base64").toString("utf8");
+    // XEP-0388 §2.6.1: SASL2's server-final-message is the <success/>'s <additional-data/>.
+    const payload = this.#sasl2 && local === "success" ? childOf(element, "additional-data") : element;
+    const data = Buffer.from(payload === undefined ? "" : textOf(payload).trim(), "base64").toString("utf8");
     if (local === "challenge") {
       if (this.#step === "sasl-first") {
         this.#scramFinal(data).catch((error: unknown) =>
@@ -682,6 +766,7 @@ export class LoadClient {
       if (!alreadyVerified && !this.#verifyServerSignature(data)) return;
     }
     this.#authenticated = true;
+    if (this.#sasl2) return this.#onSasl2Success(element);
     // RFC 6120 §6.4.6: on success "the initiating entity MUST initiate a new stream".
     this.#openStream();
   }
@@ -719,7 +804,7 @@ export class LoadClient {
     scram.expectedServerSignature = hmac("sha1", serverKey, authMessage);
     this.#step = "sasl-final";
     const response = Buffer.from(`${clientFinalWithoutProof},p=${proof}`, "utf8").toString("base64");
-    this.#write(`<response xmlns='${NS_SASL}'>${response}</response>`);
+    this.#write(`<response xmlns='${this.#sasl2 ? NS_SASL2 : NS_SASL}'>${response}</response>`);
   }
 
   /** RFC 5802 §3: the client authenticates the server by checking ServerSignature. */

@@ -353,8 +353,10 @@ export class ClusterMember {
   }
 
   #onPeerDown(node: string, reason: string): void {
-    // The link dropped its queue: what it held is re-sent once the link is back.
-    if (reason === "overflow") this.#overflowed.add(node);
+    // The link dropped its queue: what it held is re-sent once the link is back. A re-drive cut
+    // short by the link going down (for any reason) starts again then too: what it had not
+    // re-sent yet, and the replicas it had not caught up, would wait for ever.
+    if (reason === "overflow" || this.#redriving.has(node)) this.#overflowed.add(node);
     const known = this.#unreachable.get(node);
     if (known !== undefined) {
       // A link that reset and whose redial is refused: the process is gone, no need to wait.

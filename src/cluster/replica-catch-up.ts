@@ -9,7 +9,8 @@
  * (test/cluster/partition.test.ts saw 80 ms cycles of it). So the catch-up follows the link's
  * re-drive: a chunk of states per call, the next when the link has drained
  * (cluster-member.ts `#redrive`), and the retry timer's re-initialisations of silent replicas
- * leave alone those waiting here and spend at most a chunk per replica per tick.
+ * leave alone those waiting here (while the round goes on) and spend at most a chunk per
+ * replica per tick.
  */
 import { approxSnapshotBytes, type SessionSnapshot } from "../../actors/session-state.ts";
 import type { ReplicaStream } from "./session-replicas.ts";
@@ -19,14 +20,20 @@ interface Lagging {
   state: SessionSnapshot;
 }
 
+/**
+ * A round whose chunks stopped coming (its node's link went down and no new round started, its
+ * node died) no longer holds its streams back from the retry timer after this long.
+ */
+export const CATCH_UP_IDLE_MS = 3_000;
+
 export class ReplicaCatchUp {
   /**
    * Per replica shard: the re-drive round, the streams whose state it has still to send (from
-   * `next` on), and the same streams as a set for {@link waits}.
+   * `next` on), the same streams as a set for {@link waits}, and when a chunk last went.
    */
   readonly #pending = new Map<
     number,
-    { round: number; streams: Lagging[]; next: number; waiting: Set<ReplicaStream> }
+    { round: number; streams: Lagging[]; next: number; waiting: Set<ReplicaStream>; at: number }
   >();
 
   /**
@@ -42,32 +49,41 @@ export class ReplicaCatchUp {
       streams: lagging,
       next: 0,
       waiting: new Set(lagging.map((entry) => entry.stream)),
+      at: now,
     });
   }
 
   /**
    * Re-initialises waiting copies on `replica` until about `maxBytes` went (at least one);
-   * returns how many still wait. A stream that ended or caught up meanwhile is skipped.
+   * returns the bytes sent and how many copies still wait. A stream that ended or caught up
+   * meanwhile is skipped.
    */
-  next(replica: number, maxBytes: number, now: number): number {
+  next(replica: number, maxBytes: number, now: number): { sent: number; remaining: number } {
     const pending = this.#pending.get(replica);
-    if (pending === undefined) return 0;
+    if (pending === undefined) return { sent: 0, remaining: 0 };
+    pending.at = now;
     let sent = 0;
     while (pending.next < pending.streams.length && (sent === 0 || sent < maxBytes)) {
       const { stream, state } = pending.streams[pending.next++]!;
       pending.waiting.delete(stream);
-      if (!stream.lagging(now, 0).includes(replica)) continue;
+      if (stream.ended || !stream.lagging(now, 0).includes(replica)) continue;
       stream.reinit(replica, state, now);
       sent += approxSnapshotBytes(state);
     }
     const remaining = pending.streams.length - pending.next;
     if (remaining === 0) this.#pending.delete(replica);
-    return remaining;
+    return { sent, remaining };
   }
 
-  /** Whether `stream`'s copy on `replica` waits for a chunk (the retry timer leaves it alone). */
-  waits(replica: number, stream: ReplicaStream): boolean {
-    return this.#pending.get(replica)?.waiting.has(stream) ?? false;
+  /** Whether `stream`'s copy on `replica` waits for a chunk of a live round (the retry timer leaves it alone). */
+  waits(replica: number, stream: ReplicaStream, now: number): boolean {
+    const pending = this.#pending.get(replica);
+    if (pending === undefined) return false;
+    if (now - pending.at > CATCH_UP_IDLE_MS) {
+      this.#pending.delete(replica);
+      return false;
+    }
+    return pending.waiting.has(stream);
   }
 
   /**
@@ -82,7 +98,7 @@ export class ReplicaCatchUp {
       for (const replica of stream.lagging(now, stallMs)) {
         const bytes = spent.get(replica) ?? 0;
         if (bytes > 0 && bytes >= maxBytes) continue;
-        if (this.waits(replica, stream)) continue;
+        if (this.waits(replica, stream, now)) continue;
         stream.reinit(replica, state, now);
         spent.set(replica, bytes + approxSnapshotBytes(state));
         reinitialised++;

@@ -153,6 +153,11 @@ export class ReplicaStream {
     this.#init(replicas, state);
   }
 
+  /** The session ended here: nothing more is sent. */
+  get ended(): boolean {
+    return this.#ended;
+  }
+
   /** The replicas now. */
   get replicas(): readonly number[] {
     return this.#replicas;

@@ -628,12 +628,11 @@ const control: WorkerControl = {
       auditedRounds.set(nodeNo, round);
       catchUpReplicasOn(nodeNo, round);
     }
-    // Half the chunk for the copies' states, half for the retained messages.
-    const half = Math.max(1, Math.floor(maxBytes / 2));
-    const states = catchUp.next(mainShardOf(nodeNo), half, Date.now());
-    const { resent, remaining } = router.redrive(nodeNo, round, half);
+    // Up to half the chunk for the copies' states, the rest for the retained messages.
+    const states = catchUp.next(mainShardOf(nodeNo), Math.max(1, Math.floor(maxBytes / 2)), Date.now());
+    const { resent, remaining } = router.redrive(nodeNo, round, Math.max(1, maxBytes - states.sent));
     if (resent > 0) log.warn({ nodeNo, resent, remaining }, "re-sent what a peer link dropped");
-    return remaining + states;
+    return remaining + states.remaining;
   },
   fence() {
     void listeners?.close();

@@ -52,9 +52,9 @@ export interface BoundSession extends StreamSession {
 export interface ResumedSession extends StreamSession {
   /**
    * Answers `<resumed/>` and re-sends what the client had not acknowledged (XEP-0198 §5).
-   * `wrap` puts `<resumed/>` in what carries it (XEP-0388's `<success/>`).
+   * `sendResumed` sends `<resumed/>` in what carries it (XEP-0388's `<success/>`), before them.
    */
-  resumeOn(previd: string, wrap?: (resumed: string) => string): void;
+  resumeOn(previd: string, sendResumed?: (resumed: string) => void): void;
 }
 
 /** What a resumption found: the session, or why not (with the handled count when it is known). */

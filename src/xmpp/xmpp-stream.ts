@@ -13,7 +13,7 @@ import { StreamError, type StreamErrorCondition } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { BareJid } from "./jid.ts";
 import { parseJid } from "./jid.ts";
-import { bindFeatures, isBindRequest, onBind } from "./negotiation/bind.ts";
+import { bindFeatures, boundFeatures, isBindRequest, onBind } from "./negotiation/bind.ts";
 import type { NegotiatingStream } from "./negotiation/negotiating-stream.ts";
 import { isRegisterRequest, onRegister, registerFeature } from "./negotiation/register.ts";
 import { onEnableBeforeBind, onResume } from "./negotiation/resume.ts";
@@ -152,6 +152,8 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
       }
     } else if (this.#session === undefined && !this.binding) {
       parts.push(bindFeatures());
+    } else {
+      parts.push(boundFeatures());
     }
     return `<stream:features>${parts.join("")}</stream:features>`;
   }

@@ -92,6 +92,19 @@ class WebSocketStream extends Duplex {
     this.#ws = ws;
     ws.on("message", (data) => {
       const text = data.toString();
+      // RFC 7395 §3.3.3: every message is one complete element that stands on its own (its
+      // namespaces declared in it). Anything else is the server's fault: fail the connection.
+      const { pieces, rest } = splitTopLevel(text);
+      const undeclared = /^<stream:/.test(text) && !/^<stream:[^>]*\sxmlns:stream=/.test(text);
+      if (pieces.length !== 1 || rest.trim() !== "" || undeclared) {
+        this.destroy(
+          new Error(
+            `RFC 7395 §3.3.3: a WebSocket message must be one element with its namespaces declared; got ${JSON.stringify(text.slice(0, 300))}`,
+          ),
+        );
+        ws.close();
+        return;
+      }
       if (/^<open[\s/]/.test(text) && text.includes(NS_FRAMING)) {
         this.push(`<stream:stream xmlns='${NS_CLIENT}' xmlns:stream='${NS_STREAM}' ${attributesOf(text)}>`);
       } else if (/^<close[\s/]/.test(text) && text.includes(NS_FRAMING)) {

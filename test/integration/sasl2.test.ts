@@ -111,6 +111,10 @@ describe("SASL2 and Bind 2", () => {
     assert.equal(enabled?.attrs.resume, "true", `XEP-0198 enabled in <bound/>: ${success.toString()}`);
     const features = await featuresAfter(a, success);
     assert.equal(features.getChild("bind", NS_BIND), undefined, "already bound: no RFC 6120 bind offered");
+    assert.ok(
+      features.getChild("ver", "urn:xmpp:features:rosterver"),
+      `roster versioning: ${features.toString()}`,
+    );
     // The stream is live without a restart: presence, a message each way, and XEP-0198 counts.
     a.send(`<presence><priority>0</priority></presence>`);
     a.send(`<message to='${bob!.jid}' type='chat'><body>hello over SASL2</body></message>`);

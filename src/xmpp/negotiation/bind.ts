@@ -25,6 +25,14 @@ export function bindFeatures(): string {
   );
 }
 
+/**
+ * What a stream bound through XEP-0386 (or resumed inline) still offers after SASL2's
+ * `<success/>`: the informational features (roster versioning, pre-approval), not binding.
+ */
+export function boundFeatures(): string {
+  return `<ver xmlns="${NS_ROSTER_VER}"/><sub xmlns="${NS_PRE_APPROVAL}"/>`;
+}
+
 /** Whether `el` is a bind request. */
 export function isBindRequest(el: Element): boolean {
   return el.name === "iq" && el.getChild("bind", NS_BIND) !== undefined && el.attrs.type === "set";
@@ -43,7 +51,7 @@ export async function bindResource(
     stream.binding = false;
     return "busy";
   }
-  if (stream.closed) {
+  if (stream.closing || stream.closed) {
     session.end();
     return undefined;
   }

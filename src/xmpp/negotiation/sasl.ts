@@ -119,6 +119,10 @@ export class SaslNegotiation {
   async #handle(el: Element): Promise<void> {
     const stream = this.#stream;
     const { host } = stream;
+    // One that waited for its turn behind the exchange that authenticated the stream.
+    if (stream.jid !== undefined) {
+      return stream.closeWithError("policy-violation", "a SASL element after authentication");
+    }
     const sasl2 = el.attrs.xmlns === NS_SASL2;
     // Each element is answered in its own profile; a response must continue its exchange's.
     this.#answerSasl2 = sasl2;
@@ -210,6 +214,8 @@ export class SaslNegotiation {
   }
 
   #failure(condition: string, text?: string): void {
+    // A failure ends the exchange (RFC 6120 §6.4.5, XEP-0388 §2.6.2): no response continues it.
+    this.#mechanism = undefined;
     const textXml = text === undefined ? "" : `<text xml:lang="en">${escapeXML(text)}</text>`;
     // XEP-0388 §2.6.2: the RFC 6120 §6.5 condition, in its own namespace, inside SASL2's <failure/>.
     this.#sasl2 = undefined;

@@ -50,11 +50,13 @@ export async function completeSasl2(
     const attempt = await attemptResume(stream, resume);
     if (attempt === undefined) return;
     if ("session" in attempt) {
-      // <success/> with <resumed/> and the features, then the stanzas the client had not acknowledged.
-      attempt.session.resumeOn(
-        attempt.previd,
-        (resumed) => success(attempt.session.full, resumed) + stream.featuresXml(),
-      );
+      // <success/> with <resumed/>, the features, then the stanzas the client had not
+      // acknowledged. Each element on its own: over WebSocket every send is one message, which
+      // holds one element (RFC 7395 §3.3.3).
+      attempt.session.resumeOn(attempt.previd, (resumed) => {
+        stream.send(success(attempt.session.full, resumed));
+        stream.send(stream.featuresXml());
+      });
       return;
     }
     inner = attempt.failed;
@@ -66,19 +68,28 @@ export async function completeSasl2(
     const session = await bindResource(stream, full);
     if (session === undefined) return;
     if (session !== "busy") {
-      let bound = "";
-      for (const feature of bind.getChildElements()) {
-        if (feature.name !== "enable") continue;
-        if (feature.attrs.xmlns === NS_SM) {
-          bound += session.enableSm(feature.attrs.resume === "true" || feature.attrs.resume === "1");
-        } else if (feature.attrs.xmlns === NS_CARBONS) {
-          await session.setCarbons(true);
-        }
+      const features = bind.getChildElements().filter((feature) => feature.name === "enable");
+      if (features.some((feature) => feature.attrs.xmlns === NS_CARBONS)) {
+        // XEP-0386 §3.2: carbons "MUST succeed"; should the user's actor not answer in time, the
+        // login goes on without them (the client may enable them the XEP-0280 way).
+        await session.setCarbons(true).catch((error: unknown) => {
+          stream.log.warn(
+            { err: error, user: jid },
+            "carbons not enabled inline; the client may enable them",
+          );
+        });
       }
-      if (stream.closing) return;
-      stream.send(
-        success(full, `${inner}<bound xmlns="${NS_BIND2}">${bound}</bound>`) + stream.featuresXml(),
-      );
+      if (stream.closing || stream.closed) {
+        // Gone before it heard of its session (as a legacy bind whose stream closed).
+        session.end();
+        return;
+      }
+      // Last, once nothing can fail: the resumption id goes out in this very <success/>.
+      const sm = features.find((feature) => feature.attrs.xmlns === NS_SM);
+      const enabled =
+        sm === undefined ? "" : session.enableSm(sm.attrs.resume === "true" || sm.attrs.resume === "1");
+      stream.send(success(full, `${inner}<bound xmlns="${NS_BIND2}">${enabled}</bound>`));
+      stream.send(stream.featuresXml());
       session.release();
       return;
     }
@@ -86,7 +97,8 @@ export async function completeSasl2(
     // the RFC 6120 way (the features offer it), as after any SASL success.
     stream.log.warn({ user: jid }, "Bind 2 not done: the server is busy; the client may bind again");
   }
-  stream.send(success(jid, inner) + stream.featuresXml());
+  stream.send(success(jid, inner));
+  stream.send(stream.featuresXml());
 }
 
 /**
@@ -94,7 +106,10 @@ export async function completeSasl2(
  * account and the client's `<user-agent id/>`, or random without one.
  */
 export function bind2Resource(jid: BareJid, bind: Element, request: Element): string {
-  const tagText = bind.getChildText("tag")?.trim().slice(0, MAX_BIND2_TAG_LENGTH) ?? "";
+  // Cut by code points, not UTF-16 units: half a surrogate pair is no character.
+  const tagText = Array.from(bind.getChildText("tag")?.trim() ?? "")
+    .slice(0, MAX_BIND2_TAG_LENGTH)
+    .join("");
   const tag = tagText === "" ? undefined : normalizeResource(tagText.replaceAll("/", "-"));
   const agent = request.getChild("user-agent")?.attrs.id;
   const id =
