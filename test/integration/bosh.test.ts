@@ -23,6 +23,7 @@ import { parseMessage } from "../helpers/ws-client.ts";
 
 const NS_STREAM = "http://etherx.jabber.org/streams";
 const NS_SASL = "urn:ietf:params:xml:ns:xmpp-sasl";
+const NS_SASL2 = "urn:xmpp:sasl:2";
 
 /** POSTs `body` to the node's plain port on a new connection. */
 function post(port: number, body: string, headers: Record<string, string> = {}): Promise<BoshHttpAnswer> {
@@ -46,6 +47,32 @@ describe("BOSH (XEP-0124, XEP-0206)", () => {
     assert.ok((body.attrs.authid ?? "").length > 0, "the stream id");
     const features = body.getChild("features", NS_STREAM) ?? body.getChild("stream:features");
     assert.ok(features?.getChild("mechanisms", NS_SASL), body.toString());
+  });
+
+  it("SASL2 with Bind 2 logs in without the restart request (XEP-0388 over XEP-0206)", async (t) => {
+    const [web, tcp] = await newUsers(node(), 2, "bosh2");
+    const client = new BoshClient(plainBoshEndpoint(port()));
+    const created = await client.create(node().domain);
+    const features = created.getChild("features", NS_STREAM) ?? created.getChild("stream:features");
+    assert.ok(features?.getChild("authentication", NS_SASL2), created.toString());
+    const initial = Buffer.from(`\0${web!.username}\0${web!.password}`).toString("base64");
+    // No request is held yet: the answer comes on this one, <success/> and the features.
+    const answer = await client.send(
+      `<authenticate xmlns="${NS_SASL2}" mechanism="PLAIN"><initial-response>${initial}</initial-response>` +
+        `<bind xmlns="urn:xmpp:bind:0"><tag>web</tag></bind></authenticate>`,
+    );
+    const success = answer.getChild("success", NS_SASL2);
+    assert.ok(success, answer.toString());
+    const full = success.getChildText("authorization-identifier") ?? "";
+    assert.match(full, /\/web\//, full);
+    assert.ok(success.getChild("bound", "urn:xmpp:bind:0"), success.toString());
+    // Bound on this very stream: a message from a TCP client reaches the held request.
+    const other = await connectClient(node(), { username: tcp!.username, password: tcp!.password }, t);
+    const held = client.send();
+    await other.send(
+      xml("message", { to: full, type: "chat", id: "s2" }, xml("body", {}, "to SASL2 over BOSH")),
+    );
+    assert.equal((await held).getChild("message")?.getChildText("body"), "to SASL2 over BOSH");
   });
 
   it("logs in, binds, and a held request is answered by a TCP client's message; it chats back", async (t) => {
