@@ -819,6 +819,14 @@ export class SessionActor {
     );
   }
 
+  get smEnabled(): boolean {
+    return this.#smEnabled;
+  }
+
+  writeFromServer(xmlText: string): void {
+    this.write(xmlText, false);
+  }
+
   #sendToClient(xmlText: string): void {
     if (this.#link === undefined) return;
     this.#link.send(xmlText);

@@ -288,6 +288,8 @@ export class LoadClient {
   #secured = false;
   /** This connection authenticates with XEP-0388 (options.sasl2, and the server offers it). */
   #sasl2 = false;
+  /** Its `<authenticate/>` carried a `<resume/>`. */
+  #resumeInline = false;
   #authenticated = false;
   #sessionRequired = false;
   #smOffered = false;
@@ -685,16 +687,14 @@ export class LoadClient {
     const inline = childOf(childOf(features, "authentication", NS_SASL2)!, "inline");
     const sm = this.options.sm;
     let inner = `<user-agent id='${createHash("sha256").update(this.options.username).digest("hex").slice(0, 32)}'><software>starling-bench</software></user-agent>`;
-    if (
+    // Without an inline <resume/>, the session is abandoned once SASL succeeds (#onSasl2Success).
+    this.#resumeInline =
       sm?.id !== undefined &&
       this.options.resume !== false &&
       inline !== undefined &&
-      childOf(inline, "sm", NS_SM)
-    ) {
-      inner += `<resume xmlns='${NS_SM}' previd='${escapeXML(sm.id)}' h='${sm.inbound}'/>`;
-    } else if (sm?.id !== undefined) {
-      this.#carry = sm.abandon();
-    }
+      childOf(inline, "sm", NS_SM) !== undefined;
+    if (this.#resumeInline)
+      inner += `<resume xmlns='${NS_SM}' previd='${escapeXML(sm!.id!)}' h='${sm!.inbound}'/>`;
     const smWanted = this.options.streamManagement !== false;
     const resumable = sm !== undefined && this.options.resume !== false;
     const enable = !smWanted
@@ -722,6 +722,9 @@ export class LoadClient {
     if (failed !== undefined) {
       const h = failed.attrs.h === undefined ? undefined : Number(failed.attrs.h);
       this.#carry = sm.abandon(Number.isInteger(h) ? h : undefined);
+    } else if (!this.#resumeInline && sm.id !== undefined) {
+      // A session this connection did not try to resume: its unacknowledged stanzas go again.
+      this.#carry = sm.abandon();
     }
     const bound = childOf(success, "bound", NS_BIND2);
     if (bound === undefined) {
@@ -757,7 +760,8 @@ export class LoadClient {
         return;
       }
       // Some servers send the server signature in a final challenge instead of <success/>.
-      if (this.#verifyServerSignature(data)) this.#write(`<response xmlns='${NS_SASL}'/>`);
+      if (this.#verifyServerSignature(data))
+        this.#write(`<response xmlns='${this.#sasl2 ? NS_SASL2 : NS_SASL}'/>`);
       return;
     }
     if (local !== "success") return;

@@ -21,10 +21,12 @@ interface Lagging {
 }
 
 /**
- * A round whose chunks stopped coming (its node's link went down and no new round started, its
- * node died) no longer holds its streams back from the retry timer after this long.
+ * A round whose chunks stopped coming (a worker call failed, its node died) no longer holds its
+ * streams back from the retry timer after this long. Long enough for a round that is only
+ * waiting for its link to drain (the main thread sends no chunk meanwhile); a round cut short by
+ * the link going down starts again at the next link-up (cluster-member.ts `#onPeerDown`).
  */
-export const CATCH_UP_IDLE_MS = 3_000;
+export const CATCH_UP_IDLE_MS = 30_000;
 
 export class ReplicaCatchUp {
   /**
@@ -92,6 +94,10 @@ export class ReplicaCatchUp {
    * how many it re-initialised.
    */
   stalled(streams: Iterable<Lagging>, stallMs: number, maxBytes: number, now: number): number {
+    // Rounds idle too long go, whether or not a stream still lists their replica (its node died).
+    for (const [replica, pending] of this.#pending) {
+      if (now - pending.at > CATCH_UP_IDLE_MS) this.#pending.delete(replica);
+    }
     const spent = new Map<number, number>();
     let reinitialised = 0;
     for (const { stream, state } of streams) {

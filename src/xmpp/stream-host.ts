@@ -32,6 +32,13 @@ export interface StreamSession {
   readonly full: string;
   /** One stanza or XEP-0198 element from the client. */
   handle(el: Element): void;
+  /**
+   * A stanza the stream itself sends the client (a keepalive ping): written like any stanza to
+   * the session, so XEP-0198 counts it (§4: the client counts every stanza it handles).
+   */
+  writeFromServer(xmlText: string): void;
+  /** XEP-0198 is enabled (or was resumed) on it. */
+  readonly smEnabled: boolean;
   /** The stream ended: cleanly (`</stream:stream>`) or not (the connection dropped). */
   onLinkClosed(clean: boolean): void;
 }

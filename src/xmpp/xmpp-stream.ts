@@ -153,7 +153,7 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
     } else if (this.#session === undefined && !this.binding) {
       parts.push(bindFeatures());
     } else {
-      parts.push(boundFeatures());
+      parts.push(boundFeatures(this.#session?.smEnabled ?? false));
     }
     return `<stream:features>${parts.join("")}</stream:features>`;
   }
@@ -281,11 +281,14 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
         }
         if (now - this.#lastInbound >= interval && (pingSentAt === 0 || this.#lastInbound >= pingSentAt)) {
           pingSentAt = now;
-          this.send(
-            `<iq xmlns="${NS_CLIENT}" type="get" id="ping-${now}" from="${escapeXML(this.host.config.domain)}" to="${escapeXML(
-              this.#session?.full ?? "",
-            )}"><ping xmlns="urn:xmpp:ping"/></iq>`,
-          );
+          const ping = `<iq xmlns="${NS_CLIENT}" type="get" id="ping-${now}" from="${escapeXML(this.host.config.domain)}" to="${escapeXML(
+            this.#session?.full ?? "",
+          )}"><ping xmlns="urn:xmpp:ping"/></iq>`;
+          // Through the session, which counts it for XEP-0198: sent beside it, a client's <a h/>
+          // counting the ping was one above the server's count, and the session was ended as
+          // "acknowledged more stanzas than were sent".
+          if (this.#session !== undefined) this.#session.writeFromServer(ping);
+          else this.send(ping);
         }
       },
       Math.max(100, Math.min(interval, timeout) / 2),

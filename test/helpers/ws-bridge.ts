@@ -95,7 +95,9 @@ class WebSocketStream extends Duplex {
       // RFC 7395 §3.3.3: every message is one complete element that stands on its own (its
       // namespaces declared in it). Anything else is the server's fault: fail the connection.
       const { pieces, rest } = splitTopLevel(text);
-      const undeclared = /^<stream:/.test(text) && !/^<stream:[^>]*\sxmlns:stream=/.test(text);
+      const undeclared =
+        (/^<stream:/.test(text) && !/^<stream:[^>]*\sxmlns:stream=/.test(text)) ||
+        (/^<[A-Za-z][\w.-]*[\s/>]/.test(text) && !/^<[^>]*\sxmlns=/.test(text));
       if (pieces.length !== 1 || rest.trim() !== "" || undeclared) {
         this.destroy(
           new Error(

@@ -115,6 +115,7 @@ describe("SASL2 and Bind 2", () => {
       features.getChild("ver", "urn:xmpp:features:rosterver"),
       `roster versioning: ${features.toString()}`,
     );
+    assert.equal(features.getChild("sm", NS_SM), undefined, "XEP-0198 already enabled");
     // The stream is live without a restart: presence, a message each way, and XEP-0198 counts.
     a.send(`<presence><priority>0</priority></presence>`);
     a.send(`<message to='${bob!.jid}' type='chat'><body>hello over SASL2</body></message>`);
@@ -191,7 +192,8 @@ describe("SASL2 and Bind 2", () => {
     assert.equal(resumed?.attrs.h, "1", "the server had handled alice's presence");
     assert.equal(resumedSuccess.getChild("bound", NS_BIND2), undefined, "resumed: the bind is ignored");
     assert.equal(resumedSuccess.getChildText("authorization-identifier"), full, "the same full JID");
-    await featuresAfter(back, resumedSuccess);
+    const afterResume = await featuresAfter(back, resumedSuccess);
+    assert.equal(afterResume.getChild("sm", NS_SM), undefined, "resumed: XEP-0198 is on");
     await back.waitFor(isMessageWithBody("m3"), "m3 again");
     assert.deepEqual(
       back.received.filter((el) => el.getName() === "message").map((el) => el.getChildText("body")),
@@ -215,6 +217,23 @@ describe("SASL2 and Bind 2", () => {
     assert.ok(success.getChild("failed", NS_SM)?.getChild("item-not-found"), success.toString());
     assert.ok(success.getChild("bound", NS_BIND2)?.getChild("enabled", NS_SM), success.toString());
     assert.equal(bareJid(success.getChildText("authorization-identifier")!), alice!.jid);
+  });
+
+  test("Bind 2 without XEP-0198 inline: the features offer it, and <enable/> the §3 way works", async (t) => {
+    const node = getNode();
+    const [alice] = await newUsers(node, 1, "latesm");
+    const { client, success } = await sasl2Login(
+      t,
+      node,
+      alice!,
+      `<user-agent id='${randomUUID()}'/><bind xmlns='${NS_BIND2}'><tag>Plain</tag></bind>`,
+      "alice",
+    );
+    assert.equal(success.getChild("bound", NS_BIND2)?.getChild("enabled", NS_SM), undefined);
+    const features = await featuresAfter(client, success);
+    assert.ok(features.getChild("sm", NS_SM), features.toString());
+    const enabled = await client.enableSm({ resume: true });
+    assert.ok(enabled.is("enabled", NS_SM), enabled.toString());
   });
 
   test("without Bind 2 the client binds the RFC 6120 way on the same stream", async (t) => {

@@ -72,6 +72,27 @@ describe("enable and acknowledgements", () => {
     assert.equal(await client.requestAck(), 4, "the count keeps going");
   });
 
+  test("the server's keepalive pings count in XEP-0198: a client that acknowledges them is not cut off", async (t) => {
+    const node = await startNode(t, {
+      config: { limits: { clientPingIntervalMs: 300, clientPingTimeoutMs: 5_000 } },
+    });
+    const user = await newUser(node);
+    const client = await loginRaw(t, node, user, { roster: false });
+    await client.enableSm({ resume: true });
+    // XEP-0199 §3: a silent client is pinged; it answers, and (XEP-0198 §4) counts the ping as a
+    // stanza it handled, as every client does.
+    const ping = await client.waitFor(
+      (el) => el.getName() === "iq" && el.attrs.type === "get" && el.getChild("ping", NS_PING) !== undefined,
+      "a ping from the server",
+    );
+    assert.ok((client.smInbound ?? 0) >= 1, "the ping counted");
+    client.send(`<a xmlns='${NS_SM}' h='${client.smInbound}'/>`);
+    client.send(`<message to='${user.jid}/elsewhere' type='headline'><body>after the ping</body></message>`);
+    assert.equal(await client.requestAck(), 2, "the pong and the message");
+    assert.equal(client.streamError, undefined, client.describe());
+    assert.ok(ping.attrs.id);
+  });
+
   test("enable before resource binding is refused with <unexpected-request/>", async (t) => {
     const node = getNode();
     const user = await newUser(node);

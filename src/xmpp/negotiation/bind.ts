@@ -27,10 +27,11 @@ export function bindFeatures(): string {
 
 /**
  * What a stream bound through XEP-0386 (or resumed inline) still offers after SASL2's
- * `<success/>`: the informational features (roster versioning, pre-approval), not binding.
+ * `<success/>`: not binding, but XEP-0198 while it is not enabled (a client may enable it the
+ * §3 way after a Bind 2 that did not), roster versioning and pre-approval.
  */
-export function boundFeatures(): string {
-  return `<ver xmlns="${NS_ROSTER_VER}"/><sub xmlns="${NS_PRE_APPROVAL}"/>`;
+export function boundFeatures(smEnabled: boolean): string {
+  return `${smEnabled ? "" : `<sm xmlns="${NS_SM}"/>`}<ver xmlns="${NS_ROSTER_VER}"/><sub xmlns="${NS_PRE_APPROVAL}"/>`;
 }
 
 /** Whether `el` is a bind request. */
