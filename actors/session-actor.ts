@@ -823,10 +823,6 @@ export class SessionActor {
     return this.#smEnabled;
   }
 
-  writeFromServer(xmlText: string): void {
-    this.write(xmlText, false);
-  }
-
   #sendToClient(xmlText: string): void {
     if (this.#link === undefined) return;
     this.#link.send(xmlText);

@@ -518,12 +518,7 @@ export class LoadClient {
         return;
       case "sm-enable":
         if (ns === NS_SM && (local === "enabled" || local === "failed")) {
-          if (local === "enabled") {
-            // XEP-0198 §4: both counters start at zero once management is enabled.
-            const resumable = element.attrs.resume === "true" || element.attrs.resume === "1";
-            this.#sm.begin(resumable ? element.attrs.id : undefined, element.attrs.location);
-            this.#smActive = true;
-          }
+          if (local === "enabled") this.#onEnabled(element);
           this.#afterEnable();
         }
         return;
@@ -645,14 +640,15 @@ export class LoadClient {
     });
   }
 
+  /** The namespace of this connection's SASL elements (XEP-0388's or RFC 6120's). */
+  get #saslNs(): string {
+    return this.#sasl2 ? NS_SASL2 : NS_SASL;
+  }
+
   #startSasl(features: XmlElement): void {
     const wanted = this.options.mechanism ?? "SCRAM-SHA-1";
     this.#sasl2 = this.options.sasl2 === true && childOf(features, "authentication", NS_SASL2) !== undefined;
-    const mechanisms = childOf(
-      features,
-      this.#sasl2 ? "authentication" : "mechanisms",
-      this.#sasl2 ? NS_SASL2 : NS_SASL,
-    );
+    const mechanisms = childOf(features, this.#sasl2 ? "authentication" : "mechanisms", this.#saslNs);
     const offered = mechanisms?.children.some((c) => typeof c !== "string" && textOf(c) === wanted) ?? false;
     if (!offered) {
       return this.#fail(new LoadClientError("LOAD_FEATURE_MISSING", `Server does not offer SASL ${wanted}`));
@@ -706,6 +702,13 @@ export class LoadClient {
     return `<authenticate xmlns='${NS_SASL2}' mechanism='${mechanism}'><initial-response>${initial}</initial-response>${inner}</authenticate>`;
   }
 
+  /** XEP-0198 §4: `<enabled/>` (on its own or in Bind 2's `<bound/>`): both counters start at zero. */
+  #onEnabled(enabled: XmlElement): void {
+    const resumable = enabled.attrs.resume === "true" || enabled.attrs.resume === "1";
+    this.#sm.begin(resumable ? enabled.attrs.id : undefined, enabled.attrs.location);
+    this.#smActive = true;
+  }
+
   /**
    * SASL2's `<success/>`: no restart; it says whether the session was resumed (`<resumed/>`) or
    * bound (`<bound/>`, with `<enabled/>`), or neither (bind the RFC 6120 way on the features
@@ -734,11 +737,7 @@ export class LoadClient {
     }
     this.jid = textOf(childOf(success, "authorization-identifier") ?? success).trim();
     const enabled = childOf(bound, "enabled", NS_SM);
-    if (enabled !== undefined) {
-      const resumable = enabled.attrs.resume === "true" || enabled.attrs.resume === "1";
-      this.#sm.begin(resumable ? enabled.attrs.id : undefined, enabled.attrs.location);
-      this.#smActive = true;
-    }
+    if (enabled !== undefined) this.#onEnabled(enabled);
     this.#afterEnable();
   }
 
@@ -760,8 +759,7 @@ export class LoadClient {
         return;
       }
       // Some servers send the server signature in a final challenge instead of <success/>.
-      if (this.#verifyServerSignature(data))
-        this.#write(`<response xmlns='${this.#sasl2 ? NS_SASL2 : NS_SASL}'/>`);
+      if (this.#verifyServerSignature(data)) this.#write(`<response xmlns='${this.#saslNs}'/>`);
       return;
     }
     if (local !== "success") return;
@@ -808,7 +806,7 @@ export class LoadClient {
     scram.expectedServerSignature = hmac("sha1", serverKey, authMessage);
     this.#step = "sasl-final";
     const response = Buffer.from(`${clientFinalWithoutProof},p=${proof}`, "utf8").toString("base64");
-    this.#write(`<response xmlns='${this.#sasl2 ? NS_SASL2 : NS_SASL}'>${response}</response>`);
+    this.#write(`<response xmlns='${this.#saslNs}'>${response}</response>`);
   }
 
   /** RFC 5802 §3: the client authenticates the server by checking ServerSignature. */

@@ -6,7 +6,7 @@
  * can be more than that budget again (a worker with thousands of sessions, each with a log of
  * unacknowledged stanzas): the link overflows again, drops the states, reconnects, and the same
  * catch-up starts over, for ever, while every write to those sessions waits for their replicas
- * (test/cluster/partition.test.ts saw 80 ms cycles of it). So the catch-up follows the link's
+ * (test/cluster/replica-catch-up.test.ts saw 70–100 ms cycles of it). So the catch-up follows the link's
  * re-drive: a chunk of states per call, the next when the link has drained
  * (cluster-member.ts `#redrive`), and the retry timer's re-initialisations of silent replicas
  * leave alone those waiting here (while the round goes on) and spend at most a chunk per

@@ -33,10 +33,11 @@ export interface StreamSession {
   /** One stanza or XEP-0198 element from the client. */
   handle(el: Element): void;
   /**
-   * A stanza the stream itself sends the client (a keepalive ping): written like any stanza to
-   * the session, so XEP-0198 counts it (§4: the client counts every stanza it handles).
+   * Writes a stanza to the client, logged and counted for XEP-0198 (§4: the client counts every
+   * stanza it handles); the stream's own keepalive pings go this way. `storable`: it goes to
+   * offline storage should the session end unacknowledged.
    */
-  writeFromServer(xmlText: string): void;
+  write(xmlText: string, storable: boolean): void;
   /** XEP-0198 is enabled (or was resumed) on it. */
   readonly smEnabled: boolean;
   /** The stream ended: cleanly (`</stream:stream>`) or not (the connection dropped). */

@@ -137,10 +137,10 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
     // RFC 6120 §4.7.5: a missing version means pre-1.0, which we do not speak.
     const major = Number.parseInt((attrs.version ?? "0").split(".")[0] ?? "0", 10);
     if (!(major >= 1)) return this.closeWithError("unsupported-version");
-    this.send(this.#features());
+    this.send(this.featuresXml());
   }
 
-  #features(): string {
+  featuresXml(): string {
     const parts: string[] = [];
     if (this.#jid === undefined) {
       const { config } = this.host;
@@ -156,10 +156,6 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
       parts.push(boundFeatures(this.#session?.smEnabled ?? false));
     }
     return `<stream:features>${parts.join("")}</stream:features>`;
-  }
-
-  featuresXml(): string {
-    return this.#features();
   }
 
   closedByPeer(): void {
@@ -287,7 +283,7 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
           // Through the session, which counts it for XEP-0198: sent beside it, a client's <a h/>
           // counting the ping was one above the server's count, and the session was ended as
           // "acknowledged more stanzas than were sent".
-          if (this.#session !== undefined) this.#session.writeFromServer(ping);
+          if (this.#session !== undefined) this.#session.write(ping, false);
           else this.send(ping);
         }
       },

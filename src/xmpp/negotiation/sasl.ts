@@ -25,11 +25,16 @@ import type { LoginTicket } from "../stream-host.ts";
 import type { NegotiatingStream } from "./negotiating-stream.ts";
 import { completeSasl2, sasl2InlineFeatures } from "./sasl2-inline.ts";
 
+/** What the authentication provider supports, as `<mechanism/>` elements. */
+function mechanismElements(auth: Pick<AuthProvider, "scram">): string {
+  return offeredMechanisms(auth)
+    .map((m) => `<mechanism>${m}</mechanism>`)
+    .join("");
+}
+
 /** The mechanisms feature (RFC 6120 §6.4.1): what the authentication provider supports. */
 export function saslFeature(auth: Pick<AuthProvider, "scram">): string {
-  return `<mechanisms xmlns="${NS_SASL}">${offeredMechanisms(auth)
-    .map((m) => `<mechanism>${m}</mechanism>`)
-    .join("")}</mechanisms>`;
+  return `<mechanisms xmlns="${NS_SASL}">${mechanismElements(auth)}</mechanisms>`;
 }
 
 /**
@@ -37,9 +42,7 @@ export function saslFeature(auth: Pick<AuthProvider, "scram">): string {
  * beside them (sasl2-inline.ts).
  */
 export function sasl2Feature(auth: Pick<AuthProvider, "scram">): string {
-  return `<authentication xmlns="${NS_SASL2}">${offeredMechanisms(auth)
-    .map((m) => `<mechanism>${m}</mechanism>`)
-    .join("")}<inline>${sasl2InlineFeatures()}</inline></authentication>`;
+  return `<authentication xmlns="${NS_SASL2}">${mechanismElements(auth)}<inline>${sasl2InlineFeatures()}</inline></authentication>`;
 }
 
 /** One stream's SASL negotiation: the mechanism in progress, if any. */
