@@ -445,15 +445,23 @@ export class ClusterMember {
     const round = ++this.#redriveRound;
     this.#redriving.set(node, round);
     const chunk = Math.max(1, Math.floor(this.#cluster.maxPeerBufferBytes / 4));
+    this.#log.info({ peer: node, round }, "re-sending what the peer link dropped");
+    let remaining = -1;
     while (this.#peers.isUp(node) && this.#redriving.get(node) === round) {
       if (this.#peers.queuedBytes(node) > chunk) {
         await this.#pause(50);
         continue;
       }
-      const remaining = await this.#workers.redrive(nodeNo, round, chunk);
+      remaining = await this.#workers.redrive(nodeNo, round, chunk);
       if (remaining === 0) break;
       // Let the chunk reach the link (worker turn, then this thread) before measuring it.
       await this.#pause(20);
+    }
+    if (remaining !== 0 && !this.#peers.isUp(node) && this.#redriving.get(node) === round) {
+      this.#log.info(
+        { peer: node, round },
+        "re-send cut short by the link going down; it starts again at link-up",
+      );
     }
     if (this.#redriving.get(node) === round) this.#redriving.delete(node);
   }
