@@ -138,6 +138,8 @@ export class SessionActor {
   #ackWanted = false;
   #ackTimer: NodeJS.Timeout | undefined;
   #ackRequested = false;
+  /** UTF-8 bytes of the stanzas in the XEP-0198 log, against `limits.smMaxUnackedBytes`. */
+  #unackedBytes = 0;
   #resumeTimer: NodeJS.Timeout | undefined;
   // Replication (src/cluster/session-replicas.ts)
   #stream: SessionReplicaStream | undefined;
@@ -199,6 +201,7 @@ export class SessionActor {
     this.#link = link;
     this.#log = ctx.log.child({ jid: full });
     this.#s = snapshot ?? newSessionState(full, "");
+    for (const [, xml] of this.#s.unacked) this.#unackedBytes += Buffer.byteLength(xml);
     if (snapshot !== undefined) {
       this.#smEnabled = true;
       this.#token = snapshot.token;
@@ -791,8 +794,16 @@ export class SessionActor {
       const lsn = this.#change(
         key === undefined ? { c: "out", xml: xmlText, storable } : { c: "out", xml: xmlText, storable, key },
       );
-      if (this.#s.unacked.length > this.#ctx.config.limits.smMaxUnackedStanzas) {
-        // The client stopped acknowledging: end the session rather than grow without bound.
+      this.#unackedBytes += Buffer.byteLength(xmlText);
+      const limits = this.#ctx.config.limits;
+      if (
+        this.#s.unacked.length > limits.smMaxUnackedStanzas ||
+        this.#unackedBytes > limits.smMaxUnackedBytes
+      ) {
+        // The client stopped acknowledging: end the session rather than grow without bound. The
+        // byte limit also keeps the whole state, which a resumption sends to the replicas at
+        // once, within what a peer link takes (config: at most a quarter of its budget); a state
+        // larger than the link's budget overflowed it at every try, for ever.
         if (this.#link !== undefined)
           this.#link.closeWithError("policy-violation", "too many unacknowledged stanzas");
         else this.#expire();
@@ -867,6 +878,14 @@ export class SessionActor {
     return `<enabled xmlns="${NS_SM}" id="${this.#token}" resume="true" max="${max}"/>`;
   }
 
+  /** The client acknowledged up to `h` (a possible one): the log drops what it covers. */
+  #ack(h: number, later: boolean): void {
+    const drop = this.#s.unacked.length - Math.max(0, unackedAfter(this.#s, h));
+    for (let i = 0; i < drop; i++) this.#unackedBytes -= Buffer.byteLength(this.#s.unacked[i]![1]);
+    if (later) this.#changeLater({ c: "ack", h });
+    else this.#change({ c: "ack", h });
+  }
+
   #onSmElement(el: Element): void {
     switch (el.name) {
       case "enable":
@@ -885,7 +904,7 @@ export class SessionActor {
           this.#link?.closeWithError("undefined-condition", "acknowledged more stanzas than were sent");
           return;
         }
-        this.#changeLater({ c: "ack", h });
+        this.#ack(h, true);
         this.#ackRequested = false;
         return;
       }
@@ -939,6 +958,7 @@ export class SessionActor {
     this.#unreplicated = [];
     const stored = this.#s.unacked.filter(([, , storable]) => storable).map(([, text]) => text);
     this.#s.unacked = [];
+    this.#unackedBytes = 0;
     if (stored.length > 0)
       this.#ctx.router.toUser({ kind: "store-offline", user: this.bare, stanzas: stored });
     if (!unbind) return;
@@ -990,6 +1010,7 @@ export class SessionActor {
       }
     }
     this.#s.unacked = [];
+    this.#unackedBytes = 0;
     this.#link?.closeWithError("conflict", "this session continues on another connection");
     this.#link = undefined;
   }
@@ -1012,7 +1033,7 @@ export class SessionActor {
   lendForResume(h: number): SessionSnapshot | undefined {
     if (this.#ended || this.#token === undefined || this.#lentTimer !== undefined) return undefined;
     if (unackedAfter(this.#s, h) < 0) return undefined;
-    this.#change({ c: "ack", h });
+    this.#ack(h, false);
     const old = this.#link;
     this.#link = undefined;
     if (this.#resumeTimer !== undefined) clearTimeout(this.#resumeTimer);

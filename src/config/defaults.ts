@@ -133,6 +133,12 @@ export interface Config {
     smResumeTimeoutSeconds: number;
     /** XEP-0198: unacked stanzas kept per session; beyond it the stream is closed. */
     smMaxUnackedStanzas: number;
+    /**
+     * XEP-0198: bytes of unacked stanzas kept per session; beyond it the stream is closed (a
+     * detached session ends, its stanzas stored offline). At most a quarter of
+     * `cluster.maxPeerBufferBytes`: a resumption sends the whole state to the replicas at once.
+     */
+    smMaxUnackedBytes: number;
     /** Stanzas queued in an actor's mailbox before the sender is told to wait. */
     maxMailboxSize: number;
     /** XEP-0199: a client silent this long gets a ping from the server. */
@@ -319,6 +325,7 @@ export const DEFAULT_CONFIG: Config = {
     loginThrottleMaxEntries: 100_000,
     smResumeTimeoutSeconds: 600,
     smMaxUnackedStanzas: 5000,
+    smMaxUnackedBytes: 8 * 1024 * 1024,
     maxMailboxSize: 10_000,
     clientPingIntervalMs: 60_000,
     clientPingTimeoutMs: 30_000,

@@ -110,6 +110,7 @@ const SCHEMA: Record<string, Check> = {
   "limits.loginThrottleMaxEntries": positiveInt,
   "limits.smResumeTimeoutSeconds": nonNegativeInt,
   "limits.smMaxUnackedStanzas": positiveInt,
+  "limits.smMaxUnackedBytes": positiveInt,
   "limits.maxMailboxSize": positiveInt,
   "limits.clientPingIntervalMs": positiveInt,
   "limits.clientPingTimeoutMs": positiveInt,
@@ -345,6 +346,12 @@ export function loadConfig(options: LoadConfigOptions = {}): Readonly<Config> {
   if (admin.key === null && typeof admin.host === "string" && !isLoopbackHost(admin.host)) {
     errors.push(
       `admin.host is ${admin.host}, beyond loopback, but admin.key is not set: the admin API answers other machines only with a key`,
+    );
+  }
+  const limits = merged.limits as Config["limits"];
+  if (limits.smMaxUnackedBytes > cluster.maxPeerBufferBytes / 4) {
+    errors.push(
+      `limits.smMaxUnackedBytes (${limits.smMaxUnackedBytes}) must be at most a quarter of cluster.maxPeerBufferBytes (${cluster.maxPeerBufferBytes}): a resumed session sends its whole state to its replicas at once`,
     );
   }
   if (cluster.join !== null && cluster.secret === null) {

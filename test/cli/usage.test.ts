@@ -191,6 +191,16 @@ describe("starling configuration errors", () => {
     );
   });
 
+  it("starling start exits 2 when a session's log may outgrow a peer link", async () => {
+    const file = join(cwd, "big-session-log.json");
+    const config = { limits: { smMaxUnackedBytes: 1 << 20 }, cluster: { maxPeerBufferBytes: 2 << 20 } };
+    await writeFile(file, JSON.stringify(config));
+    assertUsage(
+      await run("start", "--config", file, "--data", join(cwd, "data")),
+      /limits\.smMaxUnackedBytes \(1048576\) must be at most a quarter of cluster\.maxPeerBufferBytes \(2097152\)/,
+    );
+  });
+
   it("starling start exits 2 naming bad auth and web keys", async () => {
     const file = join(cwd, "bad-auth.json");
     await writeFile(

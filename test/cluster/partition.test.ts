@@ -101,11 +101,14 @@ test("a link that overflows while cut re-sends what it dropped once it is back: 
   // A small link budget that a burst overflows, and pings patient enough that the short cut is
   // not judged: this checks the link's own hold and re-drive, not the partition decision.
   const timing = { maxPeerBufferBytes: 32 * 1024, pingTimeoutMs: 30_000, leaseMs: 60_000 };
-  const n1 = await cluster.start("n1", { workers: 1, cluster: timing });
+  // A session's log may take at most a quarter of the link's budget (config check).
+  const config = { limits: { smMaxUnackedBytes: 8 * 1024 } };
+  const n1 = await cluster.start("n1", { workers: 1, cluster: timing, config });
   await cluster.start("n2", {
     workers: 1,
     join: n1.peerAddr,
     cluster: { ...timing, peerHost: CUT_ADDRESS },
+    config,
   });
   await waitForOwners(n1, ["n1", "n2"]);
   const users = await newUsers(n1, 12, "burst");

@@ -30,7 +30,8 @@ async function replicatedSessions(t: TestContext, count: number) {
   const options = {
     workers: 1,
     cluster: { maxPeerBufferBytes: 32 * 1024 },
-    config: { limits: { inputBurstBytes: 1 << 20 } },
+    // A session's log may take at most a quarter of the link's budget (config check).
+    config: { limits: { inputBurstBytes: 1 << 20, smMaxUnackedBytes: 8 * 1024 } },
   };
   const n1 = await cluster.start("n1", options);
   const n2 = await cluster.start("n2", { ...options, join: n1.peerAddr });
