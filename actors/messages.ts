@@ -202,7 +202,8 @@ export type SessionMessage =
       full: FullJid;
       sid: string;
       xml: string;
-      isMessage?: boolean;
+      /** Offline storage takes it if the session ends before the client acknowledges it. */
+      storable?: boolean;
       /** The retained stanza this write delivers: a session drops a second write with the same key. */
       dedupe?: string;
       /** The sender waits for this: the session accepts once the write is safe (replicated). */

@@ -729,7 +729,7 @@ export class SessionActor {
           if (msg.accept !== undefined) this.#acceptWhenReplicated(msg.accept);
           return;
         }
-        return this.write(msg.xml, msg.isMessage ?? false, msg.dedupe, msg.accept);
+        return this.write(msg.xml, msg.storable ?? false, msg.dedupe, msg.accept);
       case "conflict":
         // RFC 6120 §7.7.2.2: the replaced session gets <conflict/>.
         this.#ended = true;

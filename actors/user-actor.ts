@@ -480,7 +480,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
       | {
           kind: "write";
           xml: string;
-          isMessage?: boolean;
+          storable?: boolean;
           dedupe?: string;
           accept?: { shard: number; rid: number };
         },
@@ -490,7 +490,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
       if (msg.kind === "write") {
         this.#awaitRelocate(full, to.sid, {
           xml: msg.xml,
-          storable: msg.isMessage ?? false,
+          storable: msg.storable ?? false,
           ...carried(msg),
         });
       }
@@ -499,12 +499,19 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
     this.#ctx.router.toSession(to.shard, { ...msg, full, sid: to.sid });
   }
 
-  #write(full: FullJid, xmlText: string, isMessage = false): boolean {
+  /**
+   * Writes to session `full`. `retained`: a message, whose delivery the sender's accept and the
+   * session's dedupe key follow; `storable`: offline storage takes it if the session ends before
+   * its client acknowledged it (XEP-0198 §4: as if sent to an unavailable resource, so only
+   * what RFC 6121 §8.5.2 and XEP-0334 would store: not chat states, receipts, `<no-store/>`,
+   * headlines, errors or carbon copies).
+   */
+  #write(full: FullJid, xmlText: string, retained = false, storable = retained): boolean {
     const state = this.#state.sessions.get(full);
     if (state === undefined) return false;
     const dedupe = this.#turn?.dedupe;
-    if (!isMessage || dedupe === undefined) {
-      this.#writeSession(full, state, { kind: "write", xml: xmlText, isMessage });
+    if (!retained || dedupe === undefined) {
+      this.#writeSession(full, state, { kind: "write", xml: xmlText, storable });
       return true;
     }
     // The first write of a retained stanza takes the sender's accept request along.
@@ -513,8 +520,8 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
       full,
       state,
       accept === undefined
-        ? { kind: "write", xml: xmlText, isMessage, dedupe }
-        : { kind: "write", xml: xmlText, isMessage, dedupe, accept },
+        ? { kind: "write", xml: xmlText, storable, dedupe }
+        : { kind: "write", xml: xmlText, storable, dedupe, accept },
     );
     return true;
   }
@@ -625,7 +632,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
         if (stanza.name === "presence" && stanza.type === "") {
           // Directed or broadcast available presence reaching an available session.
         }
-        this.#write(full, stanza.xml, stanza.name === "message");
+        this.#write(full, stanza.xml, stanza.name === "message", stanza.storable === true);
         if (stanza.name === "message" && stanza.type === "chat" && !stanza.noCopy) {
           this.#carbonReceived(stanza, new Set([full]));
         }
@@ -662,7 +669,8 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
     const candidates = this.#availableSessions().filter(([, s]) => s.priority >= 0);
     if (stanza.type === "groupchat") return bounceStanza(this.#ctx.router, stanza, "service-unavailable");
     if (stanza.type === "headline") {
-      for (const [full] of candidates) this.#write(full, stanza.xml, true);
+      // RFC 6121 §8.5.2.1.1: a headline is not stored.
+      for (const [full] of candidates) this.#write(full, stanza.xml, true, false);
       return;
     }
     if (candidates.length === 0) {
@@ -675,7 +683,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
     const delivered = new Set<FullJid>();
     for (const [full, state] of candidates) {
       if (state.priority === top) {
-        this.#write(full, stanza.xml, true);
+        this.#write(full, stanza.xml, true, stanza.storable === true);
         delivered.add(full);
       }
     }
@@ -729,14 +737,15 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
   #carbonReceived(stanza: RoutedStanza, delivered: Set<FullJid>): void {
     for (const [full, state] of this.#state.sessions) {
       if (!state.carbons || delivered.has(full)) continue;
-      this.#write(full, wrapCarbon("received", this.user, full, stanza.xml), true);
+      // A copy: the original went to another resource, so the copy is not stored.
+      this.#write(full, wrapCarbon("received", this.user, full, stanza.xml), true, false);
     }
   }
 
   #onCarbonSent(sender: FullJid, stanzaXml: string): void {
     for (const [full, state] of this.#state.sessions) {
       if (!state.carbons || full === sender) continue;
-      this.#write(full, wrapCarbon("sent", this.user, full, stanzaXml), true);
+      this.#write(full, wrapCarbon("sent", this.user, full, stanzaXml), true, false);
     }
   }
 
@@ -1126,7 +1135,7 @@ function waitingOf(
 
 /** The session write for a kept write. */
 function writeOf(w: WaitingWrite) {
-  return { kind: "write" as const, xml: w.xml, isMessage: w.storable, ...carried(w) };
+  return { kind: "write" as const, xml: w.xml, storable: w.storable, ...carried(w) };
 }
 
 function itemElement(item: RosterItem): Element {

@@ -430,7 +430,7 @@ function dispatch(envelope: Envelope): void {
           user,
           session: { full: msg.full, shard, sid: msg.sid },
           xml: msg.xml,
-          storable: msg.isMessage ?? false,
+          storable: msg.storable ?? false,
           ...(msg.dedupe === undefined ? {} : { dedupe: msg.dedupe }),
           ...(msg.accept === undefined ? {} : { accept: msg.accept }),
           moved: ctx.movedSids.has(msg.sid),

@@ -19,7 +19,7 @@ import {
   newUsers,
   useNode,
 } from "../helpers/fixtures.ts";
-import { NS_PING, NS_SASL, NS_SM, NS_STANZAS_ERROR, type RawClient } from "../helpers/raw-client.ts";
+import { bareJid, NS_PING, NS_SASL, NS_SM, NS_STANZAS_ERROR, type RawClient } from "../helpers/raw-client.ts";
 import type { StartedNode } from "../helpers/start-node.ts";
 import { startNode } from "../helpers/start-node.ts";
 import { waitForMatchingEvent } from "../helpers/wait-for.ts";
@@ -276,6 +276,51 @@ describe("resumption timeout and limits", () => {
       const msg = await fresh.waitFor(isMessageWithBody(body), `${body} from offline storage`);
       assert.ok(msg.getChild("delay", "urn:xmpp:delay"), `a delay stamp: ${msg}`);
     }
+  });
+
+  test("a session closed with stanzas unacknowledged stores only what offline storage would take", async (t) => {
+    // XEP-0198 §4: unacknowledged stanzas are treated as if sent to an unavailable resource, so
+    // RFC 6121 §8.5.2 and XEP-0334 decide: chat states, <no-store/>, headlines and carbon copies
+    // are not stored (they were, filling the offline quota: past it, real messages were lost).
+    const node = getNode();
+    const [alice, bob] = await newUsers(node, 2);
+    const a1 = await loginRaw(t, node, alice!, { resource: "a1", priority: 1 });
+    const a2 = await loginRaw(t, node, alice!, { resource: "a2", priority: 1 });
+    const b = await loginRaw(t, node, bob!, { label: "bob" });
+    for (const client of [a1, a2]) {
+      const reply = await client.iq("set", "<enable xmlns='urn:xmpp:carbons:2'/>");
+      assert.equal(reply.attrs.type, "result", reply.toString());
+      await client.enableSm({ resume: true });
+    }
+    const to = a1.jid!;
+    b.send(
+      `<message to='${to}' type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>`,
+    );
+    b.send(
+      `<message to='${to}' type='chat'><body>not to keep</body><no-store xmlns='urn:xmpp:hints'/></message>`,
+    );
+    b.send(`<message to='${to}' type='headline'><body>news</body></message>`);
+    b.send(`<message to='${to}' type='chat'><body>to keep</body></message>`);
+    await a1.waitFor(isMessageWithBody("to keep"), "the last message at a1");
+    await a2.waitFor(
+      (el) =>
+        el.getChild("received", "urn:xmpp:carbons:2") !== undefined && el.toString().includes("to keep"),
+      "its carbon at a2",
+    );
+    // Neither acknowledged anything; both close cleanly, which ends their sessions.
+    await a1.close();
+    await a2.close();
+    const fresh = await loginRaw(t, node, alice!, { label: "alice-fresh" });
+    await goOnline(fresh, { priority: 0 });
+    const { before } = await fresh.collectUntil(isMessageWithBody("to keep"), "the stored message");
+    b.send(`<message to='${bareJid(to)}' type='chat'><body>marker</body></message>`);
+    const { before: after } = await fresh.collectUntil(isMessageWithBody("marker"), "a marker after it");
+    const messages = [...before, ...after].filter((el) => el.getName() === "message");
+    assert.deepEqual(
+      messages.map((el) => el.toString()),
+      [],
+      "nothing else from offline storage: no chat state, no-store, headline or carbon copy",
+    );
   });
 
   test("a client that never acknowledges is disconnected past smMaxUnackedStanzas", async (t) => {
