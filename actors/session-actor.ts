@@ -30,12 +30,13 @@ import {
   NS_ROSTER,
   NS_SM,
 } from "../src/xmpp/ns.ts";
-import { errorReply, readdress, serializeStanza } from "../src/xmpp/stanza.ts";
+import { errorReply, handledCountTooHighXml, readdress, serializeStanza } from "../src/xmpp/stanza.ts";
 import type { ClientLink } from "../src/xmpp/stream-host.ts";
 import type { RoutedStanza, SessionLocation, SessionMessage, SessionRegistration } from "./messages.ts";
 import type { SessionContext } from "./session-context.ts";
 import { handleAccountIq, handleOtherUserIq, handleServerIq } from "./session-iq.ts";
 import {
+  ackStanding,
   applySessionChange,
   cloneSessionState,
   type DeferrableChange,
@@ -733,12 +734,14 @@ export class SessionActor {
       case "conflict":
         // RFC 6120 §7.7.2.2: the replaced session gets <conflict/>.
         this.#ended = true;
+        this.#rememberEnded();
         this.#link?.closeWithError("conflict", "Replaced by new connection");
         this.#finish(false);
         return;
       case "kick":
         // Ended, not detached: nothing to resume (the site signed the user out).
         this.#ended = true;
+        this.#rememberEnded();
         this.#link?.closeWithError("policy-violation", msg.reason);
         this.#finish(false);
         return;
@@ -899,15 +902,37 @@ export class SessionActor {
       case "a": {
         if (!this.#smEnabled) return;
         const h = Number(el.attrs.h);
-        if (unackedAfter(this.#s, h) < 0) {
-          // XEP-0198 §4: an h above what was sent is a protocol error.
-          this.#link?.closeWithError("undefined-condition", "acknowledged more stanzas than were sent");
-          return;
+        switch (ackStanding(this.#s, h)) {
+          case "ok":
+            this.#ack(h, true);
+            this.#ackRequested = false;
+            return;
+          case "stale":
+            // Below an earlier acknowledgement: it tells nothing new, and XEP-0198 §4 asks for an
+            // error only when h is too high (ejabberd ignores such an <a/> too).
+            this.#log.debug({ h, sent: this.#s.sentOut }, "an <a/> below an earlier one; ignored");
+            return;
+          case "too-high":
+            // XEP-0198 §4, §6: a protocol error, with the counts for whoever debugs the client.
+            this.#link?.closeWithError(
+              "undefined-condition",
+              "acknowledged more stanzas than were sent",
+              handledCountTooHighXml(h, this.#s.sentOut),
+            );
+            return;
+          case "invalid":
+            this.#link?.closeWithError("undefined-condition", "an <a/> whose h is not a 32-bit count");
+            return;
         }
-        this.#ack(h, true);
-        this.#ackRequested = false;
         return;
       }
+      case "resume":
+        // After binding (XEP-0198 §5: resume instead of binding); §6: errors on <enable/> and
+        // <resume/> are <failed/>, not stream errors.
+        this.#link?.send(
+          `<failed xmlns="${NS_SM}"><unexpected-request xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`,
+        );
+        return;
       default:
         this.#link?.closeWithError("unsupported-stanza-type", `unexpected <${el.name}/>`);
     }
@@ -938,8 +963,17 @@ export class SessionActor {
     if (this.#standby) return this.#endStale();
     if (this.#ended) return;
     this.#ended = true;
-    if (this.#token !== undefined) rememberExpired(this.#ctx, this.#token, this.bare, this.#s.handledIn);
+    this.#rememberEnded();
     this.#finish(true);
+  }
+
+  /**
+   * A late `<resume/>` of this session gets `<failed h/>` with the count of the client's stanzas
+   * handled (XEP-0198 1.6), so the client re-sends only the others: without it, a client whose
+   * session was replaced or ended re-sent everything, and its contacts got the handled ones twice.
+   */
+  #rememberEnded(): void {
+    if (this.#token !== undefined) rememberExpired(this.#ctx, this.#token, this.bare, this.#s.handledIn);
   }
 
   /** Ends the session: unacked messages go offline (XEP-0198 §5), presence goes unavailable. */
@@ -1028,11 +1062,29 @@ export class SessionActor {
    * replicas until the taker confirms that it (and its own replicas) hold the session
    * ({@link confirmMoved}), and becomes resumable here again if the taker gives up or never
    * answers ({@link restore}): a reply lost with a paused node or a cut link loses nothing.
-   * Returns undefined when `h` is impossible or the session is lent already.
+   * Returns undefined when the session is lent already. An `h` the log cannot take (above what
+   * was sent, or below an earlier acknowledgement) is refused, and the session ends as if its
+   * resumption window had passed (its unacknowledged stanzas go to offline storage): a client
+   * that counts wrong starts afresh rather than leave a ghost of itself online for the window.
    */
-  lendForResume(h: number): SessionSnapshot | undefined {
+  lendForResume(
+    h: number,
+  ): SessionSnapshot | { refused: "too-high" | "stale"; sent: number; handled: number } | undefined {
     if (this.#ended || this.#token === undefined || this.#lentTimer !== undefined) return undefined;
-    if (unackedAfter(this.#s, h) < 0) return undefined;
+    const standing = ackStanding(this.#s, h);
+    if (standing !== "ok") {
+      const refused = {
+        refused: standing === "stale" ? ("stale" as const) : ("too-high" as const),
+        sent: this.#s.sentOut,
+        handled: this.#s.handledIn,
+      };
+      this.#log.info({ h, ...refused }, "resumption with an impossible h; the session ends");
+      const old = this.#link;
+      this.#link = undefined;
+      this.#expire();
+      old?.closeWithError("conflict", "resumed on another connection");
+      return refused;
+    }
     this.#ack(h, false);
     const old = this.#link;
     this.#link = undefined;

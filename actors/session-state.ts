@@ -106,6 +106,18 @@ export function unackedAfter(state: SessionSnapshot, h: number): number {
   return count > state.unacked.length ? -1 : count;
 }
 
+/**
+ * Where a client's `h` stands (XEP-0198 §4, §6): one the log can take (`ok`), above the number
+ * of stanzas sent (`too-high`: the client counts wrong), below what it acknowledged before
+ * (`stale`: the log no longer holds what lies between), or not a 32-bit count at all. Counts
+ * wrap at 2^32, so "above" and "below" are each half of the ring.
+ */
+export function ackStanding(state: SessionSnapshot, h: number): "ok" | "too-high" | "stale" | "invalid" {
+  if (!Number.isInteger(h) || h < 0 || h >= SEQ_MOD) return "invalid";
+  if (unackedAfter(state, h) >= 0) return "ok";
+  return (h - state.sentOut + SEQ_MOD) % SEQ_MOD < SEQ_MOD / 2 ? "too-high" : "stale";
+}
+
 /** Applies one change to `state` (in place) and returns it. An impossible `ack` changes nothing. */
 export function applySessionChange(state: SessionSnapshot, change: SessionChange): SessionSnapshot {
   switch (change.c) {

@@ -47,6 +47,8 @@ export type ResumeTake =
     }
   | { expired: number }
   | { pending: true }
+  /** The client's `h` does not fit the session's log: the session ended (SessionActor.lendForResume). */
+  | { refused: "too-high" | "stale"; sent: number; handled: number }
   | undefined;
 
 /**
@@ -304,6 +306,7 @@ async function resume(
   let lender: { shard: number; sid: string } | undefined;
   let copyOf: CopyReference | undefined;
   let expired: number | undefined;
+  let refused: Extract<ResumeTake, { refused: string }> | undefined;
   // The id names the shard (of any node) that issued it; a session resumed before may live
   // elsewhere now (the id survives resumptions), so this node's workers are asked next and
   // then, at once, every other shard of the cluster (a rare path: after a drain, say).
@@ -342,6 +345,7 @@ async function resume(
         copyOf = found.copyOf;
       } else giveBack(found);
     } else if (found !== undefined && "expired" in found) expired = found.expired;
+    else if (found !== undefined && "refused" in found) refused = found;
     else if (found !== undefined) pending = true;
   };
   const search = async () => {
@@ -355,9 +359,9 @@ async function resume(
       if (link.closed) return;
       asked.add(shard);
       note(await take(shard));
-      if (snapshot !== undefined) return;
+      if (snapshot !== undefined || refused !== undefined) return;
     }
-    if (link.closed) return;
+    if (link.closed || refused !== undefined) return;
     const others = withMainShards(ctx.router.liveShards()).filter((shard) => !asked.has(shard));
     // At most one holder has the session, and taking it is what the request does.
     for (const found of await Promise.all(others.map(take))) note(found);
@@ -369,12 +373,15 @@ async function resume(
   const deadline = Date.now() + ctx.config.cluster.requestTimeoutMs;
   for (
     let stepMs = 200;
-    snapshot === undefined && pending && !link.closed && Date.now() < deadline;
+    snapshot === undefined && refused === undefined && pending && !link.closed && Date.now() < deadline;
     stepMs *= 2
   ) {
     pending = false;
     await ctx.router.nextTable(Math.min(stepMs, deadline - Date.now()));
     await search();
+  }
+  if (snapshot === undefined && refused !== undefined) {
+    return { failed: refused.refused, h, sent: refused.sent, handled: refused.handled };
   }
   if (snapshot === undefined) {
     return expired === undefined ? { failed: "unknown" } : { failed: "expired", handled: expired };
@@ -535,6 +542,7 @@ export function takeResumable(ctx: ShardContext, token: string, h: number, user:
   if (session.bare !== user) return undefined;
   // A lender's copy waiting to learn whether its taker lives: ask again shortly.
   if (session.standby) return { pending: true };
-  const snapshot = session.lendForResume(h);
-  return snapshot === undefined ? undefined : { snapshot, lender: { shard: ctx.index, sid: session.sid } };
+  const lent = session.lendForResume(h);
+  if (lent === undefined || "refused" in lent) return lent;
+  return { snapshot: lent, lender: { shard: ctx.index, sid: session.sid } };
 }

@@ -4,7 +4,7 @@
 import { type Element, escapeXML, xml } from "@xmpp/xml";
 import type { StanzaError, StanzaErrorCondition, StreamErrorCondition } from "../errors.ts";
 import { STANZA_ERROR_TYPES } from "../errors.ts";
-import { NS_CLIENT, NS_STANZAS_ERROR, NS_STREAMS_ERROR } from "./ns.ts";
+import { NS_CLIENT, NS_SM, NS_STANZAS_ERROR, NS_STREAMS_ERROR } from "./ns.ts";
 
 /** Serialises a stanza for routing: with xmlns='jabber:client', so it can be forwarded or wrapped as is. */
 export function serializeStanza(stanza: Element): string {
@@ -71,9 +71,18 @@ export function iqResult(iq: Element, from?: string, child?: Element): Element {
 }
 
 /** A stream error element (RFC 6120 §4.9). */
-export function streamErrorXml(condition: StreamErrorCondition, text?: string): string {
+export function streamErrorXml(condition: StreamErrorCondition, text?: string, appCondition = ""): string {
   const textXml = text === undefined ? "" : `<text xmlns="${NS_STREAMS_ERROR}">${escapeXML(text)}</text>`;
-  return `<stream:error><${condition} xmlns="${NS_STREAMS_ERROR}"/>${textXml}</stream:error>`;
+  // RFC 6120 §4.9.4: an application-specific condition follows the defined one (and the text).
+  return `<stream:error><${condition} xmlns="${NS_STREAMS_ERROR}"/>${textXml}${appCondition}</stream:error>`;
+}
+
+/**
+ * XEP-0198 §6: the application-specific condition of the stream error for an `h` above the
+ * number of stanzas sent (`send-count`).
+ */
+export function handledCountTooHighXml(h: number, sendCount: number): string {
+  return `<handled-count-too-high xmlns="${NS_SM}" h="${h}" send-count="${sendCount}"/>`;
 }
 
 /**

@@ -16,7 +16,8 @@ import type { LoginSteps } from "./login-steps.ts";
 /** The client's end of a stream, as the session bound to it sees it. */
 export interface ClientLink {
   send(xmlText: string): void;
-  closeWithError(condition: StreamErrorCondition, text?: string): void;
+  /** Ends the stream with an error; `appCondition`: an application-specific condition's XML. */
+  closeWithError(condition: StreamErrorCondition, text?: string, appCondition?: string): void;
   /** Closes the stream without an error (`</stream:stream>`). */
   close(): void;
   /** Stops reading the socket (inbound flow control) until {@link resumeReading}. */
@@ -69,7 +70,12 @@ export interface ResumedSession extends StreamSession {
 export type ResumeOutcome =
   | { session: ResumedSession }
   | { failed: "expired"; handled: number }
-  | { failed: "unknown" };
+  | { failed: "unknown" }
+  /**
+   * The client's `h` does not fit the session's log (`too-high`: more than was sent; `stale`:
+   * below what it acknowledged before); the session ended, its unacknowledged stanzas stored.
+   */
+  | { failed: "too-high" | "stale"; h: number; sent: number; handled: number };
 
 /** A login guard's answer: go ahead (settle the attempt with `ticket`), or not for `retryAfterMs`. */
 export type LoginAdmission =

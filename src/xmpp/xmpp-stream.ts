@@ -91,8 +91,8 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
   }
 
   /** Sends a stream error (RFC 6120 §4.9) and closes the stream. */
-  closeWithError(condition: StreamErrorCondition, text?: string): void {
-    this.#closeWithErrorXml(streamErrorXml(condition, text));
+  closeWithError(condition: StreamErrorCondition, text?: string, appCondition?: string): void {
+    this.#closeWithErrorXml(streamErrorXml(condition, text, appCondition));
   }
 
   #closeWithErrorXml(errorXml: string): void {

@@ -236,6 +236,87 @@ describe("resumption", () => {
   });
 });
 
+describe("counts that do not fit (XEP-0198 §4, §6)", () => {
+  test("an <a/> below an earlier one is ignored; one above what was sent ends the stream with the counts", async (t) => {
+    const node = getNode();
+    const [alice, bob] = await newUsers(node, 2);
+    const b = await loginRaw(t, node, bob!, { label: "bob" });
+    const a = await loginRaw(t, node, alice!, { label: "alice" });
+    await a.enableSm();
+    for (const body of ["m1", "m2"])
+      b.send(`<message to='${a.jid}' type='chat'><body>${body}</body></message>`);
+    const m1 = await a.waitFor(isMessageWithBody("m1"), "m1");
+    const m2 = await a.waitFor(isMessageWithBody("m2"), "m2");
+    a.send(`<a xmlns='${NS_SM}' h='${smCountOf(a, m2)}'/>`);
+    // An older count: nothing new, and no reason to end the stream (ejabberd ignores it too).
+    a.send(`<a xmlns='${NS_SM}' h='${smCountOf(a, m1)}'/>`);
+    assert.equal(await a.requestAck(), 0, "the stream goes on after the stale <a/>");
+    const sent = smCountOf(a, m2);
+    a.send(`<a xmlns='${NS_SM}' h='${sent + 5}'/>`);
+    await a.waitForClose();
+    const error = a.streamError;
+    assert.ok(error?.getChild("undefined-condition") !== undefined, `undefined-condition: ${error}`);
+    const counts = error?.getChild("handled-count-too-high", NS_SM);
+    assert.ok(counts !== undefined, `the XEP-0198 condition: ${error}`);
+    assert.deepEqual([counts.attrs.h, counts.attrs["send-count"]], [String(sent + 5), String(sent)]);
+  });
+
+  test("a <resume/> with an h above what was sent ends the session at once; its stanzas wait offline", async (t) => {
+    const node = getNode();
+    const [alice, bob] = await newUsers(node, 2);
+    const b = await loginRaw(t, node, bob!, { label: "bob" });
+    const a = await loginRaw(t, node, alice!, { label: "alice" });
+    const previd = (await a.enableSm({ resume: true })).attrs.id!;
+    b.send(`<message to='${a.jid}' type='chat'><body>got, not acknowledged</body></message>`);
+    const m1 = await a.waitFor(isMessageWithBody("got, not acknowledged"), "m1");
+    const sent = smCountOf(a, m1);
+    a.reset();
+    await a.whenClosed;
+    const { client } = await authenticatedWithoutBind(t, node, alice!);
+    client.send(`<resume xmlns='${NS_SM}' previd='${previd}' h='${sent + 7}'/>`);
+    // It used to search the cluster for another holder until cluster.requestTimeoutMs (5 s) and
+    // then answer <item-not-found/>, leaving the session (and the client's old resource) alive.
+    await client.waitForClose();
+    const counts = client.streamError?.getChild("handled-count-too-high", NS_SM);
+    assert.ok(counts !== undefined, `the XEP-0198 condition: ${client.streamError}`);
+    assert.deepEqual([counts.attrs.h, counts.attrs["send-count"]], [String(sent + 7), String(sent)]);
+    // The session ended: resuming it now fails, and a fresh login gets the message from storage.
+    const { client: again } = await authenticatedWithoutBind(t, node, alice!);
+    const failed = await again.resumeSm(previd, 0);
+    assert.ok(failed.is("failed", NS_SM), failed.toString());
+    const fresh = await loginRaw(t, node, alice!, { label: "alice-fresh" });
+    await goOnline(fresh);
+    await fresh.waitFor(isMessageWithBody("got, not acknowledged"), "the message, from offline storage");
+  });
+
+  test("a <resume/> after binding gets <failed><unexpected-request/></failed> and the stream goes on", async (t) => {
+    const node = getNode();
+    const user = await newUser(node);
+    const a = await loginRaw(t, node, user);
+    const previd = (await a.enableSm({ resume: true })).attrs.id!;
+    a.send(`<resume xmlns='${NS_SM}' previd='${previd}' h='0'/>`);
+    const failed = await a.waitFor((el) => el.is("failed", NS_SM), "<failed/>");
+    assert.ok(failed.getChild("unexpected-request", NS_STANZAS_ERROR), failed.toString());
+    assert.equal(await a.requestAck(), 0, "the stream goes on");
+  });
+
+  test("a late <resume/> of a session another login replaced gets <failed h/>", async (t) => {
+    const node = getNode();
+    const user = await newUser(node);
+    const a = await loginRaw(t, node, user, { resource: "phone", label: "first" });
+    const previd = (await a.enableSm({ resume: true })).attrs.id!;
+    await a.iq("get", `<ping xmlns='${NS_PING}'/>`, { to: node.domain });
+    assert.equal(await a.requestAck(), 1);
+    await loginRaw(t, node, user, { resource: "phone", label: "second" });
+    await a.whenClosed;
+    const { client } = await authenticatedWithoutBind(t, node, user);
+    const failed = await client.resumeSm(previd, 0);
+    assert.ok(failed.is("failed", NS_SM), failed.toString());
+    // Without h the client re-sent everything it had sent, and its contacts got it twice.
+    assert.equal(failed.attrs.h, "1", failed.toString());
+  });
+});
+
 describe("resumption timeout and limits", () => {
   test("after the resumption timeout the session ends and unacked messages go to offline storage", async (t) => {
     const node = await startNode(t, { config: { limits: { smResumeTimeoutSeconds: 2 } } });

@@ -19,7 +19,7 @@ export interface NegotiatingStream extends ClientLink {
   readonly jid: BareJid | undefined;
   /** A bind or resume is in progress or done: one per stream (XEP-0198 §5). */
   binding: boolean;
-  closeWithError(condition: StreamErrorCondition, text?: string): void;
+  closeWithError(condition: StreamErrorCondition, text?: string, appCondition?: string): void;
   /** Writes what is queued now (before a TLS upgrade). */
   flush(): void;
   /**

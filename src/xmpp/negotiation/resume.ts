@@ -7,6 +7,7 @@
  */
 import type { Element } from "@xmpp/xml";
 import { NS_SM } from "../ns.ts";
+import { handledCountTooHighXml } from "../stanza.ts";
 import type { ResumedSession } from "../stream-host.ts";
 import type { NegotiatingStream } from "./negotiating-stream.ts";
 
@@ -22,7 +23,11 @@ export function onEnableBeforeBind(stream: NegotiatingStream): void {
  * `resumeOn`), or the `<failed/>` to send; nothing when the stream closed meanwhile (the session
  * stays resumable).
  */
-export type ResumeAttempt = { session: ResumedSession; previd: string } | { failed: string } | undefined;
+export type ResumeAttempt =
+  | { session: ResumedSession; previd: string }
+  /** `tooHigh`: the client's `h` was above what the session sent (XEP-0198 §6). */
+  | { failed: string; tooHigh?: { h: number; sent: number } }
+  | undefined;
 
 /** Takes over the session `el` names, for this stream's account. */
 export async function attemptResume(stream: NegotiatingStream, el: Element): Promise<ResumeAttempt> {
@@ -37,6 +42,19 @@ export async function attemptResume(stream: NegotiatingStream, el: Element): Pro
       : ({ failed: "unknown" } as const);
   if ("failed" in outcome) {
     stream.binding = false;
+    if (outcome.failed === "too-high" || outcome.failed === "stale") {
+      // The session ended (its stanzas stored offline); the client binds afresh.
+      stream.log.info(
+        { user: stream.jid, h: outcome.h, sent: outcome.sent, handled: outcome.handled },
+        outcome.failed === "too-high"
+          ? "resumption acknowledging more stanzas than were sent; the session ended"
+          : "resumption below an earlier acknowledgement; the session ended",
+      );
+      const failed = `<failed xmlns="${NS_SM}" h="${outcome.handled}"><undefined-condition xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`;
+      return outcome.failed === "too-high"
+        ? { failed, tooHigh: { h: outcome.h, sent: outcome.sent } }
+        : { failed };
+    }
     // XEP-0198 §5: an unknown or expired session is <item-not-found/>.
     let handled = "";
     if (outcome.failed === "expired") {
@@ -68,6 +86,17 @@ export async function attemptResume(stream: NegotiatingStream, el: Element): Pro
 export async function onResume(stream: NegotiatingStream, el: Element): Promise<void> {
   const attempt = await attemptResume(stream, el);
   if (attempt === undefined) return;
-  if ("failed" in attempt) return stream.send(attempt.failed);
+  if ("failed" in attempt) {
+    // XEP-0198 §6: an h above what was sent is a stream error, with the counts.
+    if (attempt.tooHigh !== undefined) {
+      const { h, sent } = attempt.tooHigh;
+      return stream.closeWithError(
+        "undefined-condition",
+        "acknowledged more stanzas than were sent",
+        handledCountTooHighXml(h, sent),
+      );
+    }
+    return stream.send(attempt.failed);
+  }
   attempt.session.resumeOn(attempt.previd);
 }
