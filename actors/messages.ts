@@ -18,8 +18,12 @@ export interface RoutedStanza {
   xml: string;
   /** For messages: whether it has content worth storing offline (a body, or a hint to store). */
   storable?: boolean;
-  /** For messages: XEP-0280 §6 / XEP-0334 private or no-copy, so no carbons. */
-  noCopy?: boolean;
+  /**
+   * For messages: copied to the user's other carbons-enabled resources (XEP-0280 §6): a chat,
+   * a normal message with a body, or one carrying a chat state, receipt or chat marker, unless
+   * marked private (§7) or no-copy (XEP-0334).
+   */
+  carbon?: boolean;
 }
 
 /** Where a session's socket lives: a worker of some node. */

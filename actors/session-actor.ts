@@ -25,8 +25,11 @@ import {
   NS_BLOCKING,
   NS_BLOCKING_ERRORS,
   NS_CARBONS,
+  NS_CHAT_MARKERS,
+  NS_CHATSTATES,
   NS_CLIENT,
   NS_HINTS,
+  NS_RECEIPTS,
   NS_ROSTER,
   NS_SM,
 } from "../src/xmpp/ns.ts";
@@ -56,6 +59,9 @@ export type { SessionSnapshot } from "./session-state.ts";
  * a round trip per stanza.
  */
 const SM_REQUEST_ACK_AFTER = 10;
+
+/** Payloads that make a message one for carbons whatever its type (XEP-0280 §6). */
+const IM_PAYLOADS: ReadonlySet<string | undefined> = new Set([NS_CHATSTATES, NS_RECEIPTS, NS_CHAT_MARKERS]);
 
 /** Recipients of directed presence remembered per session (RFC 6121 §4.6). */
 const MAX_DIRECTED_PRESENCES = 1000;
@@ -503,8 +509,12 @@ export class SessionActor {
         errorReply(el, "not-acceptable", { extra: xml("blocked", { xmlns: NS_BLOCKING_ERRORS }) }),
       );
     }
-    const noCopy =
-      el.getChild("private", NS_CARBONS) !== undefined || el.getChild("no-copy", NS_HINTS) !== undefined;
+    const carbon =
+      el.getChild("private", NS_CARBONS) === undefined &&
+      el.getChild("no-copy", NS_HINTS) === undefined &&
+      (type === "chat" ||
+        (type === "normal" && el.getChild("body") !== undefined) ||
+        el.getChildElements().some((child) => IM_PAYLOADS.has(child.attrs.xmlns)));
     const storable =
       (type === "chat" || type === "normal") &&
       (el.getChild("body") !== undefined || el.getChild("store", NS_HINTS) !== undefined) &&
@@ -517,7 +527,7 @@ export class SessionActor {
       id: el.attrs.id ?? "",
       xml: serializeStanza(el),
       storable,
-      noCopy,
+      carbon,
     };
     const later = this.#acceptLater();
     this.#ctx.router.toUser(
@@ -527,7 +537,7 @@ export class SessionActor {
       later?.onAccepted,
     );
     const otherCarbons = this.#s.carbonPeers - (this.#s.carbons ? 1 : 0);
-    if (type === "chat" && !noCopy && otherCarbons > 0) {
+    if (carbon && otherCarbons > 0) {
       this.#ctx.router.toUser({
         kind: "carbon-sent",
         user: this.bare,

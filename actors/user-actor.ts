@@ -633,7 +633,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
           // Directed or broadcast available presence reaching an available session.
         }
         this.#write(full, stanza.xml, stanza.name === "message", stanza.storable === true);
-        if (stanza.name === "message" && stanza.type === "chat" && !stanza.noCopy) {
+        if (stanza.name === "message" && stanza.carbon === true) {
           this.#carbonReceived(stanza, new Set([full]));
         }
         return;
@@ -687,7 +687,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
         delivered.add(full);
       }
     }
-    if (stanza.type === "chat" && !stanza.noCopy) this.#carbonReceived(stanza, delivered);
+    if (stanza.carbon === true) this.#carbonReceived(stanza, delivered);
   }
 
   /**
@@ -1039,6 +1039,8 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
           const { approved: _a, ...rest } = item;
           await this.#putItem({ ...rest, subscription: sub === "to" ? "both" : "from" });
           this.#sendSubscription(contact, "subscribed");
+          // §3.1.5: an approval, even one given in advance, sends the user's current presence.
+          this.#sendCurrentPresence(contact, contact);
           return;
         }
         if (!(await this.#accountExists())) return;

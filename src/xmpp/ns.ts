@@ -24,6 +24,10 @@ export const NS_BLOCKING_ERRORS = "urn:xmpp:blocking:errors";
 export const NS_CARBONS = "urn:xmpp:carbons:2";
 export const NS_FORWARD = "urn:xmpp:forward:0";
 export const NS_HINTS = "urn:xmpp:hints";
+/** XEP-0085 chat states, XEP-0184 receipts, XEP-0333 chat markers: IM payloads (XEP-0280 §6). */
+export const NS_CHATSTATES = "http://jabber.org/protocol/chatstates";
+export const NS_RECEIPTS = "urn:xmpp:receipts";
+export const NS_CHAT_MARKERS = "urn:xmpp:chat-markers:0";
 export const NS_SM = "urn:xmpp:sm:3";
 export const NS_DELAY = "urn:xmpp:delay";
 export const NS_REGISTER = "jabber:iq:register";

@@ -83,6 +83,25 @@ describe("message carbons", () => {
     assert.deepEqual(carbonBodies(before), [], "no copies for a resource that did not enable carbons");
   });
 
+  test("a normal message with a body and a chat marker are copied; a headline is not (XEP-0280 §6)", async (t) => {
+    const { a1, a2, b } = await setup(t);
+    b.send(`<message to='${a1.jid}' type='headline'><body>headline in</body></message>`);
+    b.send(`<message to='${a1.jid}'><body>normal in</body></message>`);
+    const normal = await a2.collectUntil(
+      isCarbon("received", "normal in"),
+      "the carbon of the normal message",
+    );
+    assert.deepEqual(carbonBodies(normal.before), [], "no carbon of the headline");
+    // A read marker sent as a normal message from another device: the user's other devices
+    // learn the chat was read (XEP-0333 with XEP-0280).
+    a1.send(`<message to='${b.jid}'><displayed xmlns='urn:xmpp:chat-markers:0' id='m1'/></message>`);
+    const marker = await a2.waitFor(
+      (el) => carbonPayload(el, "sent")?.getChild("displayed", "urn:xmpp:chat-markers:0") !== undefined,
+      "the sent carbon of the chat marker",
+    );
+    assert.equal(carbonPayload(marker, "sent")?.attrs.to, b.jid);
+  });
+
   test("a message marked <private/> is not copied, in either direction", async (t) => {
     const { a1, a2, b } = await setup(t);
     const privately = `<private xmlns='${NS_CARBONS}'/><no-copy xmlns='urn:xmpp:hints'/>`;

@@ -181,6 +181,8 @@ describe("subscription state machine", () => {
       a.send(`<presence to='${bob!.jid}' type='subscribe'/>`);
       // §3.4.3... the contact's server approves it at once.
       await a.waitFor(isPresenceFrom(bob!.jid, "subscribed"), "automatic approval");
+      // §3.1.5: and, as after any approval, the contact's current presence (it was missing).
+      await a.waitFor(isPresenceFrom(b.jid!), "the contact's available presence");
       await a.waitFor(isRosterPush(bob!.jid, hasSubscription("to")), "'to' push");
       await b.waitFor(isRosterPush(alice!.jid, hasSubscription("from")), "'from' push at the contact");
       const earlier = await roundTrip(b);
