@@ -35,6 +35,7 @@ import {
 } from "../src/xmpp/ns.ts";
 import { errorReply, handledCountTooHighXml, readdress, serializeStanza } from "../src/xmpp/stanza.ts";
 import type { ClientLink } from "../src/xmpp/stream-host.ts";
+import { bounceStanza, routedOf } from "./bounce.ts";
 import type { RoutedStanza, SessionLocation, SessionMessage, SessionRegistration } from "./messages.ts";
 import type { SessionContext } from "./session-context.ts";
 import { handleAccountIq, handleOtherUserIq, handleServerIq } from "./session-iq.ts";
@@ -1000,7 +1001,17 @@ export class SessionActor {
     // Senders waiting for these writes: they are stored offline below or were written.
     for (const [, , accept] of this.#unreplicated) if (accept !== undefined) this.#ctx.router.accept(accept);
     this.#unreplicated = [];
-    const stored = this.#s.unacked.filter(([, , storable]) => storable).map(([, text]) => text);
+    const stored: string[] = [];
+    for (const [, text, storable] of this.#s.unacked) {
+      if (storable) stored.push(text);
+      else if (text.startsWith("<iq")) {
+        // XEP-0198 §4 via RFC 6121 §8.5.3.2.1: a request to a resource that is gone gets an
+        // error, or its sender waits for an answer that never comes.
+        const iq = routedOf(text);
+        if (iq?.type === "get" || iq?.type === "set")
+          bounceStanza(this.#ctx.router, iq, "service-unavailable");
+      }
+    }
     this.#s.unacked = [];
     this.#unackedBytes = 0;
     if (stored.length > 0)

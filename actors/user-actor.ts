@@ -18,7 +18,7 @@ import { NS_BLOCKING, NS_CARBONS, NS_CLIENT, NS_DELAY, NS_FORWARD, NS_ROSTER } f
 import { errorReply, iqResult, readdress } from "../src/xmpp/stanza.ts";
 import { parseElement } from "../src/xmpp/stream-parser.ts";
 import type { Ack, Actor, ActorKind, ActorSelf, Turn } from "./actor.ts";
-import { bounceStanza } from "./bounce.ts";
+import { bounceStanza, routedOf } from "./bounce.ts";
 import {
   type ActorRouter,
   askerOf,
@@ -293,7 +293,8 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
       case "carbon-sent":
         return this.#onCarbonSent(msg.session.full, msg.xml);
       case "store-offline":
-        for (const stanza of msg.stanzas) await this.#storeOffline(stanza, undefined);
+        // A store that is full refuses them: their senders hear so (RFC 6121 §8.5.2.1.1).
+        for (const stanza of msg.stanzas) await this.#storeOffline(stanza, routedOf(stanza));
         return;
       case "session-gone": {
         const state = this.#state.sessions.get(msg.session.full);
@@ -323,7 +324,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
           this.#writeSession(msg.session.full, state, writeOf(waitingOf(msg.xml, msg)));
           return;
         }
-        if (msg.xml !== undefined && msg.storable) await this.#storeOffline(msg.xml, undefined);
+        if (msg.xml !== undefined && msg.storable) await this.#storeOffline(msg.xml, routedOf(msg.xml));
         if (msg.accept !== undefined) this.#ctx.router.accept(msg.accept);
         return;
       }

@@ -32,6 +32,14 @@ declare module "@xmpp/xml" {
     attrs?: Record<string, string | undefined> | null,
     ...children: (Node | Node[] | undefined | null | false)[]
   ): Element;
+  /** A streaming parser: `start` (the root), `element` (each child of the root), `end`, `error`. */
+  export class Parser {
+    on(event: "element" | "start", listener: (el: Element) => void): this;
+    on(event: "error", listener: (error: Error) => void): this;
+    on(event: "end", listener: () => void): this;
+    write(data: string): void;
+    end(data?: string): void;
+  }
   export function escapeXML(s: string): string;
   export function escapeXMLText(s: string): string;
   export default xml;

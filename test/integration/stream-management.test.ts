@@ -404,6 +404,34 @@ describe("resumption timeout and limits", () => {
     );
   });
 
+  test("a request unacknowledged when its session ends gets an error; so does a message storage refuses", async (t) => {
+    // RFC 6121 §8.5.3.2.1 and §8.5.2.1.1: the senders hear of it instead of waiting for ever.
+    const node = await startNode(t, { config: { limits: { maxOfflineMessagesPerUser: 1 } } });
+    const [alice, bob] = await newUsers(node, 2);
+    const a = await loginRaw(t, node, alice!, { label: "alice" });
+    const b = await loginRaw(t, node, bob!, { label: "bob" });
+    await a.enableSm({ resume: true });
+    b.send(`<iq to='${a.jid}' type='get' id='q1'><query xmlns='jabber:iq:version'/></iq>`);
+    b.send(`<message to='${a.jid}' type='chat' id='kept'><body>kept</body></message>`);
+    b.send(`<message to='${a.jid}' type='chat' id='refused'><body>one too many</body></message>`);
+    await a.waitFor(isMessageWithBody("one too many"), "the last one at alice");
+    // Alice acknowledges none of them and closes: her session ends now.
+    await a.close();
+    const iqError = await b.waitFor((el) => el.getName() === "iq" && el.attrs.id === "q1", "the iq's answer");
+    assert.equal(iqError.attrs.type, "error", iqError.toString());
+    assert.ok(
+      iqError.getChild("error")?.getChild("service-unavailable", NS_STANZAS_ERROR),
+      iqError.toString(),
+    );
+    const refused = await b.waitFor((el) => el.attrs.id === "refused", "the refused message back");
+    assert.equal(refused.attrs.type, "error", refused.toString());
+    assert.equal(
+      b.received.filter((el) => el.attrs.id === "kept").length,
+      0,
+      "the stored one is not bounced",
+    );
+  });
+
   test("a client that never acknowledges is disconnected past smMaxUnackedStanzas", async (t) => {
     const node = await startNode(t, { config: { limits: { smMaxUnackedStanzas: 10 } } });
     const [alice, bob] = await newUsers(node, 2);
