@@ -175,7 +175,11 @@ export type UserMessage =
   /** XEP-0280: a message one session sent, to copy to the user's other carbon-enabled sessions. */
   | { kind: "carbon-sent"; user: BareJid; session: SessionLocation; xml: string }
   /** Stanzas a dead session never got acknowledged, to store offline (XEP-0198 §5). */
-  | { kind: "store-offline"; user: BareJid; stanzas: string[] }
+  /**
+   * A session ended with these stanzas unacknowledged (XEP-0198 §4); `writtenAt[i]`: when
+   * `stanzas[i]` was written to it (0 when not known), for the delay stamp.
+   */
+  | { kind: "store-offline"; user: BareJid; stanzas: string[]; writtenAt?: number[] }
   /** A worker had no session `session.sid` for a write: forget it, and keep the stanza if it was storable. */
   | {
       kind: "session-gone";

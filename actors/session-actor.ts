@@ -806,7 +806,13 @@ export class SessionActor {
     }
     if (this.#smEnabled) {
       const lsn = this.#change(
-        key === undefined ? { c: "out", xml: xmlText, storable } : { c: "out", xml: xmlText, storable, key },
+        // A stanza that may end in offline storage keeps when it was written: its delay stamp
+        // then says when delivery failed (XEP-0198 §4), not when the session ended.
+        storable
+          ? { c: "out", xml: xmlText, storable, at: Date.now(), ...(key === undefined ? {} : { key }) }
+          : key === undefined
+            ? { c: "out", xml: xmlText, storable }
+            : { c: "out", xml: xmlText, storable, key },
       );
       this.#unackedBytes += Buffer.byteLength(xmlText);
       const limits = this.#ctx.config.limits;
@@ -1002,9 +1008,12 @@ export class SessionActor {
     for (const [, , accept] of this.#unreplicated) if (accept !== undefined) this.#ctx.router.accept(accept);
     this.#unreplicated = [];
     const stored: string[] = [];
-    for (const [, text, storable] of this.#s.unacked) {
-      if (storable) stored.push(text);
-      else if (text.startsWith("<iq")) {
+    const writtenAt: number[] = [];
+    for (const [, text, storable, at] of this.#s.unacked) {
+      if (storable) {
+        stored.push(text);
+        writtenAt.push(at ?? 0);
+      } else if (text.startsWith("<iq")) {
         // XEP-0198 §4 via RFC 6121 §8.5.3.2.1: a request to a resource that is gone gets an
         // error, or its sender waits for an answer that never comes.
         const iq = routedOf(text);
@@ -1015,7 +1024,7 @@ export class SessionActor {
     this.#s.unacked = [];
     this.#unackedBytes = 0;
     if (stored.length > 0)
-      this.#ctx.router.toUser({ kind: "store-offline", user: this.bare, stanzas: stored });
+      this.#ctx.router.toUser({ kind: "store-offline", user: this.bare, stanzas: stored, writtenAt });
     if (!unbind) return;
     const unavailable = `<presence xmlns="${NS_CLIENT}" type="unavailable" from="${escapeXML(this.full)}"/>`;
     if (this.#s.presence !== undefined) this.#sendUnavailableToDirected(unavailable);

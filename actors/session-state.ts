@@ -25,8 +25,11 @@ export interface SessionSnapshot {
    */
   handledIn: number;
   sentOut: number;
-  /** Unacknowledged outbound stanzas: [sequence number, xml, storable offline]. */
-  unacked: [number, string, boolean][];
+  /**
+   * Unacknowledged outbound stanzas: [sequence number, xml, storable offline, when it was written
+   * (ms since the epoch; absent in states from before it was kept)].
+   */
+  unacked: UnackedEntry[];
   presence: string | undefined;
   priority: number;
   carbons: boolean;
@@ -41,14 +44,20 @@ export interface SessionSnapshot {
   moves: number;
 }
 
+/** One stanza of the XEP-0198 log (see {@link SessionSnapshot.unacked}). */
+export type UnackedEntry = [seq: number, xml: string, storable: boolean, at?: number];
+
 /** The named changes of a session's state. */
 export type SessionChange =
   /** The whole state (a new replica starts from it). */
   | { c: "init"; state: SessionSnapshot }
   /** The client's stanzas up to `handledIn` are accepted (XEP-0198 inbound count). */
   | { c: "in"; handledIn: number }
-  /** A stanza was written to the client (numbered `sentOut + 1`); `key` is its dedupe key. */
-  | { c: "out"; xml: string; storable: boolean; key?: string }
+  /**
+   * A stanza was written to the client (numbered `sentOut + 1`) at `at`; `key` is its dedupe
+   * key. The time is the change's data, not read here: apply stays deterministic.
+   */
+  | { c: "out"; xml: string; storable: boolean; key?: string; at?: number }
   /** The client acknowledged everything up to `h`. */
   | { c: "ack"; h: number }
   /** Broadcast presence and priority changed. */
@@ -128,7 +137,11 @@ export function applySessionChange(state: SessionSnapshot, change: SessionChange
       return state;
     case "out":
       state.sentOut = (state.sentOut + 1) % SEQ_MOD;
-      state.unacked.push([state.sentOut, change.xml, change.storable]);
+      state.unacked.push(
+        change.at === undefined
+          ? [state.sentOut, change.xml, change.storable]
+          : [state.sentOut, change.xml, change.storable, change.at],
+      );
       if (change.key !== undefined) {
         state.dedupe.push(change.key);
         // Re-sends follow a node's death within seconds; a window of recent keys is enough.
@@ -169,7 +182,7 @@ export function applySessionChange(state: SessionSnapshot, change: SessionChange
 export function cloneSessionState(state: SessionSnapshot): SessionSnapshot {
   return {
     ...state,
-    unacked: state.unacked.map((entry) => [...entry] as [number, string, boolean]),
+    unacked: state.unacked.map((entry): UnackedEntry => [...entry]),
     blocklist: [...state.blocklist],
     directed: [...state.directed],
     dedupe: [...state.dedupe],

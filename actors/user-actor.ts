@@ -294,7 +294,9 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
         return this.#onCarbonSent(msg.session.full, msg.xml);
       case "store-offline":
         // A store that is full refuses them: their senders hear so (RFC 6121 §8.5.2.1.1).
-        for (const stanza of msg.stanzas) await this.#storeOffline(stanza, routedOf(stanza));
+        for (const [i, stanza] of msg.stanzas.entries()) {
+          await this.#storeOffline(stanza, routedOf(stanza), msg.writtenAt?.[i] || undefined);
+        }
         return;
       case "session-gone": {
         const state = this.#state.sessions.get(msg.session.full);
@@ -705,12 +707,13 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
     return this.#state.known === "exists";
   }
 
-  async #storeOffline(stanzaXml: string, stanza: RoutedStanza | undefined): Promise<void> {
+  /** Stores a message for the next login, stamped (XEP-0203) with `failedAt` or now. */
+  async #storeOffline(stanzaXml: string, stanza: RoutedStanza | undefined, failedAt?: number): Promise<void> {
     if (!(await this.#accountExists())) {
       if (stanza !== undefined) bounceStanza(this.#ctx.router, stanza, "service-unavailable");
       return;
     }
-    const stamped = addDelay(stanzaXml, this.#ctx.config.domain);
+    const stamped = addDelay(stanzaXml, this.#ctx.config.domain, failedAt ?? Date.now());
     const stored = await this.#ctx.store.pushOffline(
       this.user,
       { stanza: stamped, storedAt: Date.now() },
@@ -1154,8 +1157,8 @@ function itemElement(item: RosterItem): Element {
 }
 
 /** XEP-0203: stamp a stored message with the time it was stored. */
-function addDelay(stanzaXml: string, domain: string): string {
-  const stamp = new Date().toISOString();
+function addDelay(stanzaXml: string, domain: string, at: number): string {
+  const stamp = new Date(at).toISOString();
   const close = stanzaXml.lastIndexOf("</");
   const delay = `<delay xmlns="${NS_DELAY}" from="${escapeXML(domain)}" stamp="${stamp}">Offline Storage</delay>`;
   if (close === -1 || !stanzaXml.endsWith(">")) {
