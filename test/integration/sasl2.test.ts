@@ -219,6 +219,35 @@ describe("SASL2 and Bind 2", () => {
     assert.equal(bareJid(success.getChildText("authorization-identifier")!), alice!.jid);
   });
 
+  test("an inline <resume/> acknowledging more than was sent: <failed h/>, a fresh bind, the old stanzas offline", async (t) => {
+    const node = getNode();
+    const [alice, bob] = await newUsers(node, 2, "inlhigh");
+    const b = await loginRaw(t, node, bob!, { label: "bob" });
+    const agent = randomUUID();
+    const { client: a, success } = await sasl2Login(t, node, alice!, bindInline(agent), "alice");
+    const full = success.getChildText("authorization-identifier")!;
+    const previd = success.getChild("bound", NS_BIND2)!.getChild("enabled", NS_SM)!.attrs.id!;
+    b.send(`<message to='${full}' type='chat'><body>not acknowledged</body></message>`);
+    await a.waitFor(isMessageWithBody("not acknowledged"), "the message");
+    a.reset();
+    await a.whenClosed;
+    const { client: again, success: second } = await sasl2Login(
+      t,
+      node,
+      alice!,
+      `<resume xmlns='${NS_SM}' previd='${previd}' h='40'/>${bindInline(agent)}`,
+      "alice again",
+    );
+    const failed = second.getChild("failed", NS_SM);
+    assert.ok(failed?.getChild("undefined-condition") !== undefined, second.toString());
+    assert.equal(failed?.attrs.h, "0", "the server had handled none of alice's stanzas");
+    // The old session ended, so the device's resource is free for the fresh bind.
+    assert.equal(second.getChildText("authorization-identifier"), full, second.toString());
+    assert.ok(second.getChild("bound", NS_BIND2)?.getChild("enabled", NS_SM), second.toString());
+    again.send("<presence/>");
+    await again.waitFor(isMessageWithBody("not acknowledged"), "the message, from offline storage");
+  });
+
   test("Bind 2 without XEP-0198 inline: the features offer it, and <enable/> the §3 way works", async (t) => {
     const node = getNode();
     const [alice] = await newUsers(node, 1, "latesm");
