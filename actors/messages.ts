@@ -24,6 +24,11 @@ export interface RoutedStanza {
    * marked private (§7) or no-copy (XEP-0334).
    */
   carbon?: boolean;
+  /**
+   * `<private/>` or `<no-copy/>`: what releases before `carbon` read (they copy a chat unless
+   * it is set), sent for them during a rolling upgrade; `carbon` decides where it is present.
+   */
+  noCopy?: boolean;
 }
 
 /** Where a session's socket lives: a worker of some node. */
@@ -210,8 +215,11 @@ export type SessionMessage =
       full: FullJid;
       sid: string;
       xml: string;
-      /** Offline storage takes it if the session ends before the client acknowledges it. */
-      storable?: boolean;
+      /**
+       * Offline storage takes it if the session ends before the client acknowledges it. Named
+       * for what it first meant: peers of earlier releases read this name (rolling upgrades).
+       */
+      isMessage?: boolean;
       /** The retained stanza this write delivers: a session drops a second write with the same key. */
       dedupe?: string;
       /** The sender waits for this: the session accepts once the write is safe (replicated). */
@@ -259,6 +267,11 @@ export type WorkerMessage =
    * gave up (`ok` false): the lender ends quietly, or becomes resumable again.
    */
   | { kind: "resume-done"; sid: string; ok: boolean }
+  /**
+   * Session `sid` refused a resumption's `h` and nobody else holds the session: it ends as if
+   * its window had passed; the reply says whether it did (SessionActor.endRefused).
+   */
+  | { kind: "resume-refused"; sid: string; toShard: number; reqId: number }
   /**
    * The session made of a replica's copy (promoted, or taken by a resumption) is replicated
    * where it lives now, or ended: the shard that handed the copy out drops it

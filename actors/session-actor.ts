@@ -61,6 +61,9 @@ export type { SessionSnapshot } from "./session-state.ts";
  */
 const SM_REQUEST_ACK_AFTER = 10;
 
+/** Answers to requests a session remembers (see `#answeredIqs`): more than the log holds in practice. */
+const MAX_ANSWERED_IQS = 256;
+
 /** Payloads that make a message one for carbons whatever its type (XEP-0280 §6). */
 const IM_PAYLOADS: ReadonlySet<string | undefined> = new Set([NS_CHATSTATES, NS_RECEIPTS, NS_CHAT_MARKERS]);
 
@@ -146,6 +149,12 @@ export class SessionActor {
   #ackWanted = false;
   #ackTimer: NodeJS.Timeout | undefined;
   #ackRequested = false;
+  /**
+   * The requests the client answered lately ("<requester>\n<id>"), oldest first: one still in
+   * the log when the session ends is not answered with an error too (RFC 6120 §8.2.3: one
+   * response per request).
+   */
+  #answeredIqs = new Set<string>();
   /** UTF-8 bytes of the stanzas in the XEP-0198 log, against `limits.smMaxUnackedBytes`. */
   #unackedBytes = 0;
   #resumeTimer: NodeJS.Timeout | undefined;
@@ -348,6 +357,22 @@ export class SessionActor {
     stream.hurry();
   }
 
+  /**
+   * A resumption that this session refused (its `h` did not fit the log) found no other holder:
+   * the session ends as if its window had passed (its unacknowledged stanzas go to offline
+   * storage), so a client that counts wrong starts afresh rather than leave a ghost of itself
+   * online for the window. False when it is lent or ended meanwhile.
+   */
+  endRefused(): boolean {
+    if (this.#ended || this.#lentTimer !== undefined) return false;
+    this.#log.info({ sid: this.sid }, "a resumption refused this session's log; the session ends");
+    const old = this.#link;
+    this.#link = undefined;
+    this.#expire();
+    old?.closeWithError("conflict", "resumed on another connection");
+    return true;
+  }
+
   /** Applies the blocklist sent with the bind reply. */
   setBlocklist(list: string[]): void {
     this.#change({ c: "flags", blocklist: list });
@@ -473,6 +498,11 @@ export class SessionActor {
       return;
     }
     if (to !== undefined) el.attrs.to = formatTo(to);
+    if (el.name === "iq" && (el.attrs.type === "result" || el.attrs.type === "error") && this.#smEnabled) {
+      this.#answeredIqs.add(`${el.attrs.to ?? ""}\n${el.attrs.id ?? ""}`);
+      if (this.#answeredIqs.size > MAX_ANSWERED_IQS)
+        this.#answeredIqs.delete(this.#answeredIqs.values().next().value!);
+    }
     if (to !== undefined && to.domain !== this.#ctx.config.domain) {
       // There is no server-to-server federation yet.
       if (el.attrs.type !== "error") this.#reply(errorReply(el, "remote-server-not-found"));
@@ -510,12 +540,15 @@ export class SessionActor {
         errorReply(el, "not-acceptable", { extra: xml("blocked", { xmlns: NS_BLOCKING_ERRORS }) }),
       );
     }
+    const noCopy =
+      el.getChild("private", NS_CARBONS) !== undefined || el.getChild("no-copy", NS_HINTS) !== undefined;
     const carbon =
-      el.getChild("private", NS_CARBONS) === undefined &&
-      el.getChild("no-copy", NS_HINTS) === undefined &&
+      !noCopy &&
       (type === "chat" ||
         (type === "normal" && el.getChild("body") !== undefined) ||
-        el.getChildElements().some((child) => IM_PAYLOADS.has(child.attrs.xmlns)));
+        (type !== "error" &&
+          type !== "groupchat" &&
+          el.getChildElements().some((child) => IM_PAYLOADS.has(child.attrs.xmlns))));
     const storable =
       (type === "chat" || type === "normal") &&
       (el.getChild("body") !== undefined || el.getChild("store", NS_HINTS) !== undefined) &&
@@ -529,6 +562,7 @@ export class SessionActor {
       xml: serializeStanza(el),
       storable,
       carbon,
+      ...(noCopy ? { noCopy } : {}),
     };
     const later = this.#acceptLater();
     this.#ctx.router.toUser(
@@ -741,7 +775,7 @@ export class SessionActor {
           if (msg.accept !== undefined) this.#acceptWhenReplicated(msg.accept);
           return;
         }
-        return this.write(msg.xml, msg.storable ?? false, msg.dedupe, msg.accept);
+        return this.write(msg.xml, msg.isMessage ?? false, msg.dedupe, msg.accept);
       case "conflict":
         // RFC 6120 §7.7.2.2: the replaced session gets <conflict/>.
         this.#ended = true;
@@ -823,10 +857,17 @@ export class SessionActor {
         // The client stopped acknowledging: end the session rather than grow without bound. The
         // byte limit also keeps the whole state, which a resumption sends to the replicas at
         // once, within what a peer link takes (config: at most a quarter of its budget); a state
-        // larger than the link's budget overflowed it at every try, for ever.
-        if (this.#link !== undefined)
-          this.#link.closeWithError("policy-violation", "too many unacknowledged stanzas");
-        else this.#expire();
+        // larger than the link's budget overflowed it at every try, for ever. It ends now, not
+        // resumable: a stream left to close would log (and replicate) every write until the
+        // client answered or the close timed out, and the session would then wait for
+        // <resume/> with all of it. Its log, this write included, goes to offline storage, so
+        // this write's sender is answered with the others' (#finish); unanswered, the router
+        // re-sent it 3 s later and it was delivered twice.
+        if (accept !== undefined) this.#unreplicated.push([lsn, undefined, accept]);
+        const link = this.#link;
+        this.#link = undefined;
+        this.#expire();
+        link?.closeWithError("policy-violation", "too many unacknowledged stanzas");
         return;
       }
       if (this.#stream !== undefined && lsn > this.#stream.ackedLsn) {
@@ -926,8 +967,10 @@ export class SessionActor {
             return;
           case "stale":
             // Below an earlier acknowledgement: it tells nothing new, and XEP-0198 §4 asks for an
-            // error only when h is too high (ejabberd ignores such an <a/> too).
+            // error only when h is too high (ejabberd ignores such an <a/> too). It still answers
+            // our <r/>, so the next one may be asked.
             this.#log.debug({ h, sent: this.#s.sentOut }, "an <a/> below an earlier one; ignored");
+            this.#ackRequested = false;
             return;
           case "too-high":
             // XEP-0198 §4, §6: a protocol error, with the counts for whoever debugs the client.
@@ -1017,7 +1060,7 @@ export class SessionActor {
         // XEP-0198 §4 via RFC 6121 §8.5.3.2.1: a request to a resource that is gone gets an
         // error, or its sender waits for an answer that never comes.
         const iq = routedOf(text);
-        if (iq?.type === "get" || iq?.type === "set")
+        if ((iq?.type === "get" || iq?.type === "set") && !this.#answeredIqs.has(`${iq.from}\n${iq.id}`))
           bounceStanza(this.#ctx.router, iq, "service-unavailable");
       }
     }
@@ -1092,28 +1135,20 @@ export class SessionActor {
    * replicas until the taker confirms that it (and its own replicas) hold the session
    * ({@link confirmMoved}), and becomes resumable here again if the taker gives up or never
    * answers ({@link restore}): a reply lost with a paused node or a cut link loses nothing.
-   * Returns undefined when the session is lent already. An `h` the log cannot take (above what
-   * was sent, or below an earlier acknowledgement) is refused, and the session ends as if its
-   * resumption window had passed (its unacknowledged stanzas go to offline storage): a client
-   * that counts wrong starts afresh rather than leave a ghost of itself online for the window.
+   * Returns undefined when the session is lent already or `h` is no 32-bit count. An `h` the
+   * log cannot take (above what was sent, or below an earlier acknowledgement) is refused, with
+   * the counts and nothing changed: another holder of the session (a copy ahead of this one)
+   * may take it; if none does, the resumption asks this one to end ({@link endRefused}).
    */
   lendForResume(
     h: number,
   ): SessionSnapshot | { refused: "too-high" | "stale"; sent: number; handled: number } | undefined {
     if (this.#ended || this.#token === undefined || this.#lentTimer !== undefined) return undefined;
     const standing = ackStanding(this.#s, h);
+    if (standing === "invalid") return undefined;
     if (standing !== "ok") {
-      const refused = {
-        refused: standing === "stale" ? ("stale" as const) : ("too-high" as const),
-        sent: this.#s.sentOut,
-        handled: this.#s.handledIn,
-      };
-      this.#log.info({ h, ...refused }, "resumption with an impossible h; the session ends");
-      const old = this.#link;
-      this.#link = undefined;
-      this.#expire();
-      old?.closeWithError("conflict", "resumed on another connection");
-      return refused;
+      this.#log.info({ h, sent: this.#s.sentOut }, "resumption with an h the log cannot take; refused");
+      return { refused: standing, sent: this.#s.sentOut, handled: this.#s.handledIn };
     }
     this.#ack(h, false);
     const old = this.#link;

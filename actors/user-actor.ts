@@ -483,7 +483,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
       | {
           kind: "write";
           xml: string;
-          storable?: boolean;
+          isMessage?: boolean;
           dedupe?: string;
           accept?: { shard: number; rid: number };
         },
@@ -493,7 +493,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
       if (msg.kind === "write") {
         this.#awaitRelocate(full, to.sid, {
           xml: msg.xml,
-          storable: msg.storable ?? false,
+          storable: msg.isMessage ?? false,
           ...carried(msg),
         });
       }
@@ -514,7 +514,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
     if (state === undefined) return false;
     const dedupe = this.#turn?.dedupe;
     if (!retained || dedupe === undefined) {
-      this.#writeSession(full, state, { kind: "write", xml: xmlText, storable });
+      this.#writeSession(full, state, { kind: "write", xml: xmlText, isMessage: storable });
       return true;
     }
     // The first write of a retained stanza takes the sender's accept request along.
@@ -523,8 +523,8 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
       full,
       state,
       accept === undefined
-        ? { kind: "write", xml: xmlText, storable, dedupe }
-        : { kind: "write", xml: xmlText, storable, dedupe, accept },
+        ? { kind: "write", xml: xmlText, isMessage: storable, dedupe }
+        : { kind: "write", xml: xmlText, isMessage: storable, dedupe, accept },
     );
     return true;
   }
@@ -636,7 +636,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
           // Directed or broadcast available presence reaching an available session.
         }
         this.#write(full, stanza.xml, stanza.name === "message", stanza.storable === true);
-        if (stanza.name === "message" && stanza.carbon === true) {
+        if (stanza.name === "message" && carbonOf(stanza)) {
           this.#carbonReceived(stanza, new Set([full]));
         }
         return;
@@ -690,7 +690,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
         delivered.add(full);
       }
     }
-    if (stanza.carbon === true) this.#carbonReceived(stanza, delivered);
+    if (carbonOf(stanza)) this.#carbonReceived(stanza, delivered);
   }
 
   /**
@@ -1131,6 +1131,14 @@ function carried(m: { dedupe?: string; accept?: { shard: number; rid: number } }
   };
 }
 
+/**
+ * Whether a message goes to the user's carbons-enabled resources (XEP-0280 §6); a stanza from a
+ * release before `carbon` says only whether it was private (rolling upgrades).
+ */
+function carbonOf(stanza: RoutedStanza): boolean {
+  return stanza.carbon ?? (stanza.type === "chat" && stanza.noCopy !== true);
+}
+
 /** A write handed back by a worker (session-gone), to keep for the session or send on. */
 function waitingOf(
   xml: string,
@@ -1141,7 +1149,7 @@ function waitingOf(
 
 /** The session write for a kept write. */
 function writeOf(w: WaitingWrite) {
-  return { kind: "write" as const, xml: w.xml, storable: w.storable, ...carried(w) };
+  return { kind: "write" as const, xml: w.xml, isMessage: w.storable, ...carried(w) };
 }
 
 function itemElement(item: RosterItem): Element {

@@ -47,8 +47,11 @@ export type ResumeTake =
     }
   | { expired: number }
   | { pending: true }
-  /** The client's `h` does not fit the session's log: the session ended (SessionActor.lendForResume). */
-  | { refused: "too-high" | "stale"; sent: number; handled: number }
+  /**
+   * The client's `h` does not fit the log of the session `holder` holds (SessionActor
+   * lendForResume); it is left as it was until the search finds no other holder.
+   */
+  | { refused: "too-high" | "stale"; sent: number; handled: number; holder: { shard: number; sid: string } }
   | undefined;
 
 /**
@@ -359,9 +362,10 @@ async function resume(
       if (link.closed) return;
       asked.add(shard);
       note(await take(shard));
-      if (snapshot !== undefined || refused !== undefined) return;
+      if (snapshot !== undefined) return;
     }
-    if (link.closed || refused !== undefined) return;
+    if (link.closed) return;
+    // A holder refused the client's h: another (a copy ahead of it) may still take it.
     const others = withMainShards(ctx.router.liveShards()).filter((shard) => !asked.has(shard));
     // At most one holder has the session, and taking it is what the request does.
     for (const found of await Promise.all(others.map(take))) note(found);
@@ -381,6 +385,16 @@ async function resume(
     await search();
   }
   if (snapshot === undefined && refused !== undefined) {
+    // Nobody else holds it: the refusing holder ends (its stanzas to offline storage) before the
+    // client hears, so a bind that follows finds the resource free and the stanzas stored.
+    const { shard, sid } = refused.holder;
+    await ctx.router
+      .requestShard<boolean>(
+        shard,
+        (reqId) => ({ t: "worker", msg: { kind: "resume-refused", sid, toShard: ctx.index, reqId } }),
+        RESUME_TAKE_TIMEOUT_MS,
+      )
+      .catch((error: unknown) => ctx.log.warn({ err: error, shard }, "could not end a refused session"));
     return { failed: refused.refused, h, sent: refused.sent, handled: refused.handled };
   }
   if (snapshot === undefined) {
@@ -543,6 +557,8 @@ export function takeResumable(ctx: ShardContext, token: string, h: number, user:
   // A lender's copy waiting to learn whether its taker lives: ask again shortly.
   if (session.standby) return { pending: true };
   const lent = session.lendForResume(h);
-  if (lent === undefined || "refused" in lent) return lent;
+  if (lent !== undefined && "refused" in lent)
+    return { ...lent, holder: { shard: ctx.index, sid: session.sid } };
+  if (lent === undefined) return undefined;
   return { snapshot: lent, lender: { shard: ctx.index, sid: session.sid } };
 }

@@ -430,7 +430,7 @@ function dispatch(envelope: Envelope): void {
           user,
           session: { full: msg.full, shard, sid: msg.sid },
           xml: msg.xml,
-          storable: msg.storable ?? false,
+          storable: msg.isMessage ?? false,
           ...(msg.dedupe === undefined ? {} : { dedupe: msg.dedupe }),
           ...(msg.accept === undefined ? {} : { accept: msg.accept }),
           moved: ctx.movedSids.has(msg.sid),
@@ -457,6 +457,10 @@ function dispatch(envelope: Envelope): void {
           (error: unknown) => router.reply(toShard, reqId, { ok: false, error }),
         );
         return;
+      }
+      if (msg.kind === "resume-refused") {
+        const session = ctx.sessions.get(msg.sid);
+        return router.reply(msg.toShard, msg.reqId, { ok: true, value: session?.endRefused() ?? false });
       }
       if (msg.kind === "sessions") {
         return router.reply(msg.toShard, msg.reqId, { ok: true, value: localSessions(msg.user) });

@@ -269,6 +269,8 @@ export function loadConfig(options: LoadConfigOptions = {}): Readonly<Config> {
   const errors: string[] = [];
   const merged = structuredClone(DEFAULT_CONFIG) as unknown as Record<string, unknown>;
 
+  // Whether the operator set the XEP-0198 byte limit, or it follows the peer links' budget.
+  let logLimitSet = options.overrides?.["limits.smMaxUnackedBytes"] !== undefined;
   const file = options.configFile ?? env.STARLING_CONFIG;
   const path = resolve(cwd, file ?? "cluster.config.json");
   let text: string | undefined;
@@ -297,6 +299,7 @@ export function loadConfig(options: LoadConfigOptions = {}): Readonly<Config> {
     }
     const { $comment: _comment, ...rest } = parsed;
     mergeInto(merged, rest, "", errors);
+    if (getPath(rest, "limits.smMaxUnackedBytes") !== undefined) logLimitSet = true;
   }
 
   for (const [name, key] of Object.entries(ENV_KEYS)) {
@@ -349,7 +352,11 @@ export function loadConfig(options: LoadConfigOptions = {}): Readonly<Config> {
     );
   }
   const limits = merged.limits as Config["limits"];
-  if (limits.smMaxUnackedBytes > cluster.maxPeerBufferBytes / 4) {
+  const linkQuarter = Math.floor(cluster.maxPeerBufferBytes / 4);
+  if (!logLimitSet && Number.isSafeInteger(linkQuarter) && linkQuarter >= 1) {
+    // Unset, it follows a smaller link budget, so a deployment that lowered the budget still starts.
+    limits.smMaxUnackedBytes = Math.min(limits.smMaxUnackedBytes, linkQuarter);
+  } else if (limits.smMaxUnackedBytes > cluster.maxPeerBufferBytes / 4) {
     errors.push(
       `limits.smMaxUnackedBytes (${limits.smMaxUnackedBytes}) must be at most a quarter of cluster.maxPeerBufferBytes (${cluster.maxPeerBufferBytes}): a resumed session sends its whole state to its replicas at once`,
     );

@@ -421,6 +421,13 @@ describe("resumption timeout and limits", () => {
     const b = await loginRaw(t, node, bob!, { label: "bob" });
     await a.enableSm({ resume: true });
     b.send(`<iq to='${a.jid}' type='get' id='q1'><query xmlns='jabber:iq:version'/></iq>`);
+    b.send(`<iq to='${a.jid}' type='get' id='q2'><query xmlns='jabber:iq:version'/></iq>`);
+    // Alice answers q2 (but acknowledges nothing): it must not be answered a second time.
+    await a.waitFor((el) => el.attrs.id === "q2", "q2 at alice");
+    a.send(
+      `<iq to='${b.jid}' type='result' id='q2'><query xmlns='jabber:iq:version'><name>x</name></query></iq>`,
+    );
+    await b.waitFor((el) => el.attrs.id === "q2", "alice's answer to q2");
     b.send(`<message to='${a.jid}' type='chat' id='kept'><body>kept</body></message>`);
     b.send(`<message to='${a.jid}' type='chat' id='refused'><body>one too many</body></message>`);
     await a.waitFor(isMessageWithBody("one too many"), "the last one at alice");
@@ -438,6 +445,11 @@ describe("resumption timeout and limits", () => {
       b.received.filter((el) => el.attrs.id === "kept").length,
       0,
       "the stored one is not bounced",
+    );
+    assert.deepEqual(
+      b.received.filter((el) => el.attrs.id === "q2").map((el) => el.attrs.type),
+      ["result"],
+      "the answered request: its answer only (RFC 6120 §8.2.3)",
     );
   });
 

@@ -109,3 +109,44 @@ test("a resumption whose connection closed asks no more shards for the session",
     `no other shard is asked (not ${shardNumber(2, 1)}, nor ${mainShardOf(2)}, nor the rest)`,
   );
 });
+
+test("a holder that refuses the client's h is asked to end only once no other shard holds the session", async () => {
+  const link = { closed: false } as ClientLink;
+  const asked: { shard: number; kind: string }[] = [];
+  const self = shardNumber(2, 0);
+  const home = shardNumber(1, 0);
+  const ctx = {
+    index: self,
+    config: DEFAULT_CONFIG,
+    log: createLogger({ level: "silent" }),
+    localShards: [self, shardNumber(2, 1)],
+    sidPrefix: `${self}.w1.`,
+    router: {
+      requestShard: (shard: number, build: (reqId: number) => { msg: { kind: string } }) => {
+        const kind = build(1).msg.kind;
+        asked.push({ shard, kind });
+        if (kind === "resume-refused") return Promise.resolve(true);
+        // The shard that issued the id holds the session and refuses h; the others hold nothing.
+        if (shard === home) {
+          return Promise.resolve({
+            refused: "too-high",
+            sent: 5,
+            handled: 2,
+            holder: { shard: home, sid: "s1" },
+          });
+        }
+        return Promise.resolve(undefined);
+      },
+      isOnGoneNode: () => false,
+      goneNodes: () => [],
+      liveShards: () => [self, shardNumber(2, 1), home, shardNumber(3, 0)],
+      nextTable: () => Promise.resolve(),
+    },
+  } as unknown as ShardContext;
+  const outcome = await clientStreamHost(ctx).resume(user, `${home}.token`, 9, link);
+  assert.deepEqual(outcome, { failed: "too-high", h: 9, sent: 5, handled: 2 });
+  const takes = asked.filter((a) => a.kind === "resume-take").map((a) => a.shard);
+  // A copy ahead of the refusing holder (sim seed 6122) would be found by the rest of the search.
+  assert.ok(takes.includes(shardNumber(3, 0)), `the search went on past the refusal: ${takes}`);
+  assert.deepEqual(asked.at(-1), { shard: home, kind: "resume-refused" }, "then the holder is asked to end");
+});

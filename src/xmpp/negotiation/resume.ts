@@ -37,7 +37,8 @@ export async function attemptResume(stream: NegotiatingStream, el: Element): Pro
   const previd = el.attrs.previd ?? "";
   const h = Number(el.attrs.h);
   const outcome =
-    Number.isInteger(h) && h >= 0
+    // XEP-0198 §5: h is an unsigned 32-bit count; anything else names no state of any session.
+    Number.isInteger(h) && h >= 0 && h < 2 ** 32
       ? await stream.host.resume(stream.jid!, previd, h, stream)
       : ({ failed: "unknown" } as const);
   if ("failed" in outcome) {
