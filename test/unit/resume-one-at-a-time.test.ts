@@ -66,30 +66,40 @@ test("resumptions of other ids run beside it, and a failed one does not block th
   assert.deepEqual(await other, { failed: "unknown" });
 });
 
-test("a resumption whose connection closed asks no more shards for the session", async () => {
-  const link = { closed: false } as { closed: boolean } & ClientLink;
-  // Each resume-take the worker sends, answered by hand.
-  const asked: { shard: number; answer: (value: unknown) => void }[] = [];
+/**
+ * A worker of node 2 whose requests to shards `requestShard` answers; the cluster's live shards
+ * are its own two, node 1's worker 0 and node 3's.
+ */
+function shardContext(requestShard: (shard: number, build: (reqId: number) => unknown) => Promise<unknown>) {
   const self = shardNumber(2, 0);
-  const ctx = {
+  return {
     index: self,
     config: DEFAULT_CONFIG,
     log: createLogger({ level: "silent" }),
     localShards: [self, shardNumber(2, 1)],
     sidPrefix: `${self}.w1.`,
     router: {
-      // Once the client left, any shard asked answers at once: it holds nothing.
-      requestShard: (shard: number) =>
-        new Promise((answer) => {
-          asked.push({ shard, answer });
-          if (link.closed) answer(undefined);
-        }),
+      requestShard,
       isOnGoneNode: () => false,
       goneNodes: () => [],
       liveShards: () => [self, shardNumber(2, 1), shardNumber(1, 0), shardNumber(3, 0)],
       nextTable: () => Promise.resolve(),
     },
   } as unknown as ShardContext;
+}
+
+test("a resumption whose connection closed asks no more shards for the session", async () => {
+  const link = { closed: false } as { closed: boolean } & ClientLink;
+  // Each resume-take the worker sends, answered by hand.
+  const asked: { shard: number; answer: (value: unknown) => void }[] = [];
+  // Once the client left, any shard asked answers at once: it holds nothing.
+  const ctx = shardContext(
+    (shard) =>
+      new Promise((answer) => {
+        asked.push({ shard, answer });
+        if (link.closed) answer(undefined);
+      }),
+  );
   const host = clientStreamHost(ctx);
   const home = shardNumber(1, 0);
   const outcome = host.resume(user, `${home}.token`, 2, link);
@@ -113,36 +123,22 @@ test("a resumption whose connection closed asks no more shards for the session",
 test("a holder that refuses the client's h is asked to end only once no other shard holds the session", async () => {
   const link = { closed: false } as ClientLink;
   const asked: { shard: number; kind: string }[] = [];
-  const self = shardNumber(2, 0);
   const home = shardNumber(1, 0);
-  const ctx = {
-    index: self,
-    config: DEFAULT_CONFIG,
-    log: createLogger({ level: "silent" }),
-    localShards: [self, shardNumber(2, 1)],
-    sidPrefix: `${self}.w1.`,
-    router: {
-      requestShard: (shard: number, build: (reqId: number) => { msg: { kind: string } }) => {
-        const kind = build(1).msg.kind;
-        asked.push({ shard, kind });
-        if (kind === "resume-refused") return Promise.resolve(true);
-        // The shard that issued the id holds the session and refuses h; the others hold nothing.
-        if (shard === home) {
-          return Promise.resolve({
-            refused: "too-high",
-            sent: 5,
-            handled: 2,
-            holder: { shard: home, sid: "s1" },
-          });
-        }
-        return Promise.resolve(undefined);
-      },
-      isOnGoneNode: () => false,
-      goneNodes: () => [],
-      liveShards: () => [self, shardNumber(2, 1), home, shardNumber(3, 0)],
-      nextTable: () => Promise.resolve(),
-    },
-  } as unknown as ShardContext;
+  const ctx = shardContext((shard, build) => {
+    const kind = (build(1) as { msg: { kind: string } }).msg.kind;
+    asked.push({ shard, kind });
+    if (kind === "resume-refused") return Promise.resolve(true);
+    // The shard that issued the id holds the session and refuses h; the others hold nothing.
+    if (shard === home) {
+      return Promise.resolve({
+        refused: "too-high",
+        sent: 5,
+        handled: 2,
+        holder: { shard: home, sid: "s1" },
+      });
+    }
+    return Promise.resolve(undefined);
+  });
   const outcome = await clientStreamHost(ctx).resume(user, `${home}.token`, 9, link);
   assert.deepEqual(outcome, { failed: "too-high", h: 9, sent: 5, handled: 2 });
   const takes = asked.filter((a) => a.kind === "resume-take").map((a) => a.shard);
