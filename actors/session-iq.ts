@@ -66,7 +66,8 @@ export async function handleServerIq(
 ): Promise<Element> {
   const payload = iq.getChildElements()[0]!;
   const ns = payload.attrs.xmlns;
-  const from = ctx.config.domain;
+  // RFC 6120 §8.2.3: the answer comes from the address asked, a resource of the server included.
+  const from = iq.attrs.to ?? ctx.config.domain;
   if (iq.attrs.type === "get") {
     if (ns === NS_DISCO_INFO && payload.name === "query") {
       if (payload.attrs.node !== undefined) return errorReply(iq, "item-not-found");

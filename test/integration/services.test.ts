@@ -138,6 +138,11 @@ describe("ping and version", () => {
     const reply = await client.iq("get", `<ping xmlns='${NS_PING}'/>`, { to: node.domain });
     assert.equal(reply.attrs.type, "result", reply.toString());
     assert.equal(reply.getChildElements().length, 0, "XEP-0199 §4.2: the pong is an empty result");
+    // Addressed to a resource of the server, it is answered from that address: clients match a
+    // reply by who it was sent to (Smack's reply filter dropped the bare domain's answer).
+    const toResource = await client.iq("get", `<ping xmlns='${NS_PING}'/>`, { to: `${node.domain}/probe` });
+    assert.equal(toResource.attrs.type, "result", toResource.toString());
+    assert.equal(toResource.attrs.from, `${node.domain}/probe`, toResource.toString());
   });
 
   test("an xmpp.js client pings the server through its iq caller", async (t) => {
