@@ -64,6 +64,9 @@ const SM_REQUEST_ACK_AFTER = 10;
 /** Answers to requests a session remembers (see `#answeredIqs`): more than the log holds in practice. */
 const MAX_ANSWERED_IQS = 256;
 
+/** RFC 6121 §5.2.2's message types. */
+const MESSAGE_TYPES: ReadonlySet<string> = new Set(["chat", "error", "groupchat", "headline", "normal"]);
+
 /** Payloads that make a message one for carbons whatever its type (XEP-0280 §6). */
 const IM_PAYLOADS: ReadonlySet<string | undefined> = new Set([NS_CHATSTATES, NS_RECEIPTS, NS_CHAT_MARKERS]);
 
@@ -522,6 +525,9 @@ export class SessionActor {
   }
 
   #onMessage(el: Element, to: ReturnType<typeof parseJid>): void {
+    // RFC 6121 §5.2.2: a type nobody understands means "normal"; it is routed (and stored
+    // offline, and copied) as one, and leaves without it, as ejabberd does.
+    if (el.attrs.type !== undefined && !MESSAGE_TYPES.has(el.attrs.type)) delete el.attrs.type;
     const type = el.attrs.type ?? "normal";
     if (to === undefined) {
       el.attrs.to = this.bare;

@@ -315,6 +315,19 @@ describe("offline storage", () => {
     await b.waitFor(isMessageWithBody("wait for positive"), "delivery once the priority is non-negative");
   });
 
+  test("a message of a type nobody knows is a normal message: stored offline, delivered without the type", async (t) => {
+    // RFC 6121 §5.2.2. With the unknown type kept, it was neither stored nor bounced: lost.
+    const node = getNode();
+    const [alice, bob] = await newUsers(node, 2);
+    const a = await loginRaw(t, node, alice!, { priority: 0 });
+    a.send(`<message to='${bob!.jid}' type='bogus'><body>typo in the type</body></message>`);
+    await roundTrip(a);
+    const b = await loginRaw(t, node, bob!);
+    await goOnline(b, { priority: 0 });
+    const got = await b.waitFor(isMessageWithBody("typo in the type"), "the message from offline storage");
+    assert.equal(got.attrs.type, undefined, got.toString());
+  });
+
   test("the per-user offline limit returns service-unavailable for messages beyond it", async (t) => {
     const node = getNode();
     const [alice, bob] = await newUsers(node, 2);
