@@ -157,7 +157,7 @@ export class SessionActor {
    * the log when the session ends is not answered with an error too (RFC 6120 §8.2.3: one
    * response per request).
    */
-  #answeredIqs = new Set<string>();
+  #answeredIqs = new Map<string, number>();
   /** UTF-8 bytes of the stanzas in the XEP-0198 log, against `limits.smMaxUnackedBytes`. */
   #unackedBytes = 0;
   #resumeTimer: NodeJS.Timeout | undefined;
@@ -367,7 +367,7 @@ export class SessionActor {
    * online for the window. False when it is lent or ended meanwhile.
    */
   endRefused(): boolean {
-    if (this.#ended || this.#lentTimer !== undefined) return false;
+    if (this.#ended || this.#lentTimer !== undefined || this.#standby) return false;
     this.#log.info({ sid: this.sid }, "a resumption refused this session's log; the session ends");
     const old = this.#link;
     this.#link = undefined;
@@ -425,7 +425,18 @@ export class SessionActor {
   /** Stanza `seq` from the client is safe: 'h' may count it once everything before it is. */
   #acceptIn(seq: number): void {
     const at = this.#inPending.indexOf(seq);
-    if (at < 0 || this.#ended) return;
+    if (at < 0) return;
+    if (this.#ended) {
+      // Accepted after the session ended (it ended at once, at a limit): a late <resume/> gets
+      // <failed h/> with it counted, or the client re-sends it under a new key, and it arrives twice.
+      this.#inPending.splice(at, 1);
+      const accepted =
+        this.#inPending.length === 0 ? this.#received : (this.#inPending[0]! - 1 + SEQ_MOD) % SEQ_MOD;
+      this.#s.handledIn = accepted;
+      const remembered = this.#token === undefined ? undefined : this.#ctx.expiredResumable.get(this.#token);
+      if (remembered !== undefined) remembered.handledIn = accepted;
+      return;
+    }
     this.#inPending.splice(at, 1);
     const accepted =
       this.#inPending.length === 0 ? this.#received : (this.#inPending[0]! - 1 + SEQ_MOD) % SEQ_MOD;
@@ -502,9 +513,12 @@ export class SessionActor {
     }
     if (to !== undefined) el.attrs.to = formatTo(to);
     if (el.name === "iq" && (el.attrs.type === "result" || el.attrs.type === "error") && this.#smEnabled) {
-      this.#answeredIqs.add(`${el.attrs.to ?? ""}\n${el.attrs.id ?? ""}`);
+      // With the number of the last stanza written then: a later request reusing the id is not it.
+      const key = `${el.attrs.to ?? ""}\n${el.attrs.id ?? ""}`;
+      this.#answeredIqs.delete(key);
+      this.#answeredIqs.set(key, this.#s.sentOut);
       if (this.#answeredIqs.size > MAX_ANSWERED_IQS)
-        this.#answeredIqs.delete(this.#answeredIqs.values().next().value!);
+        this.#answeredIqs.delete(this.#answeredIqs.keys().next().value!);
     }
     if (to !== undefined && to.domain !== this.#ctx.config.domain) {
       // There is no server-to-server federation yet.
@@ -819,7 +833,18 @@ export class SessionActor {
   release(): void {
     const held = this.#held ?? [];
     this.#held = undefined;
-    for (const [text, storable, key, accept] of held) this.write(text, storable, key, accept);
+    const stored: string[] = [];
+    for (const [text, storable, key, accept] of held) {
+      if (!this.#ended) {
+        this.write(text, storable, key, accept);
+        continue;
+      }
+      // The session ended on the way (its log passed a limit): the rest go where its log went.
+      if (storable) stored.push(text);
+      if (accept !== undefined) this.#ctx.router.accept(accept);
+    }
+    if (stored.length > 0)
+      this.#ctx.router.toUser({ kind: "store-offline", user: this.bare, stanzas: stored });
   }
 
   /**
@@ -869,7 +894,8 @@ export class SessionActor {
         // <resume/> with all of it. Its log, this write included, goes to offline storage, so
         // this write's sender is answered with the others' (#finish); unanswered, the router
         // re-sent it 3 s later and it was delivered twice.
-        if (accept !== undefined) this.#unreplicated.push([lsn, undefined, accept]);
+        // (A standby copy ends quietly, its log not stored: its sender hears nothing and re-sends.)
+        if (accept !== undefined && !this.#standby) this.#unreplicated.push([lsn, undefined, accept]);
         const link = this.#link;
         this.#link = undefined;
         this.#expire();
@@ -1058,7 +1084,7 @@ export class SessionActor {
     this.#unreplicated = [];
     const stored: string[] = [];
     const writtenAt: number[] = [];
-    for (const [, text, storable, at] of this.#s.unacked) {
+    for (const [seq, text, storable, at] of this.#s.unacked) {
       if (storable) {
         stored.push(text);
         writtenAt.push(at ?? 0);
@@ -1066,7 +1092,10 @@ export class SessionActor {
         // XEP-0198 §4 via RFC 6121 §8.5.3.2.1: a request to a resource that is gone gets an
         // error, or its sender waits for an answer that never comes.
         const iq = routedOf(text);
-        if ((iq?.type === "get" || iq?.type === "set") && !this.#answeredIqs.has(`${iq.from}\n${iq.id}`))
+        const answeredAt = iq === undefined ? undefined : this.#answeredIqs.get(`${iq.from}\n${iq.id}`);
+        // Answered if the answer came after this request was written (counts wrap at 2^32).
+        const answered = answeredAt !== undefined && (answeredAt - seq + SEQ_MOD) % SEQ_MOD < SEQ_MOD / 2;
+        if ((iq?.type === "get" || iq?.type === "set") && !answered)
           bounceStanza(this.#ctx.router, iq, "service-unavailable");
       }
     }
@@ -1074,6 +1103,12 @@ export class SessionActor {
     this.#unackedBytes = 0;
     if (stored.length > 0)
       this.#ctx.router.toUser({ kind: "store-offline", user: this.bare, stanzas: stored, writtenAt });
+    // What waited for the replicas to hold the state (a lender's confirmation, a copy's release)
+    // is over too: the state is in offline storage now. A lender left waiting came back after
+    // its timeout as a ghost of this session, with the same log.
+    const waiters = this.#replicatedWaiters;
+    this.#replicatedWaiters = [];
+    for (const [, then] of waiters) then();
     if (!unbind) return;
     const unavailable = `<presence xmlns="${NS_CLIENT}" type="unavailable" from="${escapeXML(this.full)}"/>`;
     if (this.#s.presence !== undefined) this.#sendUnavailableToDirected(unavailable);

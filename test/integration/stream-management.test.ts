@@ -428,6 +428,12 @@ describe("resumption timeout and limits", () => {
       `<iq to='${b.jid}' type='result' id='q2'><query xmlns='jabber:iq:version'><name>x</name></query></iq>`,
     );
     await b.waitFor((el) => el.attrs.id === "q2", "alice's answer to q2");
+    // A new request that reuses the id (clients that count ids per connection do) is not answered.
+    b.send(`<iq to='${a.jid}' type='get' id='q2'><query xmlns='jabber:iq:version'/></iq>`);
+    await a.waitFor(
+      (el) => el.attrs.id === "q2" && a.received.filter((e) => e.attrs.id === "q2").length === 2,
+      "q2 again",
+    );
     b.send(`<message to='${a.jid}' type='chat' id='kept'><body>kept</body></message>`);
     b.send(`<message to='${a.jid}' type='chat' id='refused'><body>one too many</body></message>`);
     await a.waitFor(isMessageWithBody("one too many"), "the last one at alice");
@@ -446,10 +452,11 @@ describe("resumption timeout and limits", () => {
       0,
       "the stored one is not bounced",
     );
+    await b.waitFor((el) => el.attrs.id === "q2" && el.attrs.type === "error", "the error for q2 reused");
     assert.deepEqual(
       b.received.filter((el) => el.attrs.id === "q2").map((el) => el.attrs.type),
-      ["result"],
-      "the answered request: its answer only (RFC 6120 §8.2.3)",
+      ["result", "error"],
+      "the answered request: its answer only (RFC 6120 §8.2.3); the unanswered one reusing its id: an error",
     );
   });
 

@@ -523,3 +523,67 @@ test("copies released to a node are confirmed again after its peer link dropped 
   releaseCopy(ctx, "tok-d", { stream: "s4", holder: onNode3 });
   assert.deepEqual([...ctx.releasedCopies.keys()], ["tok-d s4"], "older ones are pruned as new ones come");
 });
+
+test("a resumed session that ends at its log limit before its replicas hold it settles what waited for them", () => {
+  const { ctx, toUser } = shardContext();
+  // Replicas that never answer: the state the resumption brought (change 1) is never acknowledged.
+  let lsn = 1;
+  const stream = {
+    push: () => ++lsn,
+    pushDeferred: () => ++lsn,
+    hurry() {},
+    get lsn() {
+      return lsn;
+    },
+    ackedLsn: 0,
+    resync() {},
+    quiet: false,
+    end() {},
+  };
+  const limits = { ...DEFAULT_CONFIG.limits, smMaxUnackedBytes: 1_000 };
+  const context = {
+    ...ctx,
+    config: { ...DEFAULT_CONFIG, limits },
+    replication: { open: () => stream },
+  } as unknown as ShardContext;
+  const state = newSessionState(FULL, "7.token");
+  const session = new SessionActor(FULL, context, undefined, state);
+  context.sessions.set(session.sid, session);
+  session.detach();
+  // As client-stream-host.ts resume() does for the lender it took the session from.
+  let lenderAnswered = false;
+  session.whenReplicated(() => {
+    lenderAnswered = true;
+  });
+  assert.equal(lenderAnswered, false, "waits for the replicas");
+  session.write(`<message><body>${"x".repeat(1_200)}</body></message>`, true);
+  assert.equal(context.sessions.has(session.sid), false, "the session ended");
+  assert.ok(context.expiredResumable.has("7.token"), "a late <resume/> gets <failed h/>");
+  assert.ok(
+    toUser.some((m) => m.kind === "store-offline"),
+    "its log went to offline storage",
+  );
+  // Left waiting, the lender came back after its timeout as a ghost with the same log.
+  assert.equal(lenderAnswered, true, "the lender is answered: the state is in storage");
+});
+
+test("writes held while binding that come after the one passing the log limit go where the log went", () => {
+  const { ctx, toUser } = shardContext();
+  const limits = { ...DEFAULT_CONFIG.limits, smMaxUnackedBytes: 1_000 };
+  const context = { ...ctx, config: { ...DEFAULT_CONFIG, limits } } as unknown as ShardContext;
+  // As XEP-0386 Bind 2 with XEP-0198 inline does: writes wait for the bind result.
+  const session = new SessionActor(FULL, context, undefined, undefined, { hold: true });
+  context.sessions.set(session.sid, session);
+  session.enableSm(false);
+  const big = `<message id='big'><body>${"x".repeat(1_200)}</body></message>`;
+  session.write(big, true);
+  session.write("<message id='after-1'><body>a</body></message>", true);
+  session.write("<message id='after-2'><body>b</body></message>", true);
+  session.release();
+  const stored = toUser.flatMap((m) => (m.kind === "store-offline" ? m.stanzas : []));
+  assert.deepEqual(
+    stored.map((xml) => /id='([^']+)'/.exec(xml)?.[1]),
+    ["big", "after-1", "after-2"],
+    "nothing dropped",
+  );
+});
