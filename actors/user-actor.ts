@@ -295,9 +295,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
       case "store-offline":
         // A store that is full refuses them: their senders hear so (RFC 6121 §8.5.2.1.1).
         for (const [i, stanza] of msg.stanzas.entries()) {
-          const writtenAt = msg.writtenAt?.[i] || undefined;
-          if (writtenAt !== undefined && this.#deliverToLaterSessions(stanza, writtenAt)) continue;
-          await this.#storeOffline(stanza, routedOf(stanza), writtenAt);
+          await this.#storeOffline(stanza, routedOf(stanza), msg.writtenAt?.[i] || undefined);
         }
         return;
       case "session-gone": {
@@ -369,7 +367,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
       }
     }
     this.#dropStandby(session.full);
-    this.#change({ c: "bound", full: session.full, shard: session.shard, sid: session.sid, at: Date.now() });
+    this.#change({ c: "bound", full: session.full, shard: session.shard, sid: session.sid });
     const reply: BindReply = { blocklist: [...this.#blocklist] };
     this.#ctx.router.reply(session.shard, reqId, { ok: true, value: reply });
     this.#announceCarbonPeers();
@@ -723,24 +721,6 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
     );
     // RFC 6121 §8.5.2.1.1: when storage is full the server returns service-unavailable.
     if (!stored && stanza !== undefined) bounceStanza(this.#ctx.router, stanza, "service-unavailable");
-  }
-
-  /**
-   * A stanza an ended session never acknowledged goes, as if sent to an unavailable resource
-   * (XEP-0198 §4, RFC 6121 §8.5.3.2.1), to the available resources of highest non-negative
-   * priority among those that bound after it was written: they cannot have had it, nor a
-   * carbon of it. The others may have (a message to the bare JID, a carbon), so they are left
-   * to offline storage, which the next login reads. False when there is no such resource.
-   */
-  #deliverToLaterSessions(stanzaXml: string, writtenAt: number): boolean {
-    const later = this.#availableSessions().filter(
-      ([, s]) => s.priority >= 0 && s.boundAt !== undefined && s.boundAt > writtenAt,
-    );
-    if (later.length === 0) return false;
-    const top = Math.max(...later.map(([, s]) => s.priority));
-    const stamped = addDelay(stanzaXml, this.#ctx.config.domain, writtenAt);
-    for (const [full, s] of later) if (s.priority === top) this.#write(full, stamped, true, true);
-    return true;
   }
 
   async #deliverOffline(full: FullJid): Promise<void> {
