@@ -195,6 +195,8 @@ export type UserMessage =
       /** The write's dedupe key and its sender's accept request, carried on with it. */
       dedupe?: string;
       accept?: { shard: number; rid: number };
+      /** When the user's actor routed it (its clock), carried on with it. */
+      at?: number;
       /** The session was resumed elsewhere: it will re-register (`relocate`) from there. */
       moved?: boolean;
       /** The session died with its worker's previous incarnation (a crash): a replica may take it over. */
@@ -224,6 +226,12 @@ export type SessionMessage =
       dedupe?: string;
       /** The sender waits for this: the session accepts once the write is safe (replicated). */
       accept?: { shard: number; rid: number };
+      /**
+       * For a storable write: when the user's actor routed it, by its own clock (ms since the
+       * epoch). The session logs it as the stanza's time, so that the actor compares it with
+       * the times it saw sessions bind on one clock (SessionState.boundAt).
+       */
+      at?: number;
     }
   /** Another session bound the same resource (RFC 6120 §7.7.2.2): close with `<conflict/>`. */
   | { kind: "conflict"; full: FullJid; sid: string }

@@ -186,7 +186,7 @@ export class SessionActor {
   /** Called once the replicas hold what was pushed by then: [lsn, callback]. */
   #replicatedWaiters: [number, () => void][] = [];
   /** Writes waiting for {@link release} (while binding). */
-  #held: [string, boolean, string | undefined, AcceptRequest | undefined][] | undefined;
+  #held: [string, boolean, string | undefined, AcceptRequest | undefined, number | undefined][] | undefined;
 
   /**
    * A session on `link`, or, with a `snapshot` and no link, a detached session (a resumption
@@ -795,7 +795,7 @@ export class SessionActor {
           if (msg.accept !== undefined) this.#acceptWhenReplicated(msg.accept);
           return;
         }
-        return this.write(msg.xml, msg.isMessage ?? false, msg.dedupe, msg.accept);
+        return this.write(msg.xml, msg.isMessage ?? false, msg.dedupe, msg.accept, msg.at);
       case "conflict":
         // RFC 6120 §7.7.2.2: the replaced session gets <conflict/>.
         this.#ended = true;
@@ -834,9 +834,9 @@ export class SessionActor {
     const held = this.#held ?? [];
     this.#held = undefined;
     const stored: string[] = [];
-    for (const [text, storable, key, accept] of held) {
+    for (const [text, storable, key, accept, at] of held) {
       if (!this.#ended) {
-        this.write(text, storable, key, accept);
+        this.write(text, storable, key, accept, at);
         continue;
       }
       // The session ended on the way (its log passed a limit): the rest go where its log went.
@@ -849,12 +849,13 @@ export class SessionActor {
 
   /**
    * Writes a stanza, logging it for XEP-0198 when enabled. A replicated session writes it to
-   * the socket (and accepts it for its sender) only once every replica holds it.
+   * the socket (and accepts it for its sender) only once every replica holds it. `at`: when the
+   * user's actor routed it (see the session write message).
    */
-  write(xmlText: string, storable: boolean, key?: string, accept?: AcceptRequest): void {
+  write(xmlText: string, storable: boolean, key?: string, accept?: AcceptRequest, at?: number): void {
     if (this.#ended) return;
     if (this.#held !== undefined) {
-      this.#held.push([xmlText, storable, key, accept]);
+      this.#held.push([xmlText, storable, key, accept, at]);
       return;
     }
     // The oldest key leaves the window when a new one comes in (session-state.ts).
@@ -871,13 +872,17 @@ export class SessionActor {
     }
     if (this.#smEnabled) {
       const lsn = this.#change(
-        // A stanza that may end in offline storage keeps when it was written: its delay stamp
-        // then says when delivery failed (XEP-0198 §4), not when the session ended.
-        storable
-          ? { c: "out", xml: xmlText, storable, at: Date.now(), ...(key === undefined ? {} : { key }) }
-          : key === undefined
-            ? { c: "out", xml: xmlText, storable }
-            : { c: "out", xml: xmlText, storable, key },
+        // A stanza that may end in offline storage keeps when the user's actor routed it (`at`,
+        // that actor's clock, never this worker's: the actor compares it with bind times it
+        // took): its delay stamp then says when delivery failed (XEP-0198 §4), not when the
+        // session ended. A write from a release before `at` keeps none (stamped when stored).
+        {
+          c: "out",
+          xml: xmlText,
+          storable,
+          ...(key === undefined ? {} : { key }),
+          ...(storable && at !== undefined ? { at } : {}),
+        },
       );
       this.#unackedBytes += Buffer.byteLength(xmlText);
       const limits = this.#ctx.config.limits;

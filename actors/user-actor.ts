@@ -62,6 +62,8 @@ interface WaitingWrite {
   storable: boolean;
   dedupe?: string;
   accept?: { shard: number; rid: number };
+  /** When this actor routed it (see the session write's `at`). */
+  at?: number;
 }
 
 /** What a UserActor hands to its partition's next owner. */
@@ -169,7 +171,11 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
 
   /** Takes over a previous owner's state; the roster and blocklist are re-read from the store. */
   restore(snapshot: UserActorSnapshot): void {
-    for (const [full, session] of snapshot.sessions) this.#change({ c: "registered", full, session });
+    // Bind times are the previous owner's clock: forgotten, as for any session registered from
+    // elsewhere (#deliverToLaterSessions compares only times of this actor's clock).
+    for (const [full, { boundAt: _bound, ...session }] of snapshot.sessions) {
+      this.#change({ c: "registered", full, session });
+    }
     for (const [full, session] of snapshot.standby ?? []) this.#change({ c: "standby", full, session });
     if (snapshot.known !== "unknown") this.#change({ c: "known", known: snapshot.known });
   }
@@ -295,7 +301,9 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
       case "store-offline":
         // A store that is full refuses them: their senders hear so (RFC 6121 §8.5.2.1.1).
         for (const [i, stanza] of msg.stanzas.entries()) {
-          await this.#storeOffline(stanza, routedOf(stanza), msg.writtenAt?.[i] || undefined);
+          const writtenAt = msg.writtenAt?.[i] || undefined;
+          if (writtenAt !== undefined && this.#deliverToLaterSessions(stanza, writtenAt)) continue;
+          await this.#storeOffline(stanza, routedOf(stanza), writtenAt);
         }
         return;
       case "session-gone": {
@@ -367,7 +375,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
       }
     }
     this.#dropStandby(session.full);
-    this.#change({ c: "bound", full: session.full, shard: session.shard, sid: session.sid });
+    this.#change({ c: "bound", full: session.full, shard: session.shard, sid: session.sid, at: Date.now() });
     const reply: BindReply = { blocklist: [...this.#blocklist] };
     this.#ctx.router.reply(session.shard, reqId, { ok: true, value: reply });
     this.#announceCarbonPeers();
@@ -486,6 +494,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
           isMessage?: boolean;
           dedupe?: string;
           accept?: { shard: number; rid: number };
+          at?: number;
         },
   ): void {
     if ("lost" in to && to.lost === true) {
@@ -513,8 +522,10 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
     const state = this.#state.sessions.get(full);
     if (state === undefined) return false;
     const dedupe = this.#turn?.dedupe;
+    // A stanza that may end in offline storage carries when this actor routed it (by its clock).
+    const at = storable ? { at: Date.now() } : {};
     if (!retained || dedupe === undefined) {
-      this.#writeSession(full, state, { kind: "write", xml: xmlText, isMessage: storable });
+      this.#writeSession(full, state, { kind: "write", xml: xmlText, isMessage: storable, ...at });
       return true;
     }
     // The first write of a retained stanza takes the sender's accept request along.
@@ -523,8 +534,8 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
       full,
       state,
       accept === undefined
-        ? { kind: "write", xml: xmlText, isMessage: storable, dedupe }
-        : { kind: "write", xml: xmlText, isMessage: storable, dedupe, accept },
+        ? { kind: "write", xml: xmlText, isMessage: storable, dedupe, ...at }
+        : { kind: "write", xml: xmlText, isMessage: storable, dedupe, accept, ...at },
     );
     return true;
   }
@@ -721,6 +732,29 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
     );
     // RFC 6121 §8.5.2.1.1: when storage is full the server returns service-unavailable.
     if (!stored && stanza !== undefined) bounceStanza(this.#ctx.router, stanza, "service-unavailable");
+  }
+
+  /**
+   * A stanza an ended session never acknowledged goes, as if sent to an unavailable resource
+   * (XEP-0198 §4, RFC 6121 §8.5.3.2.1), to the available resources of highest non-negative
+   * priority among those that bound after it was routed: they cannot have had it, nor a
+   * carbon of it. The others may have (a message to the bare JID, a carbon), so they are left
+   * to offline storage, which the next login reads. False when there is no such resource.
+   *
+   * Both times are this actor's clock: `writtenAt` is the `at` this actor put on the write, and
+   * `boundAt` is set only by a bind this actor saw (forgotten on a handoff). A stanza routed by
+   * a previous owner was routed before any session bound here, so another node's clock can
+   * only make a later session look earlier (left to storage), never an earlier one later.
+   */
+  #deliverToLaterSessions(stanzaXml: string, writtenAt: number): boolean {
+    const later = this.#availableSessions().filter(
+      ([, s]) => s.priority >= 0 && s.boundAt !== undefined && s.boundAt > writtenAt,
+    );
+    if (later.length === 0) return false;
+    const top = Math.max(...later.map(([, s]) => s.priority));
+    const stamped = addDelay(stanzaXml, this.#ctx.config.domain, writtenAt);
+    for (const [full, s] of later) if (s.priority === top) this.#write(full, stamped, true, true);
+    return true;
   }
 
   async #deliverOffline(full: FullJid): Promise<void> {
@@ -1121,13 +1155,15 @@ export function supersedes(
 }
 
 /** A write's dedupe key and its sender's accept request, when it has them. */
-function carried(m: { dedupe?: string; accept?: { shard: number; rid: number } }): {
+function carried(m: { dedupe?: string; accept?: { shard: number; rid: number }; at?: number }): {
   dedupe?: string;
   accept?: { shard: number; rid: number };
+  at?: number;
 } {
   return {
     ...(m.dedupe === undefined ? {} : { dedupe: m.dedupe }),
     ...(m.accept === undefined ? {} : { accept: m.accept }),
+    ...(m.at === undefined ? {} : { at: m.at }),
   };
 }
 
@@ -1142,7 +1178,7 @@ function carbonOf(stanza: RoutedStanza): boolean {
 /** A write handed back by a worker (session-gone), to keep for the session or send on. */
 function waitingOf(
   xml: string,
-  m: { storable?: boolean; dedupe?: string; accept?: { shard: number; rid: number } },
+  m: { storable?: boolean; dedupe?: string; accept?: { shard: number; rid: number }; at?: number },
 ): WaitingWrite {
   return { xml, storable: m.storable ?? false, ...carried(m) };
 }

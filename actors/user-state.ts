@@ -30,6 +30,11 @@ export interface SessionState {
   promoted?: boolean;
   /** With `promoted`: the stream and lsn its copy held (see SessionRegistration.copyOf). */
   copyOf?: { stream: string; lsn: number };
+  /**
+   * When it bound (ms since the epoch), as this actor saw it; absent for a session registered
+   * from elsewhere (a resumption, a promotion, a rebuilt actor), whose start is not known here.
+   */
+  boundAt?: number;
 }
 
 /** What the store said about the account, once asked. */
@@ -50,7 +55,7 @@ export interface UserState {
 /** The named changes of a {@link UserState}. */
 export type UserChange =
   /** A session bound this full JID (RFC 6120 §7); it replaces any earlier one. */
-  | { c: "bound"; full: FullJid; shard: number; sid: string }
+  | { c: "bound"; full: FullJid; shard: number; sid: string; at?: number }
   /** A session re-registered from a new place (resumption, promotion, recovery). */
   | { c: "registered"; full: FullJid; session: SessionState }
   /** The session ended, was replaced, or vanished. */
@@ -73,9 +78,10 @@ export function newUserState(): UserState {
   return { sessions: new Map(), standby: new Map(), known: "unknown" };
 }
 
-/** A freshly bound session's entry. */
-export function boundSession(shard: number, sid: string): SessionState {
+/** A freshly bound session's entry (bound at `at`, when given). */
+export function boundSession(shard: number, sid: string, at?: number): SessionState {
   return {
+    ...(at === undefined ? {} : { boundAt: at }),
     shard,
     sid,
     presence: undefined,
@@ -90,7 +96,7 @@ export function boundSession(shard: number, sid: string): SessionState {
 export function applyUserChange(state: UserState, change: UserChange): UserState {
   switch (change.c) {
     case "bound":
-      state.sessions.set(change.full, boundSession(change.shard, change.sid));
+      state.sessions.set(change.full, boundSession(change.shard, change.sid, change.at));
       return state;
     case "registered":
       state.sessions.set(change.full, { ...change.session });

@@ -433,6 +433,7 @@ function dispatch(envelope: Envelope): void {
           storable: msg.isMessage ?? false,
           ...(msg.dedupe === undefined ? {} : { dedupe: msg.dedupe }),
           ...(msg.accept === undefined ? {} : { accept: msg.accept }),
+          ...(msg.at === undefined ? {} : { at: msg.at }),
           moved: ctx.movedSids.has(msg.sid),
           crashed: msg.sid.startsWith(`${shard}.`) && !msg.sid.startsWith(sidPrefix),
         });

@@ -368,6 +368,33 @@ describe("resumption timeout and limits", () => {
     }
   });
 
+  test("a session's unacknowledged stanzas go to a resource that bound after they were routed, not to older ones", async (t) => {
+    // XEP-0198 §4 / RFC 6121 §8.5.3.2.1: as if sent to an unavailable resource. A resource that
+    // bound later cannot have had them (nor a carbon): it gets them now, not at its next login.
+    const node = getNode();
+    const [alice, bob] = await newUsers(node, 2);
+    const b = await loginRaw(t, node, bob!, { label: "bob" });
+    const tablet = await loginRaw(t, node, alice!, { resource: "tablet", priority: 0, label: "tablet" });
+    const phone = await loginRaw(t, node, alice!, { resource: "phone", priority: 0, label: "phone" });
+    await phone.enableSm({ resume: true });
+    b.send(`<message to='${phone.jid}' type='chat'><body>for the phone</body></message>`);
+    await phone.waitFor(isMessageWithBody("for the phone"), "the message at the phone");
+    const routedBy = Date.now();
+    // Another resource logs in, then the phone closes without acknowledging: its session ends.
+    const desk = await loginRaw(t, node, alice!, { resource: "desk", priority: 0, label: "desk" });
+    await phone.close();
+    const got = await desk.waitFor(
+      isMessageWithBody("for the phone"),
+      "the message, when the phone's session ends",
+    );
+    const stamp = got.getChild("delay", "urn:xmpp:delay")?.attrs.stamp;
+    assert.ok(stamp !== undefined && Date.parse(stamp) <= routedBy, `stamped when it was routed: ${got}`);
+    // The tablet was there when it was routed: it is left to offline storage for it.
+    b.send(`<message to='${tablet.jid}' type='chat'><body>marker</body></message>`);
+    const { before } = await tablet.collectUntil(isMessageWithBody("marker"), "the marker at the tablet");
+    assert.deepEqual(before.filter(isMessageWithBody("for the phone")).map(String), []);
+  });
+
   test("a session closed with stanzas unacknowledged stores only what offline storage would take", async (t) => {
     // XEP-0198 §4: unacknowledged stanzas are treated as if sent to an unavailable resource, so
     // RFC 6121 §8.5.2 and XEP-0334 decide: chat states, <no-store/>, headlines and carbon copies
