@@ -834,17 +834,22 @@ export class SessionActor {
     const held = this.#held ?? [];
     this.#held = undefined;
     const stored: string[] = [];
+    const writtenAt: number[] = [];
     for (const [text, storable, key, accept, at] of held) {
       if (!this.#ended) {
         this.write(text, storable, key, accept, at);
         continue;
       }
       // The session ended on the way (its log passed a limit): the rest go where its log went.
-      if (storable) stored.push(text);
+      if (storable) {
+        stored.push(text);
+        writtenAt.push(at ?? 0);
+      }
       if (accept !== undefined) this.#ctx.router.accept(accept);
     }
-    if (stored.length > 0)
-      this.#ctx.router.toUser({ kind: "store-offline", user: this.bare, stanzas: stored });
+    if (stored.length > 0) {
+      this.#ctx.router.toUser({ kind: "store-offline", user: this.bare, stanzas: stored, writtenAt });
+    }
   }
 
   /**
@@ -1152,13 +1157,16 @@ export class SessionActor {
     this.#unreplicated = [];
     if (this.#promotedAt !== undefined) {
       const after = (this.#s.sentOut - this.#promotedAt + SEQ_MOD) % SEQ_MOD;
-      for (const [, text, storable] of this.#s.unacked.slice(Math.max(0, this.#s.unacked.length - after))) {
+      for (const [, text, storable, at] of this.#s.unacked.slice(
+        Math.max(0, this.#s.unacked.length - after),
+      )) {
         this.#ctx.router.toUser({
           kind: "session-gone",
           user: this.bare,
           session: this.location(),
           xml: text,
           storable,
+          ...(at === undefined ? {} : { at }),
         });
       }
     }

@@ -47,6 +47,9 @@ export interface UserActorContext {
   accountExists(jid: BareJid): Promise<boolean>;
 }
 
+/** Stanzas a UserActor remembers handing to later sessions (see `#redirected`). */
+const MAX_REDIRECTED = 256;
+
 /** How long writes wait for a session resumed elsewhere to re-register before going offline. */
 const RELOCATE_WAIT_MS = 10_000;
 
@@ -154,6 +157,26 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
     return this.#state.known === "absent";
   }
 
+  /** The latest time this actor stamped (see {@link #now}). */
+  #lastStamp = 0;
+
+  /**
+   * This actor's clock for bind times and routing times, which it compares
+   * (#deliverToLaterSessions): never behind a time it gave before, should the system clock be
+   * stepped back.
+   */
+  #now(): number {
+    this.#lastStamp = Math.max(Date.now(), this.#lastStamp);
+    return this.#lastStamp;
+  }
+
+  /**
+   * Stanzas lately handed to sessions bound after them (#deliverToLaterSessions), oldest first:
+   * the same stanza from a second ending session (a message to the bare JID reached both) is
+   * not handed over twice.
+   */
+  readonly #redirected = new Set<string>();
+
   /** Applies one named change to the volatile state. */
   #change(change: UserChange): void {
     applyUserChange(this.#state, change);
@@ -233,6 +256,10 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
         const gone = new Set([...this.#ctx.router.goneNodes(), ...(msg.state.deadNodes ?? [])]);
         const isGone = (shard: number) => gone.has(this.#ctx.router.nodeOf(shard));
         const state: SessionState = { shard: msg.session.shard, sid: msg.session.sid, ...msg.state };
+        // The same session re-registering (it enabled resumption, say) keeps the bind time this
+        // actor took; another one (resumed, promoted) has none known here.
+        if (current?.sid === msg.session.sid && current.boundAt !== undefined)
+          state.boundAt = current.boundAt;
         if (current !== undefined && !supersedes(current, msg.session.sid, msg.state, isGone)) {
           if (msg.state.restored === true) {
             // A lender whose taker never confirmed, while the taker is alive as far as we know:
@@ -272,7 +299,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
         const state = this.#state.sessions.get(msg.full);
         if (state !== undefined && state.sid === msg.sid) this.#forget(msg.full, state);
         for (const write of waiting.writes) {
-          if (write.storable) await this.#storeOffline(write.xml, undefined);
+          if (write.storable) await this.#storeOffline(write.xml, undefined, write.at);
           if (write.accept !== undefined) this.#ctx.router.accept(write.accept);
         }
         return;
@@ -334,7 +361,8 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
           this.#writeSession(msg.session.full, state, writeOf(waitingOf(msg.xml, msg)));
           return;
         }
-        if (msg.xml !== undefined && msg.storable) await this.#storeOffline(msg.xml, routedOf(msg.xml));
+        if (msg.xml !== undefined && msg.storable)
+          await this.#storeOffline(msg.xml, routedOf(msg.xml), msg.at);
         if (msg.accept !== undefined) this.#ctx.router.accept(msg.accept);
         return;
       }
@@ -375,7 +403,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
       }
     }
     this.#dropStandby(session.full);
-    this.#change({ c: "bound", full: session.full, shard: session.shard, sid: session.sid, at: Date.now() });
+    this.#change({ c: "bound", full: session.full, shard: session.shard, sid: session.sid, at: this.#now() });
     const reply: BindReply = { blocklist: [...this.#blocklist] };
     this.#ctx.router.reply(session.shard, reqId, { ok: true, value: reply });
     this.#announceCarbonPeers();
@@ -523,7 +551,7 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
     if (state === undefined) return false;
     const dedupe = this.#turn?.dedupe;
     // A stanza that may end in offline storage carries when this actor routed it (by its clock).
-    const at = storable ? { at: Date.now() } : {};
+    const at = storable ? { at: this.#now() } : {};
     if (!retained || dedupe === undefined) {
       this.#writeSession(full, state, { kind: "write", xml: xmlText, isMessage: storable, ...at });
       return true;
@@ -751,6 +779,10 @@ export class UserActor implements Actor<UserMessage, UserActorSnapshot> {
       ([, s]) => s.priority >= 0 && s.boundAt !== undefined && s.boundAt > writtenAt,
     );
     if (later.length === 0) return false;
+    if (this.#redirected.has(stanzaXml)) return true;
+    this.#redirected.add(stanzaXml);
+    if (this.#redirected.size > MAX_REDIRECTED)
+      this.#redirected.delete(this.#redirected.values().next().value!);
     const top = Math.max(...later.map(([, s]) => s.priority));
     const stamped = addDelay(stanzaXml, this.#ctx.config.domain, writtenAt);
     for (const [full, s] of later) if (s.priority === top) this.#write(full, stamped, true, true);

@@ -380,8 +380,10 @@ describe("resumption timeout and limits", () => {
     b.send(`<message to='${phone.jid}' type='chat'><body>for the phone</body></message>`);
     await phone.waitFor(isMessageWithBody("for the phone"), "the message at the phone");
     const routedBy = Date.now();
-    // Another resource logs in, then the phone closes without acknowledging: its session ends.
+    // Another resource logs in (resumable, as phones are), then the phone closes without
+    // acknowledging: its session ends.
     const desk = await loginRaw(t, node, alice!, { resource: "desk", priority: 0, label: "desk" });
+    await desk.enableSm({ resume: true });
     await phone.close();
     const got = await desk.waitFor(
       isMessageWithBody("for the phone"),
@@ -393,6 +395,25 @@ describe("resumption timeout and limits", () => {
     b.send(`<message to='${tablet.jid}' type='chat'><body>marker</body></message>`);
     const { before } = await tablet.collectUntil(isMessageWithBody("marker"), "the marker at the tablet");
     assert.deepEqual(before.filter(isMessageWithBody("for the phone")).map(String), []);
+  });
+
+  test("a message two ending sessions both held goes once to the resource that bound after it", async (t) => {
+    const node = getNode();
+    const [alice, bob] = await newUsers(node, 2);
+    const b = await loginRaw(t, node, bob!, { label: "bob" });
+    const phone = await loginRaw(t, node, alice!, { resource: "phone", priority: 0, label: "phone" });
+    const tablet = await loginRaw(t, node, alice!, { resource: "tablet", priority: 0, label: "tablet" });
+    for (const client of [phone, tablet]) await client.enableSm({ resume: true });
+    // To the bare JID: both resources of the highest priority get it.
+    b.send(`<message to='${alice!.jid}' type='chat'><body>to both</body></message>`);
+    for (const client of [phone, tablet]) await client.waitFor(isMessageWithBody("to both"), "the message");
+    const desk = await loginRaw(t, node, alice!, { resource: "desk", priority: 0, label: "desk" });
+    await phone.close();
+    await tablet.close();
+    await desk.waitFor(isMessageWithBody("to both"), "the message, when the sessions end");
+    b.send(`<message to='${desk.jid}' type='chat'><body>marker</body></message>`);
+    await desk.waitFor(isMessageWithBody("marker"), "the marker");
+    assert.equal(desk.received.filter(isMessageWithBody("to both")).length, 1, "once");
   });
 
   test("a session closed with stanzas unacknowledged stores only what offline storage would take", async (t) => {
