@@ -33,7 +33,13 @@ import {
   NS_ROSTER,
   NS_SM,
 } from "../src/xmpp/ns.ts";
-import { errorReply, handledCountTooHighXml, readdress, serializeStanza } from "../src/xmpp/stanza.ts";
+import {
+  errorReply,
+  handledCountTooHighXml,
+  readdress,
+  serializeStanza,
+  smFailedXml,
+} from "../src/xmpp/stanza.ts";
 import type { ClientLink } from "../src/xmpp/stream-host.ts";
 import { bounceStanza, routedOf } from "./bounce.ts";
 import type { RoutedStanza, SessionLocation, SessionMessage, SessionRegistration } from "./messages.ts";
@@ -426,20 +432,17 @@ export class SessionActor {
   #acceptIn(seq: number): void {
     const at = this.#inPending.indexOf(seq);
     if (at < 0) return;
+    this.#inPending.splice(at, 1);
+    const accepted =
+      this.#inPending.length === 0 ? this.#received : (this.#inPending[0]! - 1 + SEQ_MOD) % SEQ_MOD;
     if (this.#ended) {
       // Accepted after the session ended (it ended at once, at a limit): a late <resume/> gets
       // <failed h/> with it counted, or the client re-sends it under a new key, and it arrives twice.
-      this.#inPending.splice(at, 1);
-      const accepted =
-        this.#inPending.length === 0 ? this.#received : (this.#inPending[0]! - 1 + SEQ_MOD) % SEQ_MOD;
       this.#s.handledIn = accepted;
       const remembered = this.#token === undefined ? undefined : this.#ctx.expiredResumable.get(this.#token);
       if (remembered !== undefined) remembered.handledIn = accepted;
       return;
     }
-    this.#inPending.splice(at, 1);
-    const accepted =
-      this.#inPending.length === 0 ? this.#received : (this.#inPending[0]! - 1 + SEQ_MOD) % SEQ_MOD;
     if (accepted === this.#s.handledIn) return;
     if (this.#stream === undefined) {
       applySessionChange(this.#s, { c: "in", handledIn: accepted });
@@ -961,7 +964,7 @@ export class SessionActor {
    */
   enableSm(resume: boolean): string {
     if (this.#smEnabled) {
-      return `<failed xmlns="${NS_SM}"><unexpected-request xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`;
+      return smFailedXml("unexpected-request");
     }
     this.#smEnabled = true;
     if (!resume) return `<enabled xmlns="${NS_SM}"/>`;
@@ -1031,9 +1034,7 @@ export class SessionActor {
       case "resume":
         // After binding (XEP-0198 §5: resume instead of binding); §6: errors on <enable/> and
         // <resume/> are <failed/>, not stream errors.
-        this.#link?.send(
-          `<failed xmlns="${NS_SM}"><unexpected-request xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`,
-        );
+        this.#link?.send(smFailedXml("unexpected-request"));
         return;
       default:
         this.#link?.closeWithError("unsupported-stanza-type", `unexpected <${el.name}/>`);

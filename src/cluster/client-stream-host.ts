@@ -557,8 +557,7 @@ export function takeResumable(ctx: ShardContext, token: string, h: number, user:
   // A lender's copy waiting to learn whether its taker lives: ask again shortly.
   if (session.standby) return { pending: true };
   const lent = session.lendForResume(h);
-  if (lent !== undefined && "refused" in lent)
-    return { ...lent, holder: { shard: ctx.index, sid: session.sid } };
   if (lent === undefined) return undefined;
-  return { snapshot: lent, lender: { shard: ctx.index, sid: session.sid } };
+  const here = { shard: ctx.index, sid: session.sid };
+  return "refused" in lent ? { ...lent, holder: here } : { snapshot: lent, lender: here };
 }

@@ -78,6 +78,15 @@ export function streamErrorXml(condition: StreamErrorCondition, text?: string, a
 }
 
 /**
+ * XEP-0198 §6: a `<failed/>` answering `<enable/>` or `<resume/>`, with its stanza error
+ * condition and, when known, how many of the client's stanzas were handled (XEP-0198 1.6).
+ */
+export function smFailedXml(condition: StanzaErrorCondition, handled?: number): string {
+  const h = handled === undefined ? "" : ` h="${handled}"`;
+  return `<failed xmlns="${NS_SM}"${h}><${condition} xmlns="${NS_STANZAS_ERROR}"/></failed>`;
+}
+
+/**
  * XEP-0198 §6: the application-specific condition of the stream error for an `h` above the
  * number of stanzas sent (`send-count`).
  */

@@ -6,12 +6,11 @@
  * `<resume/>` may come inside XEP-0388's `<authenticate/>` (sasl2-inline.ts).
  */
 import type { Element } from "@xmpp/xml";
-import { NS_SM } from "../ns.ts";
-import { handledCountTooHighXml } from "../stanza.ts";
+import { handledCountTooHighXml, smFailedXml } from "../stanza.ts";
 import type { ResumedSession } from "../stream-host.ts";
 import type { NegotiatingStream } from "./negotiating-stream.ts";
 
-const UNEXPECTED = `<failed xmlns="${NS_SM}"><unexpected-request xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`;
+const UNEXPECTED = smFailedXml("unexpected-request");
 
 /** `<enable/>` before binding: XEP-0198 §3 allows it only after. */
 export function onEnableBeforeBind(stream: NegotiatingStream): void {
@@ -51,15 +50,15 @@ export async function attemptResume(stream: NegotiatingStream, el: Element): Pro
           ? "resumption acknowledging more stanzas than were sent; the session ended"
           : "resumption below an earlier acknowledgement; the session ended",
       );
-      const failed = `<failed xmlns="${NS_SM}" h="${outcome.handled}"><undefined-condition xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`;
+      const failed = smFailedXml("undefined-condition", outcome.handled);
       return outcome.failed === "too-high"
         ? { failed, tooHigh: { h: outcome.h, sent: outcome.sent } }
         : { failed };
     }
     // XEP-0198 §5: an unknown or expired session is <item-not-found/>.
-    let handled = "";
+    let handled: number | undefined;
     if (outcome.failed === "expired") {
-      handled = ` h="${outcome.handled}"`;
+      handled = outcome.handled;
       stream.log.info(
         { user: stream.jid, handled: outcome.handled },
         "resumption after its window; told the client what was handled",
@@ -69,9 +68,7 @@ export async function attemptResume(stream: NegotiatingStream, el: Element): Pro
       // alive knows how many of the client's stanzas were handled, so `h` is left out.
       stream.log.info({ user: stream.jid }, "resumption of a session no live node holds; failed without h");
     }
-    return {
-      failed: `<failed xmlns="${NS_SM}"${handled}><item-not-found xmlns="urn:ietf:params:xml:ns:xmpp-stanzas"/></failed>`,
-    };
+    return { failed: smFailedXml("item-not-found", handled) };
   }
   const { session } = outcome;
   if (stream.closed) {
