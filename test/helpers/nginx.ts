@@ -5,16 +5,58 @@
  * a child process and stopped in the caller's `after`. Nothing runs at import;
  * {@link nginxMissing} says why the tests must skip when nginx is not installed.
  */
+import assert from "node:assert/strict";
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { findBinary } from "./mariadb.ts";
 import { freePort } from "./postgres.ts";
+import { REPO_ROOT } from "./start-node.ts";
 import { waitForReadyLine } from "./wait-for.ts";
 
 const isRoot = process.getuid?.() === 0;
+
+const DOC = `${REPO_ROOT}/docs/web-chat.md`;
+
+/**
+ * What docs/web-chat.md shows between its `# --- begin starling <what> ---` and `# --- end
+ * starling <what> ---` markers, as an operator copies it: read from the page, so the page and
+ * the tests cannot drift apart.
+ */
+async function docBlock(what: string): Promise<string> {
+  const text = await readFile(DOC, "utf8");
+  const [beginMarker, endMarker] = [`# --- begin starling ${what} ---`, `# --- end starling ${what} ---`];
+  const begin = text.indexOf(beginMarker);
+  const end = text.indexOf(endMarker);
+  assert.ok(begin >= 0 && end > begin, `${DOC} has the "${beginMarker}" … "${endMarker}" markers`);
+  return text.slice(begin + beginMarker.length, end);
+}
+
+/** The location blocks of docs/web-chat.md. */
+export function docLocations(): Promise<string> {
+  return docBlock("locations");
+}
+
+/**
+ * The directives of docs/web-chat.md's upstream for a cluster, its `server` lines replaced by
+ * one for each of `servers` (the page names example hosts).
+ */
+export async function docClusterUpstream(servers: readonly string[]): Promise<string[]> {
+  const block = await docBlock("cluster upstream");
+  const inside = block.slice(block.indexOf("{") + 1, block.lastIndexOf("}"));
+  const directives = inside
+    .split(";")
+    .map((line) => line.trim())
+    .filter((line) => line !== "" && !line.startsWith("#"));
+  const examples = directives.filter((line) => line.startsWith("server "));
+  assert.ok(examples.length >= 2, `the page's upstream lists several servers: ${block}`);
+  return [
+    ...directives.filter((line) => !line.startsWith("server ")),
+    ...servers.map((server) => `server ${server}`),
+  ];
+}
 
 /** Why nginx cannot be started here (`skip` prints it), or undefined when it can. */
 export async function nginxMissing(): Promise<string | undefined> {
@@ -25,8 +67,11 @@ export async function nginxMissing(): Promise<string | undefined> {
 
 /** What {@link startNginx} needs: the server block's inside, and where it proxies to. */
 export interface NginxOptions {
-  /** The upstreams, by name: `{ starling_web: "127.0.0.1:5281" }`. */
-  upstreams: Record<string, string>;
+  /**
+   * The upstreams, by name: `{ starling_web: "127.0.0.1:5281" }` (one server), or the
+   * upstream block's directives (`["ip_hash", "server 127.0.0.1:5443", "server 127.0.0.1:6443"]`).
+   */
+  upstreams: Record<string, string | readonly string[]>;
   /** Directives (locations) placed in the TLS server block as they are. */
   serverDirectives: string;
   /** The site's certificate chain and key (PEM). */
@@ -56,7 +101,10 @@ export async function startNginx(options: NginxOptions): Promise<TestNginx> {
   await writeFile(join(dir, "site.crt"), options.cert);
   await writeFile(join(dir, "site.key"), options.key, { mode: 0o600 });
   const upstreams = Object.entries(options.upstreams)
-    .map(([name, address]) => `  upstream ${name} { server ${address}; }`)
+    .map(
+      ([name, servers]) =>
+        `  upstream ${name} { ${(typeof servers === "string" ? [`server ${servers}`] : servers).map((line) => `${line};`).join(" ")} }`,
+    )
     .join("\n");
   let lastError: unknown;
   // The free port may be taken between freePort() and nginx's bind: try again then.

@@ -22,29 +22,16 @@ import { BoshClient } from "../helpers/bosh-client.ts";
 import { makeCa, makeCertificate, type TestCertificate } from "../helpers/certificates.ts";
 import { connectClient } from "../helpers/client.ts";
 import { newUsers } from "../helpers/fixtures.ts";
-import { nginxMissing, startNginx, type TestNginx } from "../helpers/nginx.ts";
+import { docLocations, nginxMissing, startNginx, type TestNginx } from "../helpers/nginx.ts";
 import { REPO_ROOT, type StartedNode, startNode } from "../helpers/start-node.ts";
 import { waitUntil } from "../helpers/wait-for.ts";
 import { NS_FRAMING, WsClient, wsLogin } from "../helpers/ws-client.ts";
 
-const DOC = `${REPO_ROOT}/docs/web-chat.md`;
 const CHROMIUM = process.env.STARLING_CHROMIUM ?? "/usr/bin/chromium";
 const CONVERSE_DIST = join(REPO_ROOT, "node_modules", "converse.js", "dist");
 const BROWSER = { executablePath: CHROMIUM, headless: true, args: ["--no-sandbox"] };
 /** The throwaway CA is not the browser's: its errors are ignored, and the pages stay https. */
 const CONTEXT = { ignoreHTTPSErrors: true };
-const BEGIN = "# --- begin starling locations ---";
-const END = "# --- end starling locations ---";
-
-/** The location blocks of docs/web-chat.md, as an operator copies them. */
-async function docLocations(): Promise<string> {
-  const text = await readFile(DOC, "utf8");
-  const begin = text.indexOf(BEGIN);
-  const end = text.indexOf(END);
-  assert.ok(begin >= 0 && end > begin, `${DOC} has the "${BEGIN}" … "${END}" markers`);
-  return text.slice(begin + BEGIN.length, end);
-}
-
 /** The directives of `location <match>` in `locations` (one level of braces, as the page has). */
 function locationBlock(locations: string, match: string): string {
   const at = locations.indexOf(`location ${match} {`);
