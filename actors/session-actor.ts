@@ -1285,6 +1285,11 @@ export class SessionActor {
   /** Sends `<resumed/>` and re-sends every unacknowledged stanza (XEP-0198 §5). */
   resumeOn(previd: string, sendResumed?: (resumed: string) => void): void {
     const resumed = `<resumed xmlns="${NS_SM}" h="${this.#s.handledIn}" previd="${escapeXML(previd)}"/>`;
+    // What an operator looks for after a node died: who came back, and how much went again.
+    this.#log.info(
+      { event: "resumed", sid: this.sid, handled: this.#s.handledIn, resent: this.#s.unacked.length },
+      "session resumed",
+    );
     if (sendResumed === undefined) this.#link?.send(resumed);
     else sendResumed(resumed);
     // The log goes out once the new replicas hold it, like any write (the old ones dropped it).

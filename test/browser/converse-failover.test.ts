@@ -189,6 +189,22 @@ describe("Converse.js behind nginx in front of three nodes", { skip: missing ?? 
       `the survivor resumed it:\n${trace}`,
     );
     assert.ok(!after.some((f) => !f.sent && /<failed\b/.test(f.text)), `no <failed/>:\n${trace}`);
+    // The survivor says so in its log: who came back, and how much went again.
+    const resumedLine = await Promise.any(
+      nodes
+        .filter((node) => node !== victim)
+        .map((node) =>
+          node.waitForLog(
+            (line) => line.event === "resumed" && line.jid === pageJid,
+            "the resumption's log line",
+            5_000,
+          ),
+        ),
+    );
+    assert.ok(
+      Number.isInteger(resumedLine.handled) && Number.isInteger(resumedLine.resent),
+      JSON.stringify(resumedLine),
+    );
     assert.ok(!after.some((f) => f.sent && /<bind\b/.test(f.text)), `no new bind:\n${trace}`);
     // Each message came once, live (a history query's results aside), and shows once.
     const live = (body: string) =>
