@@ -263,11 +263,11 @@ export class ClusterMember {
           this.name,
           this.incarnation,
           `${bracketed}:${clientPorts.c2s}`,
-          // Behind a reverse proxy (ports.webPlain set) web clients come back through the proxy,
-          // which knows the live nodes; only a node that web clients reach directly is named.
-          this.#options.config.ports.webPlain === null
-            ? `https://${bracketed}:${clientPorts.web}`
-            : undefined,
+          // Behind a reverse proxy web clients come back through the proxy, which knows the live
+          // nodes; only a node that web clients reach directly is named.
+          (this.#options.config.web.behindProxy ?? this.#options.config.ports.webPlain !== null)
+            ? undefined
+            : `https://${bracketed}:${clientPorts.web}`,
         )
         .catch((error: unknown) => this.#log.warn({ err: error }, "could not advertise the client address"));
     }

@@ -42,6 +42,13 @@ export interface Config {
      * proxy's. Loopback by default, as Prosody's `trusted_proxies`; empty: believe no header.
      */
     trustedProxies: string[];
+    /**
+     * Web clients reach this node through a reverse proxy (docs/web-chat.md), so a node that
+     * leaves the cluster must not send them to this node's own web listener (`see-other-uri`):
+     * they reconnect through the proxy, which knows the live nodes. Null: true when
+     * `ports.webPlain` is set (a proxy on this machine), false otherwise.
+     */
+    behindProxy: boolean | null;
   };
   /** The admin HTTP API on `ports.http` (docs/admin-api.md). */
   admin: {
@@ -293,7 +300,7 @@ export const DEFAULT_CONFIG: Config = {
   domain: "localhost",
   host: "127.0.0.1",
   ports: { c2s: 5222, tls: 5223, http: 5280, web: 5443, webPlain: null },
-  web: { origins: [], trustedProxies: ["127.0.0.1", "::1"] },
+  web: { origins: [], trustedProxies: ["127.0.0.1", "::1"], behindProxy: null },
   admin: { host: "127.0.0.1", key: null },
   dataDir: "./data",
   store: { url: null },

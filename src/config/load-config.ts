@@ -75,6 +75,7 @@ const SCHEMA: Record<string, Check> = {
       : "must be a string of at least 32 characters without spaces (openssl rand -hex 32 makes one)",
   ),
   "web.origins": originList,
+  "web.behindProxy": nullOr(boolean),
   dataDir: nonEmptyString,
   "store.url": (v) =>
     v === null || (typeof v === "string" && /^postgres(ql)?:\/\/./.test(v))

@@ -13,7 +13,7 @@ import { startTestCluster, waitForOwners } from "../helpers/cluster.ts";
 import { goOnline, isMessageWithBody, loginRaw, newUsers } from "../helpers/fixtures.ts";
 import { NS_SASL, NS_SM, NS_STREAMS_ERROR, RawClient } from "../helpers/raw-client.ts";
 import { REPO_ROOT } from "../helpers/start-node.ts";
-import { NS_FRAMING, wsAuthenticate, wsLogin } from "../helpers/ws-client.ts";
+import { NS_FRAMING, NS_STREAM, wsAuthenticate, wsLogin } from "../helpers/ws-client.ts";
 
 const run = promisify(execFile);
 
@@ -109,6 +109,45 @@ test("a leaving node sends its WebSocket clients to another member's web listene
     (el) => el.is("message") && el.getChildText("body") === "while you moved over the web",
     "the message sent while it moved",
   );
+});
+
+test("behind a reverse proxy (web.behindProxy), a leaving node names no node's web listener: its WebSocket clients get <system-shutdown/> and resume through the proxy", async (t) => {
+  const cluster = await startTestCluster(t);
+  // docs/web-chat.md "Several nodes": the proxy reaches each node's TLS listener, and web
+  // clients must come back through it, not to an internal address the browser cannot use.
+  const proxied = { ports: { webPlain: null }, web: { behindProxy: true } };
+  const n1 = await cluster.start("n1", { workers: 1, config: proxied });
+  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr, config: proxied });
+  await waitForOwners(n1, ["n1", "n2"]);
+  const [mover] = await newUsers(n1, 1, "wsproxied");
+  const { client } = await wsLogin(`wss://127.0.0.1:${n2.ports.web}/xmpp-websocket`, n2.domain, mover!);
+  t.after(() => client.terminate());
+  client.send(`<enable xmlns="${NS_SM}" resume="true"/>`);
+  const enabled = await client.waitFor((el) => el.is("enabled", NS_SM), "<enabled/>");
+
+  const leaving = run(
+    process.execPath,
+    [join(REPO_ROOT, "src", "main.ts"), "leave", "--http-port", String(n2.ports.http)],
+    { timeout: 60_000 },
+  );
+  t.after(() => leaving.catch(() => {}));
+  const error = await client.waitFor((el) => el.is("error", NS_STREAM), "the stream error", 0, 20_000);
+  assert.ok(error.getChild("system-shutdown", NS_STREAMS_ERROR) !== undefined, error.toString());
+  await client.closed(10_000);
+  assert.ok(
+    !client.received.some((el) => el.attrs["see-other-uri"] !== undefined),
+    "no <close see-other-uri/>",
+  );
+  // The proxy sends the reconnection to a node that stays: here, n1 directly.
+  const again = await wsAuthenticate(`wss://127.0.0.1:${n1.ports.web}/xmpp-websocket`, n1.domain, mover!);
+  t.after(() => again.terminate());
+  again.send(`<resume xmlns="${NS_SM}" previd="${enabled.attrs.id}" h="0"/>`);
+  const resumed = await again.waitFor(
+    (el) => el.is("resumed", NS_SM) || el.is("failed", NS_SM),
+    "the answer",
+  );
+  assert.ok(resumed.is("resumed", NS_SM), resumed.toString());
+  await leaving;
 });
 
 test("a leaving node sends its BOSH clients to another member's BOSH endpoint (see-other-uri), where they resume", async (t) => {
