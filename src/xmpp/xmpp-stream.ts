@@ -32,6 +32,8 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
   readonly #sasl: SaslNegotiation;
   #headerSent = false;
   #closing = false;
+  /** Our end of the stream (its footer, `<close/>`, a BOSH terminate) is out: nothing may follow. */
+  #ended = false;
   #closed = false;
   #jid: BareJid | undefined;
   #session: StreamSession | undefined;
@@ -79,9 +81,15 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
 
   // --- output -----------------------------------------------------------------------------
 
-  /** Queues XML for the client. */
+  /**
+   * Queues XML for the client. Nothing goes after the end of our stream (RFC 6120 §4.4, RFC 7395
+   * §3.6): a session still writing while the connection closes keeps those stanzas in its
+   * XEP-0198 log, and the stream it resumes on gets them; a client would ignore them here (or,
+   * as Converse.js does, take them, acknowledge them on a stream nobody reads any more, and
+   * see them again after resuming).
+   */
   send(text: string): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#ended) return;
     this.host.counters.stanzasOut++;
     this.#transport.send(text);
   }
@@ -107,6 +115,7 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
     if (this.#closing) return;
     this.#closing = true;
     this.send(this.#transport.footer);
+    this.#ended = true;
     this.flush();
     if (!this.#closed) this.#transport.end();
   }
@@ -333,6 +342,7 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
     // A web client is sent to another node's web listener the way its transport says.
     if (target?.web !== undefined && this.#transport.redirect !== undefined && !this.#closing) {
       this.#closing = true;
+      this.#ended = true;
       this.#transport.redirect(target.web);
       return;
     }

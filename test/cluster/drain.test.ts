@@ -111,6 +111,79 @@ test("a leaving node sends its WebSocket clients to another member's web listene
   );
 });
 
+test("nothing follows a leaving node's <close see-other-uri/> on the old WebSocket: what was sent meanwhile comes once, on the resumed stream", async (t) => {
+  const cluster = await startTestCluster(t);
+  const direct = { ports: { webPlain: null } };
+  const n1 = await cluster.start("n1", { workers: 1, config: direct });
+  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr, config: direct });
+  await waitForOwners(n1, ["n1", "n2"]);
+  const [mover, friend] = await newUsers(n1, 2, "wsflood");
+  const { client } = await wsLogin(`wss://127.0.0.1:${n2.ports.web}/xmpp-websocket`, n2.domain, mover!);
+  t.after(() => client.terminate());
+  client.send(`<enable xmlns="${NS_SM}" resume="true"/>`);
+  const enabled = await client.waitFor((el) => el.is("enabled", NS_SM), "<enabled/>");
+  const enabledAt = client.received.indexOf(enabled);
+  client.send(`<presence xmlns="jabber:client"/>`);
+  await client.waitFor(
+    (el) => el.is("presence") && el.attrs.from?.startsWith(mover!.jid) === true,
+    "own presence",
+  );
+  const other = await loginRaw(t, n1, friend!, { label: "friend" });
+  // A message every 10 ms, so that some are routed to the session in the moment between the
+  // node's <close/> and the end of the connection (100 ms).
+  let sent = 0;
+  const flood = setInterval(() => {
+    sent++;
+    other.send(`<message to='${mover!.jid}' type='chat'><body>flood-${sent}</body></message>`);
+  }, 10);
+  t.after(() => clearInterval(flood));
+  await client.waitFor((el) => el.getChildText("body") === "flood-5", "the first messages");
+
+  const leaving = run(
+    process.execPath,
+    [join(REPO_ROOT, "src", "main.ts"), "leave", "--http-port", String(n2.ports.http)],
+    { timeout: 60_000 },
+  );
+  t.after(() => leaving.catch(() => {}));
+  const close = await client.waitFor((el) => el.is("close", NS_FRAMING), "<close/>", 0, 20_000);
+  await client.closed(10_000);
+  const closeAt = client.received.indexOf(close);
+  const afterClose = client.received.slice(closeAt + 1);
+  assert.deepEqual(
+    afterClose.map((el) => el.toString()),
+    [],
+    "nothing after the stream's end on the old connection",
+  );
+  // XEP-0198: h counts the stanzas the client handled since <enabled/>.
+  const handled = client.received
+    .slice(enabledAt + 1, closeAt)
+    .filter((el) => ["message", "presence", "iq"].includes(el.getName())).length;
+  const again = await wsAuthenticate(close.attrs["see-other-uri"]!, n1.domain, mover!);
+  t.after(() => again.terminate());
+  again.send(`<resume xmlns="${NS_SM}" previd="${enabled.attrs.id}" h="${handled}"/>`);
+  const resumed = await again.waitFor(
+    (el) => el.is("resumed", NS_SM) || el.is("failed", NS_SM),
+    "the answer",
+  );
+  assert.ok(resumed.is("resumed", NS_SM), resumed.toString());
+  // A few more, sent to the resumed stream live, then the flood stops.
+  const livePast = `flood-${sent + 3}`;
+  await again.waitFor((el) => el.getChildText("body") === livePast, livePast, 0, 20_000);
+  clearInterval(flood);
+  const last = `flood-${sent}`;
+  await again.waitFor((el) => el.getChildText("body") === last, `the last message, ${last}`, 0, 20_000);
+  const counts = new Map<string, number>();
+  for (const el of [...client.received.slice(0, closeAt), ...again.received]) {
+    const body = el.is("message") ? el.getChildText("body") : null;
+    if (body?.startsWith("flood-")) counts.set(body, (counts.get(body) ?? 0) + 1);
+  }
+  const wrong: string[] = [];
+  for (let n = 1; n <= sent; n++)
+    if (counts.get(`flood-${n}`) !== 1) wrong.push(`flood-${n}: ${counts.get(`flood-${n}`) ?? 0}`);
+  assert.deepEqual(wrong, [], `every one of ${sent} messages came once`);
+  await leaving;
+});
+
 test("behind a reverse proxy (web.behindProxy), a leaving node names no node's web listener: its WebSocket clients get <system-shutdown/> and resume through the proxy", async (t) => {
   const cluster = await startTestCluster(t);
   // docs/web-chat.md "Several nodes": the proxy reaches each node's TLS listener, and web
