@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { join } from "node:path";
-import { test } from "node:test";
+import { type TestContext, test } from "node:test";
 import { promisify } from "node:util";
 import { BoshClient } from "../helpers/bosh-client.ts";
 import { startTestCluster, waitForOwners } from "../helpers/cluster.ts";
@@ -64,40 +64,55 @@ test("a leaving node sends its clients to another member with <see-other-host/>,
   await leaving;
 });
 
-test("a leaving node sends its WebSocket clients to another member's web listener (see-other-uri), where they resume", async (t) => {
+/**
+ * Two members with the web configuration `web`, and a WebSocket client of n2 with resumption
+ * enabled and available (so that a chat message to its bare JID is delivered, not stored), its
+ * friend logged in on n1; `leave()` runs `starling leave` on n2.
+ */
+async function webClientOfLeavingNode(t: TestContext, web: Record<string, unknown>, prefix: string) {
   const cluster = await startTestCluster(t);
-  // No plain web port: web clients reach these nodes directly, so each advertises its own.
-  const direct = { ports: { webPlain: null } };
-  const n1 = await cluster.start("n1", { workers: 1, config: direct });
-  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr, config: direct });
+  const n1 = await cluster.start("n1", { workers: 1, config: web });
+  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr, config: web });
   await waitForOwners(n1, ["n1", "n2"]);
-  const [mover, friend] = await newUsers(n1, 2, "wsdrain");
+  const [mover, friend] = await newUsers(n1, 2, prefix);
   const { client } = await wsLogin(`wss://127.0.0.1:${n2.ports.web}/xmpp-websocket`, n2.domain, mover!);
   t.after(() => client.terminate());
   client.send(`<enable xmlns="${NS_SM}" resume="true"/>`);
   const enabled = await client.waitFor((el) => el.is("enabled", NS_SM), "<enabled/>");
-  // Available, so that a chat message to the bare JID is delivered, not stored offline.
   client.send(`<presence xmlns="jabber:client"/>`);
   await client.waitFor(
     (el) => el.is("presence") && el.attrs.from?.startsWith(mover!.jid) === true,
     "own presence",
   );
   const other = await loginRaw(t, n1, friend!, { label: "friend" });
+  const leave = () => {
+    const leaving = run(
+      process.execPath,
+      [join(REPO_ROOT, "src", "main.ts"), "leave", "--http-port", String(n2.ports.http)],
+      { timeout: 60_000 },
+    );
+    t.after(() => leaving.catch(() => {}));
+    return leaving;
+  };
+  return { n1, n2, mover: mover!, client, enabled, other, leave };
+}
 
-  const leaving = run(
-    process.execPath,
-    [join(REPO_ROOT, "src", "main.ts"), "leave", "--http-port", String(n2.ports.http)],
-    { timeout: 60_000 },
+test("a leaving node sends its WebSocket clients to another member's web listener (see-other-uri), where they resume", async (t) => {
+  // No plain web port: web clients reach these nodes directly, so each advertises its own.
+  const { n1, mover, client, enabled, other, leave } = await webClientOfLeavingNode(
+    t,
+    { ports: { webPlain: null } },
+    "wsdrain",
   );
-  t.after(() => leaving.catch(() => {}));
+  const leaving = leave();
   // RFC 7395 §3.6.1: <close see-other-uri/> names the endpoint, then the server closes.
   const close = await client.waitFor((el) => el.is("close", NS_FRAMING), "<close/>", 0, 20_000);
   const uri = close.attrs["see-other-uri"];
   assert.equal(uri, `wss://127.0.0.1:${n1.ports.web}/xmpp-websocket`, close.toString());
   await client.closed(10_000);
 
-  other.send(`<message to='${mover!.jid}' type='chat'><body>while you moved over the web</body></message>`);
-  const again = await wsAuthenticate(uri!, n1.domain, mover!);
+  other.send(`<message to='${mover.jid}' type='chat'><body>while you moved over the web</body></message>`);
+  const again = await wsAuthenticate(uri!, n1.domain, mover);
   t.after(() => again.terminate());
   again.send(`<resume xmlns="${NS_SM}" previd="${enabled.attrs.id}" h="0"/>`);
   const resumed = await again.waitFor(
@@ -109,42 +124,27 @@ test("a leaving node sends its WebSocket clients to another member's web listene
     (el) => el.is("message") && el.getChildText("body") === "while you moved over the web",
     "the message sent while it moved",
   );
+  await leaving;
 });
 
 test("nothing follows a leaving node's <close see-other-uri/> on the old WebSocket: what was sent meanwhile comes once, on the resumed stream", async (t) => {
-  const cluster = await startTestCluster(t);
-  const direct = { ports: { webPlain: null } };
-  const n1 = await cluster.start("n1", { workers: 1, config: direct });
-  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr, config: direct });
-  await waitForOwners(n1, ["n1", "n2"]);
-  const [mover, friend] = await newUsers(n1, 2, "wsflood");
-  const { client } = await wsLogin(`wss://127.0.0.1:${n2.ports.web}/xmpp-websocket`, n2.domain, mover!);
-  t.after(() => client.terminate());
-  client.send(`<enable xmlns="${NS_SM}" resume="true"/>`);
-  const enabled = await client.waitFor((el) => el.is("enabled", NS_SM), "<enabled/>");
-  const enabledAt = client.received.indexOf(enabled);
-  client.send(`<presence xmlns="jabber:client"/>`);
-  await client.waitFor(
-    (el) => el.is("presence") && el.attrs.from?.startsWith(mover!.jid) === true,
-    "own presence",
+  const { n1, mover, client, enabled, other, leave } = await webClientOfLeavingNode(
+    t,
+    { ports: { webPlain: null } },
+    "wsflood",
   );
-  const other = await loginRaw(t, n1, friend!, { label: "friend" });
+  const enabledAt = client.received.indexOf(enabled);
   // A message every 10 ms, so that some are routed to the session in the moment between the
   // node's <close/> and the end of the connection (100 ms).
   let sent = 0;
   const flood = setInterval(() => {
     sent++;
-    other.send(`<message to='${mover!.jid}' type='chat'><body>flood-${sent}</body></message>`);
+    other.send(`<message to='${mover.jid}' type='chat'><body>flood-${sent}</body></message>`);
   }, 10);
   t.after(() => clearInterval(flood));
   await client.waitFor((el) => el.getChildText("body") === "flood-5", "the first messages");
 
-  const leaving = run(
-    process.execPath,
-    [join(REPO_ROOT, "src", "main.ts"), "leave", "--http-port", String(n2.ports.http)],
-    { timeout: 60_000 },
-  );
-  t.after(() => leaving.catch(() => {}));
+  const leaving = leave();
   const close = await client.waitFor((el) => el.is("close", NS_FRAMING), "<close/>", 0, 20_000);
   await client.closed(10_000);
   const closeAt = client.received.indexOf(close);
@@ -158,7 +158,7 @@ test("nothing follows a leaving node's <close see-other-uri/> on the old WebSock
   const handled = client.received
     .slice(enabledAt + 1, closeAt)
     .filter((el) => ["message", "presence", "iq"].includes(el.getName())).length;
-  const again = await wsAuthenticate(close.attrs["see-other-uri"]!, n1.domain, mover!);
+  const again = await wsAuthenticate(close.attrs["see-other-uri"]!, n1.domain, mover);
   t.after(() => again.terminate());
   again.send(`<resume xmlns="${NS_SM}" previd="${enabled.attrs.id}" h="${handled}"/>`);
   const resumed = await again.waitFor(
@@ -185,25 +185,14 @@ test("nothing follows a leaving node's <close see-other-uri/> on the old WebSock
 });
 
 test("behind a reverse proxy (web.behindProxy), a leaving node names no node's web listener: its WebSocket clients get <system-shutdown/> and resume through the proxy", async (t) => {
-  const cluster = await startTestCluster(t);
   // docs/web-chat.md "Several nodes": the proxy reaches each node's TLS listener, and web
   // clients must come back through it, not to an internal address the browser cannot use.
-  const proxied = { ports: { webPlain: null }, web: { behindProxy: true } };
-  const n1 = await cluster.start("n1", { workers: 1, config: proxied });
-  const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr, config: proxied });
-  await waitForOwners(n1, ["n1", "n2"]);
-  const [mover] = await newUsers(n1, 1, "wsproxied");
-  const { client } = await wsLogin(`wss://127.0.0.1:${n2.ports.web}/xmpp-websocket`, n2.domain, mover!);
-  t.after(() => client.terminate());
-  client.send(`<enable xmlns="${NS_SM}" resume="true"/>`);
-  const enabled = await client.waitFor((el) => el.is("enabled", NS_SM), "<enabled/>");
-
-  const leaving = run(
-    process.execPath,
-    [join(REPO_ROOT, "src", "main.ts"), "leave", "--http-port", String(n2.ports.http)],
-    { timeout: 60_000 },
+  const { n1, mover, client, enabled, leave } = await webClientOfLeavingNode(
+    t,
+    { ports: { webPlain: null }, web: { behindProxy: true } },
+    "wsproxied",
   );
-  t.after(() => leaving.catch(() => {}));
+  const leaving = leave();
   const error = await client.waitFor((el) => el.is("error", NS_STREAM), "the stream error", 0, 20_000);
   assert.ok(error.getChild("system-shutdown", NS_STREAMS_ERROR) !== undefined, error.toString());
   await client.closed(10_000);
@@ -212,7 +201,7 @@ test("behind a reverse proxy (web.behindProxy), a leaving node names no node's w
     "no <close see-other-uri/>",
   );
   // The proxy sends the reconnection to a node that stays: here, n1 directly.
-  const again = await wsAuthenticate(`wss://127.0.0.1:${n1.ports.web}/xmpp-websocket`, n1.domain, mover!);
+  const again = await wsAuthenticate(`wss://127.0.0.1:${n1.ports.web}/xmpp-websocket`, n1.domain, mover);
   t.after(() => again.terminate());
   again.send(`<resume xmlns="${NS_SM}" previd="${enabled.attrs.id}" h="0"/>`);
   const resumed = await again.waitFor(
