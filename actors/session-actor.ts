@@ -1055,6 +1055,9 @@ export class SessionActor {
     this.#ackWanted = false;
     if (this.#token !== undefined && !clean) {
       const timeoutMs = this.#ctx.config.limits.smResumeTimeoutSeconds * 1000;
+      // Once: a stream's end and its connection's each report it, and so does a lent session's
+      // return (restore).
+      if (this.#resumeTimer !== undefined) clearTimeout(this.#resumeTimer);
       this.#resumeTimer = setTimeout(() => this.#expire(), timeoutMs);
       this.#resumeTimer.unref();
       return;

@@ -114,6 +114,7 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
   close(): void {
     if (this.#closing) return;
     this.#closing = true;
+    this.#detachSession();
     this.send(this.#transport.footer);
     this.#ended = true;
     this.flush();
@@ -303,6 +304,18 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
 
   // --- teardown ---------------------------------------------------------------------------
 
+  /**
+   * The stream is ending: its session stops writing to it now, not when the connection is gone
+   * (up to the close grace later). A resumable session waits for `<resume/>` with what comes
+   * meanwhile in its log; any other ends, and what comes meanwhile is stored or bounced as for
+   * an unavailable resource instead of being written after the stream's end.
+   */
+  #detachSession(): void {
+    const session = this.#session;
+    this.#session = undefined;
+    session?.onLinkClosed(false);
+  }
+
   gone(): void {
     if (this.#closed) return;
     this.#closed = true;
@@ -342,6 +355,7 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
     // A web client is sent to another node's web listener the way its transport says.
     if (target?.web !== undefined && this.#transport.redirect !== undefined && !this.#closing) {
       this.#closing = true;
+      this.#detachSession();
       this.#ended = true;
       this.#transport.redirect(target.web);
       return;

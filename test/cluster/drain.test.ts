@@ -8,12 +8,13 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { type TestContext, test } from "node:test";
 import { promisify } from "node:util";
+import type { Element } from "@xmpp/xml";
 import { BoshClient } from "../helpers/bosh-client.ts";
 import { startTestCluster, waitForOwners } from "../helpers/cluster.ts";
 import { goOnline, isMessageWithBody, loginRaw, newUsers } from "../helpers/fixtures.ts";
 import { NS_SASL, NS_SM, NS_STREAMS_ERROR, RawClient } from "../helpers/raw-client.ts";
 import { REPO_ROOT } from "../helpers/start-node.ts";
-import { NS_FRAMING, NS_STREAM, wsAuthenticate, wsLogin } from "../helpers/ws-client.ts";
+import { NS_FRAMING, NS_STREAM, type WsClient, wsAuthenticate, wsLogin } from "../helpers/ws-client.ts";
 
 const run = promisify(execFile);
 
@@ -69,7 +70,12 @@ test("a leaving node sends its clients to another member with <see-other-host/>,
  * enabled and available (so that a chat message to its bare JID is delivered, not stored), its
  * friend logged in on n1; `leave()` runs `starling leave` on n2.
  */
-async function webClientOfLeavingNode(t: TestContext, web: Record<string, unknown>, prefix: string) {
+async function webClientOfLeavingNode(
+  t: TestContext,
+  web: Record<string, unknown>,
+  prefix: string,
+  resumable = true,
+) {
   const cluster = await startTestCluster(t);
   const n1 = await cluster.start("n1", { workers: 1, config: web });
   const n2 = await cluster.start("n2", { workers: 1, join: n1.peerAddr, config: web });
@@ -77,8 +83,11 @@ async function webClientOfLeavingNode(t: TestContext, web: Record<string, unknow
   const [mover, friend] = await newUsers(n1, 2, prefix);
   const { client } = await wsLogin(`wss://127.0.0.1:${n2.ports.web}/xmpp-websocket`, n2.domain, mover!);
   t.after(() => client.terminate());
-  client.send(`<enable xmlns="${NS_SM}" resume="true"/>`);
-  const enabled = await client.waitFor((el) => el.is("enabled", NS_SM), "<enabled/>");
+  let enabled: Element | undefined;
+  if (resumable) {
+    client.send(`<enable xmlns="${NS_SM}" resume="true"/>`);
+    enabled = await client.waitFor((el) => el.is("enabled", NS_SM), "<enabled/>");
+  }
   client.send(`<presence xmlns="jabber:client"/>`);
   await client.waitFor(
     (el) => el.is("presence") && el.attrs.from?.startsWith(mover!.jid) === true,
@@ -94,7 +103,7 @@ async function webClientOfLeavingNode(t: TestContext, web: Record<string, unknow
     t.after(() => leaving.catch(() => {}));
     return leaving;
   };
-  return { n1, n2, mover: mover!, client, enabled, other, leave };
+  return { n1, n2, mover: mover!, client, enabled: enabled!, other, leave };
 }
 
 test("a leaving node sends its WebSocket clients to another member's web listener (see-other-uri), where they resume", async (t) => {
@@ -127,13 +136,19 @@ test("a leaving node sends its WebSocket clients to another member's web listene
   await leaving;
 });
 
-test("nothing follows a leaving node's <close see-other-uri/> on the old WebSocket: what was sent meanwhile comes once, on the resumed stream", async (t) => {
+/**
+ * A message every 10 ms to a WebSocket client while its node leaves: nothing comes after the
+ * node's `<close see-other-uri/>` on the old connection, and every message arrives exactly once
+ * across the old connection and the next one (resumed, or a new login that gets the offline
+ * messages).
+ */
+async function floodThroughLeave(t: TestContext, resumable: boolean): Promise<void> {
   const { n1, mover, client, enabled, other, leave } = await webClientOfLeavingNode(
     t,
     { ports: { webPlain: null } },
-    "wsflood",
+    resumable ? "wsflood" : "wsfloodplain",
+    resumable,
   );
-  const enabledAt = client.received.indexOf(enabled);
   // A message every 10 ms, so that some are routed to the session in the moment between the
   // node's <close/> and the end of the connection (100 ms).
   let sent = 0;
@@ -154,19 +169,28 @@ test("nothing follows a leaving node's <close see-other-uri/> on the old WebSock
     [],
     "nothing after the stream's end on the old connection",
   );
-  // XEP-0198: h counts the stanzas the client handled since <enabled/>.
-  const handled = client.received
-    .slice(enabledAt + 1, closeAt)
-    .filter((el) => ["message", "presence", "iq"].includes(el.getName())).length;
-  const again = await wsAuthenticate(close.attrs["see-other-uri"]!, n1.domain, mover);
-  t.after(() => again.terminate());
-  again.send(`<resume xmlns="${NS_SM}" previd="${enabled.attrs.id}" h="${handled}"/>`);
-  const resumed = await again.waitFor(
-    (el) => el.is("resumed", NS_SM) || el.is("failed", NS_SM),
-    "the answer",
-  );
-  assert.ok(resumed.is("resumed", NS_SM), resumed.toString());
-  // A few more, sent to the resumed stream live, then the flood stops.
+  let again: WsClient;
+  if (resumable) {
+    // XEP-0198: h counts the stanzas the client handled since <enabled/>.
+    const handled = client.received
+      .slice(client.received.indexOf(enabled) + 1, closeAt)
+      .filter((el) => ["message", "presence", "iq"].includes(el.getName())).length;
+    again = await wsAuthenticate(close.attrs["see-other-uri"]!, n1.domain, mover);
+    t.after(() => again.terminate());
+    again.send(`<resume xmlns="${NS_SM}" previd="${enabled.attrs.id}" h="${handled}"/>`);
+    const resumed = await again.waitFor(
+      (el) => el.is("resumed", NS_SM) || el.is("failed", NS_SM),
+      "the answer",
+    );
+    assert.ok(resumed.is("resumed", NS_SM), resumed.toString());
+  } else {
+    // Without resumption the session ended with the stream: what came after went to offline
+    // storage, which the next login's initial presence empties.
+    ({ client: again } = await wsLogin(close.attrs["see-other-uri"]!, n1.domain, mover));
+    t.after(() => again.terminate());
+    again.send(`<presence xmlns="jabber:client"/>`);
+  }
+  // A few more, sent to the new stream live, then the flood stops.
   const livePast = `flood-${sent + 3}`;
   await again.waitFor((el) => el.getChildText("body") === livePast, livePast, 0, 20_000);
   clearInterval(flood);
@@ -182,7 +206,13 @@ test("nothing follows a leaving node's <close see-other-uri/> on the old WebSock
     if (counts.get(`flood-${n}`) !== 1) wrong.push(`flood-${n}: ${counts.get(`flood-${n}`) ?? 0}`);
   assert.deepEqual(wrong, [], `every one of ${sent} messages came once`);
   await leaving;
-});
+}
+
+test("nothing follows a leaving node's <close see-other-uri/> on the old WebSocket: what was sent meanwhile comes once, on the resumed stream", (t) =>
+  floodThroughLeave(t, true));
+
+test("without XEP-0198, what was sent to a leaving node's WebSocket client as its stream ended is stored offline, not lost", (t) =>
+  floodThroughLeave(t, false));
 
 test("behind a reverse proxy (web.behindProxy), a leaving node names no node's web listener: its WebSocket clients get <system-shutdown/> and resume through the proxy", async (t) => {
   // docs/web-chat.md "Several nodes": the proxy reaches each node's TLS listener, and web

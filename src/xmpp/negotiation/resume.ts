@@ -71,8 +71,8 @@ export async function attemptResume(stream: NegotiatingStream, el: Element): Pro
     return { failed: smFailedXml("item-not-found", handled) };
   }
   const { session } = outcome;
-  if (stream.closed) {
-    // The new socket died while the session moved: keep it resumable rather than lose it.
+  if (stream.closing || stream.closed) {
+    // The new stream ended while the session moved: keep it resumable rather than lose it.
     session.onLinkClosed(false);
     return undefined;
   }
