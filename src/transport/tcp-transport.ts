@@ -180,6 +180,7 @@ export class TcpTransport implements StreamTransport {
 
   end(): void {
     if (this.#closed) return;
+    this.flush();
     this.#socket.end();
     setTimeout(() => this.destroy(), CLOSE_GRACE_MS).unref();
   }

@@ -59,7 +59,10 @@ export interface StreamTransport {
   restart(): void;
   /** Upgrades to TLS after `<proceed/>` was written; the stream restarts once it is secure. */
   startTls(): void;
-  /** Ends the connection once the client closes too, or after a grace period. */
+  /**
+   * Sends what is queued (in its terminating answer, on BOSH) and ends the connection once the
+   * client closes too, or after a grace period.
+   */
   end(): void;
   /** Cuts the connection now. */
   destroy(): void;

@@ -117,7 +117,8 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
     this.#detachSession();
     this.send(this.#transport.footer);
     this.#ended = true;
-    this.flush();
+    // The transport sends what is queued as it ends: BOSH must know it is ending to put a stream
+    // error in a terminate body (XEP-0206 §7).
     if (!this.#closed) this.#transport.end();
   }
 

@@ -97,6 +97,19 @@ describe("BOSH (XEP-0124, XEP-0206)", () => {
     assert.equal(got.attrs.from, full);
   });
 
+  it("a stream error comes in a terminate body of condition remote-stream-error (XEP-0206 §7)", async () => {
+    const [web] = await newUsers(node(), 1, "bosherr");
+    const client = new BoshClient(plainBoshEndpoint(port()));
+    await client.login(node().domain, web!);
+    // RFC 6120 §8.1.2.1: a 'from' that is not the stream's own ends the stream.
+    const answer = await client.send(
+      `<message xmlns="jabber:client" from="someone@else.example" type="chat"><body>x</body></message>`,
+    );
+    assert.equal(answer.attrs.type, "terminate", answer.toString());
+    assert.equal(answer.attrs.condition, "remote-stream-error", answer.toString());
+    assert.ok(answer.toString().includes("invalid-from"), answer.toString());
+  });
+
   it("a request with nothing to answer is answered empty after wait", async () => {
     const client = new BoshClient(plainBoshEndpoint(port()));
     await client.create(node().domain, 1);
