@@ -1053,6 +1053,8 @@ export class SessionActor {
     if (this.#ackTimer !== undefined) clearTimeout(this.#ackTimer);
     this.#ackTimer = undefined;
     this.#ackWanted = false;
+    // Lent to a resumption: the taker or restore() decides what happens to it, not a timer.
+    if (this.#lentTimer !== undefined) return;
     if (this.#token !== undefined && !clean) {
       const timeoutMs = this.#ctx.config.limits.smResumeTimeoutSeconds * 1000;
       // Once: a stream's end and its connection's each report it, and so does a lent session's
@@ -1245,6 +1247,7 @@ export class SessionActor {
     this.#copyReleased();
     clearTimeout(this.#lentTimer);
     this.#lentTimer = undefined;
+    if (this.#resumeTimer !== undefined) clearTimeout(this.#resumeTimer);
     this.#ctx.lent.delete(this.sid);
     this.#ended = true;
     this.#stream?.end();

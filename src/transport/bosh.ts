@@ -437,6 +437,9 @@ export class BoshTransport implements StreamTransport {
   end(): void {
     if (this.#gone) return;
     this.#ending = true;
+    // The terminating answer carries what is queued, a stream error included, even when the
+    // session had paused its output (its read pause ends with the stream).
+    this.#paused = false;
     if (this.#held.length > 0) setImmediate(() => this.flush());
     // A client that sends no more requests does not keep the session.
     setTimeout(() => this.destroy(), 5_000).unref();

@@ -181,6 +181,9 @@ export class TcpTransport implements StreamTransport {
   end(): void {
     if (this.#closed) return;
     this.flush();
+    // The client's closing tag and FIN must be read even if the session had paused reading (the
+    // stream ignores the stanzas still behind them), as WebSocketTransport.end does.
+    this.#input.finish();
     this.#socket.end();
     setTimeout(() => this.destroy(), CLOSE_GRACE_MS).unref();
   }
