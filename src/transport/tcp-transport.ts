@@ -44,6 +44,8 @@ export class TcpTransport implements StreamTransport {
   #flushScheduled = false;
   #secure: boolean;
   #closed = false;
+  /** Our end of the stream is out: what the client sends now is read (for its FIN), not parsed. */
+  #ending = false;
   /** Reading, at the pace of `limits.inputBytesPerSecond` and `limits.inputBurstBytes`. */
   readonly #input: PacedInput;
 
@@ -106,6 +108,7 @@ export class TcpTransport implements StreamTransport {
   #onData(chunk: Buffer): void {
     this.#events!.active();
     if (!this.#closed) this.#input.received(chunk.length);
+    if (this.#ending) return;
     this.#parseFrom(chunk);
   }
 
@@ -125,13 +128,14 @@ export class TcpTransport implements StreamTransport {
       return;
     }
     // Held until the read's last slice is parsed (or the rest is dropped), not slice by slice.
-    if (slice.length === chunk.length || this.#closed || this.#parser !== parser) {
+    if (slice.length === chunk.length || this.#closed || this.#ending || this.#parser !== parser) {
       this.#input.release("parse");
       return;
     }
     this.#input.hold("parse");
     afterParseTurn(() => {
-      if (!this.#closed && this.#parser === parser) this.#parseFrom(chunk.subarray(PARSE_SLICE_SIZE));
+      if (!this.#closed && !this.#ending && this.#parser === parser)
+        this.#parseFrom(chunk.subarray(PARSE_SLICE_SIZE));
       else this.#input.release("parse");
     });
   }
@@ -181,8 +185,9 @@ export class TcpTransport implements StreamTransport {
   end(): void {
     if (this.#closed) return;
     this.flush();
-    // The client's closing tag and FIN must be read even if the session had paused reading (the
-    // stream ignores the stanzas still behind them), as WebSocketTransport.end does.
+    // The client's closing tag and FIN must be read even if the session had paused reading;
+    // nothing more is parsed (the stream is over), as WebSocketTransport.end does.
+    this.#ending = true;
     this.#input.finish();
     this.#socket.end();
     setTimeout(() => this.destroy(), CLOSE_GRACE_MS).unref();

@@ -80,4 +80,47 @@ describe("TcpTransport", () => {
     );
     secure.destroy();
   });
+
+  it("a stream the server ends is read to the client's FIN even if its session had paused reading, and parses nothing more", async (t) => {
+    // A session pauses reading at 16 iq requests in its handlers; the stream's end must lift it,
+    // or the client's closing tag and FIN wait unread for the close grace (5 s).
+    const server = createServer();
+    server.listen(0, "127.0.0.1");
+    await once(server, "listening");
+    t.after(() => server.close());
+    const accepted = once(server, "connection") as Promise<[Socket]>;
+    const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
+    t.after(() => client.destroy());
+    const [socket] = await accepted;
+    const transport = new TcpTransport(socket, {
+      directTls: false,
+      tlsContext: createSecureContext({}),
+      limits: DEFAULT_CONFIG.limits,
+      log: createLogger({ level: "silent" }),
+    });
+    const elements: string[] = [];
+    let opened!: () => void;
+    const openedNow = new Promise<void>((resolve) => (opened = resolve));
+    let gone!: () => void;
+    const goneNow = new Promise<void>((resolve) => (gone = resolve));
+    transport.attach({
+      opened: () => opened(),
+      element: (el: Element) => elements.push(el.getChildText("body") ?? el.name),
+      closedByPeer: () => {},
+      failed: (error) => assert.fail(`the stream failed: ${String(error)}`),
+      secured: () => {},
+      gone: () => gone(),
+      active: () => {},
+    });
+    client.write(HEADER);
+    await openedNow;
+    transport.pause();
+    client.write("<message to='b@localhost'><body>after the end</body></message></stream:stream>");
+    client.end();
+    const started = Date.now();
+    transport.end();
+    await goneNow;
+    assert.ok(Date.now() - started < 2_000, `gone after ${Date.now() - started} ms, not at the 5 s grace`);
+    assert.deepEqual(elements, [], "nothing parsed after the end");
+  });
 });
