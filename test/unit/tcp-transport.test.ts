@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { once } from "node:events";
 import { type AddressInfo, connect, createServer, type Socket } from "node:net";
-import { describe, it } from "node:test";
+import { describe, it, type TestContext } from "node:test";
 import { createSecureContext, connect as tlsConnect } from "node:tls";
 import type { Element } from "@xmpp/xml";
 import { DEFAULT_CONFIG } from "../../src/config/defaults.ts";
@@ -13,6 +13,19 @@ import { makeDomainCertificate } from "../helpers/certificates.ts";
 const HEADER =
   "<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
 
+/** A loopback TCP connection: the client's end and the server's, closed after the test. */
+async function connectedPair(t: TestContext): Promise<{ client: Socket; socket: Socket }> {
+  const server = createServer();
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  t.after(() => server.close());
+  const accepted = once(server, "connection") as Promise<[Socket]>;
+  const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
+  t.after(() => client.destroy());
+  const [socket] = await accepted;
+  return { client, socket };
+}
+
 describe("TcpTransport", () => {
   it("TcpTransport drops plaintext sent after <starttls/> in the same read, even past a slice", async (t) => {
     // RFC 6120 §5.4.3.3; CVE-2011-0411's class. A read larger than the 8 KB parse slice holds
@@ -20,14 +33,7 @@ describe("TcpTransport", () => {
     // goes on), then a stream and a message: the rest of the read must not reach the
     // stream that the TLS handshake starts.
     const certificate = await makeDomainCertificate("localhost");
-    const server = createServer();
-    server.listen(0, "127.0.0.1");
-    await once(server, "listening");
-    t.after(() => server.close());
-    const accepted = once(server, "connection") as Promise<[Socket]>;
-    const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
-    t.after(() => client.destroy());
-    const [socket] = await accepted;
+    const { client, socket } = await connectedPair(t);
 
     const seen: { secure: boolean; element: string }[] = [];
     let secured!: () => void;
@@ -84,14 +90,7 @@ describe("TcpTransport", () => {
   it("a stream the server ends is read to the client's FIN even if its session had paused reading, and parses nothing more", async (t) => {
     // A session pauses reading at 16 iq requests in its handlers; the stream's end must lift it,
     // or the client's closing tag and FIN wait unread for the close grace (5 s).
-    const server = createServer();
-    server.listen(0, "127.0.0.1");
-    await once(server, "listening");
-    t.after(() => server.close());
-    const accepted = once(server, "connection") as Promise<[Socket]>;
-    const client = connect((server.address() as AddressInfo).port, "127.0.0.1");
-    t.after(() => client.destroy());
-    const [socket] = await accepted;
+    const { client, socket } = await connectedPair(t);
     const transport = new TcpTransport(socket, {
       directTls: false,
       tlsContext: createSecureContext({}),
