@@ -83,10 +83,9 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
 
   /**
    * Queues XML for the client. Nothing goes after the end of our stream (RFC 6120 §4.4, RFC 7395
-   * §3.6): a session still writing while the connection closes keeps those stanzas in its
-   * XEP-0198 log, and the stream it resumes on gets them; a client would ignore them here (or,
-   * as Converse.js does, take them, acknowledge them on a stream nobody reads any more, and
-   * see them again after resuming).
+   * §3.6): the session was let go at that end (#detachSession), and whatever else is sent late
+   * is dropped here rather than taken by a client (Converse.js acknowledged such stanzas on a
+   * stream nobody read any more).
    */
   send(text: string): void {
     if (this.#closed || this.#ended) return;
@@ -306,10 +305,10 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
   // --- teardown ---------------------------------------------------------------------------
 
   /**
-   * The stream is ending: its session stops writing to it now, not when the connection is gone
-   * (up to the close grace later). A resumable session waits for `<resume/>` with what comes
-   * meanwhile in its log; any other ends, and what comes meanwhile is stored or bounced as for
-   * an unavailable resource instead of being written after the stream's end.
+   * The stream is ending, or its connection is gone: its session stops writing to it now (when
+   * we end the stream, not up to the close grace later, when the connection goes). A resumable
+   * session waits for `<resume/>` with what comes meanwhile in its log; any other ends, and what
+   * comes meanwhile is stored or bounced as for an unavailable resource.
    */
   #detachSession(): void {
     const session = this.#session;
@@ -323,9 +322,7 @@ export class XmppStream implements NegotiatingStream, StreamEvents {
     this.host.counters.connections--;
     if (this.#authTimer !== undefined) clearTimeout(this.#authTimer);
     if (this.#pingTimer !== undefined) clearInterval(this.#pingTimer);
-    const session = this.#session;
-    this.#session = undefined;
-    session?.onLinkClosed(false);
+    this.#detachSession();
   }
 
   /** Inbound flow control: the session has too much in flight. */

@@ -11,7 +11,7 @@ import { promisify } from "node:util";
 import type { Element } from "@xmpp/xml";
 import { BoshClient } from "../helpers/bosh-client.ts";
 import { startTestCluster, waitForOwners } from "../helpers/cluster.ts";
-import { goOnline, isMessageWithBody, loginRaw, newUsers } from "../helpers/fixtures.ts";
+import { goOnline, isMessageWithBody, loginRaw, newUsers, type TestUser } from "../helpers/fixtures.ts";
 import { NS_SASL, NS_SM, NS_STREAMS_ERROR, RawClient } from "../helpers/raw-client.ts";
 import { REPO_ROOT } from "../helpers/start-node.ts";
 import { NS_FRAMING, NS_STREAM, type WsClient, wsAuthenticate, wsLogin } from "../helpers/ws-client.ts";
@@ -106,6 +106,26 @@ async function webClientOfLeavingNode(
   return { n1, n2, mover: mover!, client, enabled: enabled!, other, leave };
 }
 
+/**
+ * Opens a WebSocket at `url`, authenticates as `user` and resumes the session `previd` with `h`
+ * (XEP-0198 §5); fails unless the answer is `<resumed/>`.
+ */
+async function resumeOverWebSocket(
+  t: TestContext,
+  url: string,
+  domain: string,
+  user: TestUser,
+  previd: string,
+  h: number,
+): Promise<WsClient> {
+  const again = await wsAuthenticate(url, domain, user);
+  t.after(() => again.terminate());
+  again.send(`<resume xmlns="${NS_SM}" previd="${previd}" h="${h}"/>`);
+  const answer = await again.waitFor((el) => el.is("resumed", NS_SM) || el.is("failed", NS_SM), "the answer");
+  assert.ok(answer.is("resumed", NS_SM), answer.toString());
+  return again;
+}
+
 test("a leaving node sends its WebSocket clients to another member's web listener (see-other-uri), where they resume", async (t) => {
   // No plain web port: web clients reach these nodes directly, so each advertises its own.
   const { n1, mover, client, enabled, other, leave } = await webClientOfLeavingNode(
@@ -121,14 +141,7 @@ test("a leaving node sends its WebSocket clients to another member's web listene
   await client.closed(10_000);
 
   other.send(`<message to='${mover.jid}' type='chat'><body>while you moved over the web</body></message>`);
-  const again = await wsAuthenticate(uri!, n1.domain, mover);
-  t.after(() => again.terminate());
-  again.send(`<resume xmlns="${NS_SM}" previd="${enabled.attrs.id}" h="0"/>`);
-  const resumed = await again.waitFor(
-    (el) => el.is("resumed", NS_SM) || el.is("failed", NS_SM),
-    "the answer",
-  );
-  assert.ok(resumed.is("resumed", NS_SM), resumed.toString());
+  const again = await resumeOverWebSocket(t, uri!, n1.domain, mover, enabled.attrs.id!, 0);
   await again.waitFor(
     (el) => el.is("message") && el.getChildText("body") === "while you moved over the web",
     "the message sent while it moved",
@@ -175,14 +188,8 @@ async function floodThroughLeave(t: TestContext, resumable: boolean): Promise<vo
     const handled = client.received
       .slice(client.received.indexOf(enabled) + 1, closeAt)
       .filter((el) => ["message", "presence", "iq"].includes(el.getName())).length;
-    again = await wsAuthenticate(close.attrs["see-other-uri"]!, n1.domain, mover);
-    t.after(() => again.terminate());
-    again.send(`<resume xmlns="${NS_SM}" previd="${enabled.attrs.id}" h="${handled}"/>`);
-    const resumed = await again.waitFor(
-      (el) => el.is("resumed", NS_SM) || el.is("failed", NS_SM),
-      "the answer",
-    );
-    assert.ok(resumed.is("resumed", NS_SM), resumed.toString());
+    const url = close.attrs["see-other-uri"]!;
+    again = await resumeOverWebSocket(t, url, n1.domain, mover, enabled.attrs.id!, handled);
   } else {
     // Without resumption the session ended with the stream: what came after went to offline
     // storage, which the next login's initial presence empties.
@@ -231,14 +238,8 @@ test("behind a reverse proxy (web.behindProxy), a leaving node names no node's w
     "no <close see-other-uri/>",
   );
   // The proxy sends the reconnection to a node that stays: here, n1 directly.
-  const again = await wsAuthenticate(`wss://127.0.0.1:${n1.ports.web}/xmpp-websocket`, n1.domain, mover);
-  t.after(() => again.terminate());
-  again.send(`<resume xmlns="${NS_SM}" previd="${enabled.attrs.id}" h="0"/>`);
-  const resumed = await again.waitFor(
-    (el) => el.is("resumed", NS_SM) || el.is("failed", NS_SM),
-    "the answer",
-  );
-  assert.ok(resumed.is("resumed", NS_SM), resumed.toString());
+  const url = `wss://127.0.0.1:${n1.ports.web}/xmpp-websocket`;
+  await resumeOverWebSocket(t, url, n1.domain, mover, enabled.attrs.id!, 0);
   await leaving;
 });
 
