@@ -2,7 +2,8 @@
  * `npm run bench -- <scenario> [options]`: the entry point of the macro benchmarks. The
  * failover scenarios (steady, join-under-load, drain-under-load, kill-under-load,
  * kill-two-of-five, rolling-restart, reconnect-storm, ...) run here; `c2s-throughput` hands its arguments to
- * bench/c2s-throughput.ts. `--help` after a scenario lists its options.
+ * bench/c2s-throughput.ts, and `replication-cost` runs `steady` in pairs with and without
+ * replication (bench/replication-cost.ts). `--help` after a scenario lists its options.
  */
 import { fileURLToPath } from "node:url";
 import { HELP, parseFailoverOptions, SCENARIOS } from "./failover/options.ts";
@@ -57,6 +58,10 @@ async function main(argv: string[]): Promise<number> {
     ];
     await import("./c2s-throughput.ts");
     return 0;
+  }
+  if (scenario === "replication-cost") {
+    const { runReplicationCost } = await import("./replication-cost.ts");
+    return runReplicationCost(rest, { ...env, repoRoot });
   }
   if (!Object.hasOwn(SCENARIOS, scenario)) {
     env.progress(`Unknown scenario "${scenario}" (see --help)`);

@@ -117,6 +117,8 @@ export interface FailoverOptions {
   tailS: number;
   recoverMaxS: number;
   workers: number;
+  /** `cluster.replicationFactor` of the nodes started; undefined: the server's default (2). */
+  replicationFactor: number | undefined;
   postgres: boolean;
   loadgenProcs: number;
   loginConcurrency: number;
@@ -154,6 +156,8 @@ export const HELP = `Usage: npm run bench -- <scenario> [options]
 Scenarios:
 ${(Object.keys(SCENARIOS) as ScenarioName[]).map((name) => `  ${name.padEnd(18)}${SCENARIOS[name].summary}`).join("\n")}
   c2s-throughput    the one-node throughput bench (bench/c2s-throughput.ts; its own --help)
+  replication-cost  steady in pairs, replication factor 2 then 1: the CPU and latency replication
+                    costs (bench/replication-cost.ts; its own --help)
 
 Load:
   --nodes N              nodes at the start (default per scenario: steady 1, join 2, kill-two-of-five 5, others 3)
@@ -190,6 +194,8 @@ Faults:
 
 Run:
   --workers W            worker threads per node (default cores / nodes, at least 1)
+  --replication-factor F cluster.replicationFactor of the nodes: 1 turns hot replication off
+                         (default: the server's, 2)
   --postgres             PostgreSQL store even with one node (always used with two or more)
   --drain-max S          after the load, wait at most S s for acks and deliveries (default 30)
   --out DIR              report folder (default bench/results/<scenario>-<time>)
@@ -279,6 +285,7 @@ export function parseFailoverOptions(scenario: string, argv: string[]): Failover
       tail: { type: "string" },
       "recover-max": { type: "string" },
       workers: { type: "string" },
+      "replication-factor": { type: "string" },
       postgres: { type: "boolean" },
       "drain-max": { type: "string" },
       out: { type: "string" },
@@ -328,6 +335,10 @@ export function parseFailoverOptions(scenario: string, argv: string[]): Failover
     for (const flag of ["kill-cmd", "start-cmd", "drain-cmd", "fault-cmd", "pid"] as const) {
       if (values[flag] !== undefined) throw new TypeError(`--${flag} only applies with --target`);
     }
+  } else if (values["replication-factor"] !== undefined) {
+    throw new TypeError(
+      "--replication-factor only applies to the Starling nodes the bench starts, not with --target",
+    );
   }
   return {
     scenario,
@@ -346,6 +357,10 @@ export function parseFailoverOptions(scenario: string, argv: string[]): Failover
     tailS: seconds("tail", values.tail, 10)!,
     recoverMaxS: seconds("recover-max", values["recover-max"], 120)!,
     workers: integer("workers", values.workers, Math.max(1, Math.floor(availableParallelism() / nodes))),
+    replicationFactor:
+      values["replication-factor"] === undefined
+        ? undefined
+        : integer("replication-factor", values["replication-factor"], 2),
     postgres: values.postgres ?? false,
     loadgenProcs: integer("loadgen-procs", values["loadgen-procs"], 1),
     loginConcurrency: integer("login-concurrency", values["login-concurrency"], 100),

@@ -115,6 +115,28 @@ export function serverCpuBetween(
   return cpuS;
 }
 
+/**
+ * What the servers spent per message while the load ran: their CPU seconds over the whole
+ * seconds of the load phase (the first and last partial seconds left out, so the CPU and the
+ * per-second delivery counts cover the same time), and per 1,000 messages delivered meanwhile.
+ * Undefined when no server was sampled or nothing was delivered.
+ */
+export function serverCostDuringLoad(
+  samples: readonly Sample[],
+  deliveredPerSecond: readonly number[],
+  t0Ms: number,
+  loadStartMs: number,
+  loadEndMs: number,
+): { cpuS: number; perThousand: number } | undefined {
+  const first = Math.ceil((loadStartMs - t0Ms) / 1000);
+  const last = Math.floor((loadEndMs - t0Ms) / 1000);
+  if (last <= first) return undefined;
+  const cpuS = serverCpuBetween(samples, t0Ms + first * 1000, t0Ms + last * 1000);
+  const delivered = deliveredPerSecond.slice(first, last).reduce((x, y) => x + y, 0);
+  if (cpuS === null || delivered === 0) return undefined;
+  return { cpuS, perThousand: cpuS / (delivered / 1000) };
+}
+
 function sumBins(arrays: number[][]): number[] {
   const out: number[] = [];
   for (const a of arrays) {
@@ -175,6 +197,7 @@ export function buildReport(facts: RunFacts) {
   const lastLoadSecond = Math.ceil((facts.loadEndMs - t0Ms) / 1000);
   const deliveredInLoad = delivered.slice(firstLoadSecond, lastLoadSecond).reduce((x, y) => x + y, 0);
   const sentFirstTime = bins("sent").reduce((x, y) => x + y, 0);
+  const loadCost = serverCostDuringLoad(facts.samples, delivered, t0Ms, facts.loadStartMs, facts.loadEndMs);
 
   const nodeCount = facts.nodes.length;
   const sampleAtLoadStart = facts.samples.find((s) => s.atMs >= facts.loadStartMs) ?? facts.samples[0];
@@ -239,6 +262,7 @@ export function buildReport(facts: RunFacts) {
       seed: o.seed,
       pattern: o.pattern,
       workers: o.target === undefined ? o.workers : null,
+      replication_factor: o.target === undefined ? (o.replicationFactor ?? null) : null,
       store: o.target !== undefined ? null : nodeCount > 1 || o.postgres ? "postgres" : "level",
       resume: o.resume,
       mechanism: o.mechanism,
@@ -291,6 +315,8 @@ export function buildReport(facts: RunFacts) {
     load_started_s: at(facts.loadStartMs),
     load_ended_s: at(facts.loadEndMs),
     run_ended_s: at(facts.endMs),
+    server_cpu_s_during_load: round(loadCost?.cpuS, 2),
+    server_cpu_s_per_1000_msgs: round(loadCost?.perThousand, 3),
     loadgen_cpu_s: round(facts.loadgenCpuS, 2),
     loadgen_cpu_cores: round(facts.loadgenCpuS / ((facts.endMs - t0Ms) / 1000), 3),
     loadgen_cpu_cores_during_load: round(facts.loadgenCpuLoadS / loadS, 3),
@@ -374,6 +400,12 @@ export function summaryTable(r: FailoverReport): string {
     ["unacked at end", String(r.unacked_at_end)],
     ["latency p50 / p99", `${ms(r.latency_p50_ms)} / ${ms(r.latency_p99_ms)}`],
     ["throughput", `${r.throughput_msgs_per_s ?? "–"} msgs/s delivered`],
+    [
+      "server CPU",
+      r.server_cpu_s_per_1000_msgs === null
+        ? "– (no server process sampled)"
+        : `${r.server_cpu_s_per_1000_msgs} s per 1,000 messages delivered during the load (${r.server_cpu_s_during_load} s)`,
+    ],
     [
       "load generator CPU",
       `${r.loadgen_cpu_s} s in all (${r.loadgen_cpu_cores} cores); ${r.loadgen_cpu_cores_during_load} cores during the load`,

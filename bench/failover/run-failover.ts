@@ -137,6 +137,7 @@ export async function runFailover(options: FailoverOptions, env: RunEnvironment)
         initialNodes: o.nodes,
         totalNodes,
         workers: o.workers,
+        replicationFactor: o.replicationFactor,
         domain: o.domain,
         postgres: o.postgres,
         logDir: outDir,
@@ -144,7 +145,11 @@ export async function runFailover(options: FailoverOptions, env: RunEnvironment)
         adminToken: o.adminToken,
         progress: env.progress,
       });
-      env.progress(`starting ${o.nodes} Starling node(s), ${o.workers} worker(s) each`, { out: outDir });
+      env.progress(
+        `starting ${o.nodes} Starling node(s), ${o.workers} worker(s) each` +
+          (o.replicationFactor === undefined ? "" : `, replication factor ${o.replicationFactor}`),
+        { out: outDir },
+      );
     } else {
       driver = new ExternalTarget({
         addresses: o.target,

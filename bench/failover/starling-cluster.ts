@@ -32,6 +32,8 @@ export interface StarlingClusterOptions {
   /** Nodes the run may have (initial plus those that join later). */
   totalNodes: number;
   workers: number;
+  /** `cluster.replicationFactor` of every node; undefined: the server's default. */
+  replicationFactor?: number | undefined;
   domain: string;
   /** Use PostgreSQL with a single node too (always used with two or more). */
   postgres: boolean;
@@ -154,6 +156,9 @@ export class StarlingCluster implements ClusterDriver {
       logFile,
       label: slot.name,
       readyTimeoutMs: READY_TIMEOUT_MS,
+      ...(o.replicationFactor === undefined
+        ? {}
+        : { config: { cluster: { replicationFactor: o.replicationFactor } } }),
       ...(o.forwardLogs ? { onLogLine: (line: string) => o.progress(`[${slot.name}] ${line}`) } : {}),
     });
   }

@@ -250,7 +250,16 @@ export async function startNode(
     };
   };
   const allPorts = { ...ports, http: admin.port };
-  log.info({ ports: allPorts, workers, domain: config.domain, dataDir: config.dataDir }, "node ready");
+  log.info(
+    {
+      ports: allPorts,
+      workers,
+      domain: config.domain,
+      dataDir: config.dataDir,
+      replicationFactor: config.cluster.replicationFactor,
+    },
+    "node ready",
+  );
   const running: RunningNode = {
     ports: allPorts,
     pool,

@@ -1,12 +1,13 @@
 /**
  * End to end: `npm run bench -- steady` starts a real one-node Starling (LevelDB), logs 20
  * clients in, sends for 3 s and writes its report; on a healthy node nothing is lost,
- * duplicated or left unacknowledged, and both report files exist.
+ * duplicated or left unacknowledged, the servers' CPU per message is reported, the
+ * replication factor asked for reaches the node, and both report files exist.
  */
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { once } from "node:events";
-import { mkdtemp, readFile, rm, stat } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { test } from "node:test";
@@ -22,6 +23,8 @@ test("bench steady against a one-node Starling reports no loss, no duplicate, an
       join(REPO_ROOT, "bench", "run.ts"),
       "steady",
       ...["--clients", "20", "--rate", "50", "--duration", "3", "--workers", "2", "--out", out],
+      // Above the default, so the node's log shows the flag reached it.
+      ...["--replication-factor", "3"],
     ],
     { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] },
   );
@@ -45,8 +48,17 @@ test("bench steady against a one-node Starling reports no loss, no duplicate, an
   assert.equal(report.unacked_at_end, 0);
   assert.equal(report.disconnected, 0);
   assert.equal(typeof report.latency_p99_ms, "number");
+  assert.ok(
+    typeof report.server_cpu_s_per_1000_msgs === "number" && report.server_cpu_s_per_1000_msgs > 0,
+    `server CPU per 1,000 messages: ${report.server_cpu_s_per_1000_msgs}`,
+  );
+  assert.equal((report.options as Record<string, unknown>).replication_factor, 3);
   const html = await readFile(join(out, "report.html"), "utf8");
   assert.match(html, /<svg[^>]*aria-label="Connected clients per node/);
-  assert.ok((await stat(join(out, "node-0.log"))).size > 0);
+  const ready = (await readFile(join(out, "node-0.log"), "utf8"))
+    .split("\n")
+    .find((line) => line.includes('"node ready"'));
+  assert.match(ready ?? "", /"replicationFactor":3/, "the node runs with the bench's replication factor");
   assert.match(output, /lost \/ duplicated\s+0 \/ 0/, "the summary table is printed");
+  assert.match(output, /server CPU\s+\d+\.\d+ s per 1,000 messages/);
 });

@@ -1,16 +1,25 @@
 /**
  * The pure parts of the failover harness: the received-set bitmaps, the seeded workload, the
- * client-side XEP-0198 queue, the accounting merge and the attribution of disconnects to events.
+ * client-side XEP-0198 queue, the accounting merge, the attribution of disconnects to events,
+ * the CPU per message of the load phase and the replication-cost summary.
  */
 import assert from "node:assert/strict";
 import { test } from "node:test";
 import { account } from "../../bench/failover/accounting.ts";
-import { attributedEvent, quantileOf, type Sample, serverCpuBetween } from "../../bench/failover/report.ts";
+import { parseFailoverOptions } from "../../bench/failover/options.ts";
+import {
+  attributedEvent,
+  quantileOf,
+  type Sample,
+  serverCostDuringLoad,
+  serverCpuBetween,
+} from "../../bench/failover/report.ts";
 import type { EventRecord } from "../../bench/failover/scenarios.ts";
 import type { GroupResult } from "../../bench/lib/failover-group.ts";
 import { SeqBitset } from "../../bench/lib/seq-bitset.ts";
 import { SmSession } from "../../bench/lib/sm-session.ts";
 import { contactsOf, recipientOf, type WorkloadSpec } from "../../bench/lib/workload.ts";
+import { type PairFigures, summarise, summaryText } from "../../bench/replication-cost.ts";
 
 test("SeqBitset counts ranges, merges, and survives its base64 form", () => {
   const a = new SeqBitset();
@@ -173,4 +182,65 @@ test("server CPU between two times counts each sample's interval for its overlap
   assert.equal(serverCpuBetween(samples, 5_000, 6_000), null, "after the last sample");
   const unsampled = samples.map((s) => ({ ...s, serverCores: [null, null] }));
   assert.equal(serverCpuBetween(unsampled, 0, 10_000), null, "no server sampled: unknown, not 0");
+});
+
+test("the CPU per message of the load phase covers the load's whole seconds, CPU and deliveries alike", () => {
+  const live = {} as Sample["live"];
+  // t0 = 0; one node at 1 core until 3 s, then 3 cores; the load runs from 1.4 s to 4.6 s.
+  const samples: Sample[] = [0, 1, 2, 3, 4, 5].map((s) => ({
+    atMs: s * 1000,
+    live,
+    serverCores: [s === 0 ? null : s <= 3 ? 1 : 3],
+    serverRssKib: [],
+  }));
+  // Seconds 2 and 3 only (1.4 s and 4.6 s cut partial seconds): 1 + 3 CPU-s, 100 + 300 delivered.
+  const delivered = [5, 50, 100, 300, 7, 9];
+  assert.deepEqual(serverCostDuringLoad(samples, delivered, 0, 1_400, 4_600), { cpuS: 4, perThousand: 10 });
+  assert.equal(serverCostDuringLoad(samples, delivered, 0, 1_400, 1_900), undefined, "no whole second");
+  assert.equal(
+    serverCostDuringLoad(samples, [0, 0, 0, 0, 0, 0], 0, 1_000, 4_000),
+    undefined,
+    "nothing delivered",
+  );
+});
+
+test("bench --replication-factor reaches only the nodes the bench starts", () => {
+  assert.equal(parseFailoverOptions("steady", [])?.replicationFactor, undefined, "the server's default");
+  assert.equal(parseFailoverOptions("steady", ["--replication-factor", "1"])?.replicationFactor, 1);
+  assert.throws(
+    () => parseFailoverOptions("steady", ["--replication-factor", "0"]),
+    /--replication-factor must be/,
+  );
+  assert.throws(
+    () => parseFailoverOptions("steady", ["--target", "127.0.0.1:5222", "--replication-factor", "2"]),
+    /only applies to the Starling nodes/,
+  );
+});
+
+test("replication-cost: each pair's ratio, the medians, and the verdict on the medians", () => {
+  const run = (cpuPerThousand: number, p99Ms: number, lost = 0) => ({
+    cpuPerThousand,
+    p50Ms: 1,
+    p99Ms,
+    sent: 1000,
+    lost,
+    duplicated: 0,
+  });
+  const pair = (f2: number, f1: number, p99 = 15, lost = 0): PairFigures => ({
+    replicated: run(f2, p99, lost),
+    unreplicated: run(f1, 10),
+    ratio: f2 / f1,
+  });
+  const pairs = [pair(1.2, 1.0), pair(1.4, 1.0, 25), pair(1.25, 1.0)];
+  const s = summarise(pairs);
+  assert.equal(s.medianRatio, 1.25);
+  assert.equal(s.pairsWithinRatio, 2);
+  assert.equal(s.medianP99Ms, 15);
+  assert.equal(s.pairsWithinP99, 2);
+  assert.equal(s.targetMet, true);
+  assert.match(summaryText(pairs), /median ratio 1\.25 \(1\.20–1\.40\); 2 of 3 pairs at most 1\.3×/);
+  assert.match(summaryText(pairs), /: met\n$/);
+  assert.equal(summarise([...pairs, pair(1.4, 1.0), pair(1.45, 1.0)]).targetMet, false, "median ratio 1.4");
+  assert.equal(summarise([pair(1.2, 1.0, 15, 1)]).targetMet, false, "a lost message fails it");
+  assert.equal(summarise([pair(1.2, 1.0), pair(1.0, 1.0), pair(1.1, 1.0), pair(1.3, 1.0)]).medianRatio, 1.15);
 });
