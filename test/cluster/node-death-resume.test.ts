@@ -119,6 +119,11 @@ interface Scenario {
   killReplica?: boolean;
   /** SIGSTOP instead of SIGKILL: a zombie that wakes up after the cluster moved on. */
   pause?: boolean;
+  /**
+   * The killed node is started again at once under its name (systemd `Restart=always`), and
+   * the victim resumes on it, as a client whose DNS name points there would.
+   */
+  restart?: boolean;
 }
 
 async function nodeDeath(t: import("node:test").TestContext, scenario: Scenario): Promise<void> {
@@ -186,7 +191,12 @@ async function nodeDeath(t: import("node:test").TestContext, scenario: Scenario)
     // (a paused node's socket stays open: the client gives up on it, as on an ack timeout).
     if (scenario.pause) victim.destroy();
     else await victim.waitForClose(10_000);
-    const survivor = node(survivors[0]!);
+    let survivor = node(survivors[0]!);
+    if (scenario.restart === true) {
+      survivor = await cluster.restart(node(scenario.socketOn));
+      nodes[scenario.socketOn] = survivor;
+      t.diagnostic(`${survivor.name} serves again ${Date.now() - killedAt} ms after SIGKILL`);
+    }
     // Another account presenting the victim's id gets nothing of it, and does not use it up.
     if (scenario.thief) {
       const thief = await resumeRaw(t, survivor, bUser!, enabled.attrs.id!, victim.smInbound ?? 0);
@@ -282,4 +292,12 @@ test("SIGKILL of two nodes at once, the socket's and one holding its replica, wi
 
 test("SIGSTOP of the node holding the socket past its lease: the client resumes on a survivor, the zombie fences itself, nothing lost or doubled", async (t) => {
   await nodeDeath(t, { socketOn: "n3", ownerOn: "n2", kill: ["n3"], pause: true });
+});
+
+test("SIGKILL of the node holding the socket, started again at once under its name (systemd Restart=always): the client resumes on it, nothing lost or doubled", async (t) => {
+  await nodeDeath(t, { socketOn: "n3", ownerOn: "n2", kill: ["n3"], restart: true });
+});
+
+test("SIGKILL of the node holding both the socket and the partition, started again at once under its name: the client resumes on it, nothing lost or doubled", async (t) => {
+  await nodeDeath(t, { socketOn: "n3", ownerOn: "n3", kill: ["n3"], restart: true });
 });

@@ -48,6 +48,11 @@ export interface TestCluster {
       onLog?: StartNodeOptions["onLog"];
     },
   ): Promise<ClusterNode>;
+  /**
+   * Starts `node` again once its process has exited, as systemd's `Restart=always` would: the
+   * same name, data directory, configuration (peer port, join address) and workers.
+   */
+  restart(node: ClusterNode): Promise<ClusterNode>;
   stop(): Promise<void>;
 }
 
@@ -70,12 +75,13 @@ export async function startTestCluster(t: AfterHook): Promise<TestCluster> {
   const pg = await startPostgres(root);
   const url = `postgres://postgres:${pg.password}@127.0.0.1:${pg.port}/postgres`;
   const nodes: StartedNode[] = [];
+  const startOptions = new Map<StartedNode, StartNodeOptions>();
   const cluster: TestCluster = {
     pg,
     url,
     async start(name, options = {}) {
       const peerPort = await freePort();
-      const node = await startNode(undefined, {
+      const start: StartNodeOptions = {
         workers: options.workers ?? 2,
         onLog: options.onLog,
         config: deepMerge(options.config ?? {}, {
@@ -89,9 +95,20 @@ export async function startTestCluster(t: AfterHook): Promise<TestCluster> {
             ...options.cluster,
           },
         }),
-      });
+      };
+      const node = await startNode(undefined, start);
       nodes.push(node);
+      startOptions.set(node, start);
       return Object.assign(node, { name, peerAddr: `127.0.0.1:${peerPort}` });
+    },
+    async restart(old) {
+      const start = startOptions.get(old);
+      if (start === undefined) throw new Error(`${old.name} was not started by this cluster`);
+      await old.exited;
+      const node = await startNode(undefined, { ...start, dataDir: old.dataDir });
+      nodes.push(node);
+      startOptions.set(node, start);
+      return Object.assign(node, { name: old.name, peerAddr: old.peerAddr });
     },
     async stop() {
       // Nodes first: they need PostgreSQL to leave cleanly.
