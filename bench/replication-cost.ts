@@ -10,11 +10,12 @@
  * seconds of the load phase, divided by the messages delivered meanwhile (report.ts
  * `serverCostDuringLoad`), so the logins and the drain at the end are left out.
  */
-import { spawn } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
+import { parseFailoverOptions } from "./failover/options.ts";
 import { positiveNumber } from "./lib/cli-args.ts";
 
 /** The target of issue 10. */
@@ -59,14 +60,24 @@ export function median(values: readonly number[]): number {
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 }
 
-/** The figures of a report.json, or an error naming what is missing. */
-export function runFigures(report: Record<string, unknown>): RunFigures {
+/**
+ * The figures of a steady run's report.json, or an error naming what is missing, or saying that
+ * a node ran with another replication factor than `factor` (each node's "node ready" line).
+ */
+export function runFigures(report: Record<string, unknown>, factor: number): RunFigures {
   const number = (key: string): number => {
     const value = report[key];
     if (typeof value !== "number")
       throw new Error(`report.json has no ${key} (got ${JSON.stringify(value)})`);
     return value;
   };
+  const nodes = Array.isArray(report.per_node) ? (report.per_node as Record<string, unknown>[]) : [];
+  const other = nodes.find((n) => n.replication_factor !== factor);
+  if (nodes.length === 0 || other !== undefined) {
+    throw new Error(
+      `the run for factor ${factor} had a node with factor ${JSON.stringify(other?.replication_factor)} (report.json per_node)`,
+    );
+  }
   return {
     cpuPerThousand: number("server_cpu_s_per_1000_msgs"),
     p50Ms: number("latency_p50_ms"),
@@ -168,6 +179,11 @@ export async function runReplicationCost(argv: string[], env: Env): Promise<numb
         ? []
         : ["--workers", String(positiveNumber("workers", values.workers, 1))]),
     ];
+    const durationS = positiveNumber("duration", values.duration, 30);
+    // Logins, the drain at the end and the nodes' start and stop fit in ten minutes.
+    steady.push("--max-seconds", String(durationS + 600));
+    // steady's own checks (at least 2 clients, say), so a bad value stops here with exit code 2.
+    parseFailoverOptions("steady", [...steady, "--replication-factor", "2"]);
     const stamp = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);
     options = {
       pairs: positiveNumber("pairs", values.pairs, 5),
@@ -179,40 +195,70 @@ export async function runReplicationCost(argv: string[], env: Env): Promise<numb
     return 2;
   }
   mkdirSync(options.out, { recursive: true });
+  // A signal stops the steady run in progress (it stops its nodes) before this process ends.
+  let child: ChildProcess | undefined;
+  let stopping: NodeJS.Signals | undefined;
+  const onSignal = (signal: NodeJS.Signals): void => {
+    stopping ??= signal;
+    child?.kill(signal);
+  };
+  const signals = ["SIGINT", "SIGTERM", "SIGHUP"] as const;
+  for (const signal of signals) process.on(signal, onSignal);
   const pairs: PairFigures[] = [];
-  for (let i = 1; i <= options.pairs; i++) {
-    const runs: RunFigures[] = [];
-    for (const factor of [2, 1]) {
-      const dir = join(options.out, `pair-${i}-factor-${factor}`);
-      env.progress(`pair ${i} of ${options.pairs}: steady with replication factor ${factor}`, { out: dir });
-      const child = spawn(
-        process.execPath,
-        [
-          join(env.repoRoot, "bench", "run.ts"),
-          "steady",
-          ...options.steady,
-          ...["--replication-factor", String(factor), "--out", dir],
-        ],
-        { cwd: env.repoRoot, stdio: ["ignore", "ignore", "inherit"] },
-      );
-      const [code] = (await once(child, "exit")) as [number | null];
-      if (code !== 0) {
-        env.progress(`the steady run with factor ${factor} failed (exit code ${code}); see ${dir}`);
-        return 1;
+  try {
+    for (let i = 1; i <= options.pairs; i++) {
+      const figures = new Map<number, RunFigures>();
+      // Every other pair starts without replication, so a drift of the machine within a pair
+      // does not always favour the same side.
+      for (const factor of i % 2 === 1 ? [2, 1] : [1, 2]) {
+        if (stopping !== undefined) return 130;
+        const dir = join(options.out, `pair-${i}-factor-${factor}`);
+        env.progress(`pair ${i} of ${options.pairs}: steady with replication factor ${factor}`, { out: dir });
+        child = spawn(
+          process.execPath,
+          [
+            join(env.repoRoot, "bench", "run.ts"),
+            "steady",
+            ...options.steady,
+            ...["--replication-factor", String(factor), "--out", dir],
+          ],
+          { cwd: env.repoRoot, stdio: ["ignore", "ignore", "inherit"] },
+        );
+        const [code, signal] = (await once(child, "exit")) as [number | null, NodeJS.Signals | null];
+        child = undefined;
+        if (stopping !== undefined) return 130;
+        if (code !== 0) {
+          const how = code === null ? `signal ${signal}` : `exit code ${code}`;
+          env.progress(
+            `the steady run with factor ${factor} failed (${how}); its output is above, its folder ${dir}`,
+          );
+          return code === 2 ? 2 : 1;
+        }
+        const report = JSON.parse(readFileSync(join(dir, "report.json"), "utf8")) as Record<string, unknown>;
+        figures.set(factor, runFigures(report, factor));
       }
-      runs.push(
-        runFigures(JSON.parse(readFileSync(join(dir, "report.json"), "utf8")) as Record<string, unknown>),
+      const replicated = figures.get(2)!;
+      const unreplicated = figures.get(1)!;
+      pairs.push({
+        replicated,
+        unreplicated,
+        ratio: replicated.cpuPerThousand / unreplicated.cpuPerThousand,
+      });
+      env.progress(`pair ${i}: ratio ${pairs.at(-1)!.ratio.toFixed(2)}`);
+    }
+  } catch (error) {
+    env.progress(`replication-cost stopped: ${(error as Error).message}`);
+    return 1;
+  } finally {
+    for (const signal of signals) process.off(signal, onSignal);
+    // The pairs that finished are kept, whatever stopped the rest.
+    if (pairs.length > 0) {
+      writeFileSync(
+        join(options.out, "summary.json"),
+        `${JSON.stringify({ target: TARGET, steady: options.steady, ...summarise(pairs), runs: pairs }, null, 2)}\n`,
       );
     }
-    const [replicated, unreplicated] = runs as [RunFigures, RunFigures];
-    pairs.push({ replicated, unreplicated, ratio: replicated.cpuPerThousand / unreplicated.cpuPerThousand });
-    env.progress(`pair ${i}: ratio ${pairs.at(-1)!.ratio.toFixed(2)}`);
   }
-  const text = summaryText(pairs);
-  writeFileSync(
-    join(options.out, "summary.json"),
-    `${JSON.stringify({ target: TARGET, steady: options.steady, ...summarise(pairs), runs: pairs }, null, 2)}\n`,
-  );
-  env.print(text);
+  env.print(summaryText(pairs));
   return 0;
 }

@@ -28,6 +28,8 @@ export interface NodeSummary {
   starts: number;
   /** Warn-or-worse log lines (Starling nodes only). */
   warnings: number | null;
+  /** The replication factor its last start ran with, from its "node ready" line (Starling nodes only). */
+  replicationFactor: number | null;
 }
 
 /**

@@ -138,6 +138,7 @@ export class ExternalTarget implements ClusterDriver {
       address,
       starts: 0,
       warnings: null,
+      replicationFactor: null,
     }));
   }
 

@@ -218,6 +218,7 @@ export function buildReport(facts: RunFacts) {
       cpu_s: round(cpuS, 2),
       max_rss_mib: rss.length > 0 ? round(Math.max(...rss) / 1024, 1) : null,
       warnings: n.warnings,
+      replication_factor: n.replicationFactor,
     };
   });
 
@@ -403,7 +404,7 @@ export function summaryTable(r: FailoverReport): string {
     [
       "server CPU",
       r.server_cpu_s_per_1000_msgs === null
-        ? "– (no server process sampled)"
+        ? "– (no server sampled, or nothing delivered in a whole second of the load)"
         : `${r.server_cpu_s_per_1000_msgs} s per 1,000 messages delivered during the load (${r.server_cpu_s_during_load} s)`,
     ],
     [

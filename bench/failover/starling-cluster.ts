@@ -73,6 +73,12 @@ export function memberIsUp(view: unknown, name: string): boolean | undefined {
   return kind === "up";
 }
 
+/** `env` without `STARLING_REPLICATION_FACTOR`. */
+function withoutReplicationFactor(env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const { STARLING_REPLICATION_FACTOR: _, ...rest } = env;
+  return rest;
+}
+
 /** See the file comment. */
 export class StarlingCluster implements ClusterDriver {
   readonly addresses: Address[] = [];
@@ -158,7 +164,12 @@ export class StarlingCluster implements ClusterDriver {
       readyTimeoutMs: READY_TIMEOUT_MS,
       ...(o.replicationFactor === undefined
         ? {}
-        : { config: { cluster: { replicationFactor: o.replicationFactor } } }),
+        : {
+            config: { cluster: { replicationFactor: o.replicationFactor } },
+            // The node reads STARLING_* variables after its config file: an inherited one would
+            // silently replace the factor asked for (it was how the factor was set before).
+            env: withoutReplicationFactor(process.env),
+          }),
       ...(o.forwardLogs ? { onLogLine: (line: string) => o.progress(`[${slot.name}] ${line}`) } : {}),
     });
   }
@@ -350,6 +361,7 @@ export class StarlingCluster implements ClusterDriver {
       address: this.addresses[i]!,
       starts: slot.starts,
       warnings: slot.warnings + (slot.server?.warnings() ?? 0),
+      replicationFactor: slot.server?.replicationFactor ?? null,
     }));
   }
 

@@ -44,6 +44,8 @@ export interface StartStarlingOptions {
   logFile?: string;
   /** Prefix of forwarded warnings on stderr (default "server"). */
   label?: string;
+  /** The server's environment (default: the bench's own). */
+  env?: NodeJS.ProcessEnv;
 }
 
 /** How a server process ended. */
@@ -57,6 +59,8 @@ export interface StartedServer {
   pid: number;
   ports: NodePorts;
   dataDir: string;
+  /** `cluster.replicationFactor` the node runs with, from its "node ready" line (null: not said). */
+  replicationFactor: number | null;
   /** SIGTERM, wait for exit (SIGKILL after `timeoutMs`, default 10 s), remove a temporary data dir. */
   stop(timeoutMs?: number): Promise<void>;
   /** SIGKILL now (if running) and remove a temporary data dir; synchronous. */
@@ -141,10 +145,12 @@ export async function startStarling(options: StartStarlingOptions): Promise<Star
   // read from /proc is the server itself.
   const child: ChildProcess = spawn(process.execPath, args, {
     cwd: options.repoRoot,
+    env: options.env ?? process.env,
     stdio: ["ignore", "ignore", "pipe"],
   });
   const tail: string[] = [];
   let warnings = 0;
+  let replicationFactor: number | null = null;
   let exited = false;
   let removed = false;
   const removeDataDir = (): void => {
@@ -184,7 +190,7 @@ export async function startStarling(options: StartStarlingOptions): Promise<Star
         }
       }
       if (ready) return;
-      let parsed: { msg?: unknown; ports?: Partial<NodePorts> };
+      let parsed: { msg?: unknown; ports?: Partial<NodePorts>; replicationFactor?: unknown };
       try {
         parsed = JSON.parse(line);
       } catch {
@@ -199,6 +205,7 @@ export async function startStarling(options: StartStarlingOptions): Promise<Star
       }
       ready = true;
       clearTimeout(timer);
+      if (typeof parsed.replicationFactor === "number") replicationFactor = parsed.replicationFactor;
       resolve({
         c2s: p.c2s,
         tls: p.tls ?? 0,
@@ -223,6 +230,7 @@ export async function startStarling(options: StartStarlingOptions): Promise<Star
     pid: child.pid!,
     ports,
     dataDir,
+    replicationFactor,
     killNow,
     exited: exitPromise,
     hasExited: () => exited,

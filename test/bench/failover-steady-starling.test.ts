@@ -26,7 +26,12 @@ test("bench steady against a one-node Starling reports no loss, no duplicate, an
       // Above the default, so the node's log shows the flag reached it.
       ...["--replication-factor", "3"],
     ],
-    { cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] },
+    // The option wins over the variable the nodes would otherwise inherit and read last.
+    {
+      cwd: REPO_ROOT,
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, STARLING_REPLICATION_FACTOR: "2" },
+    },
   );
   let output = "";
   child.stdout!.on("data", (chunk: Buffer) => (output += chunk));
@@ -53,6 +58,11 @@ test("bench steady against a one-node Starling reports no loss, no duplicate, an
     `server CPU per 1,000 messages: ${report.server_cpu_s_per_1000_msgs}`,
   );
   assert.equal((report.options as Record<string, unknown>).replication_factor, 3);
+  assert.equal(
+    (report.per_node as Record<string, unknown>[])[0]!.replication_factor,
+    3,
+    "what the node said",
+  );
   const html = await readFile(join(out, "report.html"), "utf8");
   assert.match(html, /<svg[^>]*aria-label="Connected clients per node/);
   const ready = (await readFile(join(out, "node-0.log"), "utf8"))
@@ -60,5 +70,5 @@ test("bench steady against a one-node Starling reports no loss, no duplicate, an
     .find((line) => line.includes('"node ready"'));
   assert.match(ready ?? "", /"replicationFactor":3/, "the node runs with the bench's replication factor");
   assert.match(output, /lost \/ duplicated\s+0 \/ 0/, "the summary table is printed");
-  assert.match(output, /server CPU\s+\d+\.\d+ s per 1,000 messages/);
+  assert.match(output, /server CPU\s+[\d.]+ s per 1,000 messages/);
 });

@@ -19,7 +19,7 @@ import type { GroupResult } from "../../bench/lib/failover-group.ts";
 import { SeqBitset } from "../../bench/lib/seq-bitset.ts";
 import { SmSession } from "../../bench/lib/sm-session.ts";
 import { contactsOf, recipientOf, type WorkloadSpec } from "../../bench/lib/workload.ts";
-import { type PairFigures, summarise, summaryText } from "../../bench/replication-cost.ts";
+import { type PairFigures, runFigures, summarise, summaryText } from "../../bench/replication-cost.ts";
 
 test("SeqBitset counts ranges, merges, and survives its base64 form", () => {
   const a = new SeqBitset();
@@ -243,4 +243,26 @@ test("replication-cost: each pair's ratio, the medians, and the verdict on the m
   assert.equal(summarise([...pairs, pair(1.4, 1.0), pair(1.45, 1.0)]).targetMet, false, "median ratio 1.4");
   assert.equal(summarise([pair(1.2, 1.0, 15, 1)]).targetMet, false, "a lost message fails it");
   assert.equal(summarise([pair(1.2, 1.0), pair(1.0, 1.0), pair(1.1, 1.0), pair(1.3, 1.0)]).medianRatio, 1.15);
+});
+
+test("replication-cost reads a run's figures only when every node ran with the factor asked for", () => {
+  const report = {
+    server_cpu_s_per_1000_msgs: 1.1,
+    latency_p50_ms: 1.2,
+    latency_p99_ms: 15,
+    sent: 100,
+    lost: 0,
+    duplicated: 0,
+    per_node: [{ replication_factor: 2 }, { replication_factor: 2 }],
+  };
+  assert.equal(runFigures(report, 2).cpuPerThousand, 1.1);
+  assert.throws(() => runFigures(report, 1), /factor 1 had a node with factor 2/);
+  assert.throws(
+    () => runFigures({ ...report, per_node: [{ replication_factor: 2 }, { replication_factor: null }] }, 2),
+    /with factor null/,
+  );
+  assert.throws(
+    () => runFigures({ ...report, server_cpu_s_per_1000_msgs: null }, 2),
+    /no server_cpu_s_per_1000_msgs/,
+  );
 });

@@ -50,7 +50,8 @@ export interface TestCluster {
   ): Promise<ClusterNode>;
   /**
    * Starts `node` again once its process has exited, as systemd's `Restart=always` would: the
-   * same name, data directory, configuration (peer port, join address) and workers.
+   * same name, data directory, configuration (peer port, join address) and workers, and the
+   * same `onLog` hook, which sees the new process's lines from its start.
    */
   restart(node: ClusterNode): Promise<ClusterNode>;
   stop(): Promise<void>;
