@@ -112,6 +112,9 @@ export function summarise(pairs: readonly PairFigures[]) {
   };
 }
 
+/** Two decimals at most, as the reports give latencies (a median of two is their mean). */
+const round2 = (value: number): number => Math.round(value * 100) / 100;
+
 /** The table printed at the end. */
 export function summaryText(pairs: readonly PairFigures[]): string {
   const s = summarise(pairs);
@@ -133,7 +136,7 @@ export function summaryText(pairs: readonly PairFigures[]): string {
     "",
     `median ratio ${s.medianRatio.toFixed(2)} (${s.minRatio.toFixed(2)}–${s.maxRatio.toFixed(2)}); ` +
       `${s.pairsWithinRatio} of ${s.pairs} pairs at most ${TARGET.maxCpuRatio}×`,
-    `median p99 ${s.medianP99Ms} ms with replication, ${s.medianP99MsUnreplicated} ms without; ` +
+    `median p99 ${round2(s.medianP99Ms)} ms with replication, ${round2(s.medianP99MsUnreplicated)} ms without; ` +
       `${s.pairsWithinP99} of ${s.pairs} runs with replication under ${TARGET.maxP99Ms} ms`,
     `lost / duplicated in all runs: ${s.lost} / ${s.duplicated}`,
     `target (median ratio at most ${TARGET.maxCpuRatio}×, median p99 under ${TARGET.maxP99Ms} ms, nothing lost or duplicated): ` +

@@ -240,6 +240,11 @@ test("replication-cost: each pair's ratio, the medians, and the verdict on the m
   assert.equal(s.targetMet, true);
   assert.match(summaryText(pairs), /median ratio 1\.25 \(1\.20–1\.40\); 2 of 3 pairs at most 1\.3×/);
   assert.match(summaryText(pairs), /: met\n$/);
+  assert.match(
+    summaryText([pair(1.2, 1.0, 20.9), pair(1.2, 1.0, 22.41)]),
+    /median p99 21\.66 ms with replication, 10 ms without/,
+    "a median of two latencies is rounded as the reports round them",
+  );
   assert.equal(summarise([...pairs, pair(1.4, 1.0), pair(1.45, 1.0)]).targetMet, false, "median ratio 1.4");
   assert.equal(summarise([pair(1.2, 1.0, 15, 1)]).targetMet, false, "a lost message fails it");
   assert.equal(summarise([pair(1.2, 1.0), pair(1.0, 1.0), pair(1.1, 1.0), pair(1.3, 1.0)]).medianRatio, 1.15);
