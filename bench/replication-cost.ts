@@ -16,6 +16,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { parseFailoverOptions } from "./failover/options.ts";
+import { round } from "./failover/report.ts";
 import { positiveNumber } from "./lib/cli-args.ts";
 
 /** The target of issue 10. */
@@ -112,9 +113,6 @@ export function summarise(pairs: readonly PairFigures[]) {
   };
 }
 
-/** Two decimals at most, as the reports give latencies (a median of two is their mean). */
-const round2 = (value: number): number => Math.round(value * 100) / 100;
-
 /** The table printed at the end. */
 export function summaryText(pairs: readonly PairFigures[]): string {
   const s = summarise(pairs);
@@ -136,7 +134,8 @@ export function summaryText(pairs: readonly PairFigures[]): string {
     "",
     `median ratio ${s.medianRatio.toFixed(2)} (${s.minRatio.toFixed(2)}–${s.maxRatio.toFixed(2)}); ` +
       `${s.pairsWithinRatio} of ${s.pairs} pairs at most ${TARGET.maxCpuRatio}×`,
-    `median p99 ${round2(s.medianP99Ms)} ms with replication, ${round2(s.medianP99MsUnreplicated)} ms without; ` +
+    // Rounded as the reports round latencies: a median of two is their mean.
+    `median p99 ${round(s.medianP99Ms, 2)} ms with replication, ${round(s.medianP99MsUnreplicated, 2)} ms without; ` +
       `${s.pairsWithinP99} of ${s.pairs} runs with replication under ${TARGET.maxP99Ms} ms`,
     `lost / duplicated in all runs: ${s.lost} / ${s.duplicated}`,
     `target (median ratio at most ${TARGET.maxCpuRatio}×, median p99 under ${TARGET.maxP99Ms} ms, nothing lost or duplicated): ` +
@@ -173,18 +172,18 @@ export async function runReplicationCost(argv: string[], env: Env): Promise<numb
       env.print(REPLICATION_COST_HELP);
       return 0;
     }
+    const durationS = positiveNumber("duration", values.duration, 30);
     const steady = [
       ...["--nodes", String(positiveNumber("nodes", values.nodes, 3))],
       ...["--clients", String(positiveNumber("clients", values.clients, 1000))],
       ...["--rate", String(positiveNumber("rate", values.rate, 1000))],
-      ...["--duration", String(positiveNumber("duration", values.duration, 30))],
+      ...["--duration", String(durationS)],
+      // Logins, the drain at the end and the nodes' start and stop fit in ten minutes.
+      ...["--max-seconds", String(durationS + 600)],
       ...(values.workers === undefined
         ? []
         : ["--workers", String(positiveNumber("workers", values.workers, 1))]),
     ];
-    const durationS = positiveNumber("duration", values.duration, 30);
-    // Logins, the drain at the end and the nodes' start and stop fit in ten minutes.
-    steady.push("--max-seconds", String(durationS + 600));
     // steady's own checks (at least 2 clients, say), so a bad value stops here with exit code 2.
     parseFailoverOptions("steady", [...steady, "--replication-factor", "2"]);
     const stamp = new Date().toISOString().replace(/[:.]/g, "-").slice(0, 19);

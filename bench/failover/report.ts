@@ -47,7 +47,8 @@ export interface RunFacts {
 /** A disconnect happening this long after a failing event ended is not blamed on it. */
 export const ATTRIBUTION_GRACE_MS = 10_000;
 
-const round = (value: number | undefined | null, digits = 1): number | null => {
+/** `value` rounded to `digits` decimals, as the report gives figures; null when it is not a number. */
+export const round = (value: number | undefined | null, digits = 1): number | null => {
   if (value === undefined || value === null || !Number.isFinite(value)) return null;
   const f = 10 ** digits;
   return Math.round(value * f) / f;
