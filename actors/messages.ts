@@ -232,6 +232,12 @@ export type SessionMessage =
        * the times it saw sessions bind on one clock (SessionState.boundAt).
        */
       at?: number;
+      /**
+       * Passed on by the session's replica, which holds it (src/cluster/session-replicas.ts
+       * `ReplicaHost.chain`): `via` and `seq` name it there, `replica` is that shard and `stream`
+       * the copy's stream. The session may write it at once if that is still its only replica.
+       */
+      chain?: { via: string; seq: number; replica: number; stream: string };
     }
   /** Another session bound the same resource (RFC 6120 §7.7.2.2): close with `<conflict/>`. */
   | { kind: "conflict"; full: FullJid; sid: string }

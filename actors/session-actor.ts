@@ -99,6 +99,10 @@ export interface AcceptRequest {
  * changes are pushed as they are applied, `ackedLsn` is what every replica holds.
  */
 export interface SessionReplicaStream {
+  /** The stream's id (ReplicaStream.id): a write a replica passed on names the stream it copies. */
+  readonly id: string;
+  /** The one replica, when there is exactly one and no re-seat is under way (ReplicaStream). */
+  readonly soleReplica: number | undefined;
   push(change: SessionChange): number;
   /** Pushes a change that may wait to share a batch (`cluster.replicationBatchMs`). */
   pushDeferred(change: DeferrableChange): number;
@@ -793,6 +797,12 @@ export class SessionActor {
   deliver(msg: SessionMessage): void {
     switch (msg.kind) {
       case "write":
+        if (msg.chain !== undefined) {
+          if (this.#writeChained(msg, msg.chain)) return;
+          // Not by this route: the replica's copy of the write goes, and the write waits for the
+          // replicas like any other (nothing accepts it before they hold it).
+          this.#unchain(msg.chain);
+        }
         if (msg.dedupe !== undefined && this.#seen(msg.dedupe)) {
           // Already written (and logged): safe once what is logged so far is replicated.
           if (msg.accept !== undefined) this.#acceptWhenReplicated(msg.accept);
@@ -947,6 +957,69 @@ export class SessionActor {
       this.#ackRequested = true;
       this.#link.send(`<r xmlns="${NS_SM}"/>`);
     }
+  }
+
+  /**
+   * A write the session's replica passed on (chain replication, src/cluster/session-replicas.ts
+   * `ReplicaHost.chain`): the replica holds it, so when that replica is still the session's only
+   * one, it is written to the client and accepted for its sender at once, with no round trip to
+   * the replica; the replica learns it was written in the next batch (a deferred `out` change
+   * with the mark). Returns false, having changed nothing, when it must go as an ordinary write:
+   * the replica changed or is being replaced, the session is not plainly live (binding, lent,
+   * a standby, ended), a write still waits for the replicas (it would overtake it on the
+   * socket), it is a re-sent copy, or it would pass the log's limits.
+   */
+  #writeChained(
+    msg: Extract<SessionMessage, { kind: "write" }>,
+    chain: NonNullable<typeof msg.chain>,
+  ): boolean {
+    const stream = this.#stream;
+    if (
+      this.#ended ||
+      this.#held !== undefined ||
+      !this.#smEnabled ||
+      this.#standby ||
+      this.#lentTimer !== undefined ||
+      stream === undefined ||
+      stream.quiet ||
+      stream.id !== chain.stream ||
+      stream.soleReplica !== chain.replica ||
+      this.#unreplicated.length > 0 ||
+      msg.dedupe === undefined ||
+      this.#seen(msg.dedupe)
+    )
+      return false;
+    const bytes = Buffer.byteLength(msg.xml);
+    const limits = this.#ctx.config.limits;
+    if (
+      this.#s.unacked.length + 1 > limits.smMaxUnackedStanzas ||
+      this.#unackedBytes + bytes > limits.smMaxUnackedBytes
+    )
+      return false;
+    const key = msg.dedupe;
+    if (this.#s.dedupe.length >= RECENT_DEDUPE_KEYS) this.#dedupe?.delete(this.#s.dedupe[0]!);
+    this.#dedupe?.add(key);
+    const storable = msg.isMessage ?? false;
+    const change = {
+      c: "out" as const,
+      xml: msg.xml,
+      storable,
+      key,
+      ...(storable && msg.at !== undefined ? { at: msg.at } : {}),
+      chain: { via: chain.via, seq: chain.seq },
+    };
+    applySessionChange(this.#s, change);
+    stream.pushDeferred(change);
+    this.#unackedBytes += bytes;
+    if (msg.accept !== undefined) this.#ctx.router.accept(msg.accept);
+    if (this.#link !== undefined) this.#sendToClient(msg.xml);
+    return true;
+  }
+
+  /** Tells the replica that a write it passed on is not written by that route. */
+  #unchain(chain: NonNullable<Extract<SessionMessage, { kind: "write" }>["chain"]>): void {
+    if (this.#stream === undefined || this.#ended) return;
+    this.#changeLater({ c: "unchain", chain: { via: chain.via, seq: chain.seq } });
   }
 
   /** Accepts once everything logged so far is on every replica. */

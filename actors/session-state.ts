@@ -42,6 +42,18 @@ export interface SessionSnapshot {
   dedupe: string[];
   /** How many times the session moved to another worker (resumption, promotion of a replica). */
   moves: number;
+  /**
+   * The last write a replica passed on to this session (chain replication, session-replicas.ts
+   * `ReplicaHost.chain`) that the owner took: written, or refused (`unchain`). The replica's
+   * copy holds every write it passed on above it.
+   */
+  chained?: ChainMark;
+}
+
+/** A write a replica passed on: the replica host's id and the write's number there. */
+export interface ChainMark {
+  via: string;
+  seq: number;
 }
 
 /** One stanza of the XEP-0198 log (see {@link SessionSnapshot.unacked}). */
@@ -57,7 +69,20 @@ export type SessionChange =
    * A stanza was written to the client (numbered `sentOut + 1`) at `at`; `key` is its dedupe
    * key. The time is the change's data, not read here: apply stays deterministic.
    */
-  | { c: "out"; xml: string; storable: boolean; key?: string; at?: number }
+  | {
+      c: "out";
+      xml: string;
+      storable: boolean;
+      key?: string;
+      at?: number;
+      /** The write came through the session's replica, which held it before the owner wrote it. */
+      chain?: ChainMark;
+    }
+  /**
+   * A write the replica passed on was not written by this route (the owner wrote it as an
+   * ordinary write, once the replicas held it, or dropped a copy): the replica's copy of it goes.
+   */
+  | { c: "unchain"; chain: ChainMark }
   /** The client acknowledged everything up to `h`. */
   | { c: "ack"; h: number }
   /** Broadcast presence and priority changed. */
@@ -80,12 +105,16 @@ export type SessionChange =
   | { c: "relist" };
 
 /**
- * Changes a replica may get a little later, in a batch with other sessions' (a newer one
- * replaces an older one still waiting): an XEP-0198 inbound count, for which only the sender's
- * next `<a/>` waits, and a client's acknowledgement, which a replica behind on it only costs a
- * re-send that the client's `<resume h/>` drops anyway.
+ * Changes a replica may get a little later, in a batch with other sessions': an XEP-0198
+ * inbound count, for which only the sender's next `<a/>` waits, and a client's acknowledgement,
+ * which a replica behind on it only costs a re-send that the client's `<resume h/>` drops anyway
+ * (of these a newer one replaces an older one still waiting); and what the owner did with a
+ * write the replica passed on (`out` with `chain`, `unchain`): the replica holds the write
+ * already, so nothing waits for its answer.
  */
-export type DeferrableChange = Extract<SessionChange, { c: "in" | "ack" }>;
+export type DeferrableChange =
+  | Extract<SessionChange, { c: "in" | "ack" | "unchain" }>
+  | (Extract<SessionChange, { c: "out" }> & { chain: ChainMark });
 
 /** A fresh session's state. */
 export function newSessionState(full: FullJid, token: string): SessionSnapshot {
@@ -147,6 +176,10 @@ export function applySessionChange(state: SessionSnapshot, change: SessionChange
         // Re-sends follow a node's death within seconds; a window of recent keys is enough.
         if (state.dedupe.length > RECENT_DEDUPE_KEYS) state.dedupe.shift();
       }
+      if (change.chain !== undefined) state.chained = change.chain;
+      return state;
+    case "unchain":
+      state.chained = change.chain;
       return state;
     case "ack": {
       const keep = unackedAfter(state, change.h);

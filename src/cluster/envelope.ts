@@ -22,6 +22,11 @@ export type Envelope =
   | { t: "accepted"; rids: number[] }
   /** To a session on the destination worker. */
   | { t: "session"; msg: SessionMessage }
+  /**
+   * To the main thread holding the replica of the session `msg` writes to, on shard `to`: it
+   * keeps the write and passes it on (session-replicas.ts `ReplicaHost.chain`).
+   */
+  | { t: "chain"; to: number; msg: Extract<SessionMessage, { kind: "write" }> }
   /** To the destination worker itself. */
   | { t: "worker"; msg: WorkerMessage }
   /**
@@ -38,6 +43,8 @@ export type Envelope =
       replicas?: number[];
       /** On an init from a promoted copy's stream: the stream and lsn the copy came from. */
       origin?: { stream: string; lsn: number };
+      /** Nothing waits for this change: the replica may acknowledge it late (ReplicaHost). */
+      lazy?: true;
     }
   /** The replica holds these streams' changes up to each lsn: [token, stream, lsn]. */
   | { t: "rep-ack"; from: number; acks: [string, string, number][] }

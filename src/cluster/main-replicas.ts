@@ -33,6 +33,11 @@ import {
 export interface MainReplicaOptions {
   nodeNo: number;
   log: Logger;
+  /**
+   * How late a change nothing waits for may be acknowledged (`cluster.replicationBatchMs`):
+   * unless a frame to its owner's node leaves sooner, its acknowledgement waits for others'.
+   */
+  lazyAckMs?: number;
   /** Sends an encoded batch to worker `worker` of this node. */
   toWorker(worker: number, bytes: Uint8Array): void;
   /** Sends an encoded batch to shard `dest` of another node (over its peer link). */
@@ -77,8 +82,14 @@ export class MainReplicaShard {
       self: this.self,
       send: (shard, envelope) => this.#send(shard, envelope),
     };
-    this.#host = new ReplicaHost(sender, options.log, setImmediate, Date.now, (owner, stream) =>
-      this.#ownerDead(owner, stream),
+    this.#host = new ReplicaHost(
+      sender,
+      options.log,
+      setImmediate,
+      Date.now,
+      (owner, stream) => this.#ownerDead(owner, stream),
+      undefined,
+      options.lazyAckMs ?? 0,
     );
   }
 
@@ -105,6 +116,11 @@ export class MainReplicaShard {
         return this.#host.receive(envelope);
       case "rep-end":
         return this.#host.end(envelope.token, envelope.owner, envelope.stream);
+      case "chain":
+        this.#send(envelope.to, { t: "session", msg: this.#host.chain(envelope.to, envelope.msg) });
+        // Late acknowledgements for that node ride the same frame.
+        this.#host.ackNowTo(nodeNoOf(envelope.to));
+        return;
       case "rep-live":
         this.#host.audit(envelope.owner, envelope.prefix, envelope.live);
         return;

@@ -9,14 +9,24 @@
  * the socket, and accepts a sender's stanza, only once every replica holds it, so a client never
  * sees (or acknowledges) what a crash could lose.
  *
+ * A write to a session whose only replica is another node's main thread goes through that
+ * replica first (chain replication, {@link ReplicaHost.chain}): the replica keeps it and passes it
+ * on, and the owner, which then knows both hold it, writes it to the socket and accepts it at
+ * once, telling the replica what it did with it in the next batch. Two peer frames instead of
+ * three (one instead of three when the user's actor is on the replica's node), and no round
+ * trip between the write and the socket (docs/benchmarks.md).
+ *
  * When the owner's node (or worker) dies, the first replica that survives promotes its copy into
  * a detached session awaiting `<resume/>`, on the same token: resumption then finds it like any
  * detached session. A replica accepts changes only from the owner it was initialised by, so once
  * a copy is promoted (or re-initialised by a resumption elsewhere) the old owner, a zombie, gets
  * nothing acknowledged.
  */
+import { randomUUID } from "node:crypto";
+import type { SessionMessage } from "../../actors/messages.ts";
 import {
   applySessionChange,
+  type ChainMark,
   cloneSessionState,
   type DeferrableChange,
   type SessionChange,
@@ -173,6 +183,16 @@ export class ReplicaStream {
     return this.#leaving;
   }
 
+  /**
+   * The one replica, when there is exactly one and no re-seat is under way: only then may a
+   * write that replica passed on be written at once (chain replication, {@link ReplicaHost.chain}),
+   * as it is then the only other holder the write needs.
+   */
+  get soleReplica(): number | undefined {
+    if (this.#replicas.length !== 1 || this.#leaving.length > 0 || this.#adding.length > 0) return undefined;
+    return this.#replicas[0];
+  }
+
   /** The highest change every replica (and every leaving one) holds. */
   get ackedLsn(): number {
     let min = this.#lsn;
@@ -196,18 +216,18 @@ export class ReplicaStream {
   /**
    * Streams a change that may wait for the next batch (see {@link DeferrableChange}): it goes
    * with the stream's next {@link push}, or when the sender's `later` runs. Returns its number;
-   * one replacing a change of the same kind still waiting keeps that one's number.
+   * a count (`in`, `ack`) replacing one of the same kind still waiting keeps that one's number.
    */
   pushDeferred(change: DeferrableChange): number {
     if (this.#sender.later === undefined) return this.push(change);
     const last = this.#deferred[this.#deferred.length - 1];
-    if (last !== undefined && last[1].c === change.c) {
+    if (last !== undefined && last[1].c === change.c && (change.c === "in" || change.c === "ack")) {
       last[1] = change;
       return last[0];
     }
     this.#next();
     this.#deferred.push([this.#lsn, change]);
-    if (this.#deferred.length === 1) this.#sender.later(this.#flushDeferred);
+    if (this.#deferred.length === 1) this.#sender.later(this.#flushLater);
     return this.#lsn;
   }
 
@@ -229,17 +249,22 @@ export class ReplicaStream {
     this.#lsn++;
   }
 
-  /** Sends the deferred changes now. */
-  readonly #flushDeferred = (): void => {
+  /**
+   * Sends the deferred changes now. `lazy` when nothing waits for them (the batch timer, or a
+   * frame to the replicas' node leaving anyway): the replicas may acknowledge them late.
+   */
+  #flushDeferred(lazy = false): void {
     if (this.#deferred.length === 0) return;
     const deferred = this.#deferred;
     this.#deferred = [];
     if (this.#ended) return;
     for (const [lsn, change] of deferred) {
-      this.#send(this.#replicas, change, lsn);
-      this.#send(this.#leaving, change, lsn);
+      this.#send(this.#replicas, change, lsn, undefined, lazy);
+      this.#send(this.#leaving, change, lsn, undefined, lazy);
     }
-  };
+  }
+
+  readonly #flushLater = (): void => this.#flushDeferred(true);
 
   /**
    * Replicas behind the owner with no acknowledgement for `ms`: what was sent to them was lost
@@ -376,7 +401,13 @@ export class ReplicaStream {
     return [...this.#replicas.filter((shard) => !this.#adding.includes(shard)), ...this.#adding];
   }
 
-  #send(shards: readonly number[], change: SessionChange, lsn: number, replicas?: number[]): void {
+  #send(
+    shards: readonly number[],
+    change: SessionChange,
+    lsn: number,
+    replicas?: number[],
+    lazy = false,
+  ): void {
     if (shards.length === 0) return;
     // One envelope for every replica: the router encodes it per destination.
     const envelope: Extract<Envelope, { t: "rep" }> = {
@@ -388,6 +419,7 @@ export class ReplicaStream {
       change,
     };
     if (replicas !== undefined) envelope.replicas = replicas;
+    if (lazy) envelope.lazy = true;
     if (change.c === "init" && this.#origin !== undefined) envelope.origin = this.#origin;
     for (const shard of shards) this.#sender.send(shard, envelope);
   }
@@ -467,6 +499,58 @@ interface ReplicaEntry {
   sealed?: true;
   /** With `sealed`: the sid prefix of the worker incarnation that took it and died. */
   deadTaker?: string;
+  /**
+   * Writes this replica passed on to the owner ({@link ReplicaHost.chain}) that its changes have
+   * not settled yet, oldest first: a promotion appends them to the copy's log.
+   */
+  chained?: ChainedWrite[];
+}
+
+/** A write a replica passed on to its session's owner (see {@link ReplicaHost.chain}). */
+interface ChainedWrite {
+  seq: number;
+  xml: string;
+  storable: boolean;
+  key: string;
+  at?: number;
+}
+
+/** A write to a session, as a user's actor sends it (actors/messages.ts). */
+export type SessionWrite = Extract<SessionMessage, { kind: "write" }>;
+
+/**
+ * Writes a copy holds for its owner at most: past this, writes go as ordinary ones (an owner
+ * that does not take them, its link stalled, must not grow the copy without bound).
+ */
+export const MAX_CHAINED_WRITES = 512;
+
+/**
+ * Appends to `state` (a copy being promoted or taken) the writes its replica passed on that the
+ * owner had not settled (`via`: that replica host's id): each one the owner may have written to
+ * the client, in the order the owner took them, after everything the copy holds (the owner's
+ * changes reach the replica in order, so any it did not get came after those it did). A key the
+ * log holds already is skipped: the owner dropped that write as a re-sent copy.
+ */
+export function appendChained(
+  state: SessionSnapshot,
+  writes: readonly ChainedWrite[] | undefined,
+  via: string,
+): void {
+  if (writes === undefined) return;
+  const settled = state.chained?.via === via ? state.chained.seq : 0;
+  const seen = new Set(state.dedupe);
+  for (const write of writes) {
+    if (write.seq <= settled || seen.has(write.key)) continue;
+    seen.add(write.key);
+    applySessionChange(state, {
+      c: "out",
+      xml: write.xml,
+      storable: write.storable,
+      key: write.key,
+      ...(write.at === undefined ? {} : { at: write.at }),
+      chain: { via, seq: write.seq },
+    });
+  }
 }
 
 /** A copy promoted after its owner died: its state, and the stream and lsn it was copied to. */
@@ -543,11 +627,23 @@ export class ReplicaHost {
   readonly #schedule: (flush: () => void) => void;
 
   readonly #ownerDead: (owner: number, stream: string) => boolean;
+  /** Names the writes this host passes on (ChainMark `via`): unique per process. */
+  readonly #chainId: string;
+  #chainSeq = 0;
+  /** The token of the copy of each full JID, for {@link chain} (checked against the copy). */
+  readonly #tokenOfFull = new Map<string, string>();
+  readonly #lazyAckMs: number;
+  /** The acknowledgements are due at the end of this turn. */
+  #ackThisTurn = false;
+  /** Only lazy changes wait for acknowledgement: they go when this fires, at the latest. */
+  #lazyAckTimer: NodeJS.Timeout | undefined;
 
   /**
    * `schedule` runs the per-turn flush of acknowledgements (setImmediate; a deterministic
    * simulation passes its own scheduler). `ownerDead`: whether the owner of a stream is known
-   * dead here (its node, or its worker incarnation).
+   * dead here (its node, or its worker incarnation). `chainId` names the writes it passes on.
+   * `lazyAckMs`: how late a change nothing waits for (`lazy`) may be acknowledged, unless a
+   * frame to its owner's node leaves sooner ({@link ackNowTo}); 0 acknowledges it in its turn.
    */
   constructor(
     sender: ReplicationSender,
@@ -555,7 +651,11 @@ export class ReplicaHost {
     schedule: (flush: () => void) => void = setImmediate,
     clock: () => number = Date.now,
     ownerDead: (owner: number, stream: string) => boolean = () => false,
+    chainId: string = randomUUID(),
+    lazyAckMs = 0,
   ) {
+    this.#lazyAckMs = lazyAckMs;
+    this.#chainId = chainId;
     this.#sender = sender;
     this.#log = log;
     this.#schedule = schedule;
@@ -632,9 +732,15 @@ export class ReplicaHost {
       return;
     }
     if (change.c === "init") {
+      const before = entry;
       entry = { state: cloneSessionState(change.state), owner, stream, lsn, replicas: replicas ?? [] };
       if (origin !== undefined) entry.promoted = true;
+      // The same stream re-initialised (a change was lost): the writes passed on that its state
+      // does not settle are still on their way to the owner, or back in its next changes.
+      if (before?.chained !== undefined && before.stream === stream && before.owner === owner)
+        this.#settleChained(entry, before.chained, entry.state.chained);
       this.#entries.set(token, entry);
+      this.#tokenOfFull.set(entry.state.full, token);
     } else {
       if (
         entry === undefined ||
@@ -657,6 +763,8 @@ export class ReplicaHost {
       entry.lsn = lsn;
       // A re-seat's list (a `relist`, the state unchanged).
       if (replicas !== undefined) entry.replicas = replicas;
+      if (entry.chained !== undefined && (change.c === "out" || change.c === "unchain") && change.chain)
+        this.#settleChained(entry, entry.chained, change.chain);
     }
     this.#counts.applied++;
     let acks = this.#pendingAcks.get(owner);
@@ -664,31 +772,102 @@ export class ReplicaHost {
     if (acks === undefined) {
       acks = new Map();
       this.#pendingAcks.set(owner, acks);
-      if (this.#pendingAcks.size === 1) this.#schedule(this.#flushAcks);
     }
     acks.set(key, lsn);
+    if (rep.lazy === true && this.#lazyAckMs > 0) {
+      this.#lazyAckTimer ??= setTimeout(this.#flushAcks, this.#lazyAckMs).unref();
+    } else if (!this.#ackThisTurn) {
+      this.#ackThisTurn = true;
+      this.#schedule(this.#flushAcks);
+    }
+  }
+
+  /**
+   * Sends now the acknowledgements waiting for owners on node `node`: a frame to that node leaves
+   * anyway (a write passed on), so they cost no frame of their own.
+   */
+  ackNowTo(node: number): void {
+    for (const [owner, acks] of this.#pendingAcks) {
+      if (nodeNoOf(owner) !== node) continue;
+      this.#pendingAcks.delete(owner);
+      this.#sendAcks(owner, acks);
+    }
+  }
+
+  /**
+   * Chain replication: a user's actor sends a write for the session `write.full` of owner shard
+   * `to` here, to the session's replica, on its way to the owner. When this copy is the owner's
+   * only replica, it keeps the write and returns it marked (`chain`): the owner may then write it
+   * to the client and accept it at once, since both hold it, and says in its next changes what it
+   * did with it (written: `out` with the mark; not by this route: `unchain`), which settles it
+   * here. Should the owner die first, the promotion appends the writes it did not settle
+   * ({@link appendChained}). Any other write, or one for a copy that cannot hold it, is returned
+   * as it came: an ordinary write, which the owner sends to its replicas and writes once they
+   * hold it. Writes without a dedupe key are never kept: a promotion drops by key the copies it
+   * must not append twice.
+   */
+  chain(to: number, write: SessionWrite): SessionWrite {
+    const token = this.#tokenOfFull.get(write.full);
+    const entry = token === undefined ? undefined : this.#entries.get(token);
+    if (
+      write.dedupe === undefined ||
+      entry === undefined ||
+      entry.state.full !== write.full ||
+      entry.owner !== to ||
+      entry.sealed === true ||
+      entry.replicas.length !== 1 ||
+      entry.replicas[0] !== this.#sender.self ||
+      (entry.chained?.length ?? 0) >= MAX_CHAINED_WRITES ||
+      this.#ownerDead(entry.owner, entry.stream)
+    )
+      return write;
+    const seq = ++this.#chainSeq;
+    const kept: ChainedWrite = { seq, xml: write.xml, storable: write.isMessage ?? false, key: write.dedupe };
+    if (write.at !== undefined) kept.at = write.at;
+    if (entry.chained === undefined) entry.chained = [kept];
+    else entry.chained.push(kept);
+    return { ...write, chain: { via: this.#chainId, seq, replica: this.#sender.self, stream: entry.stream } };
+  }
+
+  /** The owner settled the writes this host passed on up to `mark` (it takes them in order). */
+  #settleChained(entry: ReplicaEntry, writes: ChainedWrite[], mark: ChainMark | undefined): void {
+    const settled = mark?.via === this.#chainId ? mark.seq : 0;
+    let done = 0;
+    while (done < writes.length && writes[done]!.seq <= settled) done++;
+    if (done === writes.length) delete entry.chained;
+    else entry.chained = writes.slice(done);
+  }
+
+  /** Drops the copy of `token`. */
+  #drop(token: string, entry: ReplicaEntry): void {
+    this.#entries.delete(token);
+    if (this.#tokenOfFull.get(entry.state.full) === token) this.#tokenOfFull.delete(entry.state.full);
   }
 
   readonly #flushAcks = (): void => {
+    this.#ackThisTurn = false;
+    clearTimeout(this.#lazyAckTimer);
+    this.#lazyAckTimer = undefined;
     const pending = this.#pendingAcks;
     this.#pendingAcks = new Map();
-    for (const [owner, acks] of pending) {
-      const list: [string, string, number][] = [];
-      for (const [key, lsn] of acks) {
-        const space = key.indexOf(" ");
-        list.push([key.slice(0, space), key.slice(space + 1), lsn]);
-      }
-      this.#sender.send(owner, { t: "rep-ack", from: this.#sender.self, acks: list });
-    }
+    for (const [owner, acks] of pending) this.#sendAcks(owner, acks);
   };
+
+  #sendAcks(owner: number, acks: Map<string, number>): void {
+    const list: [string, string, number][] = [];
+    for (const [key, lsn] of acks) {
+      const space = key.indexOf(" ");
+      list.push([key.slice(0, space), key.slice(space + 1), lsn]);
+    }
+    this.#sender.send(owner, { t: "rep-ack", from: this.#sender.self, acks: list });
+  }
 
   /** The owner ended the session (or it moved): drop the copy, unless another stream took it over. */
   end(token: string, owner: number, stream: string): void {
     const entry = this.#entries.get(token);
     // A sealed copy's owner is dead: a late rep-end of its (a paused node waking, a cut link's
     // queue) must not drop the copy that was given back to be promoted again.
-    if (entry?.owner === owner && entry.stream === stream && entry.sealed !== true)
-      this.#entries.delete(token);
+    if (entry?.owner === owner && entry.stream === stream && entry.sealed !== true) this.#drop(token, entry);
   }
 
   /**
@@ -704,7 +883,7 @@ export class ReplicaHost {
     for (const [token, entry] of this.#entries) {
       if (entry.owner !== owner || entry.sealed === true || !entry.stream.startsWith(prefix)) continue;
       if (alive.has(entry.stream)) continue;
-      this.#entries.delete(token);
+      this.#drop(token, entry);
       dropped++;
     }
     if (dropped > 0)
@@ -748,7 +927,7 @@ export class ReplicaHost {
    * hold the session; returns the copy to hand over: the state with one move more.
    */
   #handOut(token: string, entry: ReplicaEntry, to: string | undefined): PromotedCopy {
-    this.#entries.delete(token);
+    this.#drop(token, entry);
     this.#retire(token, entry.stream);
     const now = this.#clock();
     this.#pruneHandedOut(now);
@@ -757,6 +936,8 @@ export class ReplicaHost {
     this.#handedOut.delete(token);
     this.#handedOut.set(token, { entry, to, at: now });
     const state = cloneSessionState(entry.state);
+    // The writes passed on that the dead owner did not settle: it may have written them.
+    appendChained(state, entry.chained, this.#chainId);
     state.moves++;
     const copy: PromotedCopy = { state, stream: entry.stream, lsn: entry.lsn, holder: this.#sender.self };
     if (entry.deadTaker !== undefined) copy.replaces = entry.deadTaker;

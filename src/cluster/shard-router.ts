@@ -341,9 +341,18 @@ export class ShardRouter implements ActorRouter {
     return nodeNoOf(shard);
   }
 
-  /** Sends a message to session `msg.sid` on `shard`. */
+  /**
+   * Where a retained write to a session on `shard` goes first: the session's replica, which keeps
+   * it and passes it on (chain replication, session-replicas.ts `ReplicaHost.chain`), or
+   * undefined to send it straight to the session. Set by the worker from its replication settings.
+   */
+  chainVia: ((shard: number) => number | undefined) | undefined;
+
+  /** Sends a message to session `msg.sid` on `shard` (a retained write through {@link chainVia}). */
   toSession(shard: number, msg: SessionMessage): void {
-    this.send(shard, { t: "session", msg });
+    const via = msg.kind === "write" && msg.dedupe !== undefined ? this.chainVia?.(shard) : undefined;
+    if (via !== undefined && msg.kind === "write") this.send(via, { t: "chain", to: shard, msg });
+    else this.send(shard, { t: "session", msg });
   }
 
   /**
@@ -464,7 +473,15 @@ export class ShardRouter implements ActorRouter {
     }
   }
 
+  /**
+   * Called at the end of each turn with the shards this turn's batches go to, before they leave:
+   * envelopes it sends join them (replication's deferred changes riding a frame to their
+   * replica's node that goes anyway).
+   */
+  beforeFlush: ((destinations: Iterable<number>) => void) | undefined;
+
   readonly #flush = (): void => {
+    this.beforeFlush?.(this.#pending.keys());
     this.#flushScheduled = false;
     const pending = [...this.#pending];
     this.#pending.clear();

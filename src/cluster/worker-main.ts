@@ -37,7 +37,7 @@ import {
 import type { Envelope } from "./envelope.ts";
 import { type HandoffStats, type LiveNode, liveShardsOf, PartitionHandoff } from "./handoff.ts";
 import { ReplicaCatchUp } from "./replica-catch-up.ts";
-import { mainShardOf, type OwnerTable, shardNumber } from "./ring.ts";
+import { isMainShard, mainShardOf, nodeNoOf, type OwnerTable, shardNumber } from "./ring.ts";
 import {
   batchLater,
   type PromotedCopy,
@@ -291,6 +291,10 @@ const ctx: ShardContext = {
       );
       streams.add(stream, state);
       return {
+        id,
+        get soleReplica() {
+          return stream.soleReplica;
+        },
         push: (change) => stream.push(change),
         pushDeferred: (change) => stream.pushDeferred(change),
         hurry: () => stream.hurry(),
@@ -324,11 +328,32 @@ let web: WebListener | undefined;
 const replicaHost = new ReplicaHost(router, log, setImmediate, Date.now, (owner) =>
   router.isOnGoneNode(owner),
 );
+const replicationBatch =
+  init.config.cluster.replicationBatchMs > 0 ? batchLater(init.config.cluster.replicationBatchMs) : undefined;
 const replicationSender: ReplicationSender = {
   self: router.self,
   send: (to, envelope) => router.send(to, envelope),
-  ...(init.config.cluster.replicationBatchMs > 0 ? batchLater(init.config.cluster.replicationBatchMs) : {}),
+  ...replicationBatch,
 };
+if (replicationBatch !== undefined) {
+  // Deferred changes leave early, for free, with any batch this turn sends to their replicas'
+  // node: riding a frame that goes anyway, they cost no frame (nor acknowledgement) of their own.
+  let replicaTable: OwnerTable | undefined;
+  let replicaNode: number | undefined;
+  router.beforeFlush = (destinations) => {
+    if (replicaTable !== router.table) {
+      replicaTable = router.table;
+      const [replica] = replicasFor();
+      replicaNode = replica === undefined ? undefined : nodeNoOf(replica);
+    }
+    if (replicaNode === undefined || replicaNode === init.nodeNo) return;
+    for (const dest of destinations) {
+      if (nodeNoOf(dest) !== replicaNode) continue;
+      replicationBatch.now();
+      return;
+    }
+  };
+}
 /** This worker's replicated sessions by token, with their live state (for re-seating). */
 const streams = new ReplicaStreams();
 let nextStreamNo = 1;
@@ -339,6 +364,37 @@ let nextStreamNo = 1;
  */
 function replicasFor(): number[] {
   return placeReplicas(shard, [...router.table.shardNos], init.config.cluster.replicationFactor);
+}
+
+/**
+ * Chain replication (session-replicas.ts `ReplicaHost.chain`): with one replica per session, a
+ * retained write to a session on another node goes through that session's replica when it is
+ * another node's main thread. Computed from this worker's table, as the session's worker computes
+ * its replicas; where the two differ (a table on its way), the replica holds no matching copy and
+ * passes the write on as an ordinary one. A session on this node gets the write straight: through
+ * the replica it would cross to that node and back, as an ordinary write's change and
+ * acknowledgement do, and then tell the replica it wrote it. Cached per table.
+ */
+const chainReplicaOf = new Map<number, number | undefined>();
+let chainTable: OwnerTable | undefined;
+if (init.config.cluster.replicationFactor === 2 && init.config.cluster.chainWrites) {
+  router.chainVia = (owner) => {
+    if (chainTable !== router.table) {
+      chainTable = router.table;
+      chainReplicaOf.clear();
+    }
+    if (chainReplicaOf.has(owner)) return chainReplicaOf.get(owner);
+    const [replica] = placeReplicas(owner, [...router.table.shardNos], 2);
+    const via =
+      replica !== undefined &&
+      isMainShard(replica) &&
+      nodeNoOf(replica) !== nodeNoOf(owner) &&
+      nodeNoOf(owner) !== init.nodeNo
+        ? replica
+        : undefined;
+    chainReplicaOf.set(owner, via);
+    return via;
+  };
 }
 
 /** Promoted replicas become detached sessions here, awaiting `<resume/>` (session-replicas.ts). */
@@ -475,6 +531,9 @@ function dispatch(envelope: Envelope): void {
       return streams.acked(envelope.from, envelope.acks);
     case "rep-end":
       return replicaHost.end(envelope.token, envelope.owner, envelope.stream);
+    case "chain":
+      // Routers chain only through other nodes' main threads; pass it on as an ordinary write.
+      return router.send(envelope.to, { t: "session", msg: envelope.msg });
     case "rep-live":
       replicaHost.audit(envelope.owner, envelope.prefix, envelope.live);
       return;

@@ -95,6 +95,7 @@ export class WorkerPool {
     this.#replicas = new MainReplicaShard({
       nodeNo: options.nodeNo,
       log: options.log,
+      lazyAckMs: options.config.cluster.replicationBatchMs,
       toWorker: (worker, bytes) => this.deliverRemote(worker, bytes),
       toPeer: (dest, bytes) => options.onRemoteBatch?.(dest, bytes),
       peerWorkerRestarted: (shard, deadPrefix, keepPrefix, promoted) =>

@@ -164,6 +164,7 @@ const SCHEMA: Record<string, Check> = {
   "cluster.requestTimeoutMs": positiveInt,
   "cluster.replicationFactor": positiveInt,
   "cluster.replicationBatchMs": nonNegativeInt,
+  "cluster.chainWrites": boolean,
   "cluster.drainTimeoutMs": nonNegativeInt,
   "cluster.maxPeerBufferBytes": positiveInt,
 };

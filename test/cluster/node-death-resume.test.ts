@@ -124,12 +124,22 @@ interface Scenario {
    * the victim resumes on it, as a client whose DNS name points there would.
    */
   restart?: boolean;
+  /**
+   * Both senders on this node (by default one on the first survivor, one on the last), and the
+   * nodes' `cluster.replicationBatchMs`: with a long one and no sender on the replica's node, the
+   * socket's node never tells the replica which writes it passed on were written (chain
+   * replication): the replica's copy holds them aside, and only they make the resumption possible.
+   */
+  sendersOn?: NodeName;
+  replicationBatchMs?: number;
 }
 
 async function nodeDeath(t: import("node:test").TestContext, scenario: Scenario): Promise<void> {
   const cluster = await startTestCluster(t);
-  const clusterOptions =
-    scenario.fourNodes === undefined ? {} : { replicationFactor: scenario.fourNodes.replicationFactor };
+  const clusterOptions = {
+    ...(scenario.fourNodes === undefined ? {} : { replicationFactor: scenario.fourNodes.replicationFactor }),
+    ...(scenario.replicationBatchMs === undefined ? {} : { replicationBatchMs: scenario.replicationBatchMs }),
+  };
   const n1 = await cluster.start("n1", { workers: 1, cluster: clusterOptions });
   const nodes: Partial<Record<NodeName, ClusterNode>> = { n1 };
   const names: NodeName[] = scenario.fourNodes === undefined ? ["n1", "n2", "n3"] : ["n1", "n2", "n3", "n4"];
@@ -166,8 +176,10 @@ async function nodeDeath(t: import("node:test").TestContext, scenario: Scenario)
     kill.push(holders[0]!);
   }
   const survivors = names.filter((n) => !kill.includes(n));
-  const a = await loginRaw(t, node(survivors[0]!), aUser!, { label: "a" });
-  const b = await loginRaw(t, node(survivors[survivors.length - 1]!), bUser!, { label: "b" });
+  const a = await loginRaw(t, node(scenario.sendersOn ?? survivors[0]!), aUser!, { label: "a" });
+  const b = await loginRaw(t, node(scenario.sendersOn ?? survivors[survivors.length - 1]!), bUser!, {
+    label: "b",
+  });
   await goOnline(a);
   await goOnline(b);
   // a is the victim's contact: it must never see the victim go offline.
@@ -270,6 +282,19 @@ async function nodeDeath(t: import("node:test").TestContext, scenario: Scenario)
 
 test("SIGKILL of the node holding the socket: the client resumes on a survivor, nothing lost or doubled", async (t) => {
   await nodeDeath(t, { socketOn: "n3", ownerOn: "n2", kill: ["n3"] });
+});
+
+test("SIGKILL of the node holding the socket before it told the replica what it wrote: the client resumes with the writes the replica held aside, nothing lost or doubled", async (t) => {
+  // n3's sessions are copied to n1. The senders and the victim's UserActor are on n2, so n3
+  // sends nothing to n1 that its deferred changes could ride, and they wait a minute: every
+  // message went n2 → n1 (kept) → n3 (written at once), and n1 never heard it was written.
+  await nodeDeath(t, {
+    socketOn: "n3",
+    ownerOn: "n2",
+    kill: ["n3"],
+    sendersOn: "n2",
+    replicationBatchMs: 60_000,
+  });
 });
 
 test("SIGKILL of the node owning the user's partition: the client stays, nothing lost or doubled", async (t) => {

@@ -392,6 +392,8 @@ function controlledReplication(ctx: ShardContext) {
     open: (_state, acked) => {
       onAcked = acked;
       return {
+        id: "stream-1",
+        soleReplica: undefined,
         push: () => ++lsn,
         pushDeferred: () => ++lsn,
         hurry() {},
