@@ -965,9 +965,11 @@ export class SessionActor {
    * one, it is written to the client and accepted for its sender at once, with no round trip to
    * the replica; the replica learns it was written in the next batch (a deferred `out` change
    * with the mark). Returns false, having changed nothing, when it must go as an ordinary write:
-   * the replica changed or is being replaced, the session is not plainly live (binding, lent,
-   * a standby, ended), a write still waits for the replicas (it would overtake it on the
-   * socket), it is a re-sent copy, or it would pass the log's limits.
+   * the replica changed or is being replaced, the write is not the next one that replica passed
+   * on (one before it never came here: were it written, the replica would append that one ahead
+   * of it at a promotion), the session is not plainly live (binding, lent, a standby, ended), a
+   * write still waits for the replicas (it would overtake it on the socket), it is a re-sent copy,
+   * or it would pass the log's limits.
    */
   #writeChained(
     msg: Extract<SessionMessage, { kind: "write" }>,
@@ -984,6 +986,7 @@ export class SessionActor {
       stream.quiet ||
       stream.id !== chain.stream ||
       stream.soleReplica !== chain.replica ||
+      chain.seq !== (this.#s.chained?.via === chain.via ? this.#s.chained.seq + 1 : 1) ||
       this.#unreplicated.length > 0 ||
       msg.dedupe === undefined ||
       this.#seen(msg.dedupe)

@@ -23,10 +23,10 @@ export type Envelope =
   /** To a session on the destination worker. */
   | { t: "session"; msg: SessionMessage }
   /**
-   * To the main thread holding the replica of the session `msg` writes to, on shard `to`: it
-   * keeps the write and passes it on (session-replicas.ts `ReplicaHost.chain`).
+   * To the main thread holding the replica of session `msg.sid` on shard `to`: it passes the
+   * message on, keeping a retained write (session-replicas.ts `ReplicaHost.chain`).
    */
-  | { t: "chain"; to: number; msg: Extract<SessionMessage, { kind: "write" }> }
+  | { t: "chain"; to: number; msg: SessionMessage }
   /** To the destination worker itself. */
   | { t: "worker"; msg: WorkerMessage }
   /**

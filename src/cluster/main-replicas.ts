@@ -117,7 +117,10 @@ export class MainReplicaShard {
       case "rep-end":
         return this.#host.end(envelope.token, envelope.owner, envelope.stream);
       case "chain":
-        this.#send(envelope.to, { t: "session", msg: this.#host.chain(envelope.to, envelope.msg) });
+        this.#send(envelope.to, {
+          t: "session",
+          msg: envelope.msg.kind === "write" ? this.#host.chain(envelope.to, envelope.msg) : envelope.msg,
+        });
         // Late acknowledgements for that node ride the same frame.
         this.#host.ackNowTo(nodeNoOf(envelope.to));
         return;

@@ -499,11 +499,21 @@ interface ReplicaEntry {
   sealed?: true;
   /** With `sealed`: the sid prefix of the worker incarnation that took it and died. */
   deadTaker?: string;
-  /**
-   * Writes this replica passed on to the owner ({@link ReplicaHost.chain}) that its changes have
-   * not settled yet, oldest first: a promotion appends them to the copy's log.
-   */
-  chained?: ChainedWrite[];
+  /** The writes this copy passed on to the owner ({@link ReplicaHost.chain}). */
+  chain?: CopyChain;
+}
+
+/**
+ * The writes one copy passes on: named `via` (unique to the copy, so the owner's mark of the
+ * last one it took, `SessionSnapshot.chained`, refers to this copy only) and numbered from 1
+ * without gaps, so the owner can tell one never reached it; `kept`, those its changes have not
+ * settled yet, oldest first (a promotion appends them to the copy's log).
+ */
+interface CopyChain {
+  via: string;
+  next: number;
+  kept: ChainedWrite[];
+  keptBytes: number;
 }
 
 /** A write a replica passed on to its session's owner (see {@link ReplicaHost.chain}). */
@@ -519,10 +529,12 @@ interface ChainedWrite {
 export type SessionWrite = Extract<SessionMessage, { kind: "write" }>;
 
 /**
- * Writes a copy holds for its owner at most: past this, writes go as ordinary ones (an owner
- * that does not take them, its link stalled, must not grow the copy without bound).
+ * Writes (and their bytes) a copy keeps for its owner at most: past this, writes go as ordinary
+ * ones. An owner that does not take them (its link stalled) must not grow the copy without
+ * bound, nor a promotion append more than a session's log may hold at once on a peer link.
  */
 export const MAX_CHAINED_WRITES = 512;
+export const MAX_CHAINED_BYTES = 256 * 1024;
 
 /**
  * Appends to `state` (a copy being promoted or taken) the writes its replica passed on that the
@@ -531,15 +543,12 @@ export const MAX_CHAINED_WRITES = 512;
  * changes reach the replica in order, so any it did not get came after those it did). A key the
  * log holds already is skipped: the owner dropped that write as a re-sent copy.
  */
-export function appendChained(
-  state: SessionSnapshot,
-  writes: readonly ChainedWrite[] | undefined,
-  via: string,
-): void {
-  if (writes === undefined) return;
+export function appendChained(state: SessionSnapshot, chain: CopyChain | undefined): void {
+  if (chain === undefined) return;
+  const via = chain.via;
   const settled = state.chained?.via === via ? state.chained.seq : 0;
   const seen = new Set(state.dedupe);
-  for (const write of writes) {
+  for (const write of chain.kept) {
     if (write.seq <= settled || seen.has(write.key)) continue;
     seen.add(write.key);
     applySessionChange(state, {
@@ -627,9 +636,9 @@ export class ReplicaHost {
   readonly #schedule: (flush: () => void) => void;
 
   readonly #ownerDead: (owner: number, stream: string) => boolean;
-  /** Names the writes this host passes on (ChainMark `via`): unique per process. */
+  /** Names the writes this host passes on (with a copy number: ChainMark `via`), unique per process. */
   readonly #chainId: string;
-  #chainSeq = 0;
+  #chainCopies = 0;
   /** The token of the copy of each full JID, for {@link chain} (checked against the copy). */
   readonly #tokenOfFull = new Map<string, string>();
   readonly #lazyAckMs: number;
@@ -737,8 +746,10 @@ export class ReplicaHost {
       if (origin !== undefined) entry.promoted = true;
       // The same stream re-initialised (a change was lost): the writes passed on that its state
       // does not settle are still on their way to the owner, or back in its next changes.
-      if (before?.chained !== undefined && before.stream === stream && before.owner === owner)
-        this.#settleChained(entry, before.chained, entry.state.chained);
+      if (before?.chain !== undefined && before.stream === stream && before.owner === owner) {
+        entry.chain = before.chain;
+        this.#settleChained(entry.chain, entry.state.chained);
+      }
       this.#entries.set(token, entry);
       this.#tokenOfFull.set(entry.state.full, token);
     } else {
@@ -763,8 +774,8 @@ export class ReplicaHost {
       entry.lsn = lsn;
       // A re-seat's list (a `relist`, the state unchanged).
       if (replicas !== undefined) entry.replicas = replicas;
-      if (entry.chained !== undefined && (change.c === "out" || change.c === "unchain") && change.chain)
-        this.#settleChained(entry, entry.chained, change.chain);
+      if (entry.chain !== undefined && (change.c === "out" || change.c === "unchain") && change.chain)
+        this.#settleChained(entry.chain, change.chain);
     }
     this.#counts.applied++;
     let acks = this.#pendingAcks.get(owner);
@@ -817,25 +828,34 @@ export class ReplicaHost {
       entry.sealed === true ||
       entry.replicas.length !== 1 ||
       entry.replicas[0] !== this.#sender.self ||
-      (entry.chained?.length ?? 0) >= MAX_CHAINED_WRITES ||
       this.#ownerDead(entry.owner, entry.stream)
     )
       return write;
-    const seq = ++this.#chainSeq;
-    const kept: ChainedWrite = { seq, xml: write.xml, storable: write.isMessage ?? false, key: write.dedupe };
-    if (write.at !== undefined) kept.at = write.at;
-    if (entry.chained === undefined) entry.chained = [kept];
-    else entry.chained.push(kept);
-    return { ...write, chain: { via: this.#chainId, seq, replica: this.#sender.self, stream: entry.stream } };
+    const bytes = Buffer.byteLength(write.xml);
+    entry.chain ??= { via: `${this.#chainId}.${++this.#chainCopies}`, next: 1, kept: [], keptBytes: 0 };
+    const chain = entry.chain;
+    if (chain.kept.length >= MAX_CHAINED_WRITES || chain.keptBytes + bytes > MAX_CHAINED_BYTES) return write;
+    const seq = chain.next++;
+    const storable = write.isMessage ?? false;
+    const kept: ChainedWrite = { seq, xml: write.xml, storable, key: write.dedupe };
+    if (storable && write.at !== undefined) kept.at = write.at;
+    chain.kept.push(kept);
+    chain.keptBytes += bytes;
+    return { ...write, chain: { via: chain.via, seq, replica: this.#sender.self, stream: entry.stream } };
   }
 
-  /** The owner settled the writes this host passed on up to `mark` (it takes them in order). */
-  #settleChained(entry: ReplicaEntry, writes: ChainedWrite[], mark: ChainMark | undefined): void {
-    const settled = mark?.via === this.#chainId ? mark.seq : 0;
+  /**
+   * The owner took the writes this copy passed on up to `mark` (in the order they were sent, each
+   * written, or refused by `unchain`): they are settled.
+   */
+  #settleChained(chain: CopyChain, mark: ChainMark | undefined): void {
+    if (mark?.via !== chain.via) return;
     let done = 0;
-    while (done < writes.length && writes[done]!.seq <= settled) done++;
-    if (done === writes.length) delete entry.chained;
-    else entry.chained = writes.slice(done);
+    while (done < chain.kept.length && chain.kept[done]!.seq <= mark.seq) {
+      chain.keptBytes -= Buffer.byteLength(chain.kept[done]!.xml);
+      done++;
+    }
+    if (done > 0) chain.kept = chain.kept.slice(done);
   }
 
   /** Drops the copy of `token`. */
@@ -937,7 +957,7 @@ export class ReplicaHost {
     this.#handedOut.set(token, { entry, to, at: now });
     const state = cloneSessionState(entry.state);
     // The writes passed on that the dead owner did not settle: it may have written them.
-    appendChained(state, entry.chained, this.#chainId);
+    appendChained(state, entry.chain);
     state.moves++;
     const copy: PromotedCopy = { state, stream: entry.stream, lsn: entry.lsn, holder: this.#sender.self };
     if (entry.deadTaker !== undefined) copy.replaces = entry.deadTaker;

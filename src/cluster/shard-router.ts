@@ -342,16 +342,18 @@ export class ShardRouter implements ActorRouter {
   }
 
   /**
-   * Where a retained write to a session on `shard` goes first: the session's replica, which keeps
-   * it and passes it on (chain replication, session-replicas.ts `ReplicaHost.chain`), or
-   * undefined to send it straight to the session. Set by the worker from its replication settings.
+   * Where a message to a session on `shard` goes first: the session's replica, which keeps a
+   * retained write and passes it on (chain replication, session-replicas.ts `ReplicaHost.chain`),
+   * or undefined to send it straight to the session. Every message to that session takes the
+   * same way, so none overtakes another (RFC 6120 §10.1). Set by the worker from its replication
+   * settings.
    */
   chainVia: ((shard: number) => number | undefined) | undefined;
 
-  /** Sends a message to session `msg.sid` on `shard` (a retained write through {@link chainVia}). */
+  /** Sends a message to session `msg.sid` on `shard` (through {@link chainVia}). */
   toSession(shard: number, msg: SessionMessage): void {
-    const via = msg.kind === "write" && msg.dedupe !== undefined ? this.chainVia?.(shard) : undefined;
-    if (via !== undefined && msg.kind === "write") this.send(via, { t: "chain", to: shard, msg });
+    const via = this.chainVia?.(shard);
+    if (via !== undefined) this.send(via, { t: "chain", to: shard, msg });
     else this.send(shard, { t: "session", msg });
   }
 

@@ -137,7 +137,7 @@ const logOf = (state: SessionSnapshot) => state.unacked.map(([seq, xml]) => `${s
 test("a write through the only replica is marked for the owner and kept until it is settled", () => {
   const p = pair();
   const passed = p.host.chain(OWNER, write(1));
-  assert.deepEqual(passed.chain, { via: "host-1", seq: 1, replica: REPLICA, stream: "s0.1" });
+  assert.deepEqual(passed.chain, { via: "host-1.1", seq: 1, replica: REPLICA, stream: "s0.1" });
   p.ownerWrites(passed);
   // The owner's deferred change has not left: the copy lacks the write, but holds it aside.
   const copy = p.promote();
@@ -172,7 +172,7 @@ test("the owner's changes settle the writes they name: a promotion then appends 
     '3:<message id="m3"/>',
   ]);
   assert.equal(copy.state.unacked.length, 3 + MAX_CHAINED_WRITES, "each write once");
-  assert.deepEqual(copy.state.chained, { via: "host-1", seq: 3 + MAX_CHAINED_WRITES });
+  assert.deepEqual(copy.state.chained, { via: "host-1.1", seq: 3 + MAX_CHAINED_WRITES });
 });
 
 test("writes the owner did not take are appended in the order it takes them, after what it settled", () => {
@@ -265,4 +265,34 @@ test("a change something waits for is acknowledged in its turn, lazy ones before
   p.stream.push({ c: "presence", presence: "<presence/>", priority: 0 });
   p.deliver();
   assert.equal(p.stream.ackedLsn, p.stream.lsn);
+});
+
+test("each copy numbers the writes it passes on from 1, under a name of its own", () => {
+  const p = pair();
+  assert.deepEqual(p.host.chain(OWNER, write(1)).chain?.seq, 1);
+  assert.deepEqual(p.host.chain(OWNER, write(2)).chain?.seq, 2);
+  // The session resumed on the owner's worker: a new stream, a new copy.
+  const next = new ReplicaStream(
+    { self: OWNER, send: (_to, envelope) => envelope.t === "rep" && p.host.receive(envelope) },
+    "tok",
+    "s0.2",
+    [REPLICA],
+    p.state,
+    () => {},
+  );
+  assert.equal(next.lsn, 1);
+  const passed = p.host.chain(OWNER, write(3));
+  assert.equal(passed.chain?.seq, 1, "numbered from 1 again");
+  assert.notEqual(passed.chain?.via, "host-1.1", "under another name: the old marks do not refer to it");
+  assert.equal(passed.chain?.stream, "s0.2");
+});
+
+test("a copy keeps at most MAX_CHAINED_BYTES of writes for its owner", () => {
+  const p = pair();
+  const big = (n: number): Write => ({
+    ...write(n),
+    xml: `<message id="m${n}">${"x".repeat(64 * 1024)}</message>`,
+  });
+  const marked = [1, 2, 3, 4, 5].map((n) => p.host.chain(OWNER, big(n)).chain !== undefined);
+  assert.deepEqual(marked, [true, true, true, false, false], "three of 64 KiB fit in 256 KiB, not a fourth");
 });
