@@ -342,17 +342,22 @@ export class ShardRouter implements ActorRouter {
   }
 
   /**
-   * Where a message to a session on `shard` goes first: the session's replica, which keeps a
-   * retained write and passes it on (chain replication, session-replicas.ts `ReplicaHost.chain`),
-   * or undefined to send it straight to the session. Every message to that session takes the
-   * same way, so none overtakes another (RFC 6120 §10.1). Set by the worker from its replication
-   * settings.
+   * Where a retained write to a session on `shard` goes first: the session's replica, which keeps
+   * it and passes it on (chain replication, session-replicas.ts `ReplicaHost.chain`), or undefined
+   * to send it straight to the session. Only a write that carries its sender's accept request: its
+   * sender's node sends it again if it is lost with the replica. Anything else (presence, iqs,
+   * copies of a message accepted through its first write, control messages) goes straight, as
+   * a replica's node dying must not lose it; it may overtake a retained write still on its way
+   * through the replica (docs/cluster.md). Set by the worker from its replication settings.
    */
   chainVia: ((shard: number) => number | undefined) | undefined;
 
-  /** Sends a message to session `msg.sid` on `shard` (through {@link chainVia}). */
+  /** Sends a message to session `msg.sid` on `shard` (a retained write through {@link chainVia}). */
   toSession(shard: number, msg: SessionMessage): void {
-    const via = this.chainVia?.(shard);
+    const via =
+      msg.kind === "write" && msg.accept !== undefined && msg.dedupe !== undefined
+        ? this.chainVia?.(shard)
+        : undefined;
     if (via !== undefined) this.send(via, { t: "chain", to: shard, msg });
     else this.send(shard, { t: "session", msg });
   }
