@@ -48,6 +48,7 @@ import { handleAccountIq, handleOtherUserIq, handleServerIq } from "./session-iq
 import {
   ackStanding,
   applySessionChange,
+  type ChainMark,
   cloneSessionState,
   type DeferrableChange,
   newSessionState,
@@ -1020,7 +1021,7 @@ export class SessionActor {
   }
 
   /** Tells the replica that a write it passed on is not written by that route. */
-  #unchain(chain: NonNullable<Extract<SessionMessage, { kind: "write" }>["chain"]>): void {
+  #unchain(chain: ChainMark): void {
     if (this.#stream === undefined || this.#ended) return;
     this.#changeLater({ c: "unchain", chain: { via: chain.via, seq: chain.seq } });
   }

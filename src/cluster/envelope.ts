@@ -26,7 +26,7 @@ export type Envelope =
    * To the main thread holding the replica of session `msg.sid` on shard `to`: it passes the
    * message on, keeping a retained write (session-replicas.ts `ReplicaHost.chain`).
    */
-  | { t: "chain"; to: number; msg: SessionMessage }
+  | { t: "chain"; to: number; msg: Extract<SessionMessage, { kind: "write" }> }
   /** To the destination worker itself. */
   | { t: "worker"; msg: WorkerMessage }
   /**

@@ -119,7 +119,7 @@ export class MainReplicaShard {
       case "chain":
         this.#send(envelope.to, {
           t: "session",
-          msg: envelope.msg.kind === "write" ? this.#host.chain(envelope.to, envelope.msg) : envelope.msg,
+          msg: this.#host.chain(envelope.to, envelope.msg),
         });
         // Late acknowledgements for that node ride the same frame.
         this.#host.ackNowTo(nodeNoOf(envelope.to));

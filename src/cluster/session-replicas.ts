@@ -520,6 +520,8 @@ interface CopyChain {
 interface ChainedWrite {
   seq: number;
   xml: string;
+  /** The xml's size in UTF-8, counted once (CopyChain.keptBytes). */
+  bytes: number;
   storable: boolean;
   key: string;
   at?: number;
@@ -837,7 +839,7 @@ export class ReplicaHost {
     if (chain.kept.length >= MAX_CHAINED_WRITES || chain.keptBytes + bytes > MAX_CHAINED_BYTES) return write;
     const seq = chain.next++;
     const storable = write.isMessage ?? false;
-    const kept: ChainedWrite = { seq, xml: write.xml, storable, key: write.dedupe };
+    const kept: ChainedWrite = { seq, xml: write.xml, bytes, storable, key: write.dedupe };
     if (storable && write.at !== undefined) kept.at = write.at;
     chain.kept.push(kept);
     chain.keptBytes += bytes;
@@ -851,11 +853,9 @@ export class ReplicaHost {
   #settleChained(chain: CopyChain, mark: ChainMark | undefined): void {
     if (mark?.via !== chain.via) return;
     let done = 0;
-    while (done < chain.kept.length && chain.kept[done]!.seq <= mark.seq) {
-      chain.keptBytes -= Buffer.byteLength(chain.kept[done]!.xml);
-      done++;
-    }
-    if (done > 0) chain.kept = chain.kept.slice(done);
+    while (done < chain.kept.length && chain.kept[done]!.seq <= mark.seq)
+      chain.keptBytes -= chain.kept[done++]!.bytes;
+    chain.kept.splice(0, done);
   }
 
   /** Drops the copy of `token`. */

@@ -358,7 +358,7 @@ export class ShardRouter implements ActorRouter {
       msg.kind === "write" && msg.accept !== undefined && msg.dedupe !== undefined
         ? this.chainVia?.(shard)
         : undefined;
-    if (via !== undefined) this.send(via, { t: "chain", to: shard, msg });
+    if (via !== undefined && msg.kind === "write") this.send(via, { t: "chain", to: shard, msg });
     else this.send(shard, { t: "session", msg });
   }
 
